@@ -1,0 +1,11 @@
+// The generals_rl._core extension module: one bind_* function per area.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void bind_game(py::module_& m);
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "generals-rl C++ core: engine, batched environments, experience buffer";
+  bind_game(m);
+}

@@ -1,0 +1,241 @@
+#include "game.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+
+namespace grl {
+
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+}  // namespace
+
+Game::Game(MapSpec map, int max_ticks, bool neutral_city_regrowth)
+    : height_(map.height),
+      width_(map.width),
+      num_players_(static_cast<int>(map.generals.size())),
+      max_ticks_(max_ticks),
+      neutral_city_regrowth_(neutral_city_regrowth),
+      alive_count_(num_players_),
+      kind_(std::move(map.kind)),
+      owner_(std::move(map.owner)),
+      army_(std::move(map.army)),
+      generals_(std::move(map.generals)) {
+  require(height_ >= 1 && height_ <= 1024 && width_ >= 1 && width_ <= 1024,
+          "board size must be between 1x1 and 1024x1024, got " + std::to_string(height_) + "x" +
+              std::to_string(width_));
+  require(num_players_ >= 1 && num_players_ <= kMaxPlayers,
+          "players must be between 1 and 16, got " + std::to_string(num_players_));
+  const size_t n = static_cast<size_t>(height_) * width_;
+  require(kind_.size() == n, "kind has " + std::to_string(kind_.size()) + " tiles, expected " +
+                                 std::to_string(n));
+  require(owner_.size() == n, "owner has " + std::to_string(owner_.size()) +
+                                  " tiles, expected " + std::to_string(n));
+  require(army_.size() == n, "army has " + std::to_string(army_.size()) + " tiles, expected " +
+                                 std::to_string(n));
+  alive_.assign(num_players_, 1);
+  army_total_.assign(num_players_, 0);
+  land_.assign(num_players_, 0);
+  illegal_.assign(num_players_, 0);
+  for (size_t t = 0; t < n; ++t) {
+    require(kind_[t] <= kGeneral, "tile " + std::to_string(t) + " has unknown kind " +
+                                      std::to_string(kind_[t]));
+    require(owner_[t] >= kNeutral && owner_[t] < num_players_,
+            "tile " + std::to_string(t) + " has owner " + std::to_string(owner_[t]) +
+                " outside -1.." + std::to_string(num_players_ - 1));
+    require(army_[t] >= 0, "tile " + std::to_string(t) + " has negative army");
+    require(kind_[t] != kMountain || owner_[t] == kNeutral,
+            "mountain tile " + std::to_string(t) + " cannot be owned");
+    if (kind_[t] == kCity) cities_.push_back(static_cast<int32_t>(t));
+    if (owner_[t] >= 0) {
+      land_[owner_[t]] += 1;
+      army_total_[owner_[t]] += army_[t];
+    }
+  }
+  for (int p = 0; p < num_players_; ++p) {
+    const int g = generals_[p];
+    require(g >= 0 && static_cast<size_t>(g) < n,
+            "general of player " + std::to_string(p) + " is off the board: " + std::to_string(g));
+    require(kind_[g] == kGeneral && owner_[g] == p,
+            "tile " + std::to_string(g) + " must be a general owned by player " + std::to_string(p));
+  }
+}
+
+void Game::set_owner(int tile, int16_t new_owner) {
+  const int16_t old = owner_[tile];
+  if (old == new_owner) return;
+  if (old >= 0) {
+    land_[old] -= 1;
+    army_total_[old] -= army_[tile];
+    if (kind_[tile] == kCity) events_.cities_lost[old] += 1;
+  }
+  if (new_owner >= 0) {
+    land_[new_owner] += 1;
+    army_total_[new_owner] += army_[tile];
+    if (kind_[tile] == kCity) events_.cities_gained[new_owner] += 1;
+  }
+  owner_[tile] = new_owner;
+}
+
+void Game::add_army(int tile, int32_t delta) {
+  army_[tile] += delta;
+  if (owner_[tile] >= 0) army_total_[owner_[tile]] += delta;
+}
+
+void Game::kill(int player) {
+  alive_[player] = 0;
+  alive_count_ -= 1;
+  death_order_.push_back(static_cast<int16_t>(player));
+  events_.eliminated[player] = 1;
+}
+
+void Game::capture_general(int victim, int captor, int general_tile) {
+  const int n = num_tiles();
+  for (int t = 0; t < n; ++t) {
+    if (owner_[t] != victim) continue;
+    const int32_t a = army_[t];
+    add_army(t, (a + 1) / 2 - a);  // halved, rounding half up
+    set_owner(t, static_cast<int16_t>(captor));
+  }
+  kind_[general_tile] = kCity;
+  cities_.push_back(general_tile);
+  for (auto& g : generals_) {
+    if (g == general_tile) g = -1;
+  }
+  events_.generals_captured[captor] += 1;
+  if (alive_[victim]) kill(victim);
+}
+
+bool Game::apply_move(int player, int start, int end, bool half) {
+  const int n = num_tiles();
+  if (start < 0 || start >= n || end < 0 || end >= n) return false;
+  const int diff = std::abs(start - end);
+  const bool adjacent = (diff == width_) || (diff == 1 && start / width_ == end / width_);
+  if (!adjacent) return false;
+  if (owner_[start] != player) return false;
+  if (kind_[end] == kMountain) return false;
+  const int32_t a = army_[start];
+  if (a <= 1) return false;
+  const int32_t reserve = half ? (a + 1) / 2 : 1;
+  const int32_t moved = a - reserve;
+  add_army(start, -moved);
+  const int16_t defender = owner_[end];
+  if (defender == player) {
+    add_army(end, moved);
+    return true;
+  }
+  if (army_[end] >= moved) {
+    add_army(end, -moved);
+    return true;
+  }
+  const int32_t remaining = moved - army_[end];
+  add_army(end, -army_[end]);
+  set_owner(end, static_cast<int16_t>(player));
+  add_army(end, remaining);
+  if (defender >= 0 && kind_[end] == kGeneral && generals_[defender] == end) {
+    capture_general(defender, player, end);
+  }
+  return true;
+}
+
+void Game::afk(int player) {
+  if (player < 0 || player >= num_players_) return;
+  if (alive_[player]) {
+    kill(player);  // keeps its tiles; its general still grows and can be captured
+    return;
+  }
+  const int g = generals_[player];
+  generals_[player] = -1;
+  if (g < 0 || owner_[g] != player) return;
+  const int n = num_tiles();
+  for (int t = 0; t < n; ++t) {
+    if (owner_[t] == player) set_owner(t, kNeutral);
+  }
+  kind_[g] = kCity;
+  cities_.push_back(g);
+}
+
+void Game::advance() {
+  tick_ += 1;
+  if (tick_ % 2 == 0) {
+    for (int g : generals_) {
+      if (g >= 0) add_army(g, 1);
+    }
+    for (int c : cities_) {
+      if (owner_[c] >= 0 || (neutral_city_regrowth_ && army_[c] < 40)) add_army(c, 1);
+    }
+  }
+  if (tick_ % 50 == 0) {
+    const int n = num_tiles();
+    for (int t = 0; t < n; ++t) {
+      if (owner_[t] >= 0) army_[t] += 1;
+    }
+    for (int p = 0; p < num_players_; ++p) army_total_[p] += land_[p];
+  }
+}
+
+bool Game::decode_action(int32_t action, int& start, int& end, bool& half) const {
+  const int full = height_ * width_ * 4;
+  if (action < 0 || action >= 2 * full) return false;
+  half = action >= full;
+  const int i = half ? action - full : action;
+  start = i >> 2;
+  const int d = i & 3;
+  const int y = start / width_ + kDy[d];
+  const int x = start % width_ + kDx[d];
+  if (y < 0 || y >= height_ || x < 0 || x >= width_) return false;
+  end = y * width_ + x;
+  return true;
+}
+
+bool Game::move_is_legal(int player, int start, int direction) const {
+  if (owner_[start] != player || army_[start] < 2) return false;
+  const int y = start / width_ + kDy[direction];
+  const int x = start % width_ + kDx[direction];
+  if (y < 0 || y >= height_ || x < 0 || x >= width_) return false;
+  return kind_[y * width_ + x] != kMountain;
+}
+
+bool Game::step(const int32_t* actions) {
+  events_ = TickEvents{};
+  const bool ascending = (tick_ % 2) == 0;
+  for (int k = 0; k < num_players_; ++k) {
+    const int p = ascending ? k : num_players_ - 1 - k;
+    if (!alive_[p] || actions[p] == kPass) continue;
+    int start, end;
+    bool half;
+    if (!decode_action(actions[p], start, end, half) || !apply_move(p, start, end, half)) {
+      illegal_[p] += 1;
+    }
+  }
+  advance();
+  return done();
+}
+
+int Game::winner() const {
+  if (alive_count_ != 1) return -1;
+  for (int p = 0; p < num_players_; ++p) {
+    if (alive_[p]) return p;
+  }
+  return -1;
+}
+
+void Game::visibility(int player, uint8_t* out) const {
+  const int n = num_tiles();
+  std::fill(out, out + n, 0);
+  for (int y = 0; y < height_; ++y) {
+    for (int x = 0; x < width_; ++x) {
+      if (owner_[y * width_ + x] != player) continue;
+      const int y0 = std::max(0, y - 1), y1 = std::min(height_ - 1, y + 1);
+      const int x0 = std::max(0, x - 1), x1 = std::min(width_ - 1, x + 1);
+      for (int yy = y0; yy <= y1; ++yy) {
+        for (int xx = x0; xx <= x1; ++xx) out[yy * width_ + xx] = 1;
+      }
+    }
+  }
+}
+
+}  // namespace grl

@@ -1,0 +1,122 @@
+// The generals.io rules: one game's board, moves, growth, captures and elimination.
+// A Game owns its board arrays; everything else (observations, masks, bots,
+// replays, experience collection) reads them.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace grl {
+
+enum Tile : uint8_t { kPlain = 0, kMountain = 1, kCity = 2, kGeneral = 3 };
+
+constexpr int16_t kNeutral = -1;
+constexpr int kMaxPlayers = 16;
+constexpr int kPass = -1;
+
+// Directions of the flat action index: d = 0 up, 1 down, 2 left, 3 right.
+constexpr int kDy[4] = {-1, 1, 0, 0};
+constexpr int kDx[4] = {0, 0, -1, 1};
+
+// A board as given to a Game: kind, owner and army per tile (row-major) and
+// each player's general tile.
+struct MapSpec {
+  int height = 0;
+  int width = 0;
+  std::vector<uint8_t> kind;
+  std::vector<int16_t> owner;
+  std::vector<int32_t> army;
+  std::vector<int32_t> generals;  // one tile index per player
+};
+
+// Per-tick events, cleared at the start of each live step; rewards read them.
+struct TickEvents {
+  int32_t cities_gained[kMaxPlayers] = {};
+  int32_t cities_lost[kMaxPlayers] = {};
+  int32_t generals_captured[kMaxPlayers] = {};
+  int32_t eliminated[kMaxPlayers] = {};  // 1 when the player died this tick
+};
+
+class Game {
+ public:
+  // max_ticks <= 0 means no tick limit. neutral_city_regrowth is the rule of
+  // replay versions below 6 (unowned cities under 40 armies gain 1 on even ticks).
+  Game(MapSpec map, int max_ticks = 0, bool neutral_city_regrowth = false);
+
+  // ---- live play -------------------------------------------------------
+  // One tick: actions[p] is a flat action index (see action_index) or kPass.
+  // Moves resolve in ascending player order on even ticks and descending on
+  // odd ticks; then the tick advances with growth. Returns true when the game
+  // is over after this tick (won or truncated).
+  bool step(const int32_t* actions);
+
+  // ---- rule primitives (shared by live play and replays) ---------------
+  // Applies one move; false (and nothing changes) when it is illegal.
+  bool apply_move(int player, int start, int end, bool half);
+  // A player going AFK, as the game's server handles it.
+  void afk(int player);
+  // tick += 1, then growth.
+  void advance();
+
+  // ---- flat action index -------------------------------------------------
+  // ((y * W) + x) * 4 + d for a full move; + H*W*4 for the half move.
+  int num_actions() const { return height_ * width_ * 8; }
+  bool decode_action(int32_t action, int& start, int& end, bool& half) const;
+  // Legal now: own tile with army >= 2, target on the board and not a mountain.
+  bool move_is_legal(int player, int start, int direction) const;
+
+  // ---- state ---------------------------------------------------------------
+  int height() const { return height_; }
+  int width() const { return width_; }
+  int num_tiles() const { return height_ * width_; }
+  int num_players() const { return num_players_; }
+  int tick() const { return tick_; }
+  int max_ticks() const { return max_ticks_; }
+  int alive_count() const { return alive_count_; }
+  bool alive(int p) const { return alive_[p] != 0; }
+  bool over() const { return alive_count_ <= 1; }
+  bool truncated() const { return !over() && max_ticks_ > 0 && tick_ >= max_ticks_; }
+  bool done() const { return over() || truncated(); }
+  int winner() const;  // the last player standing, or -1
+  int64_t army_of(int p) const { return army_total_[p]; }
+  int32_t land_of(int p) const { return land_[p]; }
+  int64_t illegal_moves(int p) const { return illegal_[p]; }
+  const std::vector<int16_t>& death_order() const { return death_order_; }
+  const std::vector<int32_t>& generals() const { return generals_; }  // -1 when gone
+  const TickEvents& events() const { return events_; }
+
+  const uint8_t* kind() const { return kind_.data(); }
+  const int16_t* owner() const { return owner_.data(); }
+  const int32_t* army() const { return army_.data(); }
+
+  // Fog of war: every tile within the 3x3 square around a tile the player owns.
+  // Writes num_tiles() bytes (1 visible, 0 fog).
+  void visibility(int player, uint8_t* out) const;
+
+ private:
+  void set_owner(int tile, int16_t new_owner);
+  void add_army(int tile, int32_t delta);
+  void capture_general(int victim, int captor, int general_tile);
+  void kill(int player);
+
+  int height_, width_, num_players_;
+  int max_ticks_;
+  bool neutral_city_regrowth_;
+  int tick_ = 0;
+  int alive_count_;
+  std::vector<uint8_t> kind_;
+  std::vector<int16_t> owner_;
+  std::vector<int32_t> army_;
+  std::vector<int32_t> generals_;
+  std::vector<int32_t> cities_;  // tiles that are cities, in the order they became one
+  std::vector<uint8_t> alive_;
+  std::vector<int64_t> army_total_;
+  std::vector<int32_t> land_;
+  std::vector<int64_t> illegal_;
+  std::vector<int16_t> death_order_;
+  TickEvents events_;
+};
+
+}  // namespace grl

@@ -1,0 +1,46 @@
+"""The flat action index, in bulk.
+
+A full move from tile ``(x, y)`` in direction ``d`` (0 up, 1 down, 2 left, 3 right)
+is ``((y * W) + x) * 4 + d``; ``H * W * 4 + i`` is the half move ("50%") of ``i``;
+``-1`` is a pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PASS = -1
+UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
+
+
+def encode_actions(x, y, direction, half, height: int, width: int) -> np.ndarray:
+    """Flat action indices (int32) from arrays (or scalars) of x, y, direction, half."""
+    x = np.asarray(x, dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    direction = np.asarray(direction, dtype=np.int64)
+    half = np.asarray(half, dtype=bool)
+    if np.any((x < 0) | (x >= width)):
+        raise ValueError(f"x: expected 0..{width - 1}, got {x[(x < 0) | (x >= width)].ravel()[:5]}")
+    if np.any((y < 0) | (y >= height)):
+        raise ValueError(f"y: expected 0..{height - 1}, got {y[(y < 0) | (y >= height)].ravel()[:5]}")
+    if np.any((direction < 0) | (direction > 3)):
+        raise ValueError(f"direction: expected 0..3, got {direction[(direction < 0) | (direction > 3)].ravel()[:5]}")
+    index = ((y * width) + x) * 4 + direction + half * (height * width * 4)
+    return index.astype(np.int32)
+
+
+def decode_actions(index, height: int, width: int):
+    """``(x, y, direction, half)`` arrays from flat indices; a pass (-1) decodes to -1s."""
+    index = np.asarray(index, dtype=np.int64)
+    full = height * width * 4
+    if np.any((index < PASS) | (index >= 2 * full)):
+        bad = index[(index < PASS) | (index >= 2 * full)].ravel()[:5]
+        raise ValueError(f"index: expected -1..{2 * full - 1}, got {bad}")
+    passed = index == PASS
+    half = index >= full
+    base = np.where(half, index - full, index)
+    tile = base // 4
+    x = np.where(passed, -1, tile % width).astype(np.int32)
+    y = np.where(passed, -1, tile // width).astype(np.int32)
+    direction = np.where(passed, -1, base % 4).astype(np.int32)
+    return x, y, direction, half & ~passed

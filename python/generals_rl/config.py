@@ -1,0 +1,44 @@
+"""Configuration shared by single games and batched environments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _core
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """How maps are generated, in the manner of generals.io's 1v1 and FFA maps.
+
+    Board sides are drawn from ``[min_side, max_side]``; ``cities=-1`` places about
+    one city per 40 tiles (10 on a 20x20 board) and ``min_general_distance=-1``
+    uses 15 for 1v1 and less for more players. Invalid values raise ``ValueError``
+    naming the field.
+    """
+
+    min_side: int = 18
+    max_side: int = 23
+    mountain_fraction: float = 0.2
+    cities: int = -1
+    city_army_min: int = 40
+    city_army_max: int = 50
+    min_general_distance: int = -1
+
+    def to_core(self, players: int, pad_height: int = 0, pad_width: int = 0) -> _core.MapOptions:
+        options = _core.MapOptions()
+        options.players = players
+        for name in (
+            "min_side",
+            "max_side",
+            "mountain_fraction",
+            "cities",
+            "city_army_min",
+            "city_army_max",
+            "min_general_distance",
+        ):
+            setattr(options, name, getattr(self, name))
+        options.pad_height = pad_height
+        options.pad_width = pad_width
+        options.validate()
+        return options

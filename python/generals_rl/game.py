@@ -1,0 +1,83 @@
+"""One generals.io game, played tick by tick."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from . import _core
+from .actions import PASS, encode_actions
+from .config import MapConfig
+
+TILE_PLAIN, TILE_MOUNTAIN, TILE_CITY, TILE_GENERAL = 0, 1, 2, 3
+NEUTRAL = -1
+
+
+class Game:
+    """A single game on the C++ engine.
+
+    Create it from a seed (``Game(seed=7)``) or from an explicit board
+    (``Game.from_map(kind, owner, army, generals)``). Board state is exposed as
+    read-only ``(height, width)`` numpy views that follow the game as it steps.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        players: int = 2,
+        map_config: MapConfig | None = None,
+        max_ticks: int = 0,
+        _core_game: _core.Game | None = None,
+    ) -> None:
+        if _core_game is None:
+            options = (map_config or MapConfig()).to_core(players)
+            _core_game = _core.Game.generate(options, seed, max_ticks)
+        self._game = _core_game
+
+    @classmethod
+    def from_map(cls, kind, owner, army, generals, *, max_ticks: int = 0) -> "Game":
+        """A game on a given board: ``kind`` (0 plain, 1 mountain, 2 city, 3 general),
+        ``owner`` (-1 neutral or a player), ``army`` and one general tile index per player."""
+        return cls(_core_game=_core.Game(kind, owner, army, generals, max_ticks))
+
+    def step(self, moves: Sequence) -> bool:
+        """Plays one tick. ``moves[p]`` is player p's flat action index, ``None`` or -1
+        for a pass, or an ``(x, y, direction, half)`` tuple. Illegal moves are counted
+        no-ops. Returns True when the game is over (won or truncated)."""
+        if len(moves) != self.num_players:
+            raise ValueError(f"moves: expected one per player ({self.num_players}), got {len(moves)}")
+        actions = np.empty(self.num_players, dtype=np.int32)
+        for p, move in enumerate(moves):
+            if move is None:
+                actions[p] = PASS
+            elif isinstance(move, tuple):
+                x, y, direction, half = move
+                actions[p] = encode_actions(x, y, direction, half, self.height, self.width)
+            else:
+                actions[p] = int(move)
+        return self._game.step(actions)
+
+    def visibility(self, player: int) -> np.ndarray:
+        """Fog of war: True on every tile within the 3x3 square around a tile ``player`` owns."""
+        return self._game.visibility(player)
+
+    height = property(lambda self: self._game.height)
+    width = property(lambda self: self._game.width)
+    num_players = property(lambda self: self._game.num_players)
+    tick = property(lambda self: self._game.tick)
+    max_ticks = property(lambda self: self._game.max_ticks)
+    over = property(lambda self: self._game.over, doc="At most one player is left.")
+    truncated = property(lambda self: self._game.truncated, doc="The tick limit ended the game.")
+    done = property(lambda self: self._game.done)
+    winner = property(lambda self: self._game.winner, doc="The last player standing, or -1.")
+    alive = property(lambda self: self._game.alive)
+    death_order = property(lambda self: self._game.death_order)
+    generals = property(lambda self: self._game.generals)
+    kind = property(lambda self: self._game.kind)
+    owner = property(lambda self: self._game.owner)
+    army = property(lambda self: self._game.army)
+    army_per_player = property(lambda self: self._game.army_per_player)
+    land_per_player = property(lambda self: self._game.land_per_player)
+    illegal_moves = property(lambda self: self._game.illegal_moves)
