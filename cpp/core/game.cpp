@@ -13,6 +13,21 @@ void require(bool ok, const std::string& message) {
 
 }  // namespace
 
+void compute_open_directions(const uint8_t* kind, int height, int width, uint8_t* out) {
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      uint8_t bits = 0;
+      for (int d = 0; d < 4; ++d) {
+        const int ny = y + kDy[d], nx = x + kDx[d];
+        if (ny >= 0 && ny < height && nx >= 0 && nx < width && kind[ny * width + nx] != kMountain) {
+          bits |= static_cast<uint8_t>(1u << d);
+        }
+      }
+      out[y * width + x] = bits;
+    }
+  }
+}
+
 Game::Game(MapSpec map, int max_ticks, bool neutral_city_regrowth)
     : height_(map.height),
       width_(map.width),
@@ -55,6 +70,8 @@ Game::Game(MapSpec map, int max_ticks, bool neutral_city_regrowth)
       army_total_[owner_[t]] += army_[t];
     }
   }
+  open_directions_.assign(n, 0);
+  compute_open_directions(kind_.data(), height_, width_, open_directions_.data());
   for (int p = 0; p < num_players_; ++p) {
     const int g = generals_[p];
     require(g >= 0 && static_cast<size_t>(g) < n,
@@ -192,6 +209,7 @@ bool Game::decode_action(int32_t action, int& start, int& end, bool& half) const
 }
 
 bool Game::move_is_legal(int player, int start, int direction) const {
+  if (start < 0 || start >= num_tiles() || direction < 0 || direction > 3) return false;
   if (owner_[start] != player || army_[start] < 2) return false;
   const int y = start / width_ + kDy[direction];
   const int x = start % width_ + kDx[direction];

@@ -39,6 +39,10 @@ struct TickEvents {
   int32_t eliminated[kMaxPlayers] = {};  // 1 when the player died this tick
 };
 
+// Per tile, bit d set when the neighbour in direction d is on the board and not
+// a mountain.
+void compute_open_directions(const uint8_t* kind, int height, int width, uint8_t* out);
+
 class Game {
  public:
   // max_ticks <= 0 means no tick limit. neutral_city_regrowth is the rule of
@@ -88,6 +92,9 @@ class Game {
   const TickEvents& events() const { return events_; }
 
   const uint8_t* kind() const { return kind_.data(); }
+  // compute_open_directions of the board (mountains never change, so it is
+  // fixed for the game).
+  const uint8_t* open_directions() const { return open_directions_.data(); }
   const int16_t* owner() const { return owner_.data(); }
   const int32_t* army() const { return army_.data(); }
 
@@ -107,6 +114,7 @@ class Game {
   int tick_ = 0;
   int alive_count_;
   std::vector<uint8_t> kind_;
+  std::vector<uint8_t> open_directions_;
   std::vector<int16_t> owner_;
   std::vector<int32_t> army_;
   std::vector<int32_t> generals_;

@@ -26,6 +26,7 @@ class MapConfig:
     min_general_distance: int = -1
 
     def to_core(self, players: int, pad_height: int = 0, pad_width: int = 0) -> _core.MapOptions:
+        """The C++ options; with padding, sides are capped to fit the padded board."""
         options = _core.MapOptions()
         options.players = players
         for name in (
@@ -38,6 +39,10 @@ class MapConfig:
             "min_general_distance",
         ):
             setattr(options, name, getattr(self, name))
+        if pad_height and pad_width:
+            # Boards are generated to fit the padded shape.
+            options.max_side = min(self.max_side, pad_height, pad_width)
+            options.min_side = min(self.min_side, options.max_side)
         options.pad_height = pad_height
         options.pad_width = pad_width
         options.validate()

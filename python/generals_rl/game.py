@@ -12,6 +12,7 @@ from .config import MapConfig
 
 TILE_PLAIN, TILE_MOUNTAIN, TILE_CITY, TILE_GENERAL = 0, 1, 2, 3
 NEUTRAL = -1
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 class Game:
@@ -56,7 +57,8 @@ class Game:
                 x, y, direction, half = move
                 actions[p] = encode_actions(x, y, direction, half, self.height, self.width)
             else:
-                actions[p] = int(move)
+                # Indices beyond int32 are out of range like any other: counted no-ops.
+                actions[p] = min(max(int(move), _INT32_MIN), _INT32_MAX)
         return self._game.step(actions)
 
     def visibility(self, player: int) -> np.ndarray:

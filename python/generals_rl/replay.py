@@ -13,6 +13,10 @@ from . import _core
 from .game import TILE_CITY, TILE_GENERAL, TILE_MOUNTAIN, Game
 
 SUPPORTED_VERSIONS = range(5, 8)
+# The latest tick an event may be recorded at (about six days of play); later
+# turns can only come from a damaged file and would make the replay run forever.
+MAX_TURN = 1_000_000
+_INT32_MAX = 2**31 - 1
 # Field order of the array form stored in .gior files (newer versions append more).
 _ARRAY_FIELDS = (
     "version", "id", "mapWidth", "mapHeight", "usernames", "stars", "cities",
@@ -82,6 +86,16 @@ def _lzstring_decompress(codes: list[int]) -> str:
             enlarge_in, num_bits = 1 << num_bits, num_bits + 1
 
 
+def _array_form(values: list) -> dict:
+    """The fields of the array form, with moves and AFK events as dicts."""
+    fields = dict(zip(_ARRAY_FIELDS, values))
+    for name, names in (("moves", _MOVE_FIELDS), ("afks", _AFK_FIELDS)):
+        rows = fields.get(name)
+        if isinstance(rows, list) and all(isinstance(row, list) for row in rows):
+            fields[name] = [dict(zip(names, row)) for row in rows]
+    return fields
+
+
 def _decode_gior(data: bytes) -> dict:
     if len(data) % 2:
         raise ReplayError(".gior data has an odd number of bytes")
@@ -89,14 +103,11 @@ def _decode_gior(data: bytes) -> dict:
     text = _lzstring_decompress(codes)
     try:
         values = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ReplayError(f".gior does not decompress to JSON: {exc}") from None
     if not isinstance(values, list):
         raise ReplayError(".gior does not hold the array form of a replay")
-    fields = dict(zip(_ARRAY_FIELDS, values))
-    fields["moves"] = [dict(zip(_MOVE_FIELDS, m)) for m in fields.get("moves") or []]
-    fields["afks"] = [dict(zip(_AFK_FIELDS, a)) for a in fields.get("afks") or []]
-    return fields
+    return _array_form(values)
 
 
 @dataclass
@@ -134,10 +145,13 @@ class Replay:
         for player, tile in enumerate(self.generals):
             kind[tile], owner[tile], army[tile] = TILE_GENERAL, player, 1
         shape = (self.height, self.width)
-        core = _core.Game(
-            kind.reshape(shape), owner.reshape(shape), army.reshape(shape),
-            np.asarray(self.generals, dtype=np.int32), 0, self.version < 6,
-        )
+        try:
+            core = _core.Game(
+                kind.reshape(shape), owner.reshape(shape), army.reshape(shape),
+                np.asarray(self.generals, dtype=np.int32), 0, self.version < 6,
+            )
+        except ValueError as exc:
+            raise ReplayError(f"replay {self.id!r} has an inconsistent board: {exc}") from None
         return Game(_core_game=core)
 
     def trace(self, snapshot_every: int = 100) -> dict:
@@ -176,11 +190,29 @@ def _require(fields: dict, name: str, kind: type):
     return value
 
 
+def _int_list(fields: dict, name: str, required: bool = True) -> list[int]:
+    values = _require(fields, name, list) if required else fields.get(name)
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise ReplayError(f"replay field {name!r}: expected list, got {values!r:.60}")
+    try:
+        return [int(v) for v in values]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ReplayError(f"replay field {name!r}: expected integers ({exc})") from None
+
+
 def _events(rows: list, names: tuple, what: str) -> np.ndarray:
     try:
         table = [[int(row[name]) for name in names] for row in rows]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ReplayError(f"replay field {what!r}: malformed entry ({exc})") from None
+    values = [v for row in table for v in row]
+    if values and not -_INT32_MAX - 1 <= min(values) <= max(values) <= _INT32_MAX:
+        raise ReplayError(f"replay field {what!r}: values must fit in 32 bits")
+    turns = [row[-1] for row in table]
+    if turns and max(turns) > MAX_TURN:
+        raise ReplayError(f"replay field {what!r}: turn {max(turns)} is beyond {MAX_TURN}")
     return np.asarray(table, dtype=np.int32).reshape(len(table), len(names))
 
 
@@ -198,31 +230,43 @@ def from_fields(fields: dict) -> Replay:
         raise ReplayError(f"replay map size {width}x{height} is out of range")
     tile_lists = {}
     for name in ("cities", "cityArmies", "generals", "mountains"):
-        tile_lists[name] = [int(v) for v in _require(fields, name, list)]
-    neutrals = [int(v) for v in fields.get("neutrals") or []]
-    neutral_armies = [int(v) for v in fields.get("neutralArmies") or []]
+        tile_lists[name] = _int_list(fields, name)
+    tile_lists["neutrals"] = neutrals = _int_list(fields, "neutrals", required=False)
+    neutral_armies = _int_list(fields, "neutralArmies", required=False)
     if fields.get("swamps"):
         raise ReplayError("replays with swamps are not supported")
     teams = fields.get("teams")
-    if teams and len(set(teams)) != len(teams):
-        raise ReplayError("team replays are not supported")
+    if teams is not None and not isinstance(teams, list):
+        raise ReplayError(f"replay field 'teams': expected list or null, got {teams!r:.60}")
+    try:
+        if teams and len(set(teams)) != len(teams):
+            raise ReplayError("team replays are not supported")
+    except TypeError:
+        raise ReplayError("replay field 'teams': expected one team number per player") from None
     n = width * height
-    for name in ("cities", "generals", "mountains"):
+    for name in ("cities", "generals", "mountains", "neutrals"):
         bad = [t for t in tile_lists[name] if not 0 <= t < n]
         if bad:
             raise ReplayError(f"replay field {name!r}: tiles {bad[:5]} are off the {width}x{height} map")
+    for name, armies in (("cityArmies", tile_lists["cityArmies"]), ("neutralArmies", neutral_armies)):
+        bad = [a for a in armies if not 0 <= a <= _INT32_MAX]
+        if bad:
+            raise ReplayError(f"replay field {name!r}: armies {bad[:5]} are out of range")
+    if len(set(tile_lists["generals"])) != len(tile_lists["generals"]):
+        raise ReplayError("replay field 'generals': two players share a general tile")
     if len(tile_lists["cities"]) != len(tile_lists["cityArmies"]):
         raise ReplayError("replay fields 'cities' and 'cityArmies' differ in length")
     if len(neutrals) != len(neutral_armies):
         raise ReplayError("replay fields 'neutrals' and 'neutralArmies' differ in length")
     if not 1 <= len(tile_lists["generals"]) <= 16:
         raise ReplayError(f"replay has {len(tile_lists['generals'])} players, expected 1..16")
+    usernames = fields.get("usernames")
     return Replay(
         id=str(fields.get("id", "")),
         version=version,
         width=width,
         height=height,
-        usernames=list(fields.get("usernames") or []),
+        usernames=list(usernames) if isinstance(usernames, list) else [],
         cities=tile_lists["cities"],
         city_armies=tile_lists["cityArmies"],
         generals=tile_lists["generals"],
@@ -241,12 +285,10 @@ def load(path: str | Path) -> Replay:
     if data[:1] in (b"{", b"[") or path.suffix == ".gioreplay":
         try:
             fields = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ReplayError(f"{path}: not valid replay JSON: {exc}") from None
         if isinstance(fields, list):
-            fields = dict(zip(_ARRAY_FIELDS, fields))
-            fields["moves"] = [dict(zip(_MOVE_FIELDS, m)) for m in fields.get("moves") or []]
-            fields["afks"] = [dict(zip(_AFK_FIELDS, a)) for a in fields.get("afks") or []]
+            fields = _array_form(fields)
         elif not isinstance(fields, dict):
             raise ReplayError(f"{path}: replay JSON must be an object or an array")
     else:

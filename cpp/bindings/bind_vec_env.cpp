@@ -1,0 +1,174 @@
+// Bindings for the batched environment and the built-in policies.
+#include <pybind11/stl.h>
+
+#include "arrays.hpp"
+#include "bots.hpp"
+#include "observation.hpp"
+#include "vec_env.hpp"
+
+namespace py = pybind11;
+using grl::bindings::as_array;
+using grl::bindings::view;
+
+namespace {
+
+grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint64_t seed, int max_ticks,
+                          int num_threads, const grl::MapOptions& map, const py::dict& reward,
+                          const std::string& army_scaling, float army_scale, bool observations,
+                          bool action_masks) {
+  grl::VecEnvConfig c;
+  c.num_envs = num_envs;
+  c.players = players;
+  c.height = height;
+  c.width = width;
+  c.seed = seed;
+  c.max_ticks = max_ticks;
+  c.num_threads = num_threads;
+  c.map = map;
+  if (army_scaling == "linear") {
+    c.observation.scale = grl::ObservationConfig::kLinear;
+  } else if (army_scaling == "log") {
+    c.observation.scale = grl::ObservationConfig::kLog;
+  } else {
+    throw py::value_error("army_scaling: expected 'linear' or 'log', got '" + army_scaling + "'");
+  }
+  c.observation.army_scale = army_scale;
+  c.observations = observations;
+  c.action_masks = action_masks;
+  for (auto item : reward) {
+    const auto key = item.first.cast<std::string>();
+    const float value = item.second.cast<float>();
+    if (key == "win") c.reward.win = value;
+    else if (key == "loss") c.reward.loss = value;
+    else if (key == "city_captured") c.reward.city_captured = value;
+    else if (key == "city_lost") c.reward.city_lost = value;
+    else if (key == "army_advantage") c.reward.army_advantage = value;
+    else if (key == "land_gained") c.reward.land_gained = value;
+    else if (key == "general_captured") c.reward.general_captured = value;
+    else throw py::value_error("reward: unknown term '" + key + "'");
+  }
+  py::gil_scoped_release release;
+  return new grl::VecEnv(std::move(c));
+}
+
+py::dict output_views(py::object self) {
+  auto& e = self.cast<grl::VecEnv&>();
+  const py::ssize_t n = e.num_envs(), p = e.players(), h = e.height(), w = e.width();
+  py::dict out;
+  if (!e.observations.empty()) {
+    out["observations"] = view(e.observations.data(), {n, p, grl::kObservationChannels, h, w}, self);
+    out["final_observations"] =
+        view(e.final_observations.data(), {n, p, grl::kObservationChannels, h, w}, self);
+  }
+  if (!e.action_masks.empty()) {
+    out["action_masks"] = view(reinterpret_cast<const bool*>(e.action_masks.data()), {n, p, h * w * 4}, self);
+  }
+  out["rewards"] = view(e.rewards.data(), {n, p}, self);
+  out["terminated"] = view(reinterpret_cast<const bool*>(e.terminated.data()), {n, p}, self);
+  out["truncated"] = view(reinterpret_cast<const bool*>(e.truncated.data()), {n}, self);
+  out["illegal"] = view(reinterpret_cast<const bool*>(e.illegal.data()), {n, p}, self);
+  out["winner"] = view(e.winner.data(), {n}, self);
+  out["tick"] = view(e.tick.data(), {n}, self);
+  out["army"] = view(e.army.data(), {n, p}, self);
+  out["land"] = view(e.land.data(), {n, p}, self);
+  out["alive"] = view(reinterpret_cast<const bool*>(e.alive.data()), {n, p}, self);
+  out["episode_done"] = view(reinterpret_cast<const bool*>(e.episode_done.data()), {n}, self);
+  out["episode_winner"] = view(e.episode_winner.data(), {n}, self);
+  out["episode_length"] = view(e.episode_length.data(), {n}, self);
+  out["episode_return"] = view(e.episode_return.data(), {n, p}, self);
+  out["episode_illegal_moves"] = view(e.episode_illegal_moves.data(), {n, p}, self);
+  out["episode_army"] = view(e.episode_army.data(), {n, p}, self);
+  out["episode_land"] = view(e.episode_land.data(), {n, p}, self);
+  return out;
+}
+
+// Checks a bot call's arguments: the act_for flags (players) and the output array.
+void check_policy_args(const grl::VecEnv& e, const py::array_t<uint8_t>& act_for, const py::array_t<int32_t>& out) {
+  if (act_for.size() != e.players()) {
+    throw py::value_error("players: expected " + std::to_string(e.players()) + " flags, got " +
+                          std::to_string(act_for.size()));
+  }
+  if (out.ndim() != 2 || out.shape(0) != e.num_envs() || out.shape(1) != e.players() ||
+      !(out.flags() & py::array::c_style)) {
+    throw py::value_error("out: expected a C-contiguous int32 array of shape (num_envs, players)");
+  }
+}
+
+}  // namespace
+
+void bind_vec_env(py::module_& m) {
+  py::class_<grl::VecEnv>(m, "VecEnv")
+      .def(py::init(&make_vec_env), py::arg("num_envs"), py::arg("players"), py::arg("height"),
+           py::arg("width"), py::arg("seed"), py::arg("max_ticks"), py::arg("num_threads"), py::arg("map"),
+           py::arg("reward"), py::arg("army_scaling"), py::arg("army_scale"), py::arg("observations"),
+           py::arg("action_masks"))
+      .def("outputs", &output_views)
+      .def("reset", &grl::VecEnv::reset, py::call_guard<py::gil_scoped_release>())
+      .def(
+          "step",
+          [](grl::VecEnv& e, py::handle actions) {
+            auto arr = as_array<int32_t>(actions, "actions", static_cast<py::ssize_t>(e.num_envs()) * e.players());
+            py::gil_scoped_release release;
+            e.step(arr.data());
+          },
+          py::arg("actions"))
+      .def("game_state",
+           [](const grl::VecEnv& e, int i) {
+             if (i < 0 || i >= e.num_envs()) throw py::index_error("env index out of range");
+             const grl::Game& g = e.game(i);
+             const std::vector<py::ssize_t> shape{g.height(), g.width()};
+             py::dict out;
+             out["kind"] = py::array_t<uint8_t>(shape, g.kind());
+             out["owner"] = py::array_t<int16_t>(shape, g.owner());
+             out["army"] = py::array_t<int32_t>(shape, g.army());
+             out["tick"] = g.tick();
+             out["generals"] = g.generals();
+             return out;
+           })
+      .def("env_seed", &grl::VecEnv::env_seed, py::arg("index"), py::arg("episode"))
+      .def_property_readonly("num_envs", &grl::VecEnv::num_envs)
+      .def_property_readonly("players", &grl::VecEnv::players)
+      .def_property_readonly("height", &grl::VecEnv::height)
+      .def_property_readonly("width", &grl::VecEnv::width)
+      .def_property_readonly("num_threads", [](const grl::VecEnv& e) { return e.config().num_threads; });
+
+  m.def(
+      "random_policy",
+      [](grl::VecEnv& e, uint64_t seed, uint64_t call, py::array_t<uint8_t> act_for, py::array_t<int32_t> out) {
+        check_policy_args(e, act_for, out);
+        py::gil_scoped_release release;
+        grl::random_policy(e, seed, call, act_for.data(), out.mutable_data());
+      },
+      py::arg("env"), py::arg("seed"), py::arg("call"), py::arg("act_for"), py::arg("out"));
+  m.def(
+      "heuristic_policy",
+      [](grl::VecEnv& e, py::array_t<uint8_t> act_for, py::array_t<int32_t> out) {
+        check_policy_args(e, act_for, out);
+        py::gil_scoped_release release;
+        grl::heuristic_policy(e, act_for.data(), out.mutable_data());
+      },
+      py::arg("env"), py::arg("act_for"), py::arg("out"));
+
+  m.def(
+      "encode_observation",
+      [](py::handle kind, py::handle owner, py::handle army, int player, const std::string& army_scaling,
+         float army_scale) {
+        auto k = as_array<uint8_t>(kind, "kind");
+        if (k.ndim() != 2) throw py::value_error("kind: expected a 2-D (height, width) array");
+        const int h = static_cast<int>(k.shape(0)), w = static_cast<int>(k.shape(1));
+        auto o = as_array<int16_t>(owner, "owner", k.size());
+        auto a = as_array<int32_t>(army, "army", k.size());
+        grl::ObservationConfig config;
+        config.scale = army_scaling == "log" ? grl::ObservationConfig::kLog : grl::ObservationConfig::kLinear;
+        config.army_scale = army_scale;
+        py::array_t<float> obs({grl::kObservationChannels, h, w});
+        py::array_t<bool> mask(static_cast<py::ssize_t>(h) * w * 4);
+        std::vector<uint8_t> scratch(static_cast<size_t>(h) * w * grl::kObservationScratchPerTile);
+        const grl::StateView sv{h, w, k.data(), o.data(), a.data()};
+        grl::encode_observation(sv, player, config, obs.mutable_data(), scratch.data());
+        grl::encode_action_mask(sv, player, reinterpret_cast<uint8_t*>(mask.mutable_data()));
+        return py::make_tuple(obs, mask);
+      },
+      py::arg("kind"), py::arg("owner"), py::arg("army"), py::arg("player"), py::arg("army_scaling") = "linear",
+      py::arg("army_scale") = 1000.0f);
+}

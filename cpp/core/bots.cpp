@@ -1,0 +1,158 @@
+#include "bots.hpp"
+
+#include <vector>
+
+#include "observation.hpp"
+#include "rng.hpp"
+
+namespace grl {
+
+namespace {
+
+constexpr uint8_t kBitCount[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+
+// Counts the legal moves, draws one index, then finds it: one draw per move.
+int32_t random_move(const Game& g, int player, Rng& rng) {
+  const int n = g.num_tiles();
+  const int16_t* owner = g.owner();
+  const int32_t* army = g.army();
+  const uint8_t* open = g.open_directions();
+  uint32_t count = 0;
+  for (int t = 0; t < n; ++t) count += (owner[t] == player && army[t] >= 2) ? kBitCount[open[t]] : 0;
+  if (count == 0) return kPass;
+  uint32_t pick = rng.below(count);
+  for (int t = 0; t < n; ++t) {
+    if (owner[t] != player || army[t] < 2) continue;
+    const uint32_t k = kBitCount[open[t]];
+    if (pick >= k) {
+      pick -= k;
+      continue;
+    }
+    for (int d = 0; d < 4; ++d) {
+      if ((open[t] >> d & 1) && pick-- == 0) return t * 4 + d;
+    }
+  }
+  return kPass;
+}
+
+struct HeuristicScratch {
+  std::vector<uint8_t> visible;
+  std::vector<int32_t> dist;
+  std::vector<int32_t> queue;
+};
+
+int32_t heuristic_move(const Game& g, int player, HeuristicScratch& s) {
+  const int h = g.height(), w = g.width(), n = h * w;
+  const int16_t* owner = g.owner();
+  const int32_t* army = g.army();
+  const uint8_t* kind = g.kind();
+  const StateView view{h, w, kind, owner, army};
+  compute_visibility(view, player, s.visible.data());
+
+  int main_tile = -1;
+  bool enemy_general_seen = false, enemy_seen = false;
+  for (int t = 0; t < n; ++t) {
+    if (owner[t] == player) {
+      if (main_tile < 0 || army[t] > army[main_tile]) main_tile = t;
+    } else if (s.visible[t] && owner[t] >= 0) {
+      enemy_seen = true;
+      enemy_general_seen |= kind[t] == kGeneral;
+    }
+  }
+  if (main_tile < 0) return kPass;
+
+  // Expand on even ticks: a small own tile takes an adjacent empty neutral tile.
+  if (g.tick() % 2 == 0) {
+    for (int t = 0; t < n; ++t) {
+      if (t == main_tile || owner[t] != player || army[t] < 2) continue;
+      const int y = t / w, x = t % w;
+      for (int d = 0; d < 4; ++d) {
+        const int ny = y + kDy[d], nx = x + kDx[d];
+        if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
+        const int u = ny * w + nx;
+        if (owner[u] == kNeutral && kind[u] == kPlain && army[u] + 1 < army[t]) return t * 4 + d;
+      }
+    }
+  }
+  if (army[main_tile] < 2) return kPass;
+
+  // March the largest army down a breadth-first distance field from the goals.
+  auto is_goal = [&](int t) {
+    if (owner[t] == player || kind[t] == kMountain) return false;
+    if (enemy_general_seen) return s.visible[t] && kind[t] == kGeneral && owner[t] >= 0;
+    if (enemy_seen) return s.visible[t] && owner[t] >= 0;
+    return kind[t] == kPlain || army[t] + 1 < army[main_tile];
+  };
+  auto passable = [&](int t) {
+    if (kind[t] == kMountain) return false;
+    return owner[t] == player || kind[t] == kPlain || army[t] + 1 < army[main_tile];
+  };
+  std::fill(s.dist.begin(), s.dist.end(), -1);
+  s.queue.clear();
+  for (int t = 0; t < n; ++t) {
+    if (is_goal(t)) {
+      s.dist[t] = 0;
+      s.queue.push_back(t);
+    }
+  }
+  for (size_t head = 0; head < s.queue.size(); ++head) {
+    const int t = s.queue[head];
+    if (t == main_tile) break;
+    const int y = t / w, x = t % w;
+    for (int d = 0; d < 4; ++d) {
+      const int ny = y + kDy[d], nx = x + kDx[d];
+      if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
+      const int u = ny * w + nx;
+      if (s.dist[u] >= 0 || !passable(u)) continue;
+      s.dist[u] = s.dist[t] + 1;
+      s.queue.push_back(u);
+    }
+  }
+  const int y = main_tile / w, x = main_tile % w;
+  int best = kPass, best_dist = s.dist[main_tile] >= 0 ? s.dist[main_tile] : 1 << 30;
+  for (int d = 0; d < 4; ++d) {
+    const int ny = y + kDy[d], nx = x + kDx[d];
+    if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
+    const int u = ny * w + nx;
+    if (s.dist[u] >= 0 && s.dist[u] < best_dist) {
+      best_dist = s.dist[u];
+      best = main_tile * 4 + d;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+void random_policy(VecEnv& env, uint64_t seed, uint64_t call, const uint8_t* act_for, int32_t* actions) {
+  const int players = env.players();
+  env.parallel_for([&](int begin, int end) {
+    for (int i = begin; i < end; ++i) {
+      uint64_t mix = seed ^ (call * 0x9E3779B97F4A7C15ULL);
+      Rng rng(splitmix64(mix) ^ (static_cast<uint64_t>(i) * 0xD1B54A32D192ED03ULL));
+      const Game& g = env.game(i);
+      for (int p = 0; p < players; ++p) {
+        if (!act_for[p]) continue;
+        actions[static_cast<size_t>(i) * players + p] = g.alive(p) ? random_move(g, p, rng) : kPass;
+      }
+    }
+  });
+}
+
+void heuristic_policy(VecEnv& env, const uint8_t* act_for, int32_t* actions) {
+  const int players = env.players();
+  const size_t tiles = static_cast<size_t>(env.height()) * env.width();
+  env.parallel_for([&](int begin, int end) {
+    HeuristicScratch scratch{std::vector<uint8_t>(tiles), std::vector<int32_t>(tiles), {}};
+    scratch.queue.reserve(tiles);
+    for (int i = begin; i < end; ++i) {
+      const Game& g = env.game(i);
+      for (int p = 0; p < players; ++p) {
+        if (!act_for[p]) continue;
+        actions[static_cast<size_t>(i) * players + p] = g.alive(p) ? heuristic_move(g, p, scratch) : kPass;
+      }
+    }
+  });
+}
+
+}  // namespace grl

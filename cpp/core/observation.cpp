@@ -1,0 +1,115 @@
+#include "observation.hpp"
+
+#include <algorithm>
+#include <array>
+#include <vector>
+#include <cmath>
+#include <cstring>
+
+#include "game.hpp"
+
+namespace grl {
+
+void compute_visibility(const StateView& s, int player, uint8_t* visible) {
+  const int h = s.height, w = s.width;
+  // Dilate the owned-tile mask by one tile along rows (through a zero-padded
+  // row), then across rows keeping the previous undilated row.
+  uint8_t padded[1026] = {};
+  uint8_t prev_row[1024] = {};
+  uint8_t cur_row[1024];
+  const int16_t p = static_cast<int16_t>(player);
+  for (int y = 0; y < h; ++y) {
+    const int16_t* own = s.owner + y * w;
+    uint8_t* row = visible + y * w;
+    for (int x = 0; x < w; ++x) padded[x + 1] = own[x] == p;
+    for (int x = 0; x < w; ++x) row[x] = padded[x] | padded[x + 1] | padded[x + 2];
+  }
+  for (int y = 0; y < h; ++y) {
+    uint8_t* row = visible + y * w;
+    std::memcpy(cur_row, row, static_cast<size_t>(w));
+    if (y + 1 < h) {
+      const uint8_t* next = row + w;
+      for (int x = 0; x < w; ++x) row[x] = cur_row[x] | prev_row[x] | next[x];
+    } else {
+      for (int x = 0; x < w; ++x) row[x] = cur_row[x] | prev_row[x];
+    }
+    std::memcpy(prev_row, cur_row, static_cast<size_t>(w));
+  }
+}
+
+// Simple one-channel loops so the compiler vectorizes them; built for AVX2
+// too where the compiler supports it, picked at load time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GRL_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define GRL_VECTOR_CLONES
+#endif
+
+GRL_VECTOR_CLONES
+void encode_observation(const StateView& s, int player, const ObservationConfig& config, float* out,
+                        uint8_t* scratch) {
+  const int n = s.height * s.width;
+  uint8_t* visible = scratch;
+  uint8_t* mine = scratch + n;
+  uint8_t* enemy = scratch + 2 * n;
+  float* army = reinterpret_cast<float*>(scratch + 4 * ((3 * n + 3) / 4));
+  compute_visibility(s, player, visible);
+  const int16_t* owner = s.owner;
+  const uint8_t* kind = s.kind;
+  const int16_t p = static_cast<int16_t>(player);
+  if (config.scale == ObservationConfig::kLog) {
+    const float inv = 1.0f / std::log1p(config.army_scale);
+    for (int t = 0; t < n; ++t) army[t] = std::min(std::log1p(static_cast<float>(s.army[t])) * inv, 1.0f);
+  } else {
+    const float inv = 1.0f / config.army_scale;
+    for (int t = 0; t < n; ++t) army[t] = std::min(static_cast<float>(s.army[t]) * inv, 1.0f);
+  }
+  for (int t = 0; t < n; ++t) {
+    mine[t] = owner[t] == p;
+    enemy[t] = visible[t] & (owner[t] >= 0) & (owner[t] != p);
+  }
+  float* ch = out;
+  for (int t = 0; t < n; ++t) ch[t] = mine[t] ? army[t] : 0.0f;
+  ch += n;
+  for (int t = 0; t < n; ++t) ch[t] = enemy[t] ? army[t] : 0.0f;
+  ch += n;
+  for (int t = 0; t < n; ++t) ch[t] = mine[t];
+  ch += n;
+  for (int t = 0; t < n; ++t) ch[t] = enemy[t];
+  ch += n;
+  for (int t = 0; t < n; ++t) ch[t] = visible[t] & (owner[t] == kNeutral) & (kind[t] != kMountain);
+  ch += n;
+  for (int t = 0; t < n; ++t) ch[t] = visible[t] & ((kind[t] == kCity) | (kind[t] == kGeneral));
+  ch += n;
+  for (int t = 0; t < n; ++t) ch[t] = visible[t] & (kind[t] == kMountain);
+  ch += n;
+  for (int t = 0; t < n; ++t) ch[t] = visible[t];
+  ch += n;
+  for (int t = 0; t < n; ++t) ch[t] = 1 - visible[t];
+}
+
+void encode_action_mask(const StateView& s, int player, uint8_t* out) {
+  const int n = s.height * s.width;
+  const uint8_t* open = s.open_directions;
+  thread_local std::vector<uint8_t> computed;
+  if (open == nullptr) {
+    computed.resize(static_cast<size_t>(n));
+    compute_open_directions(s.kind, s.height, s.width, computed.data());
+    open = computed.data();
+  }
+  // One 4-byte store per tile: the direction bits spread to one bool each.
+  static constexpr auto kSpread = [] {
+    std::array<uint32_t, 16> table{};
+    for (uint32_t bits = 0; bits < 16; ++bits) {
+      for (int d = 0; d < 4; ++d) table[bits] |= ((bits >> d) & 1u) << (8 * d);
+    }
+    return table;
+  }();
+  const int16_t p = static_cast<int16_t>(player);
+  for (int t = 0; t < n; ++t) {
+    const uint32_t bits = (s.owner[t] == p && s.army[t] >= 2) ? open[t] : 0;
+    std::memcpy(out + 4 * t, &kSpread[bits], 4);
+  }
+}
+
+}  // namespace grl

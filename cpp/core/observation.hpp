@@ -1,0 +1,40 @@
+// Player views of a game state: the 9-channel observation tensor, fog of war
+// and the action mask. They read plain (kind, owner, army) arrays so the same
+// code serves live environments and experiences decoded from storage.
+#pragma once
+
+#include <cstdint>
+
+namespace grl {
+
+constexpr int kObservationChannels = 9;
+constexpr int kObservationScratchPerTile = 12;
+
+struct ObservationConfig {
+  enum Scale : uint8_t { kLinear = 0, kLog = 1 };
+  Scale scale = kLinear;
+  float army_scale = 1000.0f;  // linear: min(army / s, 1); log: min(log1p(army) / log1p(s), 1)
+};
+
+struct StateView {
+  int height, width;
+  const uint8_t* kind;
+  const int16_t* owner;
+  const int32_t* army;
+  const uint8_t* open_directions = nullptr;  // compute_open_directions of kind, when known
+};
+
+// Writes height*width bytes: 1 where the player sees the tile (3x3 around its tiles).
+void compute_visibility(const StateView& s, int player, uint8_t* visible);
+
+// Writes 9*height*width floats, channel-major: own armies, enemy armies (visible),
+// own territory, enemy territory (visible), neutral territory (visible), cities
+// and generals (visible), mountains (visible), visible, fog. A hidden tile sets
+// only the fog channel. `scratch` holds kObservationScratchPerTile*height*width bytes.
+void encode_observation(const StateView& s, int player, const ObservationConfig& config, float* out,
+                        uint8_t* scratch);
+
+// Writes height*width*4 bools: full move (tile, direction) legal now.
+void encode_action_mask(const StateView& s, int player, uint8_t* out);
+
+}  // namespace grl

@@ -1,0 +1,184 @@
+#include "vec_env.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "rng.hpp"
+
+namespace grl {
+
+namespace {
+
+void require(bool ok, const std::string& field, const std::string& message) {
+  if (!ok) throw std::invalid_argument(field + ": " + message);
+}
+
+}  // namespace
+
+VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(config_.num_threads) {
+  auto& c = config_;
+  require(c.num_envs >= 1, "num_envs", "must be at least 1, got " + std::to_string(c.num_envs));
+  require(c.num_threads >= 1, "num_threads", "must be at least 1, got " + std::to_string(c.num_threads));
+  require(c.height >= 2 && c.height <= 256, "height", "must be in 2..256, got " + std::to_string(c.height));
+  require(c.width >= 2 && c.width <= 256, "width", "must be in 2..256, got " + std::to_string(c.width));
+  require(c.max_ticks >= 0, "max_ticks", "must be >= 0 (0: no limit), got " + std::to_string(c.max_ticks));
+  require(c.observation.army_scale > 0, "army_scale", "must be positive");
+  c.map.players = c.players;
+  c.map.max_side = std::min(c.map.max_side, std::min(c.height, c.width));
+  c.map.min_side = std::min(c.map.min_side, c.map.max_side);
+  c.map.pad_height = c.height;
+  c.map.pad_width = c.width;
+  validate(c.map);
+
+  const size_t n = c.num_envs, p = c.players, tiles = static_cast<size_t>(c.height) * c.width;
+  const size_t obs_size = c.observations ? n * p * kObservationChannels * tiles : 0;
+  observations.assign(obs_size, 0.0f);
+  final_observations.assign(obs_size, 0.0f);
+  action_masks.assign(c.action_masks ? n * p * tiles * 4 : 0, 0);
+  rewards.assign(n * p, 0.0f);
+  terminated.assign(n * p, 0);
+  truncated.assign(n, 0);
+  illegal.assign(n * p, 0);
+  winner.assign(n, -1);
+  tick.assign(n, 0);
+  army.assign(n * p, 0);
+  land.assign(n * p, 0);
+  alive.assign(n * p, 0);
+  episode_done.assign(n, 0);
+  episode_winner.assign(n, -1);
+  episode_length.assign(n, 0);
+  episode_return.assign(n * p, 0.0f);
+  episode_illegal_moves.assign(n * p, 0);
+  episode_army.assign(n * p, 0);
+  episode_land.assign(n * p, 0);
+  running_return_.assign(n * p, 0.0f);
+  episodes_.assign(n, 0);
+  games_.resize(n);
+  reset();
+}
+
+VecEnv::~VecEnv() = default;
+
+uint64_t VecEnv::env_seed(int i, uint64_t episode) const {
+  uint64_t state = config_.seed;
+  uint64_t a = splitmix64(state);
+  state = a ^ (static_cast<uint64_t>(i) * 0xD1B54A32D192ED03ULL);
+  uint64_t b = splitmix64(state);
+  state = b ^ (episode * 0x8CB92BA72F3D8DD7ULL);
+  return splitmix64(state);
+}
+
+void VecEnv::reset_game(int i) {
+  games_[i] = std::make_unique<Game>(generate_map(config_.map, env_seed(i, episodes_[i])), config_.max_ticks);
+  episodes_[i] += 1;
+  std::fill_n(running_return_.begin() + static_cast<size_t>(i) * config_.players, config_.players, 0.0f);
+}
+
+void VecEnv::write_views(int i, float* obs, uint8_t* mask, uint8_t* scratch) {
+  const Game& g = *games_[i];
+  const StateView view{g.height(), g.width(), g.kind(), g.owner(), g.army(), g.open_directions()};
+  const size_t tiles = static_cast<size_t>(g.num_tiles());
+  for (int p = 0; p < config_.players; ++p) {
+    const size_t row = static_cast<size_t>(i) * config_.players + p;
+    if (obs) encode_observation(view, p, config_.observation, obs + row * kObservationChannels * tiles, scratch);
+    if (mask) encode_action_mask(view, p, mask + row * tiles * 4);
+  }
+}
+
+void VecEnv::write_info(int i) {
+  const Game& g = *games_[i];
+  winner[i] = g.winner();
+  tick[i] = g.tick();
+  for (int p = 0; p < config_.players; ++p) {
+    const size_t k = static_cast<size_t>(i) * config_.players + p;
+    army[k] = g.army_of(p);
+    land[k] = g.land_of(p);
+    alive[k] = g.alive(p);
+  }
+}
+
+void VecEnv::reset() {
+  pool_.parallel_for(config_.num_envs, [this](int begin, int end) {
+    std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);
+    for (int i = begin; i < end; ++i) {
+      reset_game(i);
+      std::fill_n(rewards.begin() + static_cast<size_t>(i) * config_.players, config_.players, 0.0f);
+      std::fill_n(terminated.begin() + static_cast<size_t>(i) * config_.players, config_.players, 0);
+      std::fill_n(illegal.begin() + static_cast<size_t>(i) * config_.players, config_.players, 0);
+      truncated[i] = 0;
+      episode_done[i] = 0;
+      write_views(i, config_.observations ? observations.data() : nullptr,
+                  config_.action_masks ? action_masks.data() : nullptr, scratch.data());
+      write_info(i);
+    }
+  });
+}
+
+void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
+  Game& g = *games_[i];
+  const int players = config_.players;
+  const RewardConfig& rc = config_.reward;
+  const size_t base = static_cast<size_t>(i) * players;
+  uint8_t alive_before[kMaxPlayers];
+  int32_t land_before[kMaxPlayers];
+  int64_t illegal_before[kMaxPlayers];
+  for (int p = 0; p < players; ++p) {
+    alive_before[p] = g.alive(p);
+    land_before[p] = g.land_of(p);
+    illegal_before[p] = g.illegal_moves(p);
+  }
+
+  const bool finished = g.step(actions);
+
+  const TickEvents& ev = g.events();
+  int64_t total_army = 0;
+  for (int p = 0; p < players; ++p) total_army += g.army_of(p);
+  const int game_winner = g.winner();
+  for (int p = 0; p < players; ++p) {
+    float r = 0.0f;
+    if (alive_before[p]) {
+      if (ev.eliminated[p]) r += rc.loss;
+      if (p == game_winner) r += rc.win;
+      r += rc.city_captured * ev.cities_gained[p] + rc.city_lost * ev.cities_lost[p];
+      r += rc.general_captured * ev.generals_captured[p];
+      r += rc.land_gained * static_cast<float>(g.land_of(p) - land_before[p]);
+      const int64_t mine = g.army_of(p);
+      if (total_army > 0) {
+        r += rc.army_advantage * static_cast<float>(2 * mine - total_army) / static_cast<float>(total_army);
+      }
+    }
+    rewards[base + p] = r;
+    running_return_[base + p] += r;
+    terminated[base + p] = !g.alive(p) || g.over();
+    illegal[base + p] = g.illegal_moves(p) > illegal_before[p];
+  }
+  truncated[i] = g.truncated();
+  episode_done[i] = finished;
+
+  if (finished) {
+    episode_winner[i] = game_winner;
+    episode_length[i] = g.tick();
+    for (int p = 0; p < players; ++p) {
+      episode_return[base + p] = running_return_[base + p];
+      episode_illegal_moves[base + p] = g.illegal_moves(p);
+      episode_army[base + p] = g.army_of(p);
+      episode_land[base + p] = g.land_of(p);
+    }
+    if (config_.observations) write_views(i, final_observations.data(), nullptr, scratch);
+    reset_game(i);
+  }
+  write_views(i, config_.observations ? observations.data() : nullptr,
+              config_.action_masks ? action_masks.data() : nullptr, scratch);
+  write_info(i);
+}
+
+void VecEnv::step(const int32_t* actions) {
+  pool_.parallel_for(config_.num_envs, [this, actions](int begin, int end) {
+    std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);
+    for (int i = begin; i < end; ++i) {
+      step_game(i, actions + static_cast<size_t>(i) * config_.players, scratch.data());
+    }
+  });
+}
+
+}  // namespace grl

@@ -1,0 +1,132 @@
+"""Batched self-play: N games stepped together in C++ on a thread pool."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import _core
+from .config import MapConfig
+
+OBSERVATION_CHANNELS = (
+    "own_army",
+    "enemy_army",
+    "own_land",
+    "enemy_land",
+    "neutral_land",
+    "cities_and_generals",
+    "mountains",
+    "visible",
+    "fog",
+)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Per-player, per-tick reward weights.
+
+    ``win``/``loss`` on the tick the game is won or the player is eliminated;
+    ``city_captured``/``city_lost`` per city changing hands that tick (through an
+    elimination too); ``army_advantage`` times ``(A_p - A_others) / (A_p + A_others)``;
+    ``land_gained`` per tile gained (negative when lost); ``general_captured`` per
+    general captured.
+    """
+
+    win: float = 1.0
+    loss: float = -1.0
+    city_captured: float = 0.1
+    city_lost: float = -0.1
+    army_advantage: float = 0.05
+    land_gained: float = 0.0
+    general_captured: float = 0.0
+
+
+class VecEnv:
+    """``num_envs`` independent games of ``players`` players on ``height x width`` boards.
+
+    Generated boards (sides drawn from ``map_config``, capped at the env's size) are
+    padded to ``(height, width)`` with mountains. ``step(actions)`` takes an int32
+    ``(num_envs, players)`` array of flat action indices (-1 passes) and returns
+    ``(observations, rewards, terminated, truncated, info)``. Finished games reset
+    automatically with a fresh map; their final observation is in
+    ``info["final_observations"]`` where ``info["episode_done"]`` is set.
+
+    All returned arrays are read-only views of buffers owned by the env: they are
+    written in place by the next ``step``/``reset``. Copy what you keep.
+
+    observations: float32 ``(num_envs, players, 9, height, width)``, channels in
+    ``OBSERVATION_CHANNELS`` order; action masks: bool ``(num_envs, players,
+    height*width*4)`` in ``info["action_masks"]`` (the half move of index ``i`` is
+    legal exactly when ``i`` is).
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        players: int = 2,
+        height: int = 20,
+        width: int = 20,
+        seed: int = 0,
+        max_ticks: int = 2000,
+        num_threads: int | None = None,
+        map_config: MapConfig | None = None,
+        reward_config: RewardConfig | None = None,
+        army_scaling: str = "linear",
+        army_scale: float = 1000.0,
+        observations: bool = True,
+        action_masks: bool = True,
+    ) -> None:
+        if num_threads is None:
+            num_threads = min(os.cpu_count() or 1, num_envs)
+        map_config = map_config or MapConfig()
+        self.reward_config = reward_config or RewardConfig()
+        self._env = _core.VecEnv(
+            num_envs, players, height, width, seed, max_ticks, num_threads,
+            map_config.to_core(players, height, width), asdict(self.reward_config),
+            army_scaling, army_scale, observations, action_masks,
+        )
+        self.num_envs, self.players, self.height, self.width = num_envs, players, height, width
+        self.num_actions = height * width * 8
+        self.seed = seed
+        self._out = self._env.outputs()
+
+    @property
+    def core(self) -> _core.VecEnv:
+        return self._env
+
+    @property
+    def observations(self) -> np.ndarray | None:
+        return self._out.get("observations")
+
+    @property
+    def action_masks(self) -> np.ndarray | None:
+        return self._out.get("action_masks")
+
+    def reset(self):
+        """Starts every game afresh; returns ``(observations, info)``."""
+        self._env.reset()
+        return self.observations, self._info()
+
+    def step(self, actions):
+        actions = np.ascontiguousarray(actions, dtype=np.int32)
+        if actions.shape != (self.num_envs, self.players):
+            raise ValueError(
+                f"actions: expected shape ({self.num_envs}, {self.players}), got {actions.shape}"
+            )
+        self._env.step(actions)
+        out = self._out
+        return self.observations, out["rewards"], out["terminated"], out["truncated"], self._info()
+
+    def game_state(self, index: int) -> dict:
+        """A copy of game ``index``'s board: kind, owner, army, tick, generals."""
+        return self._env.game_state(index)
+
+    def _info(self) -> dict:
+        return {k: v for k, v in self._out.items() if k not in ("observations", "rewards", "terminated", "truncated")}
+
+
+def encode_observation(kind, owner, army, player: int, army_scaling: str = "linear", army_scale: float = 1000.0):
+    """The 9-channel observation and the action mask of ``player`` for one board."""
+    return _core.encode_observation(kind, owner, army, player, army_scaling, army_scale)
