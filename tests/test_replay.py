@@ -1,0 +1,380 @@
+"""Real generals.io replays reproduce the reference simulator's traces exactly, and
+damaged or unsupported replay files are clear errors, never crashes or hangs."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPLAY_DIR
+from generals_rl import replay
+from generals_rl.replay import ReplayError
+
+REPLAYS = (
+    sorted(p for p in REPLAY_DIR.iterdir() if p.suffix in (".gioreplay", ".gior"))
+    if REPLAY_DIR.is_dir()
+    else []
+)
+NO_REPLAYS = f"no shared replays in {REPLAY_DIR} (expected ../shared/replays beside the project)"
+
+
+def replay_params():
+    if not REPLAYS:
+        return [pytest.param(None, marks=pytest.mark.skip(reason=NO_REPLAYS))]
+    return [pytest.param(path, id=path.name) for path in REPLAYS]
+
+
+def expected_trace(path: Path) -> dict:
+    return json.loads(path.with_name(path.stem + ".expected.json").read_text())
+
+
+def first_difference(actual, expected, where: str = "trace") -> str | None:
+    """Where two JSON-like values first differ, with both sides; None when equal."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if list(actual) != list(expected) and set(actual) != set(expected):
+            missing, extra = set(expected) - set(actual), set(actual) - set(expected)
+            return f"{where}: keys differ (missing {sorted(missing)}, unexpected {sorted(extra)})"
+        for key in expected:
+            found = first_difference(actual[key], expected[key], f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(expected, list) and isinstance(actual, list):
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            found = first_difference(a, e, f"{where}[{i}]")
+            if found:
+                return found
+        if len(actual) != len(expected):
+            return f"{where}: {len(actual)} entries, expected {len(expected)}"
+        return None
+    if type(actual) is not type(expected) or actual != expected:
+        return f"{where}: got {actual!r:.200}, expected {expected!r:.200}"
+    return None
+
+
+def assert_same_trace(actual: dict, expected: dict) -> None:
+    # The summary first, then tick by tick, so a failure names the first tick that differs.
+    for key in ("replay_id", "players", "width", "height", "moves", "afks"):
+        assert actual[key] == expected[key], f"{key}: {actual[key]!r} != {expected[key]!r}"
+    for i, (got, want) in enumerate(zip(actual["ticks"], expected["ticks"])):
+        assert got == want, f"first differing tick entry #{i}: got {got}, expected {want}"
+    assert len(actual["ticks"]) == len(expected["ticks"]), "number of ticks differs"
+    assert sorted(actual["snapshots"], key=int) == sorted(expected["snapshots"], key=int)
+    for tick, want in expected["snapshots"].items():
+        found = first_difference(actual["snapshots"][tick], want, f"snapshots[{tick!r}]")
+        assert found is None, found
+    for key in ("death_order", "end_tick", "alive", "over", "version"):
+        assert actual[key] == expected[key], f"{key}: {actual[key]!r} != {expected[key]!r}"
+    found = first_difference(actual, expected)
+    assert found is None, found
+
+
+# ---------------------------------------------------------------------------
+# the shared replays
+
+
+@pytest.mark.parametrize("path", replay_params())
+def test_replay_reproduces_the_reference_trace(path):
+    expected = expected_trace(path)
+    assert expected["ticks"] and expected["snapshots"], "the expected trace is empty"
+    assert_same_trace(replay.load(path).trace(), expected)
+
+
+@pytest.mark.parametrize("path", replay_params())
+def test_replay_file_describes_its_game(path):
+    loaded = replay.load(path)
+    expected = expected_trace(path)
+    assert loaded.id == expected["replay_id"] == path.stem
+    assert loaded.num_players == expected["players"]
+    assert (loaded.width, loaded.height) == (expected["width"], expected["height"])
+    assert loaded.moves.shape == (expected["moves"], 5)
+    assert loaded.afks.shape == (expected["afks"], 2)
+
+
+def test_both_file_forms_of_one_game_give_the_same_trace():
+    by_game: dict[str, list[Path]] = {}
+    for path in REPLAYS:
+        by_game.setdefault(path.stem, []).append(path)
+    pairs = {game: paths for game, paths in by_game.items() if len(paths) > 1}
+    if not pairs:
+        pytest.skip(NO_REPLAYS if not REPLAYS else "no game is stored in both forms")
+    for paths in pairs.values():
+        first, *others = (replay.load(p) for p in paths)
+        assert first.moves.tolist() == others[0].moves.tolist()
+        trace = first.trace()
+        for other in others:
+            assert first_difference(other.trace(), trace) is None
+
+
+def test_first_difference_names_the_first_mismatch():
+    expected = {"ticks": [{"tick": 1, "army": [1, 2]}, {"tick": 2, "army": [3, 4]}]}
+    actual = {"ticks": [{"tick": 1, "army": [1, 2]}, {"tick": 2, "army": [3, 5]}]}
+    assert first_difference(actual, expected) == "trace['ticks'][1]['army'][1]: got 5, expected 4"
+    assert first_difference(expected, expected) is None
+    assert "entries" in first_difference({"ticks": []}, expected)
+
+
+# ---------------------------------------------------------------------------
+# the command line
+
+
+def run_cli(*args: str, executable: list[str] | None = None) -> subprocess.CompletedProcess:
+    command = executable or [sys.executable, "-m", "generals_rl.cli"]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def console_script() -> list[str] | None:
+    found = shutil.which("generals-rl", path=str(Path(sys.executable).parent)) or shutil.which(
+        "generals-rl"
+    )
+    return [found] if found else None
+
+
+@pytest.mark.parametrize("path", replay_params())
+def test_cli_writes_the_reference_trace(path, tmp_path):
+    out = tmp_path / "trace.json"
+    result = run_cli("replay", str(path), "--trace", str(out))
+    assert result.returncode == 0, result.stderr
+    assert path.stem in result.stdout
+    assert_same_trace(json.loads(out.read_text()), expected_trace(path))
+
+
+def test_console_script_writes_the_reference_trace(tmp_path):
+    if not REPLAYS:
+        pytest.skip(NO_REPLAYS)
+    script = console_script()
+    if script is None:
+        pytest.skip("the generals-rl console script is not installed")
+    path = REPLAYS[0]
+    out = tmp_path / "trace.json"
+    result = run_cli("replay", str(path), "--trace", str(out), executable=script)
+    assert result.returncode == 0, result.stderr
+    assert_same_trace(json.loads(out.read_text()), expected_trace(path))
+
+
+# ---------------------------------------------------------------------------
+# damaged and unsupported files
+
+
+def valid_fields() -> dict:
+    """A small valid replay in the JSON form: 2 players on a 4x3 map."""
+    return {
+        "version": 7,
+        "id": "tiny",
+        "mapWidth": 4,
+        "mapHeight": 3,
+        "usernames": ["a", "b"],
+        "stars": [0, 0],
+        "cities": [5],
+        "cityArmies": [40],
+        "generals": [0, 11],
+        "mountains": [6],
+        "moves": [
+            {"index": 0, "start": 0, "end": 1, "is50": 0, "turn": 2},
+            {"index": 1, "start": 11, "end": 10, "is50": 1, "turn": 4},
+        ],
+        "afks": [],
+        "teams": None,
+    }
+
+
+def write_json(tmp_path: Path, fields, name: str = "damaged.gioreplay") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(fields))
+    return path
+
+
+def changed(**changes) -> dict:
+    fields = valid_fields()
+    for key, value in changes.items():
+        if value is KeyError:
+            del fields[key]
+        else:
+            fields[key] = value
+    return fields
+
+
+def test_small_valid_replay_loads_and_runs(tmp_path):
+    loaded = replay.load(write_json(tmp_path, valid_fields()))
+    trace = loaded.trace()
+    # no one wins, so the replay stops one tick after its last event (turn 4)
+    assert trace["end_tick"] == 5 and not trace["over"]
+    assert [t["tick"] for t in trace["ticks"]] == [1, 2, 3, 4, 5]
+    assert trace["ticks"][-1]["land"] == [2, 2]
+
+
+DAMAGED_JSON = [
+    pytest.param(changed(version=4), "replay version 4 is not supported", id="version-4"),
+    pytest.param(changed(version=99), "replay version 99 is not supported", id="version-99"),
+    pytest.param(changed(version="7"), "replay version '7' is not supported", id="version-text"),
+    pytest.param(changed(version=KeyError), "replay version None", id="no-version"),
+    *[
+        pytest.param(changed(**{name: KeyError}), f"replay field {name!r}", id=f"no-{name}")
+        for name in (
+            "mapWidth",
+            "mapHeight",
+            "cities",
+            "cityArmies",
+            "generals",
+            "mountains",
+            "moves",
+            "afks",
+        )
+    ],
+    pytest.param(changed(mapWidth="4"), "'mapWidth': expected int", id="width-text"),
+    pytest.param(changed(mapHeight=0), "map size 4x0 is out of range", id="height-0"),
+    pytest.param(changed(cities=[12]), "'cities': tiles [12] are off the 4x3 map", id="city-off"),
+    pytest.param(changed(generals=[0, -1]), "'generals': tiles [-1] are off", id="general-off"),
+    pytest.param(changed(mountains=[99]), "'mountains': tiles [99] are off", id="mountain-off"),
+    pytest.param(
+        changed(neutrals=[40], neutralArmies=[3]), "'neutrals': tiles [40] are off", id="neutral-off"
+    ),
+    pytest.param(changed(cities=[None]), "'cities': expected integers", id="city-null"),
+    pytest.param(changed(mountains="1,2"), "'mountains': expected list", id="mountains-text"),
+    pytest.param(changed(cityArmies=[40, 41]), "differ in length", id="city-armies-length"),
+    pytest.param(changed(cityArmies=[-3]), "'cityArmies': armies [-3]", id="city-army-negative"),
+    pytest.param(changed(generals=[3, 3]), "share a general tile", id="general-shared"),
+    pytest.param(changed(generals=[]), "replay has 0 players", id="no-players"),
+    pytest.param(changed(generals=list(range(17)), mapWidth=6), "17 players", id="17-players"),
+    pytest.param(changed(teams=[1, 1]), "team replays are not supported", id="teams"),
+    pytest.param(changed(swamps=[3]), "swamps are not supported", id="swamps"),
+    pytest.param(changed(moves=[{"index": 0, "start": 0}]), "'moves': malformed", id="move-short"),
+    pytest.param(
+        changed(moves=[{"index": 0, "start": "x", "end": 1, "is50": 0, "turn": 1}]),
+        "'moves': malformed",
+        id="move-text",
+    ),
+    pytest.param(
+        changed(moves=[{"index": 0, "start": 2**40, "end": 1, "is50": 0, "turn": 1}]),
+        "'moves': values must fit in 32 bits",
+        id="move-overflow",
+    ),
+    pytest.param(
+        changed(afks=[{"index": 0, "turn": 2**31 - 1}]), "'afks': turn 2147483647", id="afk-far"
+    ),
+    pytest.param(changed(afks=[[0, 1]]), "'afks': malformed", id="afk-array-in-json-form"),
+    pytest.param([7, "tiny", 4], "'mapHeight': expected int", id="array-form-too-short"),
+    pytest.param("a string", "must be an object or an array", id="json-string"),
+    pytest.param(None, "must be an object or an array", id="json-null"),
+]
+
+
+@pytest.mark.parametrize("fields, message", DAMAGED_JSON)
+def test_damaged_json_replay_is_a_replay_error(tmp_path, fields, message):
+    path = write_json(tmp_path, fields)
+    with pytest.raises(ReplayError) as error:
+        replay.load(path).trace()
+    assert message in str(error.value)
+    assert str(path) in str(error.value)
+    assert isinstance(error.value, ValueError)
+
+
+def gior_bytes() -> bytes:
+    paths = [p for p in REPLAYS if p.suffix == ".gior"]
+    if not paths:
+        pytest.skip(NO_REPLAYS if not REPLAYS else "no .gior replay to damage")
+    return paths[0].read_bytes()
+
+
+@pytest.mark.parametrize(
+    "cut, message",
+    [
+        (lambda data: data[: len(data) // 2], "truncated"),
+        (lambda data: data[:10], "truncated"),
+        (lambda data: data[:-1], "odd number of bytes"),
+        (lambda data: b"", "empty"),
+        (lambda data: b"\xff\xff" + data, "bad header"),
+    ],
+    ids=["half", "first-10-bytes", "odd-length", "empty", "bad-header"],
+)
+def test_damaged_gior_is_a_replay_error(tmp_path, cut, message):
+    path = tmp_path / "damaged.gior"
+    path.write_bytes(cut(gior_bytes()))
+    with pytest.raises(ReplayError) as error:
+        replay.load(path)
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("suffix", [".gior", ".gioreplay"])
+@pytest.mark.parametrize("seed", range(12))
+def test_random_bytes_are_a_replay_error(tmp_path, suffix, seed):
+    rng = random.Random(seed)
+    path = tmp_path / f"random{suffix}"
+    path.write_bytes(rng.randbytes(rng.choice([1, 2, 7, 64, 1000, 20000])))
+    with pytest.raises(ReplayError):
+        replay.load(path).trace()
+
+
+def test_corrupted_replays_load_or_fail_cleanly(tmp_path):
+    """Bytes changed anywhere in a real replay: a clean error or a replay that runs."""
+    if not REPLAYS:
+        pytest.skip(NO_REPLAYS)
+    outcomes = {"error": 0, "ran": 0}
+    for source in REPLAYS:
+        data = source.read_bytes()
+        for seed in range(25):
+            rng = random.Random(seed)
+            damaged = bytearray(data)
+            for _ in range(rng.randint(1, 4)):
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            path = tmp_path / f"corrupt{source.suffix}"
+            path.write_bytes(bytes(damaged))
+            try:
+                replay.load(path).trace()
+            except ReplayError:
+                outcomes["error"] += 1
+            else:
+                outcomes["ran"] += 1
+    assert outcomes["error"] > 0
+
+
+def test_missing_file_is_an_os_error(tmp_path):
+    with pytest.raises(OSError):
+        replay.load(tmp_path / "missing.gior")
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("v4.gioreplay", json.dumps(changed(version=4)), "replay version 4 is not supported"),
+        ("off.gioreplay", json.dumps(changed(cities=[12])), "tiles [12] are off the 4x3 map"),
+        ("no-moves.gioreplay", json.dumps(changed(moves=KeyError)), "replay field 'moves'"),
+        ("text.gioreplay", "this is not json", "not valid replay JSON"),
+        ("far.gioreplay", json.dumps(changed(afks=[{"index": 0, "turn": 2**31 - 1}])), "turn"),
+        ("random.gior", random.Random(1).randbytes(3001), "odd number of bytes"),
+    ],
+)
+def test_cli_reports_a_damaged_file_and_exits_2(tmp_path, name, content, message):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    out = tmp_path / "trace.json"
+    result = run_cli("replay", str(path), "--trace", str(out))
+    assert result.returncode == 2
+    assert result.stderr.startswith("generals-rl replay: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_cli_reports_a_missing_file_and_exits_2(tmp_path):
+    result = run_cli("replay", str(tmp_path / "missing.gior"))
+    assert result.returncode == 2
+    assert "No such file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_truncated_gior_exits_2(tmp_path):
+    path = tmp_path / "cut.gior"
+    path.write_bytes(gior_bytes()[:2000])
+    result = run_cli("replay", str(path))
+    assert result.returncode == 2
+    assert "truncated" in result.stderr and "Traceback" not in result.stderr
