@@ -81,6 +81,10 @@ class VecEnv:
         if num_threads is None:
             num_threads = min(os.cpu_count() or 1, num_envs)
         map_config = map_config or MapConfig()
+        for name, side in (("height", height), ("width", width)):
+            if not 2 <= side <= 256:
+                raise ValueError(f"{name}: must be in 2..256, got {side}")
+        map_config.to_core(players)  # validates the options as given, before they are capped to the board
         self.reward_config = reward_config or RewardConfig()
         self._env = _core.VecEnv(
             num_envs, players, height, width, seed, max_ticks, num_threads,
@@ -110,7 +114,7 @@ class VecEnv:
         return self.observations, self._info()
 
     def step(self, actions):
-        actions = np.ascontiguousarray(actions, dtype=np.int32)
+        actions = _as_action_array(actions)
         if actions.shape != (self.num_envs, self.players):
             raise ValueError(
                 f"actions: expected shape ({self.num_envs}, {self.players}), got {actions.shape}"
@@ -127,6 +131,22 @@ class VecEnv:
         return {k: v for k, v in self._out.items() if k not in ("observations", "rewards", "terminated", "truncated")}
 
 
+def _as_action_array(actions) -> np.ndarray:
+    """int32 actions; indices outside int32 become out-of-range (illegal) indices
+    instead of wrapping around onto other moves."""
+    actions = np.asarray(actions)
+    if actions.dtype == np.int32:
+        return np.ascontiguousarray(actions)
+    if not (np.issubdtype(actions.dtype, np.integer) or actions.dtype == np.bool_):
+        raise ValueError(f"actions: expected integer action indices, got dtype {actions.dtype}")
+    info = np.iinfo(np.int32)
+    return np.ascontiguousarray(np.clip(actions, info.min, info.max).astype(np.int32))
+
+
 def encode_observation(kind, owner, army, player: int, army_scaling: str = "linear", army_scale: float = 1000.0):
     """The 9-channel observation and the action mask of ``player`` for one board."""
+    if army_scaling not in ("linear", "log"):
+        raise ValueError(f"army_scaling: expected 'linear' or 'log', got {army_scaling!r}")
+    if not army_scale > 0:
+        raise ValueError(f"army_scale: must be positive, got {army_scale}")
     return _core.encode_observation(kind, owner, army, player, army_scaling, army_scale)
