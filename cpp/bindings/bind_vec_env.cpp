@@ -69,6 +69,8 @@ py::dict output_views(py::object self) {
   out["illegal"] = view(reinterpret_cast<const bool*>(e.illegal.data()), {n, p}, self);
   out["winner"] = view(e.winner.data(), {n}, self);
   out["tick"] = view(e.tick.data(), {n}, self);
+  out["game_id"] = view(e.game_id.data(), {n}, self);
+  out["episode_game_id"] = view(e.episode_game_id.data(), {n}, self);
   out["army"] = view(e.army.data(), {n, p}, self);
   out["land"] = view(e.land.data(), {n, p}, self);
   out["alive"] = view(reinterpret_cast<const bool*>(e.alive.data()), {n, p}, self);

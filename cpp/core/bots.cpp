@@ -9,7 +9,7 @@ namespace grl {
 
 namespace {
 
-constexpr uint8_t kBitCount[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+inline uint32_t bit_count4(uint32_t b) { return (b & 1) + (b >> 1 & 1) + (b >> 2 & 1) + (b >> 3 & 1); }
 
 // Counts the legal moves, draws one index, then finds it: one draw per move.
 int32_t random_move(const Game& g, int player, Rng& rng) {
@@ -18,12 +18,13 @@ int32_t random_move(const Game& g, int player, Rng& rng) {
   const int32_t* army = g.army();
   const uint8_t* open = g.open_directions();
   uint32_t count = 0;
-  for (int t = 0; t < n; ++t) count += (owner[t] == player && army[t] >= 2) ? kBitCount[open[t]] : 0;
+  const int16_t p = static_cast<int16_t>(player);
+  for (int t = 0; t < n; ++t) count += ((owner[t] == p) & (army[t] >= 2)) * bit_count4(open[t]);
   if (count == 0) return kPass;
   uint32_t pick = rng.below(count);
   for (int t = 0; t < n; ++t) {
     if (owner[t] != player || army[t] < 2) continue;
-    const uint32_t k = kBitCount[open[t]];
+    const uint32_t k = bit_count4(open[t]);
     if (pick >= k) {
       pick -= k;
       continue;

@@ -40,6 +40,9 @@ VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(config_.
   truncated.assign(n, 0);
   illegal.assign(n * p, 0);
   winner.assign(n, -1);
+  game_id.assign(n, 0);
+  episode_game_id.assign(n, 0);
+  state_ids_.assign(n, 0);
   tick.assign(n, 0);
   army.assign(n * p, 0);
   land.assign(n * p, 0);
@@ -71,6 +74,8 @@ uint64_t VecEnv::env_seed(int i, uint64_t episode) const {
 void VecEnv::reset_game(int i) {
   games_[i] = std::make_unique<Game>(generate_map(config_.map, env_seed(i, episodes_[i])), config_.max_ticks);
   episodes_[i] += 1;
+  game_id[i] = next_game_id();
+  if (buffer_) state_ids_[i] = buffer_->append_state(*games_[i]);
   std::fill_n(running_return_.begin() + static_cast<size_t>(i) * config_.players, config_.players, 0.0f);
 }
 
@@ -128,6 +133,7 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
     illegal_before[p] = g.illegal_moves(p);
   }
 
+  const int tick_before = g.tick();
   const bool finished = g.step(actions);
 
   const TickEvents& ev = g.events();
@@ -155,8 +161,31 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
   truncated[i] = g.truncated();
   episode_done[i] = finished;
 
+  if (buffer_) {
+    const uint64_t next_state = buffer_->append_state(g);
+    ExperienceRecord records[kMaxPlayers];
+    size_t count = 0;
+    for (int p = 0; p < players; ++p) {
+      if (!alive_before[p]) continue;
+      ExperienceRecord& r = records[count++];
+      r = ExperienceRecord{};
+      r.game_id = game_id[i];
+      r.state_id = state_ids_[i];
+      r.next_state_id = next_state;
+      r.tick = tick_before;
+      r.action = actions[p];
+      r.reward = rewards[base + p];
+      r.player = static_cast<uint8_t>(p);
+      r.flags = (illegal[base + p] ? 0 : kLegal) | (terminated[base + p] ? kTerminated : 0) |
+                (truncated[i] && g.alive(p) ? kTruncated : 0);
+    }
+    buffer_->append(records, count);
+    state_ids_[i] = next_state;
+  }
+
   if (finished) {
     episode_winner[i] = game_winner;
+    episode_game_id[i] = game_id[i];
     episode_length[i] = g.tick();
     for (int p = 0; p < players; ++p) {
       episode_return[base + p] = running_return_[base + p];
@@ -172,7 +201,37 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
   write_info(i);
 }
 
+void VecEnv::set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout_s) {
+  if (buffer) {
+    if (buffer->height() != config_.height || buffer->width() != config_.width) {
+      throw std::invalid_argument("buffer: its boards are " + std::to_string(buffer->height()) + "x" +
+                                  std::to_string(buffer->width()) + ", the env's are " +
+                                  std::to_string(config_.height) + "x" + std::to_string(config_.width));
+    }
+    const uint64_t per_step = static_cast<uint64_t>(config_.num_envs) * config_.players;
+    if (buffer->capacity() < per_step) {
+      throw std::invalid_argument("buffer: capacity " + std::to_string(buffer->capacity()) +
+                                  " is below one step's experiences (" + std::to_string(per_step) + ")");
+    }
+    if (buffer->state_capacity() < 4 * static_cast<uint64_t>(config_.num_envs)) {
+      throw std::invalid_argument("buffer: state_capacity " + std::to_string(buffer->state_capacity()) +
+                                  " must be at least 4 x num_envs (" + std::to_string(4 * config_.num_envs) + ")");
+    }
+  }
+  buffer_ = std::move(buffer);
+  buffer_timeout_ = timeout_s;
+  reset();
+}
+
 void VecEnv::step(const int32_t* actions) {
+  if (buffer_) {
+    const uint64_t n = config_.num_envs;
+    if (!buffer_->wait_for_room(n * config_.players, 2 * n, buffer_timeout_)) {
+      throw BufferFull("experience buffer is full: its open cursors have not read for " +
+                               std::to_string(buffer_timeout_) +
+                               " s (read from them, close them, or use the overwrite policy)");
+    }
+  }
   pool_.parallel_for(config_.num_envs, [this, actions](int begin, int end) {
     std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);
     for (int i = begin; i < end; ++i) {

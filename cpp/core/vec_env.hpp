@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "game.hpp"
+#include "experience_buffer.hpp"
 #include "mapgen.hpp"
 #include "observation.hpp"
 #include "thread_pool.hpp"
@@ -50,6 +51,12 @@ class VecEnv {
   // Runs fn(begin, end) over the games on the env's threads.
   void parallel_for(const std::function<void(int, int)>& fn) { pool_.parallel_for(config_.num_envs, fn); }
 
+  // From now on, records one experience per alive player per tick into
+  // `buffer` inside step (nullptr stops). Resets every game. In block mode a
+  // step waits up to timeout_s for room, then fails before changing anything.
+  void set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout_s);
+  const std::shared_ptr<ExperienceBuffer>& buffer() const { return buffer_; }
+
   const VecEnvConfig& config() const { return config_; }
   int num_envs() const { return config_.num_envs; }
   int players() const { return config_.players; }
@@ -64,6 +71,7 @@ class VecEnv {
   std::vector<float> rewards;
   std::vector<uint8_t> terminated, truncated, illegal;
   std::vector<int32_t> winner, tick;
+  std::vector<uint64_t> game_id, episode_game_id;
   std::vector<int64_t> army;
   std::vector<int32_t> land;
   std::vector<uint8_t> alive;
@@ -86,6 +94,9 @@ class VecEnv {
   std::vector<std::unique_ptr<Game>> games_;
   std::vector<uint64_t> episodes_;
   std::vector<float> running_return_;
+  std::shared_ptr<ExperienceBuffer> buffer_;
+  double buffer_timeout_ = 0;
+  std::vector<uint64_t> state_ids_;  // each game's current state in the buffer
 };
 
 }  // namespace grl

@@ -60,6 +60,11 @@ class VecEnv:
     ``OBSERVATION_CHANNELS`` order; action masks: bool ``(num_envs, players,
     height*width*4)`` in ``info["action_masks"]`` (the half move of index ``i`` is
     legal exactly when ``i`` is).
+
+    Given an ``ExperienceBuffer`` (``buffer=``), every step records one experience
+    per alive player into it inside the same C++ call. With the buffer's block
+    policy a step waits up to ``buffer_timeout`` seconds for cursors to make room,
+    then raises ``BufferFullError`` before changing anything.
     """
 
     def __init__(
@@ -77,6 +82,8 @@ class VecEnv:
         army_scale: float = 1000.0,
         observations: bool = True,
         action_masks: bool = True,
+        buffer=None,
+        buffer_timeout: float = 30.0,
     ) -> None:
         if num_threads is None:
             num_threads = min(os.cpu_count() or 1, num_envs)
@@ -95,6 +102,9 @@ class VecEnv:
         self.num_actions = height * width * 8
         self.seed = seed
         self._out = self._env.outputs()
+        self.buffer = buffer
+        if buffer is not None:
+            _core.set_buffer(self._env, buffer.core, buffer_timeout)
 
     @property
     def core(self) -> _core.VecEnv:
@@ -139,8 +149,12 @@ def _as_action_array(actions) -> np.ndarray:
         return np.ascontiguousarray(actions)
     if not (np.issubdtype(actions.dtype, np.integer) or actions.dtype == np.bool_):
         raise ValueError(f"actions: expected integer action indices, got dtype {actions.dtype}")
-    info = np.iinfo(np.int32)
-    return np.ascontiguousarray(np.clip(actions, info.min, info.max).astype(np.int32))
+    limits = np.iinfo(np.int32)
+    if np.issubdtype(actions.dtype, np.signedinteger):
+        actions = np.clip(actions, limits.min, limits.max)
+    elif np.issubdtype(actions.dtype, np.unsignedinteger):
+        actions = np.minimum(actions, limits.max)
+    return np.ascontiguousarray(actions.astype(np.int32))
 
 
 def encode_observation(kind, owner, army, player: int, army_scaling: str = "linear", army_scale: float = 1000.0):

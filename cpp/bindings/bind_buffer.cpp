@@ -1,0 +1,270 @@
+// Bindings for the experience buffer, its cursors and batches. Batches move
+// their C++ vectors into numpy arrays without copying.
+#include <pybind11/stl.h>
+
+#include <memory>
+
+#include "arrays.hpp"
+#include "experience_buffer.hpp"
+#include "vec_env.hpp"
+
+namespace py = pybind11;
+using grl::bindings::as_array;
+
+namespace {
+
+// A numpy array that takes ownership of `values`.
+template <typename T, typename Out = T>
+py::array to_numpy(std::vector<T>&& values, std::vector<py::ssize_t> shape) {
+  auto* owned = new std::vector<T>(std::move(values));
+  py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<Out>(shape, reinterpret_cast<const Out*>(owned->data()), free_when_done);
+}
+
+py::dict fields_of(auto&& b) {
+  const py::ssize_t n = static_cast<py::ssize_t>(b.size());
+  py::dict out;
+  out["sequence"] = to_numpy(std::move(b.sequence), {n});
+  out["game_id"] = to_numpy(std::move(b.game_id), {n});
+  out["player_id"] = to_numpy(std::move(b.player_id), {n});
+  out["tick"] = to_numpy(std::move(b.tick), {n});
+  out["action"] = to_numpy(std::move(b.action), {n});
+  out["reward"] = to_numpy(std::move(b.reward), {n});
+  out["legal"] = to_numpy<uint8_t, bool>(std::move(b.legal), {n});
+  out["terminated"] = to_numpy<uint8_t, bool>(std::move(b.terminated), {n});
+  out["truncated"] = to_numpy<uint8_t, bool>(std::move(b.truncated), {n});
+  out["missed"] = b.missed;
+  out["next_sequence"] = b.next_sequence;
+  return out;
+}
+
+py::dict raw_to_dict(grl::RawBatch&& b) {
+  const py::ssize_t h = b.height, w = b.width;
+  const py::ssize_t states = h * w ? static_cast<py::ssize_t>(b.state_kind.size()) / (h * w) : 0;
+  const py::ssize_t n = static_cast<py::ssize_t>(b.size());
+  py::dict out;
+  out["state_index"] = to_numpy(std::move(b.state_index), {n});
+  out["next_state_index"] = to_numpy(std::move(b.next_state_index), {n});
+  out["state_kind"] = to_numpy(std::move(b.state_kind), {states, h, w});
+  out["state_owner"] = to_numpy(std::move(b.state_owner), {states, h, w});
+  out["state_army"] = to_numpy(std::move(b.state_army), {states, h, w});
+  for (auto item : fields_of(b)) out[item.first] = item.second;
+  return out;
+}
+
+py::dict decoded_to_dict(grl::DecodedBatch&& b) {
+  const py::ssize_t h = b.height, w = b.width, n = static_cast<py::ssize_t>(b.size());
+  py::dict out;
+  out["state"] = to_numpy(std::move(b.state), {n, grl::kObservationChannels, h, w});
+  out["next_state"] = to_numpy(std::move(b.next_state), {n, grl::kObservationChannels, h, w});
+  out["action_mask"] = to_numpy<uint8_t, bool>(std::move(b.action_mask), {n, h * w * 4});
+  for (auto item : fields_of(b)) out[item.first] = item.second;
+  return out;
+}
+
+template <typename T>
+void column(const py::dict& d, const char* name, std::vector<T>& out, py::ssize_t n) {
+  if (!d.contains(name)) throw py::value_error(std::string("batch: missing column '") + name + "'");
+  auto arr = as_array<T>(d[name], name, n);
+  out.assign(arr.data(), arr.data() + arr.size());
+}
+
+grl::RawBatch raw_from_dict(const py::dict& d, int height, int width) {
+  grl::RawBatch b;
+  b.height = height;
+  b.width = width;
+  auto seq = as_array<uint64_t>(d["sequence"], "sequence");
+  const py::ssize_t n = seq.size();
+  b.sequence.assign(seq.data(), seq.data() + n);
+  column(d, "game_id", b.game_id, n);
+  column(d, "player_id", b.player_id, n);
+  column(d, "tick", b.tick, n);
+  column(d, "action", b.action, n);
+  column(d, "reward", b.reward, n);
+  column(d, "legal", b.legal, n);
+  column(d, "terminated", b.terminated, n);
+  column(d, "truncated", b.truncated, n);
+  column(d, "state_index", b.state_index, n);
+  column(d, "next_state_index", b.next_state_index, n);
+  column(d, "state_kind", b.state_kind, -1);
+  column(d, "state_owner", b.state_owner, -1);
+  column(d, "state_army", b.state_army, -1);
+  if (d.contains("next_sequence")) b.next_sequence = d["next_sequence"].cast<uint64_t>();
+  return b;
+}
+
+}  // namespace
+
+void bind_buffer(py::module_& m) {
+  py::register_exception<grl::BufferFull>(m, "BufferFullError", PyExc_RuntimeError);
+  py::class_<grl::Cursor, std::shared_ptr<grl::Cursor>>(m, "Cursor")
+      .def(
+          "read_raw",
+          [](grl::Cursor& c, size_t max_items, double timeout) {
+            grl::RawBatch b;
+            {
+              py::gil_scoped_release release;
+              c.read_raw(max_items, timeout, b);
+            }
+            return raw_to_dict(std::move(b));
+          },
+          py::arg("max_items"), py::arg("timeout"))
+      .def(
+          "read_decoded",
+          [](grl::Cursor& c, size_t max_items, double timeout) {
+            grl::DecodedBatch b;
+            {
+              py::gil_scoped_release release;
+              c.read_decoded(max_items, timeout, b);
+            }
+            return decoded_to_dict(std::move(b));
+          },
+          py::arg("max_items"), py::arg("timeout"))
+      .def("close", &grl::Cursor::close)
+      .def_property_readonly("closed", &grl::Cursor::closed)
+      .def_property_readonly("position", &grl::Cursor::position)
+      .def_property_readonly("lag", &grl::Cursor::lag)
+      .def_property_readonly("total_missed", &grl::Cursor::total_missed);
+
+  py::class_<grl::ExperienceBuffer, std::shared_ptr<grl::ExperienceBuffer>>(m, "ExperienceBuffer")
+      .def(py::init([](int height, int width, uint64_t capacity, const std::string& policy, uint64_t state_capacity,
+                       const std::string& army_scaling, float army_scale) {
+             grl::FullPolicy p;
+             if (policy == "block") p = grl::FullPolicy::kBlock;
+             else if (policy == "overwrite") p = grl::FullPolicy::kOverwrite;
+             else throw py::value_error("policy: expected 'block' or 'overwrite', got '" + policy + "'");
+             grl::ObservationConfig obs;
+             if (army_scaling == "linear") obs.scale = grl::ObservationConfig::kLinear;
+             else if (army_scaling == "log") obs.scale = grl::ObservationConfig::kLog;
+             else throw py::value_error("army_scaling: expected 'linear' or 'log', got '" + army_scaling + "'");
+             if (!(army_scale > 0)) throw py::value_error("army_scale: must be positive");
+             obs.army_scale = army_scale;
+             return std::make_shared<grl::ExperienceBuffer>(height, width, capacity, p, state_capacity, obs);
+           }),
+           py::arg("height"), py::arg("width"), py::arg("capacity"), py::arg("policy"), py::arg("state_capacity"),
+           py::arg("army_scaling"), py::arg("army_scale"))
+      .def(
+          "open_cursor",
+          [](grl::ExperienceBuffer& b, const std::string& start, uint64_t at, std::vector<uint64_t> game_ids,
+             std::vector<int32_t> player_ids, int32_t min_tick) {
+            grl::Cursor::Start s = grl::Cursor::kAt;
+            if (start == "oldest") s = grl::Cursor::kOldest;
+            else if (start == "newest") s = grl::Cursor::kNewest;
+            else if (start != "at") throw py::value_error("start: expected 'oldest', 'newest' or a sequence number");
+            return b.open_cursor(s, at, grl::CursorFilter{std::move(game_ids), std::move(player_ids), min_tick});
+          },
+          py::arg("start"), py::arg("at"), py::arg("game_ids"), py::arg("player_ids"), py::arg("min_tick"),
+          py::keep_alive<0, 1>())
+      .def(
+          "sample",
+          [](grl::ExperienceBuffer& b, size_t count, uint64_t seed) {
+            grl::DecodedBatch out;
+            {
+              py::gil_scoped_release release;
+              b.sample(count, seed, out);
+            }
+            return decoded_to_dict(std::move(out));
+          },
+          py::arg("count"), py::arg("seed"))
+      .def(
+          "sample_raw",
+          [](grl::ExperienceBuffer& b, size_t count, uint64_t seed) {
+            grl::RawBatch out;
+            {
+              py::gil_scoped_release release;
+              b.sample_raw(count, seed, out);
+            }
+            return raw_to_dict(std::move(out));
+          },
+          py::arg("count"), py::arg("seed"))
+      .def("export_resident",
+           [](grl::ExperienceBuffer& b) {
+             grl::RawBatch out;
+             {
+               py::gil_scoped_release release;
+               b.export_resident(out);
+             }
+             return raw_to_dict(std::move(out));
+           })
+      .def("import_resident",
+           [](grl::ExperienceBuffer& b, const py::dict& raw) {
+             grl::RawBatch in = raw_from_dict(raw, b.height(), b.width());
+             py::gil_scoped_release release;
+             b.import_resident(in);
+           })
+      .def("append_raw",
+           [](grl::ExperienceBuffer& b, const py::dict& raw) {
+             grl::RawBatch in = raw_from_dict(raw, b.height(), b.width());
+             py::gil_scoped_release release;
+             return b.append_raw(in);
+           })
+      .def("stats",
+           [](const grl::ExperienceBuffer& b) {
+             const grl::BufferStats s = b.stats();
+             py::dict out;
+             out["capacity"] = s.capacity;
+             out["state_capacity"] = s.state_capacity;
+             out["resident"] = s.resident;
+             out["resident_states"] = s.resident_states;
+             out["bytes_used"] = s.bytes_used;
+             out["total_appended"] = s.total_appended;
+             out["total_overwritten"] = s.total_overwritten;
+             out["total_states"] = s.total_states;
+             out["cursor_lag"] = s.cursor_lag;
+             return out;
+           })
+      .def_property_readonly("height", &grl::ExperienceBuffer::height)
+      .def_property_readonly("width", &grl::ExperienceBuffer::width)
+      .def_property_readonly("capacity", &grl::ExperienceBuffer::capacity)
+      .def_property_readonly("state_capacity", &grl::ExperienceBuffer::state_capacity)
+      .def_property_readonly("head", &grl::ExperienceBuffer::head)
+      .def_property_readonly("oldest", &grl::ExperienceBuffer::oldest)
+      .def_property_readonly("policy",
+                             [](const grl::ExperienceBuffer& b) {
+                               return b.policy() == grl::FullPolicy::kBlock ? "block" : "overwrite";
+                             })
+      .def_property_readonly("army_scaling",
+                             [](const grl::ExperienceBuffer& b) {
+                               return b.observation_config().scale == grl::ObservationConfig::kLog ? "log" : "linear";
+                             })
+      .def_property_readonly("army_scale",
+                             [](const grl::ExperienceBuffer& b) { return b.observation_config().army_scale; });
+
+  m.def(
+      "decode_batch",
+      [](const py::dict& raw, int height, int width, const std::string& army_scaling, float army_scale) {
+        grl::RawBatch in = raw_from_dict(raw, height, width);
+        const size_t tiles = static_cast<size_t>(height) * width;
+        const size_t states = in.state_kind.size() / tiles;
+        if (in.state_kind.size() % tiles || in.state_owner.size() != in.state_kind.size() ||
+            in.state_army.size() != in.state_kind.size()) {
+          throw py::value_error("batch: state tables do not hold whole " + std::to_string(height) + "x" +
+                                std::to_string(width) + " boards");
+        }
+        for (size_t i = 0; i < in.size(); ++i) {
+          if (in.state_index[i] < 0 || static_cast<size_t>(in.state_index[i]) >= states ||
+              in.next_state_index[i] < 0 || static_cast<size_t>(in.next_state_index[i]) >= states) {
+            throw py::value_error("batch: row " + std::to_string(i) + " refers to a missing state");
+          }
+        }
+        grl::ObservationConfig config;
+        config.scale = army_scaling == "log" ? grl::ObservationConfig::kLog : grl::ObservationConfig::kLinear;
+        config.army_scale = army_scale;
+        grl::DecodedBatch out;
+        {
+          py::gil_scoped_release release;
+          grl::decode_batch(in, config, out);
+        }
+        return decoded_to_dict(std::move(out));
+      },
+      py::arg("raw"), py::arg("height"), py::arg("width"), py::arg("army_scaling") = "linear",
+      py::arg("army_scale") = 1000.0f);
+  m.def("next_game_id", &grl::next_game_id);
+  m.def(
+      "set_buffer",
+      [](grl::VecEnv& env, std::shared_ptr<grl::ExperienceBuffer> buffer, double timeout) {
+        py::gil_scoped_release release;
+        env.set_buffer(std::move(buffer), timeout);
+      },
+      py::arg("env"), py::arg("buffer"), py::arg("timeout"));
+}

@@ -1,0 +1,671 @@
+#include "experience_buffer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <thread>
+
+#include "rng.hpp"
+
+namespace grl {
+
+namespace {
+
+constexpr uint64_t kBusy = 1ULL << 63;  // stamp bit: slot being written
+constexpr uint8_t kMissingFlag = 0x80;  // record flag: a gap restored from a saved file
+constexpr int kRecordWords = sizeof(ExperienceRecord) / 8;
+constexpr auto kMaxWaitSlice = std::chrono::milliseconds(20);
+
+using Clock = std::chrono::steady_clock;
+
+Clock::time_point deadline_after(double seconds) {
+  if (seconds <= 0) return Clock::now();
+  if (seconds > 1e6) seconds = 1e6;
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+// Relaxed word copies: the seqlock stamps around them decide whether the copy is valid.
+inline void store_words(uint64_t* dst, const uint64_t* src, size_t n) {
+  for (size_t i = 0; i < n; ++i) std::atomic_ref<uint64_t>(dst[i]).store(src[i], std::memory_order_relaxed);
+}
+inline void load_words(uint64_t* dst, const uint64_t* src, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    dst[i] = std::atomic_ref<uint64_t>(const_cast<uint64_t&>(src[i])).load(std::memory_order_relaxed);
+  }
+}
+
+inline uint8_t tile_code(uint8_t kind, int16_t owner) { return static_cast<uint8_t>(kind << 5 | (owner + 1)); }
+
+void atomic_max(std::atomic<uint64_t>& target, uint64_t value) {
+  uint64_t current = target.load(std::memory_order_relaxed);
+  while (current < value && !target.compare_exchange_weak(current, value, std::memory_order_relaxed)) {
+  }
+}
+
+}  // namespace
+
+uint64_t next_game_id() {
+  static const uint64_t prefix = [] {
+    std::random_device device;
+    return (static_cast<uint64_t>(device()) << 32) ^ device() ^
+           static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+  }();
+  static std::atomic<uint64_t> counter{0};
+  return prefix + counter.fetch_add(1);
+}
+
+bool CursorFilter::matches(const ExperienceRecord& r) const {
+  if (r.tick < min_tick) return false;
+  if (!player_ids.empty() && std::find(player_ids.begin(), player_ids.end(), r.player) == player_ids.end()) {
+    return false;
+  }
+  if (!game_ids.empty() && std::find(game_ids.begin(), game_ids.end(), r.game_id) == game_ids.end()) {
+    return false;
+  }
+  return true;
+}
+
+struct ExperienceBuffer::RecordSlot {
+  std::atomic<uint64_t> stamp{0};  // seq + 1 when published; kBusy | (seq + 1) while written
+  uint64_t words[kRecordWords];
+};
+
+// A state copied out of its slot and unpacked.
+struct ExperienceBuffer::StateScratch {
+  std::vector<uint64_t> words;
+  std::vector<uint8_t> kind;
+  std::vector<int16_t> owner;
+  std::vector<int32_t> army;
+};
+
+// ---- construction ------------------------------------------------------------
+
+ExperienceBuffer::ExperienceBuffer(int height, int width, uint64_t capacity, FullPolicy policy,
+                                   uint64_t state_capacity, ObservationConfig observation)
+    : height_(height),
+      width_(width),
+      tiles_(height * width),
+      capacity_(capacity),
+      state_capacity_(state_capacity ? state_capacity : capacity / 2 + 4096),
+      policy_(policy),
+      observation_(observation),
+      // codes (1 byte a tile) and armies (2 bytes a tile), each padded to words, plus a flags word
+      state_words_((tiles_ + 7) / 8 + (2 * tiles_ + 7) / 8 + 1) {
+  if (height < 2 || height > 256 || width < 2 || width > 256) {
+    throw std::invalid_argument("height and width must be in 2..256, got " + std::to_string(height) + "x" +
+                                std::to_string(width));
+  }
+  if (capacity < 1) throw std::invalid_argument("capacity must be at least 1");
+  if (capacity > (1ULL << 34)) throw std::invalid_argument("capacity is too large: " + std::to_string(capacity));
+  if (state_capacity_ < 2) throw std::invalid_argument("state_capacity must be at least 2");
+  records_.reset(new RecordSlot[capacity_]);
+  state_stamp_.reset(new std::atomic<uint64_t>[state_capacity_]);
+  state_last_ref_.reset(new std::atomic<uint64_t>[state_capacity_]);
+  for (uint64_t i = 0; i < state_capacity_; ++i) {
+    state_stamp_[i].store(0, std::memory_order_relaxed);
+    state_last_ref_[i].store(0, std::memory_order_relaxed);
+  }
+  state_words_store_.reset(new uint64_t[state_capacity_ * state_words_]());
+}
+
+ExperienceBuffer::~ExperienceBuffer() = default;
+
+uint64_t ExperienceBuffer::oldest() const {
+  const uint64_t head = head_.load(std::memory_order_acquire);
+  return head > capacity_ ? head - capacity_ : 0;
+}
+
+// ---- waiting -----------------------------------------------------------------
+
+uint64_t ExperienceBuffer::min_open_cursor() {
+  if (policy_ != FullPolicy::kBlock) return UINT64_MAX;
+  std::lock_guard<std::mutex> lock(cursors_mutex_);
+  uint64_t lowest = UINT64_MAX;
+  size_t kept = 0;
+  for (auto& weak : cursors_) {
+    auto cursor = weak.lock();
+    if (!cursor || cursor->closed()) continue;
+    lowest = std::min(lowest, cursor->position());
+    cursors_[kept++] = weak;
+  }
+  cursors_.resize(kept);
+  min_cursor_cache_.store(lowest);
+  return lowest;
+}
+
+bool ExperienceBuffer::state_slot_free(uint64_t id, uint64_t min_cursor) const {
+  if (id < state_capacity_) return true;
+  const uint64_t last_ref = state_last_ref_[id % state_capacity_].load(std::memory_order_acquire);
+  return last_ref == 0 || last_ref - 1 < min_cursor;
+}
+
+void ExperienceBuffer::notify_readers() {
+  std::lock_guard<std::mutex> lock(wait_mutex_);
+  readers_cv_.notify_all();
+}
+
+void ExperienceBuffer::notify_producers() {
+  std::lock_guard<std::mutex> lock(wait_mutex_);
+  producers_cv_.notify_all();
+}
+
+bool ExperienceBuffer::wait_for_room(uint64_t experiences, uint64_t states, double timeout_s) {
+  if (policy_ != FullPolicy::kBlock) return true;
+  if (experiences > capacity_) {
+    throw std::invalid_argument("cannot append " + std::to_string(experiences) +
+                                " experiences at once into a buffer of capacity " + std::to_string(capacity_));
+  }
+  const auto deadline = deadline_after(timeout_s);
+  while (true) {
+    const uint64_t min_cursor = min_open_cursor();
+    const uint64_t head = head_.load();
+    const uint64_t state_head = state_head_.load();
+    bool room = min_cursor == UINT64_MAX || head + experiences <= min_cursor + capacity_;
+    for (uint64_t id = state_head; room && id < state_head + states; ++id) room = state_slot_free(id, min_cursor);
+    if (room) return true;
+    if (Clock::now() >= deadline) return false;
+    producers_waiting_.fetch_add(1);
+    {
+      std::unique_lock<std::mutex> lock(wait_mutex_);
+      producers_cv_.wait_until(lock, std::min(deadline, Clock::now() + kMaxWaitSlice));
+    }
+    producers_waiting_.fetch_sub(1);
+  }
+}
+
+// ---- producers ---------------------------------------------------------------
+
+void ExperienceBuffer::write_state_slot(uint64_t id, const uint8_t* kind, const int16_t* owner,
+                                        const int32_t* army) {
+  thread_local std::vector<uint64_t> payload;
+  payload.assign(state_words_, 0);
+  auto* codes = reinterpret_cast<uint8_t*>(payload.data());
+  auto* army16 = reinterpret_cast<uint16_t*>(payload.data() + (tiles_ + 7) / 8);
+  bool wide = false;
+  for (int t = 0; t < tiles_; ++t) {
+    codes[t] = tile_code(kind[t], owner[t]);
+    army16[t] = static_cast<uint16_t>(army[t]);
+    wide |= army[t] > 0xFFFF;
+  }
+  payload[state_words_ - 1] = wide;
+  const uint64_t slot = id % state_capacity_;
+  auto& stamp = state_stamp_[slot];
+  const uint64_t previous = stamp.load(std::memory_order_relaxed);
+  stamp.store(kBusy | (id + 1), std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  if (wide || wide_count_.load(std::memory_order_relaxed) > 0) {
+    std::lock_guard<std::mutex> lock(wide_mutex_);
+    if (previous != 0) wide_armies_.erase((previous & ~kBusy) - 1);
+    if (wide) wide_armies_[id].assign(army, army + tiles_);
+    wide_count_.store(wide_armies_.size(), std::memory_order_relaxed);
+  }
+  state_last_ref_[slot].store(0, std::memory_order_relaxed);
+  store_words(state_words_store_.get() + slot * state_words_, payload.data(), state_words_);
+  stamp.store(id + 1, std::memory_order_release);
+}
+
+uint64_t ExperienceBuffer::append_state(const uint8_t* kind, const int16_t* owner, const int32_t* army) {
+  const uint64_t id = state_head_.fetch_add(1);
+  if (policy_ == FullPolicy::kBlock && id >= state_capacity_) {
+    while (!state_slot_free(id, min_cursor_cache_.load()) && !state_slot_free(id, min_open_cursor())) {
+      producers_waiting_.fetch_add(1);
+      {
+        std::unique_lock<std::mutex> lock(wait_mutex_);
+        producers_cv_.wait_for(lock, kMaxWaitSlice);
+      }
+      producers_waiting_.fetch_sub(1);
+    }
+  }
+  write_state_slot(id, kind, owner, army);
+  return id;
+}
+
+uint64_t ExperienceBuffer::append(const ExperienceRecord* records, size_t count) {
+  if (count == 0) return head_.load();
+  if (count > capacity_) {
+    throw std::invalid_argument("cannot append " + std::to_string(count) +
+                                " experiences at once into a buffer of capacity " + std::to_string(capacity_));
+  }
+  const uint64_t first = head_.fetch_add(count);
+  if (policy_ == FullPolicy::kBlock) {
+    // The cached minimum is never above the true one (opening a cursor lowers
+    // it, reading only raises the true one), so a fit against it is a fit.
+    while (true) {
+      uint64_t min_cursor = min_cursor_cache_.load();
+      if (min_cursor != UINT64_MAX && first + count > min_cursor + capacity_) min_cursor = min_open_cursor();
+      if (min_cursor == UINT64_MAX || first + count <= min_cursor + capacity_) break;
+      producers_waiting_.fetch_add(1);
+      {
+        std::unique_lock<std::mutex> lock(wait_mutex_);
+        producers_cv_.wait_for(lock, kMaxWaitSlice);
+      }
+      producers_waiting_.fetch_sub(1);
+    }
+  }
+  for (size_t k = 0; k < count; ++k) {
+    const uint64_t seq = first + k;
+    RecordSlot& slot = records_[seq % capacity_];
+    slot.stamp.store(kBusy | (seq + 1), std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    store_words(slot.words, reinterpret_cast<const uint64_t*>(&records[k]), kRecordWords);
+    slot.stamp.store(seq + 1, std::memory_order_release);
+    if (policy_ == FullPolicy::kBlock && !(records[k].flags & kMissingFlag)) {
+      atomic_max(state_last_ref_[records[k].state_id % state_capacity_], seq + 1);
+      atomic_max(state_last_ref_[records[k].next_state_id % state_capacity_], seq + 1);
+    }
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (readers_waiting_.load() > 0) notify_readers();
+  return first;
+}
+
+// ---- reading -----------------------------------------------------------------
+
+int ExperienceBuffer::load_record(uint64_t seq, ExperienceRecord& out) const {
+  const RecordSlot& slot = records_[seq % capacity_];
+  const uint64_t before = slot.stamp.load(std::memory_order_acquire);
+  if (before == seq + 1) {
+    load_words(reinterpret_cast<uint64_t*>(&out), slot.words, kRecordWords);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return slot.stamp.load(std::memory_order_relaxed) == before ? 1 : -1;
+  }
+  const uint64_t held = before & ~kBusy;
+  return held > seq + 1 ? -1 : 0;
+}
+
+bool ExperienceBuffer::load_state(uint64_t id, StateScratch& s) const {
+  const uint64_t slot = id % state_capacity_;
+  const auto& stamp = state_stamp_[slot];
+  const uint64_t before = stamp.load(std::memory_order_acquire);
+  if (before != id + 1) return false;
+  s.words.resize(state_words_);
+  load_words(s.words.data(), state_words_store_.get() + slot * state_words_, state_words_);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (stamp.load(std::memory_order_relaxed) != before) return false;
+  s.kind.resize(tiles_);
+  s.owner.resize(tiles_);
+  s.army.resize(tiles_);
+  const auto* codes = reinterpret_cast<const uint8_t*>(s.words.data());
+  const auto* army16 = reinterpret_cast<const uint16_t*>(s.words.data() + (tiles_ + 7) / 8);
+  for (int t = 0; t < tiles_; ++t) {
+    s.kind[t] = codes[t] >> 5;
+    s.owner[t] = static_cast<int16_t>((codes[t] & 31) - 1);
+    s.army[t] = army16[t];
+  }
+  if (s.words[state_words_ - 1]) {
+    std::lock_guard<std::mutex> lock(wide_mutex_);
+    auto it = wide_armies_.find(id);
+    if (it == wide_armies_.end()) return false;
+    std::copy(it->second.begin(), it->second.end(), s.army.begin());
+  }
+  return true;
+}
+
+namespace {
+
+// Collects records and their distinct states into a RawBatch.
+class RawSink {
+ public:
+  RawSink(RawBatch& out, int height, int width) : out_(out) {
+    out_ = RawBatch{};
+    out_.height = height;
+    out_.width = width;
+  }
+  size_t size() const { return out_.size(); }
+
+  // False when a state of the record is no longer resident (nothing is added).
+  template <typename LoadState, typename Scratch>
+  bool add(uint64_t seq, const ExperienceRecord& r, LoadState&& load_state, Scratch& scratch) {
+    const int32_t s = state_row(r.state_id, load_state, scratch);
+    if (s < 0) return false;
+    const int32_t ns = state_row(r.next_state_id, load_state, scratch);
+    if (ns < 0) return false;
+    out_.sequence.push_back(seq);
+    out_.game_id.push_back(r.game_id);
+    out_.player_id.push_back(r.player);
+    out_.tick.push_back(r.tick);
+    out_.action.push_back(r.action);
+    out_.reward.push_back(r.reward);
+    out_.legal.push_back((r.flags & kLegal) != 0);
+    out_.terminated.push_back((r.flags & kTerminated) != 0);
+    out_.truncated.push_back((r.flags & kTruncated) != 0);
+    out_.state_index.push_back(s);
+    out_.next_state_index.push_back(ns);
+    return true;
+  }
+
+ private:
+  template <typename LoadState, typename Scratch>
+  int32_t state_row(uint64_t id, LoadState&& load_state, Scratch& scratch) {
+    auto it = rows_.find(id);
+    if (it != rows_.end()) return it->second;
+    if (!load_state(id, scratch)) return -1;
+    const int32_t row = static_cast<int32_t>(rows_.size());
+    out_.state_kind.insert(out_.state_kind.end(), scratch.kind.begin(), scratch.kind.end());
+    out_.state_owner.insert(out_.state_owner.end(), scratch.owner.begin(), scratch.owner.end());
+    out_.state_army.insert(out_.state_army.end(), scratch.army.begin(), scratch.army.end());
+    rows_.emplace(id, row);
+    return row;
+  }
+
+  RawBatch& out_;
+  std::unordered_map<uint64_t, int32_t> rows_;
+};
+
+}  // namespace
+
+uint64_t Cursor::lag() const {
+  const uint64_t head = buffer_.head();
+  const uint64_t pos = position_.load();
+  return head > pos ? head - pos : 0;
+}
+
+Cursor::~Cursor() {
+  closed_.store(true);
+  buffer_.notify_producers();
+}
+
+void Cursor::close() {
+  closed_.store(true);
+  buffer_.min_open_cursor();
+  buffer_.notify_producers();
+  buffer_.notify_readers();
+}
+
+void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out) {
+  std::lock_guard<std::mutex> guard(read_mutex_);
+  RawSink sink(out, buffer_.height_, buffer_.width_);
+  ExperienceBuffer::StateScratch scratch;
+  auto load_state = [this](uint64_t id, ExperienceBuffer::StateScratch& s) { return buffer_.load_state(id, s); };
+  const auto deadline = deadline_after(timeout_s);
+  uint64_t pos = position_.load();
+  uint64_t missed = 0;
+  ExperienceRecord record;
+  size_t since_publish = 0;
+  while (sink.size() < max_items) {
+    if (buffer_.policy_ == FullPolicy::kOverwrite) {
+      const uint64_t oldest = buffer_.oldest();
+      if (pos < oldest) {
+        missed += oldest - pos;
+        pos = oldest;
+      }
+    }
+    const int status = buffer_.load_record(pos, record);
+    if (status == 0) {  // not written yet: wait for producers
+      position_.store(pos);
+      if (closed() || Clock::now() >= deadline) break;
+      buffer_.readers_waiting_.fetch_add(1);
+      {
+        std::unique_lock<std::mutex> lock(buffer_.wait_mutex_);
+        if (buffer_.load_record(pos, record) == 0) {
+          buffer_.readers_cv_.wait_until(lock, std::min(deadline, Clock::now() + kMaxWaitSlice));
+        }
+      }
+      buffer_.readers_waiting_.fetch_sub(1);
+      continue;
+    }
+    if (status < 0 || (record.flags & kMissingFlag)) {
+      missed += 1;
+    } else if (filter_.matches(record) && !sink.add(pos, record, load_state, scratch)) {
+      missed += 1;  // its state was overwritten before it could be read
+    }
+    pos += 1;
+    if (++since_publish == 256) {
+      since_publish = 0;
+      position_.store(pos);
+      if (buffer_.producers_waiting_.load() > 0) buffer_.notify_producers();
+    }
+  }
+  position_.store(pos);
+  if (buffer_.producers_waiting_.load() > 0) buffer_.notify_producers();
+  missed_.fetch_add(missed);
+  out.missed = missed;
+  out.next_sequence = pos;
+}
+
+void Cursor::read_decoded(size_t max_items, double timeout_s, DecodedBatch& out) {
+  RawBatch raw;
+  read_raw(max_items, timeout_s, raw);
+  buffer_.decode(raw, out);
+}
+
+std::shared_ptr<Cursor> ExperienceBuffer::open_cursor(Cursor::Start start, uint64_t at, CursorFilter filter) {
+  uint64_t position = at;
+  if (start == Cursor::kOldest) position = oldest();
+  if (start == Cursor::kNewest) position = head_.load();
+  std::shared_ptr<Cursor> cursor(new Cursor(*this, position, std::move(filter)));
+  std::lock_guard<std::mutex> lock(cursors_mutex_);
+  cursors_.push_back(cursor);
+  if (policy_ == FullPolicy::kBlock) {
+    uint64_t cached = min_cursor_cache_.load();
+    while (position < cached && !min_cursor_cache_.compare_exchange_weak(cached, position)) {
+    }
+  }
+  return cursor;
+}
+
+void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedBatch& out) {
+  const size_t n = raw.size();
+  const size_t tiles = static_cast<size_t>(raw.height) * raw.width;
+  const size_t obs_size = kObservationChannels * tiles;
+  out.height = raw.height;
+  out.width = raw.width;
+  out.sequence = raw.sequence;
+  out.game_id = raw.game_id;
+  out.player_id = raw.player_id;
+  out.tick = raw.tick;
+  out.action = raw.action;
+  out.reward = raw.reward;
+  out.legal = raw.legal;
+  out.terminated = raw.terminated;
+  out.truncated = raw.truncated;
+  out.missed = raw.missed;
+  out.next_sequence = raw.next_sequence;
+  out.state.resize(n * obs_size);
+  out.next_state.resize(n * obs_size);
+  out.action_mask.resize(n * tiles * 4);
+  std::vector<uint8_t> scratch(tiles * kObservationScratchPerTile);
+  std::vector<uint8_t> open(tiles);
+  int32_t open_row = -1;
+  auto view_of = [&](int32_t row) {
+    return StateView{raw.height, raw.width, raw.state_kind.data() + row * tiles, raw.state_owner.data() + row * tiles,
+                     raw.state_army.data() + row * tiles, nullptr};
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const int player = raw.player_id[i];
+    StateView state = view_of(raw.state_index[i]);
+    if (open_row != raw.state_index[i]) {
+      open_row = raw.state_index[i];
+      compute_open_directions(state.kind, raw.height, raw.width, open.data());
+    }
+    state.open_directions = open.data();
+    encode_observation(state, player, config, out.state.data() + i * obs_size, scratch.data());
+    encode_action_mask(state, player, out.action_mask.data() + i * tiles * 4);
+    encode_observation(view_of(raw.next_state_index[i]), player, config, out.next_state.data() + i * obs_size,
+                       scratch.data());
+  }
+}
+
+template <typename Sink>
+void ExperienceBuffer::sample_into(size_t count, uint64_t seed, Sink& sink) {
+  Rng rng(seed);
+  StateScratch scratch;
+  auto load = [this](uint64_t id, StateScratch& s) { return load_state(id, s); };
+  ExperienceRecord record;
+  size_t attempts = 0;
+  while (sink.size() < count && attempts < count * 8 + 64) {
+    ++attempts;
+    const uint64_t head = head_.load(), low = oldest();
+    if (head == low) break;
+    const uint64_t seq = low + (rng.next() % (head - low));
+    if (load_record(seq, record) != 1 || (record.flags & kMissingFlag)) continue;
+    sink.add(seq, record, load, scratch);
+  }
+}
+
+void ExperienceBuffer::sample_raw(size_t count, uint64_t seed, RawBatch& out) {
+  RawSink sink(out, height_, width_);
+  sample_into(count, seed, sink);
+  out.next_sequence = head_.load();
+}
+
+void ExperienceBuffer::sample(size_t count, uint64_t seed, DecodedBatch& out) {
+  RawBatch raw;
+  sample_raw(count, seed, raw);
+  decode(raw, out);
+}
+
+// ---- persistence and remote producers -----------------------------------------
+
+void ExperienceBuffer::export_resident(RawBatch& out) {
+  RawSink sink(out, height_, width_);
+  StateScratch scratch;
+  auto load = [this](uint64_t id, StateScratch& s) { return load_state(id, s); };
+  ExperienceRecord record;
+  const uint64_t head = head_.load();
+  uint64_t missed = 0;
+  for (uint64_t seq = oldest(); seq < head; ++seq) {
+    if (load_record(seq, record) != 1 || (record.flags & kMissingFlag) || !sink.add(seq, record, load, scratch)) {
+      missed += 1;
+    }
+  }
+  out.missed = missed;
+  out.next_sequence = head;
+}
+
+namespace {
+
+void check_raw_batch(const RawBatch& b, int height, int width) {
+  if (b.height != height || b.width != width) {
+    throw std::invalid_argument("batch board is " + std::to_string(b.height) + "x" + std::to_string(b.width) +
+                                ", the buffer's is " + std::to_string(height) + "x" + std::to_string(width));
+  }
+  const size_t n = b.size(), tiles = static_cast<size_t>(height) * width;
+  for (const size_t len : {b.game_id.size(), b.player_id.size(), b.tick.size(), b.action.size(), b.reward.size(),
+                           b.legal.size(), b.terminated.size(), b.truncated.size(), b.state_index.size(),
+                           b.next_state_index.size()}) {
+    if (len != n) throw std::invalid_argument("batch columns differ in length");
+  }
+  if (b.state_kind.size() % tiles || b.state_owner.size() != b.state_kind.size() ||
+      b.state_army.size() != b.state_kind.size()) {
+    throw std::invalid_argument("batch state tables do not hold whole boards");
+  }
+  const int64_t states = static_cast<int64_t>(b.state_kind.size() / tiles);
+  for (size_t i = 0; i < n; ++i) {
+    if (b.state_index[i] < 0 || b.state_index[i] >= states || b.next_state_index[i] < 0 ||
+        b.next_state_index[i] >= states) {
+      throw std::invalid_argument("row " + std::to_string(i) + ": state index out of range");
+    }
+    if (b.player_id[i] < 0 || b.player_id[i] >= kMaxPlayers) {
+      throw std::invalid_argument("row " + std::to_string(i) + ": player_id " + std::to_string(b.player_id[i]) +
+                                  " outside 0..15");
+    }
+  }
+  for (size_t t = 0; t < b.state_kind.size(); ++t) {
+    if (b.state_kind[t] > kGeneral || b.state_owner[t] < kNeutral || b.state_owner[t] >= kMaxPlayers ||
+        b.state_army[t] < 0) {
+      throw std::invalid_argument("state " + std::to_string(t / tiles) + " tile " + std::to_string(t % tiles) +
+                                  ": invalid kind, owner or army");
+    }
+  }
+}
+
+ExperienceRecord record_of(const RawBatch& b, size_t i, const std::vector<uint64_t>& state_ids) {
+  ExperienceRecord r{};
+  r.game_id = b.game_id[i];
+  r.state_id = state_ids[b.state_index[i]];
+  r.next_state_id = state_ids[b.next_state_index[i]];
+  r.tick = b.tick[i];
+  r.action = b.action[i];
+  r.reward = b.reward[i];
+  r.player = static_cast<uint8_t>(b.player_id[i]);
+  r.flags = (b.legal[i] ? kLegal : 0) | (b.terminated[i] ? kTerminated : 0) | (b.truncated[i] ? kTruncated : 0);
+  return r;
+}
+
+}  // namespace
+
+uint64_t ExperienceBuffer::append_raw(const RawBatch& b) {
+  check_raw_batch(b, height_, width_);
+  const size_t tiles = static_cast<size_t>(tiles_);
+  const size_t states = b.state_kind.size() / tiles;
+  if (!wait_for_room(b.size(), states, 30.0)) {
+    throw BufferFull("experience buffer is full: open cursors have not read for 30 s");
+  }
+  std::vector<uint64_t> state_ids(states);
+  for (size_t s = 0; s < states; ++s) {
+    state_ids[s] = append_state(b.state_kind.data() + s * tiles, b.state_owner.data() + s * tiles,
+                                b.state_army.data() + s * tiles);
+  }
+  std::vector<ExperienceRecord> records(b.size());
+  for (size_t i = 0; i < b.size(); ++i) records[i] = record_of(b, i, state_ids);
+  return append(records.data(), records.size());
+}
+
+void ExperienceBuffer::import_resident(const RawBatch& b) {
+  check_raw_batch(b, height_, width_);
+  if (head_.load() != 0 || state_head_.load() != 0) throw std::invalid_argument("can only load into an empty buffer");
+  const size_t n = b.size();
+  for (size_t i = 1; i < n; ++i) {
+    if (b.sequence[i] <= b.sequence[i - 1]) throw std::invalid_argument("saved sequence numbers are not increasing");
+  }
+  const uint64_t first = n ? b.sequence[0] : b.next_sequence;
+  const uint64_t end = std::max(n ? b.sequence[n - 1] + 1 : 0, b.next_sequence);
+  if (end - first > capacity_) {
+    throw std::invalid_argument("saved contents span " + std::to_string(end - first) +
+                                " sequence numbers, more than the capacity " + std::to_string(capacity_));
+  }
+  const size_t tiles = static_cast<size_t>(tiles_);
+  const size_t states = b.state_kind.size() / tiles;
+  if (states > state_capacity_) throw std::invalid_argument("saved contents hold more states than state_capacity");
+  std::vector<uint64_t> state_ids(states);
+  for (size_t s = 0; s < states; ++s) {
+    state_ids[s] = state_head_.fetch_add(1);
+    write_state_slot(state_ids[s], b.state_kind.data() + s * tiles, b.state_owner.data() + s * tiles,
+                     b.state_army.data() + s * tiles);
+  }
+  // Sequence numbers continue where the saved buffer stopped; gaps become
+  // markers that cursors report as missed.
+  head_.store(first);
+  size_t row = 0;
+  std::vector<ExperienceRecord> pending;
+  for (uint64_t seq = first; seq < end; ++seq) {
+    if (row < n && b.sequence[row] == seq) {
+      pending.push_back(record_of(b, row++, state_ids));
+    } else {
+      ExperienceRecord gap{};
+      gap.flags = kMissingFlag;
+      pending.push_back(gap);
+    }
+  }
+  append(pending.data(), pending.size());
+}
+
+BufferStats ExperienceBuffer::stats() const {
+  BufferStats s{};
+  const uint64_t head = head_.load(), state_head = state_head_.load();
+  s.capacity = capacity_;
+  s.state_capacity = state_capacity_;
+  s.total_appended = head;
+  s.resident = std::min(head, capacity_);
+  s.total_overwritten = head - s.resident;
+  s.total_states = state_head;
+  s.resident_states = std::min(state_head, state_capacity_);
+  size_t wide_bytes = 0;
+  {
+    std::lock_guard<std::mutex> lock(wide_mutex_);
+    for (const auto& entry : wide_armies_) wide_bytes += entry.second.size() * sizeof(int32_t) + 64;
+  }
+  s.bytes_used = capacity_ * sizeof(RecordSlot) +
+                 state_capacity_ * (state_words_ * sizeof(uint64_t) + 2 * sizeof(std::atomic<uint64_t>)) + wide_bytes;
+  auto* self = const_cast<ExperienceBuffer*>(this);
+  std::lock_guard<std::mutex> lock(self->cursors_mutex_);
+  for (const auto& weak : cursors_) {
+    if (auto cursor = weak.lock(); cursor && !cursor->closed()) s.cursor_lag.push_back(cursor->lag());
+  }
+  return s;
+}
+
+}  // namespace grl

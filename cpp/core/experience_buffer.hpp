@@ -1,0 +1,230 @@
+// A bounded ring of experiences with a global 64-bit sequence number each.
+//
+// Game states are stored once per game tick in a second ring (compact: one
+// byte per tile for kind and owner, 16 bits per tile for the army) and shared
+// by every player's experience of that tick and by the next_state of the tick
+// before; observations and masks are decoded from them on read.
+//
+// Producers (a VecEnv's worker threads, remote submitters) append without
+// locks: they reserve sequence ranges with one atomic add and publish each
+// slot with a seqlock-style stamp. Readers hold cursors (every cursor sees
+// every experience in order) or sample uniformly from what is resident.
+//
+// When the ring is full, `block` makes producers wait while an open cursor
+// would be overrun; `overwrite` replaces the oldest entries and tells a cursor
+// that fell behind exactly how many experiences it missed.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "game.hpp"
+#include "observation.hpp"
+
+namespace grl {
+
+// Raised when a producer in block mode gave up waiting for cursors to read.
+struct BufferFull : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+enum class FullPolicy : uint8_t { kBlock = 0, kOverwrite = 1 };
+
+enum ExperienceFlags : uint8_t { kLegal = 1, kTerminated = 2, kTruncated = 4 };
+
+// One experience as stored: 40 bytes, plus the slot's sequence stamp.
+struct ExperienceRecord {
+  uint64_t game_id;
+  uint64_t state_id;       // the state observed at `tick`
+  uint64_t next_state_id;  // the state after the tick's moves and growth
+  int32_t tick;
+  int32_t action;  // the flat index submitted; -1 for a pass
+  float reward;
+  uint8_t player;
+  uint8_t flags;  // ExperienceFlags
+  uint16_t reserved;
+};
+static_assert(sizeof(ExperienceRecord) == 40);
+
+// Unique game ids across processes: a random 64-bit prefix drawn once per
+// process plus a process-wide counter.
+uint64_t next_game_id();
+
+struct CursorFilter {
+  std::vector<uint64_t> game_ids;  // empty: any
+  std::vector<int32_t> player_ids; // empty: any
+  int32_t min_tick = 0;
+  bool matches(const ExperienceRecord& r) const;
+};
+
+// A batch in compact form: records plus the distinct states they refer to.
+struct RawBatch {
+  int height = 0, width = 0;
+  std::vector<uint64_t> sequence, game_id;
+  std::vector<int32_t> player_id, tick, action;
+  std::vector<float> reward;
+  std::vector<uint8_t> legal, terminated, truncated;
+  std::vector<int32_t> state_index, next_state_index;  // rows of the state tables
+  std::vector<uint8_t> state_kind;    // (states, H, W)
+  std::vector<int16_t> state_owner;   // (states, H, W), -1 neutral
+  std::vector<int32_t> state_army;    // (states, H, W)
+  uint64_t missed = 0;         // experiences lost to overwriting before/within this batch
+  uint64_t next_sequence = 0;  // where the cursor resumes
+  size_t size() const { return sequence.size(); }
+};
+
+// A batch with states decoded to observation tensors and masks.
+struct DecodedBatch {
+  int height = 0, width = 0;
+  std::vector<uint64_t> sequence, game_id;
+  std::vector<int32_t> player_id, tick, action;
+  std::vector<float> reward;
+  std::vector<uint8_t> legal, terminated, truncated;
+  std::vector<float> state, next_state;  // (n, 9, H, W)
+  std::vector<uint8_t> action_mask;      // (n, H*W*4), of `state`
+  uint64_t missed = 0;
+  uint64_t next_sequence = 0;
+  size_t size() const { return sequence.size(); }
+};
+
+// Decodes a raw batch's states into observation tensors and masks, in bulk.
+void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedBatch& out);
+
+class ExperienceBuffer;
+
+class Cursor {
+ public:
+  enum Start { kOldest, kNewest, kAt };
+  ~Cursor();
+
+  // Reads up to max_items matching experiences, waiting up to timeout_s for
+  // the first one. Returns fewer (possibly none) when the timeout passes or
+  // the cursor is closed.
+  void read_raw(size_t max_items, double timeout_s, RawBatch& out);
+  void read_decoded(size_t max_items, double timeout_s, DecodedBatch& out);
+  // Stops holding producers back; reads return what is left without waiting.
+  void close();
+  bool closed() const { return closed_.load(); }
+  uint64_t position() const { return position_.load(); }
+  uint64_t lag() const;
+  uint64_t total_missed() const { return missed_.load(); }
+
+ private:
+  friend class ExperienceBuffer;
+  Cursor(ExperienceBuffer& buffer, uint64_t position, CursorFilter filter)
+      : buffer_(buffer), filter_(std::move(filter)), position_(position) {}
+  template <typename Sink>
+  void read(size_t max_items, double timeout_s, Sink& sink, uint64_t& missed, uint64_t& next);
+
+  ExperienceBuffer& buffer_;
+  CursorFilter filter_;
+  std::atomic<uint64_t> position_;
+  std::atomic<uint64_t> missed_{0};
+  std::atomic<bool> closed_{false};
+  std::mutex read_mutex_;  // one reader at a time per cursor
+};
+
+struct BufferStats {
+  uint64_t capacity, state_capacity, resident, resident_states, bytes_used, total_appended,
+      total_overwritten, total_states;
+  std::vector<uint64_t> cursor_lag;
+};
+
+class ExperienceBuffer {
+ public:
+  ExperienceBuffer(int height, int width, uint64_t capacity, FullPolicy policy,
+                   uint64_t state_capacity = 0, ObservationConfig observation = {});
+  ~ExperienceBuffer();
+  ExperienceBuffer(const ExperienceBuffer&) = delete;
+  ExperienceBuffer& operator=(const ExperienceBuffer&) = delete;
+
+  // ---- producers -----------------------------------------------------------
+  // Waits until `experiences` more experiences and `states` more states fit
+  // without overrunning an open cursor; false on timeout (nothing changes).
+  bool wait_for_room(uint64_t experiences, uint64_t states, double timeout_s);
+  // Stores a game's board; returns its state id. Blocks in block mode while
+  // the slot is still referenced by an experience a cursor has not read.
+  uint64_t append_state(const uint8_t* kind, const int16_t* owner, const int32_t* army);
+  uint64_t append_state(const Game& game) { return append_state(game.kind(), game.owner(), game.army()); }
+  // Appends experiences with consecutive sequence numbers; returns the first.
+  uint64_t append(const ExperienceRecord* records, size_t count);
+
+  // ---- consumers -----------------------------------------------------------
+  std::shared_ptr<Cursor> open_cursor(Cursor::Start start, uint64_t at, CursorFilter filter);
+  // Uniform random experiences (with replacement) from what is resident.
+  void sample(size_t count, uint64_t seed, DecodedBatch& out);
+  void sample_raw(size_t count, uint64_t seed, RawBatch& out);
+  void decode(const RawBatch& raw, DecodedBatch& out) const { decode_batch(raw, observation_, out); }
+
+  // ---- persistence ---------------------------------------------------------
+  // Resident experiences in sequence order, as a raw batch.
+  void export_resident(RawBatch& out);
+  // Loads a raw batch (states and records) keeping its sequence numbers; the
+  // buffer must be empty. Used to restore saved contents.
+  void import_resident(const RawBatch& batch);
+  // Appends a raw batch from a remote producer (new sequence numbers).
+  uint64_t append_raw(const RawBatch& batch);
+
+  BufferStats stats() const;
+  int height() const { return height_; }
+  int width() const { return width_; }
+  uint64_t capacity() const { return capacity_; }
+  uint64_t state_capacity() const { return state_capacity_; }
+  FullPolicy policy() const { return policy_; }
+  const ObservationConfig& observation_config() const { return observation_; }
+  uint64_t head() const { return head_.load(); }
+  uint64_t oldest() const;
+
+ private:
+  friend class Cursor;
+  struct RecordSlot;
+  struct StateScratch;
+
+  // Copies record `seq` out of its slot; 1 ok, 0 not yet written, -1 overwritten.
+  int load_record(uint64_t seq, ExperienceRecord& out) const;
+  // Copies state `id` into scratch; false when it is no longer resident.
+  bool load_state(uint64_t id, StateScratch& scratch) const;
+  void write_state_slot(uint64_t id, const uint8_t* kind, const int16_t* owner, const int32_t* army);
+  uint64_t min_open_cursor();  // UINT64_MAX without open cursors
+  bool state_slot_free(uint64_t id, uint64_t min_cursor) const;
+  void notify_readers();
+  void notify_producers();
+  void decode_state(const StateScratch& s, int player, float* obs, uint8_t* mask) const;
+  template <typename Sink>
+  void sample_into(size_t count, uint64_t seed, Sink& sink);
+
+  const int height_, width_, tiles_;
+  const uint64_t capacity_, state_capacity_;
+  const FullPolicy policy_;
+  const ObservationConfig observation_;
+  const size_t state_words_;  // 8-byte words per state slot payload
+
+  std::unique_ptr<RecordSlot[]> records_;
+  std::unique_ptr<std::atomic<uint64_t>[]> state_stamp_;     // id + 1; busy bit while writing
+  std::unique_ptr<std::atomic<uint64_t>[]> state_last_ref_;  // highest referencing seq + 1
+  std::unique_ptr<uint64_t[]> state_words_store_;
+  std::atomic<uint64_t> head_{0};        // next sequence to reserve
+  std::atomic<uint64_t> state_head_{0};  // next state id to reserve
+
+  // States with an army above 65535 keep their full armies here.
+  mutable std::mutex wide_mutex_;
+  std::unordered_map<uint64_t, std::vector<int32_t>> wide_armies_;
+  std::atomic<uint64_t> wide_count_{0};
+
+  std::mutex cursors_mutex_;
+  std::vector<std::weak_ptr<Cursor>> cursors_;
+  std::atomic<uint64_t> min_cursor_cache_{UINT64_MAX};
+
+  std::mutex wait_mutex_;
+  std::condition_variable readers_cv_, producers_cv_;
+  std::atomic<int> readers_waiting_{0}, producers_waiting_{0};
+};
+
+}  // namespace grl

@@ -1,0 +1,15 @@
+"""Experiences: the buffer they are collected into, its cursors, and batches."""
+
+from .batch import ExperienceBatch, RawBatch, format_game_id, parse_game_id
+from .buffer import BufferFileError, BufferFullError, Cursor, ExperienceBuffer
+
+__all__ = [
+    "BufferFileError",
+    "BufferFullError",
+    "Cursor",
+    "ExperienceBatch",
+    "ExperienceBuffer",
+    "RawBatch",
+    "format_game_id",
+    "parse_game_id",
+]

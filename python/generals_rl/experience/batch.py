@@ -1,0 +1,170 @@
+"""Batches of experiences as numpy arrays: decoded (observation tensors) and raw
+(compact game states, for transport and storage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .. import _core
+
+# Columns shared by both forms: name -> dtype.
+RECORD_COLUMNS = {
+    "sequence": np.uint64,
+    "game_id": np.uint64,
+    "player_id": np.int32,
+    "tick": np.int32,
+    "action": np.int32,
+    "reward": np.float32,
+    "legal": np.bool_,
+    "terminated": np.bool_,
+    "truncated": np.bool_,
+}
+# Raw form only: each row's state and next_state as rows of the state tables.
+STATE_COLUMNS = {
+    "state_index": np.int32,
+    "next_state_index": np.int32,
+}
+STATE_TABLES = {
+    "state_kind": np.uint8,  # (states, H, W): 0 plain, 1 mountain, 2 city, 3 general
+    "state_owner": np.int16,  # (states, H, W): -1 neutral, else the player
+    "state_army": np.int32,  # (states, H, W)
+}
+
+
+def format_game_id(game_id: int) -> str:
+    """The string form of a game id: 16 lowercase hex digits."""
+    return f"{int(game_id):016x}"
+
+
+def parse_game_id(text: str) -> int:
+    """A game id from its string form; ValueError names a malformed id."""
+    try:
+        value = int(text, 16)
+    except (TypeError, ValueError):
+        raise ValueError(f"game_id: {text!r} is not 16 hex digits") from None
+    if len(text) != 16 or value < 0:
+        raise ValueError(f"game_id: {text!r} is not 16 hex digits")
+    return value
+
+
+@dataclass
+class ExperienceBatch:
+    """Experiences with decoded states: ``state``/``next_state`` float32
+    ``(n, 9, H, W)``, ``action_mask`` bool ``(n, H*W*4)`` (of ``state``), and one
+    value per row for the record columns. ``missed`` counts experiences lost to
+    overwriting before this batch; ``next_sequence`` is where reading resumes."""
+
+    sequence: np.ndarray
+    game_id: np.ndarray
+    player_id: np.ndarray
+    tick: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    legal: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    state: np.ndarray
+    next_state: np.ndarray
+    action_mask: np.ndarray
+    missed: int = 0
+    next_sequence: int = 0
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperienceBatch":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+@dataclass
+class RawBatch:
+    """Experiences with compact states: the record columns plus ``state_index`` and
+    ``next_state_index`` into the state tables ``state_kind``, ``state_owner`` and
+    ``state_army`` (each ``(states, H, W)``), where each distinct game state of the
+    batch appears once."""
+
+    sequence: np.ndarray
+    game_id: np.ndarray
+    player_id: np.ndarray
+    tick: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    legal: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    state_index: np.ndarray
+    next_state_index: np.ndarray
+    state_kind: np.ndarray
+    state_owner: np.ndarray
+    state_army: np.ndarray
+    missed: int = 0
+    next_sequence: int = 0
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    @property
+    def height(self) -> int:
+        return self.state_kind.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.state_kind.shape[2]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RawBatch":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def decode(self, army_scaling: str = "linear", army_scale: float = 1000.0) -> ExperienceBatch:
+        """The decoded batch (observation tensors and masks computed in C++)."""
+        out = _core.decode_batch(self.to_dict(), self.height, self.width, army_scaling, army_scale)
+        return ExperienceBatch.from_dict(out)
+
+    def select(self, rows: np.ndarray) -> "RawBatch":
+        """The rows picked by a boolean mask or index array, keeping only their states."""
+        rows = np.arange(len(self))[rows]
+        used, inverse = np.unique(
+            np.concatenate([self.state_index[rows], self.next_state_index[rows]]), return_inverse=True
+        )
+        n = len(rows)
+        columns = {name: getattr(self, name)[rows] for name in RECORD_COLUMNS}
+        return RawBatch(
+            **columns,
+            state_index=inverse[:n].astype(np.int32),
+            next_state_index=inverse[n:].astype(np.int32),
+            state_kind=self.state_kind[used],
+            state_owner=self.state_owner[used],
+            state_army=self.state_army[used],
+            missed=self.missed,
+            next_sequence=self.next_sequence,
+        )
+
+    @staticmethod
+    def concat(batches: list["RawBatch"]) -> "RawBatch":
+        """One batch holding the rows of all, in order."""
+        if not batches:
+            raise ValueError("batches: need at least one batch to concatenate")
+        offsets = np.cumsum([0] + [len(b.state_kind) for b in batches[:-1]])
+        columns = {name: np.concatenate([getattr(b, name) for b in batches]) for name in RECORD_COLUMNS}
+        return RawBatch(
+            **columns,
+            state_index=np.concatenate([b.state_index + o for b, o in zip(batches, offsets)]).astype(np.int32),
+            next_state_index=np.concatenate([b.next_state_index + o for b, o in zip(batches, offsets)]).astype(
+                np.int32
+            ),
+            state_kind=np.concatenate([b.state_kind for b in batches]),
+            state_owner=np.concatenate([b.state_owner for b in batches]),
+            state_army=np.concatenate([b.state_army for b in batches]),
+            missed=sum(b.missed for b in batches),
+            next_sequence=batches[-1].next_sequence,
+        )

@@ -1,0 +1,251 @@
+"""The experience buffer: a bounded ring in C++ with cursors, sampling and
+versioned, checksummed save files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .. import _core
+from .batch import RECORD_COLUMNS, STATE_COLUMNS, STATE_TABLES, ExperienceBatch, RawBatch
+
+BufferFullError = _core.BufferFullError
+
+_MAGIC = b"GRLEXPB\n"
+_FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sII")  # magic, format version, header length
+
+
+class BufferFileError(ValueError):
+    """A saved buffer file that is damaged, foreign or of an unsupported version."""
+
+
+class Cursor:
+    """Reads every experience of the buffer in sequence order (optionally
+    filtered), like a log. Create with ``ExperienceBuffer.cursor``."""
+
+    def __init__(self, core: _core.Cursor) -> None:
+        self._cursor = core
+
+    def read(self, max_items: int = 1024, timeout: float = 0.0) -> ExperienceBatch:
+        """Up to ``max_items`` matching experiences with decoded states, waiting up to
+        ``timeout`` seconds for them to arrive (0: take what is there)."""
+        return ExperienceBatch.from_dict(self._cursor.read_decoded(_positive(max_items), timeout))
+
+    def read_raw(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
+        """As ``read`` but with compact states (no float decoding)."""
+        return RawBatch.from_dict(self._cursor.read_raw(_positive(max_items), timeout))
+
+    def close(self) -> None:
+        """Stops holding producers back (block policy)."""
+        self._cursor.close()
+
+    def __enter__(self) -> "Cursor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def position(self) -> int:
+        """The next sequence number this cursor reads."""
+        return self._cursor.position
+
+    @property
+    def lag(self) -> int:
+        """Experiences appended that this cursor has not read yet."""
+        return self._cursor.lag
+
+    @property
+    def total_missed(self) -> int:
+        return self._cursor.total_missed
+
+    @property
+    def closed(self) -> bool:
+        return self._cursor.closed
+
+
+def _positive(max_items: int) -> int:
+    if int(max_items) < 1:
+        raise ValueError(f"max_items: must be at least 1, got {max_items}")
+    return int(max_items)
+
+
+class ExperienceBuffer:
+    """A bounded ring of experiences for ``height x width`` boards.
+
+    ``policy="block"`` is lossless: producers wait while an open cursor would be
+    overrun. ``policy="overwrite"`` replaces the oldest entries; cursors that fell
+    behind are told how many they missed. Game states are stored once per game tick
+    (``state_capacity`` of them, by default ``capacity // 2 + 4096``); observations
+    are decoded on read with ``army_scaling``/``army_scale``.
+    """
+
+    def __init__(
+        self,
+        height: int = 20,
+        width: int = 20,
+        capacity: int = 1_000_000,
+        policy: str = "block",
+        state_capacity: int | None = None,
+        army_scaling: str = "linear",
+        army_scale: float = 1000.0,
+    ) -> None:
+        if int(capacity) < 1:
+            raise ValueError(f"capacity: must be at least 1, got {capacity}")
+        if state_capacity is not None and int(state_capacity) < 2:
+            raise ValueError(f"state_capacity: must be at least 2, got {state_capacity}")
+        self._buffer = _core.ExperienceBuffer(
+            height, width, int(capacity), policy, int(state_capacity or 0), army_scaling, float(army_scale)
+        )
+
+    @property
+    def core(self) -> _core.ExperienceBuffer:
+        return self._buffer
+
+    height = property(lambda self: self._buffer.height)
+    width = property(lambda self: self._buffer.width)
+    capacity = property(lambda self: self._buffer.capacity)
+    state_capacity = property(lambda self: self._buffer.state_capacity)
+    policy = property(lambda self: self._buffer.policy)
+    head = property(lambda self: self._buffer.head, doc="The next sequence number to be appended.")
+    oldest = property(lambda self: self._buffer.oldest, doc="The oldest resident sequence number.")
+
+    def cursor(
+        self,
+        game_ids: Iterable[int] | None = None,
+        player_ids: Iterable[int] | None = None,
+        min_tick: int = 0,
+        start: str | int = "oldest",
+    ) -> Cursor:
+        """A cursor over experiences of the given games and players (default: all) at
+        ticks >= ``min_tick``, starting at the ``"oldest"`` resident, the ``"newest"``
+        (only what comes next) or a sequence number."""
+        if isinstance(start, str):
+            if start not in ("oldest", "newest"):
+                raise ValueError(f"start: expected 'oldest', 'newest' or a sequence number, got {start!r}")
+            kind, at = start, 0
+        else:
+            if int(start) < 0:
+                raise ValueError(f"start: a sequence number must be >= 0, got {start}")
+            kind, at = "at", int(start)
+        players = [int(p) for p in player_ids or []]
+        bad = [p for p in players if not 0 <= p < 16]
+        if bad:
+            raise ValueError(f"player_ids: {bad} are not players (0..15)")
+        games = [int(g) for g in game_ids or []]
+        return Cursor(self._buffer.open_cursor(kind, at, games, players, int(min_tick)))
+
+    def sample(self, count: int, seed: int | None = None) -> ExperienceBatch:
+        """``count`` experiences drawn uniformly (with replacement) from what is resident."""
+        return ExperienceBatch.from_dict(self._buffer.sample(_positive(count), _seed(seed)))
+
+    def sample_raw(self, count: int, seed: int | None = None) -> RawBatch:
+        return RawBatch.from_dict(self._buffer.sample_raw(_positive(count), _seed(seed)))
+
+    def append_raw(self, batch: RawBatch) -> int:
+        """Appends experiences from elsewhere (new sequence numbers); returns the first."""
+        return self._buffer.append_raw(batch.to_dict())
+
+    def decode(self, batch: RawBatch) -> ExperienceBatch:
+        return batch.decode(self._buffer.army_scaling, self._buffer.army_scale)
+
+    def stats(self) -> dict:
+        """capacity, resident, bytes_used, bytes_per_experience, total_appended,
+        total_overwritten, cursor_lag (one per open cursor) and state counts."""
+        stats = self._buffer.stats()
+        stats["bytes_per_experience"] = stats["bytes_used"] / stats["resident"] if stats["resident"] else None
+        return stats
+
+    # ---- persistence --------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the resident contents and sequence counters to ``path``
+        (zstd-compressed, with a BLAKE2b checksum), atomically."""
+        import zstandard
+
+        raw = self._buffer.export_resident()
+        columns = {**RECORD_COLUMNS, **STATE_COLUMNS, **STATE_TABLES}
+        arrays = [np.ascontiguousarray(raw[name], dtype=dtype) for name, dtype in columns.items()]
+        payload = zstandard.ZstdCompressor(level=3).compress(b"".join(a.tobytes() for a in arrays))
+        header = {
+            "height": self.height,
+            "width": self.width,
+            "capacity": self.capacity,
+            "state_capacity": self.state_capacity,
+            "policy": self.policy,
+            "army_scaling": self._buffer.army_scaling,
+            "army_scale": self._buffer.army_scale,
+            "next_sequence": raw["next_sequence"],
+            "columns": [[name, np.dtype(dtype).str, list(a.shape)] for (name, dtype), a in zip(columns.items(), arrays)],
+            "payload_bytes": len(payload),
+            "payload_blake2b": hashlib.blake2b(payload).hexdigest(),
+        }
+        header_bytes = json.dumps(header).encode()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as out:
+            out.write(_HEADER.pack(_MAGIC, _FORMAT_VERSION, len(header_bytes)))
+            out.write(header_bytes)
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, capacity: int | None = None) -> "ExperienceBuffer":
+        """A buffer holding what ``save`` wrote; sequence numbers continue from there.
+        Raises ``BufferFileError`` for a damaged, foreign or unsupported file."""
+        import zstandard
+
+        data = Path(path).read_bytes()
+        if len(data) < _HEADER.size or data[:8] != _MAGIC:
+            raise BufferFileError(f"{path}: not a generals-rl experience buffer file")
+        _, version, header_len = _HEADER.unpack_from(data)
+        if version != _FORMAT_VERSION:
+            raise BufferFileError(f"{path}: buffer file format version {version} is not supported (expected 1)")
+        try:
+            header = json.loads(data[_HEADER.size : _HEADER.size + header_len])
+            payload = data[_HEADER.size + header_len :]
+            if len(payload) != header["payload_bytes"]:
+                raise BufferFileError(
+                    f"{path}: payload is {len(payload)} bytes, header says {header['payload_bytes']} (truncated?)"
+                )
+            if hashlib.blake2b(payload).hexdigest() != header["payload_blake2b"]:
+                raise BufferFileError(f"{path}: checksum mismatch, the file is damaged")
+            body = zstandard.ZstdDecompressor().decompress(payload)
+            raw, offset = {}, 0
+            for name, dtype, shape in header["columns"]:
+                size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                raw[name] = np.frombuffer(body, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+                offset += size
+            if offset != len(body):
+                raise BufferFileError(f"{path}: payload size does not match its columns")
+            buffer = cls(
+                header["height"],
+                header["width"],
+                capacity or header["capacity"],
+                header["policy"],
+                header["state_capacity"],
+                header["army_scaling"],
+                header["army_scale"],
+            )
+        except BufferFileError:
+            raise
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError, zstandard.ZstdError) as exc:
+            raise BufferFileError(f"{path}: malformed buffer file ({exc})") from None
+        raw["next_sequence"] = header["next_sequence"]
+        buffer._buffer.import_resident(raw)
+        return buffer
+
+
+def _seed(seed: int | None) -> int:
+    if seed is None:
+        return int.from_bytes(os.urandom(8), "little")
+    return int(seed) & 0xFFFFFFFFFFFFFFFF
