@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <vector>
 #include <cmath>
 #include <cstring>
@@ -97,7 +98,9 @@ void encode_action_mask(const StateView& s, int player, uint8_t* out) {
     compute_open_directions(s.kind, s.height, s.width, computed.data());
     open = computed.data();
   }
-  // One 4-byte store per tile: the direction bits spread to one bool each.
+  // One 4-byte store per tile: the direction bits spread to one bool each
+  // (byte d of the little-endian word is direction d).
+  static_assert(std::endian::native == std::endian::little, "the mask spreading assumes little-endian");
   static constexpr auto kSpread = [] {
     std::array<uint32_t, 16> table{};
     for (uint32_t bits = 0; bits < 16; ++bits) {
