@@ -4,6 +4,7 @@
 
 #include "observation.hpp"
 #include "rng.hpp"
+#include "vectorize.hpp"
 
 namespace grl {
 
@@ -12,6 +13,7 @@ namespace {
 inline uint32_t bit_count4(uint32_t b) { return (b & 1) + (b >> 1 & 1) + (b >> 2 & 1) + (b >> 3 & 1); }
 
 // Counts the legal moves, draws one index, then finds it: one draw per move.
+GRL_VECTOR_CLONES
 int32_t random_move(const Game& g, int player, Rng& rng) {
   const int n = g.num_tiles();
   const int16_t* owner = g.owner();

@@ -385,12 +385,10 @@ void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out) {
   ExperienceRecord record;
   size_t since_publish = 0;
   while (sink.size() < max_items) {
-    if (buffer_.policy_ == FullPolicy::kOverwrite) {
-      const uint64_t oldest = buffer_.oldest();
-      if (pos < oldest) {
-        missed += oldest - pos;
-        pos = oldest;
-      }
+    const uint64_t oldest = buffer_.oldest();
+    if (pos < oldest) {  // overwritten, or never held (a start before the oldest resident)
+      missed += oldest - pos;
+      pos = oldest;
     }
     const int status = buffer_.load_record(pos, record);
     if (status == 0) {  // not written yet: wait for producers

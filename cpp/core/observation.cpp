@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "game.hpp"
+#include "vectorize.hpp"
 
 namespace grl {
 
@@ -38,13 +39,7 @@ void compute_visibility(const StateView& s, int player, uint8_t* visible) {
   }
 }
 
-// Simple one-channel loops so the compiler vectorizes them; built for AVX2
-// too where the compiler supports it, picked at load time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define GRL_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define GRL_VECTOR_CLONES
-#endif
+// Simple one-channel loops so the compiler vectorizes them.
 
 GRL_VECTOR_CLONES
 void encode_observation(const StateView& s, int player, const ObservationConfig& config, float* out,

@@ -220,6 +220,9 @@ void VecEnv::set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout
   }
   buffer_ = std::move(buffer);
   buffer_timeout_ = timeout_s;
+  // Replay the same maps as before the buffer was attached: collecting must
+  // not change what is played.
+  std::fill(episodes_.begin(), episodes_.end(), 0);
   reset();
 }
 

@@ -1,0 +1,9 @@
+// GRL_VECTOR_CLONES builds a function for AVX2 as well as the baseline; the
+// loader picks the best for the CPU. Used on simple loops the compiler vectorizes.
+#pragma once
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GRL_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define GRL_VECTOR_CLONES
+#endif
