@@ -1,0 +1,283 @@
+"""VecEnv throughput: env-steps per second at 20x20, 1v1, random legal play in C++.
+
+One env-step is one tick of one game with both players acting; "with views" means both
+players' float32 9-channel observations and action masks are produced every tick.
+Measures generals-rl for num_envs in {1, 64, 1024} on 1 and 2 threads, with and
+without observations and masks (and each view alone at the largest batch), the
+Gymnasium wrapper, and the same workload on ``generals-bots`` (its NumPy engine: one
+``Game.step`` per tick, both players' observations, ``compute_valid_move_mask`` for
+each player and a random legal move drawn from it), in the same run. Prints one JSON
+document. The peer is skipped (null, with the reason) when it is not installed:
+``pip install 'generals-rl[bench]'``.
+
+    python bench/bench_vec_env.py [--seconds S] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+
+import numpy as np
+from generals_rl.bots import RandomBot
+from generals_rl.config import MapConfig
+from generals_rl.vec_env import VecEnv
+
+SIDE = 20
+MAX_TICKS = 500  # games end here if nobody won, in both engines
+PEER_VERSION = "2.5.0"
+# Every board exactly 20x20 (the default draws sides from 18..23).
+MAP = MapConfig(min_side=SIDE, max_side=SIDE)
+
+
+def measure_vec_env(num_envs: int, num_threads: int, seconds: float, observations: bool,
+                    action_masks: bool) -> dict:
+    """Steps with RandomBot actions for ``seconds``; times the policy and the step apart."""
+    env = VecEnv(num_envs, players=2, height=SIDE, width=SIDE, seed=1, max_ticks=MAX_TICKS,
+                 num_threads=num_threads, map_config=MAP, observations=observations,
+                 action_masks=action_masks)
+    bot = RandomBot(seed=1)
+    actions = np.full((num_envs, 2), -1, dtype=np.int32)
+    for _ in range(20):  # warm-up: caches, thread wake-ups
+        env.step(bot.act(env, out=actions))
+    steps, policy_s, step_s = 0, 0.0, 0.0
+    clock = time.perf_counter
+    start = clock()
+    while clock() - start < seconds:
+        t0 = clock()
+        bot.act(env, out=actions)
+        t1 = clock()
+        env.step(actions)
+        t2 = clock()
+        policy_s += t1 - t0
+        step_s += t2 - t1
+        steps += 1
+    total = clock() - start
+    env_steps = steps * num_envs
+    return {
+        "num_envs": num_envs,
+        "num_threads": num_threads,
+        "env_steps_per_s": round(env_steps / total),
+        "env_only_steps_per_s": round(env_steps / step_s),
+        "policy_us_per_env_step": round(1e6 * policy_s / env_steps, 4),
+        "step_us_per_env_step": round(1e6 * step_s / env_steps, 4),
+        "calls": steps,
+    }
+
+
+def measure_gymnasium_wrapper(seconds: float) -> dict | None:
+    try:
+        from generals_rl.envs import GeneralsEnv
+    except ImportError as error:
+        return {"steps_per_s": None, "reason": str(error)}
+    env = GeneralsEnv(opponent="random", max_ticks=MAX_TICKS, map_config=MAP)
+    obs, _ = env.reset(seed=1)
+    rng = np.random.default_rng(1)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        legal = np.flatnonzero(obs["action_mask"])
+        obs, _, terminated, truncated, _ = env.step(int(legal[rng.integers(len(legal))]))
+        if terminated or truncated:
+            obs, _ = env.reset()
+        steps += 1
+    return {"steps_per_s": round(steps / (time.perf_counter() - start))}
+
+
+# ---------------------------------------------------------------------------
+# the peer: generals-bots
+
+
+def import_peer():
+    """The generals-bots modules, or the reason they cannot be used."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # keep its import chatter out of the JSON
+            from generals.core.action import Action, compute_valid_move_mask
+            from generals.core.game import Game
+            from generals.core.grid import GridFactory
+            from generals.envs.gymnasium_generals import GymnasiumGenerals
+    except Exception as error:  # noqa: BLE001 - any import failure means: no peer
+        return None, f"generals-bots is not importable: {type(error).__name__}: {error}"
+    return {
+        "Action": Action, "mask": compute_valid_move_mask, "Game": Game,
+        "GridFactory": GridFactory, "Gym": GymnasiumGenerals,
+    }, None
+
+
+def peer_random_move(peer, mask: np.ndarray, rng: np.random.Generator):
+    """A uniformly random legal full move from a (H, W, 4) mask, or a pass."""
+    valid = np.argwhere(mask)
+    if len(valid) == 0:
+        return peer["Action"](to_pass=True)
+    row, col, direction = valid[rng.integers(len(valid))]
+    return peer["Action"](False, row, col, direction, False)
+
+
+def measure_peer_engine(peer, num_envs: int, seconds: float) -> dict:
+    """``num_envs`` games of the peer's NumPy engine stepped one after another."""
+    agents = ["player_0", "player_1"]
+    factory = peer["GridFactory"](mode="uniform", min_grid_dims=(SIDE, SIDE), max_grid_dims=(SIDE, SIDE),
+                                  seed=1)
+    rng = np.random.default_rng(1)
+    games = [peer["Game"](factory.generate(), agents) for _ in range(num_envs)]
+    observations = [{a: g.agent_observation(a) for a in agents} for g in games]
+
+    def tick(i: int) -> None:
+        game = games[i]
+        actions = {a: peer_random_move(peer, peer["mask"](observations[i][a]), rng) for a in agents}
+        obs, _ = game.step(actions)
+        if game.is_done() or game.time >= MAX_TICKS:
+            game = games[i] = peer["Game"](factory.generate(), agents)
+            obs = {a: game.agent_observation(a) for a in agents}
+        observations[i] = obs
+
+    for i in range(num_envs):  # warm-up (numba compiles on first use)
+        for _ in range(3):
+            tick(i)
+    ticks, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for i in range(num_envs):
+            tick(i)
+        ticks += num_envs
+    return {"num_envs": num_envs, "env_steps_per_s": round(ticks / (time.perf_counter() - start))}
+
+
+def measure_peer_gymnasium(peer, seconds: float) -> dict:
+    """The peer's own Gymnasium env (both players' actions per step, masks in info)."""
+    agents = ["player_0", "player_1"]
+    factory = peer["GridFactory"](mode="uniform", min_grid_dims=(SIDE, SIDE), max_grid_dims=(SIDE, SIDE))
+    env = peer["Gym"](agents, grid_factory=factory, truncation=MAX_TICKS)
+    rng = np.random.default_rng(1)
+    _, info = env.reset(seed=1)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        actions = [peer_random_move(peer, info[a]["masks"], rng) for a in agents]
+        _, _, terminated, truncated, info = env.step(actions)
+        if terminated or truncated:
+            _, info = env.reset()
+        steps += 1
+    return {"steps_per_s": round(steps / (time.perf_counter() - start))}
+
+
+def measure_peer(sizes: list[int], seconds: float) -> dict:
+    try:
+        version = metadata.version("generals-bots")
+    except metadata.PackageNotFoundError:
+        version = None
+    peer, reason = import_peer()
+    if peer is None:
+        return {"package": "generals-bots", "version": version, "engine": None, "gymnasium_env": None,
+                "reason": reason}
+    result = {
+        "package": "generals-bots",
+        "version": version,
+        "how": "its games stepped one after another in Python (it has no batched engine): "
+               "Game.step, both players' observations, compute_valid_move_mask per player, "
+               "a random legal full move from the mask",
+    }
+    if version != PEER_VERSION:
+        result["note"] = f"expected {PEER_VERSION}, measured {version}"
+    result["engine"] = [measure_peer_engine(peer, n, seconds) for n in sizes]
+    try:
+        result["gymnasium_env"] = measure_peer_gymnasium(peer, seconds)
+    except Exception as error:  # noqa: BLE001 - the engine figure stands on its own
+        result["gymnasium_env"] = {"steps_per_s": None, "reason": f"{type(error).__name__}: {error}"}
+    return result
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--quick", action="store_true", help="0.2 s per measurement (a smoke run)")
+    args = parser.parse_args(argv)
+    seconds = 0.2 if args.quick else args.seconds
+    sizes, threads = [1, 64, 1024], [1, 2]
+    began = time.perf_counter()
+    load_before = os.getloadavg()
+
+    with_views = [measure_vec_env(n, t, seconds, True, True) for n in sizes for t in threads]
+    bare = [measure_vec_env(n, t, seconds, False, False) for n in sizes for t in threads]
+    largest = sizes[-1]
+    views_cost = []
+    for t in threads:
+        full = next(r for r in with_views if r["num_envs"] == largest and r["num_threads"] == t)
+        none = next(r for r in bare if r["num_envs"] == largest and r["num_threads"] == t)
+        obs_only = measure_vec_env(largest, t, seconds, True, False)
+        mask_only = measure_vec_env(largest, t, seconds, False, True)
+        base = none["step_us_per_env_step"]
+        views_cost.append({
+            "num_envs": largest,
+            "num_threads": t,
+            "step_us_per_env_step_bare": base,
+            "observations_and_masks_us_per_env_step": round(full["step_us_per_env_step"] - base, 4),
+            "observations_us_per_env_step": round(obs_only["step_us_per_env_step"] - base, 4),
+            "masks_us_per_env_step": round(mask_only["step_us_per_env_step"] - base, 4),
+            "share_of_step_with_views": round(1 - base / full["step_us_per_env_step"], 3),
+        })
+    wrapper = measure_gymnasium_wrapper(seconds)
+    peer = measure_peer([1, 64], seconds)
+
+    best = max(r["env_steps_per_s"] for r in with_views)
+    best_bare = max(r["env_steps_per_s"] for r in bare)
+    ratio = None
+    if peer.get("engine"):
+        peer_best = max(r["env_steps_per_s"] for r in peer["engine"])
+        same_size = {
+            str(p["num_envs"]): round(
+                max(r["env_steps_per_s"] for r in with_views if r["num_envs"] == p["num_envs"])
+                / p["env_steps_per_s"], 1)
+            for p in peer["engine"]
+        }
+        ratio = {"best_vs_best": round(best / peer_best, 1), "same_num_envs_best_threads": same_size}
+        if wrapper.get("steps_per_s") and (peer.get("gymnasium_env") or {}).get("steps_per_s"):
+            ratio["gymnasium_env"] = round(wrapper["steps_per_s"] / peer["gymnasium_env"]["steps_per_s"], 1)
+
+    report = {
+        "benchmark": "vec_env",
+        "workload": {
+            "board": f"{SIDE}x{SIDE}", "players": 2, "max_ticks": MAX_TICKS,
+            "policy": "generals_rl.bots.RandomBot (uniform random legal full move, in C++)",
+            "env_step": "one tick of one game, both players acting",
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "generals_rl": {
+            "with_observations_and_masks": with_views,
+            "without_observations_or_masks": bare,
+            "observation_and_mask_cost": views_cost,
+            "best_env_steps_per_s": best,
+            "best_ticks_per_s_without_views": best_bare,
+            "gymnasium_wrapper": wrapper,
+        },
+        "peer": peer,
+        "ratio_vs_peer": ratio,
+        "targets": {
+            "env_steps_per_s_with_views": {"target": 1_000_000, "reached": best},
+            "ticks_per_s_without_views": {"target": 5_000_000, "reached": best_bare},
+            "ratio_vs_peer_engine": {"target": 100, "reached": ratio and ratio["best_vs_best"]},
+        },
+        "seconds_per_measurement": seconds,
+        "elapsed_s": round(time.perf_counter() - began, 1),
+    }
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
