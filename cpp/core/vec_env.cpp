@@ -13,6 +13,11 @@ void require(bool ok, const std::string& field, const std::string& message) {
   if (!ok) throw std::invalid_argument(field + ": " + message);
 }
 
+BufferFull buffer_full(double timeout_s) {
+  return BufferFull("experience buffer is full: its open cursors have not read for " + std::to_string(timeout_s) +
+                    " s (read from them, close them, or use the overwrite policy)");
+}
+
 }  // namespace
 
 VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(config_.num_threads) {
@@ -103,6 +108,9 @@ void VecEnv::write_info(int i) {
 }
 
 void VecEnv::reset() {
+  // Every game stores its new board in the buffer: wait for room as step does,
+  // instead of blocking without a limit while the cursors do not read.
+  if (buffer_ && !buffer_->wait_for_room(0, config_.num_envs, buffer_timeout_)) throw buffer_full(buffer_timeout_);
   pool_.parallel_for(config_.num_envs, [this](int begin, int end) {
     std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);
     for (int i = begin; i < end; ++i) {
@@ -229,11 +237,7 @@ void VecEnv::set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout
 void VecEnv::step(const int32_t* actions) {
   if (buffer_) {
     const uint64_t n = config_.num_envs;
-    if (!buffer_->wait_for_room(n * config_.players, 2 * n, buffer_timeout_)) {
-      throw BufferFull("experience buffer is full: its open cursors have not read for " +
-                               std::to_string(buffer_timeout_) +
-                               " s (read from them, close them, or use the overwrite policy)");
-    }
+    if (!buffer_->wait_for_room(n * config_.players, 2 * n, buffer_timeout_)) throw buffer_full(buffer_timeout_);
   }
   pool_.parallel_for(config_.num_envs, [this, actions](int begin, int end) {
     std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);

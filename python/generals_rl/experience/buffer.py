@@ -135,11 +135,11 @@ class ExperienceBuffer:
             if int(start) < 0:
                 raise ValueError(f"start: a sequence number must be >= 0, got {start}")
             kind, at = "at", int(start)
-        players = [int(p) for p in player_ids or []]
+        players = [] if player_ids is None else [int(p) for p in player_ids]
         bad = [p for p in players if not 0 <= p < 16]
         if bad:
             raise ValueError(f"player_ids: {bad} are not players (0..15)")
-        games = [int(g) for g in game_ids or []]
+        games = [] if game_ids is None else [int(g) for g in game_ids]
         return Cursor(self._buffer.open_cursor(kind, at, games, players, int(min_tick)))
 
     def sample(self, count: int, seed: int | None = None) -> ExperienceBatch:
