@@ -69,10 +69,19 @@ void column(const py::dict& d, const char* name, std::vector<T>& out, py::ssize_
   out.assign(arr.data(), arr.data() + arr.size());
 }
 
+// `height` and `width` are the boards expected; state tables of another board
+// size keep theirs, so that the mismatch is reported as such.
 grl::RawBatch raw_from_dict(const py::dict& d, int height, int width) {
   grl::RawBatch b;
   b.height = height;
   b.width = width;
+  if (d.contains("state_kind")) {
+    const auto kind = py::array::ensure(d["state_kind"]);
+    if (kind && kind.ndim() == 3) {
+      b.height = static_cast<int>(kind.shape(1));
+      b.width = static_cast<int>(kind.shape(2));
+    }
+  }
   auto seq = as_array<uint64_t>(d["sequence"], "sequence");
   const py::ssize_t n = seq.size();
   b.sequence.assign(seq.data(), seq.data() + n);
@@ -234,6 +243,11 @@ void bind_buffer(py::module_& m) {
       "decode_batch",
       [](const py::dict& raw, int height, int width, const std::string& army_scaling, float army_scale) {
         grl::RawBatch in = raw_from_dict(raw, height, width);
+        if (in.height != height || in.width != width) {
+          throw py::value_error("batch: state tables hold " + std::to_string(in.height) + "x" +
+                                std::to_string(in.width) + " boards, expected " + std::to_string(height) + "x" +
+                                std::to_string(width));
+        }
         const size_t tiles = static_cast<size_t>(height) * width;
         const size_t states = in.state_kind.size() / tiles;
         if (in.state_kind.size() % tiles || in.state_owner.size() != in.state_kind.size() ||

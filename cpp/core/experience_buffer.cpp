@@ -107,14 +107,17 @@ ExperienceBuffer::ExperienceBuffer(int height, int width, uint64_t capacity, Ful
     state_stamp_[i].store(0, std::memory_order_relaxed);
     state_last_ref_[i].store(0, std::memory_order_relaxed);
   }
-  state_words_store_.reset(new uint64_t[state_capacity_ * state_words_]());
+  // Not zeroed: a slot is read only after it was written (its stamp says so),
+  // so untouched slots cost no resident memory until the ring fills.
+  state_words_store_.reset(new uint64_t[state_capacity_ * state_words_]);
 }
 
 ExperienceBuffer::~ExperienceBuffer() = default;
 
-uint64_t ExperienceBuffer::oldest() const {
-  const uint64_t head = head_.load(std::memory_order_acquire);
-  return head > capacity_ ? head - capacity_ : 0;
+uint64_t ExperienceBuffer::oldest() const { return oldest_at(head_.load(std::memory_order_acquire)); }
+
+uint64_t ExperienceBuffer::oldest_at(uint64_t head) const {
+  return std::max(head > capacity_ ? head - capacity_ : 0, first_sequence_.load(std::memory_order_relaxed));
 }
 
 // ---- waiting -----------------------------------------------------------------
@@ -393,7 +396,8 @@ void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out) {
     const int status = buffer_.load_record(pos, record);
     if (status == 0) {  // not written yet: wait for producers
       position_.store(pos);
-      if (closed() || Clock::now() >= deadline) break;
+      // Waits only for the first matching experience: what is there is returned at once.
+      if (sink.size() > 0 || closed() || Clock::now() >= deadline) break;
       buffer_.readers_waiting_.fetch_add(1);
       {
         std::unique_lock<std::mutex> lock(buffer_.wait_mutex_);
@@ -562,10 +566,14 @@ void check_raw_batch(const RawBatch& b, int height, int width) {
     }
   }
   for (size_t t = 0; t < b.state_kind.size(); ++t) {
-    if (b.state_kind[t] > kGeneral || b.state_owner[t] < kNeutral || b.state_owner[t] >= kMaxPlayers ||
-        b.state_army[t] < 0) {
+    const char* bad = b.state_kind[t] > kGeneral                                      ? "kind"
+                      : b.state_owner[t] < kNeutral || b.state_owner[t] >= kMaxPlayers ? "owner"
+                      : b.state_army[t] < 0                                            ? "army"
+                                                                                       : nullptr;
+    if (bad) {
+      const int64_t value = bad[0] == 'k' ? b.state_kind[t] : bad[0] == 'o' ? b.state_owner[t] : b.state_army[t];
       throw std::invalid_argument("state " + std::to_string(t / tiles) + " tile " + std::to_string(t % tiles) +
-                                  ": invalid kind, owner or army");
+                                  ": invalid " + bad + " " + std::to_string(value));
     }
   }
 }
@@ -589,6 +597,14 @@ uint64_t ExperienceBuffer::append_raw(const RawBatch& b) {
   check_raw_batch(b, height_, width_);
   const size_t tiles = static_cast<size_t>(tiles_);
   const size_t states = b.state_kind.size() / tiles;
+  if (states > state_capacity_) {
+    throw std::invalid_argument("batch holds " + std::to_string(states) +
+                                " states, more than the buffer's state_capacity " + std::to_string(state_capacity_));
+  }
+  if (b.size() > capacity_) {
+    throw std::invalid_argument("batch holds " + std::to_string(b.size()) +
+                                " experiences, more than the buffer's capacity " + std::to_string(capacity_));
+  }
   if (!wait_for_room(b.size(), states, 30.0)) {
     throw BufferFull("experience buffer is full: open cursors have not read for 30 s");
   }
@@ -625,7 +641,8 @@ void ExperienceBuffer::import_resident(const RawBatch& b) {
                      b.state_army.data() + s * tiles);
   }
   // Sequence numbers continue where the saved buffer stopped; gaps become
-  // markers that cursors report as missed.
+  // markers that cursors report as missed, and nothing below the first is resident.
+  first_sequence_.store(first);
   head_.store(first);
   size_t row = 0;
   std::vector<ExperienceRecord> pending;
@@ -647,8 +664,8 @@ BufferStats ExperienceBuffer::stats() const {
   s.capacity = capacity_;
   s.state_capacity = state_capacity_;
   s.total_appended = head;
-  s.resident = std::min(head, capacity_);
-  s.total_overwritten = head - s.resident;
+  s.total_overwritten = oldest_at(head);  // everything below the oldest resident (before or since a load)
+  s.resident = head - s.total_overwritten;
   s.total_states = state_head;
   s.resident_states = std::min(state_head, state_capacity_);
   size_t wide_bytes = 0;

@@ -192,6 +192,7 @@ class ExperienceBuffer {
   // Copies state `id` into scratch; false when it is no longer resident.
   bool load_state(uint64_t id, StateScratch& scratch) const;
   void write_state_slot(uint64_t id, const uint8_t* kind, const int16_t* owner, const int32_t* army);
+  uint64_t oldest_at(uint64_t head) const;
   uint64_t min_open_cursor();  // UINT64_MAX without open cursors
   bool state_slot_free(uint64_t id, uint64_t min_cursor) const;
   void notify_readers();
@@ -212,6 +213,7 @@ class ExperienceBuffer {
   std::unique_ptr<uint64_t[]> state_words_store_;
   std::atomic<uint64_t> head_{0};        // next sequence to reserve
   std::atomic<uint64_t> state_head_{0};  // next state id to reserve
+  std::atomic<uint64_t> first_sequence_{0};  // lowest sequence ever held (above 0 after a load)
 
   // States with an army above 65535 keep their full armies here.
   mutable std::mutex wide_mutex_;

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -33,6 +34,9 @@ STATE_TABLES = {
 }
 
 
+_GAME_ID = re.compile(r"[0-9a-fA-F]{16}")
+
+
 def format_game_id(game_id: int) -> str:
     """The string form of a game id: 16 lowercase hex digits."""
     return f"{int(game_id):016x}"
@@ -40,13 +44,9 @@ def format_game_id(game_id: int) -> str:
 
 def parse_game_id(text: str) -> int:
     """A game id from its string form; ValueError names a malformed id."""
-    try:
-        value = int(text, 16)
-    except (TypeError, ValueError):
-        raise ValueError(f"game_id: {text!r} is not 16 hex digits") from None
-    if len(text) != 16 or value < 0:
+    if not isinstance(text, str) or _GAME_ID.fullmatch(text) is None:
         raise ValueError(f"game_id: {text!r} is not 16 hex digits")
-    return value
+    return int(text, 16)
 
 
 @dataclass
@@ -79,7 +79,7 @@ class ExperienceBatch:
         return self.terminated | self.truncated
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ExperienceBatch":
+    def from_dict(cls, d: dict) -> ExperienceBatch:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
@@ -119,7 +119,7 @@ class RawBatch:
         return self.state_kind.shape[2]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RawBatch":
+    def from_dict(cls, d: dict) -> RawBatch:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def to_dict(self) -> dict:
@@ -130,7 +130,7 @@ class RawBatch:
         out = _core.decode_batch(self.to_dict(), self.height, self.width, army_scaling, army_scale)
         return ExperienceBatch.from_dict(out)
 
-    def select(self, rows: np.ndarray) -> "RawBatch":
+    def select(self, rows: np.ndarray) -> RawBatch:
         """The rows picked by a boolean mask or index array, keeping only their states."""
         rows = np.arange(len(self))[rows]
         used, inverse = np.unique(
@@ -150,7 +150,7 @@ class RawBatch:
         )
 
     @staticmethod
-    def concat(batches: list["RawBatch"]) -> "RawBatch":
+    def concat(batches: list[RawBatch]) -> RawBatch:
         """One batch holding the rows of all, in order."""
         if not batches:
             raise ValueError("batches: need at least one batch to concatenate")

@@ -7,19 +7,28 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import _core
 from .batch import RECORD_COLUMNS, STATE_COLUMNS, STATE_TABLES, ExperienceBatch, RawBatch
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 BufferFullError = _core.BufferFullError
 
 _MAGIC = b"GRLEXPB\n"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _HEADER = struct.Struct("<8sII")  # magic, format version, header length
+_DIGEST_SIZE = 32  # the file ends with the BLAKE2b digest of everything before it
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=_DIGEST_SIZE).digest()
 
 
 class BufferFileError(ValueError):
@@ -34,19 +43,20 @@ class Cursor:
         self._cursor = core
 
     def read(self, max_items: int = 1024, timeout: float = 0.0) -> ExperienceBatch:
-        """Up to ``max_items`` matching experiences with decoded states, waiting up to
-        ``timeout`` seconds for them to arrive (0: take what is there)."""
-        return ExperienceBatch.from_dict(self._cursor.read_decoded(_positive(max_items), timeout))
+        """Up to ``max_items`` matching experiences with decoded states. Returns what is
+        there at once; when nothing is, waits up to ``timeout`` seconds for the first
+        (0: no waiting)."""
+        return ExperienceBatch.from_dict(self._cursor.read_decoded(_positive(max_items, "max_items"), timeout))
 
     def read_raw(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
         """As ``read`` but with compact states (no float decoding)."""
-        return RawBatch.from_dict(self._cursor.read_raw(_positive(max_items), timeout))
+        return RawBatch.from_dict(self._cursor.read_raw(_positive(max_items, "max_items"), timeout))
 
     def close(self) -> None:
         """Stops holding producers back (block policy)."""
         self._cursor.close()
 
-    def __enter__(self) -> "Cursor":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -71,10 +81,10 @@ class Cursor:
         return self._cursor.closed
 
 
-def _positive(max_items: int) -> int:
-    if int(max_items) < 1:
-        raise ValueError(f"max_items: must be at least 1, got {max_items}")
-    return int(max_items)
+def _positive(value: int, name: str) -> int:
+    if int(value) < 1:
+        raise ValueError(f"{name}: must be at least 1, got {value}")
+    return int(value)
 
 
 class ExperienceBuffer:
@@ -144,10 +154,10 @@ class ExperienceBuffer:
 
     def sample(self, count: int, seed: int | None = None) -> ExperienceBatch:
         """``count`` experiences drawn uniformly (with replacement) from what is resident."""
-        return ExperienceBatch.from_dict(self._buffer.sample(_positive(count), _seed(seed)))
+        return ExperienceBatch.from_dict(self._buffer.sample(_positive(count, "count"), _seed(seed)))
 
     def sample_raw(self, count: int, seed: int | None = None) -> RawBatch:
-        return RawBatch.from_dict(self._buffer.sample_raw(_positive(count), _seed(seed)))
+        return RawBatch.from_dict(self._buffer.sample_raw(_positive(count, "count"), _seed(seed)))
 
     def append_raw(self, batch: RawBatch) -> int:
         """Appends experiences from elsewhere (new sequence numbers); returns the first."""
@@ -167,7 +177,7 @@ class ExperienceBuffer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the resident contents and sequence counters to ``path``
-        (zstd-compressed, with a BLAKE2b checksum), atomically."""
+        (zstd-compressed, ending with a BLAKE2b checksum of the whole file), atomically."""
         import zstandard
 
         raw = self._buffer.export_resident()
@@ -184,22 +194,20 @@ class ExperienceBuffer:
             "army_scale": self._buffer.army_scale,
             "next_sequence": raw["next_sequence"],
             "columns": [[name, np.dtype(dtype).str, list(a.shape)] for (name, dtype), a in zip(columns.items(), arrays)],
-            "payload_bytes": len(payload),
-            "payload_blake2b": hashlib.blake2b(payload).hexdigest(),
         }
         header_bytes = json.dumps(header).encode()
+        data = _HEADER.pack(_MAGIC, _FORMAT_VERSION, len(header_bytes)) + header_bytes + payload
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as out:
-            out.write(_HEADER.pack(_MAGIC, _FORMAT_VERSION, len(header_bytes)))
-            out.write(header_bytes)
-            out.write(payload)
+            out.write(data)
+            out.write(_digest(data))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, capacity: int | None = None) -> "ExperienceBuffer":
+    def load(cls, path: str | os.PathLike, capacity: int | None = None) -> ExperienceBuffer:
         """A buffer holding what ``save`` wrote; sequence numbers continue from there.
         Raises ``BufferFileError`` for a damaged, foreign or unsupported file."""
         import zstandard
@@ -209,16 +217,14 @@ class ExperienceBuffer:
             raise BufferFileError(f"{path}: not a generals-rl experience buffer file")
         _, version, header_len = _HEADER.unpack_from(data)
         if version != _FORMAT_VERSION:
-            raise BufferFileError(f"{path}: buffer file format version {version} is not supported (expected 1)")
+            raise BufferFileError(
+                f"{path}: buffer file format version {version} is not supported (expected {_FORMAT_VERSION})"
+            )
+        if len(data) < _HEADER.size + _DIGEST_SIZE or _digest(data[:-_DIGEST_SIZE]) != data[-_DIGEST_SIZE:]:
+            raise BufferFileError(f"{path}: checksum mismatch, the file is damaged or truncated")
         try:
             header = json.loads(data[_HEADER.size : _HEADER.size + header_len])
-            payload = data[_HEADER.size + header_len :]
-            if len(payload) != header["payload_bytes"]:
-                raise BufferFileError(
-                    f"{path}: payload is {len(payload)} bytes, header says {header['payload_bytes']} (truncated?)"
-                )
-            if hashlib.blake2b(payload).hexdigest() != header["payload_blake2b"]:
-                raise BufferFileError(f"{path}: checksum mismatch, the file is damaged")
+            payload = data[_HEADER.size + header_len : -_DIGEST_SIZE]
             body = zstandard.ZstdDecompressor().decompress(payload)
             raw, offset = {}, 0
             for name, dtype, shape in header["columns"]:
@@ -227,6 +233,7 @@ class ExperienceBuffer:
                 offset += size
             if offset != len(body):
                 raise BufferFileError(f"{path}: payload size does not match its columns")
+            raw["next_sequence"] = int(header["next_sequence"])
             buffer = cls(
                 header["height"],
                 header["width"],
@@ -240,7 +247,6 @@ class ExperienceBuffer:
             raise
         except (KeyError, TypeError, ValueError, json.JSONDecodeError, zstandard.ZstdError) as exc:
             raise BufferFileError(f"{path}: malformed buffer file ({exc})") from None
-        raw["next_sequence"] = header["next_sequence"]
         buffer._buffer.import_resident(raw)
         return buffer
 
