@@ -7,11 +7,13 @@ from .game import Game
 from .vec_env import RewardConfig, VecEnv
 
 __all__ = [
+    "PASS",
     "ExperienceBatch",
     "ExperienceBuffer",
+    "ExperienceConsumer",
+    "ExperienceServer",
     "Game",
     "MapConfig",
-    "PASS",
     "RawBatch",
     "RewardConfig",
     "VecEnv",
@@ -19,3 +21,14 @@ __all__ = [
     "encode_actions",
 ]
 __version__ = "0.1.0"
+
+# The gRPC service is imported on first use, so `import generals_rl` stays light.
+_SERVICE_EXPORTS = ("ExperienceConsumer", "ExperienceServer")
+
+
+def __getattr__(name: str):
+    if name in _SERVICE_EXPORTS:
+        from . import service
+
+        return getattr(service, name)
+    raise AttributeError(f"module 'generals_rl' has no attribute {name!r}")

@@ -26,6 +26,44 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selfplay(args: argparse.Namespace) -> int:
+    from .selfplay import SelfPlayConfig, parse_policies, run_selfplay
+
+    try:
+        config = SelfPlayConfig(
+            policies=parse_policies(args.policies),
+            games=args.games or None,
+            num_envs=args.num_envs,
+            height=args.height,
+            width=args.width,
+            num_threads=args.threads,
+            seed=args.seed,
+            max_ticks=args.max_ticks,
+            capacity=args.capacity,
+            buffer_policy=args.buffer_policy,
+        )
+        tls = None
+        if args.tls_cert or args.tls_key:
+            if not (args.tls_cert and args.tls_key):
+                raise ValueError("--tls-cert and --tls-key: give both")
+            with open(args.tls_cert, "rb") as cert, open(args.tls_key, "rb") as key:
+                tls = (cert.read(), key.read())
+        summary = run_selfplay(
+            config,
+            args.address,
+            keep_running=args.keep_running,
+            drain_timeout=args.drain_timeout,
+            token=args.token,
+            tls=tls,
+            max_streams=args.max_streams,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"generals-rl selfplay: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.to_dict()) if args.json else summary.format())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="generals-rl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +73,54 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--trace", metavar="OUT.json", help="write the tick-by-tick trace here")
     replay.add_argument("--snapshot-every", type=int, default=100, metavar="TICKS")
     replay.set_defaults(run=_replay)
+
+    selfplay = commands.add_parser(
+        "selfplay",
+        help="play built-in bots against each other and serve the experiences over gRPC",
+        description="Self-play with the built-in bots into an experience buffer served over gRPC. "
+        "Plays --games games, prints a summary and exits once connected consumers have read everything.",
+    )
+    option = selfplay.add_argument
+    option(
+        "--policies",
+        default="heuristic,random",
+        metavar="P0,P1,...",
+        help="the built-in policy of each player, comma-separated: heuristic or random (default: %(default)s)",
+    )
+    option("--games", type=int, default=128, help="games to finish; 0 plays until interrupted (default: %(default)s)")
+    option("--num-envs", type=int, default=16, help="games played at once (default: %(default)s)")
+    option("--height", type=int, default=20, help="board height (default: %(default)s)")
+    option("--width", type=int, default=20, help="board width (default: %(default)s)")
+    option("--threads", type=int, default=None, help="stepping threads (default: one per core)")
+    option("--seed", type=int, default=0)
+    option("--max-ticks", type=int, default=2000, help="ticks before a game is truncated (default: %(default)s)")
+    option("--capacity", type=int, default=200_000, help="experiences the buffer holds (default: %(default)s)")
+    option(
+        "--buffer-policy",
+        choices=("block", "overwrite"),
+        default="block",
+        help="when the buffer is full: block waits for consumers, overwrite drops the oldest and tells "
+        "consumers what they missed (default: %(default)s)",
+    )
+    option(
+        "--address",
+        default="127.0.0.1:50051",
+        help="host:port to serve on; port 0 picks a free one (default: %(default)s)",
+    )
+    option("--token", default=None, help="require this bearer token from clients")
+    option("--tls-cert", default=None, metavar="PEM", help="serve over TLS with this certificate chain")
+    option("--tls-key", default=None, metavar="PEM", help="the private key of --tls-cert")
+    option("--max-streams", type=int, default=32, help="concurrent streams (default: %(default)s)")
+    option("--keep-running", action="store_true", help="after the games, keep serving until interrupted")
+    option(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for connected consumers to read everything (default: %(default)s)",
+    )
+    option("--json", action="store_true", help="print the summary as JSON")
+    selfplay.set_defaults(run=_selfplay)
     return parser
 
 

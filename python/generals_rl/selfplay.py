@@ -1,0 +1,327 @@
+"""Self-play with the built-in bots into an experience buffer, served over gRPC.
+
+``SelfPlay`` plays: a ``VecEnv`` recording into an ``ExperienceBuffer``, one
+built-in policy per player. ``run_selfplay`` is the ``generals-rl selfplay``
+job around it: it serves the buffer (``ExperienceServer``), starts the sinks
+(other destinations fed from the buffer, e.g. storage writers), plays, shows
+progress, waits for connected consumers to drain, and stops everything in
+order.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO
+
+import numpy as np
+
+from .bots import POLICIES
+from .experience import BufferFullError, ExperienceBuffer
+from .vec_env import VecEnv
+
+
+class Sink(Protocol):
+    """A destination fed from the buffer while self-play runs (for example a
+    storage writer reading through its own cursor). ``start`` is called before
+    the first step; ``stop`` after the last one, and returns once everything
+    appended has been handled."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+# Builds a sink for the run's buffer.
+SinkFactory = Callable[[ExperienceBuffer], Sink]
+
+
+@dataclass(frozen=True)
+class SelfPlayConfig:
+    """What to play. ``policies`` names the built-in policy of each player (so
+    its length is the number of players); ``games=None`` plays until stopped."""
+
+    policies: tuple[str, ...] = ("heuristic", "random")
+    games: int | None = 128
+    num_envs: int = 16
+    height: int = 20
+    width: int = 20
+    num_threads: int | None = None
+    seed: int = 0
+    max_ticks: int = 2000
+    capacity: int = 200_000
+    buffer_policy: str = "block"
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.policies if p not in POLICIES]
+        if unknown:
+            raise ValueError(f"policies: unknown {unknown}; choose from {sorted(POLICIES)}")
+        if not 2 <= len(self.policies) <= 16:
+            raise ValueError(f"policies: one per player, 2..16 players, got {len(self.policies)}")
+        if self.games is not None and self.games < 1:
+            raise ValueError(f"games: must be at least 1 (or None to play until stopped), got {self.games}")
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs: must be at least 1, got {self.num_envs}")
+        if self.max_ticks < 1:
+            raise ValueError(f"max_ticks: must be at least 1, got {self.max_ticks}")
+        if self.buffer_policy not in ("block", "overwrite"):
+            raise ValueError(f"buffer_policy: expected 'block' or 'overwrite', got {self.buffer_policy!r}")
+
+    @property
+    def players(self) -> int:
+        return len(self.policies)
+
+    def player_label(self, player: int) -> str:
+        return f"player {player} ({self.policies[player]})"
+
+
+@dataclass
+class Progress:
+    games: int
+    experiences: int
+    seconds: float
+    experiences_per_second: float  # over the last progress interval
+    waiting_for_consumers: bool
+
+
+@dataclass
+class SelfPlaySummary:
+    games: int
+    experiences: int
+    seconds: float
+    wins: dict[str, int] = field(default_factory=dict)  # player label (or "no winner") -> games won
+    wins_by_policy: dict[str, int] = field(default_factory=dict)
+    mean_game_length: float = 0.0
+    stalled_steps: int = 0  # steps retried because consumers held the buffer full (block mode)
+
+    @property
+    def experiences_per_second(self) -> float:
+        return self.experiences / self.seconds if self.seconds else 0.0
+
+    @property
+    def games_per_second(self) -> float:
+        return self.games / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "games": self.games,
+            "experiences": self.experiences,
+            "seconds": round(self.seconds, 3),
+            "experiences_per_second": round(self.experiences_per_second, 1),
+            "games_per_second": round(self.games_per_second, 3),
+            "mean_game_length": round(self.mean_game_length, 1),
+            "wins": self.wins,
+            "wins_by_policy": self.wins_by_policy,
+            "stalled_steps": self.stalled_steps,
+        }
+
+    def format(self) -> str:
+        wins = ", ".join(f"{label} {count}" for label, count in self.wins.items())
+        by_policy = ", ".join(f"{policy} {count}" for policy, count in self.wins_by_policy.items())
+        return (
+            f"games: {self.games} in {self.seconds:.1f} s ({self.games_per_second:.1f}/s), "
+            f"mean length {self.mean_game_length:.0f} ticks\n"
+            f"winners: {wins}\n"
+            f"winners by policy: {by_policy}\n"
+            f"experiences: {self.experiences} ({self.experiences_per_second:,.0f}/s)"
+        )
+
+
+NO_WINNER = "no winner"
+
+
+class SelfPlay:
+    """Built-in bots playing ``config.num_envs`` games at once, every experience
+    recorded into ``buffer``."""
+
+    def __init__(self, config: SelfPlayConfig) -> None:
+        self.config = config
+        self.buffer = ExperienceBuffer(config.height, config.width, config.capacity, config.buffer_policy)
+        num_envs = min(config.num_envs, config.games) if config.games else config.num_envs
+        # A short wait per step so a stop request is noticed while consumers hold the buffer full.
+        self.env = VecEnv(
+            num_envs,
+            config.players,
+            config.height,
+            config.width,
+            seed=config.seed,
+            max_ticks=config.max_ticks,
+            num_threads=config.num_threads,
+            observations=False,
+            action_masks=False,
+            buffer=self.buffer,
+            buffer_timeout=0.25,
+        )
+        self.bots = [
+            POLICIES[name](seed=config.seed + player) if name == "random" else POLICIES[name]()
+            for player, name in enumerate(config.policies)
+        ]
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_interval: float = 0.5,
+    ) -> SelfPlaySummary:
+        """Plays until ``config.games`` games have finished (or ``stop`` is set)."""
+        config = self.config
+        stop = stop or threading.Event()
+        actions = np.full((self.env.num_envs, config.players), -1, dtype=np.int32)
+        wins = np.zeros(config.players + 1, dtype=np.int64)  # last: no winner
+        games = total_length = stalled = 0
+        self.env.reset()
+        start = last_time = time.monotonic()
+        last_experiences = self.buffer.head
+        waiting = False
+        while not stop.is_set() and (config.games is None or games < config.games):
+            for player, bot in enumerate(self.bots):
+                bot.act(self.env, players=[player], out=actions)
+            try:
+                _, _, _, _, info = self.env.step(actions)
+                waiting = False
+            except BufferFullError:
+                stalled += 1  # nothing changed; consumers are behind (block mode): try again
+                waiting = True
+                info = None
+            if info is not None:
+                done = info["episode_done"]
+                if done.any():
+                    winners = info["episode_winner"][done]
+                    games += int(done.sum())
+                    total_length += int(info["episode_length"][done].sum())
+                    wins += np.bincount(
+                        np.where(winners < 0, config.players, winners), minlength=config.players + 1
+                    )
+            now = time.monotonic()
+            if on_progress is not None and now - last_time >= progress_interval:
+                head = self.buffer.head
+                on_progress(
+                    Progress(games, head, now - start, (head - last_experiences) / (now - last_time), waiting)
+                )
+                last_time, last_experiences = now, head
+        summary = SelfPlaySummary(
+            games=games,
+            experiences=self.buffer.head,
+            seconds=time.monotonic() - start,
+            mean_game_length=total_length / games if games else 0.0,
+            stalled_steps=stalled,
+        )
+        for player in range(config.players):
+            summary.wins[config.player_label(player)] = int(wins[player])
+            policy = config.policies[player]
+            summary.wins_by_policy[policy] = summary.wins_by_policy.get(policy, 0) + int(wins[player])
+        summary.wins[NO_WINNER] = int(wins[config.players])
+        summary.wins_by_policy[NO_WINNER] = int(wins[config.players])
+        return summary
+
+
+class _ProgressLine:
+    """Progress on one terminal line (rewritten in place), or a line every few
+    seconds when the stream is not a terminal."""
+
+    def __init__(self, out: TextIO, target_games: int | None) -> None:
+        self._out = out
+        self._tty = out.isatty()
+        self._target = target_games
+        self._last_line = 0.0
+        self._shown = False
+
+    def __call__(self, progress: Progress, consumers: int) -> None:
+        if not self._tty and progress.seconds - self._last_line < 2.0:
+            return
+        self._last_line = progress.seconds
+        games = f"{progress.games}/{self._target}" if self._target else f"{progress.games}"
+        text = (
+            f"games {games} | experiences {progress.experiences:,} | {progress.experiences_per_second:,.0f}/s | "
+            f"consumers {consumers}" + (" | waiting for consumers" if progress.waiting_for_consumers else "")
+        )
+        if self._tty:
+            self._out.write("\r\x1b[K" + text)
+            self._shown = True
+        else:
+            self._out.write(text + "\n")
+        self._out.flush()
+
+    def done(self) -> None:
+        if self._shown:
+            self._out.write("\n")
+            self._out.flush()
+
+
+def run_selfplay(
+    config: SelfPlayConfig,
+    address: str,
+    *,
+    sinks: Sequence[SinkFactory] = (),
+    keep_running: bool = False,
+    drain_timeout: float = 30.0,
+    token: str | None = None,
+    tls: tuple[bytes, bytes] | None = None,
+    max_streams: int = 32,
+    log: TextIO = sys.stderr,
+    stop: threading.Event | None = None,
+) -> SelfPlaySummary:
+    """Self-play served on ``address`` until ``config.games`` have finished (or
+    ``stop``); with ``keep_running`` it then serves until ``stop`` (or SIGINT).
+    Waits up to ``drain_timeout`` seconds for connected consumers to read
+    everything before it shuts the server down gracefully."""
+    from .service import ExperienceServer
+
+    stop = stop or threading.Event()
+    selfplay = SelfPlay(config)
+    server = ExperienceServer(selfplay.buffer, address, token=token, tls=tls, max_streams=max_streams).start()
+    print(f"generals-rl selfplay: serving experiences on {server.address}", file=log, flush=True)
+    started: list[Sink] = []
+    restore = _stop_on_signals(stop)
+    progress = _ProgressLine(log, config.games)
+    try:
+        for factory in sinks:
+            sink = factory(selfplay.buffer)
+            sink.start()
+            started.append(sink)
+        summary = selfplay.run(stop, lambda p: progress(p, server.active_streams))
+        progress.done()
+        for sink in reversed(started):
+            sink.stop()
+        started.clear()
+        if keep_running and not stop.is_set():
+            print("generals-rl selfplay: games done; still serving (Ctrl-C to stop)", file=log, flush=True)
+            stop.wait()
+        elif server.active_streams:
+            print(
+                f"generals-rl selfplay: waiting up to {drain_timeout:g} s for "
+                f"{server.active_streams} consumer(s) to drain",
+                file=log,
+                flush=True,
+            )
+            if not server.wait_drained(drain_timeout):
+                print(
+                    "generals-rl selfplay: consumers did not drain in time; stopping anyway",
+                    file=log,
+                    flush=True,
+                )
+    finally:
+        for sink in reversed(started):
+            sink.stop()
+        server.stop(grace=min(5.0, max(drain_timeout, 0.5)))
+        restore()
+    return summary
+
+
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGINT and SIGTERM set ``stop`` (from the main thread only); returns the restorer."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()] and None
+
+
+def parse_policies(text: str) -> tuple[str, ...]:
+    """``"heuristic,random"`` -> ``("heuristic", "random")``."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())

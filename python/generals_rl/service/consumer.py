@@ -1,0 +1,380 @@
+"""The Python consumer of the experience service: batches of numpy arrays from
+one or several servers, resumable after disconnections and crashes."""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import grpc
+
+from .._proto import experience_pb2 as pb
+from .._proto import experience_pb2_grpc as pb_grpc
+from ..experience import ExperienceBatch, RawBatch, format_game_id
+from . import packing
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+# Codes after which the consumer reconnects (the server went away or restarted).
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+
+
+class StreamPosition(NamedTuple):
+    """Where a stream of one server resumes: the buffer the sequence numbers
+    belong to and the next sequence to read."""
+
+    buffer_id: str
+    next_sequence: int
+
+
+class ConsumerError(RuntimeError):
+    """A server refused the stream or stayed unreachable; ``code`` is the gRPC
+    status code and ``address`` the server."""
+
+    def __init__(self, address: str, code: grpc.StatusCode | None, message: str) -> None:
+        super().__init__(f"{address}: {message}")
+        self.address = address
+        self.code = code
+
+
+@dataclass
+class _ServerState:
+    address: str
+    channel: grpc.Channel
+    stub: pb_grpc.ExperienceServiceStub
+    delivered: StreamPosition | None = None  # after the last batch handed to the caller
+    received: StreamPosition | None = None  # after the last batch taken off the wire
+    head: int = 0
+    missed: int = 0
+    reconnects: int = 0
+    call: grpc.Call | None = None
+
+
+_END = object()
+
+
+class ExperienceConsumer:
+    """Streams experiences from one or several experience servers.
+
+    Parameters
+    ----------
+    address:
+        ``"host:port"`` or a list of them; batches of all are merged.
+    token:
+        Bearer token sent with every call (when the servers require one).
+    root_certificates:
+        PEM bytes to connect over TLS (``tls=True`` uses the system roots).
+    reconnect_timeout:
+        How long a server may stay unreachable before the stream gives up with
+        ``ConsumerError``; reconnection attempts back off up to 2 s apart.
+    queue_batches:
+        Batches decoded ahead of the caller (per server): bounds memory, and a
+        slow caller slows its streams down instead of piling up data.
+    """
+
+    def __init__(
+        self,
+        address: str | Sequence[str],
+        token: str | None = None,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        server_name_override: str | None = None,
+        reconnect_timeout: float = 60.0,
+        queue_batches: int = 4,
+        max_message_bytes: int = 256 << 20,
+    ) -> None:
+        addresses = [address] if isinstance(address, str) else list(address)
+        if not addresses:
+            raise ValueError("address: give at least one server address")
+        if len(set(addresses)) != len(addresses):
+            raise ValueError(f"address: {addresses} lists a server twice")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._reconnect_timeout = reconnect_timeout
+        self._queue_batches = max(1, queue_batches)
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 20000),
+            ("grpc.keepalive_timeout_ms", 10000),
+        ]
+        if server_name_override:
+            options.append(("grpc.ssl_target_name_override", server_name_override))
+        credentials = grpc.ssl_channel_credentials(root_certificates) if (tls or root_certificates) else None
+        self._servers: dict[str, _ServerState] = {}
+        for addr in addresses:
+            channel = (
+                grpc.secure_channel(addr, credentials, options=options)
+                if credentials
+                else grpc.insecure_channel(addr, options=options)
+            )
+            self._servers[addr] = _ServerState(addr, channel, pb_grpc.ExperienceServiceStub(channel))
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._streaming = False
+
+    # ---- reading ---------------------------------------------------------------
+
+    def stream_experiences(
+        self,
+        game_ids: Iterable[int | str] | None = None,
+        player_ids: Iterable[int] | None = None,
+        batch_size: int = 32,
+        follow: bool = True,
+        min_turn: int = 0,
+        start: str | int | Mapping[str, StreamPosition] = "oldest",
+        compression: bool = False,
+        decode: bool = True,
+        max_batch_wait_ms: int = 10,
+    ) -> Iterator[ExperienceBatch] | Iterator[RawBatch]:
+        """Yields batches of the matching experiences: ``ExperienceBatch`` (float
+        observations and masks decoded in C++) or, with ``decode=False``,
+        ``RawBatch`` (compact states). A batch's ``missed`` counts experiences
+        its server lost to overwriting before it (a batch may then hold no rows).
+
+        ``start``: ``"oldest"`` (what is resident), ``"newest"`` (only what comes
+        next), a sequence number (one server), or the ``positions`` of an earlier
+        consumer to resume exactly after what it delivered. ``follow=False`` ends
+        once every server has sent what it held when the stream began; with
+        ``follow=True`` it ends when every server has shut down gracefully.
+        Broken streams reconnect and resume after the last delivered batch.
+        """
+        if self._streaming:
+            raise RuntimeError("this consumer is already streaming; use one consumer per stream")
+        if not 1 <= batch_size <= 65536:
+            raise ValueError(f"batch_size: must be in 1..65536, got {batch_size}")
+        if not 0 <= max_batch_wait_ms <= 5000:
+            raise ValueError(f"max_batch_wait_ms: must be in 0..5000, got {max_batch_wait_ms}")
+        request = pb.StreamExperiencesRequest(
+            game_ids=[g if isinstance(g, str) else format_game_id(g) for g in game_ids or []],
+            player_ids=list(player_ids or []),
+            min_turn=min_turn,
+            follow=follow,
+            batch_size=batch_size,
+            enable_compression=compression,
+            max_batch_wait_ms=max_batch_wait_ms,
+        )
+        self._apply_start(start)
+        self._streaming = True
+        self._stop.clear()
+        out: queue.Queue = queue.Queue(maxsize=self._queue_batches * len(self._servers))
+        self._threads = [
+            threading.Thread(
+                target=self._pump,
+                args=(server, request, start, decode, out),
+                name=f"consumer-{server.address}",
+                daemon=True,
+            )
+            for server in self._servers.values()
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self._deliver(out, len(self._threads))
+
+    def _apply_start(self, start) -> None:
+        if isinstance(start, Mapping):
+            unknown = set(start) - set(self._servers)
+            if unknown:
+                raise ValueError(
+                    f"start: positions of servers this consumer does not read: {sorted(unknown)}"
+                )
+            for address, position in start.items():
+                position = StreamPosition(*position)
+                self._servers[address].delivered = self._servers[address].received = position
+        elif isinstance(start, str):
+            if start not in ("oldest", "newest"):
+                raise ValueError(
+                    f"start: expected 'oldest', 'newest', a sequence number or positions, got {start!r}"
+                )
+        elif isinstance(start, int):
+            if len(self._servers) != 1:
+                raise ValueError(
+                    "start: a sequence number needs exactly one server; give positions per server"
+                )
+            if start < 0:
+                raise ValueError(f"start: a sequence number must be >= 0, got {start}")
+        else:
+            raise TypeError(
+                f"start: expected 'oldest', 'newest', a sequence number or positions, got {start!r}"
+            )
+
+    def _request_for(self, server: _ServerState, template: pb.StreamExperiencesRequest, start):
+        request = pb.StreamExperiencesRequest()
+        request.CopyFrom(template)
+        if server.received is not None:
+            request.start_sequence = server.received.next_sequence
+            request.resume_buffer_id = server.received.buffer_id
+        elif isinstance(start, int) and not isinstance(start, bool):
+            request.start_sequence = start
+        elif start == "newest":
+            request.start_position = pb.START_NEWEST
+        else:
+            request.start_position = pb.START_OLDEST
+        return request
+
+    def _pump(self, server: _ServerState, template, start, decode: bool, out: queue.Queue) -> None:
+        """Receives one server's batches (decoding them off the caller's thread)
+        and reconnects when the stream breaks."""
+        backoff = 0.05
+        failing_since = None
+        decompressor = None
+        while not self._stop.is_set():
+            request = self._request_for(server, template, start)
+            try:
+                call = server.stub.StreamExperienceBatches(request, metadata=self._metadata)
+                server.call = call
+                for message in call:
+                    failing_since, backoff = None, 0.05
+                    if message.packed.compression == pb.COMPRESSION_ZSTD and decompressor is None:
+                        import zstandard
+
+                        decompressor = zstandard.ZstdDecompressor()
+                    batch = self._batch_of(message, decode, decompressor)
+                    server.received = StreamPosition(message.buffer_id, message.next_sequence)
+                    if not self._put(out, (server, message, batch)):
+                        return
+                self._put(out, _END)  # the server ended the stream: done
+                return
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    return
+                code = exc.code() if hasattr(exc, "code") else None
+                if code not in RETRYABLE:
+                    details = exc.details() if hasattr(exc, "details") else str(exc)
+                    self._put(
+                        out,
+                        ConsumerError(server.address, code, f"{code.name if code else 'error'}: {details}"),
+                    )
+                    return
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > self._reconnect_timeout:
+                    self._put(
+                        out,
+                        ConsumerError(
+                            server.address,
+                            code,
+                            f"unreachable for {self._reconnect_timeout:.0f} s ({code.name})",
+                        ),
+                    )
+                    return
+                server.reconnects += 1
+                self._stop.wait(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 2.0)
+            except packing.PackedBatchError as exc:
+                self._put(out, ConsumerError(server.address, None, f"malformed batch: {exc}"))
+                return
+            finally:
+                server.call = None
+
+    @staticmethod
+    def _batch_of(message: pb.ExperienceBatch, decode: bool, decompressor):
+        """The batch to deliver, or None for a message that only moves the position."""
+        if message.packed.count == 0 and message.missed == 0:
+            return None
+        batch = packing.unpack(message.packed, decompressor)
+        if decode:
+            batch = batch.decode(message.army_scaling or "linear", message.army_scale or 1000.0)
+        batch.missed, batch.next_sequence = message.missed, message.next_sequence
+        return batch
+
+    def _put(self, out: queue.Queue, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _deliver(self, out: queue.Queue, live: int):
+        try:
+            while live:
+                item = out.get()
+                if item is _END:
+                    live -= 1
+                    continue
+                if isinstance(item, ConsumerError):
+                    raise item
+                server, message, batch = item
+                server.delivered = StreamPosition(message.buffer_id, message.next_sequence)
+                server.head = max(server.head, message.head_sequence)
+                server.missed += message.missed
+                if batch is not None:
+                    yield batch
+        finally:
+            self._halt()
+
+    def _halt(self) -> None:
+        self._stop.set()
+        for server in self._servers.values():
+            call = server.call
+            if call is not None:
+                call.cancel()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+        self._streaming = False
+
+    # ---- state -----------------------------------------------------------------
+
+    @property
+    def positions(self) -> dict[str, StreamPosition]:
+        """Per server, where a new stream resumes right after the last batch this
+        consumer delivered (pass it as ``start=``; it survives as JSON lists)."""
+        return {a: s.delivered for a, s in self._servers.items() if s.delivered is not None}
+
+    @property
+    def lag_by_server(self) -> dict[str, int]:
+        """Per server, experiences appended that this consumer has not delivered
+        (by sequence number, so filtered-out ones count until passed)."""
+        return {
+            a: max(0, s.head - s.delivered.next_sequence) if s.delivered else s.head
+            for a, s in self._servers.items()
+        }
+
+    @property
+    def lag(self) -> int:
+        return sum(self.lag_by_server.values())
+
+    @property
+    def total_missed(self) -> int:
+        """Experiences the servers lost to overwriting before this consumer read them."""
+        return sum(s.missed for s in self._servers.values())
+
+    @property
+    def reconnects(self) -> int:
+        return sum(s.reconnects for s in self._servers.values())
+
+    def stats(self, address: str | None = None, max_games: int = 1000) -> pb.GetExperienceStatsResponse:
+        """The ``GetExperienceStats`` answer of one server (the first by default)."""
+        server = self._servers[address] if address else next(iter(self._servers.values()))
+        return server.stub.GetExperienceStats(
+            pb.GetExperienceStatsRequest(max_games=max_games), metadata=self._metadata, timeout=30
+        )
+
+    def close(self) -> None:
+        self._halt()
+        for server in self._servers.values():
+            server.channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,217 @@
+"""The packed columnar wire form of a batch (``PackedBatch`` in the proto): the
+columns of a ``RawBatch`` as raw little-endian bytes in one payload, optionally
+one zstd frame, described by name, dtype and shape.
+
+Packing and unpacking are a handful of numpy operations per batch: nothing runs
+per experience or per tile in Python.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .._proto import experience_pb2 as pb
+from ..experience.batch import RawBatch
+
+_DTYPES = {
+    pb.DTYPE_BOOL: np.dtype(np.bool_),
+    pb.DTYPE_UINT8: np.dtype(np.uint8),
+    pb.DTYPE_INT8: np.dtype(np.int8),
+    pb.DTYPE_UINT16: np.dtype("<u2"),
+    pb.DTYPE_INT16: np.dtype("<i2"),
+    pb.DTYPE_UINT32: np.dtype("<u4"),
+    pb.DTYPE_INT32: np.dtype("<i4"),
+    pb.DTYPE_UINT64: np.dtype("<u8"),
+    pb.DTYPE_INT64: np.dtype("<i8"),
+    pb.DTYPE_FLOAT32: np.dtype("<f4"),
+    pb.DTYPE_FLOAT64: np.dtype("<f8"),
+}
+_DTYPE_CODES = {dtype: code for code, dtype in _DTYPES.items()}
+
+# Columns of the packed form: name -> the dtypes it may have. Row columns have
+# one value per experience; state columns are (states, height, width).
+ROW_COLUMNS = {
+    "sequence": ("<u8",),
+    "game_id": ("<u8",),
+    "player_id": ("|u1",),
+    "tick": ("<i4",),
+    "action": ("<i4",),
+    "reward": ("<f4",),
+    "flags": ("|u1",),
+    "state_index": ("<i4",),
+    "next_state_index": ("<i4",),
+}
+STATE_COLUMNS = {
+    "state_code": ("|u1",),
+    "state_army": ("<u2", "<i4"),
+}
+FLAG_LEGAL, FLAG_TERMINATED, FLAG_TRUNCATED = 1, 2, 4
+
+# A decompressed payload may be at most this many times its compressed size
+# (and never above MAX_PAYLOAD_BYTES): guards against decompression bombs.
+MAX_PAYLOAD_BYTES = 1 << 30
+
+_LITTLE = sys.byteorder == "little"
+
+
+class PackedBatchError(ValueError):
+    """A packed batch that is malformed; the message names what is wrong."""
+
+
+def _little(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    if _LITTLE or array.dtype.byteorder in ("<", "|"):
+        return array
+    return array.astype(array.dtype.newbyteorder("<"))
+
+
+def packed_arrays(raw: RawBatch) -> list[tuple[str, np.ndarray]]:
+    """The packed form's columns of ``raw``, in payload order."""
+    flags = (
+        raw.legal.view(np.uint8) * np.uint8(FLAG_LEGAL)
+        | raw.terminated.view(np.uint8) * np.uint8(FLAG_TERMINATED)
+        | raw.truncated.view(np.uint8) * np.uint8(FLAG_TRUNCATED)
+    )
+    code = (raw.state_kind << np.uint8(5)) | (raw.state_owner + 1).astype(np.uint8)
+    army = raw.state_army
+    army = army.astype(np.uint16) if army.size == 0 or int(army.max()) <= 0xFFFF else army.astype(np.int32)
+    return [
+        ("sequence", raw.sequence.astype(np.uint64, copy=False)),
+        ("game_id", raw.game_id.astype(np.uint64, copy=False)),
+        ("player_id", raw.player_id.astype(np.uint8)),
+        ("tick", raw.tick.astype(np.int32, copy=False)),
+        ("action", raw.action.astype(np.int32, copy=False)),
+        ("reward", raw.reward.astype(np.float32, copy=False)),
+        ("flags", flags),
+        ("state_index", raw.state_index.astype(np.int32, copy=False)),
+        ("next_state_index", raw.next_state_index.astype(np.int32, copy=False)),
+        ("state_code", code),
+        ("state_army", army),
+    ]
+
+
+def pack(raw: RawBatch, compressor=None) -> tuple[pb.PackedBatch, list]:
+    """The ``PackedBatch`` of ``raw`` *without* its payload, and the payload as
+    a list of buffers to join (so the caller can write them straight into the
+    serialized message). ``compressor``: a ``zstandard.ZstdCompressor`` or None."""
+    packed = pb.PackedBatch(
+        count=len(raw), state_count=raw.state_kind.shape[0], height=raw.height, width=raw.width
+    )
+    parts, offset = [], 0
+    for name, array in packed_arrays(raw):
+        array = _little(array)
+        packed.columns.add(
+            name=name, dtype=_DTYPE_CODES[array.dtype], shape=array.shape, offset=offset, size=array.nbytes
+        )
+        parts.append(memoryview(array).cast("B"))
+        offset += array.nbytes
+    packed.uncompressed_size = offset
+    if compressor is not None:
+        packed.compression = pb.COMPRESSION_ZSTD
+        parts = [compressor.compress(b"".join(parts))]
+    return packed, parts
+
+
+def pack_message(raw: RawBatch, compressor=None) -> pb.PackedBatch:
+    """A complete ``PackedBatch`` message (with its payload) for ``raw``."""
+    packed, parts = pack(raw, compressor)
+    packed.payload = b"".join(parts)
+    return packed
+
+
+def unpack(packed: pb.PackedBatch, decompressor=None, payload: bytes | None = None) -> RawBatch:
+    """The ``RawBatch`` a packed batch holds. Checks the structure (columns,
+    dtypes, shapes, sizes, state references, tile values) and raises
+    ``PackedBatchError`` naming the first problem. ``payload`` may be given when
+    the caller already holds the payload bytes (saves a copy)."""
+    if payload is None:
+        payload = packed.payload
+    n, states, height, width = packed.count, packed.state_count, packed.height, packed.width
+    if not (2 <= height <= 256 and 2 <= width <= 256) and not (n == 0 and states == 0):
+        raise PackedBatchError(f"packed: board {height}x{width} is outside 2..256")
+    if packed.compression == pb.COMPRESSION_ZSTD:
+        payload = _decompress(payload, packed.uncompressed_size, decompressor)
+    elif packed.compression != pb.COMPRESSION_NONE:
+        raise PackedBatchError(f"packed: unknown compression {packed.compression}")
+    if len(payload) != packed.uncompressed_size:
+        raise PackedBatchError(
+            f"packed: payload holds {len(payload)} bytes, uncompressed_size says {packed.uncompressed_size}"
+        )
+    columns = {}
+    for column in packed.columns:
+        if column.name in columns:
+            raise PackedBatchError(f"packed: column {column.name!r} appears twice")
+        columns[column.name] = column
+    arrays = {}
+    for name, dtypes in {**ROW_COLUMNS, **STATE_COLUMNS}.items():
+        shape = (n,) if name in ROW_COLUMNS else (states, height, width)
+        arrays[name] = _column_array(columns.pop(name, None), name, dtypes, shape, payload)
+    if columns:
+        raise PackedBatchError(f"packed: unknown columns {sorted(columns)}")
+    for name in ("state_index", "next_state_index"):
+        index = arrays[name]
+        if n and (int(index.min()) < 0 or int(index.max()) >= states):
+            raise PackedBatchError(f"packed: {name} refers to a state outside 0..{states - 1}")
+    if n and int(arrays["player_id"].max()) > 15:
+        raise PackedBatchError("packed: player_id outside 0..15")
+    if n and int(arrays["flags"].max()) > 7:
+        raise PackedBatchError("packed: flags has bits other than legal, terminated, truncated")
+    code = arrays["state_code"]
+    if code.size and (int(code.max()) >> 5 > 3 or int((code & 31).max()) > 16):
+        raise PackedBatchError("packed: state_code holds a tile kind above 3 or an owner above 15")
+    army = arrays["state_army"]
+    if army.size and army.dtype.kind == "i" and int(army.min()) < 0:
+        raise PackedBatchError("packed: state_army holds a negative army")
+    flags = arrays["flags"]
+    return RawBatch(
+        sequence=arrays["sequence"],
+        game_id=arrays["game_id"],
+        player_id=arrays["player_id"].astype(np.int32),
+        tick=arrays["tick"],
+        action=arrays["action"],
+        reward=arrays["reward"],
+        legal=(flags & FLAG_LEGAL) != 0,
+        terminated=(flags & FLAG_TERMINATED) != 0,
+        truncated=(flags & FLAG_TRUNCATED) != 0,
+        state_index=arrays["state_index"],
+        next_state_index=arrays["next_state_index"],
+        state_kind=code >> np.uint8(5),
+        state_owner=(code & np.uint8(31)).astype(np.int16) - np.int16(1),
+        state_army=army.astype(np.int32),
+    )
+
+
+def _decompress(payload: bytes, size: int, decompressor) -> bytes:
+    import zstandard
+
+    if size > MAX_PAYLOAD_BYTES:
+        raise PackedBatchError(f"packed: uncompressed_size {size} is above the limit {MAX_PAYLOAD_BYTES}")
+    decompressor = decompressor or zstandard.ZstdDecompressor()
+    try:
+        return decompressor.decompress(payload, max_output_size=max(size, 1))
+    except zstandard.ZstdError as exc:
+        raise PackedBatchError(f"packed: payload is not a valid zstd frame ({exc})") from None
+
+
+def _column_array(column, name: str, dtypes: tuple, shape: tuple, payload: bytes) -> np.ndarray:
+    if column is None:
+        raise PackedBatchError(f"packed: column {name!r} is missing")
+    dtype = _DTYPES.get(column.dtype)
+    if dtype is None or dtype.str not in dtypes:
+        raise PackedBatchError(
+            f"packed: column {name!r} has dtype {pb.DType.Name(column.dtype) if column.dtype in _DTYPES else column.dtype}, "
+            f"expected {' or '.join(np.dtype(d).name for d in dtypes)}"
+        )
+    if tuple(column.shape) != shape:
+        raise PackedBatchError(f"packed: column {name!r} has shape {tuple(column.shape)}, expected {shape}")
+    count = int(np.prod(shape, dtype=np.int64))
+    if column.size != count * dtype.itemsize:
+        raise PackedBatchError(
+            f"packed: column {name!r} is {column.size} bytes, its shape needs {count * dtype.itemsize}"
+        )
+    if column.offset + column.size > len(payload):
+        raise PackedBatchError(f"packed: column {name!r} runs past the end of the payload")
+    array = np.frombuffer(payload, dtype=dtype, count=count, offset=column.offset).reshape(shape)
+    return array if _LITTLE else array.astype(dtype.newbyteorder("="))

@@ -1,0 +1,192 @@
+"""What the server knows about the experiences in its buffer: when each was
+collected, and running aggregates for ``GetExperienceStats``.
+
+A background thread drains one cursor of the buffer (from its oldest resident
+experience on) and folds each batch into the aggregates with a few numpy
+operations; the same thread samples the buffer head with the wall clock, which
+dates every sequence number to within the sampling interval.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..experience import ExperienceBuffer, RawBatch
+
+
+class CollectionClock:
+    """Maps sequence numbers to the wall-clock time they were appended.
+
+    ``sample(head, now)`` records that by ``now`` the buffer held every sequence
+    below ``head``; a sequence is dated by the first sample that covered it (an
+    upper bound, within the sampling interval). Samples are bounded: those
+    wholly below the oldest resident sequence are dropped, and when still too
+    many, every other one (halving the resolution of old times).
+    """
+
+    def __init__(self, max_samples: int = 1 << 16) -> None:
+        self._heads: list[int] = []
+        self._times: list[float] = []
+        self._max = max_samples
+        self._lock = threading.Lock()
+
+    def sample(self, head: int, now: float, oldest: int = 0) -> None:
+        with self._lock:
+            if self._heads and head <= self._heads[-1]:
+                return
+            self._heads.append(head)
+            self._times.append(now)
+            # A sample at or below `oldest` dates no resident sequence.
+            drop = min(bisect.bisect_right(self._heads, oldest), len(self._heads) - 1)
+            if drop > 0:
+                del self._heads[:drop], self._times[:drop]
+            if len(self._heads) > self._max:
+                self._heads[:-1] = self._heads[:-1:2]
+                self._times[:-1] = self._times[:-1:2]
+
+    def time_of(self, sequence: int) -> float:
+        """When ``sequence`` was appended (now, for one not sampled yet)."""
+        with self._lock:
+            at = bisect.bisect_right(self._heads, sequence)
+            return self._times[at] if at < len(self._times) else time.time()
+
+    def times_of(self, sequences: np.ndarray) -> np.ndarray:
+        """``time_of`` for each of ``sequences`` (float64 seconds)."""
+        with self._lock:
+            heads = np.asarray(self._heads, dtype=np.uint64)
+            times = np.append(np.asarray(self._times, dtype=np.float64), time.time())
+        return times[np.searchsorted(heads, np.asarray(sequences, dtype=np.uint64), side="right")]
+
+
+@dataclass
+class StatsSnapshot:
+    """The aggregates at one moment (see ``StatsCollector``)."""
+
+    experiences_seen: int = 0
+    done_experiences: int = 0
+    missed: int = 0
+    games_seen: int = 0
+    per_player: np.ndarray = field(default_factory=lambda: np.zeros(16, dtype=np.int64))
+    per_game: dict[int, int] = field(default_factory=dict)  # resident games, most recent last
+    reward_sum: float = 0.0
+    reward_min: float = float("inf")
+    reward_max: float = float("-inf")
+
+    @property
+    def reward_mean(self) -> float:
+        return self.reward_sum / self.experiences_seen if self.experiences_seen else 0.0
+
+
+class StatsCollector:
+    """Drains a cursor of ``buffer`` on a background thread into running
+    aggregates and the ``clock``.
+
+    Per-game counts are kept for games that still have resident experiences
+    (a game whose experiences were all overwritten is forgotten), so memory
+    follows the buffer, not the run. In block mode the collector's cursor holds
+    producers back like any reader; it reads in large batches and keeps up.
+    """
+
+    def __init__(
+        self,
+        buffer: ExperienceBuffer,
+        clock: CollectionClock,
+        interval: float = 0.01,
+        read_size: int = 16384,
+    ) -> None:
+        self._buffer = buffer
+        self._clock = clock
+        self._interval = interval
+        self._read_size = read_size
+        self._stats = StatsSnapshot()
+        self._last_sequence: OrderedDict[int, int] = OrderedDict()  # game -> newest sequence
+        self._lock = threading.Lock()
+        self._cursor = buffer.cursor(start="oldest")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="experience-stats", daemon=True)
+
+    def start(self) -> StatsCollector:
+        self._clock.sample(self._buffer.head, time.time(), self._buffer.oldest)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._cursor.close()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def position(self) -> int:
+        return self._cursor.position
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            raw = self._cursor.read_raw(self._read_size, self._interval)
+            self._clock.sample(self._buffer.head, time.time(), self._buffer.oldest)
+            if len(raw) or raw.missed:
+                self._fold(raw)
+
+    def _fold(self, raw: RawBatch) -> None:
+        n = len(raw)
+        games, first_index, counts = np.unique(raw.game_id[::-1], return_index=True, return_counts=True)
+        newest = raw.sequence[::-1][first_index]
+        order = np.argsort(newest)  # oldest first, so the most recent end up last
+        players = np.bincount(raw.player_id, minlength=16)[:16]
+        done = int(np.count_nonzero(raw.terminated | raw.truncated))
+        with self._lock:
+            s = self._stats
+            s.missed += raw.missed
+            if n:
+                rewards = raw.reward.astype(np.float64)
+                s.experiences_seen += n
+                s.done_experiences += done
+                s.per_player += players
+                s.reward_sum += float(rewards.sum())
+                s.reward_min = min(s.reward_min, float(rewards.min()))
+                s.reward_max = max(s.reward_max, float(rewards.max()))
+                for game, count, seq in zip(
+                    games[order].tolist(), counts[order].tolist(), newest[order].tolist()
+                ):
+                    if game not in s.per_game:
+                        s.games_seen += 1
+                        s.per_game[game] = 0
+                    s.per_game[game] += count
+                    self._last_sequence[game] = seq
+                    self._last_sequence.move_to_end(game)
+            self._forget_overwritten_games()
+
+    def _forget_overwritten_games(self) -> None:
+        oldest = self._buffer.oldest
+        while self._last_sequence:
+            game, seq = next(iter(self._last_sequence.items()))
+            if seq >= oldest:
+                break
+            del self._last_sequence[game]
+            del self._stats.per_game[game]
+
+    def snapshot(self, max_games: int) -> tuple[StatsSnapshot, int]:
+        """A copy of the aggregates with the ``max_games`` most recent games, and
+        how many games have resident experiences in all."""
+        with self._lock:
+            self._forget_overwritten_games()
+            s = self._stats
+            recent = list(self._last_sequence)[-max_games:] if max_games else []
+            copy = StatsSnapshot(
+                experiences_seen=s.experiences_seen,
+                done_experiences=s.done_experiences,
+                missed=s.missed,
+                games_seen=s.games_seen,
+                per_player=s.per_player.copy(),
+                per_game={game: s.per_game[game] for game in recent},
+                reward_sum=s.reward_sum,
+                reward_min=s.reward_min,
+                reward_max=s.reward_max,
+            )
+            return copy, len(self._last_sequence)
