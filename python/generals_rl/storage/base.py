@@ -1,0 +1,794 @@
+"""The writer interface and the shard machinery every format shares: rotation by
+experience count, bytes or age; crash-safe commits; the per-partition index; and
+recovery of the last durably written sequence after a restart.
+
+Layout of a destination (a local directory or an S3 prefix)::
+
+    year=YYYY/month=MM/day=DD/hour=HH/game_<id>_<nnnn>.<ext>   one shard
+    year=YYYY/month=MM/day=DD/hour=HH/_index.json              the partition index
+
+The hour is the UTC hour in which the shard received its first experience, ``<id>``
+the game id (16 hex digits) of the shard's first experience and ``<nnnn>`` the
+shard's ordinal within its partition. A shard becomes visible only once complete;
+the index lists it only after that, and the index is what readers and ``resume``
+go by.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import BinaryIO
+
+import numpy as np
+
+from ..experience.batch import ExperienceBatch, RawBatch
+from ._batches import (
+    STATE_MODES,
+    as_parts,
+    board_shape,
+    check_batch,
+    describe,
+    record_columns,
+    take_rows,
+)
+
+log = logging.getLogger("generals_rl.storage")
+
+INDEX_NAME = "_index.json"
+INDEX_VERSION = 1
+SHARD_NAME = re.compile(r"^game_(?P<game>[0-9a-f]{16})_(?P<ordinal>\d{4,})\.(?P<ext>[a-z0-9.]+)$")
+PARTITION_KEYS = ("year", "month", "day", "hour")
+_TEMP_MARK = ".tmp-"
+
+
+class StorageError(RuntimeError):
+    """A destination that cannot be written or read, named with the cause."""
+
+
+# ---- small helpers ----------------------------------------------------------------
+
+
+def partition_of(timestamp: float) -> str:
+    """``year=YYYY/month=MM/day=DD/hour=HH`` of a Unix time, in UTC."""
+    t = time.gmtime(timestamp)
+    return f"year={t.tm_year:04d}/month={t.tm_mon:02d}/day={t.tm_mday:02d}/hour={t.tm_hour:02d}"
+
+
+def partition_start(partition: str) -> float:
+    """The Unix time at which a partition's hour starts; ValueError if malformed."""
+    parts = partition.strip("/").split("/")
+    try:
+        values = dict(p.split("=", 1) for p in parts)
+        fields_ = [int(values[k]) for k in PARTITION_KEYS]
+    except (KeyError, ValueError):
+        raise ValueError(f"{partition!r} is not a year=/month=/day=/hour= partition") from None
+    return datetime(*fields_, tzinfo=timezone.utc).timestamp()
+
+
+def iso_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def shard_name(first_game_id: int, ordinal: int, extension: str) -> str:
+    return f"game_{int(first_game_id):016x}_{ordinal:04d}.{extension}"
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") and _TEMP_MARK in name
+
+
+def temporary_name(name: str) -> str:
+    return f".{name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class ChecksumWriter:
+    """A write-only file wrapper counting bytes and computing their CRC32C."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        from ._crc import crc32c
+
+        self._crc32c = crc32c
+        self.raw = raw
+        self.bytes_written = 0
+        self.crc = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.raw.write(view)
+        self.crc = self._crc32c(view, self.crc)
+        self.bytes_written += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self.bytes_written
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self.raw.closed
+
+    def close(self) -> None:  # the staging area owns the file
+        self.raw.flush()
+
+    @property
+    def checksum(self) -> str:
+        return f"crc32c:{self.crc:08x}"
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """When a shard is closed and the next begins: at ``max_experiences``
+    experiences, once its encoded size reaches ``max_bytes`` (checked after each
+    chunk), or ``max_age`` seconds after its first experience (checked on every
+    write and ``poll``). ``chunk_size`` experiences are encoded at a time (a Parquet
+    row group)."""
+
+    max_experiences: int = 500_000
+    max_bytes: int = 256 * 1024 * 1024
+    max_age: float = 600.0
+    chunk_size: int = 65_536
+
+    def __post_init__(self) -> None:
+        for name in ("max_experiences", "max_bytes", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if isinstance(self.max_age, bool) or not isinstance(self.max_age, (int, float)) or not self.max_age > 0:
+            raise ValueError(f"max_age: must be a positive number of seconds, got {self.max_age!r}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff between attempts at committing a shard: ``base_delay * 2**k``
+    seconds (at most ``max_delay``, with up to 25% jitter); ``flush``/``close`` give
+    up after ``attempts`` attempts."""
+
+    attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 10.0
+
+    def __post_init__(self) -> None:
+        if int(self.attempts) < 1:
+            raise ValueError(f"attempts: must be at least 1, got {self.attempts}")
+        if not (self.base_delay >= 0 and self.max_delay >= 0):
+            raise ValueError("base_delay, max_delay: must be >= 0")
+
+    def delay(self, failures: int) -> float:
+        base = min(self.max_delay, self.base_delay * 2 ** max(0, failures - 1))
+        return base * (1.0 + 0.25 * (secrets.randbelow(1000) / 1000.0))
+
+
+# ---- the interface -----------------------------------------------------------------
+
+
+class Writer(abc.ABC):
+    """Writes experience batches durably. Use as a context manager or call ``close``.
+
+    ``write`` takes the batches cursors return (``RawBatch``; writers storing decoded
+    states also take ``ExperienceBatch``). ``durable_sequence`` is the highest
+    sequence number known to be durably stored (None before any), and
+    ``resume_sequence`` where a producer should continue after a restart.
+    """
+
+    @abc.abstractmethod
+    def write(self, batch: RawBatch | ExperienceBatch) -> None: ...
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Commits everything written so far (closing the current shard)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flushes and releases the destination; idempotent."""
+
+    def poll(self) -> None:
+        """Time-based work: rotation by age and retries of failed commits."""
+
+    @property
+    @abc.abstractmethod
+    def durable_sequence(self) -> int | None: ...
+
+    @property
+    def resume_sequence(self) -> int:
+        """The first sequence number not durably stored (0 if none is)."""
+        durable = self.durable_sequence
+        return 0 if durable is None else durable + 1
+
+    @abc.abstractmethod
+    def stats(self) -> dict: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---- formats and stores (implemented per format and per destination kind) --------
+
+
+class ShardEncoder(abc.ABC):
+    """Encodes one shard into a file, a chunk at a time."""
+
+    @abc.abstractmethod
+    def write(self, parts: list) -> None:
+        """Encodes one chunk: ``parts``, batches of one form in order (RawBatch parts
+        with compact state tables, see ``_batches.as_parts``)."""
+
+    @abc.abstractmethod
+    def finish(self) -> dict[str, bytes]:
+        """Completes the file; returns companion files (suffix -> contents) that are
+        published beside the shard, before it."""
+
+    @property
+    def bytes_written(self) -> int:
+        return self.out.bytes_written  # type: ignore[attr-defined]
+
+
+class ShardFormat(abc.ABC):
+    """A storage format: its name, file extension and codec."""
+
+    name: str
+    extensions: tuple[str, ...]  # the first is what the writer uses
+    states: str = "compact"
+
+    @property
+    def extension(self) -> str:
+        return self.extensions[0]
+
+    @abc.abstractmethod
+    def encoder(self, out: ChecksumWriter, height: int, width: int) -> ShardEncoder: ...
+
+    def prepare(self, batch: RawBatch | ExperienceBatch) -> RawBatch | ExperienceBatch:
+        """The batch in the form this format stores (decoded writers decode RawBatch)."""
+        return batch
+
+    def options(self) -> dict:
+        """Format options recorded in the index entry."""
+        return {}
+
+    @classmethod
+    @abc.abstractmethod
+    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | ExperienceBatch]:
+        """The batches of one shard's bytes; StorageError if it is malformed. With
+        ``game_ids`` (a sorted uint64 array) a format may skip chunks holding none
+        of them (rows are filtered by the caller)."""
+
+
+class Staging(abc.ABC):
+    """A file being written that becomes a shard once published."""
+
+    file: BinaryIO
+
+    @abc.abstractmethod
+    def discard(self) -> None: ...
+
+
+class Store(abc.ABC):
+    """A destination: local directory or object store prefix. Paths are relative and
+    use ``/``."""
+
+    url: str
+
+    @abc.abstractmethod
+    def list_dir(self, path: str) -> tuple[list[str], list[str]]:
+        """(subdirectories, files) directly under ``path`` ("" is the root)."""
+
+    @abc.abstractmethod
+    def read_bytes(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def put_bytes(self, path: str, data: bytes) -> None:
+        """Writes ``path`` atomically: readers see the old or the new contents."""
+
+    @abc.abstractmethod
+    def stage(self, path: str) -> Staging:
+        """A staging file for the shard ``path``; invisible to readers."""
+
+    @abc.abstractmethod
+    def publish(self, staging: Staging, path: str, checksum: str, metadata: dict) -> None:
+        """Makes the staged file durable and visible as ``path``."""
+
+    @abc.abstractmethod
+    def remove_leftovers(self, partition: str) -> int:
+        """Deletes staging files a crashed writer left in ``partition``."""
+
+    def exists(self, path: str) -> bool:
+        directory, _, name = path.rpartition("/")
+        return name in self.list_dir(directory)[1]
+
+    def latest_partitions(self, count: int) -> list[str]:
+        """The ``count`` newest ``year=/month=/day=/hour=`` partitions, oldest first."""
+        found: list[str] = []
+
+        def walk(prefix: str, depth: int) -> None:
+            if len(found) >= count:
+                return
+            subdirs, _ = self.list_dir(prefix)
+            key = PARTITION_KEYS[depth]
+            names = sorted((d for d in subdirs if d.startswith(key + "=")), reverse=True)
+            for name in names:
+                path = f"{prefix}/{name}" if prefix else name
+                if depth == len(PARTITION_KEYS) - 1:
+                    found.append(path)
+                    if len(found) >= count:
+                        return
+                else:
+                    walk(path, depth + 1)
+
+        walk("", 0)
+        return sorted(found)
+
+    def partitions(self) -> list[str]:
+        """Every partition, oldest first."""
+        out: list[str] = []
+
+        def walk(prefix: str, depth: int) -> None:
+            subdirs, _ = self.list_dir(prefix)
+            key = PARTITION_KEYS[depth]
+            for name in sorted(d for d in subdirs if d.startswith(key + "=")):
+                path = f"{prefix}/{name}" if prefix else name
+                if depth == len(PARTITION_KEYS) - 1:
+                    out.append(path)
+                else:
+                    walk(path, depth + 1)
+
+        walk("", 0)
+        return out
+
+    def read_index(self, partition: str) -> list[dict]:
+        """The entries of a partition's index (empty if it has none)."""
+        path = f"{partition}/{INDEX_NAME}"
+        try:
+            data = self.read_bytes(path)
+        except FileNotFoundError:
+            return []
+        try:
+            index = json.loads(data)
+            if index.get("version") != INDEX_VERSION:
+                raise StorageError(f"{self.url}/{path}: index version {index.get('version')} is not supported")
+            return list(index["shards"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StorageError(f"{self.url}/{path}: malformed index ({exc})") from None
+
+    def write_index(self, partition: str, entries: list[dict]) -> None:
+        body = {"version": INDEX_VERSION, "partition": partition, "shards": entries}
+        self.put_bytes(f"{partition}/{INDEX_NAME}", json.dumps(body, indent=1).encode())
+
+
+def format_for(name: str) -> type[ShardFormat]:
+    """The format class called ``name`` (parquet, tfrecord, npz)."""
+    if name == "parquet":
+        from .parquet import ParquetFormat
+
+        return ParquetFormat
+    if name == "tfrecord":
+        from .tfrecord import TFRecordFormat
+
+        return TFRecordFormat
+    if name == "npz":
+        from .npz import NpzFormat
+
+        return NpzFormat
+    raise ValueError(f"format: expected 'parquet', 'tfrecord' or 'npz', got {name!r}")
+
+
+def format_of_file(name: str) -> type[ShardFormat] | None:
+    """The format of a shard file by its extension (None if not a shard)."""
+    match = SHARD_NAME.match(name)
+    if match is None:
+        return None
+    for candidate in ("parquet", "tfrecord", "npz"):
+        cls = format_for(candidate)
+        if match["ext"] in cls.extensions:
+            return cls
+    return None
+
+
+# ---- the shared shard writer --------------------------------------------------------
+
+
+@dataclass
+class _OpenShard:
+    partition: str
+    name: str
+    staging: Staging
+    out: ChecksumWriter
+    encoder: ShardEncoder
+    height: int
+    width: int
+    time_first: float
+    time_last: float
+    summaries: list = field(default_factory=list)
+    game_ids: list = field(default_factory=list)
+
+    @property
+    def experiences(self) -> int:
+        return sum(s["experiences"] for s in self.summaries)
+
+
+@dataclass
+class _SealedShard:
+    partition: str
+    name: str
+    staging: Staging
+    entry: dict
+    companions: dict
+    published: bool = False
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class ShardWriter(Writer):
+    """Writes shards of one format to one store, rotating, committing and indexing
+    them. One writer per destination at a time.
+
+    With ``resume=True`` (default) opening recovers the destination's state: it
+    indexes complete shards a crash left unindexed, deletes staging leftovers,
+    reads the last durable sequence, and then ignores rows with a sequence number
+    below ``resume_sequence`` (they are stored already), so a restarted producer
+    that replays its sequence numbers continues without gaps or duplicates.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        shard_format: ShardFormat,
+        *,
+        rotation: Rotation | None = None,
+        retry: RetryPolicy | None = None,
+        resume: bool = True,
+        max_pending_shards: int = 8,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if shard_format.states not in STATE_MODES:
+            raise ValueError(f"states: expected one of {STATE_MODES}, got {shard_format.states!r}")
+        if int(max_pending_shards) < 1:
+            raise ValueError(f"max_pending_shards: must be at least 1, got {max_pending_shards}")
+        self.store = store
+        self.format = shard_format
+        self.rotation = rotation or Rotation()
+        self.retry = retry or RetryPolicy()
+        self.max_pending_shards = int(max_pending_shards)
+        self._clock = clock
+        self._pending: list = []
+        self._pending_rows = 0
+        self._pending_since: float | None = None
+        self._open: _OpenShard | None = None
+        self._sealed: deque[_SealedShard] = deque()
+        self._index_cache: tuple[str, list[dict]] | None = None
+        self._closed = False
+        self._durable: int | None = None
+        self._skip_below: int | None = None
+        self._stats = {
+            "experiences_written": 0,
+            "experiences_durable": 0,
+            "experiences_skipped": 0,
+            "shards_committed": 0,
+            "bytes_committed": 0,
+            "commit_failures": 0,
+            "last_error": None,
+            "recovered_shards": 0,
+            "removed_leftovers": 0,
+        }
+        if resume:
+            self._recover()
+
+    # -- recovery --
+
+    def _recover(self) -> None:
+        durable = None
+        for partition in self.store.latest_partitions(2):
+            self._stats["removed_leftovers"] += self.store.remove_leftovers(partition)
+            entries = self.store.read_index(partition)
+            listed = {e["name"] for e in entries}
+            _, files = self.store.list_dir(partition)
+            adopted = False
+            for name in sorted(files):
+                cls = format_of_file(name)
+                if cls is None or name in listed:
+                    continue
+                entry = self._describe_orphan(cls, partition, name)
+                if entry is not None:
+                    entries.append(entry)
+                    adopted = True
+                    self._stats["recovered_shards"] += 1
+            if adopted:
+                entries.sort(key=lambda e: e.get("sequence_first", -1))
+                self.store.write_index(partition, entries)
+            for entry in entries:
+                if entry.get("experiences"):
+                    last = int(entry["sequence_last"])
+                    durable = last if durable is None else max(durable, last)
+        self._durable = durable
+        self._skip_below = None if durable is None else durable + 1
+
+    def _describe_orphan(self, cls: type[ShardFormat], partition: str, name: str) -> dict | None:
+        """The index entry of a complete shard that a crash left unindexed."""
+        path = f"{partition}/{name}"
+        try:
+            data = self.store.read_bytes(path)
+            batches = list(cls.read(data))
+        except Exception as exc:  # noqa: BLE001 - a foreign or damaged file is left alone, said so
+            log.warning("%s/%s: not indexed and not readable, left alone (%s)", self.store.url, path, exc)
+            return None
+        from ._crc import crc32c
+
+        entry = describe(batches) if batches else {"experiences": 0}
+        now = self._clock()
+        entry.update(
+            key=path,
+            name=name,
+            format=cls.name,
+            states="decoded" if batches and isinstance(batches[0], ExperienceBatch) else "compact",
+            bytes=len(data),
+            checksum=f"crc32c:{crc32c(data):08x}",
+            time_first=partition_start(partition),
+            time_last=now,
+            committed=iso_time(now),
+            recovered=True,
+        )
+        return entry
+
+    # -- writing --
+
+    def write(self, batch: RawBatch | ExperienceBatch) -> None:
+        if self._closed:
+            raise StorageError(f"{self.store.url}: write after close")
+        check_batch(batch, self.format.states)
+        if len(batch) == 0:
+            return
+        batch = self.format.prepare(batch)
+        if self._skip_below is not None:
+            keep = batch.sequence >= self._skip_below
+            if not keep.all():
+                self._stats["experiences_skipped"] += int((~keep).sum())
+                if not keep.any():
+                    return
+                first = int(np.argmax(keep))
+                batch = _rows(batch, keep, first)
+        now = self._clock()
+        shape = board_shape(batch)
+        if self._pending and board_shape(self._pending[0]) != shape or self._open is not None and (self._open.height, self._open.width) != shape:
+            self._seal()
+        start, n = 0, len(batch)
+        while start < n:
+            room = self.rotation.max_experiences - self._pending_rows - (self._open.experiences if self._open else 0)
+            take = min(room, n - start)
+            part = batch if (start == 0 and take == n) else take_rows(batch, slice(start, start + take))
+            self._pending.append(part)
+            self._pending_rows += take
+            if self._pending_since is None:
+                self._pending_since = now
+            start += take
+            self._stats["experiences_written"] += take
+            if self._pending_rows >= self.rotation.chunk_size:
+                self._encode_pending()
+            full = self._pending_rows + (self._open.experiences if self._open else 0) >= self.rotation.max_experiences
+            if full or (self._open is not None and self._open.encoder.bytes_written >= self.rotation.max_bytes):
+                self._seal()
+        self._rotate_by_age(now)
+        self._publish_ready(blocking=False)
+        if len(self._sealed) > self.max_pending_shards:
+            raise StorageError(
+                f"{self.store.url}: {len(self._sealed)} shards wait to be committed "
+                f"(last error: {self._stats['last_error']})"
+            )
+
+    def poll(self) -> None:
+        if self._closed:
+            return
+        self._rotate_by_age(self._clock())
+        self._publish_ready(blocking=False)
+
+    def flush(self) -> None:
+        if self._closed:
+            return
+        self._seal()
+        self._publish_ready(blocking=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            for sealed in self._sealed:
+                log.error("%s: shard %s was not committed", self.store.url, sealed.name)
+
+    @property
+    def durable_sequence(self) -> int | None:
+        return self._durable
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> dict:
+        s = dict(self._stats)
+        s["durable_sequence"] = self._durable
+        s["shards_pending"] = len(self._sealed)
+        s["experiences_buffered"] = self._pending_rows + (self._open.experiences if self._open else 0)
+        s["bytes_per_experience"] = (
+            s["bytes_committed"] / s["experiences_durable"] if s["experiences_durable"] else None
+        )
+        s["destination"] = self.store.url
+        s["format"] = self.format.name
+        return s
+
+    # -- shards --
+
+    def _rotate_by_age(self, now: float) -> None:
+        since = self._open.time_first if self._open is not None else self._pending_since
+        if since is not None and now - since >= self.rotation.max_age:
+            self._seal()
+
+    def _encode_pending(self) -> None:
+        if not self._pending:
+            return
+        parts = as_parts(self._pending)
+        first_time = self._pending_since if self._pending_since is not None else self._clock()
+        self._pending, self._pending_rows, self._pending_since = [], 0, None
+        if self._open is None:
+            self._open = self._open_shard(parts[0], first_time)
+        shard = self._open
+        shard.encoder.write(parts)
+        shard.summaries.append(describe(parts))
+        shard.game_ids.append(np.unique(record_columns(parts)["game_id"]))
+        shard.time_last = self._clock()
+
+    def _open_shard(self, chunk, first_time: float) -> _OpenShard:
+        partition = partition_of(first_time)
+        name = shard_name(int(chunk.game_id[0]), self._next_ordinal(partition), self.format.extension)
+        staging = self.store.stage(f"{partition}/{name}")
+        out = ChecksumWriter(staging.file)
+        height, width = board_shape(chunk)
+        try:
+            encoder = self.format.encoder(out, height, width)
+        except BaseException:
+            staging.discard()
+            raise
+        return _OpenShard(partition, name, staging, out, encoder, height, width, first_time, first_time)
+
+    def _next_ordinal(self, partition: str) -> int:
+        entries = self._entries(partition)
+        used = [int(m["ordinal"]) for m in (SHARD_NAME.match(e["name"]) for e in entries) if m]
+        _, files = self.store.list_dir(partition)
+        used += [int(m["ordinal"]) for m in (SHARD_NAME.match(f) for f in files) if m]
+        used += [int(SHARD_NAME.match(s.name)["ordinal"]) for s in self._sealed if s.partition == partition]
+        return max(used, default=0) + 1
+
+    def _entries(self, partition: str) -> list[dict]:
+        if self._index_cache is None or self._index_cache[0] != partition:
+            self._index_cache = (partition, self.store.read_index(partition))
+        return self._index_cache[1]
+
+    def _seal(self) -> None:
+        self._encode_pending()
+        shard = self._open
+        if shard is None:
+            return
+        self._open = None
+        try:
+            companions = shard.encoder.finish()
+            shard.out.flush()
+        except BaseException:
+            shard.staging.discard()
+            raise
+        games = np.unique(np.concatenate(shard.game_ids))
+        summaries = shard.summaries
+        entry = {
+            "key": f"{shard.partition}/{shard.name}",
+            "name": shard.name,
+            "format": self.format.name,
+            "states": self.format.states,
+            **self.format.options(),
+            "experiences": sum(s["experiences"] for s in summaries),
+            "sequence_first": min(s["sequence_first"] for s in summaries),
+            "sequence_last": max(s["sequence_last"] for s in summaries),
+            "bytes": shard.out.bytes_written,
+            "checksum": shard.out.checksum,
+            "time_first": shard.time_first,
+            "time_last": shard.time_last,
+            "created": iso_time(shard.time_first),
+            "games": len(games),
+            "game_id_min": f"{int(games[0]):016x}",
+            "game_id_max": f"{int(games[-1]):016x}",
+            "players": sorted({p for s in summaries for p in s["players"]}),
+            "tick_min": min(s["tick_min"] for s in summaries),
+            "tick_max": max(s["tick_max"] for s in summaries),
+            "height": shard.height,
+            "width": shard.width,
+        }
+        if companions:
+            entry["companions"] = {suffix: f"{entry['key']}{suffix}" for suffix in companions}
+        self._sealed.append(_SealedShard(shard.partition, shard.name, shard.staging, entry, companions))
+
+    def _publish_ready(self, blocking: bool) -> None:
+        """Commits sealed shards in order; a failure stops the queue (so the durable
+        sequence stays a prefix) until its retry time, or, when ``blocking``, until
+        ``retry.attempts`` attempts failed (then StorageError)."""
+        while self._sealed:
+            sealed = self._sealed[0]
+            now = self._clock()
+            if now < sealed.retry_at:
+                if not blocking:
+                    return
+                time.sleep(sealed.retry_at - now)
+            try:
+                self._publish(sealed)
+            except Exception as exc:
+                sealed.failures += 1
+                sealed.retry_at = self._clock() + self.retry.delay(sealed.failures)
+                self._stats["commit_failures"] += 1
+                self._stats["last_error"] = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: committing %s failed (attempt %d): %s", self.store.url, sealed.name,
+                            sealed.failures, exc)
+                if blocking and sealed.failures >= self.retry.attempts:
+                    raise StorageError(
+                        f"{self.store.url}: could not commit {sealed.entry['key']} after "
+                        f"{sealed.failures} attempts: {exc}"
+                    ) from exc
+                if not blocking:
+                    return
+                continue
+            self._sealed.popleft()
+
+    def _publish(self, sealed: _SealedShard) -> None:
+        entry = sealed.entry
+        if not sealed.published:
+            for suffix, data in sealed.companions.items():
+                self.store.put_bytes(entry["key"] + suffix, data)
+            metadata = {k: entry[k] for k in ("format", "states", "experiences", "sequence_first", "sequence_last")}
+            self.store.publish(sealed.staging, entry["key"], entry["checksum"], metadata)
+            sealed.published = True
+        entry["committed"] = iso_time(self._clock())
+        entries = [e for e in self._entries(sealed.partition) if e["name"] != sealed.name]
+        self.store.write_index(sealed.partition, entries + [entry])
+        self._index_cache = (sealed.partition, entries + [entry])
+        self._durable = entry["sequence_last"] if self._durable is None else max(self._durable, entry["sequence_last"])
+        self._stats["shards_committed"] += 1
+        self._stats["bytes_committed"] += entry["bytes"] + sum(len(c) for c in sealed.companions.values())
+        self._stats["experiences_durable"] += entry["experiences"]
+
+
+def _rows(batch, keep: np.ndarray, first: int):
+    """Rows of ``keep`` (a mask that is true from ``first`` on when the sequence is
+    increasing, the usual case) without copying the state table needlessly."""
+    if keep[first:].all():
+        return take_rows(batch, slice(first, len(batch)))
+    if isinstance(batch, RawBatch):
+        return batch.select(keep)
+    return take_rows_mask(batch, keep)
+
+
+def take_rows_mask(batch: ExperienceBatch, keep: np.ndarray) -> ExperienceBatch:
+    from dataclasses import fields as dc_fields
+
+    return ExperienceBatch(
+        **{f.name: getattr(batch, f.name)[keep] for f in dc_fields(ExperienceBatch) if f.name not in ("missed", "next_sequence")},
+        missed=batch.missed,
+        next_sequence=batch.next_sequence,
+    )

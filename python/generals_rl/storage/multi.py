@@ -1,0 +1,95 @@
+"""The same experiences to several destinations, for redundancy."""
+
+from __future__ import annotations
+
+import logging
+
+from ..experience.batch import ExperienceBatch, RawBatch
+from .base import StorageError, Writer
+
+log = logging.getLogger("generals_rl.storage")
+
+
+class MultiWriter(Writer):
+    """Writes every batch to each of ``writers``. A destination that fails is
+    reported (``stats()["destinations"][i]["errors"]``, ``last_error``) and keeps
+    retrying on its own schedule (a ``ShardWriter`` keeps sealed shards queued and
+    retries them with backoff) without holding the others back. Bad input (a
+    TypeError or ValueError from a writer) is raised at once.
+
+    ``durable_sequence`` is the highest sequence durable at every destination;
+    ``durable_sequences`` gives each one's.
+    """
+
+    def __init__(self, writers: list[Writer], names: list[str] | None = None) -> None:
+        writers = list(writers)
+        if not writers:
+            raise ValueError("writers: need at least one destination")
+        for w in writers:
+            if not isinstance(w, Writer):
+                raise TypeError(f"writers: {type(w).__name__} is not a generals_rl.storage.Writer")
+        if names is not None and len(names) != len(writers):
+            raise ValueError(f"names: {len(names)} names for {len(writers)} writers")
+        self.writers = writers
+        self.names = list(names) if names is not None else [
+            str(w.stats().get("destination", f"writer {i}")) for i, w in enumerate(writers)
+        ]
+        self._errors = [0] * len(writers)
+        self._last_error: list[str | None] = [None] * len(writers)
+        self._closed = False
+
+    def _each(self, action: str, call) -> list[tuple[str, Exception]]:
+        failures = []
+        for i, writer in enumerate(self.writers):
+            try:
+                call(writer)
+            except (TypeError, ValueError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure of one destination is reported, not fatal
+                self._errors[i] += 1
+                self._last_error[i] = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: %s failed: %s", self.names[i], action, exc)
+                failures.append((self.names[i], exc))
+        return failures
+
+    def write(self, batch: RawBatch | ExperienceBatch) -> None:
+        if self._closed:
+            raise StorageError("write after close")
+        failures = self._each("write", lambda w: w.write(batch))
+        if len(failures) == len(self.writers):
+            raise StorageError("every destination failed: " + "; ".join(f"{n}: {e}" for n, e in failures))
+
+    def poll(self) -> None:
+        self._each("poll", lambda w: w.poll())
+
+    def flush(self) -> None:
+        failures = self._each("flush", lambda w: w.flush())
+        if failures:
+            raise StorageError("flush failed for " + "; ".join(f"{n}: {e}" for n, e in failures))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        failures = self._each("close", lambda w: w.close())
+        if failures:
+            raise StorageError("close failed for " + "; ".join(f"{n}: {e}" for n, e in failures))
+
+    @property
+    def durable_sequences(self) -> list[int | None]:
+        return [w.durable_sequence for w in self.writers]
+
+    @property
+    def durable_sequence(self) -> int | None:
+        sequences = self.durable_sequences
+        if any(s is None for s in sequences):
+            return None
+        return min(sequences)
+
+    def stats(self) -> dict:
+        destinations = []
+        for i, writer in enumerate(self.writers):
+            s = writer.stats()
+            s.update(name=self.names[i], errors=self._errors[i], last_error=self._last_error[i] or s.get("last_error"))
+            destinations.append(s)
+        return {"durable_sequence": self.durable_sequence, "destinations": destinations}

@@ -1,0 +1,135 @@
+"""NPZ shards: one ``.npz`` per shard holding the batch arrays under their field
+names (``numpy.load`` reads them without pickles).
+
+Compact states: the record columns, ``state_index``, ``next_state_index`` and the
+state tables ``state_kind`` (uint8), ``state_owner`` (int16), ``state_army``
+(int32), each ``(states, H, W)``. Decoded states: the record columns, ``state`` and
+``next_state`` float32 ``(n, 9, H, W)`` and ``action_mask`` bool ``(n, H*W*4)``.
+``_meta`` is a JSON string (format version, states, board shape).
+``compressed=True`` uses ``numpy.savez_compressed`` (zip deflate).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..experience.batch import (
+    RECORD_COLUMNS,
+    STATE_COLUMNS,
+    STATE_TABLES,
+    ExperienceBatch,
+    RawBatch,
+)
+from ._batches import DECODED_COLUMNS, board_shape, nbytes
+from .base import ChecksumWriter, ShardEncoder, ShardFormat, ShardWriter, StorageError
+
+FORMAT_VERSION = 1
+
+
+class _NpzEncoder(ShardEncoder):
+    """Holds the shard's parts until ``finish`` (a zip of whole arrays cannot be
+    streamed); ``bytes_written`` is their size in memory until then."""
+
+    def __init__(self, fmt: NpzFormat, out: ChecksumWriter, height: int, width: int) -> None:
+        self.out = out
+        self.fmt = fmt
+        self.height, self.width = height, width
+        self._parts: list = []
+        self._held = 0
+
+    @property
+    def bytes_written(self) -> int:
+        return self.out.bytes_written or self._held
+
+    def write(self, parts: list) -> None:
+        self._parts.extend(parts)
+        self._held += sum(nbytes(p) for p in parts)
+
+    def finish(self) -> dict[str, bytes]:
+        parts, self._parts = self._parts, []
+        if isinstance(parts[0], RawBatch):
+            joined = parts[0] if len(parts) == 1 else RawBatch.concat(parts)
+            names = (*RECORD_COLUMNS, *STATE_COLUMNS, *STATE_TABLES)
+        else:
+            joined = None
+            names = (*RECORD_COLUMNS, *DECODED_COLUMNS)
+        if joined is not None:
+            arrays = {name: getattr(joined, name) for name in names}
+        else:
+            arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in names}
+        meta = {"format_version": FORMAT_VERSION, "states": self.fmt.states, "height": self.height,
+                "width": self.width}
+        arrays["_meta"] = np.array(json.dumps(meta))
+        data = io.BytesIO()
+        (np.savez_compressed if self.fmt.compressed else np.savez)(data, **arrays)
+        self.out.write(data.getbuffer())
+        return {}
+
+
+class NpzFormat(ShardFormat):
+    name = "npz"
+    extensions = ("npz",)
+
+    def __init__(self, states: str = "compact", compressed: bool = False, army_scaling: str = "linear",
+                 army_scale: float = 1000.0) -> None:
+        if states not in ("compact", "decoded"):
+            raise ValueError(f"states: expected 'compact' or 'decoded', got {states!r}")
+        self.states = states
+        self.compressed = bool(compressed)
+        self.army_scaling, self.army_scale = army_scaling, float(army_scale)
+
+    def encoder(self, out: ChecksumWriter, height: int, width: int) -> ShardEncoder:
+        return _NpzEncoder(self, out, height, width)
+
+    def prepare(self, batch):
+        if self.states == "decoded" and isinstance(batch, RawBatch):
+            return batch.decode(self.army_scaling, self.army_scale)
+        return batch
+
+    def options(self) -> dict:
+        return {"compressed": self.compressed}
+
+    @classmethod
+    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | ExperienceBatch]:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                meta = json.loads(str(arrays["_meta"]))
+                if meta.get("format_version") != FORMAT_VERSION:
+                    raise StorageError(f"NPZ shard format version {meta.get('format_version')} is not supported")
+                columns = {name: arrays[name].astype(dtype, copy=False) for name, dtype in RECORD_COLUMNS.items()}
+                n = len(columns["sequence"])
+                if meta["states"] == "compact":
+                    extra = {name: arrays[name].astype(dtype, copy=False)
+                             for name, dtype in (*STATE_COLUMNS.items(), *STATE_TABLES.items())}
+                    batch = RawBatch(**columns, **extra)
+                else:
+                    extra = {name: arrays[name].astype(dtype, copy=False) for name, dtype in DECODED_COLUMNS.items()}
+                    batch = ExperienceBatch(**columns, **extra)
+        except StorageError:
+            raise
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise StorageError(f"not an NPZ experience shard: {exc}") from None
+        batch.next_sequence = int(columns["sequence"][-1]) + 1 if n else 0
+        if n:
+            board_shape(batch)
+        yield batch
+
+
+class NpzWriter(ShardWriter):
+    """NPZ shards in a local directory. ``states``: "compact" (default) or
+    "decoded"; ``compressed``: zip deflate. Rotation by ``max_bytes`` counts the
+    arrays held in memory, as the file is written when the shard closes. Rotation,
+    retry and resume options as for ``ShardWriter``."""
+
+    def __init__(self, destination, *, states: str = "compact", compressed: bool = False,
+                 army_scaling: str = "linear", army_scale: float = 1000.0, **options) -> None:
+        from ._options import split_writer_options
+        from .local import LocalStore
+
+        fmt = NpzFormat(states, compressed, army_scaling, army_scale)
+        super().__init__(LocalStore(destination), fmt, **split_writer_options(options))
