@@ -52,6 +52,7 @@ def _selfplay(args: argparse.Namespace) -> int:
             config,
             args.address,
             keep_running=args.keep_running,
+            wait_for_consumers=args.wait_for_consumers,
             drain_timeout=args.drain_timeout,
             token=args.token,
             tls=tls,
@@ -112,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     option("--tls-key", default=None, metavar="PEM", help="the private key of --tls-cert")
     option("--max-streams", type=int, default=32, help="concurrent streams (default: %(default)s)")
     option("--keep-running", action="store_true", help="after the games, keep serving until interrupted")
+    option(
+        "--wait-for-consumers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start playing once N consumers are streaming (default: %(default)s)",
+    )
     option(
         "--drain-timeout",
         type=float,

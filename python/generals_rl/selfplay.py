@@ -258,6 +258,7 @@ def run_selfplay(
     *,
     sinks: Sequence[SinkFactory] = (),
     keep_running: bool = False,
+    wait_for_consumers: int = 0,
     drain_timeout: float = 30.0,
     token: str | None = None,
     tls: tuple[bytes, bytes] | None = None,
@@ -267,7 +268,7 @@ def run_selfplay(
 ) -> SelfPlaySummary:
     """Self-play served on ``address`` until ``config.games`` have finished (or
     ``stop``); with ``keep_running`` it then serves until ``stop`` (or SIGINT).
-    Waits up to ``drain_timeout`` seconds for connected consumers to read
+    Play starts once ``wait_for_consumers`` streams are open. Waits up to ``drain_timeout`` seconds for connected consumers to read
     everything before it shuts the server down gracefully."""
     from .service import ExperienceServer
 
@@ -283,6 +284,14 @@ def run_selfplay(
             sink = factory(selfplay.buffer)
             sink.start()
             started.append(sink)
+        if wait_for_consumers > server.active_streams:
+            print(
+                f"generals-rl selfplay: waiting for {wait_for_consumers} consumer(s) to connect",
+                file=log,
+                flush=True,
+            )
+            while server.active_streams < wait_for_consumers and not stop.wait(0.02):
+                pass
         summary = selfplay.run(stop, lambda p: progress(p, server.active_streams))
         progress.done()
         for sink in reversed(started):

@@ -21,14 +21,14 @@ from . import packing
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-# Codes after which the consumer reconnects (the server went away or restarted).
+# Codes after which the consumer reconnects (the server went away, restarted, or
+# the connection broke). Others (refusals, server errors) end the stream.
 RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.CANCELLED,
         grpc.StatusCode.ABORTED,
         grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }
 )
@@ -137,7 +137,7 @@ class ExperienceConsumer:
         batch_size: int = 32,
         follow: bool = True,
         min_turn: int = 0,
-        start: str | int | Mapping[str, StreamPosition] = "oldest",
+        start: str | int | Mapping[str, StreamPosition] | None = None,
         compression: bool = False,
         decode: bool = True,
         max_batch_wait_ms: int = 10,
@@ -149,7 +149,8 @@ class ExperienceConsumer:
 
         ``start``: ``"oldest"`` (what is resident), ``"newest"`` (only what comes
         next), a sequence number (one server), or the ``positions`` of an earlier
-        consumer to resume exactly after what it delivered. ``follow=False`` ends
+        consumer to resume exactly after what it delivered; by default, after what
+        this consumer delivered before (from the oldest the first time). ``follow=False`` ends
         once every server has sent what it held when the stream began; with
         ``follow=True`` it ends when every server has shut down gracefully.
         Broken streams reconnect and resume after the last delivered batch.
@@ -170,6 +171,12 @@ class ExperienceConsumer:
             max_batch_wait_ms=max_batch_wait_ms,
         )
         self._apply_start(start)
+        return self._run(request, start, decode)
+
+    def _run(self, request: pb.StreamExperiencesRequest, start, decode: bool):
+        """Starts one receiving thread per server on first use and yields what they deliver."""
+        if self._streaming:
+            raise RuntimeError("this consumer is already streaming; use one consumer per stream")
         self._streaming = True
         self._stop.clear()
         out: queue.Queue = queue.Queue(maxsize=self._queue_batches * len(self._servers))
@@ -184,24 +191,32 @@ class ExperienceConsumer:
         ]
         for thread in self._threads:
             thread.start()
-        return self._deliver(out, len(self._threads))
+        yield from self._deliver(out, len(self._threads))
 
     def _apply_start(self, start) -> None:
+        """Sets where each server's stream begins (``received``: resume after it)."""
+        if start is None:  # continue after what this consumer delivered
+            for server in self._servers.values():
+                server.received = server.delivered
+            return
         if isinstance(start, Mapping):
             unknown = set(start) - set(self._servers)
             if unknown:
                 raise ValueError(
                     f"start: positions of servers this consumer does not read: {sorted(unknown)}"
                 )
-            for address, position in start.items():
-                position = StreamPosition(*position)
-                self._servers[address].delivered = self._servers[address].received = position
-        elif isinstance(start, str):
+            for address, server in self._servers.items():
+                position = start.get(address)
+                server.received = server.delivered = (
+                    StreamPosition(*position) if position is not None else None
+                )
+            return
+        if isinstance(start, str):
             if start not in ("oldest", "newest"):
                 raise ValueError(
                     f"start: expected 'oldest', 'newest', a sequence number or positions, got {start!r}"
                 )
-        elif isinstance(start, int):
+        elif isinstance(start, int) and not isinstance(start, bool):
             if len(self._servers) != 1:
                 raise ValueError(
                     "start: a sequence number needs exactly one server; give positions per server"
@@ -212,6 +227,8 @@ class ExperienceConsumer:
             raise TypeError(
                 f"start: expected 'oldest', 'newest', a sequence number or positions, got {start!r}"
             )
+        for server in self._servers.values():
+            server.received = None
 
     def _request_for(self, server: _ServerState, template: pb.StreamExperiencesRequest, start):
         request = pb.StreamExperiencesRequest()

@@ -105,7 +105,7 @@ def pack(raw: RawBatch, compressor=None) -> tuple[pb.PackedBatch, list]:
         packed.columns.add(
             name=name, dtype=_DTYPE_CODES[array.dtype], shape=array.shape, offset=offset, size=array.nbytes
         )
-        parts.append(memoryview(array).cast("B"))
+        parts.append(memoryview(array.reshape(-1).view(np.uint8)))
         offset += array.nbytes
     packed.uncompressed_size = offset
     if compressor is not None:

@@ -570,7 +570,7 @@ class ExperienceServer:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
     def _get_stats(self, request: pb.GetExperienceStatsRequest, context) -> pb.GetExperienceStatsResponse:
-        snapshot, resident_games = self._collector.snapshot(request.max_games or 1000)
+        snapshot, resident_games, through = self._collector.snapshot(request.max_games or 1000)
         head, oldest = self.buffer.head, self.buffer.oldest
         buffer_stats = self.buffer.stats()
         response = pb.GetExperienceStatsResponse(
@@ -590,6 +590,7 @@ class ExperienceServer:
             done_experiences=snapshot.done_experiences,
             resident_games=resident_games,
             stats_missed=snapshot.missed,
+            aggregated_through=through,
         )
         for game, count in snapshot.per_game.items():
             response.experiences_per_game[format_game_id(game)] = count

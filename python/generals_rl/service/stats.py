@@ -108,6 +108,7 @@ class StatsCollector:
         self._last_sequence: OrderedDict[int, int] = OrderedDict()  # game -> newest sequence
         self._lock = threading.Lock()
         self._cursor = buffer.cursor(start="oldest")
+        self._folded_through = self._cursor.position
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="experience-stats", daemon=True)
 
@@ -122,16 +123,11 @@ class StatsCollector:
         if self._thread.is_alive():
             self._thread.join()
 
-    @property
-    def position(self) -> int:
-        return self._cursor.position
-
     def _run(self) -> None:
         while not self._stop.is_set():
             raw = self._cursor.read_raw(self._read_size, self._interval)
             self._clock.sample(self._buffer.head, time.time(), self._buffer.oldest)
-            if len(raw) or raw.missed:
-                self._fold(raw)
+            self._fold(raw)
 
     def _fold(self, raw: RawBatch) -> None:
         n = len(raw)
@@ -161,6 +157,7 @@ class StatsCollector:
                     self._last_sequence[game] = seq
                     self._last_sequence.move_to_end(game)
             self._forget_overwritten_games()
+            self._folded_through = raw.next_sequence
 
     def _forget_overwritten_games(self) -> None:
         oldest = self._buffer.oldest
@@ -171,10 +168,11 @@ class StatsCollector:
             del self._last_sequence[game]
             del self._stats.per_game[game]
 
-    def snapshot(self, max_games: int) -> tuple[StatsSnapshot, int]:
-        """A copy of the aggregates with the ``max_games`` most recent games, and
-        how many games have resident experiences in all."""
+    def snapshot(self, max_games: int) -> tuple[StatsSnapshot, int, int]:
+        """A copy of the aggregates with the ``max_games`` most recent games, how
+        many games have resident experiences in all, and ``position``."""
         with self._lock:
+            through = self._folded_through
             self._forget_overwritten_games()
             s = self._stats
             recent = list(self._last_sequence)[-max_games:] if max_games else []
@@ -189,4 +187,4 @@ class StatsCollector:
                 reward_min=s.reward_min,
                 reward_max=s.reward_max,
             )
-            return copy, len(self._last_sequence)
+            return copy, len(self._last_sequence), through

@@ -110,9 +110,14 @@ def validate_submission(
             problems.append(("player_id", f"{exp.player_id} is not a player 0..15"))
         if exp.turn < 0:
             problems.append(("turn", f"{exp.turn} is negative"))
-        if not -1 <= exp.action < 2 * full_moves:
+        on_board = -1 <= exp.action < 2 * full_moves
+        if not on_board and exp.HasField("legal") and exp.legal:
+            # The engine records any submitted index; one off the board is an illegal no-op.
             problems.append(
-                ("action", f"{exp.action} is not -1 (pass) or a flat index 0..{2 * full_moves - 1}")
+                (
+                    "legal",
+                    f"is true but action {exp.action} is not -1 (pass) or a move 0..{2 * full_moves - 1}",
+                )
             )
         if not math.isfinite(exp.reward):
             problems.append(("reward", f"{exp.reward} is not a finite number"))
@@ -158,9 +163,10 @@ def validate_submission(
         if problems:
             rejections.extend(Rejection(index, label, f, r) for f, r in problems)
             continue
-        legal = (
-            exp.legal if exp.HasField("legal") else _derived_legal(row_boards[0], exp.player_id, exp.action)
-        )
+        if exp.HasField("legal"):
+            legal = exp.legal
+        else:
+            legal = on_board and _derived_legal(row_boards[0], exp.player_id, exp.action)
         state_rows = []
         for board in row_boards:
             key = board.key()

@@ -1,0 +1,294 @@
+"""Streams from a real server on loopback: delivery without gaps or duplicates,
+filters, follow and non-follow endings, and the two buffer policies."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from generals_rl.experience import RawBatch
+from generals_rl.service import ExperienceConsumer
+from test_service_common import (
+    Producer,
+    assert_contiguous,
+    everything,
+    fill,
+    make_buffer,
+    serving,
+    wait_until,
+)
+
+
+def test_ten_concurrent_consumers_each_receive_10000_without_gap_or_duplicate():
+    buffer = make_buffer(capacity=200_000)
+    producer = Producer(buffer, target=12_000, rate=40_000)
+    with serving(buffer) as server:
+        results: dict[int, list[np.ndarray]] = {}
+        errors = []
+
+        def consume(index: int) -> None:
+            try:
+                with ExperienceConsumer(server.address) as consumer:
+                    got, total = [], 0
+                    # Every other consumer decodes observations, the rest take compact states.
+                    stream = consumer.stream_experiences(
+                        batch_size=256, start="oldest", decode=index % 2 == 0, compression=index % 3 == 0
+                    )
+                    for batch in stream:
+                        assert batch.missed == 0
+                        got.append(batch.sequence.copy())
+                        total += len(batch)
+                        if total >= 10_000:
+                            break
+                    results[index] = got
+            except Exception as exc:  # noqa: BLE001 - any failure in a thread fails the test below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=consume, args=(i,)) for i in range(10)]
+        for thread in threads:
+            thread.start()
+        producer.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        producer.stop()
+        assert not errors, errors
+        assert sorted(results) == list(range(10))
+        for index, parts in results.items():
+            sequences = np.concatenate(parts)
+            assert len(sequences) >= 10_000, index
+            assert_contiguous(sequences, 0, len(sequences))
+        wait_until(lambda: server.active_streams == 0, what="streams to close after the consumers left")
+
+
+def test_filters_return_exactly_the_matching_subset_with_identical_contents():
+    buffer = make_buffer()
+    fill(buffer, 6_000)
+    truth = everything(buffer)
+    games = np.unique(truth.game_id)[[1, 4, 6]]
+    expected = np.isin(truth.game_id, games) & (truth.player_id == 1) & (truth.tick >= 20)
+    assert 0 < expected.sum() < len(truth)
+    with serving(buffer) as server, ExperienceConsumer(server.address) as consumer:
+        for compression in (False, True):
+            batches = list(
+                consumer.stream_experiences(
+                    game_ids=games.tolist(),
+                    player_ids=[1],
+                    min_turn=20,
+                    follow=False,
+                    batch_size=100,
+                    start="oldest",
+                    decode=False,
+                    compression=compression,
+                )
+            )
+            got = RawBatch.concat(batches)
+            np.testing.assert_array_equal(got.sequence, truth.sequence[expected])
+            want = truth.select(expected)
+            for name in (
+                "game_id",
+                "player_id",
+                "tick",
+                "action",
+                "reward",
+                "legal",
+                "terminated",
+                "truncated",
+            ):
+                np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+            for side in ("state_index", "next_state_index"):
+                for table in ("state_kind", "state_owner", "state_army"):
+                    np.testing.assert_array_equal(
+                        getattr(got, table)[getattr(got, side)], getattr(want, table)[getattr(want, side)]
+                    )
+        # Decoded observations equal the buffer's own decoding.
+        decoded = list(
+            consumer.stream_experiences(player_ids=[0], follow=False, batch_size=500, start="oldest")
+        )
+        reference = buffer.decode(truth.select(truth.player_id == 0))
+        np.testing.assert_array_equal(np.concatenate([b.state for b in decoded]), reference.state)
+        np.testing.assert_array_equal(np.concatenate([b.next_state for b in decoded]), reference.next_state)
+        np.testing.assert_array_equal(np.concatenate([b.action_mask for b in decoded]), reference.action_mask)
+        # Game ids given as strings work the same way.
+        from generals_rl.experience import format_game_id
+
+        as_text = list(
+            consumer.stream_experiences(
+                game_ids=[format_game_id(g) for g in games], follow=False, start="oldest", decode=False
+            )
+        )
+        np.testing.assert_array_equal(
+            RawBatch.concat(as_text).sequence, truth.sequence[np.isin(truth.game_id, games)]
+        )
+
+
+def test_non_follow_streams_what_is_resident_then_ends():
+    buffer = make_buffer()
+    fill(buffer, 3_000)
+    head = buffer.head
+    producer = Producer(buffer, rate=20_000)
+    with serving(buffer) as server, ExperienceConsumer(server.address) as consumer:
+        producer.start()
+        wait_until(lambda: buffer.head > head, what="the producer")
+        started = time.monotonic()
+        batches = list(
+            consumer.stream_experiences(follow=False, batch_size=512, start="oldest", decode=False)
+        )
+        assert time.monotonic() - started < 10
+        sequences = np.concatenate([b.sequence for b in batches])
+        # Everything resident when the stream began, and nothing appended after it started.
+        assert head <= len(sequences) <= buffer.head
+        assert_contiguous(sequences, 0, len(sequences))
+        assert consumer.positions[server.address].next_sequence == len(sequences)
+        producer.stop()
+
+
+def test_follow_streams_new_experiences_until_the_client_cancels():
+    buffer = make_buffer()
+    fill(buffer, 100)
+    with serving(buffer) as server, ExperienceConsumer(server.address) as consumer:
+        stream = consumer.stream_experiences(follow=True, batch_size=64, start="oldest", decode=False)
+        got = [next(stream).sequence]
+        producer = Producer(buffer, target=3_000)
+        producer.start()
+        for batch in stream:
+            got.append(batch.sequence)
+            if got[-1][-1] >= 2_999:
+                break
+        producer.stop()
+        assert_contiguous(np.concatenate(got)[:3_000], 0, 3_000)
+        assert server.active_streams == 1  # still following
+        stream.close()
+        wait_until(lambda: server.active_streams == 0, what="the server to notice the cancel")
+
+
+def test_follow_stream_ends_cleanly_when_the_server_shuts_down_after_sending_everything():
+    buffer = make_buffer()
+    fill(buffer, 2_000)
+    server_ctx = serving(buffer)
+    server = server_ctx.__enter__()
+    consumer = ExperienceConsumer(server.address)
+    got = []
+    done = threading.Event()
+
+    def consume():
+        for batch in consumer.stream_experiences(follow=True, batch_size=128, start="oldest", decode=False):
+            got.append(batch.sequence)
+        done.set()
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    wait_until(lambda: server.active_streams == 1, what="the stream to open")
+    assert server.wait_drained(10)
+    server_ctx.__exit__(None, None, None)
+    assert done.wait(10), "the follow stream did not end after a graceful shutdown"
+    thread.join()
+    assert_contiguous(np.concatenate(got), 0, buffer.head)
+    consumer.close()
+
+
+def test_overwrite_slow_consumer_is_told_its_gap_and_does_not_stall_the_others():
+    buffer = make_buffer(capacity=4_096, policy="overwrite")
+    fill(buffer, 10)
+    producer = Producer(buffer, rate=30_000)
+    with serving(buffer) as server:
+        slow_batches, fast_batches = [], []
+        stop = threading.Event()
+
+        def run(batches, stall):
+            deadline = time.monotonic() + 20
+            with ExperienceConsumer(server.address) as consumer:
+                for batch in consumer.stream_experiences(
+                    follow=True, batch_size=256, start="oldest", decode=False
+                ):
+                    batches.append(batch)
+                    if stall and len(batches) == 1:
+                        time.sleep(stall)  # stops reading while the ring turns over many times
+                    # The fast one stops with the producer; the slow one once told about its gap.
+                    if stop.is_set() and (not stall or batch.missed or time.monotonic() > deadline):
+                        break
+
+        slow = threading.Thread(target=run, args=(slow_batches, 2.0))
+        fast = threading.Thread(target=run, args=(fast_batches, 0.0))
+        slow.start()
+        fast.start()
+        wait_until(lambda: server.active_streams == 2)
+        producer.start()
+        wait_until(lambda: buffer.head > 60_000, timeout=30, what="the producer")
+        stop.set()
+        producer.stop()
+        fast.join(timeout=10)
+        slow.join(timeout=25)
+    fast_sequences = np.concatenate([b.sequence for b in fast_batches])
+    assert sum(b.missed for b in fast_batches) == 0
+    assert_contiguous(fast_sequences, 0, len(fast_sequences))
+    assert len(fast_sequences) > 50_000  # kept pace while the slow one stalled
+    missed = sum(b.missed for b in slow_batches)
+    assert missed > 0
+    slow_sequences = np.concatenate([b.sequence for b in slow_batches])
+    assert np.all(np.diff(slow_sequences.astype(np.int64)) > 0)
+    # Every sequence number up to where it stopped was either delivered or counted as missed.
+    assert len(slow_sequences) + missed == slow_batches[-1].next_sequence
+
+
+def test_block_mode_slow_consumer_holds_producers_back_and_misses_nothing():
+    buffer = make_buffer(capacity=4_096, policy="block")
+    fill(buffer, 100)
+    target = 150_000
+    producer = Producer(buffer, target=target)
+    with serving(buffer) as server, ExperienceConsumer(server.address) as consumer:
+        stream = consumer.stream_experiences(follow=True, batch_size=256, start="oldest", decode=False)
+        got = [next(stream).sequence]  # opens the stream, then stops reading for a while
+        producer.start()
+        # The stream's cursor runs ahead only by what the transport's flow-control
+        # windows hold; then the ring fills and the producer waits.
+        wait_until(lambda: producer.blocked_steps > 0, timeout=20, what="the producer to be held back")
+        held_at = buffer.head
+        time.sleep(0.3)
+        assert buffer.head == held_at < target  # no progress while the consumer does not read
+        for batch in stream:
+            assert batch.missed == 0
+            got.append(batch.sequence)
+            if got[-1][-1] >= target - 1:
+                break
+        producer.stop()
+        assert_contiguous(np.concatenate(got)[:target], 0, target)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_stream_experiences_sends_one_message_per_experience(compact):
+    import grpc
+    from generals_rl._proto import experience_pb2 as pb
+    from generals_rl._proto import experience_pb2_grpc as pb_grpc
+
+    buffer = make_buffer()
+    fill(buffer, 300)
+    truth = everything(buffer)
+    decoded = buffer.decode(truth)
+    with serving(buffer) as server, grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.ExperienceServiceStub(channel)
+        request = pb.StreamExperiencesRequest(follow=False, batch_size=64, compact_states=compact)
+        messages = list(stub.StreamExperiences(request, timeout=30))
+    assert [m.sequence for m in messages] == truth.sequence.tolist()
+    for i in (0, 17, len(messages) - 1):
+        m = messages[i]
+        assert m.experience_id == f"{server.buffer_id}:{truth.sequence[i]}"
+        assert int(m.game_id, 16) == truth.game_id[i]
+        assert (m.player_id, m.turn, m.action) == (truth.player_id[i], truth.tick[i], truth.action[i])
+        assert m.reward == pytest.approx(float(truth.reward[i]))
+        assert m.done == bool(truth.terminated[i] or truth.truncated[i])
+        assert m.collected_at.seconds > 0
+        if compact:
+            kind = np.frombuffer(m.compact_state.kind, np.uint8).reshape(truth.state_kind.shape[1:])
+            army = np.frombuffer(m.compact_next_state.army, "<i4").reshape(truth.state_kind.shape[1:])
+            np.testing.assert_array_equal(kind, truth.state_kind[truth.state_index[i]])
+            np.testing.assert_array_equal(army, truth.state_army[truth.next_state_index[i]])
+            assert not m.HasField("state")
+        else:
+            assert list(m.state.shape) == [9, truth.height, truth.width]
+            np.testing.assert_array_equal(np.array(m.state.data, np.float32), decoded.state[i].ravel())
+            np.testing.assert_array_equal(
+                np.array(m.next_state.data, np.float32), decoded.next_state[i].ravel()
+            )
+            np.testing.assert_array_equal(np.array(m.action_mask, bool), decoded.action_mask[i])
