@@ -141,8 +141,8 @@ class Rotation:
     """When a shard is closed and the next begins: at ``max_experiences``
     experiences, once its encoded size reaches ``max_bytes`` (checked after each
     chunk), or ``max_age`` seconds after its first experience (checked on every
-    write and ``poll``). ``chunk_size`` experiences are encoded at a time (a Parquet
-    row group)."""
+    write and ``poll``). Batches are encoded once at least ``chunk_size``
+    experiences are pending (a Parquet row group holds one such chunk)."""
 
     max_experiences: int = 500_000
     max_bytes: int = 256 * 1024 * 1024

@@ -156,8 +156,9 @@ def open_dataset(
     file.
 
     ``start``/``end`` (datetime, Unix time or ISO string; naive means UTC) keep the
-    shards written in ``[start, end)``, pruning whole partitions by their hour
-    first; ``game_ids`` (ints or 16-hex-digit strings) and ``player_ids`` keep
+    shards begun in ``[start, end)`` (a shard's time is that of its first
+    experience, which also names its partition), pruning whole partitions by their
+    hour first; ``game_ids`` (ints or 16-hex-digit strings) and ``player_ids`` keep
     only those rows. ``form`` "raw" yields RawBatch (compact states), "decoded"
     ExperienceBatch (decoded with ``army_scaling``/``army_scale``). ``verify``
     checks each shard's size and CRC32C against the index. S3 options:
@@ -207,7 +208,7 @@ def _keep(entry: dict, t_start, t_end, games, players) -> bool:
         return False
     if t_end is not None and entry["time_first"] >= t_end:
         return False
-    if t_start is not None and entry["time_last"] < t_start:
+    if t_start is not None and entry["time_first"] < t_start:
         return False
     if games is not None:
         low, high = int(entry["game_id_min"], 16), int(entry["game_id_max"], 16)

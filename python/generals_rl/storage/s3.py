@@ -97,6 +97,8 @@ class S3Store(Store):
             raise ValueError(f"spool_dir: {self.spool_dir} is not a directory")
 
     def _key(self, path: str) -> str:
+        if not path:
+            return self.prefix
         return f"{self.prefix}/{path}" if self.prefix else path
 
     def _fail(self, action: str, path: str, exc: Exception) -> StorageError:

@@ -1,0 +1,77 @@
+"""Shared by the storage suites: real self-play experiences as the buffer delivers
+them, and comparisons of stored experiences against them."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import generals_rl
+import numpy as np
+from generals_rl.bots import HeuristicBot, RandomBot
+from generals_rl.experience import RawBatch
+
+RECORD = ("sequence", "game_id", "player_id", "tick", "action", "reward", "legal", "terminated", "truncated")
+TABLES = ("state_kind", "state_owner", "state_army")
+SHARD_KEY = re.compile(
+    r"^year=(\d{4})/month=(\d{2})/day=(\d{2})/hour=(\d{2})/game_([0-9a-f]{16})_(\d{4,})\.([a-z.]+)$"
+)
+
+
+def play(steps: int, envs: int = 8, seed: int = 0, max_ticks: int = 60, read_every: int = 7,
+         heuristic: bool = False) -> list[RawBatch]:
+    """The batches a cursor delivers while ``envs`` 1v1 games on 20x20 boards are
+    played for ``steps`` steps (games end by elimination or at ``max_ticks``)."""
+    buffer = generals_rl.ExperienceBuffer(capacity=steps * envs * 2 + 16, policy="block")
+    cursor = buffer.cursor()
+    env = generals_rl.VecEnv(envs, buffer=buffer, max_ticks=max_ticks, seed=seed)
+    env.reset()
+    bot = HeuristicBot() if heuristic else RandomBot(seed)
+    batches = []
+    for step in range(steps):
+        env.step(bot.act(env))
+        if step % read_every == read_every - 1:
+            batches.append(cursor.read_raw(1 << 20))
+    tail = cursor.read_raw(1 << 20)
+    if len(tail):
+        batches.append(tail)
+    return batches
+
+
+@functools.lru_cache(maxsize=4)
+def played(steps: int = 150, envs: int = 8, seed: int = 0, heuristic: bool = False) -> tuple[RawBatch, ...]:
+    """``play`` once per argument set (tests share them and must not change them)."""
+    return tuple(play(steps, envs, seed, heuristic=heuristic))
+
+
+def joined(batches) -> RawBatch:
+    return RawBatch.concat(list(batches))
+
+
+def rows_states(batch: RawBatch) -> dict:
+    """Each row's state and next state boards, resolved from the state tables."""
+    out = {}
+    for table in TABLES:
+        values = getattr(batch, table)
+        out[table] = values[batch.state_index]
+        out["next_" + table] = values[batch.next_state_index]
+    return out
+
+
+def assert_same_raw(got: RawBatch, expected: RawBatch) -> None:
+    """Equal experiences row by row: record columns and each row's boards."""
+    assert len(got) == len(expected)
+    for name in RECORD:
+        a, b = getattr(got, name), getattr(expected, name)
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    ours, theirs = rows_states(got), rows_states(expected)
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+
+
+def assert_same_decoded(got, expected) -> None:
+    """Equal decoded batches: record columns, observations and masks."""
+    assert len(got) == len(expected)
+    for name in (*RECORD, "state", "next_state", "action_mask"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
