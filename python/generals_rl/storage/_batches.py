@@ -93,19 +93,22 @@ def take_rows(batch: RawBatch | ExperienceBatch, rows: slice) -> RawBatch | Expe
     )
 
 
-def as_parts(batches: list) -> list:
-    """The batches of one chunk, each RawBatch with a compact state table (see
-    ``compact_states``; batches straight from a cursor already are and are not
-    copied). States are not merged across parts: a state both parts use is stored
-    by each."""
-    return [compact_states(b) if isinstance(b, RawBatch) else b for b in batches]
+def as_parts(batches: list, joined: bool) -> list:
+    """The batches of one chunk as a format encodes them: with ``joined``, one
+    batch whose RawBatch state table is compact and sorted (``compact_states``);
+    otherwise the batches as they are."""
+    if not joined:
+        return list(batches)
+    return [join(batches)]
 
 
 def join(batches: list) -> RawBatch | ExperienceBatch:
     """One batch of the rows of ``batches`` (all of one form) in order; for RawBatch
-    each game state is stored once, ordered by first use (see ``compact_states``)."""
+    the state table is compact and sorted (see ``compact_states``)."""
     if isinstance(batches[0], RawBatch):
-        return compact_states(batches[0] if len(batches) == 1 else RawBatch.concat(batches))
+        return compact_states(*batches)
+    if len(batches) == 1:
+        return batches[0]
     columns = {
         f.name: np.concatenate([getattr(b, f.name) for b in batches])
         for f in fields(ExperienceBatch)
@@ -121,46 +124,30 @@ def record_columns(parts: list) -> dict:
     return {name: np.concatenate([getattr(p, name) for p in parts]) for name in RECORD_COLUMNS}
 
 
-def _first_use_runs(batch: RawBatch) -> np.ndarray:
-    """The running maximum of the state references in row order (state before
-    next state), shape (n, 2)."""
-    refs = np.empty((len(batch), 2), dtype=np.int32)
-    refs[:, 0] = batch.state_index
-    refs[:, 1] = batch.next_state_index
-    return np.maximum.accumulate(refs.reshape(-1)).reshape(-1, 2), refs
-
-
-def is_compact(batch: RawBatch) -> bool:
-    """Whether every state of the table is used and the table is in order of first
-    use (each reference is to a used state or to the next new one)."""
-    if len(batch) == 0:
-        return len(batch.state_kind) == 0
-    running, _ = _first_use_runs(batch)
-    flat = running.reshape(-1)
-    steps = np.diff(flat)
-    return bool(flat[0] == 0 and flat[-1] == len(batch.state_kind) - 1 and (steps <= 1).all())
-
-
-def compact_states(batch: RawBatch) -> RawBatch:
-    """``batch`` with a state table holding only the states its rows use, each once,
-    in order of first use (row by row, a row's state before its next state).
+def compact_states(*batches: RawBatch) -> RawBatch:
+    """The rows of ``batches`` in order with one state table holding only the states
+    they use, each once: the states first used by each batch, sorted by game and
+    tick, batch after batch. Consecutive ticks of a game differ little, so sorted
+    tables compress several times better and faster.
 
     A game state is identified by ``(game_id, tick)`` (the state of row r is the game
     at ``tick[r]``, its next state the game at ``tick[r] + 1``); copies of one state
-    that batches joined by ``RawBatch.concat`` both hold are merged after checking
-    that their contents are equal, so distinct contents are never merged.
+    (batches read one after another both hold the states at their boundary) are
+    merged after checking that their contents are equal, so distinct contents are
+    never merged. The boards are copied once, straight from the batches' tables.
     """
-    if is_compact(batch):
-        return batch
-    n = len(batch)
-    refs = np.empty(2 * n, dtype=np.int64)
-    refs[0::2] = batch.state_index
-    refs[1::2] = batch.next_state_index
-    used, first_use, ref_to_used = np.unique(refs, return_index=True, return_inverse=True)
+    columns = record_columns(batches)
+    n = len(columns["sequence"])
+    sizes = [len(b.state_kind) for b in batches]
+    starts = np.cumsum([0] + sizes)
+    refs = np.empty((n, 2), dtype=np.int64)
+    refs[:, 0] = np.concatenate([b.state_index + o for b, o in zip(batches, starts)])
+    refs[:, 1] = np.concatenate([b.next_state_index + o for b, o in zip(batches, starts)])
+    used, first_use, ref_to_used = np.unique(refs.reshape(-1), return_index=True, return_inverse=True)
     # The (game, tick) identity of each used state, from the row that first uses it.
     first_row = first_use // 2
-    game = batch.game_id[first_row]
-    tick = batch.tick[first_row].astype(np.int64) + (first_use % 2)
+    game = columns["game_id"][first_row]
+    tick = columns["tick"][first_row].astype(np.int64) + (first_use % 2)
     # Sorted by (game, tick, first use): copies of one state follow the copy used first.
     by_key = np.lexsort((first_use, tick, game))
     same_key = np.zeros(len(used), dtype=bool)
@@ -172,45 +159,57 @@ def compact_states(batch: RawBatch) -> RawBatch:
         copies = np.flatnonzero(same_key)
         equal = np.ones(len(copies), dtype=bool)
         for name in STATE_TABLES:
-            table = getattr(batch, name)
-            a, b = table[used[by_key[copies]]], table[used[by_key[leader[copies]]]]
+            a = _rows(batches, starts, name, used[by_key[copies]])
+            b = _rows(batches, starts, name, used[by_key[leader[copies]]])
             equal &= (a == b).reshape(len(copies), -1).all(axis=1)
         merged[copies[equal]] = True
-    group = np.cumsum(~merged) - 1
-    group[merged] = group[leader[merged]]
-    group_of_used = np.empty(len(used), dtype=np.int64)
-    group_of_used[by_key] = group
-    heads = by_key[~merged]  # one used state per group, the one used first
-    group_state = used[heads]
-    group_first_use = first_use[heads]
-    order = np.argsort(group_first_use, kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    new_refs = rank[group_of_used[ref_to_used.reshape(-1)]].astype(np.int32)
-    keep = group_state[order]
-    identity = len(keep) == len(batch.state_kind) and bool((keep == np.arange(len(keep))).all())
-    columns = {name: getattr(batch, name) for name in RECORD_COLUMNS}
+    # The kept states ordered by (batch, game, tick); a merged copy takes the index
+    # of the copy it joined.
+    kept = by_key[~merged]
+    batch_of = np.searchsorted(starts, used[kept], side="right") - 1
+    order = np.lexsort((tick[kept], game[kept], batch_of))
+    position = np.empty(len(kept), dtype=np.int64)
+    position[order] = np.arange(len(kept))
+    index_in_key_order = np.cumsum(~merged) - 1
+    index_in_key_order[merged] = index_in_key_order[leader[merged]]
+    new_index = np.empty(len(used), dtype=np.int32)
+    new_index[by_key] = position[index_in_key_order]
+    new_refs = new_index[ref_to_used.reshape(-1)].reshape(n, 2)
+    keep = used[kept[order]]
+    unchanged = len(batches) == 1 and len(keep) == sizes[0] and bool((keep == np.arange(len(keep))).all())
+    tables = {}
+    for name in STATE_TABLES:
+        if unchanged:
+            tables[name] = getattr(batches[0], name)
+            continue
+        first = getattr(batches[0], name)
+        out = np.empty((len(keep), *first.shape[1:]), dtype=first.dtype)
+        bounds = np.searchsorted(keep, starts)  # keep is ordered batch by batch
+        for i, batch in enumerate(batches):
+            a, b = bounds[i], bounds[i + 1]
+            if b > a:
+                np.take(getattr(batch, name), keep[a:b] - starts[i], axis=0, out=out[a:b], mode="clip")
+        tables[name] = out
     return RawBatch(
         **columns,
-        state_index=new_refs[0::2].copy(),
-        next_state_index=new_refs[1::2].copy(),
-        **{name: getattr(batch, name) if identity else getattr(batch, name)[keep] for name in STATE_TABLES},
-        missed=batch.missed,
-        next_sequence=batch.next_sequence,
+        state_index=np.ascontiguousarray(new_refs[:, 0]),
+        next_state_index=np.ascontiguousarray(new_refs[:, 1]),
+        **tables,
+        missed=sum(b.missed for b in batches),
+        next_sequence=batches[-1].next_sequence,
     )
 
 
-def states_introduced(batch: RawBatch) -> np.ndarray:
-    """For a compact batch: how many states each row uses first (0, 1 or 2); their
-    running sum splits the state table over the rows."""
-    if len(batch) == 0:
-        return np.zeros(0, dtype=np.int32)
-    running, _ = _first_use_runs(batch)
-    flat = running.reshape(-1)
-    new = np.empty(len(flat), dtype=bool)
-    new[0] = True
-    new[1:] = flat[1:] > flat[:-1]
-    return new.reshape(-1, 2).sum(axis=1, dtype=np.int32)
+def _rows(batches: list, starts: np.ndarray, name: str, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of the batches' ``name`` tables taken as one table."""
+    first = getattr(batches[0], name)
+    out = np.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
+    source = np.searchsorted(starts, rows, side="right") - 1
+    for i, batch in enumerate(batches):
+        picked = np.flatnonzero(source == i)
+        if len(picked):
+            out[picked] = getattr(batch, name)[rows[picked] - starts[i]]
+    return out
 
 
 def describe(parts: list) -> dict:

@@ -233,8 +233,8 @@ class ShardEncoder(abc.ABC):
 
     @abc.abstractmethod
     def write(self, parts: list) -> None:
-        """Encodes one chunk: ``parts``, batches of one form in order (RawBatch parts
-        with compact state tables, see ``_batches.as_parts``)."""
+        """Encodes one chunk: ``parts``, batches of one form in order (one joined
+        batch when the format's ``joined_chunks``, see ``_batches.as_parts``)."""
 
     @abc.abstractmethod
     def finish(self) -> dict[str, bytes]:
@@ -252,6 +252,9 @@ class ShardFormat(abc.ABC):
     name: str
     extensions: tuple[str, ...]  # the first is what the writer uses
     states: str = "compact"
+    # Whether a chunk reaches the encoder as one joined batch (compact, sorted
+    # state table) rather than as the batches written.
+    joined_chunks: bool = True
 
     @property
     def extension(self) -> str:
@@ -648,7 +651,7 @@ class ShardWriter(Writer):
     def _encode_pending(self) -> None:
         if not self._pending:
             return
-        parts = as_parts(self._pending)
+        parts = as_parts(self._pending, joined=self.format.joined_chunks)
         first_time = self._pending_since if self._pending_since is not None else self._clock()
         self._pending, self._pending_rows, self._pending_since = [], 0, None
         if self._open is None:

@@ -1,12 +1,12 @@
 """Parquet shards (pyarrow): one row per experience, zstd, one row group per chunk.
 
 Compact states (default): the record columns, ``state_index``/``next_state_index``
-and the state table split over the rows: ``state_kind``/``state_owner``/
-``state_army`` are ``list<fixed_size_binary>`` columns where row r lists the states
-row r uses first (0, 1 or 2 of them; each a little-endian ``(H, W)`` board of
-uint8/int16/int32). Flattening a column gives the state table that the indices
-refer to (indices count from the start of the file; every row group holds the
-states its rows use). Decoded states: ``state``/``next_state`` as
+and the state table spread over the rows: ``state_kind``/``state_owner``/
+``state_army`` are ``list<fixed_size_binary>`` columns, each element a little-endian
+``(H, W)`` board of uint8/int16/int32. Flattening a column gives the state table
+that the indices refer to (indices count from the start of the file). Each row
+group holds the states its rows use, once each, sorted by game and tick, spread
+evenly over its rows (which row carries which board means nothing). Decoded states: ``state``/``next_state`` as
 ``fixed_size_list<float32>[9*H*W]`` and ``action_mask`` as
 ``fixed_size_list<bool>[H*W*4]``. Shapes and dtypes are in the field metadata and
 in the schema metadata under ``generals_rl``.
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..experience.batch import RECORD_COLUMNS, STATE_TABLES, ExperienceBatch, RawBatch
-from ._batches import OBSERVATION_CHANNELS, states_introduced
+from ._batches import OBSERVATION_CHANNELS
 from .base import ChecksumWriter, ShardEncoder, ShardFormat, ShardWriter, StorageError
 
 FORMAT_VERSION = 1
@@ -79,14 +79,15 @@ class _ParquetEncoder(ShardEncoder):
         self.states = fmt.states
         self.schema = schema(fmt.states, height, width)
         self._states_before = 0
-        dictionary = ["game_id", "player_id", "tick", "legal", "terminated", "truncated"]
+        # No dictionaries (zstd does better on these columns, and faster); statistics
+        # where readers prune row groups.
         self._writer = pq.ParquetWriter(
             out,
             self.schema,
             compression=fmt.compression,
             compression_level=fmt.compression_level,
-            use_dictionary=dictionary,
-            write_statistics=["sequence", "game_id", "player_id", "tick"],
+            use_dictionary=False,
+            write_statistics=["sequence", "game_id", "tick"],
         )
 
     def write(self, parts: list) -> None:
@@ -103,10 +104,8 @@ class _ParquetEncoder(ShardEncoder):
         if self.states == "compact":
             base = np.int32(self._states_before)
             columns += [pa.array(part.state_index + base), pa.array(part.next_state_index + base)]
-            offsets = np.zeros(n + 1, dtype=np.int32)
-            np.cumsum(states_introduced(part), out=offsets[1:])
-            offsets = pa.array(offsets)
             states = len(part.state_kind)
+            offsets = pa.array((np.arange(n + 1, dtype=np.int64) * states // max(n, 1)).astype(np.int32))
             for name in STATE_TABLES:
                 table = np.ascontiguousarray(getattr(part, name))
                 item_bytes = table.itemsize * table.shape[1] * table.shape[2]
@@ -131,7 +130,7 @@ class ParquetFormat(ShardFormat):
     name = "parquet"
     extensions = ("parquet",)
 
-    def __init__(self, states: str = "compact", compression: str = "zstd", compression_level: int | None = 3,
+    def __init__(self, states: str = "compact", compression: str = "zstd", compression_level: int | None = 1,
                  army_scaling: str = "linear", army_scale: float = 1000.0) -> None:
         _pyarrow()
         if states not in ("compact", "decoded"):
@@ -191,7 +190,9 @@ def row_group_batch(shard, index: int) -> RawBatch | ExperienceBatch:
     if meta["states"] == "compact":
         state_index = table.column("state_index").to_numpy()
         next_state_index = table.column("next_state_index").to_numpy()
-        base = int(state_index[0]) if n else 0
+        # Every state of a row group is used by one of its rows: the smallest index
+        # is where its states begin in the file's table.
+        base = int(min(state_index.min(), next_state_index.min())) if n else 0
         tables = {}
         for name, dtype in STATE_TABLES.items():
             values = table.column(name).combine_chunks().flatten()
@@ -220,12 +221,12 @@ def row_group_batch(shard, index: int) -> RawBatch | ExperienceBatch:
 class ParquetWriter(ShardWriter):
     """Parquet shards in a local directory (see ``generals_rl.storage.base`` for the
     layout). ``states``: "compact" (default) or "decoded"; ``compression``: zstd
-    (default, ``compression_level`` 3) or another Parquet codec. Rotation, retry
+    (default, ``compression_level`` 1) or another Parquet codec. Rotation, retry
     and resume options as for ``ShardWriter`` (``max_experiences``, ``max_bytes``,
     ``max_age``, ``chunk_size`` become a ``Rotation``)."""
 
     def __init__(self, destination, *, states: str = "compact", compression: str = "zstd",
-                 compression_level: int | None = 3, army_scaling: str = "linear", army_scale: float = 1000.0,
+                 compression_level: int | None = 1, army_scaling: str = "linear", army_scale: float = 1000.0,
                  **options) -> None:
         from ._options import split_writer_options
         from .local import LocalStore

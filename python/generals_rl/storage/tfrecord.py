@@ -286,6 +286,7 @@ class _TFRecordEncoder(ShardEncoder):
 class TFRecordFormat(ShardFormat):
     name = "tfrecord"
     extensions = ("tfrecord", "tfrecord.gz")
+    joined_chunks = False  # each record holds its own boards: no table to compact
 
     def __init__(self, states: str = "bytes", compression: str | None = None, action_mask: bool = False,
                  gzip_level: int = 6, army_scaling: str = "linear", army_scale: float = 1000.0) -> None:
