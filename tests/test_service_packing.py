@@ -93,7 +93,7 @@ def test_malformed_structure_is_named(raw, corrupt, words):
         ("player_id", 16, "player_id outside 0..15"),
         ("flags", 8, "flags has bits"),
         ("state_code", 4 << 5, "tile kind above 3"),
-        ("state_code", 17, "owner above 15"),
+        ("state_code", 17, "an owner above 15"),
         ("next_state_index", -1, "next_state_index refers to a state outside"),
     ],
 )

@@ -121,11 +121,14 @@ def pack_message(raw: RawBatch, compressor=None) -> pb.PackedBatch:
     return packed
 
 
-def unpack(packed: pb.PackedBatch, decompressor=None, payload: bytes | None = None) -> RawBatch:
+def unpack(
+    packed: pb.PackedBatch, decompressor=None, payload: bytes | None = None, check_tiles: bool = True
+) -> RawBatch:
     """The ``RawBatch`` a packed batch holds. Checks the structure (columns,
-    dtypes, shapes, sizes, state references, tile values) and raises
-    ``PackedBatchError`` naming the first problem. ``payload`` may be given when
-    the caller already holds the payload bytes (saves a copy)."""
+    dtypes, shapes, sizes, ids, state references) and, with ``check_tiles``,
+    every tile's kind, owner and army; raises ``PackedBatchError`` naming the
+    first problem. ``payload`` may be given when the caller already holds the
+    payload bytes (saves a copy)."""
     if payload is None:
         payload = packed.payload
     n, states, height, width = packed.count, packed.state_count, packed.height, packed.width
@@ -156,15 +159,21 @@ def unpack(packed: pb.PackedBatch, decompressor=None, payload: bytes | None = No
             raise PackedBatchError(f"packed: {name} refers to a state outside 0..{states - 1}")
     if n and int(arrays["player_id"].max()) > 15:
         raise PackedBatchError("packed: player_id outside 0..15")
-    if n and int(arrays["flags"].max()) > 7:
+    flags = arrays["flags"]
+    if n and int(flags.max()) > 7:
         raise PackedBatchError("packed: flags has bits other than legal, terminated, truncated")
     code = arrays["state_code"]
-    if code.size and (int(code.max()) >> 5 > 3 or int((code & 31).max()) > 16):
-        raise PackedBatchError("packed: state_code holds a tile kind above 3 or an owner above 15")
-    army = arrays["state_army"]
-    if army.size and army.dtype.kind == "i" and int(army.min()) < 0:
-        raise PackedBatchError("packed: state_army holds a negative army")
-    flags = arrays["flags"]
+    kind = np.right_shift(code, np.uint8(5))
+    owner = np.bitwise_and(code, np.uint8(31), dtype=np.int16)
+    owner -= 1
+    army = arrays["state_army"].astype(np.int32)
+    if check_tiles and code.size:
+        if int(kind.max()) > 3:
+            raise PackedBatchError("packed: state_code holds a tile kind above 3")
+        if int(owner.max()) > 15:
+            raise PackedBatchError("packed: state_code holds an owner above 15")
+        if int(army.min()) < 0:
+            raise PackedBatchError("packed: state_army holds a negative army")
     return RawBatch(
         sequence=arrays["sequence"],
         game_id=arrays["game_id"],
@@ -177,9 +186,9 @@ def unpack(packed: pb.PackedBatch, decompressor=None, payload: bytes | None = No
         truncated=(flags & FLAG_TRUNCATED) != 0,
         state_index=arrays["state_index"],
         next_state_index=arrays["next_state_index"],
-        state_kind=code >> np.uint8(5),
-        state_owner=(code & np.uint8(31)).astype(np.int16) - np.int16(1),
-        state_army=army.astype(np.int32),
+        state_kind=kind,
+        state_owner=owner,
+        state_army=army,
     )
 
 
