@@ -93,20 +93,37 @@ def take_rows(batch: RawBatch | ExperienceBatch, rows: slice) -> RawBatch | Expe
     )
 
 
-def as_parts(batches: list, joined: bool) -> list:
+class Scratch:
+    """Reusable memory for the state tables of chunks that are encoded at once and
+    then dropped (fresh large arrays cost a page fault per 4 KiB)."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def array(self, key: str, shape: tuple, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape)) * dtype.itemsize
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.nbytes < size:
+            buffer = self._buffers[key] = np.empty(size + size // 4, dtype=np.uint8)
+        return buffer[:size].view(dtype).reshape(shape)
+
+
+def as_parts(batches: list, joined: bool, scratch: Scratch | None = None) -> list:
     """The batches of one chunk as a format encodes them: with ``joined``, one
-    batch whose RawBatch state table is compact and sorted (``compact_states``);
+    batch whose RawBatch state table is compact and sorted (``compact_states``,
+    its tables in ``scratch`` memory when given: valid until the next chunk);
     otherwise the batches as they are."""
     if not joined:
         return list(batches)
-    return [join(batches)]
+    return [join(batches, scratch)]
 
 
-def join(batches: list) -> RawBatch | ExperienceBatch:
+def join(batches: list, scratch: Scratch | None = None) -> RawBatch | ExperienceBatch:
     """One batch of the rows of ``batches`` (all of one form) in order; for RawBatch
     the state table is compact and sorted (see ``compact_states``)."""
     if isinstance(batches[0], RawBatch):
-        return compact_states(*batches)
+        return compact_states(*batches, scratch=scratch)
     if len(batches) == 1:
         return batches[0]
     columns = {
@@ -124,7 +141,7 @@ def record_columns(parts: list) -> dict:
     return {name: np.concatenate([getattr(p, name) for p in parts]) for name in RECORD_COLUMNS}
 
 
-def compact_states(*batches: RawBatch) -> RawBatch:
+def compact_states(*batches: RawBatch, scratch: Scratch | None = None) -> RawBatch:
     """The rows of ``batches`` in order with one state table holding only the states
     they use, each once: the states first used by each batch, sorted by game and
     tick, batch after batch. Consecutive ticks of a game differ little, so sorted
@@ -183,7 +200,8 @@ def compact_states(*batches: RawBatch) -> RawBatch:
             tables[name] = getattr(batches[0], name)
             continue
         first = getattr(batches[0], name)
-        out = np.empty((len(keep), *first.shape[1:]), dtype=first.dtype)
+        shape = (len(keep), *first.shape[1:])
+        out = scratch.array(name, shape, first.dtype) if scratch is not None else np.empty(shape, first.dtype)
         bounds = np.searchsorted(keep, starts)  # keep is ordered batch by batch
         for i, batch in enumerate(batches):
             a, b = bounds[i], bounds[i + 1]
@@ -222,6 +240,7 @@ def describe(parts: list) -> dict:
     games = np.unique(columns["game_id"])
     height, width = board_shape(parts[0])
     return {
+        "game_ids": games,  # an array: the shard's summary keeps the union
         "experiences": n,
         "sequence_first": int(columns["sequence"].min()),
         "sequence_last": int(columns["sequence"].max()),
@@ -234,20 +253,6 @@ def describe(parts: list) -> dict:
         "height": height,
         "width": width,
     }
-
-
-def empty_like(form: type, height: int, width: int) -> RawBatch | ExperienceBatch:
-    columns = {name: np.empty(0, dtype) for name, dtype in RECORD_COLUMNS.items()}
-    if form is RawBatch:
-        columns.update({name: np.empty(0, dtype) for name, dtype in STATE_COLUMNS.items()})
-        columns.update({name: np.empty((0, height, width), dtype) for name, dtype in STATE_TABLES.items()})
-        return RawBatch(**columns)
-    return ExperienceBatch(
-        **columns,
-        state=np.empty((0, OBSERVATION_CHANNELS, height, width), np.float32),
-        next_state=np.empty((0, OBSERVATION_CHANNELS, height, width), np.float32),
-        action_mask=np.empty((0, height * width * 4), bool),
-    )
 
 
 def nbytes(batch: RawBatch | ExperienceBatch) -> int:

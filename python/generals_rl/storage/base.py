@@ -34,11 +34,11 @@ import numpy as np
 from ..experience.batch import ExperienceBatch, RawBatch
 from ._batches import (
     STATE_MODES,
+    Scratch,
     as_parts,
     board_shape,
     check_batch,
     describe,
-    record_columns,
     take_rows,
 )
 
@@ -255,6 +255,9 @@ class ShardFormat(abc.ABC):
     # Whether a chunk reaches the encoder as one joined batch (compact, sorted
     # state table) rather than as the batches written.
     joined_chunks: bool = True
+    # Whether the encoder is done with a chunk's arrays when ``write`` returns (its
+    # tables may then live in memory reused for the next chunk).
+    encodes_at_once: bool = True
 
     @property
     def extension(self) -> str:
@@ -316,10 +319,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def remove_leftovers(self, partition: str) -> int:
         """Deletes staging files a crashed writer left in ``partition``."""
-
-    def exists(self, path: str) -> bool:
-        directory, _, name = path.rpartition("/")
-        return name in self.list_dir(directory)[1]
 
     def latest_partitions(self, count: int) -> list[str]:
         """The ``count`` newest ``year=/month=/day=/hour=`` partitions, oldest first."""
@@ -476,6 +475,7 @@ class ShardWriter(Writer):
         self.max_pending_shards = int(max_pending_shards)
         self._clock = clock
         self._pending: list = []
+        self._scratch = Scratch()
         self._pending_rows = 0
         self._pending_since: float | None = None
         self._open: _OpenShard | None = None
@@ -539,6 +539,7 @@ class ShardWriter(Writer):
         from ._crc import crc32c
 
         entry = describe(batches) if batches else {"experiences": 0}
+        entry.pop("game_ids", None)
         now = self._clock()
         entry.update(
             key=path,
@@ -633,7 +634,8 @@ class ShardWriter(Writer):
         s = dict(self._stats)
         s["durable_sequence"] = self._durable
         s["shards_pending"] = len(self._sealed)
-        s["experiences_buffered"] = self._pending_rows + (self._open.experiences if self._open else 0)
+        shard = self._open  # read once: a sink thread may be writing
+        s["experiences_buffered"] = self._pending_rows + (shard.experiences if shard is not None else 0)
         s["bytes_per_experience"] = (
             s["bytes_committed"] / s["experiences_durable"] if s["experiences_durable"] else None
         )
@@ -651,15 +653,17 @@ class ShardWriter(Writer):
     def _encode_pending(self) -> None:
         if not self._pending:
             return
-        parts = as_parts(self._pending, joined=self.format.joined_chunks)
+        scratch = self._scratch if self.format.encodes_at_once else None
+        parts = as_parts(self._pending, joined=self.format.joined_chunks, scratch=scratch)
         first_time = self._pending_since if self._pending_since is not None else self._clock()
         self._pending, self._pending_rows, self._pending_since = [], 0, None
         if self._open is None:
             self._open = self._open_shard(parts[0], first_time)
         shard = self._open
         shard.encoder.write(parts)
-        shard.summaries.append(describe(parts))
-        shard.game_ids.append(np.unique(record_columns(parts)["game_id"]))
+        summary = describe(parts)
+        shard.game_ids.append(summary.pop("game_ids"))
+        shard.summaries.append(summary)
         shard.time_last = self._clock()
 
     def _open_shard(self, chunk, first_time: float) -> _OpenShard:

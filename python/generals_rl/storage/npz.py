@@ -74,6 +74,7 @@ class _NpzEncoder(ShardEncoder):
 class NpzFormat(ShardFormat):
     name = "npz"
     extensions = ("npz",)
+    encodes_at_once = False  # holds the shard's chunks until it closes
 
     def __init__(self, states: str = "compact", compressed: bool = False, army_scaling: str = "linear",
                  army_scale: float = 1000.0) -> None:
