@@ -411,3 +411,26 @@ def test_damaged_shards_and_indexes_are_named(tmp_path):
     index.write_text("{not json")
     with pytest.raises(StorageError, match="malformed index"):
         open_dataset(tmp_path)
+
+
+def test_state_tables_are_compacted_sorted_and_merged_only_when_equal():
+    from generals_rl.storage._batches import compact_states
+
+    first, second = played()[:2]
+    joined_copy = compact_states(first, second)
+    assert_same_raw(joined_copy, joined([first, second]))
+    # Boundary states held by both batches are stored once.
+    assert len(joined_copy.state_kind) < len(first.state_kind) + len(second.state_kind)
+    # A batch's states are sorted by game and tick.
+    alone = compact_states(first)
+    assert_same_raw(alone, first)
+    game = np.zeros(len(alone.state_kind), np.uint64)
+    tick = np.zeros(len(alone.state_kind), np.int64)
+    game[alone.state_index], tick[alone.state_index] = alone.game_id, alone.tick
+    game[alone.next_state_index], tick[alone.next_state_index] = alone.game_id, alone.tick + 1
+    assert (np.lexsort((tick, game)) == np.arange(len(game))).all()
+    # A batch claiming the same (game, tick) with other boards keeps its own boards.
+    forged = RawBatch(**{**second.to_dict(), "state_army": second.state_army + 1})
+    kept_apart = compact_states(first, forged)
+    assert_same_raw(kept_apart, joined([first, forged]))
+    assert len(kept_apart.state_kind) > len(joined_copy.state_kind)
