@@ -148,9 +148,7 @@ class S3Store(Store):
             self.client.upload_file(
                 staging.path, self.bucket, self._key(path), ExtraArgs={"Metadata": meta}, Config=self.transfer
             )
-        except (self._errors + (OSError,)) as exc:
-            raise self._fail("uploading", path, exc) from exc
-        except Exception as exc:  # boto3.s3.transfer wraps failures in S3UploadFailedError
+        except Exception as exc:  # boto3 wraps failures in S3UploadFailedError
             raise self._fail("uploading", path, exc) from exc
         staging.discard()
 
