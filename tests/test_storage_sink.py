@@ -9,7 +9,14 @@ import generals_rl
 import numpy as np
 import pytest
 from generals_rl.bots import RandomBot
-from generals_rl.storage import BufferSink, ParquetWriter, StorageError, Writer, open_dataset
+from generals_rl.storage import (
+    BufferSink,
+    ParquetWriter,
+    StorageError,
+    Writer,
+    continue_numbering,
+    open_dataset,
+)
 from storage_support import assert_same_raw, joined
 
 
@@ -143,3 +150,23 @@ def test_sink_arguments_are_checked(tmp_path):
         sink.start()
     sink.stop()
     assert np.isscalar(sink.stats()["experiences_read"])
+
+
+def test_a_fresh_buffer_continues_the_stored_numbering(tmp_path):
+    """After a crash the new process's buffer starts at the writer's resume
+    sequence: everything it produces is stored, nothing is numbered twice."""
+    old = generals_rl.ExperienceBuffer(capacity=100_000, policy="block")
+    stored_before = joined(selfplay(old, 30, envs=8, reader=old.cursor()))
+    with ParquetWriter(tmp_path) as writer:
+        writer.write(stored_before)
+    fresh = generals_rl.ExperienceBuffer(capacity=100_000, policy="block")
+    writer = ParquetWriter(tmp_path)
+    assert continue_numbering(fresh, writer) == len(stored_before) == fresh.head
+    everything = fresh.cursor()
+    sink = BufferSink(fresh, writer).start()
+    produced = joined(selfplay(fresh, 30, envs=8, reader=everything, seed=5))
+    sink.stop()
+    assert produced.sequence[0] == len(stored_before)
+    assert_same_raw(open_dataset(tmp_path).read(), joined([stored_before, produced]))
+    with pytest.raises(ValueError, match="fresh buffer"):
+        continue_numbering(fresh, writer)

@@ -25,7 +25,7 @@ from .multi import MultiWriter
 from .npz import NpzWriter
 from .parquet import ParquetWriter
 from .s3 import S3Writer
-from .sink import BufferSink
+from .sink import BufferSink, continue_numbering
 from .tfrecord import TFRecordWriter
 
 FORMATS = ("parquet", "tfrecord", "npz")
@@ -62,6 +62,7 @@ __all__ = [
     "StorageError",
     "TFRecordWriter",
     "Writer",
+    "continue_numbering",
     "open_dataset",
     "open_writer",
 ]
