@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -83,8 +84,11 @@ class ExperienceConsumer:
         How long a server may stay unreachable before the stream gives up with
         ``ConsumerError``; reconnection attempts back off up to 2 s apart.
     queue_batches:
-        Batches decoded ahead of the caller (per server): bounds memory, and a
+        Batches received ahead of the caller (per server): bounds memory, and a
         slow caller slows its streams down instead of piling up data.
+    decode_threads:
+        Threads unpacking and decoding batches (in C++, off the GIL) while the
+        caller works; batches are still delivered in order.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class ExperienceConsumer:
         server_name_override: str | None = None,
         reconnect_timeout: float = 60.0,
         queue_batches: int = 4,
+        decode_threads: int = 2,
         max_message_bytes: int = 256 << 20,
     ) -> None:
         addresses = [address] if isinstance(address, str) else list(address)
@@ -107,6 +112,9 @@ class ExperienceConsumer:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._reconnect_timeout = reconnect_timeout
         self._queue_batches = max(1, queue_batches)
+        if decode_threads < 1:
+            raise ValueError(f"decode_threads: must be at least 1, got {decode_threads}")
+        self._decode_threads = decode_threads
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -126,6 +134,7 @@ class ExperienceConsumer:
             self._servers[addr] = _ServerState(addr, channel, pb_grpc.ExperienceServiceStub(channel))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._decoder: ThreadPoolExecutor | None = None
         self._streaming = False
 
     # ---- reading ---------------------------------------------------------------
@@ -179,6 +188,7 @@ class ExperienceConsumer:
             raise RuntimeError("this consumer is already streaming; use one consumer per stream")
         self._streaming = True
         self._stop.clear()
+        self._decoder = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="consumer-decode")
         out: queue.Queue = queue.Queue(maxsize=self._queue_batches * len(self._servers))
         self._threads = [
             threading.Thread(
@@ -249,7 +259,6 @@ class ExperienceConsumer:
         and reconnects when the stream breaks."""
         backoff = 0.05
         failing_since = None
-        decompressor = None
         while not self._stop.is_set():
             request = self._request_for(server, template, start)
             try:
@@ -257,13 +266,9 @@ class ExperienceConsumer:
                 server.call = call
                 for message in call:
                     failing_since, backoff = None, 0.05
-                    if message.packed.compression == pb.COMPRESSION_ZSTD and decompressor is None:
-                        import zstandard
-
-                        decompressor = zstandard.ZstdDecompressor()
-                    batch = self._batch_of(message, decode, decompressor)
+                    work = self._decoder.submit(_batch_of, message, decode)  # in order, decoded in parallel
                     server.received = StreamPosition(message.buffer_id, message.next_sequence)
-                    if not self._put(out, (server, message, batch)):
+                    if not self._put(out, (server, message, work)):
                         return
                 self._put(out, _END)  # the server ended the stream: done
                 return
@@ -293,22 +298,8 @@ class ExperienceConsumer:
                 server.reconnects += 1
                 self._stop.wait(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 2.0)
-            except packing.PackedBatchError as exc:
-                self._put(out, ConsumerError(server.address, None, f"malformed batch: {exc}"))
-                return
             finally:
                 server.call = None
-
-    @staticmethod
-    def _batch_of(message: pb.ExperienceBatch, decode: bool, decompressor):
-        """The batch to deliver, or None for a message that only moves the position."""
-        if message.packed.count == 0 and message.missed == 0:
-            return None
-        batch = packing.unpack(message.packed, decompressor, check_tiles=False)  # the server checked them
-        if decode:
-            batch = batch.decode(message.army_scaling or "linear", message.army_scale or 1000.0)
-        batch.missed, batch.next_sequence = message.missed, message.next_sequence
-        return batch
 
     def _put(self, out: queue.Queue, item) -> bool:
         while not self._stop.is_set():
@@ -328,7 +319,11 @@ class ExperienceConsumer:
                     continue
                 if isinstance(item, ConsumerError):
                     raise item
-                server, message, batch = item
+                server, message, work = item
+                try:
+                    batch = work.result()
+                except packing.PackedBatchError as exc:
+                    raise ConsumerError(server.address, None, f"malformed batch: {exc}") from None
                 server.delivered = StreamPosition(message.buffer_id, message.next_sequence)
                 server.head = max(server.head, message.head_sequence)
                 server.missed += message.missed
@@ -346,6 +341,9 @@ class ExperienceConsumer:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=True, cancel_futures=True)
+            self._decoder = None
         self._streaming = False
 
     # ---- state -----------------------------------------------------------------
@@ -395,3 +393,24 @@ class ExperienceConsumer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_local = threading.local()
+
+
+def _batch_of(message: pb.ExperienceBatch, decode: bool):
+    """The batch to deliver, or None for a message that only moves the position."""
+    if message.packed.count == 0 and message.missed == 0:
+        return None
+    decompressor = None
+    if message.packed.compression == pb.COMPRESSION_ZSTD:
+        decompressor = getattr(_local, "decompressor", None)
+        if decompressor is None:  # one per thread: they are not thread-safe
+            import zstandard
+
+            decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    batch = packing.unpack(message.packed, decompressor, check_tiles=False)  # the server checked them
+    if decode:
+        batch = batch.decode(message.army_scaling or "linear", message.army_scale or 1000.0)
+    batch.missed, batch.next_sequence = message.missed, message.next_sequence
+    return batch
