@@ -170,3 +170,7 @@ def test_a_fresh_buffer_continues_the_stored_numbering(tmp_path):
     assert_same_raw(open_dataset(tmp_path).read(), joined([stored_before, produced]))
     with pytest.raises(ValueError, match="fresh buffer"):
         continue_numbering(fresh, writer)
+    attached = generals_rl.ExperienceBuffer(capacity=1_000, policy="block")
+    generals_rl.VecEnv(2, buffer=attached).reset()
+    with pytest.raises(ValueError, match="before a VecEnv"):
+        continue_numbering(attached, 10)

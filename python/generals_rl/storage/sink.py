@@ -182,18 +182,20 @@ class BufferSink:
 
 
 def continue_numbering(buffer: ExperienceBuffer, writer: Writer | int) -> int:
-    """Makes a fresh ``buffer`` (nothing appended yet) number its experiences from
-    ``writer.resume_sequence`` (or the sequence given), so that a producer restarted
-    after a crash continues the stored sequence numbers instead of repeating ones
-    the destination holds (which a resuming writer would skip). Returns the first
-    sequence number the buffer will give."""
+    """Makes a fresh ``buffer`` number its experiences from ``writer.resume_sequence``
+    (or the sequence given), so that a producer restarted after a crash continues
+    the stored sequence numbers instead of repeating ones the destination holds
+    (which a resuming writer would skip). Call it before a VecEnv is given the
+    buffer. Returns the first sequence number the buffer will give."""
     if not isinstance(buffer, ExperienceBuffer):
         raise TypeError(f"buffer: expected an ExperienceBuffer, got {type(buffer).__name__}")
     start = writer.resume_sequence if isinstance(writer, Writer) else int(writer)
     if start < 0:
         raise ValueError(f"sequence: must be >= 0, got {start}")
-    if buffer.head != 0:
-        raise ValueError(f"buffer: already holds sequence numbers up to {buffer.head - 1}; continue a fresh buffer")
+    stats = buffer.stats()
+    if buffer.head != 0 or stats["total_states"] != 0:
+        raise ValueError("buffer: continue the numbering of a fresh buffer, before a VecEnv records into it "
+                         f"({buffer.head} experiences and {stats['total_states']} states appended so far)")
     empty = {name: np.empty(0, dtype) for name, dtype in {**RECORD_COLUMNS, **STATE_COLUMNS}.items()}
     empty.update({name: np.empty((0, buffer.height, buffer.width), dtype) for name, dtype in STATE_TABLES.items()})
     empty["next_sequence"] = start
