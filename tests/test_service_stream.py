@@ -295,3 +295,40 @@ def test_stream_experiences_sends_one_message_per_experience(compact):
                 np.array(m.next_state.data, np.float32), decoded.next_state[i].ravel()
             )
             np.testing.assert_array_equal(np.array(m.action_mask, bool), decoded.action_mask[i])
+
+
+def test_one_consumer_merges_several_servers_and_resumes_each():
+    buffers = [make_buffer(), make_buffer()]
+    fill(buffers[0], 3_000, seed=1)
+    fill(buffers[1], 2_000, seed=2)
+    with serving(buffers[0]) as first, serving(buffers[1]) as second:
+        addresses = [first.address, second.address]
+        with ExperienceConsumer(addresses) as consumer:
+            got = []
+            for batch in consumer.stream_experiences(
+                follow=False, batch_size=200, start="oldest", decode=False
+            ):
+                got.append(batch)
+                if len(got) == 8:
+                    break
+            positions = (
+                consumer.positions
+            )  # a server that delivered nothing yet has none: it starts at its oldest
+            heads = dict(zip(addresses, (b.head for b in buffers)))
+            assert consumer.lag == sum(heads[a] - p.next_sequence for a, p in positions.items()) > 0
+        with ExperienceConsumer(addresses) as consumer:
+            got += list(
+                consumer.stream_experiences(follow=False, batch_size=500, start=positions, decode=False)
+            )
+            assert consumer.lag == 0
+            assert consumer.positions == {
+                first.address: (first.buffer_id, buffers[0].head),
+                second.address: (second.buffer_id, buffers[1].head),
+            }
+    merged = RawBatch.concat(got)
+    for buffer in buffers:  # game ids are unique across buffers: each one's experiences, each once, in order
+        truth = everything(buffer)
+        mine = np.isin(merged.game_id, truth.game_id)
+        np.testing.assert_array_equal(merged.sequence[mine], truth.sequence)
+        np.testing.assert_array_equal(merged.tick[mine], truth.tick)
+    assert len(merged) == sum(b.head for b in buffers)
