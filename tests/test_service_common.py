@@ -58,10 +58,11 @@ class Producer(threading.Thread):
         rate: float | None = None,
         num_envs: int = 8,
         seed: int = 1,
+        max_ticks: int = 300,
     ) -> None:
         super().__init__(daemon=True)
         self.buffer, self.target, self.rate = buffer, target, rate
-        self.env = make_env(buffer, num_envs, seed)
+        self.env = make_env(buffer, num_envs, seed, max_ticks)
         self.bot = RandomBot(seed)
         self.blocked_steps = 0
         self._stop_event = threading.Event()

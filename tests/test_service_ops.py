@@ -17,7 +17,7 @@ from generals_rl.experience import format_game_id
 from generals_rl.service import ConsumerError, ExperienceConsumer
 from generals_rl.service.server import SERVICE_NAME
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_service_common import everything, fill, make_buffer, serving, wait_until
+from test_service_common import Producer, everything, fill, make_buffer, serving, wait_until
 
 
 def test_the_token_is_enforced_on_every_call_but_health_checks():
@@ -179,7 +179,10 @@ def test_stats_report_every_field_from_what_the_buffer_holds():
     before = time.time()
     fill(buffer, 2_000, max_ticks=100)
     with serving(buffer) as server:
-        fill(buffer, 5_000, seed=1, max_ticks=100)  # overwrites: per-game counts keep only resident games
+        # Paced so the stats collector (reading every 10 ms) sees everything before it is overwritten.
+        producer = Producer(buffer, target=5_000, rate=20_000, max_ticks=100)
+        producer.start()
+        producer.join(timeout=30)  # overwrites: per-game counts keep only resident games
         after = time.time()
         truth = everything(buffer)
         with ExperienceConsumer(server.address) as consumer:

@@ -247,9 +247,14 @@ def test_block_mode_slow_consumer_holds_producers_back_and_misses_nothing():
         # The stream's cursor runs ahead only by what the transport's flow-control
         # windows hold; then the ring fills and the producer waits.
         wait_until(lambda: producer.blocked_steps > 0, timeout=20, what="the producer to be held back")
-        held_at = buffer.head
-        time.sleep(0.3)
-        assert buffer.head == held_at < target  # no progress while the consumer does not read
+
+        def stalled() -> bool:  # no progress at all for 0.3 s while the consumer does not read
+            before = buffer.head
+            time.sleep(0.3)
+            return buffer.head == before
+
+        wait_until(stalled, timeout=20, what="production to stall")
+        assert buffer.head < target
         for batch in stream:
             assert batch.missed == 0
             got.append(batch.sequence)
