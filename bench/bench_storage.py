@@ -1,7 +1,7 @@
 """Storage throughput and size: experiences/s written on one core by each format
 with compact states, and bytes per experience on disk, for 20x20 1v1 self-play.
 
-    python bench/bench_storage.py [--experiences N] [--repeats R] [--dir PATH]
+    python bench/bench_storage.py [--experiences N] [--repeats R] [--dir PATH] [--formats A,B]
 
 Prints one JSON object. ``writer`` figures time ``Writer.write`` + ``close`` over
 batches as a cursor delivers them (pre-collected, so self-play does not compete),
@@ -124,7 +124,13 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", default=None, help="where shards are written (default: a temporary directory)")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help=f"comma-separated subset of {', '.join(FORMATS)} (default: all)")
     args = parser.parse_args()
+    names = args.formats.split(",")
+    unknown = sorted(set(names) - set(FORMATS))
+    if unknown:
+        parser.error(f"--formats: unknown {', '.join(unknown)}")
     root = Path(args.dir or tempfile.mkdtemp(prefix="bench-storage-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -135,13 +141,14 @@ def main() -> None:
             allowed = sorted(os.sched_getaffinity(0))
             pinned = allowed[-1]
             os.sched_setaffinity(0, {pinned})
-        writers = bench_writers(heuristic, root, args.repeats, FORMATS)
+        writers = bench_writers(heuristic, root, args.repeats, names)
+        random_names = [name for name in ("parquet_zstd", "npz_compressed") if name in names]
         sizes_random = {name: v["bytes_per_experience"] for name, v in
-                        bench_writers(random_play, root, 1, ("parquet_zstd", "npz_compressed")).items()}
+                        bench_writers(random_play, root, 1, random_names).items()}
         if pinned is not None:
             os.sched_setaffinity(0, set(allowed))
         sink = {name: bench_sink(FORMATS[name][0], FORMATS[name][1], args.experiences, args.envs, root)
-                for name in ("parquet_zstd", "tfrecord_bytes")}
+                for name in ("parquet_zstd", "tfrecord_bytes") if name in names}
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -18,9 +18,10 @@ Features of every record (int64 unless said otherwise):
   ``next_state`` float lists (9*H*W, channels first) and ``action_mask`` int64
   list (H*W*4 of 0/1).
 
-Records are built for a whole chunk at once with numpy: every part of an Example
-that does not depend on the values is a constant byte string, varints are encoded
-vectorized, and only the CRC32C of each record is one call per record.
+Records are framed in C++ (``_core.TFRecordEncoder``), a block at a time and
+without the GIL: every part of an Example that does not depend on the values is
+precomputed, boards are copied straight from the state tables, and the CRC32Cs use
+the CPU's CRC instruction when it has one.
 """
 
 from __future__ import annotations
@@ -32,119 +33,24 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .._core import TFRecordEncoder
 from ..experience.batch import RECORD_COLUMNS, STATE_TABLES, ExperienceBatch, RawBatch
 from ._batches import OBSERVATION_CHANNELS, compact_states
-from ._crc import crc32c, masked_crc32c
+from ._crc import masked_crc32c
 from .base import ChecksumWriter, ShardEncoder, ShardFormat, ShardWriter, StorageError
 
-_MASK_DELTA = 0xA282EAD8
-_INT_FEATURES = ("sequence", "game_id", "player_id", "tick", "action", "legal", "terminated", "truncated")
-# Always one varint byte: player ids are < 128, flags 0/1.
-_ONE_BYTE_FEATURES = ("player_id", "legal", "terminated", "truncated")
-_VARIABLE_FEATURES = ("sequence", "game_id", "tick", "action")
-_BLOCK = 2048  # records built at a time
+_VARINT_FEATURES = ("sequence", "game_id", "player_id", "tick", "action", "legal", "terminated", "truncated")
+_BLOCK = 512  # records framed at a time: a few MB, so they are still cached when written
 
 
-# ---- protobuf wire format ----------------------------------------------------------
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
+def _packed_varints(values) -> bytes:
     out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _delimited(field_tag: int, payload_len: int) -> bytes:
-    return bytes([field_tag]) + _varint(payload_len)
-
-
-def _feature_prefix(key: str, kind: str, payload_len: int, packed: bool = True) -> bytes:
-    """The bytes of a Features map entry up to its values: ``kind`` is "bytes" (one
-    value of ``payload_len`` bytes), "float" or "int64" (packed values of
-    ``payload_len`` bytes)."""
-    inner_tag = {"bytes": 0x0A, "float": 0x12, "int64": 0x1A}[kind]
-    values = _delimited(0x0A, payload_len)  # BytesList.value / packed FloatList, Int64List value
-    listed = _delimited(inner_tag, len(values) + payload_len)  # Feature.{bytes,float,int64}_list
-    key_bytes = key.encode()
-    keyed = _delimited(0x0A, len(key_bytes)) + key_bytes
-    feature = _delimited(0x12, len(listed) + len(values) + payload_len)  # MapEntry.value
-    entry_len = len(keyed) + len(feature) + len(listed) + len(values) + payload_len
-    return _delimited(0x0A, entry_len) + keyed + feature + listed + values
-
-
-def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Protobuf varints of int64/uint64 ``values`` (negative int64 as their 64-bit
-    pattern): a ``(n, 10)`` uint8 matrix, each row's first ``length`` bytes used,
-    and the lengths."""
-    v = np.ascontiguousarray(values).astype(np.int64, copy=False).view(np.uint64)
-    lengths = np.ones(len(v), dtype=np.int64)
-    for k in range(1, 10):
-        lengths += v >= np.uint64(1 << (7 * k))
-    width = int(lengths.max()) if len(v) else 1
-    groups = np.zeros((len(v), 10), dtype=np.uint8)
-    shifts = np.arange(0, 7 * width, 7, dtype=np.uint64)
-    groups[:, :width] = (v[:, None] >> shifts[None, :]) & np.uint64(0x7F)
-    more = np.arange(width)[None, :] < (lengths - 1)[:, None]
-    groups[:, :width] |= more.astype(np.uint8) << 7
-    return groups, lengths
-
-
-class _Layout:
-    """The constant structure of this writer's Examples: a list of segments
-    ``(offset, bytes)`` of constant framing and ``(offset, name, size)`` of values,
-    making up the fixed-size block of every record."""
-
-    def __init__(self, states: str, height: int, width: int, action_mask: bool) -> None:
-        tiles = height * width
-        segments: list = []
-        offset = 0
-
-        def const(data: bytes) -> None:
-            nonlocal offset
-            segments.append(("const", offset, data))
-            offset += len(data)
-
-        def value(name: str, size: int) -> None:
-            nonlocal offset
-            segments.append(("value", offset, name, size))
-            offset += size
-
-        for name in _ONE_BYTE_FEATURES:
-            const(_feature_prefix(name, "int64", 1))
-            value(name, 1)
-        const(_feature_prefix("reward", "float", 4))
-        value("reward", 4)
-        shape = [OBSERVATION_CHANNELS, height, width] if states == "float" else [height, width]
-        packed_shape = b"".join(_varint(s) for s in shape)
-        const(_feature_prefix("state_shape", "int64", len(packed_shape)) + packed_shape)
-        if states == "bytes":
-            for prefix, index in (("state", "state_index"), ("next_state", "next_state_index")):
-                for table, dtype in STATE_TABLES.items():
-                    size = tiles * np.dtype(dtype).itemsize
-                    const(_feature_prefix(f"{prefix}_{table[len('state_'):]}", "bytes", size))
-                    value(f"{index}:{table}", size)
-            if action_mask:
-                const(_feature_prefix("action_mask", "bytes", tiles * 4))
-                value("action_mask", tiles * 4)
-        else:
-            for name in ("state", "next_state"):
-                const(_feature_prefix(name, "float", OBSERVATION_CHANNELS * tiles * 4))
-                value(name, OBSERVATION_CHANNELS * tiles * 4)
-            const(_feature_prefix("action_mask", "int64", tiles * 4))
-            value("action_mask", tiles * 4)
-        self.segments = segments
-        self.size = offset
-        self.variable_prefixes = {}
-        for name in _VARIABLE_FEATURES:
-            # The entry before the varint, for each varint length 1..10.
-            self.variable_prefixes[name] = [_feature_prefix(name, "int64", k) for k in range(1, 11)]
+    for value in values:
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out)
 
 
 # ---- writing -------------------------------------------------------------------------
@@ -154,7 +60,21 @@ class _TFRecordEncoder(ShardEncoder):
     def __init__(self, fmt: TFRecordFormat, out: ChecksumWriter, height: int, width: int) -> None:
         self.out = out
         self.fmt = fmt
-        self.layout = _Layout(fmt.record_states, height, width, fmt.action_mask)
+        tiles = height * width
+        shape = [OBSERVATION_CHANNELS, height, width] if fmt.record_states == "float" else [height, width]
+        self._shape = np.frombuffer(_packed_varints(shape), dtype=np.uint8).reshape(1, -1)
+        rows = [("reward", "float", 4), ("state_shape", "int64", self._shape.size)]
+        if fmt.record_states == "bytes":
+            for prefix in ("state", "next_state"):
+                for table, dtype in STATE_TABLES.items():
+                    rows.append((f"{prefix}_{table[len('state_'):]}", "bytes", tiles * np.dtype(dtype).itemsize))
+            if fmt.action_mask:
+                rows.append(("action_mask", "bytes", tiles * 4))
+        else:
+            rows += [("state", "float", OBSERVATION_CHANNELS * tiles * 4),
+                     ("next_state", "float", OBSERVATION_CHANNELS * tiles * 4),
+                     ("action_mask", "int64", tiles * 4)]  # 0/1: one varint byte each
+        self._encoder = TFRecordEncoder(list(_VARINT_FEATURES), rows)
         # "bytes" records with masks: the masks come from decoding each part.
         self._decode_masks = fmt.action_mask and fmt.record_states == "bytes"
         self._sink = out
@@ -163,116 +83,34 @@ class _TFRecordEncoder(ShardEncoder):
             self._gzip = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=fmt.gzip_level, mtime=0)
             self._sink = self._gzip
         self._index: list[np.ndarray] = []  # record lengths, block by block
-        self._scratch = np.empty(0, dtype=np.uint8)
-        self._length_crc: dict[int, int] = {}
 
     def write(self, parts: list) -> None:
         for part in parts:
-            extra = {}
-            if self._decode_masks:
-                extra["action_mask"] = part.decode(self.fmt.army_scaling, self.fmt.army_scale).action_mask
+            sources = self._row_sources(part)
+            varints = [getattr(part, name) for name in _VARINT_FEATURES]
             for start in range(0, len(part), _BLOCK):
-                self._write_block(part, extra, start, min(len(part), start + _BLOCK))
+                rows = slice(start, min(len(part), start + _BLOCK))
+                records, lengths = self._encoder.encode(
+                    [column[rows] for column in varints],
+                    [(table[rows], None) if index is None else (table, index[rows]) for table, index in sources])
+                self._sink.write(records)
+                self._index.append(lengths)
 
-    def _write_block(self, part, extra: dict, start: int, stop: int) -> None:
-        layout = self.layout
-        n = stop - start
-        rows = slice(start, stop)
-        # Variable block: the varint features, lengths differ per record.
-        parts_bytes, lengths = [], []
-        for name in _VARIABLE_FEATURES:
-            digits, size = varints(getattr(part, name)[rows])
-            prefix_len = len(layout.variable_prefixes[name][0])  # same for every length (< 128)
-            block = np.empty((n, prefix_len + 10), dtype=np.uint8)
-            table = np.frombuffer(b"".join(layout.variable_prefixes[name]), np.uint8).reshape(10, prefix_len)
-            block[:, :prefix_len] = table[size - 1]
-            block[:, prefix_len:] = digits
-            parts_bytes.append(block)
-            lengths.append(prefix_len + size)
-        variable_len = np.sum(lengths, axis=0)
-        features_len = layout.size + variable_len
-        prefix_len = np.ones(n, dtype=np.int64)
-        _, flen_varint_len = varints(features_len)
-        prefix_len += flen_varint_len
-        data_len = prefix_len + features_len
-        max_variable = int(sum(b.shape[1] for b in parts_bytes))
-        max_prefix = int(prefix_len.max())
-        width = 12 + max_prefix + layout.size + max_variable + 4
-        need = n * width
-        if self._scratch.size < need:
-            self._scratch = np.empty(need, dtype=np.uint8)
-        rec = self._scratch[:need].reshape(n, width)
-        # Header: length and its masked CRC.
-        rec[:, 0:8] = data_len.astype("<u8").view(np.uint8).reshape(n, 8)
-        rec[:, 8:12] = self._length_crcs(data_len).view(np.uint8).reshape(n, 4)
-        # Example prefix: field 1 (features), length-delimited.
-        flen_digits, _ = varints(features_len)
-        for plen in np.unique(prefix_len):
-            sel = np.flatnonzero(prefix_len == plen)
-            rows_sel = rec[sel] if len(sel) != n else rec
-            rows_sel[:, 12] = 0x0A
-            rows_sel[:, 13:12 + plen] = flen_digits[sel, : plen - 1]
-            if len(sel) != n:
-                rec[sel] = rows_sel
-            self._fill_fixed(rec, sel if len(sel) != n else None, 12 + int(plen), part, extra, rows)
-        # Variable features after the fixed block; each overwrites the unused tail of
-        # the one before, so they end up back to back.
-        column = 12 + prefix_len + layout.size
-        flat = rec.reshape(-1)
-        row_base = np.arange(n, dtype=np.int64) * width
-        for block, size in zip(parts_bytes, lengths):
-            index = (row_base + column)[:, None] + np.arange(block.shape[1])
-            flat[index] = block
-            column = column + size
-        # Record CRCs, one call per record (the only per-record step).
-        view = memoryview(flat)
-        begins = (row_base + 12).tolist()
-        ends = (row_base + 12 + data_len).tolist()
-        crcs = np.array([crc32c(view[b:e]) for b, e in zip(begins, ends)], dtype=np.uint32)
-        masked = (((crcs >> np.uint32(15)) | (crcs << np.uint32(17))) + np.uint32(_MASK_DELTA)).astype("<u4")
-        crc_at = (row_base + 12 + data_len)[:, None] + np.arange(4)
-        flat[crc_at] = masked.view(np.uint8).reshape(n, 4)
-        record_len = data_len + 16
-        out = b"".join([view[b - 12 : b - 12 + length] for b, length in zip(begins, record_len.tolist())])
-        self._sink.write(out)
-        self._index.append(record_len)
-
-    def _fill_fixed(self, rec: np.ndarray, sel, column: int, part, extra: dict, rows: slice) -> None:
-        """Writes the fixed block of the records ``sel`` (None: all) at ``column``."""
-        target = rec if sel is None else rec[sel]
-        picked = rows if sel is None else np.arange(rows.start, rows.stop)[sel]
-        for segment in self.layout.segments:
-            if segment[0] == "const":
-                _, offset, data = segment
-                target[:, column + offset : column + offset + len(data)] = np.frombuffer(data, np.uint8)
-                continue
-            _, offset, name, size = segment
-            dest = target[:, column + offset : column + offset + size]
-            if ":" in name:  # a state table row, by state_index or next_state_index
-                index_name, table_name = name.split(":")
-                table = getattr(part, table_name)
-                table = table.reshape(len(table), -1).view(np.uint8)
-                dest[...] = np.take(table, getattr(part, index_name)[picked], axis=0)
-                continue
-            values = extra[name] if name in extra else getattr(part, name)
-            values = values[picked]
-            if name == "reward" or name in ("state", "next_state"):
-                dest[...] = np.ascontiguousarray(values, dtype="<f4").reshape(len(values), -1).view(np.uint8)
-            elif name == "action_mask":
-                dest[...] = values.reshape(len(values), -1).view(np.uint8)
-            else:  # one-byte int64 varints
-                dest[...] = values.astype(np.uint8).reshape(-1, 1)
-        if sel is not None:
-            rec[sel] = target
-
-    def _length_crcs(self, data_len: np.ndarray) -> np.ndarray:
-        out = np.empty(len(data_len), dtype="<u4")
-        for length in np.unique(data_len).tolist():
-            crc = self._length_crc.get(length)
-            if crc is None:
-                crc = self._length_crc[length] = masked_crc32c(struct.pack("<Q", length))
-            out[data_len == length] = crc
-        return out
+    def _row_sources(self, part) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(table, index) per row feature for the whole part: record i takes row
+        index[i] of the table, or row i when index is None."""
+        n = len(part)
+        sources = [(np.ascontiguousarray(part.reward, dtype="<f4"), None), (self._shape, np.zeros(n, np.int32))]
+        if self.fmt.record_states == "bytes":
+            for index in (part.state_index, part.next_state_index):
+                for table in STATE_TABLES:
+                    sources.append((getattr(part, table), index))
+            if self._decode_masks:
+                mask = part.decode(self.fmt.army_scaling, self.fmt.army_scale).action_mask
+                sources.append((mask.view(np.uint8), None))
+        else:
+            sources += [(part.state, None), (part.next_state, None), (part.action_mask.view(np.uint8), None)]
+        return sources
 
     def finish(self) -> dict[str, bytes]:
         if self._gzip is not None:
@@ -501,4 +339,4 @@ class TFRecordWriter(ShardWriter):
         super().__init__(LocalStore(destination), fmt, **split_writer_options(options))
 
 
-__all__ = ["TFRecordFormat", "TFRecordWriter", "parse_example", "read_records", "varints"]
+__all__ = ["TFRecordFormat", "TFRecordWriter", "parse_example", "read_records"]

@@ -1,0 +1,73 @@
+// TFRecord files of tf.train.Example records, built in bulk: CRC32C (hardware
+// when the CPU has SSE4.2, a table otherwise) and an Example encoder that frames
+// many records into one buffer.
+//
+// A record is `uint64 length, masked CRC32C of the length, data, masked CRC32C
+// of the data`, all little-endian; the data is a serialized Example whose
+// features are either one varint (an int64 list of one value) or a fixed-size
+// payload per record taken from a row of a table.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace grl::tfrecord {
+
+// CRC32C (Castagnoli) of `size` bytes, continuing from `crc` (0 to start).
+uint32_t crc32c(const uint8_t* data, size_t size, uint32_t crc = 0);
+// The table-driven CRC32C, whatever the CPU (crc32c uses it without SSE4.2).
+uint32_t crc32c_portable(const uint8_t* data, size_t size, uint32_t crc = 0);
+// The TFRecord masking of a CRC: rotate right by 15, add 0xa282ead8.
+uint32_t mask_crc(uint32_t crc);
+
+// What a fixed-size payload holds, as the Feature's oneof field.
+enum class ListKind : uint8_t {
+  kBytes = 1,  // bytes_list with one value: the payload
+  kFloat = 2,  // float_list, packed: the payload is little-endian float32s
+  kInt64 = 3,  // int64_list, packed: the payload is the values' varints
+};
+
+struct RowFeature {
+  std::string name;
+  ListKind kind;
+  size_t row_bytes;  // payload bytes of every record
+};
+
+// Where the payloads of a row feature come from: record i uses row index[i] of
+// `table` (row i when index is null). The memory belongs to the caller.
+struct RowSource {
+  const uint8_t* table;
+  size_t table_rows;
+  const int32_t* index;
+};
+
+// Encodes framed Example records; features appear in each record in the order
+// given, varint features first. Holds only the constant parts of the encoding.
+class ExampleEncoder {
+ public:
+  ExampleEncoder(std::vector<std::string> varint_names, std::vector<RowFeature> row_features);
+
+  size_t varint_features() const { return varint_prefixes_.size(); }
+  size_t row_features() const { return row_prefixes_.size(); }
+  // The most bytes one framed record can take.
+  size_t max_record_bytes() const;
+
+  // Writes `n` framed records to `out` (room for n * max_record_bytes()) and
+  // each record's framed length to `lengths`; returns the bytes written.
+  // `varint_columns[f][i]` is feature f's value in record i (uint64 bit
+  // patterns as int64); every index of `rows` must be below its table_rows.
+  size_t encode(size_t n, const int64_t* const* varint_columns, const RowSource* rows, uint8_t* out,
+                int64_t* lengths) const;
+
+ private:
+  // Each varint feature's map entry up to its value, for a value of 1..10 bytes
+  // (the prefixes differ only in the length bytes, so they have one size).
+  std::vector<std::vector<std::string>> varint_prefixes_;
+  std::vector<std::string> row_prefixes_;
+  std::vector<size_t> row_bytes_;
+  size_t row_block_bytes_ = 0;  // every row feature's prefix and payload
+};
+
+}  // namespace grl::tfrecord
