@@ -138,10 +138,17 @@ class ExperienceServer:
         self._server: grpc.Server | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
         self.port: int | None = None
+        self._started = False
 
     # ---- lifecycle ---------------------------------------------------------
 
     def start(self) -> ExperienceServer:
+        """Binds and starts serving (once per server object)."""
+        if self._started:
+            raise RuntimeError(
+                "this server was started already; create a new ExperienceServer to serve again"
+            )
+        self._started = True
         workers = self._max_streams + 16  # streams plus unary calls, health and reflection
         self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="experience-rpc")
         interceptors = [_TokenInterceptor(self._token)] if self._token else []
@@ -219,7 +226,7 @@ class ExperienceServer:
         self._server = None
 
     def __enter__(self) -> Self:
-        return self.start() if self._server is None else self
+        return self if self._server is not None else self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()

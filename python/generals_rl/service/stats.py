@@ -107,19 +107,22 @@ class StatsCollector:
         self._stats = StatsSnapshot()
         self._last_sequence: OrderedDict[int, int] = OrderedDict()  # game -> newest sequence
         self._lock = threading.Lock()
-        self._cursor = buffer.cursor(start="oldest")
-        self._folded_through = self._cursor.position
+        self._cursor = None  # opened by start(): an open cursor holds producers back in block mode
+        self._folded_through = buffer.oldest
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="experience-stats", daemon=True)
 
     def start(self) -> StatsCollector:
+        self._cursor = self._buffer.cursor(start="oldest")
+        self._folded_through = self._cursor.position
         self._clock.sample(self._buffer.head, time.time(), self._buffer.oldest)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._cursor.close()
+        if self._cursor is not None:
+            self._cursor.close()
         if self._thread.is_alive():
             self._thread.join()
 
