@@ -94,6 +94,7 @@ class _TFRecordEncoder(ShardEncoder):
                     [column[rows] for column in varints],
                     [(table[rows], None) if index is None else (table, index[rows]) for table, index in sources])
                 self._sink.write(records)
+                del records  # unreferenced, its memory is reused for the next block
                 self._index.append(lengths)
 
     def _row_sources(self, part) -> list[tuple[np.ndarray, np.ndarray | None]]:
