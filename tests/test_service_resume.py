@@ -221,3 +221,18 @@ def test_an_unreachable_server_is_reported_after_the_reconnect_timeout():
         list(consumer.stream_experiences(follow=True))
     assert error.value.code.name == "UNAVAILABLE"
     assert 1.0 <= time.monotonic() - started < 10
+
+
+def test_closing_the_consumer_from_another_thread_ends_its_stream():
+    buffer = make_buffer()
+    fill(buffer, 100)
+    with serving(buffer) as server:
+        consumer = ExperienceConsumer(server.address)
+        stream = consumer.stream_experiences(follow=True, decode=False)
+        first = next(stream)
+        threading.Timer(0.3, consumer.close).start()
+        started = time.monotonic()
+        rest = list(stream)  # what is resident arrives, then nothing more; close() ends the iteration
+        assert 0.2 < time.monotonic() - started < 5
+        assert_contiguous(np.concatenate([first.sequence, *(b.sequence for b in rest)]), 0, buffer.head)
+        wait_until(lambda: server.active_streams == 0, what="the stream to close")

@@ -313,7 +313,12 @@ class ExperienceConsumer:
     def _deliver(self, out: queue.Queue, live: int):
         try:
             while live:
-                item = out.get()
+                try:
+                    item = out.get(timeout=0.1)
+                except queue.Empty:
+                    if self._stop.is_set():  # closed from another thread
+                        return
+                    continue
                 if item is _END:
                     live -= 1
                     continue
