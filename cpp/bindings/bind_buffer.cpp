@@ -40,7 +40,8 @@ py::dict fields_of(auto&& b) {
 
 py::dict raw_to_dict(grl::RawBatch&& b) {
   const py::ssize_t h = b.height, w = b.width;
-  const py::ssize_t states = h * w ? static_cast<py::ssize_t>(b.state_kind.size()) / (h * w) : 0;
+  const py::ssize_t tiles = h * w;
+  const py::ssize_t states = tiles > 0 ? static_cast<py::ssize_t>(b.state_kind.size()) / tiles : 0;
   const py::ssize_t n = static_cast<py::ssize_t>(b.size());
   py::dict out;
   out["state_index"] = to_numpy(std::move(b.state_index), {n});
