@@ -29,6 +29,8 @@ SMALL = [
     "4",
     "--address",
     "127.0.0.1:0",
+    "--output",
+    "none",
 ]
 
 
@@ -82,6 +84,27 @@ def test_selfplay_serves_every_experience_to_a_consumer_then_exits_with_a_summar
     assert summary["wins_by_policy"]["heuristic"] > summary["wins_by_policy"]["random"]
     assert batches[0].state.shape[1:] == (9, 10, 10)
     assert any("waiting for 1 consumer(s)" in line for line in selfplay.log)
+
+
+def test_selfplay_stores_parquet_by_default_and_numbers_on_across_runs(tmp_path):
+    pyarrow_dataset = pytest.importorskip("pyarrow.dataset")
+    reported = []
+    for _ in range(2):
+        result = subprocess.run(
+            [*COMMAND, *SMALL[:-2], "--games", "4", "--json"],
+            check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["stored"]["format"] == "parquet"
+        assert summary["stored"]["experiences"] == summary["experiences"] > 0
+        reported.append(summary["experiences"])
+    table = pyarrow_dataset.dataset(tmp_path / "selfplay-data", format="parquet").to_table(
+        columns=["sequence", "player_id", "tick"]
+    )
+    sequences = np.sort(table.column("sequence").to_numpy())
+    # The second run continues the stored numbering: one gap-free range, nothing twice.
+    np.testing.assert_array_equal(sequences, np.arange(sum(reported)))
 
 
 def test_selfplay_without_a_game_limit_stops_on_sigint_with_a_summary():

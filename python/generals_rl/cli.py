@@ -48,9 +48,11 @@ def _selfplay(args: argparse.Namespace) -> int:
                 raise ValueError("--tls-cert and --tls-key: give both")
             with open(args.tls_cert, "rb") as cert, open(args.tls_key, "rb") as key:
                 tls = (cert.read(), key.read())
+        storage = _StorageOutput(args.format, args.output) if args.output != "none" else None
         summary = run_selfplay(
             config,
             args.address,
+            sinks=[storage.sink] if storage else [],
             keep_running=args.keep_running,
             wait_for_consumers=args.wait_for_consumers,
             drain_timeout=args.drain_timeout,
@@ -61,8 +63,46 @@ def _selfplay(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"generals-rl selfplay: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(summary.to_dict()) if args.json else summary.format())
+    result = summary.to_dict()
+    if storage:
+        result["stored"] = storage.report()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(summary.format())
+        if storage:
+            stored = result["stored"]
+            print(f"stored: {stored['experiences']} experiences as {stored['format']} in {stored['destination']}")
     return 0
+
+
+class _StorageOutput:
+    """Self-play's durable copy: a writer of ``format`` shards to ``destination``
+    fed by a background sink, numbering on from what the destination holds."""
+
+    def __init__(self, format: str, destination: str) -> None:
+        self.format, self.destination = format, destination
+        self._sink = None
+        self._first = 0
+
+    def sink(self, buffer):
+        from .storage import BufferSink, continue_numbering, open_writer
+
+        try:
+            writer = open_writer(self.format, self.destination)
+        except ImportError as exc:
+            raise ValueError(
+                f"--format {self.format} needs {exc.name}: pip install 'generals-rl[storage]' "
+                "(or --format npz, or --output none)"
+            ) from None
+        self._first = continue_numbering(buffer, writer)
+        self._sink = BufferSink(buffer, writer)
+        return self._sink
+
+    def report(self) -> dict:
+        durable = self._sink.durable_sequence if self._sink else None
+        stored = 0 if durable is None or durable < self._first else durable - self._first + 1
+        return {"format": self.format, "destination": self.destination, "experiences": stored}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="how long to wait for connected consumers to read everything (default: %(default)s)",
+    )
+    option(
+        "--output",
+        default="selfplay-data",
+        metavar="DIR|s3://BUCKET/PREFIX|none",
+        help="where the experiences are stored durably; 'none' only serves them (default: %(default)s)",
+    )
+    option(
+        "--format",
+        choices=("parquet", "tfrecord", "npz"),
+        default="parquet",
+        help="storage format of --output (default: %(default)s)",
     )
     option("--json", action="store_true", help="print the summary as JSON")
     selfplay.set_defaults(run=_selfplay)

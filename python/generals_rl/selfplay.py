@@ -36,7 +36,7 @@ class Sink(Protocol):
     def stop(self) -> None: ...
 
 
-# Builds a sink for the run's buffer.
+# Builds a sink for the run's buffer, before anything is recorded into it.
 SinkFactory = Callable[[ExperienceBuffer], Sink]
 
 
@@ -74,6 +74,9 @@ class SelfPlayConfig:
     @property
     def players(self) -> int:
         return len(self.policies)
+
+    def make_buffer(self) -> ExperienceBuffer:
+        return ExperienceBuffer(self.height, self.width, self.capacity, self.buffer_policy)
 
     def player_label(self, player: int) -> str:
         return f"player {player} ({self.policies[player]})"
@@ -138,9 +141,9 @@ class SelfPlay:
     """Built-in bots playing ``config.num_envs`` games at once, every experience
     recorded into ``buffer``."""
 
-    def __init__(self, config: SelfPlayConfig) -> None:
+    def __init__(self, config: SelfPlayConfig, buffer: ExperienceBuffer | None = None) -> None:
         self.config = config
-        self.buffer = ExperienceBuffer(config.height, config.width, config.capacity, config.buffer_policy)
+        self.buffer = buffer or config.make_buffer()
         num_envs = min(config.num_envs, config.games) if config.games else config.num_envs
         # A short wait per step so a stop request is noticed while consumers hold the buffer full.
         self.env = VecEnv(
@@ -175,7 +178,7 @@ class SelfPlay:
         games = total_length = stalled = 0
         self.env.reset()
         start = last_time = time.monotonic()
-        last_experiences = self.buffer.head
+        first_sequence = last_experiences = self.buffer.head
         waiting = False
         while not stop.is_set() and (config.games is None or games < config.games):
             for player, bot in enumerate(self.bots):
@@ -200,12 +203,12 @@ class SelfPlay:
             if on_progress is not None and now - last_time >= progress_interval:
                 head = self.buffer.head
                 on_progress(
-                    Progress(games, head, now - start, (head - last_experiences) / (now - last_time), waiting)
+                    Progress(games, head - first_sequence, now - start, (head - last_experiences) / (now - last_time), waiting)
                 )
                 last_time, last_experiences = now, head
         summary = SelfPlaySummary(
             games=games,
-            experiences=self.buffer.head,
+            experiences=self.buffer.head - first_sequence,
             seconds=time.monotonic() - start,
             mean_game_length=total_length / games if games else 0.0,
             stalled_steps=stalled,
@@ -273,15 +276,18 @@ def run_selfplay(
     from .service import ExperienceServer
 
     stop = stop or threading.Event()
-    selfplay = SelfPlay(config)
+    buffer = config.make_buffer()
+    # Sinks are built before the env records, so one may first continue the
+    # buffer's sequence numbers from where its destination's data ends.
+    built = [factory(buffer) for factory in sinks]
+    selfplay = SelfPlay(config, buffer)
     server = ExperienceServer(selfplay.buffer, address, token=token, tls=tls, max_streams=max_streams).start()
     print(f"generals-rl selfplay: serving experiences on {server.address}", file=log, flush=True)
     started: list[Sink] = []
     restore = _stop_on_signals(stop)
     progress = _ProgressLine(log, config.games)
     try:
-        for factory in sinks:
-            sink = factory(selfplay.buffer)
+        for sink in built:
             sink.start()
             started.append(sink)
         if wait_for_consumers > server.active_streams:
