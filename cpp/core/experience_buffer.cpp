@@ -13,7 +13,8 @@ namespace grl {
 
 namespace {
 
-constexpr uint64_t kBusy = 1ULL << 63;  // stamp bit: slot being written
+constexpr uint64_t kBusy = 1ULL << 63;    // stamp bit: slot being written
+constexpr uint64_t kPinned = 1ULL << 63;  // state_last_ref_ bit: held by a producer (block policy)
 constexpr uint8_t kMissingFlag = 0x80;  // record flag: a gap restored from a saved file
 constexpr int kRecordWords = sizeof(ExperienceRecord) / 8;
 constexpr auto kMaxWaitSlice = std::chrono::milliseconds(20);
@@ -38,10 +39,37 @@ inline void load_words(uint64_t* dst, const uint64_t* src, size_t n) {
 
 inline uint8_t tile_code(uint8_t kind, int16_t owner) { return static_cast<uint8_t>(kind << 5 | (owner + 1)); }
 
-void atomic_max(std::atomic<uint64_t>& target, uint64_t value) {
+// Raises the reference count part of a state's last_ref word, keeping its pin bit.
+void raise_last_ref(std::atomic<uint64_t>& target, uint64_t value) {
   uint64_t current = target.load(std::memory_order_relaxed);
-  while (current < value && !target.compare_exchange_weak(current, value, std::memory_order_relaxed)) {
+  while ((current & ~kPinned) < value &&
+         !target.compare_exchange_weak(current, (current & kPinned) | value, std::memory_order_release,
+                                       std::memory_order_relaxed)) {
   }
+}
+
+// Takes a seqlock slot for generation `stamp_value` (seq or id + 1): waits while
+// another writer is copying into it; false when a later generation already
+// holds it (this one was overwritten before it was written). `replaced` is the
+// stamp of the generation taken over.
+bool begin_write(std::atomic<uint64_t>& stamp, uint64_t stamp_value, uint64_t* replaced = nullptr) {
+  uint64_t current = stamp.load(std::memory_order_relaxed);
+  while (true) {
+    if (current & kBusy) {
+      std::this_thread::yield();
+      current = stamp.load(std::memory_order_relaxed);
+      continue;
+    }
+    if (current > stamp_value) return false;
+    if (stamp.compare_exchange_weak(current, kBusy | stamp_value, std::memory_order_acquire,
+                                    std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  // Orders the busy stamp before the payload stores (readers re-check the stamp).
+  std::atomic_thread_fence(std::memory_order_release);
+  if (replaced) *replaced = current;
+  return true;
 }
 
 }  // namespace
@@ -138,10 +166,15 @@ uint64_t ExperienceBuffer::min_open_cursor() {
   return lowest;
 }
 
-bool ExperienceBuffer::state_slot_free(uint64_t id, uint64_t min_cursor) const {
-  if (id < state_capacity_) return true;
-  const uint64_t last_ref = state_last_ref_[id % state_capacity_].load(std::memory_order_acquire);
-  return last_ref == 0 || last_ref - 1 < min_cursor;
+// State `id` may take its slot when the slot holds the state one lap before
+// (written, so that a lagging writer is never overtaken), no producer holds
+// that one, and every experience referring to it is behind every open cursor.
+bool ExperienceBuffer::state_slot_ready(uint64_t id, uint64_t min_cursor) const {
+  const uint64_t slot = id % state_capacity_;
+  const uint64_t previous = id >= state_capacity_ ? id - state_capacity_ + 1 : 0;
+  if (state_stamp_[slot].load(std::memory_order_acquire) != previous) return false;
+  const uint64_t last_ref = state_last_ref_[slot].load(std::memory_order_acquire);
+  return !(last_ref & kPinned) && (last_ref == 0 || last_ref - 1 < min_cursor);
 }
 
 void ExperienceBuffer::notify_readers() {
@@ -166,7 +199,9 @@ bool ExperienceBuffer::wait_for_room(uint64_t experiences, uint64_t states, doub
     const uint64_t head = head_.load();
     const uint64_t state_head = state_head_.load();
     bool room = min_cursor == UINT64_MAX || head + experiences <= min_cursor + capacity_;
-    for (uint64_t id = state_head; room && id < state_head + states; ++id) room = state_slot_free(id, min_cursor);
+    for (uint64_t id = state_head; room && id < state_head + states; ++id) {
+      room = state_slot_ready(id, min_cursor);
+    }
     if (room) return true;
     if (Clock::now() >= deadline) return false;
     producers_waiting_.fetch_add(1);
@@ -180,7 +215,7 @@ bool ExperienceBuffer::wait_for_room(uint64_t experiences, uint64_t states, doub
 
 // ---- producers ---------------------------------------------------------------
 
-void ExperienceBuffer::write_state_slot(uint64_t id, const uint8_t* kind, const int16_t* owner,
+bool ExperienceBuffer::write_state_slot(uint64_t id, const uint8_t* kind, const int16_t* owner,
                                         const int32_t* army) {
   thread_local std::vector<uint64_t> payload;
   payload.assign(state_words_, 0);
@@ -195,34 +230,89 @@ void ExperienceBuffer::write_state_slot(uint64_t id, const uint8_t* kind, const 
   payload[state_words_ - 1] = wide;
   const uint64_t slot = id % state_capacity_;
   auto& stamp = state_stamp_[slot];
-  const uint64_t previous = stamp.load(std::memory_order_relaxed);
-  stamp.store(kBusy | (id + 1), std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
-  if (wide || wide_count_.load(std::memory_order_relaxed) > 0) {
+  uint64_t previous = 0;
+  if (!begin_write(stamp, id + 1, &previous)) return false;
+  if (wide || wide_count_.load(std::memory_order_acquire) > 0) {
     std::lock_guard<std::mutex> lock(wide_mutex_);
-    if (previous != 0) wide_armies_.erase((previous & ~kBusy) - 1);
+    if (previous != 0) wide_armies_.erase(previous - 1);
     if (wide) wide_armies_[id].assign(army, army + tiles_);
-    wide_count_.store(wide_armies_.size(), std::memory_order_relaxed);
+    wide_count_.store(wide_armies_.size(), std::memory_order_release);
   }
-  state_last_ref_[slot].store(0, std::memory_order_relaxed);
   store_words(state_words_store_.get() + slot * state_words_, payload.data(), state_words_);
   stamp.store(id + 1, std::memory_order_release);
+  return true;
+}
+
+void ExperienceBuffer::wait_for_producers(int& spins) {
+  if (++spins < 64) {
+    std::this_thread::yield();
+    return;
+  }
+  producers_waiting_.fetch_add(1);
+  {
+    std::unique_lock<std::mutex> lock(wait_mutex_);
+    producers_cv_.wait_for(lock, spins < 256 ? std::chrono::milliseconds(1) : kMaxWaitSlice);
+  }
+  producers_waiting_.fetch_sub(1);
+}
+
+// Producers never wait here while holding a state or a reserved slot they
+// have not written (see reserve_state), so a wait ends when the slot's holder
+// finishes its append or the cursors read on: they never wait on each other
+// in a circle.
+void ExperienceBuffer::claim_state_slot(uint64_t id) {
+  auto& last_ref = state_last_ref_[id % state_capacity_];
+  int spins = 0;
+  while (true) {
+    if (state_slot_ready(id, min_cursor_cache_.load()) || state_slot_ready(id, min_open_cursor())) {
+      uint64_t value = last_ref.load(std::memory_order_acquire);
+      // Taking the pin bit is what claims the slot: one producer wins it.
+      if (!(value & kPinned) && last_ref.compare_exchange_strong(value, kPinned, std::memory_order_acq_rel)) return;
+      continue;
+    }
+    wait_for_producers(spins);
+  }
+}
+
+uint64_t ExperienceBuffer::reserve_state() {
+  const uint64_t id = state_head_.fetch_add(1);
+  if (policy_ == FullPolicy::kBlock) claim_state_slot(id);
+  return id;
+}
+
+void ExperienceBuffer::write_state(uint64_t id, const uint8_t* kind, const int16_t* owner, const int32_t* army) {
+  // Under the overwrite policy a later lap may have taken the slot already:
+  // experiences referring to this state then count as missed.
+  write_state_slot(id, kind, owner, army);
+  if (producers_waiting_.load() > 0) notify_producers();
 }
 
 uint64_t ExperienceBuffer::append_state(const uint8_t* kind, const int16_t* owner, const int32_t* army) {
-  const uint64_t id = state_head_.fetch_add(1);
-  if (policy_ == FullPolicy::kBlock && id >= state_capacity_) {
-    while (!state_slot_free(id, min_cursor_cache_.load()) && !state_slot_free(id, min_open_cursor())) {
-      producers_waiting_.fetch_add(1);
-      {
-        std::unique_lock<std::mutex> lock(wait_mutex_);
-        producers_cv_.wait_for(lock, kMaxWaitSlice);
-      }
-      producers_waiting_.fetch_sub(1);
-    }
-  }
-  write_state_slot(id, kind, owner, army);
+  const uint64_t id = reserve_state();
+  write_state(id, kind, owner, army);
   return id;
+}
+
+bool ExperienceBuffer::hold_state(uint64_t id) {
+  const uint64_t slot = id % state_capacity_;
+  const auto& stamp = state_stamp_[slot];
+  if (policy_ != FullPolicy::kBlock) return stamp.load(std::memory_order_acquire) == id + 1;
+  // Pinned means claimed by the producer of a later lap (or held elsewhere).
+  auto& last_ref = state_last_ref_[slot];
+  uint64_t value = last_ref.load(std::memory_order_acquire);
+  do {
+    if ((value & kPinned) || stamp.load(std::memory_order_acquire) != id + 1) return false;
+  } while (!last_ref.compare_exchange_weak(value, value | kPinned, std::memory_order_acq_rel,
+                                           std::memory_order_acquire));
+  if (stamp.load(std::memory_order_acquire) == id + 1) return true;
+  release_state(id);  // the slot was taken and released meanwhile
+  return false;
+}
+
+void ExperienceBuffer::release_state(uint64_t id) {
+  if (policy_ != FullPolicy::kBlock) return;
+  state_last_ref_[id % state_capacity_].fetch_and(~kPinned, std::memory_order_release);
+  if (producers_waiting_.load() > 0) notify_producers();
 }
 
 uint64_t ExperienceBuffer::append(const ExperienceRecord* records, size_t count) {
@@ -250,13 +340,15 @@ uint64_t ExperienceBuffer::append(const ExperienceRecord* records, size_t count)
   for (size_t k = 0; k < count; ++k) {
     const uint64_t seq = first + k;
     RecordSlot& slot = records_[seq % capacity_];
-    slot.stamp.store(kBusy | (seq + 1), std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
+    // A slot already lapped (overwrite policy, or block without open cursors)
+    // keeps the later record: this one is missed by whoever looks for it.
+    if (!begin_write(slot.stamp, seq + 1)) continue;
     store_words(slot.words, reinterpret_cast<const uint64_t*>(&records[k]), kRecordWords);
     slot.stamp.store(seq + 1, std::memory_order_release);
     if (policy_ == FullPolicy::kBlock && !(records[k].flags & kMissingFlag)) {
-      atomic_max(state_last_ref_[records[k].state_id % state_capacity_], seq + 1);
-      atomic_max(state_last_ref_[records[k].next_state_id % state_capacity_], seq + 1);
+      // The producer holds both states, so their slots still hold them.
+      raise_last_ref(state_last_ref_[records[k].state_id % state_capacity_], seq + 1);
+      raise_last_ref(state_last_ref_[records[k].next_state_id % state_capacity_], seq + 1);
     }
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -388,10 +480,15 @@ void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out) {
   ExperienceRecord record;
   size_t since_publish = 0;
   while (sink.size() < max_items) {
-    const uint64_t oldest = buffer_.oldest();
-    if (pos < oldest) {  // overwritten, or never held (a start before the oldest resident)
-      missed += oldest - pos;
-      pos = oldest;
+    // Overwrite policy: everything below the oldest is (being) replaced. Not
+    // under block, where the head counts reservations of producers that wait
+    // for this cursor: a record there is missed only when found replaced.
+    if (buffer_.policy_ == FullPolicy::kOverwrite) {
+      const uint64_t oldest = buffer_.oldest();
+      if (pos < oldest) {
+        missed += oldest - pos;
+        pos = oldest;
+      }
     }
     const int status = buffer_.load_record(pos, record);
     if (status == 0) {  // not written yet: wait for producers
@@ -608,14 +705,31 @@ uint64_t ExperienceBuffer::append_raw(const RawBatch& b) {
   if (!wait_for_room(b.size(), states, 30.0)) {
     throw BufferFull("experience buffer is full: open cursors have not read for 30 s");
   }
-  std::vector<uint64_t> state_ids(states);
-  for (size_t s = 0; s < states; ++s) {
-    state_ids[s] = append_state(b.state_kind.data() + s * tiles, b.state_owner.data() + s * tiles,
-                                b.state_army.data() + s * tiles);
-  }
+  const std::vector<uint64_t> state_ids = append_states(b);
   std::vector<ExperienceRecord> records(b.size());
   for (size_t i = 0; i < b.size(); ++i) records[i] = record_of(b, i, state_ids);
-  return append(records.data(), records.size());
+  const uint64_t first = append(records.data(), records.size());
+  for (const uint64_t id : state_ids) release_state(id);
+  return first;
+}
+
+std::vector<uint64_t> ExperienceBuffer::append_states(const RawBatch& b) {
+  const size_t tiles = static_cast<size_t>(tiles_);
+  const size_t states = b.state_kind.size() / tiles;  // at most state_capacity
+  // One reservation for the whole batch, every slot claimed before any is
+  // written: waiting, the producer holds no state, only slots of consecutive
+  // ids newer than any it waits on.
+  const uint64_t first = state_head_.fetch_add(states);
+  std::vector<uint64_t> ids(states);
+  for (size_t s = 0; s < states; ++s) {
+    ids[s] = first + s;
+    if (policy_ == FullPolicy::kBlock) claim_state_slot(ids[s]);
+  }
+  for (size_t s = 0; s < states; ++s) {
+    write_state(ids[s], b.state_kind.data() + s * tiles, b.state_owner.data() + s * tiles,
+                b.state_army.data() + s * tiles);
+  }
+  return ids;
 }
 
 void ExperienceBuffer::import_resident(const RawBatch& b) {
@@ -631,15 +745,10 @@ void ExperienceBuffer::import_resident(const RawBatch& b) {
     throw std::invalid_argument("saved contents span " + std::to_string(end - first) +
                                 " sequence numbers, more than the capacity " + std::to_string(capacity_));
   }
-  const size_t tiles = static_cast<size_t>(tiles_);
-  const size_t states = b.state_kind.size() / tiles;
-  if (states > state_capacity_) throw std::invalid_argument("saved contents hold more states than state_capacity");
-  std::vector<uint64_t> state_ids(states);
-  for (size_t s = 0; s < states; ++s) {
-    state_ids[s] = state_head_.fetch_add(1);
-    write_state_slot(state_ids[s], b.state_kind.data() + s * tiles, b.state_owner.data() + s * tiles,
-                     b.state_army.data() + s * tiles);
+  if (b.state_kind.size() / tiles_ > state_capacity_) {
+    throw std::invalid_argument("saved contents hold more states than state_capacity");
   }
+  const std::vector<uint64_t> state_ids = append_states(b);
   // Sequence numbers continue where the saved buffer stopped; gaps become
   // markers that cursors report as missed, and nothing below the first is resident.
   first_sequence_.store(first);
@@ -656,6 +765,7 @@ void ExperienceBuffer::import_resident(const RawBatch& b) {
     }
   }
   append(pending.data(), pending.size());
+  for (const uint64_t id : state_ids) release_state(id);
 }
 
 BufferStats ExperienceBuffer::stats() const {

@@ -149,11 +149,26 @@ class ExperienceBuffer {
   // Waits until `experiences` more experiences and `states` more states fit
   // without overrunning an open cursor; false on timeout (nothing changes).
   bool wait_for_room(uint64_t experiences, uint64_t states, double timeout_s);
-  // Stores a game's board; returns its state id. Blocks in block mode while
-  // the slot is still referenced by an experience a cursor has not read.
+  // Stores a game's board; returns its state id, held by the caller until
+  // release_state. In block mode it waits while the slot's previous state is
+  // held or referenced by an experience an open cursor has not read.
   uint64_t append_state(const uint8_t* kind, const int16_t* owner, const int32_t* army);
   uint64_t append_state(const Game& game) { return append_state(game.kind(), game.owner(), game.army()); }
+  // append_state in two parts: the id and its slot first (waiting as above),
+  // the board later. A producer must not reserve while it holds a state or
+  // has a reserved slot it has not written: reserve first, then hold.
+  uint64_t reserve_state();
+  void write_state(uint64_t id, const uint8_t* kind, const int16_t* owner, const int32_t* army);
+  void write_state(uint64_t id, const Game& game) { write_state(id, game.kind(), game.owner(), game.army()); }
+  // Holds a state stored earlier, for experiences about to refer to it; false
+  // when it is no longer resident or a later state claimed its slot: store the
+  // board again (into a slot reserved before this call).
+  bool hold_state(uint64_t id);
+  // Lets a held state be replaced once the experiences referring to it are
+  // read (block mode). Release a state after appending those experiences.
+  void release_state(uint64_t id);
   // Appends experiences with consecutive sequence numbers; returns the first.
+  // Their states must be held by the caller.
   uint64_t append(const ExperienceRecord* records, size_t count);
 
   // ---- consumers -----------------------------------------------------------
@@ -191,10 +206,16 @@ class ExperienceBuffer {
   int load_record(uint64_t seq, ExperienceRecord& out) const;
   // Copies state `id` into scratch; false when it is no longer resident.
   bool load_state(uint64_t id, StateScratch& scratch) const;
-  void write_state_slot(uint64_t id, const uint8_t* kind, const int16_t* owner, const int32_t* army);
+  // False when a later lap took the slot first (overwrite policy).
+  bool write_state_slot(uint64_t id, const uint8_t* kind, const int16_t* owner, const int32_t* army);
+  // Stores a batch's boards under consecutive ids, held; returns the ids.
+  std::vector<uint64_t> append_states(const RawBatch& batch);
+  // Block policy: waits until state `id` may take its slot, then holds it.
+  void claim_state_slot(uint64_t id);
+  void wait_for_producers(int& spins);
   uint64_t oldest_at(uint64_t head) const;
   uint64_t min_open_cursor();  // UINT64_MAX without open cursors
-  bool state_slot_free(uint64_t id, uint64_t min_cursor) const;
+  bool state_slot_ready(uint64_t id, uint64_t min_cursor) const;
   void notify_readers();
   void notify_producers();
   void decode_state(const StateScratch& s, int player, float* obs, uint8_t* mask) const;
@@ -209,7 +230,7 @@ class ExperienceBuffer {
 
   std::unique_ptr<RecordSlot[]> records_;
   std::unique_ptr<std::atomic<uint64_t>[]> state_stamp_;     // id + 1; busy bit while writing
-  std::unique_ptr<std::atomic<uint64_t>[]> state_last_ref_;  // highest referencing seq + 1
+  std::unique_ptr<std::atomic<uint64_t>[]> state_last_ref_;  // highest referencing seq + 1; kPinned while held
   std::unique_ptr<uint64_t[]> state_words_store_;
   std::atomic<uint64_t> head_{0};        // next sequence to reserve
   std::atomic<uint64_t> state_head_{0};  // next state id to reserve

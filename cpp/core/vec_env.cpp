@@ -80,7 +80,10 @@ void VecEnv::reset_game(int i) {
   games_[i] = std::make_unique<Game>(generate_map(config_.map, env_seed(i, episodes_[i])), config_.max_ticks);
   episodes_[i] += 1;
   game_id[i] = next_game_id();
-  if (buffer_) state_ids_[i] = buffer_->append_state(*games_[i]);
+  if (buffer_) {
+    state_ids_[i] = buffer_->append_state(*games_[i]);
+    buffer_->release_state(state_ids_[i]);  // held again by the step that refers to it
+  }
   std::fill_n(running_return_.begin() + static_cast<size_t>(i) * config_.players, config_.players, 0.0f);
 }
 
@@ -141,6 +144,18 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
     illegal_before[p] = g.illegal_moves(p);
   }
 
+  // The slot for the board after this tick first, then the board about to be
+  // left is held until this tick's experiences refer to it. When another
+  // producer lapped it, it is stored again, into the slot just reserved.
+  uint64_t next_state = 0;
+  while (buffer_) {
+    next_state = buffer_->reserve_state();
+    if (buffer_->hold_state(state_ids_[i])) break;
+    buffer_->write_state(next_state, g);
+    buffer_->release_state(next_state);  // reserving again holds nothing
+    state_ids_[i] = next_state;
+  }
+
   const int tick_before = g.tick();
   const bool finished = g.step(actions);
 
@@ -170,7 +185,7 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
   episode_done[i] = finished;
 
   if (buffer_) {
-    const uint64_t next_state = buffer_->append_state(g);
+    buffer_->write_state(next_state, g);
     ExperienceRecord records[kMaxPlayers];
     size_t count = 0;
     for (int p = 0; p < players; ++p) {
@@ -188,6 +203,8 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
                 (truncated[i] && g.alive(p) ? kTruncated : 0);
     }
     buffer_->append(records, count);
+    buffer_->release_state(state_ids_[i]);
+    buffer_->release_state(next_state);
     state_ids_[i] = next_state;
   }
 
@@ -237,7 +254,8 @@ void VecEnv::set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout
 void VecEnv::step(const int32_t* actions) {
   if (buffer_) {
     const uint64_t n = config_.num_envs;
-    if (!buffer_->wait_for_room(n * config_.players, 2 * n, buffer_timeout_)) throw buffer_full(buffer_timeout_);
+    // Per game at most: its board stored again (when lapped), the next board and a reset board.
+    if (!buffer_->wait_for_room(n * config_.players, 3 * n, buffer_timeout_)) throw buffer_full(buffer_timeout_);
   }
   pool_.parallel_for(config_.num_envs, [this, actions](int begin, int end) {
     std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);
