@@ -17,7 +17,7 @@ from generals_rl.experience import format_game_id
 from generals_rl.service import ConsumerError, ExperienceConsumer
 from generals_rl.service.server import SERVICE_NAME
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_service_common import Producer, everything, fill, make_buffer, serving, wait_until
+from service_support import Producer, everything, fill, make_buffer, serving, wait_until
 
 
 def test_the_token_is_enforced_on_every_call_but_health_checks():

@@ -10,7 +10,7 @@ from generals_rl._proto import experience_pb2 as pb
 from generals_rl.experience import RawBatch
 from generals_rl.service import PackedBatchError, pack_message, unpack
 from generals_rl.service.packing import MAX_PAYLOAD_BYTES
-from test_service_common import everything, fill, make_buffer
+from service_support import everything, fill, make_buffer
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 from generals_rl.service import ConsumerError, ExperienceConsumer, StreamPosition
-from test_service_common import Producer, assert_contiguous, fill, make_buffer, serving, wait_until
+from service_support import Producer, assert_contiguous, fill, make_buffer, serving, wait_until
 
 
 def _sequences(batches) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from generals_rl.experience import RawBatch
 from generals_rl.service import ExperienceConsumer
-from test_service_common import (
+from service_support import (
     Producer,
     assert_contiguous,
     everything,

@@ -13,7 +13,7 @@ from generals_rl.experience import RawBatch, format_game_id
 from generals_rl.service import ExperienceConsumer, pack_message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from test_service_common import everything, fill, make_buffer, make_env, serving
+from service_support import everything, fill, make_buffer, make_env, serving
 
 
 def _board(raw: RawBatch, row: int) -> pb.CompactState:
