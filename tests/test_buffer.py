@@ -165,6 +165,30 @@ def test_armies_beyond_16_bits_read_back_exactly():
     assert_same_experiences(read_all(buffer.cursor(start=buffer.head - 24), raw=True), batch)
 
 
+def test_batches_kept_by_the_caller_are_not_overwritten_by_later_reads():
+    buffer, _ = filled(batches=6, size=200)
+    cursor = buffer.cursor()
+    kept, kept_raw = cursor.read(300), cursor.read_raw(300)
+    copies = [
+        (name, getattr(kept, name).copy())
+        for name in ("state", "next_state", "action_mask", "tick")
+    ]
+    raw_copies = [
+        (name, getattr(kept_raw, name).copy()) for name in ("state_army", "state_index", "sequence")
+    ]
+    view = kept.state[5:10]  # a view keeps its batch's memory too
+    view_copy = view.copy()
+    del kept_raw.state_owner  # dropping some arrays of a batch returns only their memory
+    for _ in range(3):  # later reads into recycled memory
+        read_all(buffer.cursor(), max_items=300)
+        read_all(buffer.cursor(), raw=True, max_items=300)
+    for name, copy in copies:
+        np.testing.assert_array_equal(getattr(kept, name), copy, err_msg=name)
+    for name, copy in raw_copies:
+        np.testing.assert_array_equal(getattr(kept_raw, name), copy, err_msg=name)
+    np.testing.assert_array_equal(view, view_copy)
+
+
 def test_raw_batch_select_keeps_rows_and_only_their_boards():
     _, appended = filled()
     rows = np.zeros(len(appended), bool)
@@ -542,10 +566,17 @@ def test_append_raw_rejects_a_bad_batch_naming_the_problem_and_keeps_the_content
     assert len(read_all(buffer.cursor(), raw=True)) == 10
 
 
-def test_decoding_a_raw_batch_that_refers_to_missing_boards_is_an_error():
+@pytest.mark.parametrize(
+    "column, change, message",
+    [
+        ("next_state_index", lambda v: v + 10, "row 0 refers to a missing state"),
+        ("player_id", lambda v: v - 1, "row 0: player_id -1 outside 0..15"),
+    ],
+)
+def test_decoding_a_bad_raw_batch_is_an_error_naming_the_row(column, change, message):
     batch = synthetic_batch(10)
-    batch.next_state_index = batch.next_state_index + 10
-    with pytest.raises(ValueError, match="missing state"):
+    setattr(batch, column, change(getattr(batch, column)).astype(np.int32))
+    with pytest.raises(ValueError, match=message):
         batch.decode()
 
 

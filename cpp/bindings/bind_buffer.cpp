@@ -1,8 +1,11 @@
 // Bindings for the experience buffer, its cursors and batches. Batches move
-// their C++ vectors into numpy arrays without copying.
+// their C++ vectors into numpy arrays without copying; the memory of arrays
+// Python drops serves later reads.
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <memory>
+#include <mutex>
 
 #include "arrays.hpp"
 #include "experience_buffer.hpp"
@@ -13,11 +16,84 @@ using grl::bindings::as_array;
 
 namespace {
 
-// A numpy array that takes ownership of `values`.
+// Column memory of batches Python has dropped, kept for the next reads: a read
+// into pages the process already has does not fault fresh ones in (the kernel
+// zeroing each) on every call. Bounded: at most 8 vectors and 128 MB per
+// element type; small vectors are not kept.
+template <typename T>
+class ColumnPool {
+ public:
+  static ColumnPool& get() {
+    static auto* pool = new ColumnPool;  // never destroyed: arrays may outlive static destructors
+    return *pool;
+  }
+  void give(grl::Column<T>&& v) {
+    const size_t bytes = v.capacity() * sizeof(T);
+    if (bytes < (64 << 10)) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_.size() >= 8 || held_ + bytes > (size_t{128} << 20)) return;
+    held_ += bytes;
+    v.clear();
+    free_.push_back(std::move(v));
+  }
+  // Gives `v` (empty) the pooled vector best fitting `n` elements: the
+  // smallest holding them, else the largest.
+  void take(grl::Column<T>& v, size_t n) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_.empty()) return;
+    auto fits = [n](const grl::Column<T>& a) { return a.capacity() >= n; };
+    auto best = std::min_element(free_.begin(), free_.end(), [&](const auto& a, const auto& b) {
+      if (fits(a) != fits(b)) return fits(a);
+      return fits(a) ? a.capacity() < b.capacity() : a.capacity() > b.capacity();
+    });
+    held_ -= best->capacity() * sizeof(T);
+    v = std::move(*best);
+    free_.erase(best);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<grl::Column<T>> free_;
+  size_t held_ = 0;
+};
+
+template <typename T>
+void take_pooled(grl::Column<T>& v, size_t n) {
+  ColumnPool<T>::get().take(v, n);
+}
+
+// Pooled memory for a raw batch of up to `rows` rows.
+void take_pooled(grl::RawBatch& b, size_t rows, size_t tiles) {
+  for (auto* v : {&b.sequence, &b.game_id}) take_pooled(*v, rows);
+  for (auto* v : {&b.player_id, &b.tick, &b.action, &b.state_index, &b.next_state_index}) take_pooled(*v, rows);
+  for (auto* v : {&b.legal, &b.terminated, &b.truncated}) take_pooled(*v, rows);
+  take_pooled(b.reward, rows);
+  const size_t cells = std::min<size_t>(rows, 1 << 16) * tiles;  // about one board a row
+  take_pooled(b.state_kind, cells);
+  take_pooled(b.state_owner, cells);
+  take_pooled(b.state_army, cells);
+}
+
+// Pooled memory for a decoded batch of up to `rows` rows.
+void take_pooled(grl::DecodedBatch& b, size_t rows, size_t tiles) {
+  for (auto* v : {&b.sequence, &b.game_id}) take_pooled(*v, rows);
+  for (auto* v : {&b.player_id, &b.tick, &b.action}) take_pooled(*v, rows);
+  for (auto* v : {&b.legal, &b.terminated, &b.truncated}) take_pooled(*v, rows);
+  take_pooled(b.reward, rows);
+  take_pooled(b.state, rows * grl::kObservationChannels * tiles);
+  take_pooled(b.next_state, rows * grl::kObservationChannels * tiles);
+  take_pooled(b.action_mask, rows * tiles * 4);
+}
+
+// A numpy array that takes ownership of `values` (returned to the pool when dropped).
 template <typename T, typename Out = T>
-py::array to_numpy(std::vector<T>&& values, std::vector<py::ssize_t> shape) {
-  auto* owned = new std::vector<T>(std::move(values));
-  py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+py::array to_numpy(grl::Column<T>&& values, std::vector<py::ssize_t> shape) {
+  auto* owned = new grl::Column<T>(std::move(values));
+  py::capsule free_when_done(owned, [](void* p) {
+    auto* vector = static_cast<grl::Column<T>*>(p);
+    ColumnPool<T>::get().give(std::move(*vector));
+    delete vector;
+  });
   return py::array_t<Out>(shape, reinterpret_cast<const Out*>(owned->data()), free_when_done);
 }
 
@@ -64,7 +140,7 @@ py::dict decoded_to_dict(grl::DecodedBatch&& b) {
 }
 
 template <typename T>
-void column(const py::dict& d, const char* name, std::vector<T>& out, py::ssize_t n) {
+void column(const py::dict& d, const char* name, grl::Column<T>& out, py::ssize_t n) {
   if (!d.contains(name)) throw py::value_error(std::string("batch: missing column '") + name + "'");
   auto arr = as_array<T>(d[name], name, n);
   out.assign(arr.data(), arr.data() + arr.size());
@@ -112,6 +188,7 @@ void bind_buffer(py::module_& m) {
           "read_raw",
           [](grl::Cursor& c, size_t max_items, double timeout) {
             grl::RawBatch b;
+            take_pooled(b, max_items, c.tiles());
             {
               py::gil_scoped_release release;
               c.read_raw(max_items, timeout, b);
@@ -123,6 +200,7 @@ void bind_buffer(py::module_& m) {
           "read_decoded",
           [](grl::Cursor& c, size_t max_items, double timeout) {
             grl::DecodedBatch b;
+            take_pooled(b, max_items, c.tiles());
             {
               py::gil_scoped_release release;
               c.read_decoded(max_items, timeout, b);
@@ -169,6 +247,7 @@ void bind_buffer(py::module_& m) {
           "sample",
           [](grl::ExperienceBuffer& b, size_t count, uint64_t seed) {
             grl::DecodedBatch out;
+            take_pooled(out, count, static_cast<size_t>(b.height()) * b.width());
             {
               py::gil_scoped_release release;
               b.sample(count, seed, out);
@@ -180,6 +259,7 @@ void bind_buffer(py::module_& m) {
           "sample_raw",
           [](grl::ExperienceBuffer& b, size_t count, uint64_t seed) {
             grl::RawBatch out;
+            take_pooled(out, count, static_cast<size_t>(b.height()) * b.width());
             {
               py::gil_scoped_release release;
               b.sample_raw(count, seed, out);
@@ -260,6 +340,10 @@ void bind_buffer(py::module_& m) {
           if (in.state_index[i] < 0 || static_cast<size_t>(in.state_index[i]) >= states ||
               in.next_state_index[i] < 0 || static_cast<size_t>(in.next_state_index[i]) >= states) {
             throw py::value_error("batch: row " + std::to_string(i) + " refers to a missing state");
+          }
+          if (in.player_id[i] < 0 || in.player_id[i] >= grl::kMaxPlayers) {
+            throw py::value_error("batch: row " + std::to_string(i) + ": player_id " +
+                                  std::to_string(in.player_id[i]) + " outside 0..15");
           }
         }
         grl::ObservationConfig config;

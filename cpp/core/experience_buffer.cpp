@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "rng.hpp"
+#include "vectorize.hpp"
 
 namespace grl {
 
@@ -37,7 +38,27 @@ inline void load_words(uint64_t* dst, const uint64_t* src, size_t n) {
   }
 }
 
-inline uint8_t tile_code(uint8_t kind, int16_t owner) { return static_cast<uint8_t>(kind << 5 | (owner + 1)); }
+// tile_code and 16-bit armies of a board; true when an army needs more than
+// 16 bits. Simple loops over non-aliasing arrays, so that each vectorizes.
+GRL_VECTOR_CLONES
+bool pack_tiles(const uint8_t* __restrict kind, const int16_t* __restrict owner, const int32_t* __restrict army,
+                int tiles, uint8_t* __restrict codes, uint16_t* __restrict army16) {
+  for (int t = 0; t < tiles; ++t) codes[t] = static_cast<uint8_t>(kind[t] << 5 | (owner[t] + 1));
+  for (int t = 0; t < tiles; ++t) army16[t] = static_cast<uint16_t>(army[t]);
+  int32_t largest = 0;
+  for (int t = 0; t < tiles; ++t) largest = std::max(largest, army[t]);
+  return largest > 0xFFFF;
+}
+
+// The inverse of pack_tiles (but for wide armies), one simple loop per output
+// so that each vectorizes (the outputs do not alias the slot copy).
+GRL_VECTOR_CLONES
+void unpack_tiles(const uint8_t* __restrict codes, const uint16_t* __restrict army16, int tiles,
+                  uint8_t* __restrict kind, int16_t* __restrict owner, int32_t* __restrict army) {
+  for (int t = 0; t < tiles; ++t) kind[t] = codes[t] >> 5;
+  for (int t = 0; t < tiles; ++t) owner[t] = static_cast<int16_t>((codes[t] & 31) - 1);
+  for (int t = 0; t < tiles; ++t) army[t] = army16[t];
+}
 
 // Raises the reference count part of a state's last_ref word, keeping its pin bit.
 void raise_last_ref(std::atomic<uint64_t>& target, uint64_t value) {
@@ -100,12 +121,9 @@ struct ExperienceBuffer::RecordSlot {
   uint64_t words[kRecordWords];
 };
 
-// A state copied out of its slot and unpacked.
+// A state's slot words, copied out under its stamp.
 struct ExperienceBuffer::StateScratch {
   std::vector<uint64_t> words;
-  std::vector<uint8_t> kind;
-  std::vector<int16_t> owner;
-  std::vector<int32_t> army;
 };
 
 // ---- construction ------------------------------------------------------------
@@ -219,14 +237,8 @@ bool ExperienceBuffer::write_state_slot(uint64_t id, const uint8_t* kind, const 
                                         const int32_t* army) {
   thread_local std::vector<uint64_t> payload;
   payload.assign(state_words_, 0);
-  auto* codes = reinterpret_cast<uint8_t*>(payload.data());
-  auto* army16 = reinterpret_cast<uint16_t*>(payload.data() + (tiles_ + 7) / 8);
-  bool wide = false;
-  for (int t = 0; t < tiles_; ++t) {
-    codes[t] = tile_code(kind[t], owner[t]);
-    army16[t] = static_cast<uint16_t>(army[t]);
-    wide |= army[t] > 0xFFFF;
-  }
+  const bool wide = pack_tiles(kind, owner, army, tiles_, reinterpret_cast<uint8_t*>(payload.data()),
+                               reinterpret_cast<uint16_t*>(payload.data() + (tiles_ + 7) / 8));
   payload[state_words_ - 1] = wide;
   const uint64_t slot = id % state_capacity_;
   auto& stamp = state_stamp_[slot];
@@ -370,7 +382,8 @@ int ExperienceBuffer::load_record(uint64_t seq, ExperienceRecord& out) const {
   return held > seq + 1 ? -1 : 0;
 }
 
-bool ExperienceBuffer::load_state(uint64_t id, StateScratch& s) const {
+bool ExperienceBuffer::load_state(uint64_t id, StateScratch& s, uint8_t* kind, int16_t* owner,
+                                  int32_t* army) const {
   const uint64_t slot = id % state_capacity_;
   const auto& stamp = state_stamp_[slot];
   const uint64_t before = stamp.load(std::memory_order_acquire);
@@ -379,43 +392,98 @@ bool ExperienceBuffer::load_state(uint64_t id, StateScratch& s) const {
   load_words(s.words.data(), state_words_store_.get() + slot * state_words_, state_words_);
   std::atomic_thread_fence(std::memory_order_acquire);
   if (stamp.load(std::memory_order_relaxed) != before) return false;
-  s.kind.resize(tiles_);
-  s.owner.resize(tiles_);
-  s.army.resize(tiles_);
-  const auto* codes = reinterpret_cast<const uint8_t*>(s.words.data());
-  const auto* army16 = reinterpret_cast<const uint16_t*>(s.words.data() + (tiles_ + 7) / 8);
-  for (int t = 0; t < tiles_; ++t) {
-    s.kind[t] = codes[t] >> 5;
-    s.owner[t] = static_cast<int16_t>((codes[t] & 31) - 1);
-    s.army[t] = army16[t];
-  }
+  unpack_tiles(reinterpret_cast<const uint8_t*>(s.words.data()),
+               reinterpret_cast<const uint16_t*>(s.words.data() + (tiles_ + 7) / 8), tiles_, kind, owner, army);
   if (s.words[state_words_ - 1]) {
     std::lock_guard<std::mutex> lock(wide_mutex_);
     auto it = wide_armies_.find(id);
     if (it == wide_armies_.end()) return false;
-    std::copy(it->second.begin(), it->second.end(), s.army.begin());
+    std::copy(it->second.begin(), it->second.end(), army);
   }
   return true;
 }
 
 namespace {
 
-// Collects records and their distinct states into a RawBatch.
+// Empties a batch, keeping the memory of its columns for the next rows.
+void clear_rows(RawBatch& b, int height, int width) {
+  b.height = height;
+  b.width = width;
+  for (auto* v : {&b.sequence, &b.game_id}) v->clear();
+  for (auto* v : {&b.player_id, &b.tick, &b.action, &b.state_index, &b.next_state_index}) v->clear();
+  for (auto* v : {&b.legal, &b.terminated, &b.truncated, &b.state_kind}) v->clear();
+  b.reward.clear();
+  b.state_owner.clear();
+  b.state_army.clear();
+  b.missed = 0;
+  b.next_sequence = 0;
+}
+
+// Rows of the state tables by state id: open addressing on the id itself. A
+// batch's ids are mostly consecutive, so they land in consecutive entries.
+class StateRows {
+ public:
+  StateRows() : entries_(1024) {}
+  // The row of `id`, or -1.
+  int32_t find(uint64_t id) const {
+    for (size_t i = id & mask();; i = (i + 1) & mask()) {
+      if (entries_[i].key == id + 1) return entries_[i].row;
+      if (entries_[i].key == 0) return -1;
+    }
+  }
+  void insert(uint64_t id, int32_t row) {
+    if (2 * (count_ + 1) > entries_.size()) grow();
+    size_t i = id & mask();
+    while (entries_[i].key != 0) i = (i + 1) & mask();
+    entries_[i] = {id + 1, row};
+    ++count_;
+  }
+
+ private:
+  struct Entry {
+    uint64_t key = 0;  // id + 1; 0 is empty
+    int32_t row = 0;
+  };
+  size_t mask() const { return entries_.size() - 1; }
+  void grow() {
+    std::vector<Entry> old(entries_.size() * 2);
+    old.swap(entries_);
+    count_ = 0;
+    for (const Entry& e : old) {
+      if (e.key != 0) insert(e.key - 1, e.row);
+    }
+  }
+  std::vector<Entry> entries_;
+  size_t count_ = 0;
+};
+
+// Collects records and their distinct states into a RawBatch, whose columns'
+// memory is reused.
 class RawSink {
  public:
-  RawSink(RawBatch& out, int height, int width) : out_(out) {
-    out_ = RawBatch{};
-    out_.height = height;
-    out_.width = width;
+  RawSink(RawBatch& out, int height, int width, size_t expected_rows)
+      : out_(out), tiles_(static_cast<size_t>(height) * width) {
+    clear_rows(out_, height, width);
+    for (auto* v : {&out_.sequence, &out_.game_id}) v->reserve(expected_rows);
+    for (auto* v : {&out_.player_id, &out_.tick, &out_.action, &out_.state_index, &out_.next_state_index}) {
+      v->reserve(expected_rows);
+    }
+    for (auto* v : {&out_.legal, &out_.terminated, &out_.truncated}) v->reserve(expected_rows);
+    out_.reward.reserve(expected_rows);
+    const size_t cells = std::min<size_t>(expected_rows, 1 << 16) * tiles_;  // about one board a row
+    out_.state_kind.reserve(cells);
+    out_.state_owner.reserve(cells);
+    out_.state_army.reserve(cells);
   }
   size_t size() const { return out_.size(); }
 
   // False when a state of the record is no longer resident (nothing is added).
-  template <typename LoadState, typename Scratch>
-  bool add(uint64_t seq, const ExperienceRecord& r, LoadState&& load_state, Scratch& scratch) {
-    const int32_t s = state_row(r.state_id, load_state, scratch);
+  // load_state(id, kind, owner, army) writes a state's tiles; false when gone.
+  template <typename LoadState>
+  bool add(uint64_t seq, const ExperienceRecord& r, LoadState&& load_state) {
+    const int32_t s = state_row(r.state_id, load_state);
     if (s < 0) return false;
-    const int32_t ns = state_row(r.next_state_id, load_state, scratch);
+    const int32_t ns = state_row(r.next_state_id, load_state);
     if (ns < 0) return false;
     out_.sequence.push_back(seq);
     out_.game_id.push_back(r.game_id);
@@ -432,24 +500,33 @@ class RawSink {
   }
 
  private:
-  template <typename LoadState, typename Scratch>
-  int32_t state_row(uint64_t id, LoadState&& load_state, Scratch& scratch) {
-    auto it = rows_.find(id);
-    if (it != rows_.end()) return it->second;
-    if (!load_state(id, scratch)) return -1;
-    const int32_t row = static_cast<int32_t>(rows_.size());
-    out_.state_kind.insert(out_.state_kind.end(), scratch.kind.begin(), scratch.kind.end());
-    out_.state_owner.insert(out_.state_owner.end(), scratch.owner.begin(), scratch.owner.end());
-    out_.state_army.insert(out_.state_army.end(), scratch.army.begin(), scratch.army.end());
-    rows_.emplace(id, row);
+  template <typename LoadState>
+  int32_t state_row(uint64_t id, LoadState&& load_state) {
+    const int32_t found = rows_.find(id);
+    if (found >= 0) return found;
+    const size_t at = out_.state_kind.size();
+    out_.state_kind.resize(at + tiles_);  // unpacked in place
+    out_.state_owner.resize(at + tiles_);
+    out_.state_army.resize(at + tiles_);
+    if (!load_state(id, out_.state_kind.data() + at, out_.state_owner.data() + at, out_.state_army.data() + at)) {
+      out_.state_kind.resize(at);
+      out_.state_owner.resize(at);
+      out_.state_army.resize(at);
+      return -1;
+    }
+    const int32_t row = static_cast<int32_t>(at / tiles_);
+    rows_.insert(id, row);
     return row;
   }
 
   RawBatch& out_;
-  std::unordered_map<uint64_t, int32_t> rows_;
+  const size_t tiles_;
+  StateRows rows_;
 };
 
 }  // namespace
+
+size_t Cursor::tiles() const { return static_cast<size_t>(buffer_.tiles_); }
 
 uint64_t Cursor::lag() const {
   const uint64_t head = buffer_.head();
@@ -471,9 +548,11 @@ void Cursor::close() {
 
 void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out) {
   std::lock_guard<std::mutex> guard(read_mutex_);
-  RawSink sink(out, buffer_.height_, buffer_.width_);
+  RawSink sink(out, buffer_.height_, buffer_.width_, std::min<size_t>(max_items, 1 << 20));
   ExperienceBuffer::StateScratch scratch;
-  auto load_state = [this](uint64_t id, ExperienceBuffer::StateScratch& s) { return buffer_.load_state(id, s); };
+  auto load_state = [this, &scratch](uint64_t id, uint8_t* kind, int16_t* owner, int32_t* army) {
+    return buffer_.load_state(id, scratch, kind, owner, army);
+  };
   const auto deadline = deadline_after(timeout_s);
   uint64_t pos = position_.load();
   uint64_t missed = 0;
@@ -507,7 +586,7 @@ void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out) {
     }
     if (status < 0 || (record.flags & kMissingFlag)) {
       missed += 1;
-    } else if (filter_.matches(record) && !sink.add(pos, record, load_state, scratch)) {
+    } else if (filter_.matches(record) && !sink.add(pos, record, load_state)) {
       missed += 1;  // its state was overwritten before it could be read
     }
     pos += 1;
@@ -525,7 +604,7 @@ void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out) {
 }
 
 void Cursor::read_decoded(size_t max_items, double timeout_s, DecodedBatch& out) {
-  RawBatch raw;
+  thread_local RawBatch raw;  // its memory serves the next read
   read_raw(max_items, timeout_s, raw);
   buffer_.decode(raw, out);
 }
@@ -544,6 +623,27 @@ std::shared_ptr<Cursor> ExperienceBuffer::open_cursor(Cursor::Start start, uint6
   }
   return cursor;
 }
+
+namespace {
+
+// compute_open_directions for the tiles a move can start from (owned, with at
+// least 2 armies): the only ones encode_action_mask reads, and a fraction of
+// the board. Other entries are left as they are.
+void movable_open_directions(const StateView& s, uint8_t* open) {
+  const int h = s.height, w = s.width;
+  for (int t = 0; t < h * w; ++t) {
+    if (s.owner[t] < 0 || s.army[t] < 2) continue;
+    const int y = t / w, x = t % w;
+    uint8_t bits = 0;
+    for (int d = 0; d < 4; ++d) {
+      const int ny = y + kDy[d], nx = x + kDx[d];
+      if (ny >= 0 && ny < h && nx >= 0 && nx < w && s.kind[ny * w + nx] != kMountain) bits |= uint8_t(1u << d);
+    }
+    open[t] = bits;
+  }
+}
+
+}  // namespace
 
 void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedBatch& out) {
   const size_t n = raw.size();
@@ -572,18 +672,40 @@ void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedB
     return StateView{raw.height, raw.width, raw.state_kind.data() + row * tiles, raw.state_owner.data() + row * tiles,
                      raw.state_army.data() + row * tiles, nullptr};
   };
+  // A (board, player) tensor already written in this batch is copied, not
+  // encoded again: across consecutive ticks, a row's next_state is a later
+  // row's state. Entries: 2 * row (+1 for next_state) + 1; 0 when not yet.
+  int players = 0;
+  for (size_t i = 0; i < n; ++i) players = std::max(players, raw.player_id[i] + 1);
+  thread_local std::vector<uint64_t> written;
+  written.assign(raw.state_kind.size() / std::max<size_t>(tiles, 1) * players, 0);
+  auto tensor = [&](uint64_t entry) {
+    return (entry & 1 ? out.next_state.data() : out.state.data()) + (entry >> 1) * obs_size;
+  };
+  auto encode = [&](int32_t row, int player, uint64_t entry, const StateView& view) {
+    if (player < 0) {  // no player's view: nothing to share
+      encode_observation(view, player, config, tensor(entry), scratch.data());
+      return;
+    }
+    uint64_t& known = written[static_cast<size_t>(row) * players + player];
+    if (known != 0) {
+      std::memcpy(tensor(entry), tensor(known - 1), obs_size * sizeof(float));
+    } else {
+      encode_observation(view, player, config, tensor(entry), scratch.data());
+      known = entry + 1;
+    }
+  };
   for (size_t i = 0; i < n; ++i) {
     const int player = raw.player_id[i];
     StateView state = view_of(raw.state_index[i]);
     if (open_row != raw.state_index[i]) {
       open_row = raw.state_index[i];
-      compute_open_directions(state.kind, raw.height, raw.width, open.data());
+      movable_open_directions(state, open.data());
     }
     state.open_directions = open.data();
-    encode_observation(state, player, config, out.state.data() + i * obs_size, scratch.data());
+    encode(raw.state_index[i], player, 2 * i, state);
     encode_action_mask(state, player, out.action_mask.data() + i * tiles * 4);
-    encode_observation(view_of(raw.next_state_index[i]), player, config, out.next_state.data() + i * obs_size,
-                       scratch.data());
+    encode(raw.next_state_index[i], player, 2 * i + 1, view_of(raw.next_state_index[i]));
   }
 }
 
@@ -591,7 +713,9 @@ template <typename Sink>
 void ExperienceBuffer::sample_into(size_t count, uint64_t seed, Sink& sink) {
   Rng rng(seed);
   StateScratch scratch;
-  auto load = [this](uint64_t id, StateScratch& s) { return load_state(id, s); };
+  auto load = [this, &scratch](uint64_t id, uint8_t* kind, int16_t* owner, int32_t* army) {
+    return load_state(id, scratch, kind, owner, army);
+  };
   ExperienceRecord record;
   size_t attempts = 0;
   while (sink.size() < count && attempts < count * 8 + 64) {
@@ -600,18 +724,18 @@ void ExperienceBuffer::sample_into(size_t count, uint64_t seed, Sink& sink) {
     if (head == low) break;
     const uint64_t seq = low + (rng.next() % (head - low));
     if (load_record(seq, record) != 1 || (record.flags & kMissingFlag)) continue;
-    sink.add(seq, record, load, scratch);
+    sink.add(seq, record, load);
   }
 }
 
 void ExperienceBuffer::sample_raw(size_t count, uint64_t seed, RawBatch& out) {
-  RawSink sink(out, height_, width_);
+  RawSink sink(out, height_, width_, std::min<size_t>(count, 1 << 20));
   sample_into(count, seed, sink);
   out.next_sequence = head_.load();
 }
 
 void ExperienceBuffer::sample(size_t count, uint64_t seed, DecodedBatch& out) {
-  RawBatch raw;
+  thread_local RawBatch raw;  // its memory serves the next call
   sample_raw(count, seed, raw);
   decode(raw, out);
 }
@@ -619,14 +743,16 @@ void ExperienceBuffer::sample(size_t count, uint64_t seed, DecodedBatch& out) {
 // ---- persistence and remote producers -----------------------------------------
 
 void ExperienceBuffer::export_resident(RawBatch& out) {
-  RawSink sink(out, height_, width_);
+  RawSink sink(out, height_, width_, std::min<uint64_t>(head_.load() - oldest(), capacity_));
   StateScratch scratch;
-  auto load = [this](uint64_t id, StateScratch& s) { return load_state(id, s); };
+  auto load = [this, &scratch](uint64_t id, uint8_t* kind, int16_t* owner, int32_t* army) {
+    return load_state(id, scratch, kind, owner, army);
+  };
   ExperienceRecord record;
   const uint64_t head = head_.load();
   uint64_t missed = 0;
   for (uint64_t seq = oldest(); seq < head; ++seq) {
-    if (load_record(seq, record) != 1 || (record.flags & kMissingFlag) || !sink.add(seq, record, load, scratch)) {
+    if (load_record(seq, record) != 1 || (record.flags & kMissingFlag) || !sink.add(seq, record, load)) {
       missed += 1;
     }
   }

@@ -64,17 +64,42 @@ struct CursorFilter {
   bool matches(const ExperienceRecord& r) const;
 };
 
+// Allocates like std::allocator but leaves elements added by resize
+// uninitialized: batch columns are written in full right after they grow.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <typename U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+// One column of a batch.
+template <typename T>
+using Column = std::vector<T, UninitializedAllocator<T>>;
+
 // A batch in compact form: records plus the distinct states they refer to.
 struct RawBatch {
   int height = 0, width = 0;
-  std::vector<uint64_t> sequence, game_id;
-  std::vector<int32_t> player_id, tick, action;
-  std::vector<float> reward;
-  std::vector<uint8_t> legal, terminated, truncated;
-  std::vector<int32_t> state_index, next_state_index;  // rows of the state tables
-  std::vector<uint8_t> state_kind;    // (states, H, W)
-  std::vector<int16_t> state_owner;   // (states, H, W), -1 neutral
-  std::vector<int32_t> state_army;    // (states, H, W)
+  Column<uint64_t> sequence, game_id;
+  Column<int32_t> player_id, tick, action;
+  Column<float> reward;
+  Column<uint8_t> legal, terminated, truncated;
+  Column<int32_t> state_index, next_state_index;  // rows of the state tables
+  Column<uint8_t> state_kind;    // (states, H, W)
+  Column<int16_t> state_owner;   // (states, H, W), -1 neutral
+  Column<int32_t> state_army;    // (states, H, W)
   uint64_t missed = 0;         // experiences lost to overwriting before/within this batch
   uint64_t next_sequence = 0;  // where the cursor resumes
   size_t size() const { return sequence.size(); }
@@ -83,12 +108,12 @@ struct RawBatch {
 // A batch with states decoded to observation tensors and masks.
 struct DecodedBatch {
   int height = 0, width = 0;
-  std::vector<uint64_t> sequence, game_id;
-  std::vector<int32_t> player_id, tick, action;
-  std::vector<float> reward;
-  std::vector<uint8_t> legal, terminated, truncated;
-  std::vector<float> state, next_state;  // (n, 9, H, W)
-  std::vector<uint8_t> action_mask;      // (n, H*W*4), of `state`
+  Column<uint64_t> sequence, game_id;
+  Column<int32_t> player_id, tick, action;
+  Column<float> reward;
+  Column<uint8_t> legal, terminated, truncated;
+  Column<float> state, next_state;  // (n, 9, H, W)
+  Column<uint8_t> action_mask;      // (n, H*W*4), of `state`
   uint64_t missed = 0;
   uint64_t next_sequence = 0;
   size_t size() const { return sequence.size(); }
@@ -115,6 +140,7 @@ class Cursor {
   uint64_t position() const { return position_.load(); }
   uint64_t lag() const;
   uint64_t total_missed() const { return missed_.load(); }
+  size_t tiles() const;
 
  private:
   friend class ExperienceBuffer;
@@ -204,8 +230,8 @@ class ExperienceBuffer {
 
   // Copies record `seq` out of its slot; 1 ok, 0 not yet written, -1 overwritten.
   int load_record(uint64_t seq, ExperienceRecord& out) const;
-  // Copies state `id` into scratch; false when it is no longer resident.
-  bool load_state(uint64_t id, StateScratch& scratch) const;
+  // Writes state `id`'s tiles; false when it is no longer resident.
+  bool load_state(uint64_t id, StateScratch& scratch, uint8_t* kind, int16_t* owner, int32_t* army) const;
   // False when a later lap took the slot first (overwrite policy).
   bool write_state_slot(uint64_t id, const uint8_t* kind, const int16_t* owner, const int32_t* army);
   // Stores a batch's boards under consecutive ids, held; returns the ids.
@@ -218,7 +244,6 @@ class ExperienceBuffer {
   bool state_slot_ready(uint64_t id, uint64_t min_cursor) const;
   void notify_readers();
   void notify_producers();
-  void decode_state(const StateScratch& s, int player, float* obs, uint8_t* mask) const;
   template <typename Sink>
   void sample_into(size_t count, uint64_t seed, Sink& sink);
 
