@@ -194,8 +194,9 @@ def read_rates(seconds: float) -> dict:
     return {
         "buffer": f"{buffer.stats()['resident']} experiences of {SIDE}x{SIDE} 1v1 self-play",
         "decoded": {**read_rate(buffer, False, 1024, seconds), "target": 500_000},
-        # a batch spanning ticks: next_state tensors shared with later rows are copied
-        "decoded_large_batches": read_rate(buffer, False, 8192, seconds),
+        # batches spanning ticks of the same games: next_state tensors shared with later
+        # rows are copied instead of encoded again
+        "decoded_4096": read_rate(buffer, False, 4096, seconds),
         "raw": {**read_rate(buffer, True, 65536, seconds), "target": 5_000_000},
     }
 
