@@ -13,23 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include "check.hpp"
 #include "experience_buffer.hpp"
 #include "observation.hpp"
 
 namespace {
-
-std::atomic<int> g_passed{0};
-std::atomic<int> g_failed{0};
-
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (cond) {                                                            \
-      ++g_passed;                                                          \
-    } else {                                                               \
-      ++g_failed;                                                          \
-      std::printf("%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                      \
-  } while (0)
 
 using Clock = std::chrono::steady_clock;
 
@@ -373,6 +361,5 @@ int main() {
   test_overwrite_many_producers_lagging_cursors();
   test_block_closing_cursors_releases_producers();
   test_append_raw_from_several_threads();
-  std::printf("%d passed, %d failed\n", g_passed.load(), g_failed.load());
-  return g_failed == 0 ? 0 : 1;
+  return check_summary();
 }

@@ -5,24 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "game.hpp"
 #include "mapgen.hpp"
 #include "replay.hpp"
 
 namespace {
-
-int g_passed = 0;
-int g_failed = 0;
-
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (cond) {                                                                     \
-      ++g_passed;                                                                   \
-    } else {                                                                        \
-      ++g_failed;                                                                   \
-      std::printf("%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);          \
-    }                                                                               \
-  } while (0)
 
 // Passes when `expr` throws std::invalid_argument whose message contains `fragment`.
 #define CHECK_THROWS(expr, fragment)                                                \
@@ -251,6 +239,5 @@ int main() {
   test_bad_boards_throw();
   test_map_generation();
   test_replay_runs_to_its_last_event();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return check_summary();
 }
