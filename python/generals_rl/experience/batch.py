@@ -49,12 +49,11 @@ def parse_game_id(text: str) -> int:
     return int(text, 16)
 
 
-@dataclass
-class ExperienceBatch:
-    """Experiences with decoded states: ``state``/``next_state`` float32
-    ``(n, 9, H, W)``, ``action_mask`` bool ``(n, H*W*4)`` (of ``state``), and one
-    value per row for the record columns. ``missed`` counts experiences lost to
-    overwriting before this batch; ``next_sequence`` is where reading resumes."""
+@dataclass(kw_only=True)
+class _Records:
+    """The record columns (one value per row) shared by both batch forms.
+    ``missed`` counts experiences lost to overwriting before this batch;
+    ``next_sequence`` is where reading resumes."""
 
     sequence: np.ndarray
     game_id: np.ndarray
@@ -65,50 +64,44 @@ class ExperienceBatch:
     legal: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
-    state: np.ndarray
-    next_state: np.ndarray
-    action_mask: np.ndarray
     missed: int = 0
     next_sequence: int = 0
 
     def __len__(self) -> int:
         return len(self.sequence)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> _Records:
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+@dataclass(kw_only=True)
+class ExperienceBatch(_Records):
+    """Experiences with decoded states: ``state``/``next_state`` float32
+    ``(n, 9, H, W)``, ``action_mask`` bool ``(n, H*W*4)`` (of ``state``), and the
+    record columns."""
+
+    state: np.ndarray
+    next_state: np.ndarray
+    action_mask: np.ndarray
 
     @property
     def done(self) -> np.ndarray:
         return self.terminated | self.truncated
 
-    @classmethod
-    def from_dict(cls, d: dict) -> ExperienceBatch:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
-
-@dataclass
-class RawBatch:
+@dataclass(kw_only=True)
+class RawBatch(_Records):
     """Experiences with compact states: the record columns plus ``state_index`` and
     ``next_state_index`` into the state tables ``state_kind``, ``state_owner`` and
     ``state_army`` (each ``(states, H, W)``), where each distinct game state of the
     batch appears once."""
 
-    sequence: np.ndarray
-    game_id: np.ndarray
-    player_id: np.ndarray
-    tick: np.ndarray
-    action: np.ndarray
-    reward: np.ndarray
-    legal: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
     state_index: np.ndarray
     next_state_index: np.ndarray
     state_kind: np.ndarray
     state_owner: np.ndarray
     state_army: np.ndarray
-    missed: int = 0
-    next_sequence: int = 0
-
-    def __len__(self) -> int:
-        return len(self.sequence)
 
     @property
     def height(self) -> int:
@@ -117,10 +110,6 @@ class RawBatch:
     @property
     def width(self) -> int:
         return self.state_kind.shape[2]
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RawBatch:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
