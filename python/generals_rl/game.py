@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class Game:
         self._game = _core_game
 
     @classmethod
-    def from_map(cls, kind, owner, army, generals, *, max_ticks: int = 0) -> "Game":
+    def from_map(cls, kind, owner, army, generals, *, max_ticks: int = 0) -> Game:
         """A game on a given board: ``kind`` (0 plain, 1 mountain, 2 city, 3 general),
         ``owner`` (-1 neutral or a player), ``army`` and one general tile index per player."""
         return cls(_core_game=_core.Game(kind, owner, army, generals, max_ticks))
