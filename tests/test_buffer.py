@@ -124,6 +124,18 @@ def test_raw_reads_decode_to_the_decoded_reads():
         np.testing.assert_array_equal(bits(other.next_state), bits(decoded.next_state))
 
 
+def test_record_reads_carry_every_record_column_and_no_boards():
+    buffer, _ = filled()
+    raw = buffer.cursor().read_raw(10_000)
+    records = buffer.cursor().read_records(10_000)
+    assert len(records) == len(raw) > 0
+    for name in RECORD_COLUMNS:
+        np.testing.assert_array_equal(getattr(records, name), getattr(raw, name), err_msg=name)
+    assert (records.state_index == -1).all() and (records.next_state_index == -1).all()
+    assert len(records.state_kind) == len(records.state_owner) == len(records.state_army) == 0
+    assert (records.missed, records.next_sequence) == (raw.missed, raw.next_sequence)
+
+
 def test_decoded_states_are_the_observation_encoding_of_the_boards():
     buffer, appended = filled(army_scaling="log", army_scale=300.0)
     decoded = read_all(buffer.cursor())

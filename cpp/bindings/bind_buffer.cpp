@@ -186,16 +186,16 @@ void bind_buffer(py::module_& m) {
   py::class_<grl::Cursor, std::shared_ptr<grl::Cursor>>(m, "Cursor")
       .def(
           "read_raw",
-          [](grl::Cursor& c, size_t max_items, double timeout) {
+          [](grl::Cursor& c, size_t max_items, double timeout, bool with_states) {
             grl::RawBatch b;
             take_pooled(b, max_items, c.tiles());
             {
               py::gil_scoped_release release;
-              c.read_raw(max_items, timeout, b);
+              c.read_raw(max_items, timeout, b, with_states);
             }
             return raw_to_dict(std::move(b));
           },
-          py::arg("max_items"), py::arg("timeout"))
+          py::arg("max_items"), py::arg("timeout"), py::arg("with_states") = true)
       .def(
           "read_decoded",
           [](grl::Cursor& c, size_t max_items, double timeout) {

@@ -461,8 +461,9 @@ class StateRows {
 // memory is reused.
 class RawSink {
  public:
-  RawSink(RawBatch& out, int height, int width, size_t expected_rows)
-      : out_(out), tiles_(static_cast<size_t>(height) * width) {
+  // Without `with_states` only the records are collected (state indices -1).
+  RawSink(RawBatch& out, int height, int width, size_t expected_rows, bool with_states = true)
+      : out_(out), tiles_(static_cast<size_t>(height) * width), with_states_(with_states) {
     clear_rows(out_, height, width);
     for (auto* v : {&out_.sequence, &out_.game_id}) v->reserve(expected_rows);
     for (auto* v : {&out_.player_id, &out_.tick, &out_.action, &out_.state_index, &out_.next_state_index}) {
@@ -470,7 +471,7 @@ class RawSink {
     }
     for (auto* v : {&out_.legal, &out_.terminated, &out_.truncated}) v->reserve(expected_rows);
     out_.reward.reserve(expected_rows);
-    const size_t cells = std::min<size_t>(expected_rows, 1 << 16) * tiles_;  // about one board a row
+    const size_t cells = with_states ? std::min<size_t>(expected_rows, 1 << 16) * tiles_ : 0;  // about one board a row
     out_.state_kind.reserve(cells);
     out_.state_owner.reserve(cells);
     out_.state_army.reserve(cells);
@@ -481,10 +482,11 @@ class RawSink {
   // load_state(id, kind, owner, army) writes a state's tiles; false when gone.
   template <typename LoadState>
   bool add(uint64_t seq, const ExperienceRecord& r, LoadState&& load_state) {
-    const int32_t s = state_row(r.state_id, load_state);
-    if (s < 0) return false;
-    const int32_t ns = state_row(r.next_state_id, load_state);
-    if (ns < 0) return false;
+    int32_t s = -1, ns = -1;
+    if (with_states_) {
+      if ((s = state_row(r.state_id, load_state)) < 0) return false;
+      if ((ns = state_row(r.next_state_id, load_state)) < 0) return false;
+    }
     out_.sequence.push_back(seq);
     out_.game_id.push_back(r.game_id);
     out_.player_id.push_back(r.player);
@@ -521,6 +523,7 @@ class RawSink {
 
   RawBatch& out_;
   const size_t tiles_;
+  const bool with_states_;
   StateRows rows_;
 };
 
@@ -546,9 +549,9 @@ void Cursor::close() {
   buffer_.notify_readers();
 }
 
-void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out) {
+void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out, bool with_states) {
   std::lock_guard<std::mutex> guard(read_mutex_);
-  RawSink sink(out, buffer_.height_, buffer_.width_, std::min<size_t>(max_items, 1 << 20));
+  RawSink sink(out, buffer_.height_, buffer_.width_, std::min<size_t>(max_items, 1 << 20), with_states);
   ExperienceBuffer::StateScratch scratch;
   auto load_state = [this, &scratch](uint64_t id, uint8_t* kind, int16_t* owner, int32_t* army) {
     return buffer_.load_state(id, scratch, kind, owner, army);

@@ -132,7 +132,9 @@ class Cursor {
   // Reads up to max_items matching experiences, waiting up to timeout_s for
   // the first one. Returns fewer (possibly none) when the timeout passes or
   // the cursor is closed.
-  void read_raw(size_t max_items, double timeout_s, RawBatch& out);
+  // Without `with_states`, only the records (state indices -1, no state tables):
+  // for readers that count or filter, at a fraction of the cost.
+  void read_raw(size_t max_items, double timeout_s, RawBatch& out, bool with_states = true);
   void read_decoded(size_t max_items, double timeout_s, DecodedBatch& out);
   // Stops holding producers back; reads return what is left without waiting.
   void close();

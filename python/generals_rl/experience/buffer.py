@@ -52,6 +52,11 @@ class Cursor:
         """As ``read`` but with compact states (no float decoding)."""
         return RawBatch.from_dict(self._cursor.read_raw(_positive(max_items, "max_items"), timeout))
 
+    def read_records(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
+        """As ``read_raw`` but without the boards: the record columns only (state
+        indices are -1 and the state tables empty), for readers that count or filter."""
+        return RawBatch.from_dict(self._cursor.read_raw(_positive(max_items, "max_items"), timeout, False))
+
     def close(self) -> None:
         """Stops holding producers back (block policy)."""
         self._cursor.close()

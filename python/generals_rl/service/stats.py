@@ -128,7 +128,7 @@ class StatsCollector:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            raw = self._cursor.read_raw(self._read_size, self._interval)
+            raw = self._cursor.read_records(self._read_size, self._interval)
             self._clock.sample(self._buffer.head, time.time(), self._buffer.oldest)
             self._fold(raw)
 
