@@ -9,6 +9,7 @@ mode the client is told how many experiences it missed.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import threading
 import time
@@ -365,13 +366,22 @@ class ExperienceServer:
             last_sent = time.monotonic()
             stream.delivered = next_sequence  # gRPC asks for the next message once this one is sent
 
-    def _stream_batches(self, request, context):
+    @contextlib.contextmanager
+    def _streaming(self, request, context):
+        """The checked parameters and an open stream for a streaming call; a bad
+        request or a refused stream aborts the call with its status."""
         try:
             params = self._stream_params(request)
             stream = self._open_stream(params, context)
         except _Abort as abort:
             context.abort(abort.code, str(abort))
         try:
+            yield params, stream
+        finally:
+            self._close_stream(stream)
+
+    def _stream_batches(self, request, context):
+        with self._streaming(request, context) as (params, stream):
             compressor = None
             if params.compress:
                 import zstandard
@@ -379,8 +389,6 @@ class ExperienceServer:
                 compressor = zstandard.ZstdCompressor(level=1)
             for raw, from_sequence, next_sequence in self._read_batches(stream, params, context):
                 yield self._batch_message(raw, from_sequence, next_sequence, compressor)
-        finally:
-            self._close_stream(stream)
 
     def _batch_header(self, raw: RawBatch, from_sequence: int, next_sequence: int) -> pb.ExperienceBatch:
         header = pb.ExperienceBatch(
@@ -408,12 +416,7 @@ class ExperienceServer:
         return b"".join([header.SerializeToString(), *len_field_parts(2, packed_fields)])  # 2: .packed
 
     def _stream_experiences(self, request, context):
-        try:
-            params = self._stream_params(request)
-            stream = self._open_stream(params, context)
-        except _Abort as abort:
-            context.abort(abort.code, str(abort))
-        try:
+        with self._streaming(request, context) as (params, stream):
             missed = 0
             for raw, _, _ in self._read_batches(stream, params, context):
                 missed += raw.missed
@@ -421,8 +424,6 @@ class ExperienceServer:
                     continue
                 yield from self._experience_messages(raw, params.compact_states, missed)
                 missed = 0
-        finally:
-            self._close_stream(stream)
 
     def _experience_messages(self, raw: RawBatch, compact: bool, missed_before: int):
         """One serialized ``Experience`` per row (the simple path)."""
