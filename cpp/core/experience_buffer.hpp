@@ -89,34 +89,30 @@ struct UninitializedAllocator : std::allocator<T> {
 template <typename T>
 using Column = std::vector<T, UninitializedAllocator<T>>;
 
-// A batch in compact form: records plus the distinct states they refer to.
-struct RawBatch {
+// The record columns (one value per experience) both batch forms carry.
+struct RecordColumns {
   int height = 0, width = 0;
   Column<uint64_t> sequence, game_id;
   Column<int32_t> player_id, tick, action;
   Column<float> reward;
   Column<uint8_t> legal, terminated, truncated;
-  Column<int32_t> state_index, next_state_index;  // rows of the state tables
-  Column<uint8_t> state_kind;    // (states, H, W)
-  Column<int16_t> state_owner;   // (states, H, W), -1 neutral
-  Column<int32_t> state_army;    // (states, H, W)
   uint64_t missed = 0;         // experiences lost to overwriting before/within this batch
   uint64_t next_sequence = 0;  // where the cursor resumes
   size_t size() const { return sequence.size(); }
 };
 
+// A batch in compact form: the records plus the distinct states they refer to.
+struct RawBatch : RecordColumns {
+  Column<int32_t> state_index, next_state_index;  // rows of the state tables
+  Column<uint8_t> state_kind;    // (states, H, W)
+  Column<int16_t> state_owner;   // (states, H, W), -1 neutral
+  Column<int32_t> state_army;    // (states, H, W)
+};
+
 // A batch with states decoded to observation tensors and masks.
-struct DecodedBatch {
-  int height = 0, width = 0;
-  Column<uint64_t> sequence, game_id;
-  Column<int32_t> player_id, tick, action;
-  Column<float> reward;
-  Column<uint8_t> legal, terminated, truncated;
+struct DecodedBatch : RecordColumns {
   Column<float> state, next_state;  // (n, 9, H, W)
   Column<uint8_t> action_mask;      // (n, H*W*4), of `state`
-  uint64_t missed = 0;
-  uint64_t next_sequence = 0;
-  size_t size() const { return sequence.size(); }
 };
 
 // Decodes a raw batch's states into observation tensors and masks, in bulk.
