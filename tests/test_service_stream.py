@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from generals_rl.experience import RawBatch
+from generals_rl.experience.batch import RECORD_COLUMNS
 from generals_rl.service import ExperienceConsumer
 from service_support import (
     Producer,
@@ -86,16 +87,7 @@ def test_filters_return_exactly_the_matching_subset_with_identical_contents():
             got = RawBatch.concat(batches)
             np.testing.assert_array_equal(got.sequence, truth.sequence[expected])
             want = truth.select(expected)
-            for name in (
-                "game_id",
-                "player_id",
-                "tick",
-                "action",
-                "reward",
-                "legal",
-                "terminated",
-                "truncated",
-            ):
+            for name in RECORD_COLUMNS:
                 np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
             for side in ("state_index", "next_state_index"):
                 for table in ("state_kind", "state_owner", "state_army"):
