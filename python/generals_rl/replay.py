@@ -12,7 +12,7 @@ import numpy as np
 from . import _core
 from .game import TILE_CITY, TILE_GENERAL, TILE_MOUNTAIN, Game
 
-SUPPORTED_VERSIONS = range(5, 8)
+SUPPORTED_VERSIONS = range(5, 19)
 # The latest tick an event may be recorded at (about six days of play); later
 # turns can only come from a damaged file and would make the replay run forever.
 MAX_TURN = 1_000_000
