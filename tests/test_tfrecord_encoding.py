@@ -102,3 +102,11 @@ def test_bad_arguments_are_clear_errors():
         encoder.encode([np.arange(2)], [(table, None)])
     with pytest.raises(ValueError, match="expected integers"):
         encoder.encode([np.ones(3)], [(table, None)])
+
+
+def test_an_empty_table_of_many_rows_is_not_taken_for_a_full_one():
+    # 2^40 rows of 0 bytes: their size "times" 2^30 bytes a row wraps to 0 in 64 bits,
+    # which passed as a table holding every row and was read far out of bounds.
+    encoder = TFRecordEncoder([], [("board", "bytes", 1 << 30)])
+    with pytest.raises(ValueError, match=f"rows must hold {1 << 30} bytes"):
+        encoder.encode([], [(np.zeros((1 << 40, 0), np.uint8), None)])

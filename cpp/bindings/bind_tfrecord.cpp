@@ -75,7 +75,9 @@ class BlockEncoder {
       auto table = py::array::ensure(source[0], py::array::c_style);
       if (!table || table.ndim() < 1) throw py::value_error(name + ": the table must be an array of rows");
       const auto table_rows = static_cast<size_t>(table.shape(0));
-      if (table_rows == 0 || static_cast<size_t>(table.nbytes()) != table_rows * row_bytes_[f]) {
+      // Divided, not multiplied: a product can wrap around (an empty table of 2^40 rows "holds" them).
+      const auto table_bytes = static_cast<size_t>(table.nbytes());
+      if (table_rows == 0 || table_bytes % table_rows != 0 || table_bytes / table_rows != row_bytes_[f]) {
         throw py::value_error(name + ": table rows must hold " + std::to_string(row_bytes_[f]) + " bytes each");
       }
       const int32_t* index = nullptr;
