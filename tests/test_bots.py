@@ -108,6 +108,28 @@ def test_bots_fill_only_the_requested_players():
         HeuristicBot().act(env, out=np.zeros((5, 2), dtype=np.int32))
 
 
+@pytest.mark.parametrize(
+    "out",
+    [
+        np.zeros((5, 3), dtype=np.int64),
+        np.zeros((5, 3), dtype=np.float32),
+        np.zeros((3, 5), dtype=np.int32).T,
+        np.zeros((5, 3), dtype=np.int32)[::-1],
+        np.zeros((5, 3), dtype=np.int32).reshape(1, 5, 3),
+    ],
+    ids=["int64", "float32", "fortran-order", "reversed-view", "3-d"],
+)
+def test_bots_refuse_an_out_array_they_would_write_a_copy_of(out):
+    env = VecEnv(5, players=3, seed=2)
+    for bot in (RandomBot(seed=1), HeuristicBot()):
+        with pytest.raises(ValueError, match=r"out: expected a writeable C-contiguous int32 array of shape \(5, 3\)"):
+            bot.act(env, out=out)
+    read_only = np.zeros((5, 3), dtype=np.int32)
+    read_only.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        RandomBot().act(env, out=read_only)
+
+
 @pytest.mark.parametrize("heuristic_player", [0, 1])
 def test_heuristic_beats_random_in_95_percent_of_games(heuristic_player):
     games = 128

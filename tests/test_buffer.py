@@ -4,6 +4,7 @@ save/load and damaged files, statistics, game ids and input errors."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from generals_rl import ExperienceBuffer, VecEnv
 from generals_rl.experience import BufferFileError, RawBatch, format_game_id, parse_game_id
 from generals_rl.experience import batch as batch_columns
+from generals_rl.storage import npz
 from generals_rl.vec_env import encode_observation
 from test_experience import bits, read_all, small_env
 
@@ -362,8 +364,9 @@ def _header_digit(data: bytes) -> int:
     return data.index(b'"next_sequence": ') + len(b'"next_sequence": ')
 
 
-def _reframed(data: bytes, header: dict) -> bytes:
-    """A file with a new header and a valid checksum: damage the checksum cannot see."""
+def _reframed(data: bytes, header: dict, payload: bytes | None = None) -> bytes:
+    """A file with a new header (and payload) and a valid checksum: damage the
+    checksum cannot see."""
     import hashlib
 
     header_bytes = json.dumps(header).encode()
@@ -371,9 +374,41 @@ def _reframed(data: bytes, header: dict) -> bytes:
     body = (
         struct.pack("<8sII", data[:8], 2, len(header_bytes))
         + header_bytes
-        + data[16 + old_len : -32]
+        + (data[16 + old_len : -32] if payload is None else payload)
     )
     return body + hashlib.blake2b(body, digest_size=32).digest()
+
+
+def _forged(**fields):
+    """Damage: the file's own header with ``fields`` replaced."""
+
+    def forge(data: bytes) -> bytes:
+        _, _, length = struct.unpack_from("<8sII", data)
+        return _reframed(data, {**json.loads(data[16 : 16 + length]), **fields})
+
+    return forge
+
+
+def _forged_column(index: int, dtype: str | None = None, shape: list | None = None):
+    """Damage: one entry of the header's column list replaced."""
+
+    def forge(data: bytes) -> bytes:
+        _, _, length = struct.unpack_from("<8sII", data)
+        header = json.loads(data[16 : 16 + length])
+        name, old_dtype, old_shape = header["columns"][index]
+        header["columns"][index] = [name, dtype or old_dtype, old_shape if shape is None else shape]
+        return _reframed(data, header)
+
+    return forge
+
+
+def _bomb(data: bytes) -> bytes:
+    """Damage: a payload inflating to far more than the columns hold."""
+    import zstandard
+
+    _, _, length = struct.unpack_from("<8sII", data)
+    payload = zstandard.ZstdCompressor().compress(bytes(64 << 20))
+    return _reframed(data, json.loads(data[16 : 16 + length]), payload)
 
 
 DAMAGE = {
@@ -392,6 +427,22 @@ DAMAGE = {
     ),
     "empty": (lambda d: b"", "not a generals-rl experience buffer file"),
     "header without fields": (lambda d: _reframed(d, {"height": 8}), "malformed buffer file"),
+    "header not an object": (lambda d: _reframed(d, [8]), "the header is not an object"),
+    "next_sequence near 2^64": (_forged(next_sequence=2**64 - 2), "beyond the limit"),
+    "next_sequence beyond 2^64": (_forged(next_sequence=2**64), r"next_sequence: \d+ is outside"),
+    "negative next_sequence": (_forged(next_sequence=-1), "next_sequence: -1 is outside"),
+    "huge capacity": (_forged(capacity=2**40), "capacity is too large"),
+    "capacity beyond memory": (_forged(capacity=2**34), "more than this machine's"),
+    "huge state_capacity": (_forged(state_capacity=2**40), "state_capacity is too large"),
+    "board too large": (_forged(height=300), "must be in 2..256"),
+    "height not a number": (_forged(height="8"), "malformed buffer file"),
+    "unknown army scaling": (_forged(army_scaling="Log"), "army_scaling: expected 'linear' or 'log'"),
+    "object column": (_forged_column(0, dtype="|O"), "column sequence: dtype '|O'"),
+    "huge column": (_forged_column(0, shape=[2**40]), "column sequence: shape .* capacity"),
+    "negative column": (_forged_column(0, shape=[-1]), "does not fit"),
+    "state table of another board": (_forged_column(-1, shape=[1, 9, 9]), "boards of 8x8"),
+    "missing column": (_forged(columns=[]), "columns: expected"),
+    "compression bomb": (_bomb, "payload size does not match its columns"),
 }
 
 
@@ -560,6 +611,28 @@ BAD_BATCHES = {
 }
 
 
+@pytest.mark.parametrize(
+    "height, width, message",
+    [
+        (1, 1025, "batch: size must be between 1x1 and 1024x1024, got 1x1025"),
+        (1, 1100, "got 1x1100"),
+        (2, 0, "got 2x0"),
+    ],
+)
+def test_decoding_boards_beyond_the_size_limit_is_refused(height, width, message):
+    # What a dataset reader does with a crafted shard (open_dataset(..., form="decoded")):
+    # 1100 wide overflowed a stack row (SIGSEGV), 1025-1090 gave wrong tensors, 0 divided by zero.
+    shard = io.BytesIO()
+    batch = synthetic_batch(2).to_dict()
+    for name in batch_columns.STATE_TABLES:
+        batch[name] = np.zeros((2, height, width), dtype=batch_columns.STATE_TABLES[name])
+    meta = {"format_version": npz.FORMAT_VERSION, "states": "compact", "height": height, "width": width}
+    np.savez(shard, _meta=np.array(json.dumps(meta)), **batch)
+    (read,) = npz.NpzFormat.read(shard.getvalue())
+    with pytest.raises(ValueError, match=message):
+        read.decode()
+
+
 @pytest.mark.parametrize("problem", list(BAD_BATCHES))
 def test_append_raw_rejects_a_bad_batch_naming_the_problem_and_keeps_the_contents(problem):
     buffer = ExperienceBuffer(SIDE, SIDE, capacity=100, policy="overwrite", state_capacity=60)
@@ -602,7 +675,29 @@ def test_decoding_a_bad_raw_batch_is_an_error_naming_the_row(column, change, mes
             lambda: ExperienceBuffer(capacity=10).cursor(start=-1),
             "start: a sequence number must be >= 0",
         ),
-        (lambda: ExperienceBuffer(capacity=10).cursor(player_ids=[16]), r"player_ids: \[16\]"),
+        (
+            lambda: ExperienceBuffer(capacity=10).cursor(player_ids=[0, 16]),
+            r"player_ids\[1\]: 16 is outside 0..15",
+        ),
+        # These reached C++ unchecked and crashed the interpreter.
+        (
+            lambda: ExperienceBuffer(capacity=10).cursor(game_ids=[-1]),
+            r"game_ids\[0\]: -1 is outside 0..18446744073709551615",
+        ),
+        (
+            lambda: ExperienceBuffer(capacity=10).cursor(game_ids=[2**64]),
+            r"game_ids\[0\]: 18446744073709551616 is outside",
+        ),
+        (
+            lambda: ExperienceBuffer(capacity=10).cursor(min_tick=2**31),
+            "min_tick: 2147483648 is outside -2147483648..2147483647",
+        ),
+        (
+            lambda: ExperienceBuffer(capacity=10).cursor(start=2**64),
+            "start: 18446744073709551616 is outside",
+        ),
+        (lambda: ExperienceBuffer(capacity=2**40), "capacity is too large"),
+        (lambda: ExperienceBuffer(capacity=2**34), "more than this machine's"),
         (lambda: ExperienceBuffer(capacity=10).cursor().read(0), "max_items: must be at least 1"),
         (lambda: ExperienceBuffer(capacity=10).sample(0), "count: must be at least 1"),
         (lambda: small_env(ExperienceBuffer(6, 6, capacity=100)), "buffer: its boards are 6x6"),
@@ -619,3 +714,8 @@ def test_decoding_a_bad_raw_batch_is_an_error_naming_the_row(column, change, mes
 def test_bad_arguments_are_errors_naming_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_cursor_filters_take_integers_only():
+    with pytest.raises(TypeError, match=r"game_ids\[0\]: expected an integer, got 1.5"):
+        ExperienceBuffer(capacity=10).cursor(game_ids=[1.5])

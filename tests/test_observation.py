@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 from conftest import CITY, GENERAL, MOUNTAIN, NEUTRAL, PLAIN, parse_board
+from generals_rl import _core
 from generals_rl.vec_env import OBSERVATION_CHANNELS, encode_observation
 
 OWN_ARMY, ENEMY_ARMY, OWN_LAND, ENEMY_LAND, NEUTRAL_LAND, CITIES, MOUNTAINS, VISIBLE, FOG = range(9)
@@ -227,3 +228,46 @@ def test_action_mask_on_hand_built_board():
     # (1,2) with 2: up onto the city, down, left into the mountain no, right onto the enemy.
     assert mask[1, 2].tolist() == [True, True, False, True]
     assert mask.sum() == 2 + 2 + 3
+
+
+# ---------------------------------------------------------------------------
+# board size and argument limits
+
+
+MAX_BOARD_SIDE = _core.MAX_BOARD_SIDE
+
+
+@pytest.mark.parametrize("height, width", [(3, MAX_BOARD_SIDE), (MAX_BOARD_SIDE, 2)])
+def test_visibility_is_right_up_to_the_largest_board(height, width):
+    rng = np.random.default_rng(height)
+    kind, owner, army = random_board(rng, height, width, players=2)
+    owner[:] = NEUTRAL
+    owner[0, -1] = owner[-1, 0] = 0  # the far corners, where a fixed row buffer would end
+    owner[rng.random(owner.shape) < 0.001] = 0
+    obs, _ = encode_observation(kind, owner, army, 0)
+    np.testing.assert_array_equal(obs[VISIBLE], reference_visibility(owner, 0))
+
+
+@pytest.mark.parametrize("width", [MAX_BOARD_SIDE + 1, 1100, 5000])
+def test_boards_beyond_the_size_limit_are_refused(width):
+    kind = np.zeros((2, width), dtype=np.uint8)
+    owner = np.zeros((2, width), dtype=np.int16)
+    with pytest.raises(ValueError, match=rf"kind: size must be between 1x1 and 1024x1024, got 2x{width}"):
+        encode_observation(kind, owner, np.ones((2, width), dtype=np.int32), 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"army_scaling": "Log"}, "army_scaling: expected 'linear' or 'log', got 'Log'"),
+        ({"army_scaling": ""}, "army_scaling: expected 'linear' or 'log'"),
+        ({"army_scale": 0.0}, "army_scale: must be positive"),
+        ({"player": 16}, "player: expected 0..15, got 16"),
+        ({"player": -2}, "player: expected 0..15, got -2"),
+    ],
+)
+def test_bad_observation_settings_are_refused(kwargs, message):
+    kind, owner, army, _ = parse_board(BOARD)
+    args = {"player": 0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        encode_observation(kind, owner, army, **args)

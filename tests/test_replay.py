@@ -8,11 +8,12 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import REPLAY_DIR
-from generals_rl import replay
+from generals_rl import _core, replay
 from generals_rl.replay import ReplayError
 
 REPLAYS = (
@@ -364,6 +365,57 @@ def test_cli_reports_a_damaged_file_and_exits_2(tmp_path, name, content, message
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------
+# the cost of a trace is bounded by its input
+
+
+def idle_replay(side: int, turns: list[int], afk: bool = False) -> dict:
+    """A ``side`` x ``side`` map where nothing happens: events at ``turns`` are
+    moves from a tile nobody owns, or player 0 going AFK."""
+    fields = changed(mapWidth=side, mapHeight=side, cities=[], cityArmies=[], mountains=[],
+                     generals=[0, side * side - 1])
+    fields["moves"] = [] if afk else [
+        {"index": 0, "start": 1, "end": 2, "is50": 0, "turn": turn} for turn in turns
+    ]
+    fields["afks"] = [{"index": 0, "turn": turn} for turn in turns] if afk else []
+    return fields
+
+
+def test_a_tiny_replay_idle_for_a_million_ticks_is_refused_before_it_runs(tmp_path):
+    # 247 bytes that used to hold a 1024x1024 snapshot every 100 ticks for a
+    # million ticks, until std::bad_alloc.
+    path = write_json(tmp_path, idle_replay(_core.MAX_BOARD_SIDE, [1_000_000], afk=True))
+    assert path.stat().st_size < 300
+    started = time.monotonic()
+    with pytest.raises(ReplayError, match=r"no recorded event between ticks 0 and 1000000 \(at most 10000 idle"):
+        replay.load(path).trace()
+    assert time.monotonic() - started < 10
+
+
+def test_idle_ticks_up_to_the_limit_are_replayed():
+    idle = _core.MAX_IDLE_TICKS
+    trace = replay.from_fields(idle_replay(3, [idle, 2 * idle])).trace(snapshot_every=0)
+    assert trace["end_tick"] == 2 * idle + 1 and len(trace["ticks"]) == 2 * idle + 1
+    with pytest.raises(ReplayError, match=f"between ticks {idle} and {2 * idle + 1}"):
+        replay.from_fields(idle_replay(3, [idle, 2 * idle + 1])).trace()
+
+
+def test_snapshots_beyond_the_cell_limit_are_refused_naming_snapshot_every():
+    fields = idle_replay(_core.MAX_BOARD_SIDE, [5000, 9000])
+    with pytest.raises(ReplayError, match=r"91 snapshots of 1048576 tiles, more than 4194304 cells \(use a larger"):
+        replay.from_fields(fields).trace()
+    trace = replay.from_fields(fields).trace(snapshot_every=5000)  # 2 snapshots fit
+    assert list(trace["snapshots"]) == ["5000", "9001"]
+
+
+def test_cli_refuses_a_replay_beyond_the_trace_limits_and_exits_2(tmp_path):
+    path = write_json(tmp_path, idle_replay(_core.MAX_BOARD_SIDE, [1_000_000], afk=True))
+    out = tmp_path / "trace.json"
+    result = run_cli("replay", str(path), "--trace", str(out))
+    assert result.returncode == 2 and not out.exists()
+    assert "idle ticks" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_reports_a_missing_file_and_exits_2(tmp_path):

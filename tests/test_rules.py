@@ -471,6 +471,46 @@ def test_step_rejects_a_move_tuple_off_the_board():
     assert game.tick == 0
 
 
+@pytest.mark.parametrize("bad", [1.5, "3", 2.0], ids=["float", "string", "integral-float"])
+def test_step_rejects_a_move_that_is_no_index(bad):
+    # VecEnv refuses float actions; a game must not truncate them into other moves.
+    game = build_game("G0:9 . G1")
+    with pytest.raises(ValueError, match=r"moves\[0\]: expected an action index"):
+        game.step([bad, None])
+    assert game.tick == 0
+    game.step([np.int64(move(game, 0, 0, RIGHT)), None])  # numpy integers are indices
+    assert tile(game, 0, 1) == (0, 8)
+
+
+# ---------------------------------------------------------------------------
+# the army bound: armies saturate at MAX_ARMY, never wrap
+
+
+MAX_ARMY = generals_rl._core.MAX_ARMY
+
+
+def test_armies_saturate_at_the_bound_and_totals_agree():
+    assert MAX_ARMY == 2**31 - 1
+    game = build_game(f"G0:{MAX_ARMY} .0:{MAX_ARMY} .0:5 C0:{MAX_ARMY - 1} G1")
+    pass_ticks(game, 50)  # generals and cities grow on even ticks, every tile on tick 50
+    assert game.army[0].tolist() == [MAX_ARMY, MAX_ARMY, 6, MAX_ARMY, 27]
+    armies, _ = board_totals(game)
+    assert game.army_per_player.tolist() == armies.tolist()
+    step(game, {0: move(game, 0, 1, RIGHT)})  # merging onto a 6: saturates too
+    assert game.army[0, :3].tolist() == [MAX_ARMY, 1, MAX_ARMY]
+    assert game.army_per_player.tolist() == board_totals(game)[0].tolist()
+
+
+def test_half_moves_and_general_captures_of_the_largest_army():
+    game = build_game(f"G0:{MAX_ARMY} .1:2 G1:3")
+    step(game, {0: move(game, 0, 0, RIGHT, half=True)})  # keeps ceil(a / 2)
+    assert tile(game, 0, 0) == (0, 2**30) and tile(game, 0, 1) == (0, 2**30 - 1 - 2)
+    game = build_game(f"G1:9 G0:1 .0:{MAX_ARMY}")
+    step(game, {1: move(game, 0, 0, RIGHT)})  # takes the general: its land passes on halved
+    assert game.over and tile(game, 0, 2) == (1, 2**30)
+    assert game.army_per_player.tolist() == board_totals(game)[0].tolist()
+
+
 def _board_arrays():
     return parse_board("""
         G0 .  M

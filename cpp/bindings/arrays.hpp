@@ -5,10 +5,16 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <climits>
 #include <limits>
 #include <string>
+#include <utility>
 #include <type_traits>
 #include <vector>
+
+#include "game.hpp"
+#include "observation.hpp"
 
 namespace grl::bindings {
 
@@ -61,6 +67,76 @@ py::array_t<T, py::array::c_style | py::array::forcecast> as_array(py::handle va
                           " elements, got " + std::to_string(arr.size()));
   }
   return arr;
+}
+
+// Dimensions `first` and `first + 1` of `arr` as a board's (height, width),
+// refused (naming `name`) beyond the board size limit before any int conversion.
+inline std::pair<int, int> board_shape(const py::array& arr, int first, const char* name) {
+  const auto side = [](py::ssize_t n) { return static_cast<int>(std::min<py::ssize_t>(n, INT_MAX)); };
+  const int height = side(arr.shape(first)), width = side(arr.shape(first + 1));
+  grl::check_board_size(height, width, name);
+  return {height, width};
+}
+
+// A Python integer within lo..hi as T; raises naming the argument otherwise
+// (pybind11's own conversion reports only "incompatible arguments").
+template <typename T>
+T to_int(py::handle value, const std::string& name, T lo = std::numeric_limits<T>::min(),
+         T hi = std::numeric_limits<T>::max()) {
+  PyObject* index = PyNumber_Index(value.ptr());
+  if (!index) {
+    PyErr_Clear();
+    throw py::type_error(name + ": expected an integer, got " + py::repr(value).cast<std::string>());
+  }
+  const auto v = py::reinterpret_steal<py::int_>(index);
+  if (v < py::int_(lo) || v > py::int_(hi)) {
+    throw py::value_error(name + ": " + py::str(v).cast<std::string>() + " is outside " + std::to_string(lo) + ".." +
+                          std::to_string(hi));
+  }
+  return v.cast<T>();
+}
+
+// Every item of an iterable through to_int, named name[i].
+template <typename T>
+std::vector<T> to_ints(py::handle values, const std::string& name, T lo = std::numeric_limits<T>::min(),
+                       T hi = std::numeric_limits<T>::max()) {
+  std::vector<T> out;
+  for (auto item : py::iter(values)) {
+    out.push_back(to_int<T>(item, name + "[" + std::to_string(out.size()) + "]", lo, hi));
+  }
+  return out;
+}
+
+// The observation settings every binding takes: army_scaling by name (anything
+// else is refused naming the allowed values) and a positive army_scale.
+inline grl::ObservationConfig observation_config(const std::string& army_scaling, float army_scale) {
+  grl::ObservationConfig config;
+  if (army_scaling == "linear") config.scale = grl::ObservationConfig::kLinear;
+  else if (army_scaling == "log") config.scale = grl::ObservationConfig::kLog;
+  else throw py::value_error("army_scaling: expected 'linear' or 'log', got '" + army_scaling + "'");
+  if (!(army_scale > 0)) throw py::value_error("army_scale: must be positive, got " + std::to_string(army_scale));
+  config.army_scale = army_scale;
+  return config;
+}
+
+inline const char* army_scaling_name(grl::ObservationConfig::Scale scale) {
+  return scale == grl::ObservationConfig::kLog ? "log" : "linear";
+}
+
+// An int32 (num_envs, players)-style output array written in place: a copy
+// (another dtype, a strided view, a read-only array) would silently take the writes.
+inline py::array_t<int32_t> output_array(py::handle value, const char* name, py::ssize_t rows, py::ssize_t cols) {
+  auto arr = py::array::ensure(value);
+  const std::string expected = "expected a writeable C-contiguous int32 array of shape (" + std::to_string(rows) +
+                               ", " + std::to_string(cols) + ")";
+  if (!arr) throw py::type_error(std::string(name) + ": " + expected);
+  if (!arr.dtype().is(py::dtype::of<int32_t>()) || arr.ndim() != 2 || arr.shape(0) != rows || arr.shape(1) != cols ||
+      !(arr.flags() & py::array::c_style) || !arr.writeable()) {
+    throw py::value_error(std::string(name) + ": " + expected + ", got " + py::str(arr.dtype()).cast<std::string>() +
+                          " " + py::str(py::tuple(arr.attr("shape"))).cast<std::string>() +
+                          (arr.writeable() ? "" : " read-only"));
+  }
+  return py::reinterpret_borrow<py::array_t<int32_t>>(arr);
 }
 
 }  // namespace grl::bindings

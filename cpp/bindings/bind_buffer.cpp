@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <memory>
 #include <mutex>
+#include <tuple>
 
 #include "arrays.hpp"
 #include "experience_buffer.hpp"
@@ -13,6 +14,8 @@
 
 namespace py = pybind11;
 using grl::bindings::as_array;
+using grl::bindings::to_int;
+using grl::bindings::to_ints;
 
 namespace {
 
@@ -155,8 +158,7 @@ grl::RawBatch raw_from_dict(const py::dict& d, int height, int width) {
   if (d.contains("state_kind")) {
     const auto kind = py::array::ensure(d["state_kind"]);
     if (kind && kind.ndim() == 3) {
-      b.height = static_cast<int>(kind.shape(1));
-      b.width = static_cast<int>(kind.shape(2));
+      std::tie(b.height, b.width) = grl::bindings::board_shape(kind, 1, "state_kind");
     }
   }
   auto seq = as_array<uint64_t>(d["sequence"], "sequence");
@@ -175,7 +177,7 @@ grl::RawBatch raw_from_dict(const py::dict& d, int height, int width) {
   column(d, "state_kind", b.state_kind, -1);
   column(d, "state_owner", b.state_owner, -1);
   column(d, "state_army", b.state_army, -1);
-  if (d.contains("next_sequence")) b.next_sequence = d["next_sequence"].cast<uint64_t>();
+  if (d.contains("next_sequence")) b.next_sequence = to_int<uint64_t>(d["next_sequence"], "next_sequence");
   return b;
 }
 
@@ -221,25 +223,23 @@ void bind_buffer(py::module_& m) {
              if (policy == "block") p = grl::FullPolicy::kBlock;
              else if (policy == "overwrite") p = grl::FullPolicy::kOverwrite;
              else throw py::value_error("policy: expected 'block' or 'overwrite', got '" + policy + "'");
-             grl::ObservationConfig obs;
-             if (army_scaling == "linear") obs.scale = grl::ObservationConfig::kLinear;
-             else if (army_scaling == "log") obs.scale = grl::ObservationConfig::kLog;
-             else throw py::value_error("army_scaling: expected 'linear' or 'log', got '" + army_scaling + "'");
-             if (!(army_scale > 0)) throw py::value_error("army_scale: must be positive");
-             obs.army_scale = army_scale;
+             const grl::ObservationConfig obs = grl::bindings::observation_config(army_scaling, army_scale);
              return std::make_shared<grl::ExperienceBuffer>(height, width, capacity, p, state_capacity, obs);
            }),
            py::arg("height"), py::arg("width"), py::arg("capacity"), py::arg("policy"), py::arg("state_capacity"),
            py::arg("army_scaling"), py::arg("army_scale"))
       .def(
           "open_cursor",
-          [](grl::ExperienceBuffer& b, const std::string& start, uint64_t at, std::vector<uint64_t> game_ids,
-             std::vector<int32_t> player_ids, int32_t min_tick) {
+          [](grl::ExperienceBuffer& b, const std::string& start, py::handle at, py::handle game_ids,
+             py::handle player_ids, py::handle min_tick) {
             grl::Cursor::Start s = grl::Cursor::kAt;
             if (start == "oldest") s = grl::Cursor::kOldest;
             else if (start == "newest") s = grl::Cursor::kNewest;
             else if (start != "at") throw py::value_error("start: expected 'oldest', 'newest' or a sequence number");
-            return b.open_cursor(s, at, grl::CursorFilter{std::move(game_ids), std::move(player_ids), min_tick});
+            grl::CursorFilter filter{to_ints<uint64_t>(game_ids, "game_ids"),
+                                     to_ints<int32_t>(player_ids, "player_ids", 0, grl::kMaxPlayers - 1),
+                                     to_int<int32_t>(min_tick, "min_tick")};
+            return b.open_cursor(s, to_int<uint64_t>(at, "start", 0, grl::kMaxSequence), std::move(filter));
           },
           py::arg("start"), py::arg("at"), py::arg("game_ids"), py::arg("player_ids"), py::arg("min_tick"),
           py::keep_alive<0, 1>())
@@ -315,7 +315,7 @@ void bind_buffer(py::module_& m) {
                              })
       .def_property_readonly("army_scaling",
                              [](const grl::ExperienceBuffer& b) {
-                               return b.observation_config().scale == grl::ObservationConfig::kLog ? "log" : "linear";
+                               return grl::bindings::army_scaling_name(b.observation_config().scale);
                              })
       .def_property_readonly("army_scale",
                              [](const grl::ExperienceBuffer& b) { return b.observation_config().army_scale; });
@@ -323,6 +323,7 @@ void bind_buffer(py::module_& m) {
   m.def(
       "decode_batch",
       [](const py::dict& raw, int height, int width, const std::string& army_scaling, float army_scale) {
+        grl::check_board_size(height, width, "batch");
         grl::RawBatch in = raw_from_dict(raw, height, width);
         if (in.height != height || in.width != width) {
           throw py::value_error("batch: state tables hold " + std::to_string(in.height) + "x" +
@@ -346,9 +347,7 @@ void bind_buffer(py::module_& m) {
                                   std::to_string(in.player_id[i]) + " outside 0..15");
           }
         }
-        grl::ObservationConfig config;
-        config.scale = army_scaling == "log" ? grl::ObservationConfig::kLog : grl::ObservationConfig::kLinear;
-        config.army_scale = army_scale;
+        const grl::ObservationConfig config = grl::bindings::observation_config(army_scaling, army_scale);
         grl::DecodedBatch out;
         {
           py::gil_scoped_release release;

@@ -1,6 +1,8 @@
 // Bindings for one game, map generation and replays.
 #include <pybind11/stl.h>
 
+#include <tuple>
+
 #include "arrays.hpp"
 #include "game.hpp"
 #include "mapgen.hpp"
@@ -27,8 +29,7 @@ grl::Game make_game(py::handle kind, py::handle owner, py::handle army, py::hand
   auto kind_arr = as_array<uint8_t>(kind, "kind");
   if (kind_arr.ndim() != 2) throw py::value_error("kind: expected a 2-D (height, width) array");
   grl::MapSpec spec;
-  spec.height = static_cast<int>(kind_arr.shape(0));
-  spec.width = static_cast<int>(kind_arr.shape(1));
+  std::tie(spec.height, spec.width) = grl::bindings::board_shape(kind_arr, 0, "kind");
   const py::ssize_t n = kind_arr.size();
   auto owner_arr = as_array<int16_t>(owner, "owner", n);
   auto army_arr = as_array<int32_t>(army, "army", n);

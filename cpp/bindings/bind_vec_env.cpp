@@ -1,6 +1,8 @@
 // Bindings for the batched environment and the built-in policies.
 #include <pybind11/stl.h>
 
+#include <utility>
+
 #include "arrays.hpp"
 #include "bots.hpp"
 #include "observation.hpp"
@@ -25,14 +27,7 @@ grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint
   c.max_ticks = max_ticks;
   c.num_threads = num_threads;
   c.map = map;
-  if (army_scaling == "linear") {
-    c.observation.scale = grl::ObservationConfig::kLinear;
-  } else if (army_scaling == "log") {
-    c.observation.scale = grl::ObservationConfig::kLog;
-  } else {
-    throw py::value_error("army_scaling: expected 'linear' or 'log', got '" + army_scaling + "'");
-  }
-  c.observation.army_scale = army_scale;
+  c.observation = grl::bindings::observation_config(army_scaling, army_scale);
   c.observations = observations;
   c.action_masks = action_masks;
   for (auto item : reward) {
@@ -84,16 +79,11 @@ py::dict output_views(py::object self) {
   return out;
 }
 
-// Checks a bot call's arguments: the act_for flags (players) and the output array.
-void check_policy_args(const grl::VecEnv& e, const py::array_t<uint8_t>& act_for, const py::array_t<int32_t>& out) {
-  if (act_for.size() != e.players()) {
-    throw py::value_error("players: expected " + std::to_string(e.players()) + " flags, got " +
-                          std::to_string(act_for.size()));
-  }
-  if (out.ndim() != 2 || out.shape(0) != e.num_envs() || out.shape(1) != e.players() ||
-      !(out.flags() & py::array::c_style)) {
-    throw py::value_error("out: expected a C-contiguous int32 array of shape (num_envs, players)");
-  }
+// A bot call's act_for flags (one per player) and output array (written in place).
+std::pair<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>, py::array_t<int32_t>> policy_args(
+    const grl::VecEnv& e, py::handle act_for, py::handle out) {
+  return {as_array<uint8_t>(act_for, "players", e.players()),
+          grl::bindings::output_array(out, "out", e.num_envs(), e.players())};
 }
 
 }  // namespace
@@ -136,18 +126,18 @@ void bind_vec_env(py::module_& m) {
 
   m.def(
       "random_policy",
-      [](grl::VecEnv& e, uint64_t seed, uint64_t call, py::array_t<uint8_t> act_for, py::array_t<int32_t> out) {
-        check_policy_args(e, act_for, out);
+      [](grl::VecEnv& e, uint64_t seed, uint64_t call, py::handle act_for, py::handle out) {
+        auto [flags, actions] = policy_args(e, act_for, out);
         py::gil_scoped_release release;
-        grl::random_policy(e, seed, call, act_for.data(), out.mutable_data());
+        grl::random_policy(e, seed, call, flags.data(), actions.mutable_data());
       },
       py::arg("env"), py::arg("seed"), py::arg("call"), py::arg("act_for"), py::arg("out"));
   m.def(
       "heuristic_policy",
-      [](grl::VecEnv& e, py::array_t<uint8_t> act_for, py::array_t<int32_t> out) {
-        check_policy_args(e, act_for, out);
+      [](grl::VecEnv& e, py::handle act_for, py::handle out) {
+        auto [flags, actions] = policy_args(e, act_for, out);
         py::gil_scoped_release release;
-        grl::heuristic_policy(e, act_for.data(), out.mutable_data());
+        grl::heuristic_policy(e, flags.data(), actions.mutable_data());
       },
       py::arg("env"), py::arg("act_for"), py::arg("out"));
 
@@ -157,12 +147,14 @@ void bind_vec_env(py::module_& m) {
          float army_scale) {
         auto k = as_array<uint8_t>(kind, "kind");
         if (k.ndim() != 2) throw py::value_error("kind: expected a 2-D (height, width) array");
-        const int h = static_cast<int>(k.shape(0)), w = static_cast<int>(k.shape(1));
+        const auto [h, w] = grl::bindings::board_shape(k, 0, "kind");
         auto o = as_array<int16_t>(owner, "owner", k.size());
         auto a = as_array<int32_t>(army, "army", k.size());
-        grl::ObservationConfig config;
-        config.scale = army_scaling == "log" ? grl::ObservationConfig::kLog : grl::ObservationConfig::kLinear;
-        config.army_scale = army_scale;
+        if (player < 0 || player >= grl::kMaxPlayers) {
+          throw py::value_error("player: expected 0.." + std::to_string(grl::kMaxPlayers - 1) + ", got " +
+                                std::to_string(player));
+        }
+        const grl::ObservationConfig config = grl::bindings::observation_config(army_scaling, army_scale);
         py::array_t<float> obs({grl::kObservationChannels, h, w});
         py::array_t<bool> mask(static_cast<py::ssize_t>(h) * w * 4);
         std::vector<uint8_t> scratch(static_cast<size_t>(h) * w * grl::kObservationScratchPerTile);

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <unistd.h>
+
 #include "rng.hpp"
 #include "vectorize.hpp"
 
@@ -139,13 +141,24 @@ ExperienceBuffer::ExperienceBuffer(int height, int width, uint64_t capacity, Ful
       observation_(observation),
       // codes (1 byte a tile) and armies (2 bytes a tile), each padded to words, plus a flags word
       state_words_((tiles_ + 7) / 8 + (2 * tiles_ + 7) / 8 + 1) {
-  if (height < 2 || height > 256 || width < 2 || width > 256) {
-    throw std::invalid_argument("height and width must be in 2..256, got " + std::to_string(height) + "x" +
-                                std::to_string(width));
+  if (height < 2 || height > kMaxEnvSide || width < 2 || width > kMaxEnvSide) {
+    throw std::invalid_argument("height and width must be in 2.." + std::to_string(kMaxEnvSide) + ", got " +
+                                std::to_string(height) + "x" + std::to_string(width));
   }
   if (capacity < 1) throw std::invalid_argument("capacity must be at least 1");
   if (capacity > (1ULL << 34)) throw std::invalid_argument("capacity is too large: " + std::to_string(capacity));
   if (state_capacity_ < 2) throw std::invalid_argument("state_capacity must be at least 2");
+  if (state_capacity_ > (1ULL << 34)) {
+    throw std::invalid_argument("state_capacity is too large: " + std::to_string(state_capacity_));
+  }
+  // Refused up front rather than failing to allocate (or being killed later):
+  // sizes may come from a file's header.
+  const uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE));
+  if (ring_bytes() > memory) {
+    throw std::invalid_argument("capacity " + std::to_string(capacity_) + " and state_capacity " +
+                                std::to_string(state_capacity_) + " need " + std::to_string(ring_bytes() >> 20) +
+                                " MiB, more than this machine's " + std::to_string(memory >> 20) + " MiB of memory");
+  }
   records_.reset(new RecordSlot[capacity_]);
   state_stamp_.reset(new std::atomic<uint64_t>[state_capacity_]);
   state_last_ref_.reset(new std::atomic<uint64_t>[state_capacity_]);
@@ -159,6 +172,11 @@ ExperienceBuffer::ExperienceBuffer(int height, int width, uint64_t capacity, Ful
 }
 
 ExperienceBuffer::~ExperienceBuffer() = default;
+
+uint64_t ExperienceBuffer::ring_bytes() const {
+  return capacity_ * sizeof(RecordSlot) +
+         state_capacity_ * (state_words_ * sizeof(uint64_t) + 2 * sizeof(std::atomic<uint64_t>));
+}
 
 uint64_t ExperienceBuffer::oldest() const { return oldest_at(head_.load(std::memory_order_acquire)); }
 
@@ -856,6 +874,11 @@ void ExperienceBuffer::import_resident(const RawBatch& b) {
   for (size_t i = 1; i < n; ++i) {
     if (b.sequence[i] <= b.sequence[i - 1]) throw std::invalid_argument("saved sequence numbers are not increasing");
   }
+  if ((n && b.sequence[n - 1] >= kMaxSequence) || b.next_sequence > kMaxSequence) {
+    throw std::invalid_argument("saved sequence numbers reach " +
+                                std::to_string(std::max(n ? b.sequence[n - 1] : 0, b.next_sequence)) +
+                                ", beyond the limit " + std::to_string(kMaxSequence));
+  }
   const uint64_t first = n ? b.sequence[0] : b.next_sequence;
   const uint64_t end = std::max(n ? b.sequence[n - 1] + 1 : 0, b.next_sequence);
   if (end - first > capacity_) {
@@ -900,8 +923,7 @@ BufferStats ExperienceBuffer::stats() const {
     std::lock_guard<std::mutex> lock(wide_mutex_);
     for (const auto& entry : wide_armies_) wide_bytes += entry.second.size() * sizeof(int32_t) + 64;
   }
-  s.bytes_used = capacity_ * sizeof(RecordSlot) +
-                 state_capacity_ * (state_words_ * sizeof(uint64_t) + 2 * sizeof(std::atomic<uint64_t>)) + wide_bytes;
+  s.bytes_used = ring_bytes() + wide_bytes;
   auto* self = const_cast<ExperienceBuffer*>(this);
   std::lock_guard<std::mutex> lock(self->cursors_mutex_);
   for (const auto& weak : cursors_) {

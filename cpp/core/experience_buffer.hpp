@@ -39,6 +39,10 @@ enum class FullPolicy : uint8_t { kBlock = 0, kOverwrite = 1 };
 
 enum ExperienceFlags : uint8_t { kLegal = 1, kTerminated = 2, kTruncated = 4 };
 
+// Sequence numbers stay below this (a century at a billion a second): slot
+// stamps are sequence + 1 with the top bit marking a write in progress.
+constexpr uint64_t kMaxSequence = 1ULL << 62;
+
 // One experience as stored: 40 bytes, plus the slot's sequence stamp.
 struct ExperienceRecord {
   uint64_t game_id;
@@ -238,6 +242,7 @@ class ExperienceBuffer {
   void claim_state_slot(uint64_t id);
   void wait_for_producers(int& spins);
   uint64_t oldest_at(uint64_t head) const;
+  uint64_t ring_bytes() const;  // the records' and states' rings, allocated up front
   uint64_t min_open_cursor();  // UINT64_MAX without open cursors
   bool state_slot_ready(uint64_t id, uint64_t min_cursor) const;
   void notify_readers();

@@ -13,6 +13,12 @@ void require(bool ok, const std::string& message) {
 
 }  // namespace
 
+void check_board_size(int height, int width, const char* what) {
+  require(height >= 1 && height <= kMaxBoardSide && width >= 1 && width <= kMaxBoardSide,
+          std::string(what) + ": size must be between 1x1 and " + std::to_string(kMaxBoardSide) + "x" +
+              std::to_string(kMaxBoardSide) + ", got " + std::to_string(height) + "x" + std::to_string(width));
+}
+
 void compute_open_directions(const uint8_t* kind, int height, int width, uint8_t* out) {
   for (int y = 0; y < height; ++y) {
     for (int x = 0; x < width; ++x) {
@@ -39,9 +45,7 @@ Game::Game(MapSpec map, int max_ticks, bool neutral_city_regrowth)
       owner_(std::move(map.owner)),
       army_(std::move(map.army)),
       generals_(std::move(map.generals)) {
-  require(height_ >= 1 && height_ <= 1024 && width_ >= 1 && width_ <= 1024,
-          "board size must be between 1x1 and 1024x1024, got " + std::to_string(height_) + "x" +
-              std::to_string(width_));
+  check_board_size(height_, width_);
   require(num_players_ >= 1 && num_players_ <= kMaxPlayers,
           "players must be between 1 and 16, got " + std::to_string(num_players_));
   const size_t n = static_cast<size_t>(height_) * width_;
@@ -98,8 +102,9 @@ void Game::set_owner(int tile, int16_t new_owner) {
 }
 
 void Game::add_army(int tile, int32_t delta) {
-  army_[tile] += delta;
-  if (owner_[tile] >= 0) army_total_[owner_[tile]] += delta;
+  const int32_t before = army_[tile];
+  army_[tile] = static_cast<int32_t>(std::min<int64_t>(int64_t{before} + delta, kMaxArmy));
+  if (owner_[tile] >= 0) army_total_[owner_[tile]] += int64_t{army_[tile]} - before;
 }
 
 void Game::kill(int player) {
@@ -113,8 +118,7 @@ void Game::capture_general(int victim, int captor, int general_tile) {
   const int n = num_tiles();
   for (int t = 0; t < n; ++t) {
     if (owner_[t] != victim) continue;
-    const int32_t a = army_[t];
-    add_army(t, (a + 1) / 2 - a);  // halved, rounding half up
+    add_army(t, -(army_[t] / 2));  // halved, rounding half up
     set_owner(t, static_cast<int16_t>(captor));
   }
   kind_[general_tile] = kCity;
@@ -136,7 +140,7 @@ bool Game::apply_move(int player, int start, int end, bool half) {
   if (kind_[end] == kMountain) return false;
   const int32_t a = army_[start];
   if (a <= 1) return false;
-  const int32_t reserve = half ? (a + 1) / 2 : 1;
+  const int32_t reserve = half ? a - a / 2 : 1;  // ceil(a / 2) without overflow
   const int32_t moved = a - reserve;
   add_army(start, -moved);
   const int16_t defender = owner_[end];
@@ -188,9 +192,8 @@ void Game::advance() {
   if (tick_ % 50 == 0) {
     const int n = num_tiles();
     for (int t = 0; t < n; ++t) {
-      if (owner_[t] >= 0) army_[t] += 1;
+      if (owner_[t] >= 0) add_army(t, 1);
     }
-    for (int p = 0; p < num_players_; ++p) army_total_[p] += land_[p];
   }
 }
 

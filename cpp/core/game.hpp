@@ -16,6 +16,17 @@ constexpr int16_t kNeutral = -1;
 constexpr int kMaxPlayers = 16;
 constexpr int kPass = -1;
 
+// The largest board side of any board that enters the engine (explicit boards,
+// replays, stored states): keeps tile and action indices (H*W*8) far inside int32.
+constexpr int kMaxBoardSide = 1024;
+// The largest side of generated maps and of VecEnv and buffer boards.
+constexpr int kMaxEnvSide = 256;
+// Armies saturate here instead of wrapping: growth and merges stop adding.
+constexpr int32_t kMaxArmy = INT32_MAX;
+
+// Throws std::invalid_argument naming `what` unless 1 <= sides <= kMaxBoardSide.
+void check_board_size(int height, int width, const char* what = "board");
+
 // Directions of the flat action index: d = 0 up, 1 down, 2 left, 3 right.
 constexpr int kDy[4] = {-1, 1, 0, 0};
 constexpr int kDx[4] = {0, 0, -1, 1};

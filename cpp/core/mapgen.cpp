@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rng.hpp"
@@ -75,7 +76,8 @@ void validate(const MapOptions& o) {
   require(o.max_side >= o.min_side, "max_side",
           "must be at least min_side (" + std::to_string(o.min_side) + "), got " +
               std::to_string(o.max_side));
-  require(o.max_side <= 256, "max_side", "must be at most 256, got " + std::to_string(o.max_side));
+  require(o.max_side <= kMaxEnvSide, "max_side",
+          "must be at most " + std::to_string(kMaxEnvSide) + ", got " + std::to_string(o.max_side));
   require(o.min_side * o.min_side >= o.players, "min_side",
           std::to_string(o.min_side) + "x" + std::to_string(o.min_side) + " has fewer tiles than " +
               std::to_string(o.players) + " players");
@@ -87,12 +89,11 @@ void validate(const MapOptions& o) {
               std::to_string(o.city_army_min) + ".." + std::to_string(o.city_army_max));
   require(o.min_general_distance >= -1, "min_general_distance",
           "must be -1 (automatic) or >= 0, got " + std::to_string(o.min_general_distance));
-  require(o.pad_height == 0 || o.pad_height >= o.max_side, "pad_height",
-          "must be 0 or at least max_side (" + std::to_string(o.max_side) + "), got " +
-              std::to_string(o.pad_height));
-  require(o.pad_width == 0 || o.pad_width >= o.max_side, "pad_width",
-          "must be 0 or at least max_side (" + std::to_string(o.max_side) + "), got " +
-              std::to_string(o.pad_width));
+  for (const auto& [name, pad] : {std::pair{"pad_height", o.pad_height}, std::pair{"pad_width", o.pad_width}}) {
+    require(pad == 0 || (pad >= o.max_side && pad <= kMaxEnvSide), name,
+            "must be 0 or in " + std::to_string(o.max_side) + ".." + std::to_string(kMaxEnvSide) +
+                " (at least max_side), got " + std::to_string(pad));
+  }
 }
 
 MapSpec generate_map(const MapOptions& o, uint64_t seed) {

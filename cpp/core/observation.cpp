@@ -15,10 +15,13 @@ namespace grl {
 void compute_visibility(const StateView& s, int player, uint8_t* visible) {
   const int h = s.height, w = s.width;
   // Dilate the owned-tile mask by one tile along rows (through a zero-padded
-  // row), then across rows keeping the previous undilated row.
-  uint8_t padded[1026] = {};
-  uint8_t prev_row[1024] = {};
-  uint8_t cur_row[1024];
+  // row), then across rows keeping the previous undilated row. The rows are
+  // as wide as the board, reused by the thread.
+  thread_local std::vector<uint8_t> rows;
+  rows.assign(3 * static_cast<size_t>(w) + 2, 0);
+  uint8_t* padded = rows.data();
+  uint8_t* prev_row = padded + w + 2;
+  uint8_t* cur_row = prev_row + w;
   const int16_t p = static_cast<int16_t>(player);
   for (int y = 0; y < h; ++y) {
     const int16_t* own = s.owner + y * w;

@@ -1,6 +1,7 @@
 #include "replay.hpp"
 
 #include <algorithm>
+#include <string>
 
 namespace grl {
 
@@ -24,9 +25,26 @@ ReplayTrace run_replay(Game& game, const std::vector<ReplayMove>& moves,
   ReplayTrace trace;
   const int players = game.num_players();
   trace.num_players = players;
-  int last_event = 0;
-  for (const auto& m : moves) last_event = std::max(last_event, m.turn);
-  for (const auto& a : afks) last_event = std::max(last_event, a.turn);
+  std::vector<int64_t> turns;
+  for (const auto& m : moves) turns.push_back(m.turn);
+  for (const auto& a : afks) turns.push_back(a.turn);
+  std::sort(turns.begin(), turns.end());
+  int64_t last_event = 0;
+  for (const int64_t turn : turns) {
+    if (turn - last_event > kMaxIdleTicks) {
+      throw std::invalid_argument("no recorded event between ticks " + std::to_string(last_event) + " and " +
+                                  std::to_string(turn) + " (at most " + std::to_string(kMaxIdleTicks) +
+                                  " idle ticks are replayed)");
+    }
+    last_event = std::max(last_event, turn);
+  }
+  // The run ends by tick last_event + 1, with one last snapshot.
+  const int64_t snapshots = (snapshot_every > 0 ? (last_event + 1) / snapshot_every : 0) + 1;
+  if (snapshots * game.num_tiles() > kMaxSnapshotCells) {
+    throw std::invalid_argument("the trace would hold " + std::to_string(snapshots) + " snapshots of " +
+                                std::to_string(game.num_tiles()) + " tiles, more than " +
+                                std::to_string(kMaxSnapshotCells) + " cells (use a larger snapshot_every)");
+  }
 
   size_t next_move = 0, next_afk = 0;
   while (!game.over()) {

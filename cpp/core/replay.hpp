@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 #include "game.hpp"
@@ -34,8 +35,16 @@ struct ReplayTrace {
   std::vector<std::vector<int32_t>> snapshot_army;
 };
 
+// What a replay may cost, so that a small file cannot ask for unbounded time
+// or memory: ticks simulated without any recorded event (at the start and
+// between events; real games record moves every few ticks), and board cells
+// held in snapshots (about 6 bytes each, many more once in Python).
+constexpr int kMaxIdleTicks = 10000;
+constexpr int64_t kMaxSnapshotCells = int64_t{1} << 22;
+
 // Runs the replay to its end (at most one player left) or, for a replay that
-// never ends, until one tick after its last recorded event.
+// never ends, until one tick after its last recorded event. Throws
+// std::invalid_argument, before simulating, for a replay beyond the limits above.
 ReplayTrace run_replay(Game& game, const std::vector<ReplayMove>& moves,
                        const std::vector<ReplayAfk>& afks, int snapshot_every = 100);
 

@@ -24,8 +24,9 @@ VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(config_.
   auto& c = config_;
   require(c.num_envs >= 1, "num_envs", "must be at least 1, got " + std::to_string(c.num_envs));
   require(c.num_threads >= 1, "num_threads", "must be at least 1, got " + std::to_string(c.num_threads));
-  require(c.height >= 2 && c.height <= 256, "height", "must be in 2..256, got " + std::to_string(c.height));
-  require(c.width >= 2 && c.width <= 256, "width", "must be in 2..256, got " + std::to_string(c.width));
+  const std::string sides = "must be in 2.." + std::to_string(kMaxEnvSide) + ", got ";
+  require(c.height >= 2 && c.height <= kMaxEnvSide, "height", sides + std::to_string(c.height));
+  require(c.width >= 2 && c.width <= kMaxEnvSide, "width", sides + std::to_string(c.width));
   require(c.max_ticks >= 0, "max_ticks", "must be >= 0 (0: no limit), got " + std::to_string(c.max_ticks));
   require(c.observation.army_scale > 0, "army_scale", "must be positive");
   c.map.players = c.players;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -57,8 +58,15 @@ class Game:
                 x, y, direction, half = move
                 actions[p] = encode_actions(x, y, direction, half, self.height, self.width)
             else:
+                try:
+                    index = operator.index(move)  # integers only, as VecEnv takes them: 1.5 is no index
+                except TypeError:
+                    raise ValueError(
+                        f"moves[{p}]: expected an action index, None or an (x, y, direction, half) tuple, "
+                        f"got {move!r}"
+                    ) from None
                 # Indices beyond int32 are out of range like any other: counted no-ops.
-                actions[p] = min(max(int(move), _INT32_MIN), _INT32_MAX)
+                actions[p] = min(max(index, _INT32_MIN), _INT32_MAX)
         return self._game.step(actions)
 
     def visibility(self, player: int) -> np.ndarray:

@@ -165,7 +165,10 @@ class Replay:
         """Replays the game and returns the tick-by-tick trace (the schema of the
         shared ``*.expected.json`` files)."""
         game = self.initial_game()
-        run = _core.run_replay(game._game, self.moves, self.afks, snapshot_every)
+        try:
+            run = _core.run_replay(game._game, self.moves, self.afks, snapshot_every)
+        except ValueError as exc:  # beyond the cost limits of a trace
+            raise ReplayError(f"replay {self.id!r}: {exc}") from None
         ticks = [
             {"tick": int(t), "army": a.tolist(), "land": l.tolist(), "alive": int(n)}
             for t, a, l, n in zip(run["ticks"], run["army"], run["land"], run["alive"])
@@ -233,7 +236,7 @@ def from_fields(fields: dict) -> Replay:
         )
     width = _require(fields, "mapWidth", int)
     height = _require(fields, "mapHeight", int)
-    if not (1 <= width <= 1024 and 1 <= height <= 1024):
+    if not (1 <= width <= _core.MAX_BOARD_SIDE and 1 <= height <= _core.MAX_BOARD_SIDE):
         raise ReplayError(f"replay map size {width}x{height} is out of range")
     tile_lists = {}
     for name in ("cities", "cityArmies", "generals", "mountains"):

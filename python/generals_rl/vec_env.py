@@ -89,8 +89,8 @@ class VecEnv:
             num_threads = min(os.cpu_count() or 1, num_envs)
         map_config = map_config or MapConfig()
         for name, side in (("height", height), ("width", width)):
-            if not 2 <= side <= 256:
-                raise ValueError(f"{name}: must be in 2..256, got {side}")
+            if not 2 <= side <= _core.MAX_ENV_SIDE:
+                raise ValueError(f"{name}: must be in 2..{_core.MAX_ENV_SIDE}, got {side}")
         map_config.to_core(players)  # validates the options as given, before they are capped to the board
         self.reward_config = reward_config or RewardConfig()
         self._env = _core.VecEnv(
@@ -159,8 +159,4 @@ def _as_action_array(actions) -> np.ndarray:
 
 def encode_observation(kind, owner, army, player: int, army_scaling: str = "linear", army_scale: float = 1000.0):
     """The 9-channel observation and the action mask of ``player`` for one board."""
-    if army_scaling not in ("linear", "log"):
-        raise ValueError(f"army_scaling: expected 'linear' or 'log', got {army_scaling!r}")
-    if not army_scale > 0:
-        raise ValueError(f"army_scale: must be positive, got {army_scale}")
     return _core.encode_observation(kind, owner, army, player, army_scaling, army_scale)

@@ -150,12 +150,10 @@ class ExperienceBuffer:
             if int(start) < 0:
                 raise ValueError(f"start: a sequence number must be >= 0, got {start}")
             kind, at = "at", int(start)
-        players = [] if player_ids is None else [int(p) for p in player_ids]
-        bad = [p for p in players if not 0 <= p < 16]
-        if bad:
-            raise ValueError(f"player_ids: {bad} are not players (0..15)")
-        games = [] if game_ids is None else [int(g) for g in game_ids]
-        return Cursor(self._buffer.open_cursor(kind, at, games, players, int(min_tick)))
+        # The C++ side checks every value's range, naming the argument.
+        games = () if game_ids is None else game_ids
+        players = () if player_ids is None else player_ids
+        return Cursor(self._buffer.open_cursor(kind, at, games, players, min_tick))
 
     def sample(self, count: int, seed: int | None = None) -> ExperienceBatch:
         """``count`` experiences drawn uniformly (with replacement) from what is resident."""
@@ -229,16 +227,10 @@ class ExperienceBuffer:
             raise BufferFileError(f"{path}: checksum mismatch, the file is damaged or truncated")
         try:
             header = json.loads(data[_HEADER.size : _HEADER.size + header_len])
-            payload = data[_HEADER.size + header_len : -_DIGEST_SIZE]
-            body = zstandard.ZstdDecompressor().decompress(payload)
-            raw, offset = {}, 0
-            for name, dtype, shape in header["columns"]:
-                size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-                raw[name] = np.frombuffer(body, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
-                offset += size
-            if offset != len(body):
-                raise BufferFileError(f"{path}: payload size does not match its columns")
-            raw["next_sequence"] = int(header["next_sequence"])
+            if not isinstance(header, dict):
+                raise BufferFileError(f"{path}: the header is not an object")
+            # The rings are allocated first: the buffer bounds its sizes (and the
+            # machine's memory bounds the buffer); the columns must then fit them.
             buffer = cls(
                 header["height"],
                 header["width"],
@@ -248,12 +240,56 @@ class ExperienceBuffer:
                 header["army_scaling"],
                 header["army_scale"],
             )
+            shapes = _column_shapes(header["columns"], buffer)
+            expected = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for dtype, shape in shapes.values())
+            payload = data[_HEADER.size + header_len : -_DIGEST_SIZE]
+            # Checked before inflating: the frame states its size, which must be the columns'.
+            if zstandard.frame_content_size(payload) != expected:
+                raise BufferFileError(f"{path}: payload size does not match its columns")
+            body = zstandard.ZstdDecompressor().decompress(payload)
+            if len(body) != expected:
+                raise BufferFileError(f"{path}: payload size does not match its columns")
+            raw, offset = {}, 0
+            for name, (dtype, shape) in shapes.items():
+                count = int(np.prod(shape))
+                raw[name] = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
+                offset += count * np.dtype(dtype).itemsize
+            raw["next_sequence"] = header["next_sequence"]
+            buffer._buffer.import_resident(raw)
         except BufferFileError:
             raise
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError, zstandard.ZstdError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError, zstandard.ZstdError) as exc:
+            # ValueError covers JSON errors and the C++ checks of sizes and contents.
             raise BufferFileError(f"{path}: malformed buffer file ({exc})") from None
-        buffer._buffer.import_resident(raw)
         return buffer
+
+
+def _column_shapes(columns, buffer: ExperienceBuffer) -> dict:
+    """name -> (dtype, shape) of a saved file's columns: exactly the columns
+    ``save`` writes, records at most ``capacity`` rows and state tables at most
+    ``state_capacity`` boards of the buffer's size. ValueError otherwise."""
+    expected = {**RECORD_COLUMNS, **STATE_COLUMNS, **STATE_TABLES}
+    if not isinstance(columns, list) or [c[0] if isinstance(c, list) else None for c in columns] != list(expected):
+        raise ValueError(f"columns: expected {list(expected)}")
+    shapes = {}
+    for name, dtype, shape in columns:
+        if np.dtype(dtype) != np.dtype(expected[name]):
+            raise ValueError(f"column {name}: dtype {dtype!r}, expected {np.dtype(expected[name]).str!r}")
+        if name in STATE_TABLES:
+            limit = [buffer.state_capacity, buffer.height, buffer.width]
+            fits = f"state_capacity {limit[0]} boards of {limit[1]}x{limit[2]}"
+        else:
+            limit = [buffer.capacity]
+            fits = f"capacity {limit[0]} rows"
+        if not (
+            isinstance(shape, list)
+            and len(shape) == len(limit)
+            and all(type(side) is int and 0 <= side <= most for side, most in zip(shape, limit))
+            and shape[1:] == limit[1:]
+        ):
+            raise ValueError(f"column {name}: shape {shape!r} does not fit the buffer's {fits}")
+        shapes[name] = (np.dtype(expected[name]), tuple(shape))
+    return shapes
 
 
 def _seed(seed: int | None) -> int:
