@@ -4,6 +4,7 @@ self-play, a background producer, and a server on a free loopback port."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 
@@ -93,6 +94,15 @@ def serving(buffer: ExperienceBuffer, **kwargs):
         yield server
     finally:
         server.stop(grace=1.0)
+
+
+@contextlib.contextmanager
+def port_in_use():
+    """A port on 127.0.0.1 that another listener holds."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
 
 
 def everything(buffer: ExperienceBuffer) -> RawBatch:

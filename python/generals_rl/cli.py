@@ -1,10 +1,18 @@
-"""The ``generals-rl`` command line."""
+"""The ``generals-rl`` command line.
+
+A mistake in what the user gave (options, paths, files) ends with one line on
+stderr and exit code 2; a failure outside (a port in use, storage that cannot
+be written) with one line and exit code 1. Neither shows a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+
+USAGE_ERROR, RUNTIME_ERROR = 2, 1
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -12,12 +20,12 @@ def _replay(args: argparse.Namespace) -> int:
 
     try:
         trace = load(args.file).trace(snapshot_every=args.snapshot_every)
+        if args.trace:
+            with open(args.trace, "w") as out:
+                json.dump(trace, out)
     except (OSError, ReplayError) as exc:
         print(f"generals-rl replay: {exc}", file=sys.stderr)
-        return 2
-    if args.trace:
-        with open(args.trace, "w") as out:
-            json.dump(trace, out)
+        return USAGE_ERROR
     print(
         f"{trace['replay_id']}: {trace['players']} players, {trace['moves']} moves, "
         f"ended at tick {trace['end_tick']} ({'over' if trace['over'] else 'not over'}), "
@@ -46,8 +54,7 @@ def _selfplay(args: argparse.Namespace) -> int:
         if args.tls_cert or args.tls_key:
             if not (args.tls_cert and args.tls_key):
                 raise ValueError("--tls-cert and --tls-key: give both")
-            with open(args.tls_cert, "rb") as cert, open(args.tls_key, "rb") as key:
-                tls = (cert.read(), key.read())
+            tls = (_read_file("--tls-cert", args.tls_cert), _read_file("--tls-key", args.tls_key))
         storage = _StorageOutput(args.format, args.output) if args.output != "none" else None
         summary = run_selfplay(
             config,
@@ -60,9 +67,9 @@ def _selfplay(args: argparse.Namespace) -> int:
             tls=tls,
             max_streams=args.max_streams,
         )
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         print(f"generals-rl selfplay: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
     result = summary.to_dict()
     if storage:
         result["stored"] = storage.report()
@@ -74,6 +81,14 @@ def _selfplay(args: argparse.Namespace) -> int:
             stored = result["stored"]
             print(f"stored: {stored['experiences']} experiences as {stored['format']} in {stored['destination']}")
     return 0
+
+
+def _read_file(option: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise ValueError(f"{option}: cannot read {path}: {exc.strerror}") from None
 
 
 class _StorageOutput:
@@ -90,11 +105,8 @@ class _StorageOutput:
 
         try:
             writer = open_writer(self.format, self.destination)
-        except ImportError as exc:
-            raise ValueError(
-                f"--format {self.format} needs {exc.name}: pip install 'generals-rl[storage]' "
-                "(or --format npz, or --output none)"
-            ) from None
+        except ImportError as exc:  # its message names the package and the extra
+            raise ValueError(f"--format {self.format} --output {self.destination}: {exc} (or --output none)") from None
         self._first = continue_numbering(buffer, writer)
         self._sink = BufferSink(buffer, writer)
         return self._sink
@@ -105,14 +117,52 @@ class _StorageOutput:
         return {"format": self.format, "destination": self.destination, "experiences": stored}
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"{self.prog}: {message} (see --help)\n")  # one line, no usage block
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return value
+
+
+def _address(text: str) -> str:
+    from .service.server import parse_address
+
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="generals-rl", description=__doc__)
+    parser = _Parser(prog="generals-rl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     replay = commands.add_parser("replay", help="replay a .gioreplay or .gior file")
     replay.add_argument("file")
     replay.add_argument("--trace", metavar="OUT.json", help="write the tick-by-tick trace here")
-    replay.add_argument("--snapshot-every", type=int, default=100, metavar="TICKS")
+    replay.add_argument("--snapshot-every", type=_at_least(1), default=100, metavar="TICKS")
     replay.set_defaults(run=_replay)
 
     selfplay = commands.add_parser(
@@ -145,24 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     option(
         "--address",
+        type=_address,
         default="127.0.0.1:50051",
         help="host:port to serve on; port 0 picks a free one (default: %(default)s)",
     )
     option("--token", default=None, help="require this bearer token from clients")
     option("--tls-cert", default=None, metavar="PEM", help="serve over TLS with this certificate chain")
     option("--tls-key", default=None, metavar="PEM", help="the private key of --tls-cert")
-    option("--max-streams", type=int, default=32, help="concurrent streams (default: %(default)s)")
+    option("--max-streams", type=_at_least(1), default=32, help="concurrent streams (default: %(default)s)")
     option("--keep-running", action="store_true", help="after the games, keep serving until interrupted")
     option(
         "--wait-for-consumers",
-        type=int,
+        type=_at_least(0),
         default=0,
         metavar="N",
         help="start playing once N consumers are streaming (default: %(default)s)",
     )
     option(
         "--drain-timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="how long to wait for connected consumers to read everything (default: %(default)s)",
@@ -186,7 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    from .storage import StorageError
+
+    try:
+        return args.run(args)
+    except (OSError, StorageError) as exc:  # outside failures: the message says what and where
+        print(f"generals-rl {args.command}: {exc}", file=sys.stderr)
+        return RUNTIME_ERROR
 
 
 if __name__ == "__main__":

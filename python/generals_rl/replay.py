@@ -17,6 +17,9 @@ SUPPORTED_VERSIONS = range(5, 19)
 # turns can only come from a damaged file and would make the replay run forever.
 MAX_TURN = 1_000_000
 _INT32_MAX = 2**31 - 1
+# The most characters a .gior may decompress to (real replays: well under 1 MB).
+# LZString output can grow quadratically with the input, so decoders stop here.
+MAX_GIOR_CHARS = 32 << 20
 # Field order of the array form stored in .gior files (newer versions append more).
 _ARRAY_FIELDS = (
     "version", "id", "mapWidth", "mapHeight", "usernames", "stars", "cities",
@@ -61,6 +64,7 @@ def _lzstring_decompress(codes: list[int]) -> str:
     w = chr(read(8 if first == 0 else 16))
     dictionary.append(w)
     result = [w]
+    size = 1
     enlarge_in, num_bits = 4, 3
     while True:
         code = read(num_bits)
@@ -78,6 +82,9 @@ def _lzstring_decompress(codes: list[int]) -> str:
             entry = w + w[0]
         else:
             raise ReplayError("compressed replay is damaged (bad dictionary reference)")
+        size += len(entry)
+        if size > MAX_GIOR_CHARS:
+            raise ReplayError(f"compressed replay decompresses to more than {MAX_GIOR_CHARS} characters")
         result.append(entry)
         dictionary.append(w + entry[0])
         enlarge_in -= 1

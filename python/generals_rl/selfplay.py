@@ -275,6 +275,10 @@ def run_selfplay(
     everything before it shuts the server down gracefully."""
     from .service import ExperienceServer
 
+    if not drain_timeout >= 0:
+        raise ValueError(f"drain_timeout: must be at least 0 seconds, got {drain_timeout}")
+    if wait_for_consumers < 0:
+        raise ValueError(f"wait_for_consumers: must be at least 0, got {wait_for_consumers}")
     stop = stop or threading.Event()
     buffer = config.make_buffer()
     # Sinks are built before the env records, so one may first continue the

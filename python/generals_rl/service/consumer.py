@@ -115,6 +115,7 @@ class ExperienceConsumer:
         if decode_threads < 1:
             raise ValueError(f"decode_threads: must be at least 1, got {decode_threads}")
         self._decode_threads = decode_threads
+        self._max_message_bytes = max_message_bytes  # also bounds what a compressed batch may inflate to
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -266,7 +267,7 @@ class ExperienceConsumer:
                 server.call = call
                 for message in call:
                     failing_since, backoff = None, 0.05
-                    work = self._decoder.submit(_batch_of, message, decode)  # in order, decoded in parallel
+                    work = self._decoder.submit(_batch_of, message, decode, self._max_message_bytes)  # in order, decoded in parallel
                     server.received = StreamPosition(message.buffer_id, message.next_sequence)
                     if not self._put(out, (server, message, work)):
                         return
@@ -403,7 +404,7 @@ class ExperienceConsumer:
 _local = threading.local()
 
 
-def _batch_of(message: pb.ExperienceBatch, decode: bool):
+def _batch_of(message: pb.ExperienceBatch, decode: bool, max_bytes: int):
     """The batch to deliver, or None for a message that only moves the position."""
     if message.packed.count == 0 and message.missed == 0:
         return None
@@ -414,8 +415,12 @@ def _batch_of(message: pb.ExperienceBatch, decode: bool):
             import zstandard
 
             decompressor = _local.decompressor = zstandard.ZstdDecompressor()
-    batch = packing.unpack(message.packed, decompressor, check_tiles=False)  # the server checked them
+    # The server checked the tiles; the sizes are checked before inflating.
+    batch = packing.unpack(message.packed, decompressor, check_tiles=False, max_bytes=max_bytes)
     if decode:
-        batch = batch.decode(message.army_scaling or "linear", message.army_scale or 1000.0)
+        try:
+            batch = batch.decode(message.army_scaling or "linear", message.army_scale or 1000.0)
+        except ValueError as exc:  # the decoder's own checks of what the server checks
+            raise packing.PackedBatchError(f"packed: {exc}") from None
     batch.missed, batch.next_sequence = message.missed, message.next_sequence
     return batch

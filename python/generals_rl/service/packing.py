@@ -49,15 +49,23 @@ STATE_COLUMNS = {
 }
 FLAG_LEGAL, FLAG_TERMINATED, FLAG_TRUNCATED = 1, 2, 4
 
-# A decompressed payload may be at most this many times its compressed size
-# (and never above MAX_PAYLOAD_BYTES): guards against decompression bombs.
-MAX_PAYLOAD_BYTES = 1 << 30
+# Limits of a compressed payload, checked on its declared sizes before anything
+# is inflated (a 33 KB zstd frame can hold a GiB): at most `max_bytes` (the
+# receiver's message size limit, as if it had been sent uncompressed) and at
+# most MAX_COMPRESSION_RATIO times its compressed size. Real 20x20 batches
+# compress 5-20 times; `pack` sends a payload that would compress more as is.
+MAX_PAYLOAD_BYTES = 256 << 20
+MAX_COMPRESSION_RATIO = 1024
 
 _LITTLE = sys.byteorder == "little"
 
 
 class PackedBatchError(ValueError):
     """A packed batch that is malformed; the message names what is wrong."""
+
+
+class PayloadTooLargeError(PackedBatchError):
+    """A packed batch whose payload would inflate beyond a limit."""
 
 
 def _little(array: np.ndarray) -> np.ndarray:
@@ -109,8 +117,10 @@ def pack(raw: RawBatch, compressor=None) -> tuple[pb.PackedBatch, list]:
         offset += array.nbytes
     packed.uncompressed_size = offset
     if compressor is not None:
-        packed.compression = pb.COMPRESSION_ZSTD
-        parts = [compressor.compress(b"".join(parts))]
+        compressed = compressor.compress(b"".join(parts))
+        if offset <= MAX_COMPRESSION_RATIO * len(compressed):  # what `unpack` accepts
+            packed.compression = pb.COMPRESSION_ZSTD
+            parts = [compressed]
     return packed, parts
 
 
@@ -122,43 +132,49 @@ def pack_message(raw: RawBatch, compressor=None) -> pb.PackedBatch:
 
 
 def unpack(
-    packed: pb.PackedBatch, decompressor=None, payload: bytes | None = None, check_tiles: bool = True
+    packed: pb.PackedBatch,
+    decompressor=None,
+    payload: bytes | None = None,
+    check_tiles: bool = True,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> RawBatch:
     """The ``RawBatch`` a packed batch holds. Checks the structure (columns,
-    dtypes, shapes, sizes, ids, state references) and, with ``check_tiles``,
-    every tile's kind, owner and army; raises ``PackedBatchError`` naming the
-    first problem. ``payload`` may be given when the caller already holds the
-    payload bytes (saves a copy)."""
+    dtypes, shapes, sizes, state references) and, with ``check_tiles``, every
+    tile's kind, owner and army; raises ``PackedBatchError`` naming the first
+    problem, ``PayloadTooLargeError`` when a compressed payload would inflate
+    beyond ``max_bytes`` or ``MAX_COMPRESSION_RATIO`` (checked before
+    inflating). ``payload`` may be given when the caller already holds the
+    payload bytes (saves a copy). Row values (players, ticks, rewards, legal
+    actions) are checked by ``submit.row_problems``."""
     if payload is None:
         payload = packed.payload
     n, states, height, width = packed.count, packed.state_count, packed.height, packed.width
     if not (2 <= height <= 256 and 2 <= width <= 256) and not (n == 0 and states == 0):
         raise PackedBatchError(f"packed: board {height}x{width} is outside 2..256")
+    columns = _columns(packed)
+    # The payload is the columns: its size follows from the header alone.
+    needed = sum(column.size for column, _, _ in columns.values())
+    if packed.uncompressed_size != needed:
+        raise PackedBatchError(
+            f"packed: uncompressed_size says {packed.uncompressed_size} bytes, the columns hold {needed}"
+        )
     if packed.compression == pb.COMPRESSION_ZSTD:
-        payload = _decompress(payload, packed.uncompressed_size, decompressor)
+        payload = _decompress(payload, packed.uncompressed_size, decompressor, max_bytes)
     elif packed.compression != pb.COMPRESSION_NONE:
         raise PackedBatchError(f"packed: unknown compression {packed.compression}")
     if len(payload) != packed.uncompressed_size:
         raise PackedBatchError(
             f"packed: payload holds {len(payload)} bytes, uncompressed_size says {packed.uncompressed_size}"
         )
-    columns = {}
-    for column in packed.columns:
-        if column.name in columns:
-            raise PackedBatchError(f"packed: column {column.name!r} appears twice")
-        columns[column.name] = column
     arrays = {}
-    for name, dtypes in {**ROW_COLUMNS, **STATE_COLUMNS}.items():
-        shape = (n,) if name in ROW_COLUMNS else (states, height, width)
-        arrays[name] = _column_array(columns.pop(name, None), name, dtypes, shape, payload)
-    if columns:
-        raise PackedBatchError(f"packed: unknown columns {sorted(columns)}")
+    for name, (column, dtype, shape) in columns.items():
+        count = int(np.prod(shape, dtype=np.int64))
+        array = np.frombuffer(payload, dtype=dtype, count=count, offset=column.offset).reshape(shape)
+        arrays[name] = array if _LITTLE else array.astype(dtype.newbyteorder("="))
     for name in ("state_index", "next_state_index"):
         index = arrays[name]
         if n and (int(index.min()) < 0 or int(index.max()) >= states):
             raise PackedBatchError(f"packed: {name} refers to a state outside 0..{states - 1}")
-    if n and int(arrays["player_id"].max()) > 15:
-        raise PackedBatchError("packed: player_id outside 0..15")
     flags = arrays["flags"]
     if n and int(flags.max()) > 7:
         raise PackedBatchError("packed: flags has bits other than legal, terminated, truncated")
@@ -192,19 +208,50 @@ def unpack(
     )
 
 
-def _decompress(payload: bytes, size: int, decompressor) -> bytes:
+def _columns(packed: pb.PackedBatch) -> dict[str, tuple[pb.Column, np.dtype, tuple]]:
+    """Each column's description, dtype and shape, checked against the header
+    (before any payload byte is looked at)."""
+    described = {}
+    for column in packed.columns:
+        if column.name in described:
+            raise PackedBatchError(f"packed: column {column.name!r} appears twice")
+        described[column.name] = column
+    columns = {}
+    for name, dtypes in {**ROW_COLUMNS, **STATE_COLUMNS}.items():
+        shape = (packed.count,) if name in ROW_COLUMNS else (packed.state_count, packed.height, packed.width)
+        column = described.pop(name, None)
+        columns[name] = (column, _column_dtype(column, name, dtypes, shape, packed.uncompressed_size), shape)
+    if described:
+        raise PackedBatchError(f"packed: unknown columns {sorted(described)}")
+    return columns
+
+
+def _decompress(payload: bytes, size: int, decompressor, max_bytes: int) -> bytes:
     import zstandard
 
-    if size > MAX_PAYLOAD_BYTES:
-        raise PackedBatchError(f"packed: uncompressed_size {size} is above the limit {MAX_PAYLOAD_BYTES}")
+    if size > max_bytes:
+        raise PayloadTooLargeError(f"packed: uncompressed_size {size} is above the limit {max_bytes}")
+    if size > MAX_COMPRESSION_RATIO * len(payload):
+        raise PayloadTooLargeError(
+            f"packed: uncompressed_size {size} is more than {MAX_COMPRESSION_RATIO} times "
+            f"the {len(payload)} compressed bytes"
+        )
+    try:
+        # The frame's own content size, when it has one, is what would be allocated.
+        content_size = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as exc:
+        raise PackedBatchError(f"packed: payload is not a valid zstd frame ({exc})") from None
+    if content_size not in (size, zstandard.CONTENTSIZE_UNKNOWN):
+        raise PackedBatchError(f"packed: the zstd frame holds {content_size} bytes, uncompressed_size says {size}")
     decompressor = decompressor or zstandard.ZstdDecompressor()
     try:
+        # Never produces more than `size` bytes, whatever the frame holds.
         return decompressor.decompress(payload, max_output_size=max(size, 1))
     except zstandard.ZstdError as exc:
         raise PackedBatchError(f"packed: payload is not a valid zstd frame ({exc})") from None
 
 
-def _column_array(column, name: str, dtypes: tuple, shape: tuple, payload: bytes) -> np.ndarray:
+def _column_dtype(column, name: str, dtypes: tuple, shape: tuple, payload_size: int) -> np.dtype:
     if column is None:
         raise PackedBatchError(f"packed: column {name!r} is missing")
     dtype = _DTYPES.get(column.dtype)
@@ -220,7 +267,6 @@ def _column_array(column, name: str, dtypes: tuple, shape: tuple, payload: bytes
         raise PackedBatchError(
             f"packed: column {name!r} is {column.size} bytes, its shape needs {count * dtype.itemsize}"
         )
-    if column.offset + column.size > len(payload):
+    if column.offset + column.size > payload_size:
         raise PackedBatchError(f"packed: column {name!r} runs past the end of the payload")
-    array = np.frombuffer(payload, dtype=dtype, count=count, offset=column.offset).reshape(shape)
-    return array if _LITTLE else array.astype(dtype.newbyteorder("="))
+    return dtype

@@ -10,7 +10,9 @@ mode the client is told how many experiences it missed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
+import socket
 import threading
 import time
 import uuid
@@ -35,7 +37,7 @@ from ..experience import (
 )
 from . import packing
 from .stats import CollectionClock, StatsCollector
-from .submit import validate_submission
+from .submit import row_problems, validate_submission
 from .wire import len_field_parts
 
 if TYPE_CHECKING:
@@ -53,6 +55,38 @@ MAX_SUBMIT_EXPERIENCES = 65536
 HEARTBEAT_SECONDS = 1.0  # a follow stream with nothing to send still sends its position this often
 REJECTIONS_IN_STATUS = 8  # rejections detailed in the status (the count is always complete)
 MAX_REASON_CHARS = 200
+# StreamExperiences decodes what it reads and sends it one experience at a time:
+# a read is capped to this many bytes of decoded tensors (at least one
+# experience), so batch_size bounds rows read, not memory held.
+EXPERIENCE_READ_BYTES = 8 << 20
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``(host, port)`` of ``"host:port"`` (``"[v6 address]:port"``); ValueError
+    naming what is wrong."""
+    host, colon, port_text = address.rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"address: {address!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"address: {address!r}: put an IPv6 address in brackets, [{host}]:{port_text}")
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"address: the port {port_text!r} of {address!r} is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"address: the port {port} of {address!r} is outside 0..65535")
+    return host, port
+
+
+def _check_tls(tls: tuple[bytes, bytes]) -> None:
+    for name, pem, block in zip(
+        ("certificate chain", "private key"), tls, (b"-----BEGIN CERTIFICATE-----", b"PRIVATE KEY-----")
+    ):
+        if not pem.strip():
+            raise ValueError(f"tls: the {name} is empty")
+        if block not in pem:
+            raise ValueError(f"tls: the {name} is not PEM (no {block.decode().strip('-')} block)")
 
 
 class _Abort(Exception):
@@ -120,6 +154,9 @@ class ExperienceServer:
             raise ValueError(f"max_streams: must be at least 1, got {max_streams}")
         if max_message_bytes < 1 << 20:
             raise ValueError(f"max_message_bytes: must be at least 1 MiB, got {max_message_bytes}")
+        self._host, self._port = parse_address(address)
+        if tls is not None:
+            _check_tls(tls)
         self.buffer = buffer
         self.buffer_id = buffer_id or uuid.uuid4().hex
         self._address = address
@@ -130,6 +167,8 @@ class ExperienceServer:
         tiles = buffer.height * buffer.width
         # A row and at most two boards of up to 5 bytes a tile, plus headers.
         self._max_rows = max(1, (max_message_bytes - (64 << 10)) // (64 + 10 * tiles))
+        # Decoded: two float32 observations of 9 planes and a mask of 4 moves a tile.
+        self._max_experience_rows = max(1, EXPERIENCE_READ_BYTES // (tiles * (2 * 9 * 4 + 4)))
         self._streams: set[_Stream] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -189,17 +228,12 @@ class ExperienceServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        try:
-            if self._tls:
-                certificate_chain, private_key = self._tls
-                credentials = grpc.ssl_server_credentials([(private_key, certificate_chain)])
-                port = server.add_secure_port(self._address, credentials)
-            else:
-                port = server.add_insecure_port(self._address)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {self._address}: {exc}") from None
-        if not port:
-            raise OSError(f"cannot listen on {self._address}")
+        if self._tls:
+            certificate_chain, private_key = self._tls
+            credentials = grpc.ssl_server_credentials([(private_key, certificate_chain)])
+            port = self._bind(lambda target: server.add_secure_port(target, credentials))
+        else:
+            port = self._bind(server.add_insecure_port)
         self.port = port
         self._collector.start()
         server.start()
@@ -207,6 +241,36 @@ class ExperienceServer:
         for service in ("", SERVICE_NAME):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return self
+
+    def _bind(self, add_port) -> int:
+        """Binds every address the host resolves to, on one port, and returns
+        it: serving on some of them only would let another process answer on
+        the others. Each is tried with a plain socket first, so a port in use
+        is reported as such."""
+        try:
+            infos = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise ValueError(f"cannot listen on {self._address}: {self._host!r} does not resolve ({exc.strerror})") from None
+        port = self._port
+        for family, host in dict.fromkeys((info[0], info[4][0]) for info in infos):
+            try:
+                with socket.socket(family, socket.SOCK_STREAM) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's listeners do
+                    probe.bind((host, port))
+            except OSError as exc:
+                where = f"cannot listen on {self._address} ({host} port {port})"
+                if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    raise ValueError(f"{where}: the address is not one of this machine's") from None
+                raise OSError(exc.errno, f"{where}: {(exc.strerror or str(exc)).lower()}") from None
+            target = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            try:
+                bound = add_port(target)
+            except RuntimeError:
+                bound = 0
+            if not bound:
+                raise OSError(f"cannot listen on {self._address}: gRPC could not bind {target}")
+            port = bound
+        return port
 
     @property
     def address(self) -> str:
@@ -256,7 +320,7 @@ class ExperienceServer:
 
     # ---- streams -------------------------------------------------------------
 
-    def _stream_params(self, request: pb.StreamExperiencesRequest) -> _StreamParams:
+    def _stream_params(self, request: pb.StreamExperiencesRequest, max_rows: int) -> _StreamParams:
         if len(request.game_ids) > MAX_FILTER_GAMES:
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -309,7 +373,7 @@ class ExperienceServer:
             player_ids=list(request.player_ids),
             min_turn=request.min_turn,
             follow=request.follow,
-            batch_size=min(request.batch_size or DEFAULT_BATCH_SIZE, self._max_rows),
+            batch_size=min(request.batch_size or DEFAULT_BATCH_SIZE, max_rows),
             wait=(request.max_batch_wait_ms or DEFAULT_BATCH_WAIT_MS) / 1000.0,
             compress=request.enable_compression,
             start=start,
@@ -367,11 +431,12 @@ class ExperienceServer:
             stream.delivered = next_sequence  # gRPC asks for the next message once this one is sent
 
     @contextlib.contextmanager
-    def _streaming(self, request, context):
-        """The checked parameters and an open stream for a streaming call; a bad
-        request or a refused stream aborts the call with its status."""
+    def _streaming(self, request, context, max_rows: int):
+        """The checked parameters and an open stream for a streaming call that
+        reads at most ``max_rows`` at a time; a bad request or a refused stream
+        aborts the call with its status."""
         try:
-            params = self._stream_params(request)
+            params = self._stream_params(request, max_rows)
             stream = self._open_stream(params, context)
         except _Abort as abort:
             context.abort(abort.code, str(abort))
@@ -381,7 +446,7 @@ class ExperienceServer:
             self._close_stream(stream)
 
     def _stream_batches(self, request, context):
-        with self._streaming(request, context) as (params, stream):
+        with self._streaming(request, context, self._max_rows) as (params, stream):
             compressor = None
             if params.compress:
                 import zstandard
@@ -416,7 +481,7 @@ class ExperienceServer:
         return b"".join([header.SerializeToString(), *len_field_parts(2, packed_fields)])  # 2: .packed
 
     def _stream_experiences(self, request, context):
-        with self._streaming(request, context) as (params, stream):
+        with self._streaming(request, context, self._max_experience_rows) as (params, stream):
             missed = 0
             for raw, _, _ in self._read_batches(stream, params, context):
                 missed += raw.missed
@@ -503,25 +568,12 @@ class ExperienceServer:
         if request.experiences and request.HasField("packed"):
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "send either experiences or packed, not both")
         if request.HasField("packed"):
-            try:
-                raw = packing.unpack(request.packed)
-            except packing.PackedBatchError as exc:
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-            if len(raw) and (raw.height, raw.width) != (self.buffer.height, self.buffer.width):
-                raise _Abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"packed: board is {raw.height}x{raw.width}, the server's buffer holds "
-                    f"{self.buffer.height}x{self.buffer.width} boards",
-                )
+            raw = self._unpack_submission(request.packed)
             response.accepted_count = len(raw)
             response.first_sequence = self._append(raw) if len(raw) else self.buffer.head
             return response
         count = len(request.experiences)
-        limit = min(MAX_SUBMIT_EXPERIENCES, self.buffer.capacity)
-        if count > limit:
-            raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"experiences: {count} in one request, at most {limit}"
-            )
+        self._check_submit_rows("experiences", count)
         raw, accepted, rejections = validate_submission(
             request.experiences, self.buffer.height, self.buffer.width
         )
@@ -558,18 +610,44 @@ class ExperienceServer:
         status.details.add().Pack(response)
         context.abort_with_status(rpc_status.to_status(status))
 
+    def _check_submit_rows(self, field: str, count: int) -> None:
+        limit = min(MAX_SUBMIT_EXPERIENCES, self.buffer.capacity)
+        if count > limit:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {count} in one request, at most {limit}")
+
+    def _check_submit_states(self, field: str, states: int) -> None:
+        limit = self.buffer.state_capacity // 2
+        if states > limit:
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {states} distinct boards in one request, at most {limit}: split it"
+            )
+
+    def _unpack_submission(self, packed: pb.PackedBatch) -> RawBatch:
+        """A packed submission checked to its last row. Its header is checked
+        first, so the payload is inflated only when it fits the limits."""
+        self._check_submit_rows("packed.count", packed.count)
+        self._check_submit_states("packed.state_count", packed.state_count)
+        height, width = self.buffer.height, self.buffer.width
+        if packed.count and (packed.height, packed.width) != (height, width):
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"packed: board is {packed.height}x{packed.width}, the server's buffer holds {height}x{width} boards",
+            )
+        try:
+            raw = packing.unpack(packed, max_bytes=self._max_message_bytes)
+        except packing.PayloadTooLargeError as exc:
+            raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+        except packing.PackedBatchError as exc:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        problems = row_problems(raw.player_id, raw.tick, raw.action, raw.reward, raw.legal, height, width)
+        if problems:
+            row, field, reason = problems[0]
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"packed: {field} of row {row}: {reason}{more}")
+        return raw
+
     def _append(self, raw: RawBatch) -> int:
-        states = raw.state_kind.shape[0]
-        if states > self.buffer.state_capacity // 2:
-            raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{states} distinct boards in one request, at most {self.buffer.state_capacity // 2}: split it",
-            )
-        if len(raw) > self.buffer.capacity:
-            raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{len(raw)} experiences in one request, more than the buffer holds ({self.buffer.capacity})",
-            )
+        self._check_submit_states("experiences", raw.state_kind.shape[0])
         try:
             return self.buffer.append_raw(raw)
         except BufferFullError as exc:

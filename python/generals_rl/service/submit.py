@@ -4,12 +4,12 @@ Every field of every submitted ``Experience`` is checked; the valid ones become
 one ``RawBatch`` (each distinct board once) and the invalid ones a list of
 ``Rejection`` naming the field and the reason. This is the simple path for
 producers (one message per experience); the fast path submits a ``PackedBatch``
-and is checked as a whole by ``packing.unpack``.
+whose structure is checked by ``packing.unpack``. The values of the rows are
+checked by ``row_problems`` on both paths.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +82,31 @@ def _check_tensor(tensor: pb.TensorState, height: int, width: int) -> str | None
     return None
 
 
+def row_problems(player_id, tick, action, reward, legal, height: int, width: int) -> list[tuple[int, str, str]]:
+    """``(row, field, reason)`` for each value of the row columns a submission
+    may not hold, field by field; the arrays are one value per row."""
+    moves = 2 * height * width * 4  # every direction, full and half moves
+    player_id, tick, action, reward, legal = map(np.asarray, (player_id, tick, action, reward, legal))
+    rules = (
+        ("player_id", (player_id < 0) | (player_id > 15), player_id, "{} is not a player 0..15"),
+        ("tick", tick < 0, tick, "{} is negative"),
+        # The engine records any submitted index; one off the board is an illegal no-op.
+        (
+            "legal",
+            legal & ((action < -1) | (action >= moves)),
+            action,
+            f"is true but action {{}} is not -1 (pass) or a move 0..{moves - 1}",
+        ),
+        # One NaN would poison every aggregate over the buffer (reward_mean).
+        ("reward", ~np.isfinite(reward), reward, "{} is not a finite number"),
+    )
+    return [
+        (int(row), field, reason.format(values[row].item()))
+        for field, bad, values, reason in rules
+        for row in np.flatnonzero(bad)
+    ]
+
+
 def validate_submission(
     experiences, height: int, width: int
 ) -> tuple[RawBatch | None, list[int], list[Rejection]]:
@@ -93,6 +118,17 @@ def validate_submission(
     boards: dict[bytes, int] = {}
     board_list: list[_Board] = []
     full_moves = height * width * 4
+    by_row: dict[int, list[tuple[str, str]]] = {}
+    for row, field, reason in row_problems(
+        player_id=np.array([exp.player_id for exp in experiences], dtype=np.int64),
+        tick=np.array([exp.turn for exp in experiences], dtype=np.int64),
+        action=np.array([exp.action for exp in experiences], dtype=np.int64),
+        reward=np.array([exp.reward for exp in experiences], dtype=np.float32),
+        legal=np.array([exp.HasField("legal") and exp.legal for exp in experiences], dtype=bool),
+        height=height,
+        width=width,
+    ):
+        by_row.setdefault(row, []).append(("turn" if field == "tick" else field, reason))
     for index, exp in enumerate(experiences):
         label = exp.experience_id
         problems: list[tuple[str, str]] = []
@@ -106,21 +142,7 @@ def validate_submission(
         except ValueError:
             problems.append(("game_id", f"{exp.game_id[:40]!r} is not 16 hex digits"))
             game_id = 0
-        if not 0 <= exp.player_id <= 15:
-            problems.append(("player_id", f"{exp.player_id} is not a player 0..15"))
-        if exp.turn < 0:
-            problems.append(("turn", f"{exp.turn} is negative"))
-        on_board = -1 <= exp.action < 2 * full_moves
-        if not on_board and exp.HasField("legal") and exp.legal:
-            # The engine records any submitted index; one off the board is an illegal no-op.
-            problems.append(
-                (
-                    "legal",
-                    f"is true but action {exp.action} is not -1 (pass) or a move 0..{2 * full_moves - 1}",
-                )
-            )
-        if not math.isfinite(exp.reward):
-            problems.append(("reward", f"{exp.reward} is not a finite number"))
+        problems.extend(by_row.get(index, ()))
         terminated, truncated = exp.terminated, exp.truncated
         if (terminated or truncated) and not exp.done:
             problems.append(("done", "is false while terminated or truncated is set"))
@@ -166,7 +188,7 @@ def validate_submission(
         if exp.HasField("legal"):
             legal = exp.legal
         else:
-            legal = on_board and _derived_legal(row_boards[0], exp.player_id, exp.action)
+            legal = -1 <= exp.action < 2 * full_moves and _derived_legal(row_boards[0], exp.player_id, exp.action)
         state_rows = []
         for board in row_boards:
             key = board.key()

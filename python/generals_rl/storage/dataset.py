@@ -84,7 +84,8 @@ class Dataset:
                     batch = self._filter(batch)
                     if len(batch):
                         yield self._convert(batch, key)
-            except StorageError as exc:
+            except (StorageError, ValueError, KeyError, IndexError, TypeError, OSError) as exc:
+                # Whatever the shard's bytes make a reader or the decoder trip on is damage.
                 raise StorageError(f"{key}: {exc}") from None
 
     def read(self) -> RawBatch | ExperienceBatch | None:

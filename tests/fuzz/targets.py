@@ -1,0 +1,202 @@
+"""Fuzz targets: each takes one input (bytes) and must either finish or raise
+its documented error type; anything else (another exception, a crash, a hang,
+memory beyond the fuzzer's limit) is a failure.
+
+A target builds its seed inputs itself (from the shared replays, or from data
+written by the library at the start), so the corpus follows the formats.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from generals_rl import VecEnv
+from generals_rl._proto import experience_pb2 as pb
+from generals_rl.bots import RandomBot
+from generals_rl.experience import BufferFileError, ExperienceBuffer
+from generals_rl.experience.buffer import _DIGEST_SIZE, _digest
+from generals_rl.replay import ReplayError, load
+from generals_rl.service import consumer, packing, server
+from generals_rl.storage import FORMATS, StorageError, open_dataset, open_writer
+from generals_rl.storage.base import format_of_file
+from google.protobuf.message import DecodeError
+
+HEIGHT = WIDTH = 6
+# Traces of replays with events this late are bounded by the replay engine
+# (the last event's tick caps the run); fuzzing would spend its time on them.
+MAX_TRACE_TURN = 5_000
+
+
+def _buffer(experiences: int = 300, policy: str = "overwrite") -> ExperienceBuffer:
+    buffer = ExperienceBuffer(HEIGHT, WIDTH, 4_096, policy)
+    env = VecEnv(2, 2, HEIGHT, WIDTH, seed=1, max_ticks=60, num_threads=1, observations=False,
+                 action_masks=False, buffer=buffer)
+    env.reset()
+    bot = RandomBot(1)
+    while buffer.head < experiences:
+        env.step(bot.act(env))
+    return buffer
+
+
+def _everything(buffer: ExperienceBuffer):
+    cursor = buffer.cursor(start="oldest")
+    try:
+        return cursor.read_raw(1 << 20, 0.0)
+    finally:
+        cursor.close()
+
+
+@dataclass
+class Target:
+    name: str
+    errors: tuple  # the documented error types
+
+    def setup(self, work: Path, replays: Path | None) -> list[bytes]:
+        """Prepares the target in ``work``; returns the seed inputs."""
+        raise NotImplementedError
+
+    def one(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class Replay(Target):
+    """``generals_rl.replay.load`` of a .gioreplay (JSON) or .gior, then its trace."""
+
+    def setup(self, work, replays):
+        self.work = work
+        if replays is None:
+            return []
+        # The shared games cut to their first moves (small inputs mutate faster), and one .gior.
+        seeds = []
+        for path in sorted(replays.glob("*.gioreplay")):
+            fields = json.loads(path.read_bytes())
+            fields["moves"], fields["afks"] = fields["moves"][:40], fields["afks"][:2]
+            seeds.append(json.dumps(fields).encode())
+        return seeds + [min((p.read_bytes() for p in replays.glob("*.gior")), key=len, default=b"")]
+
+    def one(self, data):
+        path = self.work / ("r.gioreplay" if data[:1] in (b"{", b"[") else "r.gior")
+        path.write_bytes(data)
+        replay = load(path)
+        turns = [int(replay.moves[:, 4].max(initial=0)), int(replay.afks[:, 1].max(initial=0))]
+        if max(turns) <= MAX_TRACE_TURN:
+            replay.trace()
+
+
+class Dataset(Target):
+    """``open_dataset`` over one shard file of each format, raw and decoded. The
+    first byte picks the format and form."""
+
+    def setup(self, work, replays):
+        self.work = work
+        raw = _everything(_buffer())
+        seeds, self.names = [], {}
+        for code, fmt in enumerate(FORMATS):
+            with open_writer(fmt, work / fmt) as writer:
+                writer.write(raw)
+            for shard in sorted((work / fmt).rglob("game_*")):
+                if format_of_file(shard.name) is None:
+                    continue  # a side file, such as a TFRecord index
+                self.names[fmt] = "game_0000000000000001_0000" + shard.name[shard.name.index("."):]
+                seeds += [bytes([code]) + shard.read_bytes(), bytes([code | 4]) + shard.read_bytes()]
+        return seeds
+
+    def one(self, data):
+        if not data:
+            return
+        path = self.work / self.names[FORMATS[(data[0] & 3) % len(FORMATS)]]
+        path.write_bytes(data[1:])
+        for batch in open_dataset(path, form="decoded" if data[0] & 4 else "raw"):
+            len(batch)
+
+
+class _Context:
+    """What a unary handler may call on its gRPC context."""
+
+    class Refused(Exception):
+        pass
+
+    def abort_with_status(self, status):
+        raise self.Refused(status)
+
+
+class Submit(Target):
+    """A ``SubmitExperiencesRequest`` (packed or per experience) through the
+    server's checks into a buffer, and a packed batch through the consumer's
+    unpacking and decoding."""
+
+    def setup(self, work, replays):
+        self.server = server.ExperienceServer(ExperienceBuffer(HEIGHT, WIDTH, 4_096, "overwrite"), "127.0.0.1:0")
+        raw = _everything(_buffer())
+        import zstandard
+
+        seeds = [
+            pb.SubmitExperiencesRequest(packed=packing.pack_message(part, compressor)).SerializeToString()
+            for part in (raw.select(np.arange(40)), raw.select(np.arange(3)))
+            for compressor in (None, zstandard.ZstdCompressor(level=1))
+        ]
+        experiences = [
+            pb.Experience(
+                game_id=f"{int(raw.game_id[i]):016x}", player_id=int(raw.player_id[i]), turn=int(raw.tick[i]),
+                action=int(raw.action[i]), reward=float(raw.reward[i]),
+                compact_state=_board(raw, raw.state_index[i]), compact_next_state=_board(raw, raw.next_state_index[i]),
+            )
+            for i in range(4)
+        ]
+        seeds.append(pb.SubmitExperiencesRequest(experiences=experiences).SerializeToString())
+        return seeds
+
+    def one(self, data):
+        try:
+            request = pb.SubmitExperiencesRequest.FromString(data)
+        except DecodeError:
+            return  # gRPC refuses what does not parse before any handler runs
+        try:
+            self.server._submit_or_abort(request, _Context())
+        except (server._Abort, _Context.Refused):
+            pass
+        if request.HasField("packed"):
+            message = pb.ExperienceBatch(packed=request.packed)
+            batch = consumer._batch_of(message, True, 64 << 20)
+            if batch is not None:
+                len(batch)
+
+
+def _board(raw, row) -> pb.CompactState:
+    return pb.CompactState(height=HEIGHT, width=WIDTH, kind=raw.state_kind[row].tobytes(),
+                           owner=raw.state_owner[row].astype("<i2").tobytes(),
+                           army=raw.state_army[row].astype("<i4").tobytes())
+
+
+class BufferFile(Target):
+    """``ExperienceBuffer.load`` of a save file; the input is the file without
+    its checksum, which is added (else nearly every input would stop there)."""
+
+    def setup(self, work, replays):
+        self.path = work / "buffer.grl"
+        seeds = []
+        for experiences in (1, 200):
+            _buffer(experiences, "block").save(self.path)
+            seeds.append(self.path.read_bytes()[:-_DIGEST_SIZE])
+        return seeds
+
+    def one(self, data):
+        self.path.write_bytes(data + _digest(data))
+        buffer = ExperienceBuffer.load(self.path, capacity=None)
+        _everything(buffer)
+
+
+TARGETS = {
+    "replay": Replay("replay", (ReplayError,)),
+    "dataset": Dataset("dataset", (StorageError,)),
+    "submit": Submit("submit", (packing.PackedBatchError,)),
+    "buffer": BufferFile("buffer", (BufferFileError,)),
+}
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="generals-rl-fuzz-"))

@@ -1,0 +1,167 @@
+"""The command line never shows a traceback for a user's mistake (one line on
+stderr, exit code 2) or an outside failure (one line, exit code 1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from generals_rl.replay import MAX_GIOR_CHARS
+from service_support import port_in_use
+
+CLI = [sys.executable, "-m", "generals_rl.cli"]
+SMALL = ["--height", "6", "--width", "6", "--games", "2", "--num-envs", "2", "--max-ticks", "50"]
+
+
+def run(*args: str, env: dict | None = None, prelude: str | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess (``prelude``: Python run first in that process)."""
+    command = CLI if prelude is None else [sys.executable, "-c", f"{prelude}\nfrom generals_rl.cli import main\nraise SystemExit(main())", ]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=120, check=False, env={**os.environ, **(env or {})}
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+# ---- usage: exit 2 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["replay", "x.gior", "--snapshot-every", "0"], ["--snapshot-every", "must be at least 1, got 0"]),
+        (["selfplay", "--drain-timeout", "-1"], ["--drain-timeout", "got -1"]),
+        (["selfplay", "--drain-timeout", "nan"], ["--drain-timeout", "got nan"]),
+        (["selfplay", "--wait-for-consumers", "-2"], ["--wait-for-consumers", "at least 0"]),
+        (["selfplay", "--max-streams", "0"], ["--max-streams", "at least 1"]),
+        (["selfplay", "--address", "127.0.0.1:99999"], ["--address", "port 99999", "outside 0..65535"]),
+        (["selfplay", "--address", "nohost"], ["--address", "is not host:port"]),
+        (["selfplay", "--buffer-policy", "sometimes"], ["--buffer-policy", "invalid choice"]),
+        (["selfplay", "--address", "256.1.1.1:1", "--output", "none"], ["cannot listen on 256.1.1.1:1"]),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(args, words):
+    assert_one_line(run(*args), 2, *words)
+
+
+def test_a_trace_into_a_missing_directory_is_one_line(tmp_path):
+    replay = tmp_path / "tiny.gioreplay"
+    replay.write_text(
+        json.dumps(
+            {
+                "version": 7, "id": "tiny", "mapWidth": 4, "mapHeight": 4, "usernames": ["a", "b"],
+                "cities": [], "cityArmies": [], "generals": [0, 15], "mountains": [], "moves": [], "afks": [],
+            }
+        )
+    )
+    out = tmp_path / "missing" / "trace.json"
+    assert_one_line(run("replay", str(replay), "--trace", str(out)), 2, "No such file", str(out))
+
+
+def _lzstring_bomb(steps: int) -> bytes:
+    """A .gior whose every code repeats the previous entry plus a character: the
+    output grows quadratically (``steps``**2 / 2 characters from ``steps`` codes)."""
+    bits: list[int] = []
+
+    def write(value: int, count: int) -> None:
+        bits.extend((value >> i) & 1 for i in range(count))
+
+    write(0, 2)  # an 8-bit character follows
+    write(ord("["), 8)
+    entries, enlarge_in, num_bits = 4, 4, 3
+    for _ in range(steps):
+        write(entries, num_bits)  # the entry not yet in the dictionary: previous + its first character
+        entries += 1
+        enlarge_in -= 1
+        if enlarge_in == 0:
+            enlarge_in, num_bits = 1 << num_bits, num_bits + 1
+    write(2, num_bits)  # end of stream
+    bits += [0] * (-len(bits) % 16)
+    units = [int("".join(map(str, bits[i : i + 16])), 2) for i in range(0, len(bits), 16)]
+    return b"".join(unit.to_bytes(2, "big") for unit in units)
+
+
+def test_a_quadratic_gior_stops_at_the_size_limit(tmp_path):
+    from generals_rl.replay import ReplayError, load
+
+    steps = int((2.5 * MAX_GIOR_CHARS) ** 0.5)  # about 1.25 times the limit
+    path = tmp_path / "bomb.gior"
+    path.write_bytes(_lzstring_bomb(steps))
+    assert path.stat().st_size < 32_000
+    start = time.monotonic()
+    with pytest.raises(ReplayError, match=f"decompresses to more than {MAX_GIOR_CHARS} characters"):
+        load(path)
+    assert time.monotonic() - start < 20
+    assert_one_line(run("replay", str(path)), 2, "decompresses to more than")
+
+
+def test_empty_tls_key_is_named(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    key.write_text("")
+    args = ["selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", "none"]
+    assert_one_line(run(*args, "--tls-cert", str(cert), "--tls-key", str(key)), 2, "tls: the private key is empty")
+    assert_one_line(
+        run(*args, "--tls-cert", str(cert), "--tls-key", str(tmp_path / "nokey.pem")),
+        2,
+        "--tls-key: cannot read",
+        "nokey.pem",
+    )
+
+
+def test_a_missing_storage_extra_names_the_package(tmp_path):
+    result = run(
+        "selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", str(tmp_path / "out"),
+        prelude="import sys; sys.modules['pyarrow'] = None",
+    )
+    assert_one_line(result, 2, "needs pyarrow", "generals-rl[storage]")
+
+
+# ---- outside failures: exit 1 ------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_busy_port_says_address_in_use(host):
+    with port_in_use() as port:
+        result = run("selfplay", *SMALL, "--address", f"{host}:{port}", "--output", "none")
+    assert_one_line(result, 1, f"cannot listen on {host}:{port}", "address already in use")
+
+
+def test_unreadable_storage_is_one_line(tmp_path):
+    from generals_rl.storage.base import partition_of
+
+    out = tmp_path / "out"
+    partition = out / partition_of(time.time())  # where this run would write
+    partition.mkdir(parents=True)
+    (partition / "_index.json").write_text("{ not json")
+    result = run("selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", str(out), "--format", "npz")
+    assert_one_line(result, 1, "_index.json: malformed index")
+
+
+def test_an_unreachable_s3_destination_is_one_line():
+    pytest.importorskip("boto3")
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    result = run("selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", "s3://bucket/run", env=env)
+    assert_one_line(result, 1, "s3://bucket", "is not reachable")
