@@ -208,15 +208,19 @@ def test_restart_adopts_an_uploaded_shard_missing_from_the_index(bucket, endpoin
     index does not list; the next writer indexes it and resumes after it."""
     _client, name = bucket
     batches = played()[:6]
-    first = S3Writer(f"s3://{name}/r", endpoint_url=endpoint)
+    first = S3Writer(f"s3://{name}/r", endpoint_url=endpoint, retry_attempts=1)
     for batch in batches[:3]:
         first.write(batch)
     first.flush()
     for batch in batches[3:5]:
         first.write(batch)
-    first._seal()  # the shard is complete; upload it but "crash" before the index update
-    sealed = first._sealed[0]
-    first.store.publish(sealed.staging, sealed.entry["key"], sealed.entry["checksum"], {})
+
+    def crash(*_):
+        raise OSError("crashed before the index update")
+
+    first.store.write_index = crash  # the shard is uploaded, its index entry never written
+    with pytest.raises(StorageError, match="crashed"):
+        first.flush()
     assert len(open_dataset(f"s3://{name}/r", endpoint_url=endpoint).read()) == len(joined(batches[:3]))
 
     second = S3Writer(f"s3://{name}/r", endpoint_url=endpoint)
@@ -233,8 +237,7 @@ def test_multiwriter_reports_and_retries_each_destination(bucket, endpoint, tmp_
     batches = played()[:8]
     single = s3_client(endpoint, attempts=1)
     flaky = FlakyPuts(single, 1000)
-    remote = S3Writer(f"s3://{name}/m", client=single, max_experiences=300, retry_base_delay=0.01,
-                      max_pending_shards=100)
+    remote = S3Writer(f"s3://{name}/m", client=single, max_experiences=300, retry_base_delay=0.01)
     local = ParquetWriter(tmp_path, max_experiences=300)
     multi = MultiWriter([local, remote], names=["local", "s3"])
     for batch in batches[:4]:

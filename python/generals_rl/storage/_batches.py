@@ -4,6 +4,7 @@ summary of a shard that goes into the partition index."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import fields
 
 import numpy as np
@@ -109,14 +110,108 @@ class Scratch:
         return buffer[:size].view(dtype).reshape(shape)
 
 
-def as_parts(batches: list, joined: bool, scratch: Scratch | None = None) -> list:
-    """The batches of one chunk as a format encodes them: with ``joined``, one
-    batch whose RawBatch state table is compact and sorted (``compact_states``,
-    its tables in ``scratch`` memory when given: valid until the next chunk);
-    otherwise the batches as they are."""
-    if not joined:
-        return list(batches)
-    return [join(batches, scratch)]
+def chunk_of(rows: RawBatch | ExperienceBatch, joined: bool, scratch: Scratch | None = None):
+    """One chunk as a format encodes it: with ``joined``, a RawBatch's state table
+    made compact and sorted (``compact_states``, its tables in ``scratch`` memory
+    when given: valid until the next chunk); otherwise the rows as they are."""
+    if joined and isinstance(rows, RawBatch):
+        return compact_states(rows, scratch=scratch)
+    return rows
+
+
+class ChunkBuffer:
+    """Rows waiting to be encoded as one chunk, copied on arrival into memory that
+    is reused from chunk to chunk (a RawBatch keeps only the states its rows use).
+
+    Holding the batches as written instead would keep each one's whole state table
+    alive until its chunk is encoded, and freeing thousands of them at once leaves
+    the C heap so fragmented that a long-running process grows with every chunk.
+    ``front`` views the buffered rows without copying them: valid until the next
+    ``append`` or ``drop``."""
+
+    def __init__(self) -> None:
+        self._columns: dict[str, np.ndarray] = {}  # per-row columns, capacity rows each
+        self._tables: dict[str, np.ndarray] = {}  # RawBatch state tables, capacity states each
+        self._form: type | None = None
+        self.rows = 0
+        self._states = 0
+
+    def append(self, batch: RawBatch | ExperienceBatch) -> None:
+        if self.rows == 0:
+            self._form, self._states = type(batch), 0
+        n = len(batch)
+        if isinstance(batch, RawBatch):
+            used, index = np.unique(np.concatenate([batch.state_index, batch.next_state_index]), return_inverse=True)
+            for name in STATE_TABLES:
+                table = getattr(batch, name)
+                target = _reserve(self._tables, name, self._states + len(used), table)
+                np.take(table, used, axis=0, out=target[self._states:self._states + len(used)])
+            index = index.astype(np.int32) + np.int32(self._states)
+            self._states += len(used)
+            columns = {name: getattr(batch, name) for name in RECORD_COLUMNS}
+            columns.update(state_index=index[:n], next_state_index=index[n:])
+        else:
+            columns = {name: getattr(batch, name) for name in _per_row_fields(ExperienceBatch)}
+        for name, column in columns.items():
+            _reserve(self._columns, name, self.rows + n, column)[self.rows:self.rows + n] = column
+        self.rows += n
+
+    def front(self, limit: int) -> RawBatch | ExperienceBatch:
+        """The first ``min(limit, rows)`` rows."""
+        k = min(limit, self.rows)
+        columns = {name: array[:k] for name, array in self._columns.items()}
+        if self._form is RawBatch:
+            columns.update({name: array[:self._states] for name, array in self._tables.items()})
+        return self._form(**columns, next_sequence=int(columns["sequence"][k - 1]) + 1)
+
+    def drop(self, k: int) -> None:
+        """Forgets the first ``k`` rows (the states stay until every row is gone)."""
+        left = self.rows - k
+        for array in self._columns.values():
+            array[:left] = array[k:self.rows]
+        self.rows = left
+
+
+def _per_row_fields(form: type) -> list[str]:
+    return [f.name for f in fields(form) if f.name not in ("missed", "next_sequence")]
+
+
+def _reserve(arrays: dict, name: str, size: int, like: np.ndarray) -> np.ndarray:
+    """``arrays[name]``, grown (doubling, keeping its contents) to hold ``size``
+    entries shaped and typed like ``like``'s."""
+    array = arrays.get(name)
+    if array is None or len(array) < size or array.shape[1:] != like.shape[1:] or array.dtype != like.dtype:
+        grown = np.empty((max(size, 2 * len(array) if array is not None else size), *like.shape[1:]), like.dtype)
+        if array is not None and array.shape[1:] == like.shape[1:] and array.dtype == like.dtype:
+            grown[:len(array)] = array
+        array = arrays[name] = grown
+    return array
+
+
+class BatchQueue:
+    """Rows waiting to be encoded, kept as the batches written: for formats that
+    encode what is written at once, so at most a batch or two wait."""
+
+    def __init__(self) -> None:
+        self._batches: deque = deque()
+        self.rows = 0
+
+    def append(self, batch: RawBatch | ExperienceBatch) -> None:
+        self._batches.append(batch)
+        self.rows += len(batch)
+
+    def front(self, limit: int) -> RawBatch | ExperienceBatch:
+        """Up to ``limit`` rows from the first batch."""
+        first = self._batches[0]
+        return first if len(first) <= limit else take_rows(first, slice(0, limit))
+
+    def drop(self, k: int) -> None:
+        first = self._batches[0]
+        if k == len(first):
+            self._batches.popleft()
+        else:
+            self._batches[0] = take_rows(first, slice(k, len(first)))
+        self.rows -= k
 
 
 def join(batches: list, scratch: Scratch | None = None) -> RawBatch | ExperienceBatch:

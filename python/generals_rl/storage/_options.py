@@ -6,14 +6,14 @@ from .base import RetryPolicy, Rotation
 
 ROTATION_OPTIONS = ("max_experiences", "max_bytes", "max_age", "chunk_size")
 RETRY_OPTIONS = {"retry_attempts": "attempts", "retry_base_delay": "base_delay", "retry_max_delay": "max_delay"}
-WRITER_OPTIONS = ("resume", "max_pending_shards", "clock", "rotation", "retry")
+WRITER_OPTIONS = ("resume", "clock", "rotation", "retry")
 
 
 def split_writer_options(options: dict) -> dict:
     """``ShardWriter`` keyword arguments from flat writer options: ``max_experiences``,
     ``max_bytes``, ``max_age``, ``chunk_size`` (a Rotation), ``retry_attempts``,
     ``retry_base_delay``, ``retry_max_delay`` (a RetryPolicy), ``resume``,
-    ``max_pending_shards``, ``clock``. TypeError names an unknown option."""
+    ``clock``. TypeError names an unknown option."""
     unknown = sorted(set(options) - set(ROTATION_OPTIONS) - set(RETRY_OPTIONS) - set(WRITER_OPTIONS))
     if unknown:
         raise TypeError(f"unknown writer option(s): {', '.join(unknown)}")

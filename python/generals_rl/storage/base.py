@@ -34,10 +34,12 @@ import numpy as np
 from ..experience.batch import ExperienceBatch, RawBatch
 from ._batches import (
     STATE_MODES,
+    BatchQueue,
+    ChunkBuffer,
     Scratch,
-    as_parts,
     board_shape,
     check_batch,
+    chunk_of,
     describe,
     take_rows,
 )
@@ -91,8 +93,33 @@ def temporary_name(name: str) -> str:
     return f".{name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def write_all(file, data) -> None:
+    """Writes all of ``data`` to an unbuffered file (which may take part of it per call)."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[file.write(view):]
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short description of why a destination failed: the OS's words for an
+    OSError (``no space left on device``), else the message."""
+    while isinstance(exc, StorageError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return str(exc) or type(exc).__name__
+
+
 class ChecksumWriter:
-    """A write-only file wrapper counting bytes and computing their CRC32C."""
+    """The file-like an encoder writes a shard into. It counts the bytes and
+    computes their CRC32C, and holds them in memory until ``drain`` appends them to
+    the staging file (an unbuffered file of its own).
+
+    So an encoder never sees a failing file (pyarrow's writer, for one, closes for
+    good on the first failed write), and a failed ``drain`` cuts the file back to
+    what it held before and keeps the bytes for the next attempt: the file only
+    ever holds a prefix of what was encoded, and once drained exactly that, so the
+    size and checksum recorded for a shard are its file's."""
 
     def __init__(self, raw: BinaryIO) -> None:
         from ._crc import crc32c
@@ -101,19 +128,57 @@ class ChecksumWriter:
         self.raw = raw
         self.bytes_written = 0
         self.crc = 0
+        self._held = bytearray()
+        self._on_file = 0
+        self._torn = False  # a failed drain could not cut the file back
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
-        self.raw.write(view)
+        self._held += view
         self.crc = self._crc32c(view, self.crc)
         self.bytes_written += len(view)
         return len(view)
 
+    @property
+    def bytes_held(self) -> int:
+        """Bytes encoded but not yet in the file."""
+        return len(self._held)
+
+    def drain(self) -> None:
+        """Appends the held bytes to the file; on failure the file is as before."""
+        if self._torn:
+            self._cut_back()
+        if not self._held:
+            return
+        try:
+            write_all(self.raw, self._held)
+        except BaseException:
+            try:
+                self._cut_back()
+            except OSError:
+                self._torn = True
+            raise
+        self._on_file += len(self._held)
+        self._held = bytearray()
+
+    def _cut_back(self) -> None:
+        self.raw.truncate(self._on_file)
+        self.raw.seek(self._on_file)
+        self._torn = False
+
+    def check_file(self) -> None:
+        """StorageError unless the file holds every byte encoded, and only those."""
+        if self.raw.closed:  # closed by an attempt at publishing, which came after this check
+            return
+        size = os.fstat(self.raw.fileno()).st_size
+        if self._held or size != self.bytes_written:
+            raise StorageError(f"the staging file holds {size} bytes, {self.bytes_written} were encoded")
+
     def tell(self) -> int:
         return self.bytes_written
 
-    def flush(self) -> None:
-        self.raw.flush()
+    def flush(self) -> None:  # the bytes reach the file on drain
+        pass
 
     def writable(self) -> bool:
         return True
@@ -126,10 +191,10 @@ class ChecksumWriter:
 
     @property
     def closed(self) -> bool:
-        return self.raw.closed
+        return False
 
     def close(self) -> None:  # the staging area owns the file
-        self.raw.flush()
+        pass
 
     @property
     def checksum(self) -> str:
@@ -232,9 +297,9 @@ class ShardEncoder(abc.ABC):
     """Encodes one shard into a file, a chunk at a time."""
 
     @abc.abstractmethod
-    def write(self, parts: list) -> None:
-        """Encodes one chunk: ``parts``, batches of one form in order (one joined
-        batch when the format's ``joined_chunks``, see ``_batches.as_parts``)."""
+    def write(self, chunk: RawBatch | ExperienceBatch) -> None:
+        """Encodes one chunk (``_batches.chunk_of``). Its arrays may live in memory
+        the writer reuses for the next chunk: an encoder keeping them copies them."""
 
     @abc.abstractmethod
     def finish(self) -> dict[str, bytes]:
@@ -255,9 +320,11 @@ class ShardFormat(abc.ABC):
     # Whether a chunk reaches the encoder as one joined batch (compact, sorted
     # state table) rather than as the batches written.
     joined_chunks: bool = True
-    # Whether the encoder is done with a chunk's arrays when ``write`` returns (its
-    # tables may then live in memory reused for the next chunk).
-    encodes_at_once: bool = True
+    # Rows encoded at a time. None: rows wait until ``Rotation.chunk_size`` are
+    # pending and are encoded as one chunk (a Parquet row group, one sorted state
+    # table). A number: what is written is encoded at once, this many rows at a
+    # time (formats whose records stand alone, so nothing is gained by waiting).
+    encode_rows: int | None = None
 
     @property
     def extension(self) -> str:
@@ -435,11 +502,10 @@ class _SealedShard:
     partition: str
     name: str
     staging: Staging
+    out: ChecksumWriter
     entry: dict
     companions: dict
     published: bool = False
-    failures: int = 0
-    retry_at: float = 0.0
 
 
 class ShardWriter(Writer):
@@ -451,6 +517,15 @@ class ShardWriter(Writer):
     reads the last durable sequence, and then ignores rows with a sequence number
     below ``resume_sequence`` (they are stored already), so a restarted producer
     that replays its sequence numbers continues without gaps or duplicates.
+
+    A destination that fails (a full disk, an unreachable server) loses nothing:
+    every step towards it (a chunk reaching the staging file, a shard's commit,
+    the index) either completes or leaves the writer as before, to be tried again
+    on the next ``write``, ``poll`` or ``flush``. While a failure lasts ``write``
+    keeps taking batches only as long as they fit in what it holds anyway (less
+    than a chunk); beyond that it tries the destination again and, if it still
+    fails, raises StorageError having taken nothing of the batch, so the same
+    batch can be written again later.
     """
 
     def __init__(
@@ -461,22 +536,22 @@ class ShardWriter(Writer):
         rotation: Rotation | None = None,
         retry: RetryPolicy | None = None,
         resume: bool = True,
-        max_pending_shards: int = 8,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if shard_format.states not in STATE_MODES:
             raise ValueError(f"states: expected one of {STATE_MODES}, got {shard_format.states!r}")
-        if int(max_pending_shards) < 1:
-            raise ValueError(f"max_pending_shards: must be at least 1, got {max_pending_shards}")
         self.store = store
         self.format = shard_format
         self.rotation = rotation or Rotation()
         self.retry = retry or RetryPolicy()
-        self.max_pending_shards = int(max_pending_shards)
         self._clock = clock
-        self._pending: list = []
+        chunked = shard_format.encode_rows is None
+        self._pending = ChunkBuffer() if chunked else BatchQueue()
+        # Rows pending before they are encoded, and at most per encoder call.
+        self._encode_at = self.rotation.chunk_size if chunked else 1
+        self._encode_limit = self.rotation.max_experiences if chunked else shard_format.encode_rows
+        self._pending_shape: tuple[int, int] | None = None
         self._scratch = Scratch()
-        self._pending_rows = 0
         self._pending_since: float | None = None
         self._open: _OpenShard | None = None
         self._sealed: deque[_SealedShard] = deque()
@@ -484,6 +559,9 @@ class ShardWriter(Writer):
         self._closed = False
         self._durable: int | None = None
         self._skip_below: int | None = None
+        self._failure: str | None = None  # why the destination failed last, until it works again
+        self._failures = 0  # consecutive failed attempts
+        self._retry_at = 0.0
         self._stats = {
             "experiences_written": 0,
             "experiences_durable": 0,
@@ -574,53 +652,48 @@ class ShardWriter(Writer):
                 batch = _rows(batch, keep, first)
         now = self._clock()
         shape = board_shape(batch)
-        if self._pending and board_shape(self._pending[0]) != shape or self._open is not None and (self._open.height, self._open.width) != shape:
-            self._seal()
-        start, n = 0, len(batch)
-        while start < n:
-            room = self.rotation.max_experiences - self._pending_rows - (self._open.experiences if self._open else 0)
-            take = min(room, n - start)
-            part = batch if (start == 0 and take == n) else take_rows(batch, slice(start, start + take))
-            self._pending.append(part)
-            self._pending_rows += take
-            if self._pending_since is None:
-                self._pending_since = now
-            start += take
-            self._stats["experiences_written"] += take
-            if self._pending_rows >= self.rotation.chunk_size:
-                self._encode_pending()
-            full = self._pending_rows + (self._open.experiences if self._open else 0) >= self.rotation.max_experiences
-            if full or (self._open is not None and self._open.encoder.bytes_written >= self.rotation.max_bytes):
-                self._seal()
-        self._rotate_by_age(now)
-        self._publish_ready(blocking=False)
-        if len(self._sealed) > self.max_pending_shards:
-            raise StorageError(
-                f"{self.store.url}: {len(self._sealed)} shards wait to be committed "
-                f"(last error: {self._stats['last_error']})"
-            )
+        other_shape = self._pending_shape not in (None, shape) or (
+            self._open is not None and (self._open.height, self._open.width) != shape)
+        if other_shape or self._failure is not None and self._pending.rows + len(batch) >= self._encode_at:
+            # Taking the batch needs the destination now: to close the shard of
+            # the other board size, or to encode what a failure held back.
+            self._advance(now, cut=other_shape)
+        self._pending.append(batch)
+        self._pending_shape = shape
+        if self._pending_since is None:
+            self._pending_since = now
+        self._stats["experiences_written"] += len(batch)
+        self._attempt(now)
 
     def poll(self) -> None:
         if self._closed:
             return
-        self._rotate_by_age(self._clock())
-        self._publish_ready(blocking=False)
+        self._attempt(self._clock())
 
     def flush(self) -> None:
+        """Commits everything written, trying ``retry.attempts`` times (with the
+        retry policy's delays); StorageError if the destination still fails, with
+        everything still held for a later ``flush``."""
         if self._closed:
             return
-        self._seal()
-        self._publish_ready(blocking=True)
+        attempt = 0
+        while True:
+            try:
+                self._advance(self._clock(), cut=True)
+                return
+            except StorageError as exc:
+                attempt += 1
+                if attempt >= self.retry.attempts:
+                    raise StorageError(f"{exc} (gave up after {attempt} attempts)") from exc
+                time.sleep(self.retry.delay(attempt))
 
     def close(self) -> None:
+        """Flushes and releases the destination. If the flush fails the writer stays
+        open, holding what it could not commit: ``close`` can be called again."""
         if self._closed:
             return
-        try:
-            self.flush()
-        finally:
-            self._closed = True
-            for sealed in self._sealed:
-                log.error("%s: shard %s was not committed", self.store.url, sealed.name)
+        self.flush()
+        self._closed = True
 
     @property
     def durable_sequence(self) -> int | None:
@@ -630,41 +703,92 @@ class ShardWriter(Writer):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def failure(self) -> str | None:
+        """Why the destination failed, while it does (None once it works again)."""
+        return self._failure
+
     def stats(self) -> dict:
         s = dict(self._stats)
         s["durable_sequence"] = self._durable
         s["shards_pending"] = len(self._sealed)
         shard = self._open  # read once: a sink thread may be writing
-        s["experiences_buffered"] = self._pending_rows + (shard.experiences if shard is not None else 0)
+        s["experiences_buffered"] = self._pending.rows + (shard.experiences if shard is not None else 0)
         s["bytes_per_experience"] = (
             s["bytes_committed"] / s["experiences_durable"] if s["experiences_durable"] else None
         )
+        s["failure"] = self._failure
         s["destination"] = self.store.url
         s["format"] = self.format.name
         return s
 
-    # -- shards --
+    # -- moving rows to the destination --
 
-    def _rotate_by_age(self, now: float) -> None:
-        since = self._open.time_first if self._open is not None else self._pending_since
-        if since is not None and now - since >= self.rotation.max_age:
-            self._seal()
-
-    def _encode_pending(self) -> None:
-        if not self._pending:
+    def _attempt(self, now: float) -> None:
+        """``_advance`` when it is due (at once, or after the retry delay while the
+        destination fails); a failure is kept for the next attempt, not raised."""
+        if self._failure is not None and now < self._retry_at:
             return
-        scratch = self._scratch if self.format.encodes_at_once else None
-        parts = as_parts(self._pending, joined=self.format.joined_chunks, scratch=scratch)
-        first_time = self._pending_since if self._pending_since is not None else self._clock()
-        self._pending, self._pending_rows, self._pending_since = [], 0, None
+        try:
+            self._advance(now)
+        except StorageError:
+            pass
+
+    def _advance(self, now: float, cut: bool = False) -> None:
+        """Moves pending rows into shards and shards to the destination as far as
+        rotation asks (everything with ``cut``), in order. A failing step raises
+        StorageError and leaves everything held, to be tried again."""
+        try:
+            self._advance_steps(now, cut)
+        except (OSError, StorageError) as exc:
+            self._failures += 1
+            self._retry_at = self._clock() + self.retry.delay(self._failures)
+            self._failure = failure_reason(exc)
+            self._stats["commit_failures"] += 1
+            self._stats["last_error"] = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: %s (attempt %d)", self.store.url, exc, self._failures)
+            raise StorageError(f"{self._failure} at {self.store.url}") from exc
+        if self._failure is not None:
+            log.warning("%s: writing again after %d failed attempts", self.store.url, self._failures)
+            self._failure, self._failures = None, 0
+
+    def _advance_steps(self, now: float, cut: bool) -> None:
+        if self._open is not None:
+            self._open.out.drain()
+        self._commit_sealed()
+        while self._pending.rows:
+            room = self.rotation.max_experiences - (self._open.experiences if self._open is not None else 0)
+            if not (cut or self._aged(now) or self._pending.rows >= min(room, self._encode_at)):
+                break
+            self._encode(self._pending.front(min(room, self._encode_limit)))
+            shard = self._open
+            if shard.experiences >= self.rotation.max_experiences or shard.encoder.bytes_written >= self.rotation.max_bytes:
+                self._seal()
+                self._commit_sealed()
+        if self._open is not None and (cut or self._aged(now)):
+            self._seal()
+            self._commit_sealed()
+
+    def _aged(self, now: float) -> bool:
+        since = self._open.time_first if self._open is not None else self._pending_since
+        return since is not None and now - since >= self.rotation.max_age
+
+    def _encode(self, rows: RawBatch | ExperienceBatch) -> None:
+        """Encodes ``rows`` (the first pending rows) into the open shard, then drains
+        them to its staging file; the rows leave the pending ones once encoded."""
+        chunk = chunk_of(rows, joined=self.format.joined_chunks, scratch=self._scratch)
         if self._open is None:
-            self._open = self._open_shard(parts[0], first_time)
+            self._open = self._open_shard(chunk, self._pending_since)
         shard = self._open
-        shard.encoder.write(parts)
-        summary = describe(parts)
+        shard.encoder.write(chunk)
+        summary = describe([chunk])
         shard.game_ids.append(summary.pop("game_ids"))
         shard.summaries.append(summary)
         shard.time_last = self._clock()
+        self._pending.drop(len(rows))
+        if not self._pending.rows:
+            self._pending_since, self._pending_shape = None, None
+        shard.out.drain()
 
     def _open_shard(self, chunk, first_time: float) -> _OpenShard:
         partition = partition_of(first_time)
@@ -693,17 +817,10 @@ class ShardWriter(Writer):
         return self._index_cache[1]
 
     def _seal(self) -> None:
-        self._encode_pending()
+        """Completes the open shard's encoding and queues it for its commit."""
         shard = self._open
-        if shard is None:
-            return
+        companions = shard.encoder.finish()
         self._open = None
-        try:
-            companions = shard.encoder.finish()
-            shard.out.flush()
-        except BaseException:
-            shard.staging.discard()
-            raise
         games = np.unique(np.concatenate(shard.game_ids))
         summaries = shard.summaries
         entry = {
@@ -731,41 +848,19 @@ class ShardWriter(Writer):
         }
         if companions:
             entry["companions"] = {suffix: f"{entry['key']}{suffix}" for suffix in companions}
-        self._sealed.append(_SealedShard(shard.partition, shard.name, shard.staging, entry, companions))
+        self._sealed.append(_SealedShard(shard.partition, shard.name, shard.staging, shard.out, entry, companions))
 
-    def _publish_ready(self, blocking: bool) -> None:
-        """Commits sealed shards in order; a failure stops the queue (so the durable
-        sequence stays a prefix) until its retry time, or, when ``blocking``, until
-        ``retry.attempts`` attempts failed (then StorageError)."""
+    def _commit_sealed(self) -> None:
+        """Commits sealed shards in order, so the durable sequence stays a prefix."""
         while self._sealed:
-            sealed = self._sealed[0]
-            now = self._clock()
-            if now < sealed.retry_at:
-                if not blocking:
-                    return
-                time.sleep(sealed.retry_at - now)
-            try:
-                self._publish(sealed)
-            except Exception as exc:
-                sealed.failures += 1
-                sealed.retry_at = self._clock() + self.retry.delay(sealed.failures)
-                self._stats["commit_failures"] += 1
-                self._stats["last_error"] = f"{type(exc).__name__}: {exc}"
-                log.warning("%s: committing %s failed (attempt %d): %s", self.store.url, sealed.name,
-                            sealed.failures, exc)
-                if blocking and sealed.failures >= self.retry.attempts:
-                    raise StorageError(
-                        f"{self.store.url}: could not commit {sealed.entry['key']} after "
-                        f"{sealed.failures} attempts: {exc}"
-                    ) from exc
-                if not blocking:
-                    return
-                continue
+            self._publish(self._sealed[0])
             self._sealed.popleft()
 
     def _publish(self, sealed: _SealedShard) -> None:
         entry = sealed.entry
         if not sealed.published:
+            sealed.out.drain()
+            sealed.out.check_file()
             for suffix, data in sealed.companions.items():
                 self.store.put_bytes(entry["key"] + suffix, data)
             metadata = {k: entry[k] for k in ("format", "states", "experiences", "sequence_first", "sequence_last")}

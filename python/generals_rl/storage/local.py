@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import Staging, StorageError, Store, is_temporary, temporary_name
+from .base import Staging, StorageError, Store, is_temporary, temporary_name, write_all
 
 
 def _fsync_dir(path: Path) -> None:
@@ -26,7 +26,8 @@ def _fsync_dir(path: Path) -> None:
 class _LocalStaging(Staging):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file = open(path, "xb")  # noqa: SIM115 - open until published or discarded
+        # Unbuffered: what a write returns is in the file (ChecksumWriter.drain).
+        self.file = open(path, "xb", buffering=0)  # noqa: SIM115 - open until published or discarded
 
     def discard(self) -> None:
         if not self.file.closed:
@@ -85,7 +86,7 @@ class LocalStore(Store):
         self._makedirs(target.parent)
         staging = _LocalStaging(target.with_name(temporary_name(target.name)))
         try:
-            staging.file.write(data)
+            write_all(staging.file, data)
             self._commit(staging, target)
         except BaseException:
             staging.discard()

@@ -11,6 +11,7 @@ state tables ``state_kind`` (uint8), ``state_owner`` (int16), ``state_army``
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import zipfile
@@ -46,9 +47,10 @@ class _NpzEncoder(ShardEncoder):
     def bytes_written(self) -> int:
         return self.out.bytes_written or self._held
 
-    def write(self, parts: list) -> None:
-        self._parts.extend(parts)
-        self._held += sum(nbytes(p) for p in parts)
+    def write(self, chunk) -> None:
+        held = copy.deepcopy(chunk)  # the chunk's memory is reused for the next one
+        self._parts.append(held)
+        self._held += nbytes(held)
 
     def finish(self) -> dict[str, bytes]:
         parts, self._parts = self._parts, []
@@ -74,7 +76,6 @@ class _NpzEncoder(ShardEncoder):
 class NpzFormat(ShardFormat):
     name = "npz"
     extensions = ("npz",)
-    encodes_at_once = False  # holds the shard's chunks until it closes
 
     def __init__(self, states: str = "compact", compressed: bool = False, army_scaling: str = "linear",
                  army_scale: float = 1000.0) -> None:

@@ -90,10 +90,8 @@ class _ParquetEncoder(ShardEncoder):
             write_statistics=["sequence", "game_id", "tick"],
         )
 
-    def write(self, parts: list) -> None:
-        pa = self._pa
-        tables = [pa.Table.from_arrays(self._columns(part), schema=self.schema) for part in parts]
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    def write(self, chunk) -> None:
+        table = self._pa.Table.from_arrays(self._columns(chunk), schema=self.schema)
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
 
     def _columns(self, part) -> list:

@@ -39,7 +39,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class _SpoolStaging(Staging):
     def __init__(self, directory: str) -> None:
         fd, self.path = tempfile.mkstemp(prefix=".generals-rl-shard-", dir=directory)
-        self.file = os.fdopen(fd, "wb")
+        self.file = os.fdopen(fd, "wb", buffering=0)  # unbuffered, see ChecksumWriter.drain
 
     def discard(self) -> None:
         if not self.file.closed:

@@ -35,7 +35,7 @@ class BufferSink:
         source: ExperienceBuffer | Cursor,
         writer: Writer,
         *,
-        batch_size: int = 65_536,
+        batch_size: int = 4096,
         poll_interval: float = 0.05,
         start: str | int = "resume",
         retry: RetryPolicy | None = None,

@@ -84,18 +84,12 @@ class _TFRecordEncoder(ShardEncoder):
             self._sink = self._gzip
         self._index: list[np.ndarray] = []  # record lengths, block by block
 
-    def write(self, parts: list) -> None:
-        for part in parts:
-            sources = self._row_sources(part)
-            varints = [getattr(part, name) for name in _VARINT_FEATURES]
-            for start in range(0, len(part), _BLOCK):
-                rows = slice(start, min(len(part), start + _BLOCK))
-                records, lengths = self._encoder.encode(
-                    [column[rows] for column in varints],
-                    [(table[rows], None) if index is None else (table, index[rows]) for table, index in sources])
-                self._sink.write(records)
-                del records  # unreferenced, its memory is reused for the next block
-                self._index.append(lengths)
+    def write(self, chunk) -> None:
+        records, lengths = self._encoder.encode(
+            [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk))
+        self._sink.write(records)
+        del records  # unreferenced, its memory is reused for the next block
+        self._index.append(lengths)
 
     def _row_sources(self, part) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(table, index) per row feature for the whole part: record i takes row
@@ -126,6 +120,7 @@ class TFRecordFormat(ShardFormat):
     name = "tfrecord"
     extensions = ("tfrecord", "tfrecord.gz")
     joined_chunks = False  # each record holds its own boards: no table to compact
+    encode_rows = _BLOCK
 
     def __init__(self, states: str = "bytes", compression: str | None = None, action_mask: bool = False,
                  gzip_level: int = 6, army_scaling: str = "linear", army_scale: float = 1000.0) -> None:

@@ -1,0 +1,139 @@
+"""Memory over a long self-play run: ``generals-rl selfplay --games 0`` into each
+output format (and ``--output none``) for a given time, the resident memory of its
+process tree sampled as it runs.
+
+    python bench/bench_soak.py [--duration SECONDS] [--formats parquet,tfrecord,npz,none]
+                               [--interval SECONDS] [--warmup SECONDS] [--dir PATH]
+
+Prints one JSON object: per format the RSS series (seconds, MB), the experiences
+played, and the slope of RSS over time after the warm-up (least squares, MB/min).
+Memory is bounded when the slope is about zero. Committed shards are deleted as
+they appear (the writer never reads them back), so a long run fits on disk;
+staging files and indexes stay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FORMATS = ("parquet", "tfrecord", "npz", "none")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of ``root`` and its descendants, in MB."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE_BYTES
+        except OSError:
+            continue
+    return total / 1e6
+
+
+def slope_mb_per_min(series: list[tuple[float, float]]) -> float | None:
+    """The least-squares slope of (seconds, MB) samples, in MB per minute."""
+    if len(series) < 2:
+        return None
+    n = len(series)
+    mean_t = sum(t for t, _ in series) / n
+    mean_m = sum(m for _, m in series) / n
+    var = sum((t - mean_t) ** 2 for t, _ in series)
+    cov = sum((t - mean_t) * (m - mean_m) for t, m in series)
+    return 60.0 * cov / var if var else None
+
+
+def delete_committed_shards(root: Path) -> None:
+    """Deletes the shards (and companions) that partition indexes list."""
+    for index in root.rglob("_index.json"):
+        try:
+            entries = json.loads(index.read_text())["shards"]
+        except (OSError, ValueError, KeyError):
+            continue  # being replaced right now
+        for entry in entries:
+            for key in (entry["key"], *entry.get("companions", {}).values()):
+                (root / key).unlink(missing_ok=True)
+
+
+def soak(fmt: str, duration: float, interval: float, warmup: float, workdir: Path) -> dict:
+    output = workdir / fmt
+    command = [sys.executable, "-m", "generals_rl.cli", "selfplay", "--games", "0", "--address", "127.0.0.1:0",
+               "--json"]
+    command += ["--output", "none"] if fmt == "none" else ["--output", str(output), "--format", fmt]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    series: list[tuple[float, float]] = []
+    start = time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - start) < duration and process.poll() is None:
+            series.append((round(elapsed, 1), round(tree_rss_mb(process.pid), 1)))
+            if fmt != "none":
+                delete_committed_shards(output)
+            time.sleep(interval)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=300)
+    summary = json.loads(out) if process.returncode == 0 and out.strip() else {}
+    after = [(t, m) for t, m in series if t >= warmup]
+    return {
+        "exit_code": process.returncode,
+        "experiences": summary.get("experiences"),
+        "experiences_per_second": summary.get("experiences_per_second"),
+        "stored": summary.get("stored", {}).get("experiences"),
+        "rss_mb_max": max((m for _, m in series), default=None),
+        "rss_mb_after_warmup_min": min((m for _, m in after), default=None),
+        "rss_mb_after_warmup_max": max((m for _, m in after), default=None),
+        "slope_mb_per_min_after_warmup": None if (s := slope_mb_per_min(after)) is None else round(s, 3),
+        "rss_series": series,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds per format (default: %(default)s)")
+    parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated subset of %(default)s")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default: %(default)s)")
+    parser.add_argument("--warmup", type=float, default=60.0,
+                        help="seconds left out of the slope (default: %(default)s)")
+    parser.add_argument("--dir", default=None, help="where the shards go (default: a temporary directory)")
+    args = parser.parse_args()
+    formats = [f for f in args.formats.split(",") if f]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        parser.error(f"--formats: unknown {', '.join(unknown)}")
+    if not (args.duration > 0 and args.interval > 0 and 0 <= args.warmup < args.duration):
+        parser.error("--duration and --interval must be positive, --warmup in [0, duration)")
+    workdir = Path(tempfile.mkdtemp(prefix="grl-soak-", dir=args.dir))
+    results = {}
+    try:
+        for fmt in formats:
+            results[fmt] = soak(fmt, args.duration, args.interval, args.warmup, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps({"cpus": os.cpu_count(), "duration_s": args.duration, "warmup_s": args.warmup,
+                      "formats": results}))
+
+
+if __name__ == "__main__":
+    main()
