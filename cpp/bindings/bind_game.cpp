@@ -3,6 +3,7 @@
 
 #include "arrays.hpp"
 #include "game.hpp"
+#include "lzstring.hpp"
 #include "mapgen.hpp"
 #include "replay.hpp"
 
@@ -195,4 +196,23 @@ void bind_game(py::module_& m) {
         return trace_to_dict(trace);
       },
       py::arg("game"), py::arg("moves"), py::arg("afks"), py::arg("snapshot_every") = 100);
+
+  m.attr("LZSTRING_MAX_OUTPUT") = grl::kLzStringMaxOutput;
+  m.def(
+      "lzstring_decompress",
+      [](py::buffer data, size_t max_output) {
+        const py::buffer_info info = data.request();
+        if (info.itemsize != 1 || info.ndim != 1) throw py::value_error("data: expected bytes");
+        std::string text;
+        try {
+          py::gil_scoped_release release;
+          text = grl::lzstring_decompress_uint8(static_cast<const uint8_t*>(info.ptr),
+                                                static_cast<size_t>(info.size), max_output);
+        } catch (const grl::LzStringError& error) {
+          throw py::value_error(error.what());
+        }
+        return py::bytes(text);
+      },
+      py::arg("data"), py::arg("max_output") = grl::kLzStringMaxOutput,
+      "LZString decompressFromUint8Array (the .gior form): the text as UTF-8 bytes.");
 }

@@ -80,7 +80,9 @@ class Game {
   int max_ticks() const { return max_ticks_; }
   int alive_count() const { return alive_count_; }
   bool alive(int p) const { return alive_[p] != 0; }
-  bool over() const { return alive_count_ <= 1; }
+  // Over when exactly one player is left; when the last ones die at once no one
+  // wins and the game is not over (as the reference simulator judges it).
+  bool over() const { return alive_count_ == 1; }
   bool truncated() const { return !over() && max_ticks_ > 0 && tick_ >= max_ticks_; }
   bool done() const { return over() || truncated(); }
   int winner() const;  // the last player standing, or -1
