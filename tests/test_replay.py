@@ -320,7 +320,7 @@ DAMAGED_JSON = [
     pytest.param(changed(generals=[3, 3]), "share a general tile", id="general-shared"),
     pytest.param(changed(generals=[]), "replay has 0 players", id="no-players"),
     pytest.param(changed(generals=list(range(17)), mapWidth=6), "17 players", id="17-players"),
-    pytest.param(changed(teams=[1, 1]), "team replays are not supported", id="teams"),
+    pytest.param(changed(teams=[1, 1, 2]), "'teams': expected one team number per player", id="teams-length"),
     *[
         pytest.param(
             changed(**{name: value}),

@@ -115,6 +115,7 @@ class Replay:
     afks: np.ndarray  # (K, 2) int32: player, turn
     neutrals: list[int] = field(default_factory=list)
     neutral_armies: list[int] = field(default_factory=list)
+    teams: list[int] | None = None  # one team number per player; None: free-for-all
 
     @property
     def num_players(self) -> int:
@@ -136,7 +137,7 @@ class Replay:
         try:
             core = _core.Game(
                 kind.reshape(shape), owner.reshape(shape), army.reshape(shape),
-                np.asarray(self.generals, dtype=np.int32), 0, self.version < 6,
+                np.asarray(self.generals, dtype=np.int32), 0, self.version < 6, self.teams or [],
             )
         except ValueError as exc:
             raise ReplayError(f"replay {self.id!r} has an inconsistent board: {exc}") from None
@@ -232,14 +233,13 @@ def from_fields(fields: dict) -> Replay:
     tile_lists["neutrals"] = neutrals = _int_list(fields, "neutrals", required=False)
     neutral_armies = _int_list(fields, "neutralArmies", required=False)
     _refuse_unimplemented(fields)
-    teams = fields.get("teams")
-    if teams is not None and not isinstance(teams, list):
-        raise ReplayError(f"replay field 'teams': expected list or null, got {teams!r:.60}")
-    try:
-        if teams and len(set(teams)) != len(teams):
-            raise ReplayError("team replays are not supported")
-    except TypeError:
-        raise ReplayError("replay field 'teams': expected one team number per player") from None
+    teams = fields.get("teams") or None  # null, or the empty list, is free-for-all
+    if teams is not None and (
+        not isinstance(teams, list)
+        or len(teams) != len(tile_lists["generals"])
+        or not all(isinstance(t, int) and 0 <= t <= _INT32_MAX for t in teams)
+    ):
+        raise ReplayError(f"replay field 'teams': expected one team number per player, got {teams!r:.60}")
     n = width * height
     for name in ("cities", "generals", "mountains", "neutrals"):
         bad = [t for t in tile_lists[name] if not 0 <= t < n]
@@ -272,6 +272,7 @@ def from_fields(fields: dict) -> Replay:
         afks=_events(_require(fields, "afks", list), _AFK_FIELDS, "afks"),
         neutrals=neutrals,
         neutral_armies=neutral_armies,
+        teams=teams,
     )
 
 
