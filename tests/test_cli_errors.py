@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from generals_rl.replay import MAX_GIOR_CHARS
+from generals_rl._core import LZSTRING_MAX_OUTPUT as MAX_GIOR_CHARS
 from service_support import port_in_use
 
 CLI = [sys.executable, "-m", "generals_rl.cli"]

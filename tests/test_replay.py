@@ -17,7 +17,11 @@ from generals_rl import _core, replay
 from generals_rl.replay import ReplayError
 
 REPLAYS = (
-    sorted(p for p in REPLAY_DIR.iterdir() if p.suffix in (".gioreplay", ".gior"))
+    sorted(
+        p
+        for p in REPLAY_DIR.iterdir()
+        if p.suffix in (".gioreplay", ".gior", ".json") and not p.name.endswith(".expected.json")
+    )
     if REPLAY_DIR.is_dir()
     else []
 )
@@ -30,8 +34,8 @@ def replay_params():
     return [pytest.param(path, id=path.name) for path in REPLAYS]
 
 
-def expected_trace(path: Path) -> dict:
-    return json.loads(path.with_name(path.stem + ".expected.json").read_text())
+def expected_trace(path: Path, game: str | None = None) -> dict:
+    return json.loads(REPLAY_DIR.joinpath((game or path.stem) + ".expected.json").read_text())
 
 
 def first_difference(actual, expected, where: str = "trace") -> str | None:
@@ -110,6 +114,40 @@ def test_both_file_forms_of_one_game_give_the_same_trace():
         trace = first.trace()
         for other in others:
             assert first_difference(other.trace(), trace) is None
+
+
+# Names that hide each file's form: another form's suffix, none, or an unrelated one.
+MISLEADING_NAMES = {".gior": "game.gioreplay", ".gioreplay": "game.gior", ".json": "game"}
+
+
+@pytest.mark.parametrize("path", replay_params())
+def test_replay_form_is_recognised_by_content(path, tmp_path):
+    renamed = tmp_path / MISLEADING_NAMES[path.suffix]
+    shutil.copyfile(path, renamed)
+    assert_same_trace(replay.load(renamed).trace(), expected_trace(path))
+
+
+def test_cli_recognises_a_renamed_gior(tmp_path):
+    paths = [p for p in REPLAYS if p.suffix == ".gior"]
+    if not paths:
+        pytest.skip(NO_REPLAYS)
+    renamed = tmp_path / "renamed.txt"
+    shutil.copyfile(paths[0], renamed)
+    out = tmp_path / "trace.json"
+    result = run_cli("replay", str(renamed), "--trace", str(out))
+    assert result.returncode == 0, result.stderr
+    assert_same_trace(json.loads(out.read_text()), expected_trace(paths[0]))
+
+
+@pytest.mark.parametrize("path", replay_params())
+def test_json_object_with_array_moves_is_the_same_replay(path, tmp_path):
+    """Every game rewritten in the third form (an object whose moves and AFKs are arrays)."""
+    loaded = replay.load(path)
+    fields = replay.decode(path.read_bytes())
+    fields["moves"] = loaded.moves.tolist()
+    fields["afks"] = loaded.afks.tolist()
+    rewritten = write_json(tmp_path, fields, "rewritten.bin")
+    assert_same_trace(replay.load(rewritten).trace(), expected_trace(path))
 
 
 def test_first_difference_names_the_first_mismatch():
@@ -211,8 +249,47 @@ def test_small_valid_replay_loads_and_runs(tmp_path):
     assert trace["ticks"][-1]["land"] == [2, 2]
 
 
+def test_all_players_dying_at_once_is_not_a_win(tmp_path):
+    # Both players AFK twice at tick 3: everyone is dead, no one won, and the
+    # trace runs on to one tick after the last recorded event (the move at turn 4).
+    fields = changed(afks=[[0, 3], [1, 3], [0, 3], [1, 3]])
+    trace = replay.load(write_json(tmp_path, fields)).trace()
+    assert trace["alive"] == 0 and not trace["over"]
+    assert trace["end_tick"] == 5 and trace["death_order"] == [0, 1]
+    assert trace["ticks"][-1]["land"] == [0, 0]
+
+
+def test_last_player_standing_ends_the_game(tmp_path):
+    trace = replay.load(write_json(tmp_path, changed(afks=[[1, 1]]))).trace()
+    assert trace["over"] and trace["alive"] == 1
+    assert trace["end_tick"] == 2 and trace["death_order"] == [1]
+
+
+IGNORED_COSMETIC_FIELDS = {
+    "map_title": "a map",
+    "chat": [["gg", "", 0, 10]],
+    "playerColors": [0, 1],
+    "settings": [1, 0.5, 0.5, 0],
+    "player_transforms": {"0": 1, "1": 2},
+    "pings": [[1, 2]],
+}
+
+
+def test_cosmetic_fields_are_ignored(tmp_path):
+    plain = replay.load(write_json(tmp_path, valid_fields(), "plain.gioreplay")).trace()
+    dressed = replay.load(write_json(tmp_path, changed(**IGNORED_COSMETIC_FIELDS))).trace()
+    assert first_difference(dressed, plain) is None
+
+
+def test_empty_feature_fields_of_newer_versions_are_accepted(tmp_path):
+    empty = {name: [] for name in ("swamps", "lights", "modifiers", "observatories", "deserts")}
+    trace = replay.load(write_json(tmp_path, changed(version=18, stronghold_density=0, **empty))).trace()
+    assert trace["version"] == 18 and trace["end_tick"] == 5
+
+
 DAMAGED_JSON = [
     pytest.param(changed(version=4), "replay version 4 is not supported", id="version-4"),
+    pytest.param(changed(version=19), "replay version 19 is not supported", id="version-19"),
     pytest.param(changed(version=99), "replay version 99 is not supported", id="version-99"),
     pytest.param(changed(version="7"), "replay version '7' is not supported", id="version-text"),
     pytest.param(changed(version=KeyError), "replay version None", id="no-version"),
@@ -244,8 +321,27 @@ DAMAGED_JSON = [
     pytest.param(changed(generals=[3, 3]), "share a general tile", id="general-shared"),
     pytest.param(changed(generals=[]), "replay has 0 players", id="no-players"),
     pytest.param(changed(generals=list(range(17)), mapWidth=6), "17 players", id="17-players"),
-    pytest.param(changed(teams=[1, 1]), "team replays are not supported", id="teams"),
-    pytest.param(changed(swamps=[3]), "swamps are not supported", id="swamps"),
+    pytest.param(changed(teams=[1, 1, 2]), "'teams': expected one team number per player", id="teams-length"),
+    *[
+        pytest.param(
+            changed(**{name: value}),
+            f"replay field {name!r} uses a game feature the engine does not implement",
+            id=name,
+        )
+        for name, value in (
+            ("swamps", [3]),
+            ("lights", [2]),
+            ("modifiers", [1]),
+            ("deserts", [4]),
+            ("strongholds", [4]),
+            ("a_future_rule", 3),
+        )
+    ],
+    pytest.param(
+        [*valid_fields().values(), *[None] * 24, ["x"]],
+        "replay field '#37' uses a game feature",
+        id="unknown-array-field",
+    ),
     pytest.param(changed(moves=[{"index": 0, "start": 0}]), "'moves': malformed", id="move-short"),
     pytest.param(
         changed(moves=[{"index": 0, "start": "x", "end": 1, "is50": 0, "turn": 1}]),
@@ -260,7 +356,6 @@ DAMAGED_JSON = [
     pytest.param(
         changed(afks=[{"index": 0, "turn": 2**31 - 1}]), "'afks': turn 2147483647", id="afk-far"
     ),
-    pytest.param(changed(afks=[[0, 1]]), "'afks': malformed", id="afk-array-in-json-form"),
     pytest.param([7, "tiny", 4], "'mapHeight': expected int", id="array-form-too-short"),
     pytest.param("a string", "must be an object or an array", id="json-string"),
     pytest.param(None, "must be an object or an array", id="json-null"),
@@ -336,6 +431,50 @@ def test_corrupted_replays_load_or_fail_cleanly(tmp_path):
     assert outcomes["error"] > 0
 
 
+def lzstring_bits(values: list[tuple[int, int]]) -> bytes:
+    """Packs (value, width) pairs the way LZString writes them: each value least
+    significant bit first, into 16-bit units filled from their top bit."""
+    bits = [value >> i & 1 for value, width in values for i in range(width)]
+    bits += [0] * (-len(bits) % 16)
+    units = [int("".join(map(str, bits[i : i + 16])), 2) for i in range(0, len(bits), 16)]
+    return b"".join(unit.to_bytes(2, "big") for unit in units)
+
+
+def self_repeating_stream(codes: int) -> bytes:
+    """A literal, then `codes` references to the entry being defined (w + w[0]):
+    output lengths 1, 2, 3, ... so the text grows with the square of the input."""
+    values, size, enlarge_in, num_bits = [(0, 2), (ord("a"), 8)], 4, 4, 3
+    for _ in range(codes):
+        values.append((size, num_bits))
+        size, enlarge_in = size + 1, enlarge_in - 1
+        if enlarge_in == 0:
+            enlarge_in, num_bits = 1 << num_bits, num_bits + 1
+    return lzstring_bits([*values, (2, num_bits)])
+
+
+def test_lzstring_output_is_bounded():
+    from generals_rl import _core
+
+    small = self_repeating_stream(100)
+    assert _core.lzstring_decompress(small) == b"a" * (1 + sum(range(2, 102)))
+    with pytest.raises(ValueError, match="more than 1000 characters"):
+        _core.lzstring_decompress(small, max_output=1000)
+    # About 30 KB that would decompress to over 10^8 characters: stopped at the limit.
+    crafted = self_repeating_stream(15_000)
+    assert len(crafted) < 40_000
+    with pytest.raises(ValueError, match=f"more than {_core.LZSTRING_MAX_OUTPUT} characters"):
+        _core.lzstring_decompress(crafted)
+
+
+def test_oversized_gior_is_a_replay_error(tmp_path):
+    from generals_rl import _core
+
+    path = tmp_path / "bomb.gior"
+    path.write_bytes(self_repeating_stream(15_000))
+    with pytest.raises(ReplayError, match=f"more than {_core.LZSTRING_MAX_OUTPUT}"):
+        replay.load(path)
+
+
 def test_missing_file_is_an_os_error(tmp_path):
     with pytest.raises(OSError):
         replay.load(tmp_path / "missing.gior")
@@ -347,7 +486,8 @@ def test_missing_file_is_an_os_error(tmp_path):
         ("v4.gioreplay", json.dumps(changed(version=4)), "replay version 4 is not supported"),
         ("off.gioreplay", json.dumps(changed(cities=[12])), "tiles [12] are off the 4x3 map"),
         ("no-moves.gioreplay", json.dumps(changed(moves=KeyError)), "replay field 'moves'"),
-        ("text.gioreplay", "this is not json", "not valid replay JSON"),
+        ("text.gioreplay", "this is not json", "neither JSON (Expecting value"),
+        ("bad.gioreplay", '{"version": 5,', "not valid replay JSON"),
         ("far.gioreplay", json.dumps(changed(afks=[{"index": 0, "turn": 2**31 - 1}])), "turn"),
         ("random.gior", random.Random(1).randbytes(3001), "odd number of bytes"),
     ],

@@ -5,6 +5,7 @@
 
 #include "arrays.hpp"
 #include "game.hpp"
+#include "lzstring.hpp"
 #include "mapgen.hpp"
 #include "replay.hpp"
 
@@ -25,7 +26,7 @@ py::dict map_to_dict(const grl::MapSpec& spec) {
 }
 
 grl::Game make_game(py::handle kind, py::handle owner, py::handle army, py::handle generals,
-                    int max_ticks, bool neutral_city_regrowth) {
+                    int max_ticks, bool neutral_city_regrowth, const std::vector<int32_t>& teams) {
   auto kind_arr = as_array<uint8_t>(kind, "kind");
   if (kind_arr.ndim() != 2) throw py::value_error("kind: expected a 2-D (height, width) array");
   grl::MapSpec spec;
@@ -38,6 +39,7 @@ grl::Game make_game(py::handle kind, py::handle owner, py::handle army, py::hand
   spec.owner.assign(owner_arr.data(), owner_arr.data() + n);
   spec.army.assign(army_arr.data(), army_arr.data() + n);
   spec.generals.assign(generals_arr.data(), generals_arr.data() + generals_arr.size());
+  spec.teams = teams;
   return grl::Game(std::move(spec), max_ticks, neutral_city_regrowth);
 }
 
@@ -89,13 +91,16 @@ void bind_game(py::module_& m) {
 
   py::class_<grl::Game>(m, "Game")
       .def(py::init(&make_game), py::arg("kind"), py::arg("owner"), py::arg("army"),
-           py::arg("generals"), py::arg("max_ticks") = 0, py::arg("neutral_city_regrowth") = false)
+           py::arg("generals"), py::arg("max_ticks") = 0, py::arg("neutral_city_regrowth") = false,
+           py::arg("teams") = std::vector<int32_t>{})
       .def_static(
           "generate",
-          [](const grl::MapOptions& options, uint64_t seed, int max_ticks) {
-            return grl::Game(grl::generate_map(options, seed), max_ticks);
+          [](const grl::MapOptions& options, uint64_t seed, int max_ticks, const std::vector<int32_t>& teams) {
+            grl::MapSpec spec = grl::generate_map(options, seed);
+            spec.teams = teams;
+            return grl::Game(std::move(spec), max_ticks);
           },
-          py::arg("options"), py::arg("seed"), py::arg("max_ticks") = 0)
+          py::arg("options"), py::arg("seed"), py::arg("max_ticks") = 0, py::arg("teams") = std::vector<int32_t>{})
       .def(
           "step",
           [](grl::Game& g, py::handle actions) {
@@ -118,6 +123,7 @@ void bind_game(py::module_& m) {
       .def_property_readonly("truncated", &grl::Game::truncated)
       .def_property_readonly("done", &grl::Game::done)
       .def_property_readonly("winner", &grl::Game::winner)
+      .def_property_readonly("teams", [](const grl::Game& g) { return g.team_game() ? py::cast(g.teams()) : py::none(); })
       .def_property_readonly("death_order", &grl::Game::death_order)
       .def_property_readonly("generals", &grl::Game::generals)
       .def_property_readonly("alive",
@@ -196,4 +202,23 @@ void bind_game(py::module_& m) {
         return trace_to_dict(trace);
       },
       py::arg("game"), py::arg("moves"), py::arg("afks"), py::arg("snapshot_every") = 100);
+
+  m.attr("LZSTRING_MAX_OUTPUT") = grl::kLzStringMaxOutput;
+  m.def(
+      "lzstring_decompress",
+      [](py::buffer data, size_t max_output) {
+        const py::buffer_info info = data.request();
+        if (info.itemsize != 1 || info.ndim != 1) throw py::value_error("data: expected bytes");
+        std::string text;
+        try {
+          py::gil_scoped_release release;
+          text = grl::lzstring_decompress_uint8(static_cast<const uint8_t*>(info.ptr),
+                                                static_cast<size_t>(info.size), max_output);
+        } catch (const grl::LzStringError& error) {
+          throw py::value_error(error.what());
+        }
+        return py::bytes(text);
+      },
+      py::arg("data"), py::arg("max_output") = grl::kLzStringMaxOutput,
+      "LZString decompressFromUint8Array (the .gior form): the text as UTF-8 bytes.");
 }

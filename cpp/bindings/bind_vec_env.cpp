@@ -17,7 +17,7 @@ namespace {
 grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint64_t seed, int max_ticks,
                           int num_threads, const grl::MapOptions& map, const py::dict& reward,
                           const std::string& army_scaling, float army_scale, bool observations,
-                          bool action_masks) {
+                          bool action_masks, const std::vector<int32_t>& teams) {
   grl::VecEnvConfig c;
   c.num_envs = num_envs;
   c.players = players;
@@ -30,6 +30,7 @@ grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint
   c.observation = grl::bindings::observation_config(army_scaling, army_scale);
   c.observations = observations;
   c.action_masks = action_masks;
+  c.teams = teams;
   for (auto item : reward) {
     const auto key = item.first.cast<std::string>();
     const float value = item.second.cast<float>();
@@ -93,7 +94,7 @@ void bind_vec_env(py::module_& m) {
       .def(py::init(&make_vec_env), py::arg("num_envs"), py::arg("players"), py::arg("height"),
            py::arg("width"), py::arg("seed"), py::arg("max_ticks"), py::arg("num_threads"), py::arg("map"),
            py::arg("reward"), py::arg("army_scaling"), py::arg("army_scale"), py::arg("observations"),
-           py::arg("action_masks"))
+           py::arg("action_masks"), py::arg("teams") = std::vector<int32_t>{})
       .def("outputs", &output_views)
       .def("reset", &grl::VecEnv::reset, py::call_guard<py::gil_scoped_release>())
       .def(

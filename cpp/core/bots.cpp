@@ -49,15 +49,18 @@ int32_t heuristic_move(const Game& g, int player, HeuristicScratch& s) {
   const int16_t* owner = g.owner();
   const int32_t* army = g.army();
   const uint8_t* kind = g.kind();
-  const StateView view{h, w, kind, owner, army};
+  const StateView view = g.view();
   compute_visibility(view, player, s.visible.data());
+  // Teammates' tiles are neither goals nor obstacles: moving onto them merges.
+  const uint32_t friends = team_players(view, player, false);
+  auto enemy = [&](int t) { return owner[t] >= 0 && !(friends >> owner[t] & 1); };
 
   int main_tile = -1;
   bool enemy_general_seen = false, enemy_seen = false;
   for (int t = 0; t < n; ++t) {
     if (owner[t] == player) {
       if (main_tile < 0 || army[t] > army[main_tile]) main_tile = t;
-    } else if (s.visible[t] && owner[t] >= 0) {
+    } else if (s.visible[t] && enemy(t)) {
       enemy_seen = true;
       enemy_general_seen |= kind[t] == kGeneral;
     }
@@ -81,14 +84,15 @@ int32_t heuristic_move(const Game& g, int player, HeuristicScratch& s) {
 
   // March the largest army down a breadth-first distance field from the goals.
   auto is_goal = [&](int t) {
-    if (owner[t] == player || kind[t] == kMountain) return false;
-    if (enemy_general_seen) return s.visible[t] && kind[t] == kGeneral && owner[t] >= 0;
-    if (enemy_seen) return s.visible[t] && owner[t] >= 0;
+    if (owner[t] == player || kind[t] == kMountain || (owner[t] >= 0 && !enemy(t))) return false;
+    if (enemy_general_seen) return s.visible[t] && kind[t] == kGeneral && enemy(t);
+    if (enemy_seen) return s.visible[t] && enemy(t);
     return kind[t] == kPlain || army[t] + 1 < army[main_tile];
   };
   auto passable = [&](int t) {
     if (kind[t] == kMountain) return false;
-    return owner[t] == player || kind[t] == kPlain || army[t] + 1 < army[main_tile];
+    return owner[t] == player || (owner[t] >= 0 && !enemy(t)) || kind[t] == kPlain ||
+           army[t] + 1 < army[main_tile];
   };
   std::fill(s.dist.begin(), s.dist.end(), -1);
   s.queue.clear();

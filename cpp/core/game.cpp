@@ -41,6 +41,8 @@ Game::Game(MapSpec map, int max_ticks, bool neutral_city_regrowth)
       max_ticks_(max_ticks),
       neutral_city_regrowth_(neutral_city_regrowth),
       alive_count_(num_players_),
+      team_game_(!map.teams.empty()),
+      teams_(std::move(map.teams)),
       kind_(std::move(map.kind)),
       owner_(std::move(map.owner)),
       army_(std::move(map.army)),
@@ -55,6 +57,20 @@ Game::Game(MapSpec map, int max_ticks, bool neutral_city_regrowth)
                                   " tiles, expected " + std::to_string(n));
   require(army_.size() == n, "army has " + std::to_string(army_.size()) + " tiles, expected " +
                                  std::to_string(n));
+  if (team_game_) {
+    require(teams_.size() == static_cast<size_t>(num_players_),
+            "teams has " + std::to_string(teams_.size()) + " entries, expected one per player (" +
+                std::to_string(num_players_) + ")");
+    for (int p = 0; p < num_players_; ++p) {
+      require(teams_[p] >= 0, "team of player " + std::to_string(p) + " is negative");
+    }
+  } else {
+    teams_.resize(num_players_);
+    for (int p = 0; p < num_players_; ++p) teams_[p] = p;
+  }
+  for (int p = 0; p < num_players_; ++p) {
+    alive_teams_ += std::find(teams_.begin(), teams_.begin() + p, teams_[p]) == teams_.begin() + p;
+  }
   alive_.assign(num_players_, 1);
   army_total_.assign(num_players_, 0);
   land_.assign(num_players_, 0);
@@ -107,9 +123,17 @@ void Game::add_army(int tile, int32_t delta) {
   if (owner_[tile] >= 0) army_total_[owner_[tile]] += int64_t{army_[tile]} - before;
 }
 
+int Game::alive_teammate(int player) const {
+  for (int q = 0; q < num_players_; ++q) {
+    if (q != player && alive_[q] && teams_[q] == teams_[player]) return q;
+  }
+  return -1;
+}
+
 void Game::kill(int player) {
   alive_[player] = 0;
   alive_count_ -= 1;
+  if (alive_teammate(player) < 0) alive_teams_ -= 1;
   death_order_.push_back(static_cast<int16_t>(player));
   events_.eliminated[player] = 1;
 }
@@ -139,11 +163,19 @@ bool Game::apply_move(int player, int start, int end, bool half) {
   if (owner_[start] != player) return false;
   if (kind_[end] == kMountain) return false;
   const int32_t a = army_[start];
-  if (a <= 1) return false;
   const int32_t reserve = half ? a - a / 2 : 1;  // ceil(a / 2) without overflow
   const int32_t moved = a - reserve;
-  add_army(start, -moved);
   const int16_t defender = owner_[end];
+  if (team_game_ && defender >= 0 && teams_[defender] == teams_[player]) {
+    // Onto its own or an ally's tile the reference checks no army, and the
+    // mover takes the tile over unless it is a general.
+    add_army(start, -moved);
+    add_army(end, moved);
+    if (kind_[end] != kGeneral) set_owner(end, static_cast<int16_t>(player));
+    return true;
+  }
+  if (a <= 1) return false;
+  add_army(start, -moved);
   if (defender == player) {
     add_army(end, moved);
     return true;
@@ -171,9 +203,12 @@ void Game::afk(int player) {
   const int g = generals_[player];
   generals_[player] = -1;
   if (g < 0 || owner_[g] != player) return;
+  // Its land goes to an alive teammate when it has one, else turns neutral.
+  const int heir = alive_teammate(player);
+  const auto new_owner = static_cast<int16_t>(heir >= 0 ? heir : kNeutral);
   const int n = num_tiles();
   for (int t = 0; t < n; ++t) {
-    if (owner_[t] == player) set_owner(t, kNeutral);
+    if (owner_[t] == player) set_owner(t, new_owner);
   }
   kind_[g] = kCity;
   cities_.push_back(g);
@@ -228,7 +263,8 @@ bool Game::step(const int32_t* actions) {
     if (!alive_[p] || actions[p] == kPass) continue;
     int start, end;
     bool half;
-    if (!decode_action(actions[p], start, end, half) || !apply_move(p, start, end, half)) {
+    // Live play asks for 2 armies on every move (the action mask's rule), team games included.
+    if (!decode_action(actions[p], start, end, half) || army_[start] < 2 || !apply_move(p, start, end, half)) {
       illegal_[p] += 1;
     }
   }
@@ -237,26 +273,23 @@ bool Game::step(const int32_t* actions) {
 }
 
 int Game::winner() const {
-  if (alive_count_ != 1) return -1;
+  if (!over()) return -1;
   for (int p = 0; p < num_players_; ++p) {
-    if (alive_[p]) return p;
+    if (alive_[p]) return teams_[p];
   }
   return -1;
 }
 
-void Game::visibility(int player, uint8_t* out) const {
-  const int n = num_tiles();
-  std::fill(out, out + n, 0);
-  for (int y = 0; y < height_; ++y) {
-    for (int x = 0; x < width_; ++x) {
-      if (owner_[y * width_ + x] != player) continue;
-      const int y0 = std::max(0, y - 1), y1 = std::min(height_ - 1, y + 1);
-      const int x0 = std::max(0, x - 1), x1 = std::min(width_ - 1, x + 1);
-      for (int yy = y0; yy <= y1; ++yy) {
-        for (int xx = x0; xx <= x1; ++xx) out[yy * width_ + xx] = 1;
-      }
-    }
+StateView Game::view() const {
+  StateView v{height_, width_, kind(), owner(), army(), open_directions()};
+  if (team_game_) {
+    v.teams = teams_.data();
+    v.alive = alive_.data();
+    v.num_players = num_players_;
   }
+  return v;
 }
+
+void Game::visibility(int player, uint8_t* out) const { compute_visibility(view(), player, out); }
 
 }  // namespace grl

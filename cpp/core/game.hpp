@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "observation.hpp"
+
 namespace grl {
 
 enum Tile : uint8_t { kPlain = 0, kMountain = 1, kCity = 2, kGeneral = 3 };
@@ -40,6 +42,7 @@ struct MapSpec {
   std::vector<int16_t> owner;
   std::vector<int32_t> army;
   std::vector<int32_t> generals;  // one tile index per player
+  std::vector<int32_t> teams;     // one team number per player; empty: free-for-all
 };
 
 // Per-tick events, cleared at the start of each live step; rewards read them.
@@ -91,10 +94,20 @@ class Game {
   int max_ticks() const { return max_ticks_; }
   int alive_count() const { return alive_count_; }
   bool alive(int p) const { return alive_[p] != 0; }
-  bool over() const { return alive_count_ <= 1; }
+  // As the reference simulator judges it: free-for-all is over when exactly one
+  // player is left (when the last ones die at once no one wins and it is not
+  // over); a team game when no two survivors are on different teams.
+  bool over() const { return team_game_ ? alive_teams_ <= 1 : alive_count_ == 1; }
   bool truncated() const { return !over() && max_ticks_ > 0 && tick_ >= max_ticks_; }
   bool done() const { return over() || truncated(); }
-  int winner() const;  // the last player standing, or -1
+  // The winning team, or -1; in free-for-all each player is its own team,
+  // numbered as the player, so this is the last player standing.
+  int winner() const;
+  bool team_game() const { return team_game_; }
+  int team(int p) const { return teams_[p]; }
+  const std::vector<int32_t>& teams() const { return teams_; }
+  // The board as observations read it, teams included.
+  StateView view() const;
   int64_t army_of(int p) const { return army_total_[p]; }
   int32_t land_of(int p) const { return land_[p]; }
   int64_t illegal_moves(int p) const { return illegal_[p]; }
@@ -109,8 +122,8 @@ class Game {
   const int16_t* owner() const { return owner_.data(); }
   const int32_t* army() const { return army_.data(); }
 
-  // Fog of war: every tile within the 3x3 square around a tile the player owns.
-  // Writes num_tiles() bytes (1 visible, 0 fog).
+  // Fog of war: every tile within the 3x3 square around a tile the player or an
+  // alive teammate owns. Writes num_tiles() bytes (1 visible, 0 fog).
   void visibility(int player, uint8_t* out) const;
 
  private:
@@ -118,12 +131,17 @@ class Game {
   void add_army(int tile, int32_t delta);
   void capture_general(int victim, int captor, int general_tile);
   void kill(int player);
+  // An alive player on `player`'s team, or -1.
+  int alive_teammate(int player) const;
 
   int height_, width_, num_players_;
   int max_ticks_;
   bool neutral_city_regrowth_;
   int tick_ = 0;
   int alive_count_;
+  int alive_teams_ = 0;
+  bool team_game_;
+  std::vector<int32_t> teams_;  // each player's team (its own index in free-for-all)
   std::vector<uint8_t> kind_;
   std::vector<uint8_t> open_directions_;
   std::vector<int16_t> owner_;

@@ -12,8 +12,29 @@
 
 namespace grl {
 
+namespace {
+
+// A set of players as bits owner + 1, so that a tile's owner (-1 neutral) tests
+// without a branch; has_owner masks the shift so no owner value shifts too far.
+inline uint32_t owner_bits(uint32_t players) { return players << 1; }
+inline uint8_t has_owner(uint32_t bits, int16_t owner) {
+  return bits >> (static_cast<uint32_t>(owner + 1) & 31u) & 1u;
+}
+
+}  // namespace
+
+uint32_t team_players(const StateView& s, int player, bool alive_only) {
+  uint32_t players = 1u << player;
+  if (s.teams == nullptr) return players;
+  for (int q = 0; q < s.num_players; ++q) {
+    if (s.teams[q] == s.teams[player] && (!alive_only || s.alive[q])) players |= 1u << q;
+  }
+  return players;
+}
+
 void compute_visibility(const StateView& s, int player, uint8_t* visible) {
   const int h = s.height, w = s.width;
+  const uint32_t sight = owner_bits(team_players(s, player, true));
   // Dilate the owned-tile mask by one tile along rows (through a zero-padded
   // row), then across rows keeping the previous undilated row. The rows are
   // as wide as the board, reused by the thread.
@@ -22,11 +43,10 @@ void compute_visibility(const StateView& s, int player, uint8_t* visible) {
   uint8_t* padded = rows.data();
   uint8_t* prev_row = padded + w + 2;
   uint8_t* cur_row = prev_row + w;
-  const int16_t p = static_cast<int16_t>(player);
   for (int y = 0; y < h; ++y) {
     const int16_t* own = s.owner + y * w;
     uint8_t* row = visible + y * w;
-    for (int x = 0; x < w; ++x) padded[x + 1] = own[x] == p;
+    for (int x = 0; x < w; ++x) padded[x + 1] = has_owner(sight, own[x]);
     for (int x = 0; x < w; ++x) row[x] = padded[x] | padded[x + 1] | padded[x + 2];
   }
   for (int y = 0; y < h; ++y) {
@@ -56,6 +76,7 @@ void encode_observation(const StateView& s, int player, const ObservationConfig&
   const int16_t* owner = s.owner;
   const uint8_t* kind = s.kind;
   const int16_t p = static_cast<int16_t>(player);
+  const uint32_t friendly = owner_bits(team_players(s, player, false));
   if (config.scale == ObservationConfig::kLog) {
     const float inv = 1.0f / std::log1p(config.army_scale);
     for (int t = 0; t < n; ++t) army[t] = std::min(std::log1p(static_cast<float>(s.army[t])) * inv, 1.0f);
@@ -65,7 +86,7 @@ void encode_observation(const StateView& s, int player, const ObservationConfig&
   }
   for (int t = 0; t < n; ++t) {
     mine[t] = owner[t] == p;
-    enemy[t] = visible[t] & (owner[t] >= 0) & (owner[t] != p);
+    enemy[t] = visible[t] & (owner[t] >= 0) & !has_owner(friendly, owner[t]);
   }
   float* ch = out;
   for (int t = 0; t < n; ++t) ch[t] = mine[t] ? army[t] : 0.0f;

@@ -22,13 +22,23 @@ struct StateView {
   const int16_t* owner;
   const int32_t* army;
   const uint8_t* open_directions = nullptr;  // compute_open_directions of kind, when known
+  // Team games: each player's team and whether it is alive (num_players
+  // entries); null in free-for-all, where every player is on its own.
+  const int32_t* teams = nullptr;
+  const uint8_t* alive = nullptr;
+  int num_players = 0;
 };
 
-// Writes height*width bytes: 1 where the player sees the tile (3x3 around its tiles).
+// Bit q set for every player q on `player`'s team, the player included; with
+// alive_only, teammates only while they are alive.
+uint32_t team_players(const StateView& s, int player, bool alive_only);
+
+// Writes height*width bytes: 1 where the player sees the tile (3x3 around its
+// tiles and those of its alive teammates).
 void compute_visibility(const StateView& s, int player, uint8_t* visible);
 
 // Writes 9*height*width floats, channel-major: own armies, enemy armies (visible),
-// own territory, enemy territory (visible), neutral territory (visible), cities
+// own territory, enemy territory (visible; teammates are not enemies), neutral territory (visible), cities
 // and generals (visible), mountains (visible), visible, fog. A hidden tile sets
 // only the fog channel. `scratch` holds kObservationScratchPerTile*height*width bytes.
 void encode_observation(const StateView& s, int player, const ObservationConfig& config, float* out,

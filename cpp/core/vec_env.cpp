@@ -29,6 +29,10 @@ VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(config_.
   require(c.width >= 2 && c.width <= kMaxEnvSide, "width", sides + std::to_string(c.width));
   require(c.max_ticks >= 0, "max_ticks", "must be >= 0 (0: no limit), got " + std::to_string(c.max_ticks));
   require(c.observation.army_scale > 0, "army_scale", "must be positive");
+  require(c.teams.empty() || c.teams.size() == static_cast<size_t>(c.players), "teams",
+          "expected one team per player (" + std::to_string(c.players) + "), got " + std::to_string(c.teams.size()));
+  require(c.teams.empty() || std::any_of(c.teams.begin(), c.teams.end(), [&](int32_t t) { return t != c.teams[0]; }),
+          "teams", "must hold at least two teams");
   c.map.players = c.players;
   c.map.max_side = std::min(c.map.max_side, std::min(c.height, c.width));
   c.map.min_side = std::min(c.map.min_side, c.map.max_side);
@@ -78,7 +82,9 @@ uint64_t VecEnv::env_seed(int i, uint64_t episode) const {
 }
 
 void VecEnv::reset_game(int i) {
-  games_[i] = std::make_unique<Game>(generate_map(config_.map, env_seed(i, episodes_[i])), config_.max_ticks);
+  MapSpec spec = generate_map(config_.map, env_seed(i, episodes_[i]));
+  spec.teams = config_.teams;
+  games_[i] = std::make_unique<Game>(std::move(spec), config_.max_ticks);
   episodes_[i] += 1;
   game_id[i] = next_game_id();
   if (buffer_) {
@@ -90,7 +96,7 @@ void VecEnv::reset_game(int i) {
 
 void VecEnv::write_views(int i, float* obs, uint8_t* mask, uint8_t* scratch) {
   const Game& g = *games_[i];
-  const StateView view{g.height(), g.width(), g.kind(), g.owner(), g.army(), g.open_directions()};
+  const StateView view = g.view();
   const size_t tiles = static_cast<size_t>(g.num_tiles());
   for (int p = 0; p < config_.players; ++p) {
     const size_t row = static_cast<size_t>(i) * config_.players + p;
@@ -134,16 +140,11 @@ void VecEnv::reset() {
 void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
   Game& g = *games_[i];
   const int players = config_.players;
-  const RewardConfig& rc = config_.reward;
   const size_t base = static_cast<size_t>(i) * players;
-  uint8_t alive_before[kMaxPlayers];
-  int32_t land_before[kMaxPlayers];
+  const TickStart before = tick_start(g);
+  const uint8_t* alive_before = before.alive;
   int64_t illegal_before[kMaxPlayers];
-  for (int p = 0; p < players; ++p) {
-    alive_before[p] = g.alive(p);
-    land_before[p] = g.land_of(p);
-    illegal_before[p] = g.illegal_moves(p);
-  }
+  for (int p = 0; p < players; ++p) illegal_before[p] = g.illegal_moves(p);
 
   // The slot for the board after this tick first, then the board about to be
   // left is held until this tick's experiences refer to it. When another
@@ -160,25 +161,10 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
   const int tick_before = g.tick();
   const bool finished = g.step(actions);
 
-  const TickEvents& ev = g.events();
-  int64_t total_army = 0;
-  for (int p = 0; p < players; ++p) total_army += g.army_of(p);
+  compute_rewards(g, config_.reward, before, rewards.data() + base);
   const int game_winner = g.winner();
   for (int p = 0; p < players; ++p) {
-    float r = 0.0f;
-    if (alive_before[p]) {
-      if (ev.eliminated[p]) r += rc.loss;
-      if (p == game_winner) r += rc.win;
-      r += rc.city_captured * ev.cities_gained[p] + rc.city_lost * ev.cities_lost[p];
-      r += rc.general_captured * ev.generals_captured[p];
-      r += rc.land_gained * static_cast<float>(g.land_of(p) - land_before[p]);
-      const int64_t mine = g.army_of(p);
-      if (total_army > 0) {
-        r += rc.army_advantage * static_cast<float>(2 * mine - total_army) / static_cast<float>(total_army);
-      }
-    }
-    rewards[base + p] = r;
-    running_return_[base + p] += r;
+    running_return_[base + p] += rewards[base + p];
     terminated[base + p] = !g.alive(p) || g.over();
     illegal[base + p] = g.illegal_moves(p) > illegal_before[p];
   }

@@ -10,19 +10,10 @@
 #include "experience_buffer.hpp"
 #include "mapgen.hpp"
 #include "observation.hpp"
+#include "rewards.hpp"
 #include "thread_pool.hpp"
 
 namespace grl {
-
-struct RewardConfig {
-  float win = 1.0f;
-  float loss = -1.0f;
-  float city_captured = 0.1f;
-  float city_lost = -0.1f;
-  float army_advantage = 0.05f;  // times (A_p - A_others) / (A_p + A_others)
-  float land_gained = 0.0f;      // per tile gained this tick (negative when lost)
-  float general_captured = 0.0f;
-};
 
 struct VecEnvConfig {
   int num_envs = 1;
@@ -32,6 +23,7 @@ struct VecEnvConfig {
   uint64_t seed = 0;
   int max_ticks = 0;
   int num_threads = 1;
+  std::vector<int32_t> teams;  // one team per player; empty: free-for-all
   MapOptions map;  // players and padding are set from the fields above
   ObservationConfig observation;
   RewardConfig reward;

@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="generals-rl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    replay = commands.add_parser("replay", help="replay a .gioreplay or .gior file")
+    replay = commands.add_parser("replay", help="replay a recorded game (.gioreplay, .gior or JSON)")
     replay.add_argument("file")
     replay.add_argument("--trace", metavar="OUT.json", help="write the tick-by-tick trace here")
     replay.add_argument("--snapshot-every", type=_at_least(1), default=100, metavar="TICKS")

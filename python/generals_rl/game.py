@@ -22,6 +22,8 @@ class Game:
     Create it from a seed (``Game(seed=7)``) or from an explicit board
     (``Game.from_map(kind, owner, army, generals)``). Board state is exposed as
     read-only ``(height, width)`` numpy views that follow the game as it steps.
+    ``teams`` (one team number per player, e.g. ``[0, 0, 1, 1]``) makes a team game;
+    ``None`` is free-for-all.
     """
 
     def __init__(
@@ -31,18 +33,21 @@ class Game:
         players: int = 2,
         map_config: MapConfig | None = None,
         max_ticks: int = 0,
+        teams: Sequence[int] | None = None,
         _core_game: _core.Game | None = None,
     ) -> None:
         if _core_game is None:
             options = (map_config or MapConfig()).to_core(players)
-            _core_game = _core.Game.generate(options, seed, max_ticks)
+            _core_game = _core.Game.generate(options, seed, max_ticks, list(teams or ()))
         self._game = _core_game
 
     @classmethod
-    def from_map(cls, kind, owner, army, generals, *, max_ticks: int = 0) -> Game:
+    def from_map(
+        cls, kind, owner, army, generals, *, max_ticks: int = 0, teams: Sequence[int] | None = None
+    ) -> Game:
         """A game on a given board: ``kind`` (0 plain, 1 mountain, 2 city, 3 general),
         ``owner`` (-1 neutral or a player), ``army`` and one general tile index per player."""
-        return cls(_core_game=_core.Game(kind, owner, army, generals, max_ticks))
+        return cls(_core_game=_core.Game(kind, owner, army, generals, max_ticks, teams=list(teams or ())))
 
     def step(self, moves: Sequence) -> bool:
         """Plays one tick. ``moves[p]`` is player p's flat action index, ``None`` or -1
@@ -78,10 +83,17 @@ class Game:
     num_players = property(lambda self: self._game.num_players)
     tick = property(lambda self: self._game.tick)
     max_ticks = property(lambda self: self._game.max_ticks)
-    over = property(lambda self: self._game.over, doc="At most one player is left.")
+    over = property(
+        lambda self: self._game.over,
+        doc="One player (in a team game, one team) is left; not when the last ones died at once.",
+    )
     truncated = property(lambda self: self._game.truncated, doc="The tick limit ended the game.")
     done = property(lambda self: self._game.done)
-    winner = property(lambda self: self._game.winner, doc="The last player standing, or -1.")
+    winner = property(
+        lambda self: self._game.winner,
+        doc="The winning team, or -1 (in free-for-all each player is the team of its own index).",
+    )
+    teams = property(lambda self: self._game.teams, doc="Each player's team; None in free-for-all.")
     alive = property(lambda self: self._game.alive)
     death_order = property(lambda self: self._game.death_order)
     generals = property(lambda self: self._game.generals)

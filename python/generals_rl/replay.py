@@ -1,4 +1,4 @@
-"""Real generals.io replays (``.gioreplay`` JSON and compressed ``.gior``), replayed
+"""Real generals.io replays (JSON forms and compressed ``.gior``), replayed
 in the C++ engine the way the game's reference simulator does."""
 
 from __future__ import annotations
@@ -17,15 +17,28 @@ SUPPORTED_VERSIONS = range(5, 19)
 # turns can only come from a damaged file and would make the replay run forever.
 MAX_TURN = 1_000_000
 _INT32_MAX = 2**31 - 1
-# The most characters a .gior may decompress to (real replays: well under 1 MB).
-# LZString output can grow quadratically with the input, so decoders stop here.
-MAX_GIOR_CHARS = 32 << 20
-# Field order of the array form stored in .gior files (newer versions append more).
+# Field order of the array form (.gior): each version appends to the one before.
 _ARRAY_FIELDS = (
     "version", "id", "mapWidth", "mapHeight", "usernames", "stars", "cities",
     "cityArmies", "generals", "mountains", "moves", "afks", "teams",
-    "mapTitle", "neutrals", "neutralArmies", "swamps",
+    "map_title", "neutrals", "neutralArmies", "swamps", "chat", "playerColors",
+    "lights", "settings", "modifiers", "observatories", "lookouts", "deserts",
+    "player_transforms", "pings", "generalTrades", "tunnels", "tunnelLimits",
+    "chessClockTimingsByMove", "stronghold_density", "stronghold_strength_min",
+    "stronghold_strength_max", "strongholds", "strongholdStrengths",
+    "chessClockMoveExecutionTimestamps",
 )
+# Fields that change nothing in the game (presentation, timing, chat), and the
+# settings of features that only act through a field refused below when used.
+_IGNORED_FIELDS = frozenset((
+    "map_title", "mapTitle", "chat", "playerColors", "settings", "player_transforms",
+    "pings", "chessClockTimingsByMove", "chessClockMoveExecutionTimestamps",
+    "tunnelLimits", "stronghold_density", "stronghold_strength_min",
+    "stronghold_strength_max", "strongholdStrengths",
+))
+# Fields the engine reads; any other field that holds something is a game
+# feature the engine does not implement, and its replay is refused.
+_RULE_FIELDS = frozenset(_ARRAY_FIELDS[:13] + ("neutrals", "neutralArmies"))
 _MOVE_FIELDS = ("index", "start", "end", "is50", "turn")
 _AFK_FIELDS = ("index", "turn")
 
@@ -34,87 +47,55 @@ class ReplayError(ValueError):
     """A replay file that is damaged, unsupported or inconsistent."""
 
 
-def _lzstring_decompress(codes: list[int]) -> str:
-    """LZString's ``decompress`` over 16-bit code units (15 bits of payload each)."""
-    if not codes:
-        raise ReplayError("compressed replay is empty")
-    reset = 32768
-    position, index, value = reset, 1, codes[0]
-
-    def read(bits: int) -> int:
-        nonlocal position, index, value
-        out = 0
-        for power in range(bits):
-            if value & position:
-                out |= 1 << power
-            position >>= 1
-            if position == 0:
-                if index >= len(codes):
-                    raise ReplayError("compressed replay is truncated")
-                position, value = reset, codes[index]
-                index += 1
-        return out
-
-    dictionary: list[str] = ["", "", ""]
-    first = read(2)
-    if first == 2:
-        return ""
-    if first not in (0, 1):
-        raise ReplayError("compressed replay has a bad header")
-    w = chr(read(8 if first == 0 else 16))
-    dictionary.append(w)
-    result = [w]
-    size = 1
-    enlarge_in, num_bits = 4, 3
-    while True:
-        code = read(num_bits)
-        if code in (0, 1):
-            dictionary.append(chr(read(8 if code == 0 else 16)))
-            code = len(dictionary) - 1
-            enlarge_in -= 1
-        elif code == 2:
-            return "".join(result)
-        if enlarge_in == 0:
-            enlarge_in, num_bits = 1 << num_bits, num_bits + 1
-        if code < len(dictionary) and code >= 3:
-            entry = dictionary[code]
-        elif code == len(dictionary):
-            entry = w + w[0]
-        else:
-            raise ReplayError("compressed replay is damaged (bad dictionary reference)")
-        size += len(entry)
-        if size > MAX_GIOR_CHARS:
-            raise ReplayError(f"compressed replay decompresses to more than {MAX_GIOR_CHARS} characters")
-        result.append(entry)
-        dictionary.append(w + entry[0])
-        enlarge_in -= 1
-        w = entry
-        if enlarge_in == 0:
-            enlarge_in, num_bits = 1 << num_bits, num_bits + 1
-
-
 def _array_form(values: list) -> dict:
-    """The fields of the array form, with moves and AFK events as dicts."""
+    """The fields of the array form, with moves and AFK events as dicts; values
+    past the known fields are kept under their position."""
     fields = dict(zip(_ARRAY_FIELDS, values))
+    fields.update((f"#{i}", value) for i, value in enumerate(values[len(_ARRAY_FIELDS):], len(_ARRAY_FIELDS)))
+    return _moves_as_dicts(fields)
+
+
+def _moves_as_dicts(fields: dict) -> dict:
+    """Moves and AFK events given as arrays (the .gior form) turned into dicts."""
     for name, names in (("moves", _MOVE_FIELDS), ("afks", _AFK_FIELDS)):
         rows = fields.get(name)
-        if isinstance(rows, list) and all(isinstance(row, list) for row in rows):
+        if isinstance(rows, list) and rows and all(isinstance(row, list) for row in rows):
             fields[name] = [dict(zip(names, row)) for row in rows]
     return fields
 
 
 def _decode_gior(data: bytes) -> dict:
-    if len(data) % 2:
-        raise ReplayError(".gior data has an odd number of bytes")
-    codes = np.frombuffer(data, dtype=">u2").tolist()
-    text = _lzstring_decompress(codes)
+    try:
+        text = _core.lzstring_decompress(data)
+    except ValueError as exc:
+        raise ReplayError(str(exc)) from None
     try:
         values = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ReplayError(f".gior does not decompress to JSON: {exc}") from None
     if not isinstance(values, list):
         raise ReplayError(".gior does not hold the array form of a replay")
     return _array_form(values)
+
+
+def decode(data: bytes) -> dict:
+    """The fields of a replay in any of its forms, told apart by content: JSON
+    (an object, with moves as objects or arrays, or the array form) or the
+    LZString-compressed array form of .gior files."""
+    try:
+        fields = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        if data.lstrip()[:1] in (b"{", b"["):
+            raise ReplayError(f"not valid replay JSON: {exc}") from None
+        try:
+            return _decode_gior(data)
+        except ReplayError as gior_exc:
+            raise ReplayError(f"neither JSON ({exc}) nor a .gior replay ({gior_exc})") from None
+    if isinstance(fields, list):
+        return _array_form(fields)
+    if not isinstance(fields, dict):
+        raise ReplayError("replay JSON must be an object or an array")
+    return _moves_as_dicts(fields)
 
 
 @dataclass
@@ -134,6 +115,7 @@ class Replay:
     afks: np.ndarray  # (K, 2) int32: player, turn
     neutrals: list[int] = field(default_factory=list)
     neutral_armies: list[int] = field(default_factory=list)
+    teams: list[int] | None = None  # one team number per player; None: free-for-all
 
     @property
     def num_players(self) -> int:
@@ -155,7 +137,7 @@ class Replay:
         try:
             core = _core.Game(
                 kind.reshape(shape), owner.reshape(shape), army.reshape(shape),
-                np.asarray(self.generals, dtype=np.int32), 0, self.version < 6,
+                np.asarray(self.generals, dtype=np.int32), 0, self.version < 6, self.teams or [],
             )
         except ValueError as exc:
             raise ReplayError(f"replay {self.id!r} has an inconsistent board: {exc}") from None
@@ -226,6 +208,16 @@ def _events(rows: list, names: tuple, what: str) -> np.ndarray:
     return np.asarray(table, dtype=np.int32).reshape(len(table), len(names))
 
 
+def _refuse_unimplemented(fields: dict) -> None:
+    for name, value in fields.items():
+        if name in _RULE_FIELDS or name in _IGNORED_FIELDS:
+            continue
+        if value not in (None, 0, False, "") and value != [] and value != {}:
+            raise ReplayError(
+                f"replay field {name!r} uses a game feature the engine does not implement"
+            )
+
+
 def from_fields(fields: dict) -> Replay:
     """A Replay from the decoded fields of either file form."""
     version = fields.get("version")
@@ -243,16 +235,14 @@ def from_fields(fields: dict) -> Replay:
         tile_lists[name] = _int_list(fields, name)
     tile_lists["neutrals"] = neutrals = _int_list(fields, "neutrals", required=False)
     neutral_armies = _int_list(fields, "neutralArmies", required=False)
-    if fields.get("swamps"):
-        raise ReplayError("replays with swamps are not supported")
-    teams = fields.get("teams")
-    if teams is not None and not isinstance(teams, list):
-        raise ReplayError(f"replay field 'teams': expected list or null, got {teams!r:.60}")
-    try:
-        if teams and len(set(teams)) != len(teams):
-            raise ReplayError("team replays are not supported")
-    except TypeError:
-        raise ReplayError("replay field 'teams': expected one team number per player") from None
+    _refuse_unimplemented(fields)
+    teams = fields.get("teams") or None  # null, or the empty list, is free-for-all
+    if teams is not None and (
+        not isinstance(teams, list)
+        or len(teams) != len(tile_lists["generals"])
+        or not all(isinstance(t, int) and 0 <= t <= _INT32_MAX for t in teams)
+    ):
+        raise ReplayError(f"replay field 'teams': expected one team number per player, got {teams!r:.60}")
     n = width * height
     for name in ("cities", "generals", "mountains", "neutrals"):
         bad = [t for t in tile_lists[name] if not 0 <= t < n]
@@ -285,28 +275,14 @@ def from_fields(fields: dict) -> Replay:
         afks=_events(_require(fields, "afks", list), _AFK_FIELDS, "afks"),
         neutrals=neutrals,
         neutral_armies=neutral_armies,
+        teams=teams,
     )
 
 
 def load(path: str | Path) -> Replay:
-    """Loads a ``.gioreplay`` (JSON) or ``.gior`` (LZString-compressed array form)."""
+    """Loads a replay file of any form (see ``decode``), whatever its name."""
     path = Path(path)
-    data = path.read_bytes()
-    if data[:1] in (b"{", b"[") or path.suffix == ".gioreplay":
-        try:
-            fields = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise ReplayError(f"{path}: not valid replay JSON: {exc}") from None
-        if isinstance(fields, list):
-            fields = _array_form(fields)
-        elif not isinstance(fields, dict):
-            raise ReplayError(f"{path}: replay JSON must be an object or an array")
-    else:
-        try:
-            fields = _decode_gior(data)
-        except ReplayError as exc:
-            raise ReplayError(f"{path}: {exc}") from None
     try:
-        return from_fields(fields)
+        return from_fields(decode(path.read_bytes()))
     except ReplayError as exc:
         raise ReplayError(f"{path}: {exc}") from None

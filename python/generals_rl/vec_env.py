@@ -27,9 +27,11 @@ OBSERVATION_CHANNELS = (
 class RewardConfig:
     """Per-player, per-tick reward weights.
 
-    ``win``/``loss`` on the tick the game is won or the player is eliminated;
-    ``city_captured``/``city_lost`` per city changing hands that tick (through an
-    elimination too); ``army_advantage`` times ``(A_p - A_others) / (A_p + A_others)``;
+    ``win``/``loss`` on the tick the game is won or the player is eliminated (in a
+    team game every player of the winning team wins, and an eliminated player loses
+    once no teammate is alive); ``city_captured``/``city_lost`` per city changing
+    hands that tick (through an elimination too); ``army_advantage`` times
+    ``(A_team - A_others) / (A_team + A_others)`` (in free-for-all a player is its team);
     ``land_gained`` per tile gained (negative when lost); ``general_captured`` per
     general captured.
     """
@@ -61,6 +63,10 @@ class VecEnv:
     height*width*4)`` in ``info["action_masks"]`` (the half move of index ``i`` is
     legal exactly when ``i`` is).
 
+    ``teams`` (one team number per player, at least two teams, e.g. ``[0, 0, 1, 1]``)
+    plays team games: allies merge onto each other's tiles, share vision, and win
+    together (``info["winner"]`` is then the winning team); ``None`` is free-for-all.
+
     Given an ``ExperienceBuffer`` (``buffer=``), every step records one experience
     per alive player into it inside the same C++ call. With the buffer's block
     policy a step waits up to ``buffer_timeout`` seconds for cursors to make room,
@@ -84,6 +90,7 @@ class VecEnv:
         action_masks: bool = True,
         buffer=None,
         buffer_timeout: float = 30.0,
+        teams: list[int] | None = None,
     ) -> None:
         if num_threads is None:
             num_threads = min(os.cpu_count() or 1, num_envs)
@@ -96,8 +103,9 @@ class VecEnv:
         self._env = _core.VecEnv(
             num_envs, players, height, width, seed, max_ticks, num_threads,
             map_config.to_core(players, height, width), asdict(self.reward_config),
-            army_scaling, army_scale, observations, action_masks,
+            army_scaling, army_scale, observations, action_masks, list(teams or ()),
         )
+        self.teams = list(teams) if teams else None
         self.num_envs, self.players, self.height, self.width = num_envs, players, height, width
         self.num_actions = height * width * 8
         self.seed = seed

@@ -105,7 +105,9 @@ def render_board(state: dict) -> str:
 
 
 class GeneralsEnv(gymnasium.Env):
-    """1v1 generals.io against a built-in opponent (``"heuristic"`` or ``"random"``).
+    """generals.io against built-in opponents (``"heuristic"`` or ``"random"``): 1v1 by
+    default; ``players`` and ``teams`` set up free-for-all or team games (the bot plays
+    every other seat, the agent's teammates included).
 
     Parameters
     ----------
@@ -113,8 +115,8 @@ class GeneralsEnv(gymnasium.Env):
         ``"heuristic"`` (:class:`generals_rl.bots.HeuristicBot`) or ``"random"``
         (:class:`generals_rl.bots.RandomBot`).
     agent_player:
-        The agent's seat, 0 or 1 (moves resolve in alternating player order).
-    height, width, max_ticks, map_config, reward_config, army_scaling, army_scale:
+        The agent's seat, 0 to ``players - 1`` (moves resolve in alternating player order).
+    players, teams, height, width, max_ticks, map_config, reward_config, army_scaling, army_scale:
         As for :class:`generals_rl.vec_env.VecEnv`. Rewards are the agent's, from
         ``reward_config``; an episode ends when a general falls (terminated) or at
         ``max_ticks`` (truncated).
@@ -140,25 +142,28 @@ class GeneralsEnv(gymnasium.Env):
         army_scaling: str = "linear",
         army_scale: float = 1000.0,
         render_mode: str | None = None,
+        players: int = 2,
+        teams: list[int] | None = None,
     ) -> None:
         if opponent not in ("heuristic", "random"):
             raise ValueError(f"opponent: expected 'heuristic' or 'random', got {opponent!r}")
-        if agent_player not in (0, 1):
-            raise ValueError(f"agent_player: expected 0 or 1, got {agent_player}")
+        if agent_player not in range(players):
+            raise ValueError(f"agent_player: expected 0..{players - 1}, got {agent_player}")
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode: expected None or 'ansi', got {render_mode!r}")
         self.opponent = opponent
         self.agent_player = agent_player
         self.render_mode = render_mode
         self._vec_args = {
-            "players": 2, "height": height, "width": width, "max_ticks": max_ticks,
+            "players": players, "height": height, "width": width, "max_ticks": max_ticks,
             "num_threads": 1, "map_config": map_config, "reward_config": reward_config,
-            "army_scaling": army_scaling, "army_scale": army_scale,
+            "army_scaling": army_scaling, "army_scale": army_scale, "teams": teams,
         }
+        self._opponents = [p for p in range(players) if p != agent_player]
         self.height, self.width = height, width
         self.observation_space = observation_space(height, width)
         self.action_space = action_space(height, width)
-        self._actions = np.full((1, 2), -1, dtype=np.int32)
+        self._actions = np.full((1, players), -1, dtype=np.int32)
         self._vec: VecEnv | None = None
         self._bot = None
         # Checks the configuration now rather than on the first reset.
@@ -182,8 +187,8 @@ class GeneralsEnv(gymnasium.Env):
     def step(self, action):
         if self._vec is None:
             raise RuntimeError("call reset() before step()")
-        me, opponent = self.agent_player, 1 - self.agent_player
-        self._bot.act(self._vec, players=[opponent], out=self._actions)
+        me = self.agent_player
+        self._bot.act(self._vec, players=self._opponents, out=self._actions)
         self._actions[0, me] = engine_action(action, self.height, self.width)
         _, rewards, terminated, truncated, info = self._vec.step(self._actions)
         done = bool(info["episode_done"][0])

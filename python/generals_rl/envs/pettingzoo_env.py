@@ -38,7 +38,8 @@ _SEED_BOUND = 2**63
 class GeneralsParallelEnv(ParallelEnv):
     """One generals.io game with ``players`` agents acting simultaneously each tick.
 
-    Parameters are those of :class:`generals_rl.vec_env.VecEnv` for a single game.
+    Parameters are those of :class:`generals_rl.vec_env.VecEnv` for a single game
+    (``teams`` included).
     ``infos[agent]`` holds ``tick``, ``army`` and ``land`` (per player), ``illegal`` (its
     move was an illegal no-op) and, on the last step of the game, ``winner`` (-1 when
     truncated) and ``episode_return`` (per player).
@@ -57,6 +58,7 @@ class GeneralsParallelEnv(ParallelEnv):
         army_scaling: str = "linear",
         army_scale: float = 1000.0,
         render_mode: str | None = None,
+        teams: list[int] | None = None,
     ) -> None:
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode: expected None or 'ansi', got {render_mode!r}")
@@ -68,7 +70,7 @@ class GeneralsParallelEnv(ParallelEnv):
         self._vec_args = {
             "players": players, "height": height, "width": width, "max_ticks": max_ticks,
             "num_threads": 1, "map_config": map_config, "reward_config": reward_config,
-            "army_scaling": army_scaling, "army_scale": army_scale,
+            "army_scaling": army_scaling, "army_scale": army_scale, "teams": teams,
         }
         self._observation_space = observation_space(height, width)
         self._action_space = action_space(height, width)
