@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from generals_rl._core import LZSTRING_MAX_OUTPUT as MAX_GIOR_CHARS
+from generals_rl._core import LZSTRING_MAX_OUTPUT
 from service_support import port_in_use
 
 CLI = [sys.executable, "-m", "generals_rl.cli"]
@@ -97,12 +97,12 @@ def _lzstring_bomb(steps: int) -> bytes:
 def test_a_quadratic_gior_stops_at_the_size_limit(tmp_path):
     from generals_rl.replay import ReplayError, load
 
-    steps = int((2.5 * MAX_GIOR_CHARS) ** 0.5)  # about 1.25 times the limit
+    steps = int((2.5 * LZSTRING_MAX_OUTPUT) ** 0.5)  # about 1.25 times the limit
     path = tmp_path / "bomb.gior"
     path.write_bytes(_lzstring_bomb(steps))
     assert path.stat().st_size < 32_000
     start = time.monotonic()
-    with pytest.raises(ReplayError, match=f"decompresses to more than {MAX_GIOR_CHARS} characters"):
+    with pytest.raises(ReplayError, match=f"decompresses to more than {LZSTRING_MAX_OUTPUT} characters"):
         load(path)
     assert time.monotonic() - start < 20
     assert_one_line(run("replay", str(path)), 2, "decompresses to more than")
