@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import _core
-from .batch import RECORD_COLUMNS, STATE_COLUMNS, STATE_TABLES, ExperienceBatch, RawBatch
+from .batch import (
+    RECORD_COLUMNS,
+    STATE_COLUMNS,
+    STATE_TABLES,
+    ExperienceBatch,
+    RawBatch,
+    SampledBatch,
+    SampledRawBatch,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -22,7 +30,8 @@ if TYPE_CHECKING:
 BufferFullError = _core.BufferFullError
 
 _MAGIC = b"GRLEXPB\n"
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3  # 3 adds the priorities (optional column "priority")
+_READABLE_VERSIONS = (2, 3)
 _HEADER = struct.Struct("<8sII")  # magic, format version, header length
 _DIGEST_SIZE = 32  # the file ends with the BLAKE2b digest of everything before it
 
@@ -157,12 +166,54 @@ class ExperienceBuffer:
         games = [] if game_ids is None else [int(g) for g in game_ids]
         return Cursor(self._buffer.open_cursor(kind, at, games, players, int(min_tick)))
 
-    def sample(self, count: int, seed: int | None = None) -> ExperienceBatch:
-        """``count`` experiences drawn uniformly (with replacement) from what is resident."""
-        return ExperienceBatch.from_dict(self._buffer.sample(_positive(count, "count"), _seed(seed)))
+    def sample(
+        self,
+        count: int,
+        seed: int | None = None,
+        *,
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        player_ids: Iterable[int] | None = None,
+        n_step: int | None = None,
+        gamma: float = 0.99,
+        raw: bool = False,
+    ) -> SampledBatch | SampledRawBatch:
+        """``count`` experiences drawn (with replacement) from what is resident, of the
+        given players (default: any): uniformly, or with ``prioritized=True`` with
+        probability ``priority**alpha / sum(priority**alpha)`` and importance weights
+        ``batch.weight = (N * P(i))**-beta`` divided by their maximum over the buffer.
+        New experiences enter at the highest priority given so far (1.0 at first);
+        ``batch.sequence`` identifies them to ``update_priorities``. Changing ``alpha``
+        between calls recomputes every priority (O(capacity)).
 
-    def sample_raw(self, count: int, seed: int | None = None) -> RawBatch:
-        return RawBatch.from_dict(self._buffer.sample_raw(_positive(count, "count"), _seed(seed)))
+        ``n_step=n`` adds n-step returns: ``nstep_reward`` sums ``gamma**k * reward``
+        over up to ``n`` consecutive experiences of the same player in the same game,
+        stopping after one that is terminated or truncated (or not resident);
+        ``nstep_length`` is how many, ``nstep_done`` whether the last one terminated,
+        ``nstep_next_state`` (``nstep_next_state_index`` raw) its next state, to
+        bootstrap from with ``gamma**nstep_length``.
+
+        ``raw=True`` returns a ``RawBatch`` (compact states) instead of decoding."""
+        core_sample = self._buffer.sample_raw if raw else self._buffer.sample
+        out = core_sample(_positive(count, "count"), _seed(seed), **_sample_options(
+            prioritized, alpha, beta, player_ids, n_step, gamma))
+        return SampledRawBatch.from_dict(out) if raw else SampledBatch.from_dict(out)
+
+    def sample_raw(self, count: int, seed: int | None = None, **options) -> SampledRawBatch:
+        """``sample(..., raw=True)``."""
+        return self.sample(count, seed, raw=True, **options)
+
+    def update_priorities(self, sequences, priorities) -> int:
+        """Sets the priorities of the experiences ``sequences`` (as sampled) in bulk, in
+        C++. Experiences no longer resident are ignored; returns how many were.
+        Priorities must be finite and >= 0 (0: never sampled)."""
+        return self._buffer.update_priorities(sequences, priorities)
+
+    def priorities(self, sequences) -> np.ndarray:
+        """The current priorities of ``sequences`` (float32; -1 for those not resident,
+        or all before prioritized sampling or updates were first used)."""
+        return self._buffer.priorities(sequences)
 
     def append_raw(self, batch: RawBatch) -> int:
         """Appends experiences from elsewhere (new sequence numbers); returns the first."""
@@ -176,6 +227,7 @@ class ExperienceBuffer:
         total_overwritten, cursor_lag (one per open cursor) and state counts."""
         stats = self._buffer.stats()
         stats["bytes_per_experience"] = stats["bytes_used"] / stats["resident"] if stats["resident"] else None
+        stats["priorities"] = self._buffer.priority_stats()
         return stats
 
     # ---- persistence --------------------------------------------------------
@@ -187,6 +239,10 @@ class ExperienceBuffer:
 
         raw = self._buffer.export_resident()
         columns = {**RECORD_COLUMNS, **STATE_COLUMNS, **STATE_TABLES}
+        prioritized = self._buffer.priority_stats()
+        if prioritized["enabled"]:  # -1 for experiences outside the trees
+            raw["priority"] = self._buffer.priorities(raw["sequence"])
+            columns["priority"] = np.float32
         arrays = [np.ascontiguousarray(raw[name], dtype=dtype) for name, dtype in columns.items()]
         payload = zstandard.ZstdCompressor(level=3).compress(b"".join(a.tobytes() for a in arrays))
         header = {
@@ -198,6 +254,7 @@ class ExperienceBuffer:
             "army_scaling": self._buffer.army_scaling,
             "army_scale": self._buffer.army_scale,
             "next_sequence": raw["next_sequence"],
+            "max_priority": prioritized["max_priority"] if prioritized["enabled"] else None,
             "columns": [[name, np.dtype(dtype).str, list(a.shape)] for (name, dtype), a in zip(columns.items(), arrays)],
         }
         header_bytes = json.dumps(header).encode()
@@ -221,7 +278,7 @@ class ExperienceBuffer:
         if len(data) < _HEADER.size or data[:8] != _MAGIC:
             raise BufferFileError(f"{path}: not a generals-rl experience buffer file")
         _, version, header_len = _HEADER.unpack_from(data)
-        if version != _FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise BufferFileError(
                 f"{path}: buffer file format version {version} is not supported (expected {_FORMAT_VERSION})"
             )
@@ -253,7 +310,34 @@ class ExperienceBuffer:
         except (KeyError, TypeError, ValueError, json.JSONDecodeError, zstandard.ZstdError) as exc:
             raise BufferFileError(f"{path}: malformed buffer file ({exc})") from None
         buffer._buffer.import_resident(raw)
+        if "priority" in raw:
+            kept = raw["priority"] >= 0
+            buffer._buffer.restore_priorities(
+                raw["sequence"][kept], raw["priority"][kept], float(header.get("max_priority", 1.0))
+            )
         return buffer
+
+
+def _sample_options(prioritized, alpha, beta, player_ids, n_step, gamma) -> dict:
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not (np.isfinite(float(value)) and float(value) >= 0):
+            raise ValueError(f"{name}: must be finite and >= 0, got {value}")
+    if not 0.0 <= float(gamma) <= 1.0:
+        raise ValueError(f"gamma: must be in [0, 1], got {gamma}")
+    if n_step is not None and (int(n_step) != n_step or not 1 <= int(n_step) <= 1000):
+        raise ValueError(f"n_step: must be an integer in 1..1000, got {n_step}")
+    players = [] if player_ids is None else [int(p) for p in player_ids]
+    bad = [p for p in players if not 0 <= p < 16]
+    if bad:
+        raise ValueError(f"player_ids: {bad} are not players (0..15)")
+    return {
+        "prioritized": bool(prioritized),
+        "alpha": float(alpha),
+        "beta": float(beta),
+        "player_ids": players,
+        "n_step": int(n_step or 0),
+        "gamma": float(gamma),
+    }
 
 
 def _seed(seed: int | None) -> int:
