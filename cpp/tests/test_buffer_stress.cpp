@@ -146,6 +146,17 @@ void read_cursor(grl::ExperienceBuffer& buffer, grl::Cursor& cursor, uint64_t to
   }
 }
 
+// Runs `producers` games of `ticks` ticks to the end, then clears `running`
+// and joins `others` (readers and samplers that run while it is set).
+void run_producers_then_stop(grl::ExperienceBuffer& buffer, int producers, int ticks, std::atomic<bool>& running,
+                             std::vector<std::thread>& others) {
+  std::vector<std::thread> producer_threads;
+  for (int p = 0; p < producers; ++p) producer_threads.emplace_back([&, p] { produce(buffer, kFirstGame + p, ticks); });
+  for (auto& t : producer_threads) t.join();
+  running = false;
+  for (auto& t : others) t.join();
+}
+
 bool is_every_sequence_once(std::vector<uint64_t> sequences, uint64_t begin, uint64_t end) {
   if (sequences.size() != end - begin) return false;
   for (size_t i = 0; i < sequences.size(); ++i) {
@@ -239,11 +250,7 @@ void test_overwrite_many_producers_lagging_cursors() {
       }
     }
   });
-  std::vector<std::thread> producer_threads;
-  for (int p = 0; p < producers; ++p) producer_threads.emplace_back([&, p] { produce(buffer, kFirstGame + p, ticks); });
-  for (auto& t : producer_threads) t.join();
-  producing = false;
-  for (auto& t : threads) t.join();
+  run_producers_then_stop(buffer, producers, ticks, producing, threads);
 
   CHECK(buffer.head() == total);
   for (int k = 0; k < 3; ++k) {
@@ -412,11 +419,7 @@ void test_prioritized_samplers_and_updaters() {
       }
     });
   }
-  std::vector<std::thread> producer_threads;
-  for (int p = 0; p < producers; ++p) producer_threads.emplace_back([&, p] { produce(buffer, kFirstGame + p, ticks); });
-  for (auto& t : producer_threads) t.join();
-  producing = false;
-  for (auto& t : threads) t.join();
+  run_producers_then_stop(buffer, producers, ticks, producing, threads);
 
   CHECK(buffer.head() == total);
   CHECK(sampled.load() > 0);
