@@ -4,6 +4,8 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <tuple>
@@ -114,6 +116,12 @@ py::dict fields_of(auto&& b) {
   out["truncated"] = to_numpy<uint8_t, bool>(std::move(b.truncated), {n});
   out["missed"] = b.missed;
   out["next_sequence"] = b.next_sequence;
+  if (!b.weight.empty()) out["weight"] = to_numpy(std::move(b.weight), {n});
+  if (!b.nstep_length.empty()) {
+    out["nstep_reward"] = to_numpy(std::move(b.nstep_reward), {n});
+    out["nstep_length"] = to_numpy(std::move(b.nstep_length), {n});
+    out["nstep_done"] = to_numpy<uint8_t, bool>(std::move(b.nstep_done), {n});
+  }
   return out;
 }
 
@@ -128,6 +136,7 @@ py::dict raw_to_dict(grl::RawBatch&& b) {
   out["state_kind"] = to_numpy(std::move(b.state_kind), {states, h, w});
   out["state_owner"] = to_numpy(std::move(b.state_owner), {states, h, w});
   out["state_army"] = to_numpy(std::move(b.state_army), {states, h, w});
+  if (!b.nstep_next_state_index.empty()) out["nstep_next_state_index"] = to_numpy(std::move(b.nstep_next_state_index), {n});
   for (auto item : fields_of(b)) out[item.first] = item.second;
   return out;
 }
@@ -138,6 +147,9 @@ py::dict decoded_to_dict(grl::DecodedBatch&& b) {
   out["state"] = to_numpy(std::move(b.state), {n, grl::kObservationChannels, h, w});
   out["next_state"] = to_numpy(std::move(b.next_state), {n, grl::kObservationChannels, h, w});
   out["action_mask"] = to_numpy<uint8_t, bool>(std::move(b.action_mask), {n, h * w * 4});
+  if (!b.nstep_next_state.empty()) {
+    out["nstep_next_state"] = to_numpy(std::move(b.nstep_next_state), {n, grl::kObservationChannels, h, w});
+  }
   for (auto item : fields_of(b)) out[item.first] = item.second;
   return out;
 }
@@ -178,7 +190,32 @@ grl::RawBatch raw_from_dict(const py::dict& d, int height, int width) {
   column(d, "state_owner", b.state_owner, -1);
   column(d, "state_army", b.state_army, -1);
   if (d.contains("next_sequence")) b.next_sequence = to_int<uint64_t>(d["next_sequence"], "next_sequence");
+  if (d.contains("nstep_next_state_index") && !d["nstep_next_state_index"].is_none()) {
+    column(d, "nstep_next_state_index", b.nstep_next_state_index, n);
+  }
   return b;
+}
+
+// ExperienceBuffer.sample (Batch DecodedBatch) and sample_raw (RawBatch).
+template <typename Batch>
+py::dict sample_to_dict(grl::ExperienceBuffer& b, size_t count, uint64_t seed, bool prioritized, double alpha,
+                        double beta, std::vector<int32_t> player_ids, int n_step, double gamma) {
+  const grl::SampleOptions options{prioritized, alpha, beta, std::move(player_ids), n_step, gamma};
+  Batch out;
+  take_pooled(out, count, static_cast<size_t>(b.height()) * b.width());
+  {
+    py::gil_scoped_release release;
+    if constexpr (std::is_same_v<Batch, grl::RawBatch>) {
+      b.sample_raw(count, seed, out, options);
+    } else {
+      b.sample(count, seed, out, options);
+    }
+  }
+  if constexpr (std::is_same_v<Batch, grl::RawBatch>) {
+    return raw_to_dict(std::move(out));
+  } else {
+    return decoded_to_dict(std::move(out));
+  }
 }
 
 }  // namespace
@@ -216,7 +253,8 @@ void bind_buffer(py::module_& m) {
       .def_property_readonly("lag", &grl::Cursor::lag)
       .def_property_readonly("total_missed", &grl::Cursor::total_missed);
 
-  py::class_<grl::ExperienceBuffer, std::shared_ptr<grl::ExperienceBuffer>>(m, "ExperienceBuffer")
+  auto buffer_class =
+      py::class_<grl::ExperienceBuffer, std::shared_ptr<grl::ExperienceBuffer>>(m, "ExperienceBuffer")
       .def(py::init([](int height, int width, uint64_t capacity, const std::string& policy, uint64_t state_capacity,
                        const std::string& army_scaling, float army_scale) {
              grl::FullPolicy p;
@@ -244,29 +282,66 @@ void bind_buffer(py::module_& m) {
           py::arg("start"), py::arg("at"), py::arg("game_ids"), py::arg("player_ids"), py::arg("min_tick"),
           py::keep_alive<0, 1>())
       .def(
-          "sample",
-          [](grl::ExperienceBuffer& b, size_t count, uint64_t seed) {
-            grl::DecodedBatch out;
-            take_pooled(out, count, static_cast<size_t>(b.height()) * b.width());
-            {
-              py::gil_scoped_release release;
-              b.sample(count, seed, out);
+          "update_priorities",
+          [](grl::ExperienceBuffer& b, py::handle sequences, py::handle priorities) {
+            auto seq = as_array<uint64_t>(sequences, "sequences");
+            auto pri = as_array<double>(priorities, "priorities", seq.size());
+            const size_t n = static_cast<size_t>(seq.size());
+            grl::Column<float> values(n);
+            for (size_t i = 0; i < n; ++i) {
+              const double p = pri.data()[i];
+              if (!(p >= 0) || !(p <= std::numeric_limits<float>::max())) {
+                throw py::value_error("priorities: index " + std::to_string(i) + " is " +
+                                      py::str(py::float_(p)).cast<std::string>() +
+                                      "; priorities must be finite and >= 0");
+              }
+              values[i] = static_cast<float>(p);
             }
-            return decoded_to_dict(std::move(out));
+            py::gil_scoped_release release;
+            return b.update_priorities(seq.data(), values.data(), n);
           },
-          py::arg("count"), py::arg("seed"))
+          py::arg("sequences"), py::arg("priorities"))
       .def(
-          "sample_raw",
-          [](grl::ExperienceBuffer& b, size_t count, uint64_t seed) {
-            grl::RawBatch out;
-            take_pooled(out, count, static_cast<size_t>(b.height()) * b.width());
+          "priorities",
+          [](const grl::ExperienceBuffer& b, py::handle sequences) {
+            auto seq = as_array<uint64_t>(sequences, "sequences");
+            py::array_t<float> out(seq.size());
             {
               py::gil_scoped_release release;
-              b.sample_raw(count, seed, out);
+              b.priorities(seq.data(), static_cast<size_t>(seq.size()), out.mutable_data());
             }
-            return raw_to_dict(std::move(out));
+            return out;
           },
-          py::arg("count"), py::arg("seed"))
+          py::arg("sequences"))
+      .def(
+          "restore_priorities",
+          [](grl::ExperienceBuffer& b, py::handle sequences, py::handle priorities, float max_priority) {
+            auto seq = as_array<uint64_t>(sequences, "sequences");
+            auto pri = as_array<float>(priorities, "priorities", seq.size());
+            if (!(max_priority >= 0) || std::isinf(max_priority)) {
+              throw py::value_error("max_priority: must be finite and >= 0, got " + std::to_string(max_priority));
+            }
+            for (py::ssize_t i = 0; i < pri.size(); ++i) {
+              if (!(pri.data()[i] >= 0) || std::isinf(pri.data()[i])) {
+                throw py::value_error("priorities: index " + std::to_string(i) + " is not finite and >= 0");
+              }
+            }
+            py::gil_scoped_release release;
+            b.restore_priorities(seq.data(), pri.data(), static_cast<size_t>(seq.size()), max_priority);
+          },
+          py::arg("sequences"), py::arg("priorities"), py::arg("max_priority"))
+      .def("priority_stats",
+           [](const grl::ExperienceBuffer& b) {
+             const grl::PriorityStats s = b.priority_stats();
+             return py::dict(py::arg("enabled") = s.enabled, py::arg("alpha") = s.alpha,
+                             py::arg("max_priority") = s.max_priority, py::arg("total") = s.total,
+                             py::arg("bytes") = s.bytes, py::arg("updates") = s.updates,
+                             py::arg("updates_ignored") = s.updates_ignored,
+                             py::arg("producer_sections") = s.producer_sections,
+                             py::arg("producer_ns_total") = s.producer_ns_total,
+                             py::arg("producer_ns_max") = s.producer_ns_max,
+                             py::arg("updater_ns_max") = s.updater_ns_max);
+           })
       .def("export_resident",
            [](grl::ExperienceBuffer& b) {
              grl::RawBatch out;
@@ -320,6 +395,15 @@ void bind_buffer(py::module_& m) {
       .def_property_readonly("army_scale",
                              [](const grl::ExperienceBuffer& b) { return b.observation_config().army_scale; });
 
+  // sample and sample_raw: the same arguments, one batch form each.
+  const auto def_sampler = [&buffer_class](const char* name, auto sample) {
+    buffer_class.def(name, sample, py::arg("count"), py::arg("seed"), py::arg("prioritized") = false,
+                     py::arg("alpha") = 0.6, py::arg("beta") = 0.4, py::arg("player_ids") = std::vector<int32_t>{},
+                     py::arg("n_step") = 0, py::arg("gamma") = 0.99);
+  };
+  def_sampler("sample", &sample_to_dict<grl::DecodedBatch>);
+  def_sampler("sample_raw", &sample_to_dict<grl::RawBatch>);
+
   m.def(
       "decode_batch",
       [](const py::dict& raw, int height, int width, const std::string& army_scaling, float army_scale) {
@@ -338,8 +422,11 @@ void bind_buffer(py::module_& m) {
                                 std::to_string(width) + " boards");
         }
         for (size_t i = 0; i < in.size(); ++i) {
+          const bool nstep_bad = !in.nstep_next_state_index.empty() &&
+                                 (in.nstep_next_state_index[i] < 0 ||
+                                  static_cast<size_t>(in.nstep_next_state_index[i]) >= states);
           if (in.state_index[i] < 0 || static_cast<size_t>(in.state_index[i]) >= states ||
-              in.next_state_index[i] < 0 || static_cast<size_t>(in.next_state_index[i]) >= states) {
+              in.next_state_index[i] < 0 || static_cast<size_t>(in.next_state_index[i]) >= states || nstep_bad) {
             throw py::value_error("batch: row " + std::to_string(i) + " refers to a missing state");
           }
           if (in.player_id[i] < 0 || in.player_id[i] >= grl::kMaxPlayers) {

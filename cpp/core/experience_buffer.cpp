@@ -1,8 +1,11 @@
 #include "experience_buffer.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -10,6 +13,7 @@
 #include <unistd.h>
 
 #include "rng.hpp"
+#include "thread_pool.hpp"
 #include "vectorize.hpp"
 
 namespace grl {
@@ -162,9 +166,11 @@ ExperienceBuffer::ExperienceBuffer(int height, int width, uint64_t capacity, Ful
   records_.reset(new RecordSlot[capacity_]);
   state_stamp_.reset(new std::atomic<uint64_t>[state_capacity_]);
   state_last_ref_.reset(new std::atomic<uint64_t>[state_capacity_]);
+  state_first_use_.reset(new std::atomic<uint64_t>[state_capacity_]);
   for (uint64_t i = 0; i < state_capacity_; ++i) {
     state_stamp_[i].store(0, std::memory_order_relaxed);
     state_last_ref_[i].store(0, std::memory_order_relaxed);
+    state_first_use_[i].store(0, std::memory_order_relaxed);
   }
   // Not zeroed: a slot is read only after it was written (its stamp says so),
   // so untouched slots cost no resident memory until the ring fills.
@@ -247,6 +253,220 @@ bool ExperienceBuffer::wait_for_room(uint64_t experiences, uint64_t states, doub
     }
     producers_waiting_.fetch_sub(1);
   }
+}
+
+// ---- priority trees ------------------------------------------------------------
+
+// A sum-tree (double) and a min-tree (float) of priority^alpha over the ring's
+// slots, as implicit binary heaps (node 1 the root, leaf i at node P + i).
+// Writers (producers, priority updates, alpha changes) hold `mutex`; samplers
+// descend without it, reading nodes with relaxed atomics: a descent that meets
+// a half-updated path lands on some leaf, which the sampler checks (positive,
+// its slot resident) and otherwise draws again.
+class ExperienceBuffer::PriorityTrees {
+ public:
+  PriorityTrees(uint64_t slots, double alpha)
+      : slots_(slots), leaves_(std::bit_ceil(std::max<uint64_t>(slots, 2))), alpha_(alpha),
+        sum_(new std::atomic<double>[2 * leaves_]), min_(new std::atomic<float>[2 * leaves_]),
+        priority_(new float[slots]) {
+    for (uint64_t i = 0; i < 2 * leaves_; ++i) {
+      sum_[i].store(0, std::memory_order_relaxed);
+      min_[i].store(kInf, std::memory_order_relaxed);
+    }
+    std::fill(priority_.get(), priority_.get() + slots, -1.0f);
+  }
+
+  static constexpr float kInf = std::numeric_limits<float>::infinity();
+  std::mutex mutex;
+
+  uint64_t bytes() const { return 2 * leaves_ * (sizeof(double) + sizeof(float)) + slots_ * sizeof(float); }
+  double alpha() const { return alpha_.load(std::memory_order_relaxed); }
+  double total() const { return sum_[1].load(std::memory_order_relaxed); }
+  float min_leaf() const { return min_[1].load(std::memory_order_relaxed); }
+  double leaf(uint64_t slot) const { return sum_[leaves_ + slot].load(std::memory_order_relaxed); }
+
+  // The slot holding mass `u` of [0, total): a descent from the root.
+  uint64_t find(double u) const {
+    uint64_t node = 1;
+    while (node < leaves_) {
+      const double left = sum_[2 * node].load(std::memory_order_relaxed);
+      if (u < left) {
+        node = 2 * node;
+      } else {
+        u -= left;
+        node = 2 * node + 1;
+      }
+    }
+    return node - leaves_;
+  }
+
+  // ---- under `mutex` ----
+  float max_priority() const { return max_priority_; }
+  float priority(uint64_t slot) const { return priority_[slot]; }
+  // Sets a slot's priority (< 0: not resident) without updating its ancestors.
+  void set_leaf(uint64_t slot, float p) {
+    priority_[slot] = p;
+    double value = p > 0 ? (p == max_priority_ ? max_powered_ : std::pow(static_cast<double>(p), alpha())) : 0.0;
+    sum_[leaves_ + slot].store(value, std::memory_order_relaxed);
+    min_[leaves_ + slot].store(value > 0 ? static_cast<float>(value) : kInf, std::memory_order_relaxed);
+  }
+  void raise_max(float p) {
+    if (p > max_priority_) {
+      max_priority_ = p;
+      max_powered_ = std::pow(static_cast<double>(p), alpha());
+    }
+  }
+  // Recomputes the ancestors of leaves first..last (inclusive): level by
+  // level, so a run of k leaves costs k + log(P) nodes.
+  void update_range(uint64_t first, uint64_t last) {
+    uint64_t lo = (leaves_ + first) / 2, hi = (leaves_ + last) / 2;
+    while (lo >= 1) {
+      for (uint64_t node = lo; node <= hi; ++node) pull(node);
+      if (lo == 1) break;
+      lo /= 2;
+      hi /= 2;
+    }
+  }
+  void update_leaf(uint64_t slot) {
+    for (uint64_t node = (leaves_ + slot) / 2; node >= 1; node /= 2) pull(node);
+  }
+  // A new exponent: every leaf recomputed from the stored priorities.
+  void set_alpha(double alpha) {
+    alpha_.store(alpha, std::memory_order_relaxed);
+    max_powered_ = std::pow(static_cast<double>(max_priority_), alpha);
+    for (uint64_t slot = 0; slot < slots_; ++slot) set_leaf(slot, priority_[slot]);
+    update_range(0, slots_ - 1);
+  }
+
+  std::atomic<uint64_t> updates{0}, updates_ignored{0};
+  std::atomic<uint64_t> producer_sections{0}, producer_ns_total{0}, producer_ns_max{0}, updater_ns_max{0};
+
+ private:
+  void pull(uint64_t node) {
+    const uint64_t l = 2 * node, r = l + 1;
+    sum_[node].store(sum_[l].load(std::memory_order_relaxed) + sum_[r].load(std::memory_order_relaxed),
+                     std::memory_order_relaxed);
+    min_[node].store(std::min(min_[l].load(std::memory_order_relaxed), min_[r].load(std::memory_order_relaxed)),
+                     std::memory_order_relaxed);
+  }
+
+  const uint64_t slots_, leaves_;
+  std::atomic<double> alpha_;
+  std::unique_ptr<std::atomic<double>[]> sum_;
+  std::unique_ptr<std::atomic<float>[]> min_;
+  std::unique_ptr<float[]> priority_;  // raw priorities per slot, -1 when not resident
+  float max_priority_ = 1.0f;
+  double max_powered_ = 1.0;
+};
+
+namespace {
+
+void raise_to(std::atomic<uint64_t>& target, uint64_t value) {
+  uint64_t current = target.load(std::memory_order_relaxed);
+  while (current < value && !target.compare_exchange_weak(current, value, std::memory_order_relaxed)) {
+  }
+}
+
+uint64_t nanoseconds_since(Clock::time_point start) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+}
+
+}  // namespace
+
+ExperienceBuffer::PriorityTrees* ExperienceBuffer::built_trees() const {
+  return trees_built_.load(std::memory_order_acquire) ? trees_.get() : nullptr;
+}
+
+ExperienceBuffer::PriorityTrees& ExperienceBuffer::priority_trees(double alpha) {
+  if (PriorityTrees* trees = built_trees()) return *trees;
+  std::lock_guard<std::mutex> build(trees_build_mutex_);
+  if (PriorityTrees* trees = built_trees()) return *trees;
+  trees_ = std::make_unique<PriorityTrees>(capacity_, alpha);
+  std::lock_guard<std::mutex> lock(trees_->mutex);
+  // Announced before the resident slots are scanned: a producer that wrote a
+  // slot after the scan passed it sees the trees (both sides order their
+  // store before their load with seq_cst) and enters its records itself.
+  trees_built_.store(true, std::memory_order_seq_cst);
+  const uint64_t head = head_.load(std::memory_order_seq_cst), low = oldest_at(head);
+  ExperienceRecord record;
+  for (uint64_t seq = low; seq < head; ++seq) {
+    if (load_record(seq, record) == 1 && !(record.flags & kMissingFlag)) {
+      trees_->set_leaf(seq % capacity_, trees_->max_priority());
+    }
+  }
+  trees_->update_range(0, capacity_ - 1);
+  return *trees_;
+}
+
+uint64_t ExperienceBuffer::update_priorities(const uint64_t* sequences, const float* priorities, size_t count) {
+  PriorityTrees& trees = priority_trees(0.6);
+  uint64_t ignored = 0;
+  constexpr size_t kChunk = 64;  // bounds how long producers may wait for the lock
+  for (size_t begin = 0; begin < count; begin += kChunk) {
+    const size_t end = std::min(count, begin + kChunk);
+    std::lock_guard<std::mutex> lock(trees.mutex);
+    const auto start = Clock::now();
+    const uint64_t head = head_.load(), low = oldest_at(head);
+    for (size_t i = begin; i < end; ++i) {
+      const uint64_t seq = sequences[i];
+      const uint64_t slot = seq % capacity_;
+      // Resident and published (a slot being rewritten belongs to a later record).
+      if (seq < low || seq >= head || records_[slot].stamp.load(std::memory_order_acquire) != seq + 1 ||
+          trees.priority(slot) < 0) {
+        ++ignored;
+        continue;
+      }
+      trees.raise_max(priorities[i]);
+      trees.set_leaf(slot, priorities[i]);
+      trees.update_leaf(slot);
+    }
+    raise_to(trees.updater_ns_max, nanoseconds_since(start));
+  }
+  trees.updates.fetch_add(count - ignored, std::memory_order_relaxed);
+  trees.updates_ignored.fetch_add(ignored, std::memory_order_relaxed);
+  return ignored;
+}
+
+void ExperienceBuffer::priorities(const uint64_t* sequences, size_t count, float* out) const {
+  PriorityTrees* trees = built_trees();
+  if (!trees) {
+    std::fill(out, out + count, -1.0f);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(trees->mutex);
+  const uint64_t head = head_.load(), low = oldest_at(head);
+  for (size_t i = 0; i < count; ++i) {
+    const uint64_t seq = sequences[i], slot = seq % capacity_;
+    const bool resident = seq >= low && seq < head && records_[slot].stamp.load(std::memory_order_acquire) == seq + 1;
+    out[i] = resident ? trees->priority(slot) : -1.0f;
+  }
+}
+
+void ExperienceBuffer::restore_priorities(const uint64_t* sequences, const float* priorities, size_t count,
+                                          float max_priority) {
+  update_priorities(sequences, priorities, count);
+  PriorityTrees& trees = *built_trees();
+  std::lock_guard<std::mutex> lock(trees.mutex);
+  trees.raise_max(max_priority);
+}
+
+PriorityStats ExperienceBuffer::priority_stats() const {
+  PriorityStats s;
+  PriorityTrees* trees = built_trees();
+  if (!trees) return s;
+  s.enabled = true;
+  s.alpha = trees->alpha();
+  s.total = trees->total();
+  s.bytes = trees->bytes();
+  s.updates = trees->updates.load();
+  s.updates_ignored = trees->updates_ignored.load();
+  s.producer_sections = trees->producer_sections.load();
+  s.producer_ns_total = trees->producer_ns_total.load();
+  s.producer_ns_max = trees->producer_ns_max.load();
+  s.updater_ns_max = trees->updater_ns_max.load();
+  std::lock_guard<std::mutex> lock(trees->mutex);
+  s.max_priority = trees->max_priority();
+  return s;
 }
 
 // ---- producers ---------------------------------------------------------------
@@ -375,6 +595,9 @@ uint64_t ExperienceBuffer::append(const ExperienceRecord* records, size_t count)
     if (!begin_write(slot.stamp, seq + 1)) continue;
     store_words(slot.words, reinterpret_cast<const uint64_t*>(&records[k]), kRecordWords);
     slot.stamp.store(seq + 1, std::memory_order_release);
+    if (!(records[k].flags & kMissingFlag) && (k == 0 || records[k].state_id != records[k - 1].state_id)) {
+      state_first_use_[records[k].state_id % state_capacity_].store(seq + 1, std::memory_order_release);
+    }
     if (policy_ == FullPolicy::kBlock && !(records[k].flags & kMissingFlag)) {
       // The producer holds both states, so their slots still hold them.
       raise_last_ref(state_last_ref_[records[k].state_id % state_capacity_], seq + 1);
@@ -382,8 +605,36 @@ uint64_t ExperienceBuffer::append(const ExperienceRecord* records, size_t count)
     }
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (trees_built_.load(std::memory_order_seq_cst)) enter_priorities(records, first, count);
   if (readers_waiting_.load() > 0) notify_readers();
   return first;
+}
+
+// The records just published enter the trees at the maximum priority (those a
+// later lap already replaced are left to the producer of that lap).
+void ExperienceBuffer::enter_priorities(const ExperienceRecord* records, uint64_t first, size_t count) {
+  PriorityTrees& trees = *trees_;
+  const auto start = Clock::now();
+  {
+    std::lock_guard<std::mutex> lock(trees.mutex);
+    const float p = trees.max_priority();
+    for (size_t k = 0; k < count; ++k) {
+      const uint64_t seq = first + k, slot = seq % capacity_;
+      if (records_[slot].stamp.load(std::memory_order_acquire) != seq + 1) continue;
+      trees.set_leaf(slot, records[k].flags & kMissingFlag ? -1.0f : p);
+    }
+    const uint64_t lo = first % capacity_, hi = (first + count - 1) % capacity_;
+    if (lo <= hi) {
+      trees.update_range(lo, hi);
+    } else {
+      trees.update_range(lo, capacity_ - 1);
+      trees.update_range(0, hi);
+    }
+  }
+  const uint64_t ns = nanoseconds_since(start);
+  trees.producer_sections.fetch_add(1, std::memory_order_relaxed);
+  trees.producer_ns_total.fetch_add(ns, std::memory_order_relaxed);
+  raise_to(trees.producer_ns_max, ns);
 }
 
 // ---- reading -----------------------------------------------------------------
@@ -433,6 +684,10 @@ void clear_rows(RawBatch& b, int height, int width) {
   b.reward.clear();
   b.state_owner.clear();
   b.state_army.clear();
+  b.nstep_next_state_index.clear();
+  for (auto* v : {&b.weight, &b.nstep_reward}) v->clear();
+  b.nstep_length.clear();
+  b.nstep_done.clear();
   b.missed = 0;
   b.next_sequence = 0;
 }
@@ -518,8 +773,9 @@ class RawSink {
     out_.next_state_index.push_back(ns);
     return true;
   }
+  RawBatch& batch() { return out_; }
 
- private:
+  // The row of state `id` in the state tables (loaded on first use); -1 when gone.
   template <typename LoadState>
   int32_t state_row(uint64_t id, LoadState&& load_state) {
     const int32_t found = rows_.find(id);
@@ -539,6 +795,7 @@ class RawSink {
     return row;
   }
 
+ private:
   RawBatch& out_;
   const size_t tiles_;
   const bool with_states_;
@@ -666,14 +923,13 @@ void movable_open_directions(const StateView& s, uint8_t* open) {
 
 }  // namespace
 
-void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedBatch& out) {
-  const size_t n = raw.size();
+namespace {
+
+// Decodes rows [begin, end) of a batch whose output columns are sized.
+void decode_rows(const RawBatch& raw, const ObservationConfig& config, DecodedBatch& out, size_t begin, size_t end) {
   const size_t tiles = static_cast<size_t>(raw.height) * raw.width;
   const size_t obs_size = kObservationChannels * tiles;
-  static_cast<RecordColumns&>(out) = raw;
-  out.state.resize(n * obs_size);
-  out.next_state.resize(n * obs_size);
-  out.action_mask.resize(n * tiles * 4);
+  const bool nstep = !raw.nstep_next_state_index.empty();
   std::vector<uint8_t> scratch(tiles * kObservationScratchPerTile);
   std::vector<uint8_t> open(tiles);
   int32_t open_row = -1;
@@ -681,16 +937,15 @@ void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedB
     return StateView{raw.height, raw.width, raw.state_kind.data() + row * tiles, raw.state_owner.data() + row * tiles,
                      raw.state_army.data() + row * tiles, nullptr};
   };
-  // A (board, player) tensor already written in this batch is copied, not
+  // A (board, player) tensor already written in these rows is copied, not
   // encoded again: across consecutive ticks, a row's next_state is a later
-  // row's state. Entries: 2 * row (+1 for next_state) + 1; 0 when not yet.
+  // row's state. Entries: 3 * row + (0 state, 1 next_state, 2 n-step state) + 1;
+  // 0 when not yet.
   int players = 0;
-  for (size_t i = 0; i < n; ++i) players = std::max(players, raw.player_id[i] + 1);
-  thread_local std::vector<uint64_t> written;
-  written.assign(raw.state_kind.size() / std::max<size_t>(tiles, 1) * players, 0);
-  auto tensor = [&](uint64_t entry) {
-    return (entry & 1 ? out.next_state.data() : out.state.data()) + (entry >> 1) * obs_size;
-  };
+  for (size_t i = begin; i < end; ++i) players = std::max(players, raw.player_id[i] + 1);
+  std::vector<uint64_t> written(raw.state_kind.size() / std::max<size_t>(tiles, 1) * players, 0);
+  float* const tensors[3] = {out.state.data(), out.next_state.data(), out.nstep_next_state.data()};
+  auto tensor = [&](uint64_t entry) { return tensors[entry % 3] + (entry / 3) * obs_size; };
   auto encode = [&](int32_t row, int player, uint64_t entry, const StateView& view) {
     if (player < 0) {  // no player's view: nothing to share
       encode_observation(view, player, config, tensor(entry), scratch.data());
@@ -704,7 +959,7 @@ void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedB
       known = entry + 1;
     }
   };
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = begin; i < end; ++i) {
     const int player = raw.player_id[i];
     StateView state = view_of(raw.state_index[i]);
     if (open_row != raw.state_index[i]) {
@@ -712,41 +967,157 @@ void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedB
       movable_open_directions(state, open.data());
     }
     state.open_directions = open.data();
-    encode(raw.state_index[i], player, 2 * i, state);
+    encode(raw.state_index[i], player, 3 * i, state);
     encode_action_mask(state, player, out.action_mask.data() + i * tiles * 4);
-    encode(raw.next_state_index[i], player, 2 * i + 1, view_of(raw.next_state_index[i]));
+    encode(raw.next_state_index[i], player, 3 * i + 1, view_of(raw.next_state_index[i]));
+    if (nstep) {
+      encode(raw.nstep_next_state_index[i], player, 3 * i + 2, view_of(raw.nstep_next_state_index[i]));
+    }
   }
 }
 
+}  // namespace
+
+void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedBatch& out, ThreadPool* pool) {
+  const size_t n = raw.size();
+  const size_t tiles = static_cast<size_t>(raw.height) * raw.width;
+  const size_t obs_size = kObservationChannels * tiles;
+  static_cast<RecordColumns&>(out) = raw;
+  out.state.resize(n * obs_size);
+  out.next_state.resize(n * obs_size);
+  out.action_mask.resize(n * tiles * 4);
+  out.nstep_next_state.resize(raw.nstep_next_state_index.empty() ? 0 : n * obs_size);
+  if (pool && pool->size() > 1 && n >= 64) {
+    pool->parallel_for(static_cast<int>(n), [&](int begin, int end) { decode_rows(raw, config, out, begin, end); });
+  } else {
+    decode_rows(raw, config, out, 0, n);
+  }
+}
+
+bool ExperienceBuffer::successor(const ExperienceRecord& r, ExperienceRecord& out) const {
+  const uint64_t link = state_first_use_[r.next_state_id % state_capacity_].load(std::memory_order_acquire);
+  if (link == 0) return false;
+  const uint64_t head = head_.load();
+  // A tick's experiences of one game are appended together: the successor is
+  // among the first few observing the state (64 leave room for other batches).
+  for (uint64_t seq = link - 1; seq < head && seq < link - 1 + 64; ++seq) {
+    if (load_record(seq, out) != 1 || (out.flags & kMissingFlag) || out.state_id != r.next_state_id) {
+      if (seq == link - 1) return false;  // the slot's link is of an older state
+      continue;
+    }
+    if (out.game_id == r.game_id && out.player == r.player) return true;
+  }
+  return false;
+}
+
 template <typename Sink>
-void ExperienceBuffer::sample_into(size_t count, uint64_t seed, Sink& sink) {
+void ExperienceBuffer::sample_into(size_t count, uint64_t seed, Sink& sink, const SampleOptions& o) {
   Rng rng(seed);
   StateScratch scratch;
   auto load = [this, &scratch](uint64_t id, uint8_t* kind, int16_t* owner, int32_t* army) {
     return load_state(id, scratch, kind, owner, army);
   };
-  ExperienceRecord record;
+  PriorityTrees* trees = nullptr;
+  if (o.prioritized) {
+    trees = &priority_trees(o.alpha);
+    if (trees->alpha() != o.alpha) {  // a new exponent: every leaf again, O(capacity)
+      std::lock_guard<std::mutex> lock(trees->mutex);
+      const auto start = Clock::now();
+      if (trees->alpha() != o.alpha) trees->set_alpha(o.alpha);
+      raise_to(trees->updater_ns_max, nanoseconds_since(start));
+    }
+  }
+  // Weights are (P(i) / P_min)^-beta = (min_leaf / leaf_i)^beta, the maximum weight being 1.
+  const double min_leaf = trees ? trees->min_leaf() : 0.0;
+  RawBatch& out = sink.batch();
+  struct Step {
+    float reward;
+    uint8_t flags;
+    uint64_t next_state_id;
+  };
+  std::vector<Step> chain;
+  ExperienceRecord record, next;
   size_t attempts = 0;
-  while (sink.size() < count && attempts < count * 8 + 64) {
+  // Rejections (a filtered player, an experience just overwritten) draw again, within bounds.
+  const size_t max_attempts = count * 64 + 1024;
+  while (sink.size() < count && attempts < max_attempts) {
     ++attempts;
-    const uint64_t head = head_.load(), low = oldest();
-    if (head == low) break;
-    const uint64_t seq = low + (rng.next() % (head - low));
+    uint64_t seq;
+    double leaf = 0;
+    if (trees) {
+      const double total = trees->total();
+      if (!(total > 0)) break;
+      const uint64_t slot = trees->find(rng.uniform() * total);
+      if (slot >= capacity_ || !((leaf = trees->leaf(slot)) > 0)) continue;
+      const uint64_t stamp = records_[slot].stamp.load(std::memory_order_acquire);
+      if (stamp == 0 || (stamp & kBusy) || stamp - 1 < oldest()) continue;
+      seq = stamp - 1;
+    } else {
+      const uint64_t head = head_.load(), low = oldest();
+      if (head == low) break;
+      seq = low + (rng.next() % (head - low));
+    }
     if (load_record(seq, record) != 1 || (record.flags & kMissingFlag)) continue;
-    sink.add(seq, record, load);
+    if (!o.player_ids.empty() &&
+        std::find(o.player_ids.begin(), o.player_ids.end(), record.player) == o.player_ids.end()) {
+      continue;
+    }
+    if (!sink.add(seq, record, load)) continue;
+    if (trees) out.weight.push_back(static_cast<float>(std::min(1.0, std::pow(min_leaf / leaf, o.beta))));
+    if (o.n_step > 0) {
+      chain.clear();
+      next = record;
+      while (true) {
+        chain.push_back({next.reward, next.flags, next.next_state_id});
+        if ((next.flags & (kTerminated | kTruncated)) || chain.size() == static_cast<size_t>(o.n_step)) break;
+        ExperienceRecord following;
+        if (!successor(next, following)) break;
+        next = following;
+      }
+      // The bootstrap state must be readable: shorten the chain when it is not
+      // (the first step's next state is in the batch already).
+      int32_t row = -1;
+      while ((row = sink.state_row(chain.back().next_state_id, load)) < 0) chain.pop_back();
+      double discounted = 0, discount = 1;
+      for (const Step& step : chain) {
+        discounted += discount * step.reward;
+        discount *= o.gamma;
+      }
+      out.nstep_reward.push_back(static_cast<float>(discounted));
+      out.nstep_length.push_back(static_cast<int32_t>(chain.size()));
+      out.nstep_done.push_back((chain.back().flags & kTerminated) != 0);
+      out.nstep_next_state_index.push_back(row);
+    }
   }
 }
 
-void ExperienceBuffer::sample_raw(size_t count, uint64_t seed, RawBatch& out) {
+void ExperienceBuffer::sample_raw(size_t count, uint64_t seed, RawBatch& out, const SampleOptions& options) {
   RawSink sink(out, height_, width_, std::min<size_t>(count, 1 << 20));
-  sample_into(count, seed, sink);
+  sample_into(count, seed, sink, options);
   out.next_sequence = head_.load();
 }
 
-void ExperienceBuffer::sample(size_t count, uint64_t seed, DecodedBatch& out) {
+void ExperienceBuffer::sample(size_t count, uint64_t seed, DecodedBatch& out, const SampleOptions& options) {
   thread_local RawBatch raw;  // its memory serves the next call
-  sample_raw(count, seed, raw);
+  sample_raw(count, seed, raw, options);
   decode(raw, out);
+}
+
+void ExperienceBuffer::decode(const RawBatch& raw, DecodedBatch& out) const {
+  // Spread over a pool of this buffer's own (one decode on it at a time; a
+  // concurrent one decodes on its caller's thread).
+  if (raw.size() >= 64) {
+    std::unique_lock<std::mutex> lock(decode_pool_mutex_, std::try_to_lock);
+    if (lock.owns_lock()) {
+      if (!decode_pool_) {
+        const int threads = static_cast<int>(std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
+        decode_pool_ = std::make_unique<ThreadPool>(threads);
+      }
+      decode_batch(raw, observation_, out, decode_pool_.get());
+      return;
+    }
+  }
+  decode_batch(raw, observation_, out);
 }
 
 // ---- persistence and remote producers -----------------------------------------
@@ -924,6 +1295,7 @@ BufferStats ExperienceBuffer::stats() const {
     for (const auto& entry : wide_armies_) wide_bytes += entry.second.size() * sizeof(int32_t) + 64;
   }
   s.bytes_used = ring_bytes() + wide_bytes;
+  if (const PriorityTrees* trees = built_trees()) s.bytes_used += trees->bytes();
   auto* self = const_cast<ExperienceBuffer*>(this);
   std::lock_guard<std::mutex> lock(self->cursors_mutex_);
   for (const auto& weak : cursors_) {

@@ -102,12 +102,19 @@ struct RecordColumns {
   Column<uint8_t> legal, terminated, truncated;
   uint64_t missed = 0;         // experiences lost to overwriting before/within this batch
   uint64_t next_sequence = 0;  // where the cursor resumes
+  // Filled by sampling on request only (empty otherwise): importance weights
+  // (prioritized), and the n-step return, its length and whether it ended in
+  // a termination (the bootstrap state is in the batch's n-step state column).
+  Column<float> weight, nstep_reward;
+  Column<int32_t> nstep_length;
+  Column<uint8_t> nstep_done;
   size_t size() const { return sequence.size(); }
 };
 
 // A batch in compact form: the records plus the distinct states they refer to.
 struct RawBatch : RecordColumns {
   Column<int32_t> state_index, next_state_index;  // rows of the state tables
+  Column<int32_t> nstep_next_state_index;           // n-step sampling only
   Column<uint8_t> state_kind;    // (states, H, W)
   Column<int16_t> state_owner;   // (states, H, W), -1 neutral
   Column<int32_t> state_army;    // (states, H, W)
@@ -117,10 +124,36 @@ struct RawBatch : RecordColumns {
 struct DecodedBatch : RecordColumns {
   Column<float> state, next_state;  // (n, 9, H, W)
   Column<uint8_t> action_mask;      // (n, H*W*4), of `state`
+  Column<float> nstep_next_state;   // (n, 9, H, W), n-step sampling only
 };
 
-// Decodes a raw batch's states into observation tensors and masks, in bulk.
-void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedBatch& out);
+class ThreadPool;
+
+// Decodes a raw batch's states into observation tensors and masks, in bulk;
+// spread over `pool` when given (rows split into contiguous parts).
+void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedBatch& out,
+                  ThreadPool* pool = nullptr);
+
+// What to sample and what to compute for each sampled experience.
+struct SampleOptions {
+  bool prioritized = false;  // proportional to priority^alpha, else uniform
+  double alpha = 0.6;        // priority exponent (prioritized)
+  double beta = 0.4;         // importance weight exponent (prioritized)
+  std::vector<int32_t> player_ids;  // empty: any player
+  int n_step = 0;            // > 0: n-step returns over at most n experiences
+  double gamma = 0.99;       // their discount
+};
+
+// Counters of the priority trees (all zero until first used).
+struct PriorityStats {
+  bool enabled = false;
+  double alpha = 0, max_priority = 0, total = 0;  // total: sum of priority^alpha
+  uint64_t bytes = 0, updates = 0, updates_ignored = 0;
+  // Producers' time in the trees' critical section (waiting for it included), per append.
+  uint64_t producer_sections = 0, producer_ns_total = 0, producer_ns_max = 0;
+  // Longest hold of the lock by a priority update or an alpha change.
+  uint64_t updater_ns_max = 0;
+};
 
 class ExperienceBuffer;
 
@@ -201,10 +234,28 @@ class ExperienceBuffer {
 
   // ---- consumers -----------------------------------------------------------
   std::shared_ptr<Cursor> open_cursor(Cursor::Start start, uint64_t at, CursorFilter filter);
-  // Uniform random experiences (with replacement) from what is resident.
-  void sample(size_t count, uint64_t seed, DecodedBatch& out);
-  void sample_raw(size_t count, uint64_t seed, RawBatch& out);
-  void decode(const RawBatch& raw, DecodedBatch& out) const { decode_batch(raw, observation_, out); }
+  // Random experiences (with replacement) from what is resident: uniform, or
+  // proportional to priority^alpha with importance weights (see SampleOptions).
+  void sample(size_t count, uint64_t seed, DecodedBatch& out, const SampleOptions& options = {});
+  void sample_raw(size_t count, uint64_t seed, RawBatch& out, const SampleOptions& options = {});
+  void decode(const RawBatch& raw, DecodedBatch& out) const;
+
+  // ---- priorities ----------------------------------------------------------
+  // A sum-tree and a min-tree over the ring's slots hold priority^alpha of the
+  // resident experiences. They are built on first use (prioritized sampling or
+  // a priority update), every resident experience at the maximum priority;
+  // from then on appends enter at the maximum priority seen and leave the
+  // trees when overwritten. Sampling reads the trees without locking.
+  //
+  // Sets the priorities of the experiences `sequences`; those no longer
+  // resident are ignored and counted (returned). Priorities must be finite and
+  // >= 0 (checked by the caller); 0 is never sampled.
+  uint64_t update_priorities(const uint64_t* sequences, const float* priorities, size_t count);
+  // The priorities of `sequences` (-1 when not resident or trees not built).
+  void priorities(const uint64_t* sequences, size_t count, float* out) const;
+  // Restores saved priorities: as update_priorities, then the maximum.
+  void restore_priorities(const uint64_t* sequences, const float* priorities, size_t count, float max_priority);
+  PriorityStats priority_stats() const;
 
   // ---- persistence ---------------------------------------------------------
   // Resident experiences in sequence order, as a raw batch.
@@ -229,6 +280,7 @@ class ExperienceBuffer {
   friend class Cursor;
   struct RecordSlot;
   struct StateScratch;
+  class PriorityTrees;
 
   // Copies record `seq` out of its slot; 1 ok, 0 not yet written, -1 overwritten.
   int load_record(uint64_t seq, ExperienceRecord& out) const;
@@ -248,7 +300,15 @@ class ExperienceBuffer {
   void notify_readers();
   void notify_producers();
   template <typename Sink>
-  void sample_into(size_t count, uint64_t seed, Sink& sink);
+  void sample_into(size_t count, uint64_t seed, Sink& sink, const SampleOptions& options);
+  // The trees, built on first use (alpha given for that first build).
+  PriorityTrees& priority_trees(double alpha);
+  PriorityTrees* built_trees() const;  // nullptr before first use
+  // The record after `r` of the same game and player (the one observing r's
+  // next state); false when there is none resident.
+  bool successor(const ExperienceRecord& r, ExperienceRecord& out) const;
+  // Producers: puts just appended records into the trees (once they are built).
+  void enter_priorities(const ExperienceRecord* records, uint64_t first, size_t count);
 
   const int height_, width_, tiles_;
   const uint64_t capacity_, state_capacity_;
@@ -276,6 +336,17 @@ class ExperienceBuffer {
   std::mutex wait_mutex_;
   std::condition_variable readers_cv_, producers_cv_;
   std::atomic<int> readers_waiting_{0}, producers_waiting_{0};
+
+  // Per state slot: seq + 1 of the first experience observing that state (for
+  // n-step returns: a state's observers follow the experiences leading to it).
+  std::unique_ptr<std::atomic<uint64_t>[]> state_first_use_;
+
+  std::mutex trees_build_mutex_;
+  std::unique_ptr<PriorityTrees> trees_;
+  std::atomic<bool> trees_built_{false};
+
+  mutable std::mutex decode_pool_mutex_;  // one decode on the pool at a time
+  mutable std::unique_ptr<ThreadPool> decode_pool_;
 };
 
 }  // namespace grl

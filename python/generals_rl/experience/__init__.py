@@ -1,6 +1,13 @@
 """Experiences: the buffer they are collected into, its cursors, and batches."""
 
-from .batch import ExperienceBatch, RawBatch, format_game_id, parse_game_id
+from .batch import (
+    ExperienceBatch,
+    RawBatch,
+    SampledBatch,
+    SampledRawBatch,
+    format_game_id,
+    parse_game_id,
+)
 from .buffer import BufferFileError, BufferFullError, Cursor, ExperienceBuffer
 
 __all__ = [
@@ -10,6 +17,8 @@ __all__ = [
     "ExperienceBatch",
     "ExperienceBuffer",
     "RawBatch",
+    "SampledBatch",
+    "SampledRawBatch",
     "format_game_id",
     "parse_game_id",
 ]

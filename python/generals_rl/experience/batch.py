@@ -117,7 +117,10 @@ class RawBatch(_Records):
     def decode(self, army_scaling: str = "linear", army_scale: float = 1000.0) -> ExperienceBatch:
         """The decoded batch (observation tensors and masks computed in C++)."""
         out = _core.decode_batch(self.to_dict(), self.height, self.width, army_scaling, army_scale)
-        return ExperienceBatch.from_dict(out)
+        return self._decoded(out)
+
+    def _decoded(self, columns: dict) -> ExperienceBatch:
+        return ExperienceBatch.from_dict(columns)
 
     def select(self, rows: np.ndarray) -> RawBatch:
         """The rows picked by a boolean mask or index array, keeping only their states."""
@@ -157,3 +160,34 @@ class RawBatch(_Records):
             missed=sum(b.missed for b in batches),
             next_sequence=batches[-1].next_sequence,
         )
+
+
+@dataclass(kw_only=True)
+class _SampleColumns:
+    """What sampling adds on request (None otherwise): the importance weights of a
+    prioritized sample, and n-step returns: the discounted reward over up to n
+    experiences of the same player and game, how many it spans, and whether the last
+    one terminated (its next state, to bootstrap from, is ``nstep_next_state``)."""
+
+    weight: np.ndarray | None = None
+    nstep_reward: np.ndarray | None = None
+    nstep_length: np.ndarray | None = None
+    nstep_done: np.ndarray | None = None
+
+
+@dataclass(kw_only=True)
+class SampledBatch(ExperienceBatch, _SampleColumns):
+    """A sampled ``ExperienceBatch``; ``nstep_next_state`` float32 ``(n, 9, H, W)``."""
+
+    nstep_next_state: np.ndarray | None = None
+
+
+@dataclass(kw_only=True)
+class SampledRawBatch(RawBatch, _SampleColumns):
+    """A sampled ``RawBatch``; ``nstep_next_state_index`` rows of the state tables."""
+
+    nstep_next_state_index: np.ndarray | None = None
+
+    def _decoded(self, columns: dict) -> SampledBatch:
+        extra = {f.name: getattr(self, f.name) for f in fields(_SampleColumns)}
+        return SampledBatch.from_dict({**columns, **extra})

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import _core
-from .batch import RECORD_COLUMNS, STATE_COLUMNS, STATE_TABLES, ExperienceBatch, RawBatch
+from .batch import (
+    RECORD_COLUMNS,
+    STATE_COLUMNS,
+    STATE_TABLES,
+    ExperienceBatch,
+    RawBatch,
+    SampledBatch,
+    SampledRawBatch,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -22,7 +30,9 @@ if TYPE_CHECKING:
 BufferFullError = _core.BufferFullError
 
 _MAGIC = b"GRLEXPB\n"
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3  # 3 adds the priorities (optional column "priority")
+_READABLE_VERSIONS = (2, 3)
+_PRIORITY_COLUMN = "priority"
 _HEADER = struct.Struct("<8sII")  # magic, format version, header length
 _DIGEST_SIZE = 32  # the file ends with the BLAKE2b digest of everything before it
 
@@ -155,12 +165,54 @@ class ExperienceBuffer:
         players = () if player_ids is None else player_ids
         return Cursor(self._buffer.open_cursor(kind, at, games, players, min_tick))
 
-    def sample(self, count: int, seed: int | None = None) -> ExperienceBatch:
-        """``count`` experiences drawn uniformly (with replacement) from what is resident."""
-        return ExperienceBatch.from_dict(self._buffer.sample(_positive(count, "count"), _seed(seed)))
+    def sample(
+        self,
+        count: int,
+        seed: int | None = None,
+        *,
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        player_ids: Iterable[int] | None = None,
+        n_step: int | None = None,
+        gamma: float = 0.99,
+        raw: bool = False,
+    ) -> SampledBatch | SampledRawBatch:
+        """``count`` experiences drawn (with replacement) from what is resident, of the
+        given players (default: any): uniformly, or with ``prioritized=True`` with
+        probability ``priority**alpha / sum(priority**alpha)`` and importance weights
+        ``batch.weight = (N * P(i))**-beta`` divided by their maximum over the buffer.
+        New experiences enter at the highest priority given so far (1.0 at first);
+        ``batch.sequence`` identifies them to ``update_priorities``. Changing ``alpha``
+        between calls recomputes every priority (O(capacity)).
 
-    def sample_raw(self, count: int, seed: int | None = None) -> RawBatch:
-        return RawBatch.from_dict(self._buffer.sample_raw(_positive(count, "count"), _seed(seed)))
+        ``n_step=n`` adds n-step returns: ``nstep_reward`` sums ``gamma**k * reward``
+        over up to ``n`` consecutive experiences of the same player in the same game,
+        stopping after one that is terminated or truncated (or not resident);
+        ``nstep_length`` is how many, ``nstep_done`` whether the last one terminated,
+        ``nstep_next_state`` (``nstep_next_state_index`` raw) its next state, to
+        bootstrap from with ``gamma**nstep_length``.
+
+        ``raw=True`` returns a ``RawBatch`` (compact states) instead of decoding."""
+        core_sample = self._buffer.sample_raw if raw else self._buffer.sample
+        out = core_sample(_positive(count, "count"), _seed(seed), **_sample_options(
+            prioritized, alpha, beta, player_ids, n_step, gamma))
+        return SampledRawBatch.from_dict(out) if raw else SampledBatch.from_dict(out)
+
+    def sample_raw(self, count: int, seed: int | None = None, **options) -> SampledRawBatch:
+        """``sample(..., raw=True)``."""
+        return self.sample(count, seed, raw=True, **options)
+
+    def update_priorities(self, sequences, priorities) -> int:
+        """Sets the priorities of the experiences ``sequences`` (as sampled) in bulk, in
+        C++. Experiences no longer resident are ignored; returns how many were.
+        Priorities must be finite and >= 0 (0: never sampled)."""
+        return self._buffer.update_priorities(sequences, priorities)
+
+    def priorities(self, sequences) -> np.ndarray:
+        """The current priorities of ``sequences`` (float32; -1 for those not resident,
+        or all before prioritized sampling or updates were first used)."""
+        return self._buffer.priorities(sequences)
 
     def append_raw(self, batch: RawBatch) -> int:
         """Appends experiences from elsewhere (new sequence numbers); returns the first."""
@@ -174,6 +226,7 @@ class ExperienceBuffer:
         total_overwritten, cursor_lag (one per open cursor) and state counts."""
         stats = self._buffer.stats()
         stats["bytes_per_experience"] = stats["bytes_used"] / stats["resident"] if stats["resident"] else None
+        stats["priorities"] = self._buffer.priority_stats()
         return stats
 
     # ---- persistence --------------------------------------------------------
@@ -185,6 +238,10 @@ class ExperienceBuffer:
 
         raw = self._buffer.export_resident()
         columns = {**RECORD_COLUMNS, **STATE_COLUMNS, **STATE_TABLES}
+        prioritized = self._buffer.priority_stats()
+        if prioritized["enabled"]:  # -1 for experiences outside the trees
+            raw[_PRIORITY_COLUMN] = self._buffer.priorities(raw["sequence"])
+            columns[_PRIORITY_COLUMN] = np.float32
         arrays = [np.ascontiguousarray(raw[name], dtype=dtype) for name, dtype in columns.items()]
         payload = zstandard.ZstdCompressor(level=3).compress(b"".join(a.tobytes() for a in arrays))
         header = {
@@ -196,6 +253,7 @@ class ExperienceBuffer:
             "army_scaling": self._buffer.army_scaling,
             "army_scale": self._buffer.army_scale,
             "next_sequence": raw["next_sequence"],
+            "max_priority": prioritized["max_priority"] if prioritized["enabled"] else None,
             "columns": [[name, np.dtype(dtype).str, list(a.shape)] for (name, dtype), a in zip(columns.items(), arrays)],
         }
         header_bytes = json.dumps(header).encode()
@@ -219,7 +277,7 @@ class ExperienceBuffer:
         if len(data) < _HEADER.size or data[:8] != _MAGIC:
             raise BufferFileError(f"{path}: not a generals-rl experience buffer file")
         _, version, header_len = _HEADER.unpack_from(data)
-        if version != _FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise BufferFileError(
                 f"{path}: buffer file format version {version} is not supported (expected {_FORMAT_VERSION})"
             )
@@ -256,6 +314,11 @@ class ExperienceBuffer:
                 offset += count * np.dtype(dtype).itemsize
             raw["next_sequence"] = header["next_sequence"]
             buffer._buffer.import_resident(raw)
+            if _PRIORITY_COLUMN in raw:
+                kept = raw[_PRIORITY_COLUMN] >= 0  # -1: outside the trees when saved
+                buffer._buffer.restore_priorities(
+                    raw["sequence"][kept], raw[_PRIORITY_COLUMN][kept], float(header["max_priority"])
+                )
         except BufferFileError:
             raise
         except (KeyError, TypeError, ValueError, OverflowError, RecursionError, zstandard.ZstdError) as exc:
@@ -269,8 +332,11 @@ def _column_shapes(columns, buffer: ExperienceBuffer) -> dict:
     ``save`` writes, records at most ``capacity`` rows and state tables at most
     ``state_capacity`` boards of the buffer's size. ValueError otherwise."""
     expected = {**RECORD_COLUMNS, **STATE_COLUMNS, **STATE_TABLES}
-    if not isinstance(columns, list) or [c[0] if isinstance(c, list) else None for c in columns] != list(expected):
-        raise ValueError(f"columns: expected {list(expected)}")
+    names = [c[0] if isinstance(c, list) else None for c in columns] if isinstance(columns, list) else None
+    if names == [*expected, _PRIORITY_COLUMN]:
+        expected[_PRIORITY_COLUMN] = np.float32
+    if names != list(expected):
+        raise ValueError(f"columns: expected {list(expected)} (and optionally {_PRIORITY_COLUMN!r})")
     shapes = {}
     for name, dtype, shape in columns:
         if np.dtype(dtype) != np.dtype(expected[name]):
@@ -290,6 +356,28 @@ def _column_shapes(columns, buffer: ExperienceBuffer) -> dict:
             raise ValueError(f"column {name}: shape {shape!r} does not fit the buffer's {fits}")
         shapes[name] = (np.dtype(expected[name]), tuple(shape))
     return shapes
+
+
+def _sample_options(prioritized, alpha, beta, player_ids, n_step, gamma) -> dict:
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not (np.isfinite(float(value)) and float(value) >= 0):
+            raise ValueError(f"{name}: must be finite and >= 0, got {value}")
+    if not 0.0 <= float(gamma) <= 1.0:
+        raise ValueError(f"gamma: must be in [0, 1], got {gamma}")
+    if n_step is not None and (int(n_step) != n_step or not 1 <= int(n_step) <= 1000):
+        raise ValueError(f"n_step: must be an integer in 1..1000, got {n_step}")
+    players = [] if player_ids is None else [int(p) for p in player_ids]
+    bad = [p for p in players if not 0 <= p < 16]
+    if bad:
+        raise ValueError(f"player_ids: {bad} are not players (0..15)")
+    return {
+        "prioritized": bool(prioritized),
+        "alpha": float(alpha),
+        "beta": float(beta),
+        "player_ids": players,
+        "n_step": int(n_step or 0),
+        "gamma": float(gamma),
+    }
 
 
 def _seed(seed: int | None) -> int:
