@@ -181,7 +181,7 @@ ExperienceBuffer::~ExperienceBuffer() = default;
 
 uint64_t ExperienceBuffer::ring_bytes() const {
   return capacity_ * sizeof(RecordSlot) +
-         state_capacity_ * (state_words_ * sizeof(uint64_t) + 2 * sizeof(std::atomic<uint64_t>));
+         state_capacity_ * (state_words_ * sizeof(uint64_t) + 3 * sizeof(std::atomic<uint64_t>));
 }
 
 uint64_t ExperienceBuffer::oldest() const { return oldest_at(head_.load(std::memory_order_acquire)); }
