@@ -21,6 +21,7 @@ from typing import Protocol, TextIO
 import numpy as np
 
 from .bots import POLICIES
+from .defaults import MAX_TICKS
 from .experience import BufferFullError, ExperienceBuffer
 from .vec_env import VecEnv
 
@@ -52,7 +53,7 @@ class SelfPlayConfig:
     width: int = 20
     num_threads: int | None = None
     seed: int = 0
-    max_ticks: int = 2000
+    max_ticks: int = MAX_TICKS
     capacity: int = 200_000
     buffer_policy: str = "block"
 
