@@ -24,3 +24,11 @@ REWARD_WEIGHTS: dict[str, float] = {name: float(f"{value:.7g}") for name, value 
 REWARD_BUCKETS: tuple[float, ...] = tuple(
     round(-1.0 + 0.1 * k, 1) for k in range(int(_core.REWARD_BUCKET_BOUNDS))
 )
+
+# Serving and storing self-play (``run_selfplay``, ``ExperienceServer``, the
+# command line and the farm configuration).
+STREAM_ADDRESS: str = "127.0.0.1:50051"  # where self-play serves its experiences
+MAX_STREAMS: int = 32  # concurrent gRPC streams
+DRAIN_TIMEOUT: float = 30.0  # seconds to wait for connected consumers to read everything
+STORAGE_DIRECTORY: str = "selfplay-data"
+STORAGE_FORMAT: str = "parquet"
