@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+    from prometheus_client.samples import Sample
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         f"farm metrics need {error.name}: pip install 'generals-rl[farm]'", name=error.name
@@ -100,9 +101,11 @@ class FarmCollector:
         for bound, count in zip((*(f"{b:.1f}" for b in REWARD_BUCKETS), "+Inf"), c["reward_buckets"].tolist()):
             cumulative += count
             buckets.append((bound, cumulative))
-        yield HistogramMetricFamily(
-            PREFIX + "reward", METRICS[PREFIX + "reward"][2], buckets=buckets, sum_value=c["reward_sum"]
-        )
+        reward = HistogramMetricFamily(PREFIX + "reward", METRICS[PREFIX + "reward"][2], buckets=buckets, sum_value=None)
+        # prometheus-client leaves out _count and _sum when buckets are negative (as OpenMetrics
+        # asks); the Prometheus text format has them, and the mean reward needs them.
+        reward.samples += [Sample(PREFIX + "reward_count", {}, cumulative), Sample(PREFIX + "reward_sum", {}, c["reward_sum"])]
+        yield reward
 
     def _buffer(self, buffer):
         if buffer is None:
