@@ -29,6 +29,7 @@ from generals_rl.cli import main
 from generals_rl.config import load_config
 from generals_rl.defaults import REWARD_BUCKETS
 from generals_rl.farm import Farm
+from generals_rl.metrics import METRICS
 from generals_rl.service.server import SERVICE_NAME
 from generals_rl.storage.base import INDEX_NAME, partition_of
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -168,6 +169,9 @@ def test_metrics_count_what_the_buffer_holds(tmp_path):
                for c in ("buffer", "stream", "storage", "collection"))
     assert ready_status == 200 and json.loads(ready)["status"] == "SERVING"
     assert live_status == 200 and missing_status == 404
+    # Exactly the metrics documented in generals_rl.metrics.METRICS, with their types.
+    families = {f.name: f.type for f in text_string_to_metric_families(body.decode())}
+    assert families == {name: kind for name, (kind, _, _) in METRICS.items()}
     # Names, types and help follow Prometheus' conventions.
     if shutil.which("promtool"):
         check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30,
@@ -342,3 +346,37 @@ def test_selfplay_command_runs_a_farm_from_its_config(tmp_path, capsys):
     assert result["games"] >= 6
     assert result["stored"] == {"format": "npz", "destination": str(tmp_path / "store"),
                                 "experiences": result["experiences"]}
+
+
+def test_a_serving_only_farm_counts_submissions_by_outcome(tmp_path):
+    from generals_rl._proto import experience_pb2 as pb
+    from generals_rl._proto import experience_pb2_grpc as pb_grpc
+    from generals_rl.service import pack_message
+    from service_support import everything, fill, make_buffer
+
+    config = load_config(environ={}, overrides=settings(tmp_path, collection={"enabled": False},
+                                                        storage={"enabled": False}))
+    farm = Farm(config)
+    source = make_buffer()
+    fill(source, 600)
+    raw = everything(source)
+    with running(farm) as outcome:
+        assert farm.runtime.env is None  # nothing plays
+        with grpc.insecure_channel(farm.runtime.server.address) as channel:
+            stub = pb_grpc.ExperienceServiceStub(channel)
+            stub.SubmitExperiences(pb.SubmitExperiencesRequest(packed=pack_message(raw)))
+            bad = pb.Experience(experience_id="x", game_id="not hex", player_id=0)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.SubmitExperiences(pb.SubmitExperiencesRequest(experiences=[bad] * 3))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            too_many = pb.SubmitExperiencesRequest(experiences=[bad] * 70_000)
+            with pytest.raises(grpc.RpcError):
+                stub.SubmitExperiences(too_many)
+        samples = scrape(farm)
+    assert outcome.get("summary") is None and "error" not in outcome
+    assert samples["generals_rl_submitted_experiences_accepted_total", ()] == len(raw) == farm.runtime.buffer.head
+    rejected = {dict(labels)["reason"]: value for (name, labels), value in samples.items()
+                if name == "generals_rl_submitted_experiences_rejected_total"}
+    assert sum(v for r, v in rejected.items() if r != "invalid_argument") == 3
+    assert rejected["invalid_argument"] == 70_000  # a request refused whole
+    assert samples["generals_rl_buffer_appended_total", ()] == len(raw)

@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TextIO
 
+import grpc
+
 from .defaults import DRAIN_TIMEOUT, MAX_STREAMS, STORAGE_DIRECTORY, STORAGE_FORMAT, STREAM_ADDRESS
 from .selfplay import SelfPlayConfig
 
@@ -46,6 +48,7 @@ class FarmRuntime:
         self.storage = None  # a StorageMonitor
         self.health = None  # a FarmHealth
         self.steps = 0
+        self.submissions = None  # SubmissionCounts, once serving
         self.playing = False
         self.play_error: str | None = None
 
@@ -191,23 +194,19 @@ class Farm:
     def _on_start(self, selfplay, server) -> None:
         rt = self.runtime
         rt.selfplay, rt.env, rt.buffer, rt.server = selfplay, selfplay.env, selfplay.buffer, server
+        rt.submissions = SubmissionCounts(server)
         server.batch_wait_ms = self.config.streaming.batch_timeout * 1000.0
         selfplay.env.set_reward_config(self.config.reward_config())
-        step = selfplay.env.step
-
-        def step_between_ticks(actions):
-            pending = self._pending
-            if pending is not None:  # rewards and bots change together, before a tick
-                self._pending = None
-                self._apply_to_play(pending)
-            result = step(actions)
-            rt.steps += 1
-            return result
-
-        selfplay.env.step = step_between_ticks
+        count_steps(selfplay.env, rt, self._take_pending)
         rt.playing = True
         rt.health.server = server
         rt.health.start()
+
+    def _take_pending(self) -> None:
+        pending = self._pending
+        if pending is not None:  # rewards and bots change together, before a tick
+            self._pending = None
+            self._apply_to_play(pending)
 
     def _serve_only(self, config, stop: threading.Event, token, tls):
         from .selfplay import _stop_on_signals
@@ -220,6 +219,7 @@ class Farm:
             buffer, config.streaming.address, token=token, tls=tls, max_streams=config.streaming.max_connections
         ).start()
         rt.buffer, rt.server = buffer, server
+        rt.submissions = SubmissionCounts(server)
         server.batch_wait_ms = config.streaming.batch_timeout * 1000.0
         rt.health.server = server
         rt.health.start()
@@ -274,6 +274,89 @@ class Farm:
         for player, name in enumerate(config.collection.bots):
             if type(selfplay.bots[player]) is not POLICIES[name]:
                 selfplay.bots[player] = POLICIES[name](seed=seed + player) if name == "random" else POLICIES[name]()
+
+
+def count_steps(env, runtime: FarmRuntime, before_step: Callable[[], None]) -> None:
+    """Makes ``env.step`` call ``before_step()`` first (between ticks: where
+    changes apply) and count the steps that went through in ``runtime.steps``."""
+    step = env.step
+
+    def counted_step(actions):
+        before_step()
+        result = step(actions)
+        runtime.steps += 1
+        return result
+
+    env.step = counted_step
+
+
+class SubmissionCounts:
+    """Experiences submitted to a server over ``SubmitExperiences``: ``accepted``,
+    and ``rejected`` by reason: the field an experience failed on (the first
+    few of a request are itemized, the rest count as ``unitemized``) or, for a
+    request refused whole, its status code (``invalid_argument``,
+    ``resource_exhausted``)."""
+
+    def __init__(self, server) -> None:
+        self.accepted = 0
+        self.rejected: dict[str, int] = {}
+        self._lock = threading.Lock()
+        inner = server._submit_or_abort  # called through the instance: this wraps one server
+
+        def counted(request, context):
+            try:
+                response = inner(request, _RecordingContext(context, self))
+            except Exception as exc:
+                code = getattr(exc, "code", None)
+                if isinstance(code, grpc.StatusCode):
+                    self._reject(code.name.lower(), max(1, len(request.experiences)))
+                raise
+            self._count(response.accepted_count, [], 0)
+            return response
+
+        server._submit_or_abort = counted
+
+    def _reject(self, reason: str, count: int) -> None:
+        with self._lock:
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+    def _count(self, accepted: int, fields: list[str], rejected: int) -> None:
+        with self._lock:
+            self.accepted += accepted
+            for field in fields:
+                self.rejected[field] = self.rejected.get(field, 0) + 1
+            if rejected > len(fields):
+                self.rejected["unitemized"] = self.rejected.get("unitemized", 0) + rejected - len(fields)
+
+
+class _RecordingContext:
+    """A servicer context that reads the response out of a rich error status
+    before passing the abort on."""
+
+    def __init__(self, context, counts: SubmissionCounts) -> None:
+        self._context = context
+        self._counts = counts
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
+
+    def abort_with_status(self, status):
+        from google.rpc import status_pb2
+
+        from ._proto import experience_pb2 as pb
+
+        details = dict(status.trailing_metadata or ()).get("grpc-status-details-bin")
+        if details is not None:
+            for detail in status_pb2.Status.FromString(details).details:
+                if detail.Is(pb.SubmitExperiencesResponse.DESCRIPTOR):
+                    response = pb.SubmitExperiencesResponse()
+                    detail.Unpack(response)
+                    first_problem: dict[int, str] = {}  # an experience may fail on several fields
+                    for r in response.rejections:
+                        first_problem.setdefault(r.index, r.field or "unknown")
+                    fields = list(first_problem.values())
+                    self._counts._count(response.accepted_count, fields, response.rejected_count)
+        return self._context.abort_with_status(status)
 
 
 def _set_log_level(level: str) -> None:

@@ -13,12 +13,13 @@ Needs ``pip install 'generals-rl[farm]'`` (prometheus-client).
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 try:
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
     from prometheus_client.samples import Sample
 except ImportError as error:  # pragma: no cover - depends on the installed extras
@@ -55,6 +56,11 @@ METRICS = {
     "generals_rl_storage_bytes": ("counter", (), "bytes committed to storage"),
     "generals_rl_storage_experiences_durable": ("counter", (), "experiences durably stored"),
     "generals_rl_storage_failures": ("counter", ("kind",), "failed storage writes (kind write) and shard commits (kind commit)"),
+    "generals_rl_submitted_experiences_accepted": ("counter", (), "experiences accepted from SubmitExperiences"),
+    "generals_rl_submitted_experiences_rejected": (
+        "counter", ("reason",),
+        "experiences rejected from SubmitExperiences, by reason: the field that failed, or the status of a request refused whole",
+    ),
     "generals_rl_health_status": ("gauge", ("component",), "1 while a component is healthy, 0 while it is not"),
 }
 
@@ -64,8 +70,9 @@ class FarmCollector:
     attributes ``env``, ``buffer``, ``server``, ``sink``, ``storage`` (a
     ``StorageMonitor``), ``steps`` and ``health`` (any may be None)."""
 
-    def __init__(self, runtime) -> None:
+    def __init__(self, runtime, histograms=()) -> None:
         self.runtime = runtime
+        self.histograms = histograms
 
     def describe(self):
         return []
@@ -76,6 +83,9 @@ class FarmCollector:
         yield from self._buffer(rt.buffer)
         yield from self._streams(rt.server)
         yield from self._storage(rt.sink, rt.storage)
+        yield from self._submissions(rt.submissions)
+        for histogram in self.histograms:
+            yield histogram.family()
         if rt.health is not None:
             status = GaugeMetricFamily(PREFIX + "health_status", METRICS[PREFIX + "health_status"][2], labels=["component"])
             for name, problem in rt.health.report.components.items():
@@ -150,21 +160,49 @@ class FarmCollector:
             yield failures
 
 
+    def _submissions(self, counts):
+        accepted = PREFIX + "submitted_experiences_accepted"
+        rejected = PREFIX + "submitted_experiences_rejected"
+        yield CounterMetricFamily(accepted, METRICS[accepted][2], value=counts.accepted if counts else 0)
+        family = CounterMetricFamily(rejected, METRICS[rejected][2], labels=["reason"])
+        for reason, count in sorted((counts.rejected if counts else {}).items()):
+            family.add_metric([reason], count)
+        yield family
+
+
+class LatencyHistogram:
+    """Seconds observed into ``LATENCY_BUCKETS`` (thread-safe), exported by the collector."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self._counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self._sum += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip((*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf"), counts):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        return HistogramMetricFamily(self.name, METRICS[self.name][2], buckets=buckets, sum_value=total)
+
+
 class FarmMetrics:
-    """The farm's registry: the scrape-time collector and the storage latency
+    """The farm's registry: the scrape-time collector, with the storage latency
     histograms (fed by a ``StorageMonitor``)."""
 
     def __init__(self, runtime) -> None:
+        self.storage_write = LatencyHistogram(PREFIX + "storage_write_seconds")
+        self.storage_commit = LatencyHistogram(PREFIX + "storage_commit_seconds")
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(FarmCollector(runtime))
-        self.storage_write = Histogram(
-            "storage_write_seconds", METRICS[PREFIX + "storage_write_seconds"][2], namespace="generals_rl",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
-        self.storage_commit = Histogram(
-            "storage_commit_seconds", METRICS[PREFIX + "storage_commit_seconds"][2], namespace="generals_rl",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
+        self.registry.register(FarmCollector(runtime, (self.storage_write, self.storage_commit)))
 
     def watch_storage(self, monitor) -> None:
         monitor.on_write = self.storage_write.observe
