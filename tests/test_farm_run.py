@@ -129,12 +129,19 @@ def quiesced(farm: Farm, games: int) -> int:
     return last
 
 
-def test_metrics_count_what_the_buffer_holds(tmp_path):
-    config = load_config(environ={}, overrides=settings(tmp_path, collection={"games": 12},
+@contextlib.contextmanager
+def played(tmp_path, games: int):
+    """A farm that played ``games`` games, stored them, and serves on: ``(farm, head)``."""
+    config = load_config(environ={}, overrides=settings(tmp_path, collection={"games": games},
                                                         streaming={"keep_running": True}))
     farm = Farm(config)
     with running(farm):
-        head = quiesced(farm, 12)
+        yield farm, quiesced(farm, games)
+
+
+def test_metrics_count_what_the_buffer_holds(tmp_path):
+    with played(tmp_path, 12) as (farm, head):
+        config = farm.config
         samples = scrape(farm)
         status, body = http_get(f"http://{farm.metrics_address}/metrics")
         assert status == 200
@@ -172,11 +179,18 @@ def test_metrics_count_what_the_buffer_holds(tmp_path):
     # Exactly the metrics documented in generals_rl.metrics.METRICS, with their types.
     families = {f.name: f.type for f in text_string_to_metric_families(body.decode())}
     assert families == {name: kind for name, (kind, _, _) in METRICS.items()}
-    # Names, types and help follow Prometheus' conventions.
-    if shutil.which("promtool"):
-        check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30,
-                               check=False)
-        assert check.returncode == 0, (check.stdout + check.stderr).decode()
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="needs promtool (Debian: apt-get install prometheus)")
+def test_promtool_accepts_the_exposition(tmp_path):
+    with played(tmp_path, 4) as (farm, _):
+        status, body = http_get(f"http://{farm.metrics_address}/metrics")
+    assert status == 200 and b"generals_rl_storage_commit_seconds_bucket" in body
+    # Names, types, units and help follow Prometheus' conventions.
+    check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30,
+                           check=False)
+    assert check.returncode == 0, (check.stdout + check.stderr).decode()
 
 
 def free_port() -> int:
@@ -188,11 +202,7 @@ def free_port() -> int:
 @pytest.mark.skipif(shutil.which("prometheus") is None,
                     reason="needs the Prometheus server binary (Debian: apt-get install prometheus)")
 def test_a_real_prometheus_scrapes_the_farm(tmp_path):
-    config = load_config(environ={}, overrides=settings(tmp_path, collection={"games": 10},
-                                                        streaming={"keep_running": True}))
-    farm = Farm(config)
-    with running(farm):
-        head = quiesced(farm, 10)
+    with played(tmp_path, 10) as (farm, head):
         port = free_port()
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},

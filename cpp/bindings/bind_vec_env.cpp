@@ -143,6 +143,7 @@ void bind_vec_env(py::module_& m) {
           "set_reward", [](grl::VecEnv& e, const py::dict& reward) { e.set_reward(reward_from_dict(reward)); },
           py::arg("reward"))
       .def("reward", [](const grl::VecEnv& e) { return reward_to_dict(e.config().reward); })
+      .def("set_counting", &grl::VecEnv::set_counting, py::arg("on"))
       .def("counters", [](const grl::VecEnv& e) {
         grl::VecEnvCounters c;
         {

@@ -198,7 +198,7 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
   }
   truncated[i] = g.truncated();
   episode_done[i] = finished;
-  count_step(i, alive_before, finished, game_winner);
+  if (counting_) count_step(i, alive_before, finished, game_winner);
 
   if (buffer_) {
     buffer_->write_state(next_state, g);

@@ -80,6 +80,8 @@ class VecEnv {
   // step (no sharing between threads); this sums the slots and may run while
   // a step does (it then sees part of that step).
   VecEnvCounters counters() const;
+  // Counting is on by default; off only to measure what it costs.
+  void set_counting(bool on) { counting_ = on; }
   int num_envs() const { return config_.num_envs; }
   int players() const { return config_.players; }
   int height() const { return config_.height; }
@@ -124,6 +126,7 @@ class VecEnv {
   size_t counter_stride() const { return 3 * static_cast<size_t>(config_.players) + 2 + VecEnvCounters::kRewardBuckets; }
   std::vector<std::atomic<uint64_t>> counters_;
   std::vector<std::atomic<double>> reward_sums_;
+  bool counting_ = true;
   void count_step(int i, const uint8_t* alive_before, bool finished, int game_winner);
 };
 

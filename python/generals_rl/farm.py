@@ -198,6 +198,20 @@ class Farm:
         server.batch_wait_ms = self.config.streaming.batch_timeout * 1000.0
         selfplay.env.set_reward_config(self.config.reward_config())
         count_steps(selfplay.env, rt, self._take_pending)
+        play = selfplay.run
+
+        def watched_play(stop, *args, **kwargs):
+            try:
+                return play(stop, *args, **kwargs)
+            except BaseException as exc:
+                rt.play_error = f"self-play stopped: {type(exc).__name__}: {exc}"
+                raise
+            finally:
+                rt.playing = False
+                if self.config.collection.games in (None, 0) and not stop.is_set():
+                    rt.play_error = rt.play_error or "self-play stopped although it plays until stopped"
+
+        selfplay.run = watched_play
         rt.playing = True
         rt.health.server = server
         rt.health.start()
