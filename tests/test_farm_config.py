@@ -162,3 +162,34 @@ def test_a_config_cannot_change_in_place():
     config = FarmConfig()
     with pytest.raises(ValidationError, match="frozen"):
         config.collection.envs = 3
+
+
+_WITHOUT_FARM_EXTRA = """
+import importlib.abc, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pydantic", "yaml", "prometheus_client", "watchfiles"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Missing())
+from generals_rl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_selfplay_runs_without_the_farm_extra(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GENERALS_RL__")}
+    run = [sys.executable, "-c", _WITHOUT_FARM_EXTRA]
+    played = subprocess.run(
+        [*run, "selfplay", "--games", "2", "--num-envs", "2", "--address", "127.0.0.1:0", "--output", "none",
+         "--json"], capture_output=True, text=True, timeout=120, env=environ, check=False,
+    )
+    assert played.returncode == 0, played.stderr
+    assert '"games": 2' in played.stdout
+    # The farm commands say which extra they need.
+    shown = subprocess.run([*run, "config", "show"], capture_output=True, text=True, timeout=60, env=environ,
+                           check=False)
+    assert shown.returncode == 2 and "pip install 'generals-rl[farm]'" in shown.stderr
