@@ -193,3 +193,13 @@ def test_selfplay_runs_without_the_farm_extra(tmp_path):
     shown = subprocess.run([*run, "config", "show"], capture_output=True, text=True, timeout=60, env=environ,
                            check=False)
     assert shown.returncode == 2 and "pip install 'generals-rl[farm]'" in shown.stderr
+
+
+def test_the_readme_sample_is_a_valid_config(tmp_path):
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Operating a farm"):]
+    sample = section[section.index("```yaml") + len("```yaml"):]
+    sample = sample[:sample.index("```")]
+    assert main(["config", "check", str(write(tmp_path / "farm.yaml", sample))]) == 0
+    config = load_config(tmp_path / "farm.yaml", environ={})
+    assert config.collection.envs == 64 and config.metrics.address == "127.0.0.1:9464"

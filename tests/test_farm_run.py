@@ -390,3 +390,24 @@ def test_a_serving_only_farm_counts_submissions_by_outcome(tmp_path):
     assert sum(v for r, v in rejected.items() if r != "invalid_argument") == 3
     assert rejected["invalid_argument"] == 70_000  # a request refused whole
     assert samples["generals_rl_buffer_appended_total", ()] == len(raw)
+
+
+def test_a_farm_stores_on_s3_as_configured(tmp_path):
+    pytest.importorskip("boto3")
+    pytest.importorskip("moto.server")
+    import boto3
+    from generals_rl.storage import open_dataset
+    from test_storage_s3 import endpoint as moto_endpoint
+
+    with contextlib.contextmanager(moto_endpoint.__wrapped__)() as url:
+        boto3.client("s3", endpoint_url=url).create_bucket(Bucket="farm")
+        config = load_config(environ={}, overrides=settings(
+            tmp_path, collection={"games": 4}, metrics={"address": None},
+            storage={"type": "s3", "s3": {"bucket": "farm", "prefix": "runs/a", "endpoint": url,
+                                          "region": "us-east-1"}},
+        ))
+        farm = Farm(config)
+        summary = farm.run()
+        stored = open_dataset("s3://farm/runs/a", endpoint_url=url).read()
+    assert farm.stored == {"format": "npz", "destination": "s3://farm/runs/a", "experiences": summary.experiences}
+    assert len(stored) == summary.experiences > 0
