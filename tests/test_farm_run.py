@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -268,7 +269,9 @@ def test_hot_reload_changes_rewards_between_ticks_and_keeps_cold_keys(tmp_path):
         # Rewards all zero (hot), a different number of games at once (cold), a shorter batch timeout (hot).
         data["rewards"] = dict.fromkeys(("win", "loss", "city_captured", "city_lost", "army_advantage"), 0.0)
         data["collection"] = {**data["collection"], "envs": 9}
-        data["streaming"] = {**data["streaming"], "batch_timeout": 0.05}
+        data["streaming"] = {**data["streaming"], "batch_timeout": 0.05, "max_connections": 8}
+        data["collection"]["bots"] = ["random", "random"]
+        data["log_level"] = "warning"
         written = time.monotonic()
         path.write_text(yaml.safe_dump(data))
         change = wait_for(lambda: changes and changes[-1], timeout=10, what="the reload")
@@ -287,6 +290,9 @@ def test_hot_reload_changes_rewards_between_ticks_and_keeps_cold_keys(tmp_path):
         assert farm.config.collection.envs == SMALL["envs"]  # the cold key keeps its running value
         assert farm.runtime.env.num_envs == SMALL["envs"]
         assert farm.runtime.server.batch_wait_ms == pytest.approx(50.0)
+        assert farm.runtime.server.max_streams == 8
+        assert [type(bot).__name__ for bot in farm.runtime.selfplay.bots] == ["RandomBot", "RandomBot"]
+        assert logging.getLogger("generals_rl").level == logging.WARNING
         assert farm.config.rewards.army_advantage == 0.0
 
         # An invalid file is refused with its error; the running configuration stays.

@@ -103,6 +103,8 @@ class Farm:
 
         config = self.config
         stop = stop or threading.Event()
+        logger = logging.getLogger("generals_rl")
+        level_before = logger.level
         _set_log_level(config.log_level)
         tls = _read_tls(config)
         token = self._token or config.streaming.token(self._environ or os.environ)
@@ -149,6 +151,7 @@ class Farm:
             if metrics_server is not None:
                 metrics_server.stop()
             self.stored = self._stored()
+            logger.setLevel(level_before)  # the watcher has stopped: no reload sets it again
 
     def _start_metrics(self, config):
         if not config.metrics.address:
