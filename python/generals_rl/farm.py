@@ -82,7 +82,8 @@ class Farm:
         self._callbacks: list[Callable[[ConfigChange], None]] = []
         self._pending = None  # a FarmConfig whose rewards and bots the next step takes
         self._first_sequence = 0
-        self.watcher = None
+        self.watcher = None  # a ConfigWatcher while running with config_path
+        self.metrics = None  # FarmMetrics while running with metrics.address
 
     def subscribe(self, callback: Callable[[ConfigChange], None]) -> None:
         """Calls ``callback(change)`` after every reload of the configuration file."""
@@ -107,7 +108,7 @@ class Farm:
         level_before = logger.level
         _set_log_level(config.log_level)
         tls = _read_tls(config)
-        token = self._token or config.streaming.token(self._environ or os.environ)
+        token = self._token or config.streaming.token(os.environ if self._environ is None else self._environ)
         rt = self.runtime
         rt.health = FarmHealth(
             {
@@ -117,12 +118,15 @@ class Farm:
                 "collection": lambda: rt.play_error,
             }
         )
-        metrics_server = self._start_metrics(config)
-        if self.config_path is not None:
-            self.watcher = ConfigWatcher(self.config_path, config, environ=self._environ, overrides=self._overrides)
-            self.watcher.subscribe(self._on_change)
-            self.watcher.start()
+        metrics_server = None
         try:
+            metrics_server = self._start_metrics(config)
+            if self.config_path is not None:
+                self.watcher = ConfigWatcher(
+                    self.config_path, config, environ=self._environ, overrides=self._overrides
+                )
+                self.watcher.subscribe(self._on_change)
+                self.watcher.start()
             if not config.collection.enabled:
                 return self._serve_only(config, stop, token, tls)
             summary = run_selfplay(
@@ -181,7 +185,7 @@ class Farm:
         sink = BufferSink(buffer, writer)
         self.runtime.sink = sink
         self.runtime.storage = StorageMonitor(writer, sink)
-        if getattr(self, "metrics", None) is not None:
+        if self.metrics is not None:
             self.metrics.watch_storage(self.runtime.storage)
         return sink
 
