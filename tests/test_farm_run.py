@@ -417,3 +417,23 @@ def test_a_farm_stores_on_s3_as_configured(tmp_path):
         stored = open_dataset("s3://farm/runs/a", endpoint_url=url).read()
     assert farm.stored == {"format": "npz", "destination": "s3://farm/runs/a", "experiences": summary.experiences}
     assert len(stored) == summary.experiences > 0
+
+
+def test_a_reload_replaces_the_storage_rotation_of_the_running_writer(tmp_path):
+    from types import SimpleNamespace
+
+    from generals_rl.config.farm import apply_hot
+    from generals_rl.storage import NpzWriter
+
+    config = load_config(environ={}, overrides=settings(tmp_path))
+    farm = Farm(config)
+    writer = NpzWriter(str(tmp_path / "store"))
+    farm.runtime.sink = SimpleNamespace(writer=writer)
+    chunk = writer.rotation.chunk_size
+    edited = load_config(environ={}, overrides=settings(tmp_path, storage={"rotation": {"max_age": 5,
+                                                                                         "max_experiences": 777}}))
+    new, applied, cold = apply_hot(config, edited)
+    farm._apply(new, applied)
+    assert (writer.rotation.max_age, writer.rotation.max_experiences, writer.rotation.chunk_size) == (5, 777, chunk)
+    assert farm.config is new and cold == []
+    writer.close()
