@@ -13,7 +13,8 @@ from . import _core
 
 _CORE = _core.vec_env_defaults()
 
-# Ticks before a game is truncated (0: no limit).
+# Ticks before a game of a VecEnv (and of self-play, the wrappers, the farm) is
+# truncated. A single ``Game`` has no limit unless given one, in C++ and Python alike.
 MAX_TICKS: int = int(_CORE["max_ticks"])
 
 # The reward weights, as the float32 values C++ holds printed back to the
