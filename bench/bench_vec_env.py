@@ -10,7 +10,15 @@ each player and a random legal move drawn from it), in the same run. Prints one 
 document. The peer is skipped (null, with the reason) when it is not installed:
 ``pip install 'generals-rl[bench]'``.
 
-    python bench/bench_vec_env.py [--seconds S] [--quick]
+It also measures what a farm's metrics cost self-play (``metrics_overhead``):
+the VecEnv recording into a buffer as ``generals-rl selfplay`` runs it, with the
+C++ counters off, no step hook and no scrapes, against the counters on, the
+farm's step hook and ``/metrics`` rendered every second (15 times Prometheus'
+default rate), in interleaved rounds, as process CPU time per env-step (all
+threads; robust to other load on the machine, unlike wall time), keeping each
+side's best (needs the ``farm`` extra; ``--metrics-only`` runs just this).
+
+    python bench/bench_vec_env.py [--seconds S] [--quick] [--metrics-only]
 """
 
 from __future__ import annotations
@@ -22,10 +30,12 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from importlib import metadata
 
 import numpy as np
+from generals_rl import ExperienceBuffer
 from generals_rl.bots import RandomBot
 from generals_rl.config import MapConfig
 from generals_rl.vec_env import VecEnv
@@ -69,6 +79,83 @@ def measure_vec_env(num_envs: int, num_threads: int, seconds: float, observation
         "policy_us_per_env_step": round(1e6 * policy_s / env_steps, 4),
         "step_us_per_env_step": round(1e6 * step_s / env_steps, 4),
         "calls": steps,
+    }
+
+
+def measure_metrics_overhead(num_envs: int, num_threads: int, seconds: float, rounds: int = 3) -> dict:
+    """Self-play env-steps per second without and with the farm's metrics (see the module doc)."""
+    try:
+        from generals_rl.farm import FarmRuntime, count_steps
+        from generals_rl.metrics import FarmMetrics
+    except ImportError as error:
+        return {"num_envs": num_envs, "overhead": None, "reason": str(error)}
+    buffer = ExperienceBuffer(SIDE, SIDE, max(200_000, 8 * num_envs * 2), "overwrite")
+    env = VecEnv(num_envs, players=2, height=SIDE, width=SIDE, seed=1, max_ticks=MAX_TICKS,
+                 num_threads=num_threads, map_config=MAP, observations=False, action_masks=False, buffer=buffer)
+    runtime = FarmRuntime()
+    runtime.env, runtime.buffer = env, buffer
+    metrics = FarmMetrics(runtime)
+    plain_step = env.step
+    count_steps(env, runtime, lambda: None)
+    counted_step = env.step
+    bot = RandomBot(seed=1)
+    actions = np.full((num_envs, 2), -1, dtype=np.int32)
+    env.reset()
+
+    def run(counting: bool, farm: bool) -> tuple[float, int]:
+        """Process CPU seconds per env-step (all threads, the scraper's too: what the
+        metrics cost, unlike wall time hardly moved by other processes on the machine)
+        with the C++ counters on or off, and with or without the farm's step hook and
+        a scrape every second; and the scrapes made."""
+        env.core.set_counting(counting)
+        env.step = counted_step if farm else plain_step
+        stop, scrapes = threading.Event(), [0]
+
+        def scrape():
+            while not stop.wait(1.0):
+                metrics.exposition()
+                scrapes[0] += 1
+
+        scraper = threading.Thread(target=scrape, daemon=True)
+        if farm:
+            scraper.start()
+        steps, start, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds:
+            env.step(bot.act(env, out=actions))
+            steps += 1
+        stop.set()
+        if farm:
+            scraper.join()
+        return (time.process_time() - cpu) / (steps * num_envs), scrapes[0]
+
+    for _ in range(20):
+        env.step(bot.act(env, out=actions))
+    off, counters, on, scrapes = [], [], [], 0
+    for _ in range(rounds):  # interleaved, so a change in the machine's load hits all three alike
+        off.append(run(False, False)[0])
+        counters.append(run(True, False)[0])
+        rate, scraped = run(True, True)
+        on.append(rate)
+        scrapes += scraped
+    started = time.perf_counter()
+    for _ in range(20):
+        metrics.exposition()
+    scrape_ms = (time.perf_counter() - started) / 20 * 1000
+    env.core.set_counting(True)
+    paired = sorted(b / a - 1 for a, b in zip(off, on))
+    return {
+        "num_envs": num_envs,
+        "num_threads": num_threads,
+        "cpu_us_per_env_step_without_metrics": round(1e6 * min(off), 4),
+        "cpu_us_per_env_step_with_counters_only": round(1e6 * min(counters), 4),
+        "cpu_us_per_env_step_with_metrics": round(1e6 * min(on), 4),
+        "overhead": round(min(on) / min(off) - 1, 4),  # best against best
+        "overhead_counters_only": round(min(counters) / min(off) - 1, 4),
+        "overhead_median_of_rounds": round(paired[len(paired) // 2], 4),
+        "rounds": rounds,
+        "seconds_per_run": seconds,
+        "scrapes": scrapes,
+        "ms_per_scrape": round(scrape_ms, 3),
     }
 
 
@@ -199,8 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     parser.add_argument("--quick", action="store_true", help="0.2 s per measurement (a smoke run)")
+    parser.add_argument("--metrics-only", action="store_true", help="only the metrics overhead")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the metrics overhead")
     args = parser.parse_args(argv)
     seconds = 0.2 if args.quick else args.seconds
+    metrics_overhead = [measure_metrics_overhead(n, t, max(seconds, 2.0 if not args.quick else 0.5),
+                                                 rounds=2 if args.quick else args.rounds)
+                        for n, t in ((64, 1), (1024, 1), (1024, 2))]
+    if args.metrics_only:
+        json.dump({"benchmark": "vec_env", "metrics_overhead": metrics_overhead,
+                   "loadavg": [round(x, 2) for x in os.getloadavg()]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     sizes, threads = [1, 64, 1024], [1, 2]
     began = time.perf_counter()
     load_before = os.getloadavg()
@@ -263,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             "best_env_steps_per_s": best,
             "best_ticks_per_s_without_views": best_bare,
             "gymnasium_wrapper": wrapper,
+            "metrics_overhead": metrics_overhead,
         },
         "peer": peer,
         "ratio_vs_peer": ratio,
@@ -270,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             "env_steps_per_s_with_views": {"target": 1_000_000, "reached": best},
             "ticks_per_s_without_views": {"target": 5_000_000, "reached": best_bare},
             "ratio_vs_peer_engine": {"target": 100, "reached": ratio and ratio["best_vs_best"]},
+            "metrics_overhead": {"target": 0.02, "reached": max(
+                (m["overhead"] for m in metrics_overhead if m.get("overhead") is not None), default=None)},
         },
         "seconds_per_measurement": seconds,
         "elapsed_s": round(time.perf_counter() - began, 1),

@@ -1,6 +1,8 @@
 // Bindings for the batched environment and the built-in policies.
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "arrays.hpp"
@@ -13,6 +15,47 @@ using grl::bindings::as_array;
 using grl::bindings::view;
 
 namespace {
+
+// The reward terms by their Python names.
+constexpr std::pair<const char*, float grl::RewardConfig::*> kRewardTerms[] = {
+    {"win", &grl::RewardConfig::win},
+    {"loss", &grl::RewardConfig::loss},
+    {"city_captured", &grl::RewardConfig::city_captured},
+    {"city_lost", &grl::RewardConfig::city_lost},
+    {"army_advantage", &grl::RewardConfig::army_advantage},
+    {"land_gained", &grl::RewardConfig::land_gained},
+    {"general_captured", &grl::RewardConfig::general_captured},
+};
+
+grl::RewardConfig reward_from_dict(const py::dict& reward) {
+  grl::RewardConfig r;
+  for (auto item : reward) {
+    const auto key = item.first.cast<std::string>();
+    auto term = std::find_if(std::begin(kRewardTerms), std::end(kRewardTerms),
+                             [&](const auto& t) { return key == t.first; });
+    if (term == std::end(kRewardTerms)) throw py::value_error("reward: unknown term '" + key + "'");
+    r.*(term->second) = item.second.cast<float>();
+  }
+  return r;
+}
+
+py::dict reward_to_dict(const grl::RewardConfig& r) {
+  py::dict d;
+  for (const auto& [name, member] : kRewardTerms) d[name] = r.*member;
+  return d;
+}
+
+py::dict counters_to_dict(const grl::VecEnvCounters& c) {
+  py::dict d;
+  d["experiences"] = py::array_t<uint64_t>(c.experiences.size(), c.experiences.data());
+  d["illegal_moves"] = py::array_t<uint64_t>(c.illegal_moves.size(), c.illegal_moves.data());
+  d["wins"] = py::array_t<uint64_t>(c.wins.size(), c.wins.data());
+  d["games_truncated"] = c.games_truncated;
+  d["games_no_winner"] = c.games_no_winner;
+  d["reward_buckets"] = py::array_t<uint64_t>(c.reward_buckets.size(), c.reward_buckets.data());
+  d["reward_sum"] = c.reward_sum;
+  return d;
+}
 
 grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint64_t seed, int max_ticks,
                           int num_threads, const grl::MapOptions& map, const py::dict& reward,
@@ -31,18 +74,7 @@ grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint
   c.observations = observations;
   c.action_masks = action_masks;
   c.teams = teams;
-  for (auto item : reward) {
-    const auto key = item.first.cast<std::string>();
-    const float value = item.second.cast<float>();
-    if (key == "win") c.reward.win = value;
-    else if (key == "loss") c.reward.loss = value;
-    else if (key == "city_captured") c.reward.city_captured = value;
-    else if (key == "city_lost") c.reward.city_lost = value;
-    else if (key == "army_advantage") c.reward.army_advantage = value;
-    else if (key == "land_gained") c.reward.land_gained = value;
-    else if (key == "general_captured") c.reward.general_captured = value;
-    else throw py::value_error("reward: unknown term '" + key + "'");
-  }
+  c.reward = reward_from_dict(reward);
   py::gil_scoped_release release;
   return new grl::VecEnv(std::move(c));
 }
@@ -96,6 +128,19 @@ void bind_vec_env(py::module_& m) {
            py::arg("reward"), py::arg("army_scaling"), py::arg("army_scale"), py::arg("observations"),
            py::arg("action_masks"), py::arg("teams") = std::vector<int32_t>{})
       .def("outputs", &output_views)
+      .def(
+          "set_reward", [](grl::VecEnv& e, const py::dict& reward) { e.set_reward(reward_from_dict(reward)); },
+          py::arg("reward"))
+      .def("reward", [](const grl::VecEnv& e) { return reward_to_dict(e.config().reward); })
+      .def("set_counting", &grl::VecEnv::set_counting, py::arg("on"))
+      .def("counters", [](const grl::VecEnv& e) {
+        grl::VecEnvCounters c;
+        {
+          py::gil_scoped_release release;
+          c = e.counters();
+        }
+        return counters_to_dict(c);
+      })
       .def("reset", &grl::VecEnv::reset, py::call_guard<py::gil_scoped_release>())
       .def(
           "step",
@@ -124,6 +169,16 @@ void bind_vec_env(py::module_& m) {
       .def_property_readonly("height", &grl::VecEnv::height)
       .def_property_readonly("width", &grl::VecEnv::width)
       .def_property_readonly("num_threads", [](const grl::VecEnv& e) { return e.config().num_threads; });
+
+  // The library's defaults, from the C++ structs: Python reads them from here.
+  m.def("vec_env_defaults", [] {
+    const grl::VecEnvConfig c;
+    py::dict d;
+    d["max_ticks"] = c.max_ticks;
+    d["reward"] = reward_to_dict(c.reward);
+    return d;
+  });
+  m.attr("REWARD_BUCKET_BOUNDS") = grl::VecEnvCounters::kRewardBounds;
 
   m.def(
       "random_policy",

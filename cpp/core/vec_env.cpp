@@ -1,6 +1,7 @@
 #include "vec_env.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "rng.hpp"
@@ -16,6 +17,18 @@ void require(bool ok, const std::string& field, const std::string& message) {
 BufferFull buffer_full(double timeout_s) {
   return BufferFull("experience buffer is full: its open cursors have not read for " + std::to_string(timeout_s) +
                     " s (read from them, close them, or use the overwrite policy)");
+}
+
+// Adds to a counter only one thread writes: no read-modify-write instruction needed.
+inline void bump(std::atomic<uint64_t>& counter, uint64_t by = 1) {
+  counter.store(counter.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+}
+
+// The histogram bucket of a reward: the first upper bound -1.0 + 0.1 k it does not exceed.
+inline int reward_bucket(float r) {
+  const double k = std::ceil((static_cast<double>(r) + 1.0) * 10.0 - 1e-6);
+  if (!(k >= 0)) return 0;  // below -1 (and NaN)
+  return k > VecEnvCounters::kRewardBounds - 1 ? VecEnvCounters::kRewardBounds : static_cast<int>(k);
 }
 
 }  // namespace
@@ -66,6 +79,8 @@ VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(config_.
   episode_land.assign(n * p, 0);
   running_return_.assign(n * p, 0.0f);
   episodes_.assign(n, 0);
+  counters_ = std::vector<std::atomic<uint64_t>>(n * counter_stride());
+  reward_sums_ = std::vector<std::atomic<double>>(n);
   games_.resize(n);
   reset();
 }
@@ -170,6 +185,7 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
   }
   truncated[i] = g.truncated();
   episode_done[i] = finished;
+  if (counting_) count_step(i, alive_before, finished, game_winner);
 
   if (buffer_) {
     buffer_->write_state(next_state, g);
@@ -211,6 +227,53 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
   write_views(i, config_.observations ? observations.data() : nullptr,
               config_.action_masks ? action_masks.data() : nullptr, scratch);
   write_info(i);
+}
+
+void VecEnv::count_step(int i, const uint8_t* alive_before, bool finished, int game_winner) {
+  const int players = config_.players;
+  const size_t base = static_cast<size_t>(i) * players;
+  std::atomic<uint64_t>* c = counters_.data() + static_cast<size_t>(i) * counter_stride();
+  std::atomic<uint64_t>* buckets = c + 3 * players + 2;
+  double sum = 0;
+  for (int p = 0; p < players; ++p) {
+    if (!alive_before[p]) continue;
+    bump(c[p]);
+    if (illegal[base + p]) bump(c[players + p]);
+    bump(buckets[reward_bucket(rewards[base + p])]);
+    sum += rewards[base + p];
+  }
+  std::atomic<double>& reward_sum = reward_sums_[i];
+  reward_sum.store(reward_sum.load(std::memory_order_relaxed) + sum, std::memory_order_relaxed);
+  if (finished) {
+    if (game_winner >= 0) bump(c[2 * players + game_winner]);
+    else if (truncated[i]) bump(c[3 * players]);
+    else bump(c[3 * players + 1]);
+  }
+}
+
+VecEnvCounters VecEnv::counters() const {
+  const int players = config_.players;
+  VecEnvCounters out;
+  out.experiences.assign(players, 0);
+  out.illegal_moves.assign(players, 0);
+  out.wins.assign(players, 0);
+  out.reward_buckets.assign(VecEnvCounters::kRewardBuckets, 0);
+  const size_t stride = counter_stride();
+  for (int i = 0; i < config_.num_envs; ++i) {
+    const std::atomic<uint64_t>* c = counters_.data() + static_cast<size_t>(i) * stride;
+    for (int p = 0; p < players; ++p) {
+      out.experiences[p] += c[p].load(std::memory_order_relaxed);
+      out.illegal_moves[p] += c[players + p].load(std::memory_order_relaxed);
+      out.wins[p] += c[2 * players + p].load(std::memory_order_relaxed);
+    }
+    out.games_truncated += c[3 * players].load(std::memory_order_relaxed);
+    out.games_no_winner += c[3 * players + 1].load(std::memory_order_relaxed);
+    for (int b = 0; b < VecEnvCounters::kRewardBuckets; ++b) {
+      out.reward_buckets[b] += c[3 * players + 2 + b].load(std::memory_order_relaxed);
+    }
+    out.reward_sum += reward_sums_[i].load(std::memory_order_relaxed);
+  }
+  return out;
 }
 
 void VecEnv::set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout_s) {

@@ -2,6 +2,7 @@
 // in arrays owned by the VecEnv, allocated once and overwritten on each step.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -21,7 +22,7 @@ struct VecEnvConfig {
   int height = 20;
   int width = 20;
   uint64_t seed = 0;
-  int max_ticks = 0;
+  int max_ticks = 2000;  // ticks before a game is truncated; 0: no limit
   int num_threads = 1;
   std::vector<int32_t> teams;  // one team per player; empty: free-for-all
   MapOptions map;  // players and padding are set from the fields above
@@ -29,6 +30,20 @@ struct VecEnvConfig {
   RewardConfig reward;
   bool observations = true;
   bool action_masks = true;
+};
+
+// Running totals of what the steps produced, summed over the games (see VecEnv::counters).
+struct VecEnvCounters {
+  // Reward histogram buckets: upper bounds -1.0, -0.9, ..., 1.0, then +Inf.
+  static constexpr int kRewardBounds = 21;
+  static constexpr int kRewardBuckets = kRewardBounds + 1;
+  std::vector<uint64_t> experiences;   // per player: one per alive player per tick
+  std::vector<uint64_t> illegal_moves;  // per player
+  std::vector<uint64_t> wins;           // per player: games won
+  uint64_t games_truncated = 0;         // games ended by the tick limit
+  uint64_t games_no_winner = 0;         // games over without a winner (not truncated)
+  std::vector<uint64_t> reward_buckets;  // kRewardBuckets, not cumulative
+  double reward_sum = 0;
 };
 
 class VecEnv {
@@ -50,6 +65,15 @@ class VecEnv {
   const std::shared_ptr<ExperienceBuffer>& buffer() const { return buffer_; }
 
   const VecEnvConfig& config() const { return config_; }
+  // Replaces the reward weights from the next step on. Not while a step runs:
+  // call it from the thread that steps, between steps.
+  void set_reward(const RewardConfig& reward) { config_.reward = reward; }
+  // Totals since construction. Each game counts into its own slot inside its
+  // step (no sharing between threads); this sums the slots and may run while
+  // a step does (it then sees part of that step).
+  VecEnvCounters counters() const;
+  // Counting is on by default; off only to measure what it costs.
+  void set_counting(bool on) { counting_ = on; }
   int num_envs() const { return config_.num_envs; }
   int players() const { return config_.players; }
   int height() const { return config_.height; }
@@ -89,6 +113,13 @@ class VecEnv {
   std::shared_ptr<ExperienceBuffer> buffer_;
   double buffer_timeout_ = 0;
   std::vector<uint64_t> state_ids_;  // each game's current state in the buffer
+  // Per game, counter_stride() slots: experiences[P], illegal[P], wins[P], truncated,
+  // no winner, reward buckets; one writer each (the thread stepping the game).
+  size_t counter_stride() const { return 3 * static_cast<size_t>(config_.players) + 2 + VecEnvCounters::kRewardBuckets; }
+  std::vector<std::atomic<uint64_t>> counters_;
+  std::vector<std::atomic<double>> reward_sums_;
+  bool counting_ = true;
+  void count_step(int i, const uint8_t* alive_before, bool finished, int game_winner);
 };
 
 }  // namespace grl

@@ -35,6 +35,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _selfplay(args: argparse.Namespace) -> int:
+    from .farm import run_farm_cli, wants_farm
+
+    if wants_farm(args):
+        return run_farm_cli(args, args.argv)
     from .selfplay import SelfPlayConfig, parse_policies, run_selfplay
 
     try:
@@ -232,11 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     option("--json", action="store_true", help="print the summary as JSON")
     selfplay.set_defaults(run=_selfplay)
+    from .farm import add_config_command, add_selfplay_options
+
+    add_selfplay_options(selfplay)
+    add_config_command(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from .storage import StorageError
 
     try:

@@ -21,6 +21,7 @@ from typing import Protocol, TextIO
 import numpy as np
 
 from .bots import POLICIES
+from .defaults import DRAIN_TIMEOUT, MAX_STREAMS, MAX_TICKS
 from .experience import BufferFullError, ExperienceBuffer
 from .vec_env import VecEnv
 
@@ -52,7 +53,7 @@ class SelfPlayConfig:
     width: int = 20
     num_threads: int | None = None
     seed: int = 0
-    max_ticks: int = 2000
+    max_ticks: int = MAX_TICKS
     capacity: int = 200_000
     buffer_policy: str = "block"
 
@@ -262,17 +263,19 @@ def run_selfplay(
     sinks: Sequence[SinkFactory] = (),
     keep_running: bool = False,
     wait_for_consumers: int = 0,
-    drain_timeout: float = 30.0,
+    drain_timeout: float = DRAIN_TIMEOUT,
     token: str | None = None,
     tls: tuple[bytes, bytes] | None = None,
-    max_streams: int = 32,
+    max_streams: int = MAX_STREAMS,
     log: TextIO = sys.stderr,
     stop: threading.Event | None = None,
+    on_start: Callable[[SelfPlay, object], None] | None = None,
 ) -> SelfPlaySummary:
     """Self-play served on ``address`` until ``config.games`` have finished (or
     ``stop``); with ``keep_running`` it then serves until ``stop`` (or SIGINT).
     Play starts once ``wait_for_consumers`` streams are open. Waits up to ``drain_timeout`` seconds for connected consumers to read
-    everything before it shuts the server down gracefully."""
+    everything before it shuts the server down gracefully. ``on_start(selfplay,
+    server)`` is called once the server and the sinks run, before play starts."""
     from .service import ExperienceServer
 
     if not drain_timeout >= 0:
@@ -294,6 +297,8 @@ def run_selfplay(
         for sink in built:
             sink.start()
             started.append(sink)
+        if on_start is not None:
+            on_start(selfplay, server)
         if wait_for_consumers > server.active_streams:
             print(
                 f"generals-rl selfplay: waiting for {wait_for_consumers} consumer(s) to connect",

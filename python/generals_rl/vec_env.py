@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _core
 from .config import MapConfig
+from .defaults import MAX_TICKS, REWARD_WEIGHTS
 
 OBSERVATION_CHANNELS = (
     "own_army",
@@ -33,16 +34,16 @@ class RewardConfig:
     hands that tick (through an elimination too); ``army_advantage`` times
     ``(A_team - A_others) / (A_team + A_others)`` (in free-for-all a player is its team);
     ``land_gained`` per tile gained (negative when lost); ``general_captured`` per
-    general captured.
+    general captured. The defaults are the C++ engine's (``generals_rl.defaults``).
     """
 
-    win: float = 1.0
-    loss: float = -1.0
-    city_captured: float = 0.1
-    city_lost: float = -0.1
-    army_advantage: float = 0.05
-    land_gained: float = 0.0
-    general_captured: float = 0.0
+    win: float = REWARD_WEIGHTS["win"]
+    loss: float = REWARD_WEIGHTS["loss"]
+    city_captured: float = REWARD_WEIGHTS["city_captured"]
+    city_lost: float = REWARD_WEIGHTS["city_lost"]
+    army_advantage: float = REWARD_WEIGHTS["army_advantage"]
+    land_gained: float = REWARD_WEIGHTS["land_gained"]
+    general_captured: float = REWARD_WEIGHTS["general_captured"]
 
 
 class VecEnv:
@@ -80,7 +81,7 @@ class VecEnv:
         height: int = 20,
         width: int = 20,
         seed: int = 0,
-        max_ticks: int = 2000,
+        max_ticks: int = MAX_TICKS,
         num_threads: int | None = None,
         map_config: MapConfig | None = None,
         reward_config: RewardConfig | None = None,
@@ -140,6 +141,22 @@ class VecEnv:
         self._env.step(actions)
         out = self._out
         return self.observations, out["rewards"], out["terminated"], out["truncated"], self._info()
+
+    def set_reward_config(self, reward_config: RewardConfig) -> None:
+        """Uses ``reward_config`` from the next ``step`` on. Call it between steps,
+        from the thread that steps (a step never sees half a change)."""
+        if not isinstance(reward_config, RewardConfig):
+            raise TypeError(f"reward_config: expected a RewardConfig, got {type(reward_config).__name__}")
+        self._env.set_reward(asdict(reward_config))
+        self.reward_config = reward_config
+
+    def counters(self) -> dict:
+        """Totals since the env was made, counted in C++ inside ``step``:
+        ``experiences``, ``illegal_moves`` and ``wins`` (uint64 per player),
+        ``games_truncated``, ``games_no_winner``, ``reward_buckets`` (per bucket of
+        ``generals_rl.defaults.REWARD_BUCKETS``, then above 1; not cumulative) and
+        ``reward_sum``. Safe to call from another thread while a step runs."""
+        return self._env.counters()
 
     def game_state(self, index: int) -> dict:
         """A copy of game ``index``'s board: kind, owner, army, tick, generals."""

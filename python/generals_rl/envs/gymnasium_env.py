@@ -27,6 +27,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 from ..bots import HeuristicBot, RandomBot
 from ..config import MapConfig
+from ..defaults import MAX_TICKS
 from ..vec_env import RewardConfig, VecEnv
 
 ENV_ID = "generals_rl/Generals-v0"
@@ -136,7 +137,7 @@ class GeneralsEnv(gymnasium.Env):
         agent_player: int = 0,
         height: int = 20,
         width: int = 20,
-        max_ticks: int = 2000,
+        max_ticks: int = MAX_TICKS,
         map_config: MapConfig | None = None,
         reward_config: RewardConfig | None = None,
         army_scaling: str = "linear",

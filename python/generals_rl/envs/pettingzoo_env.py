@@ -22,6 +22,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
     ) from error
 
 from ..config import MapConfig
+from ..defaults import MAX_TICKS
 from ..vec_env import RewardConfig, VecEnv
 from .gymnasium_env import (
     action_space,
@@ -52,7 +53,7 @@ class GeneralsParallelEnv(ParallelEnv):
         players: int = 2,
         height: int = 20,
         width: int = 20,
-        max_ticks: int = 2000,
+        max_ticks: int = MAX_TICKS,
         map_config: MapConfig | None = None,
         reward_config: RewardConfig | None = None,
         army_scaling: str = "linear",

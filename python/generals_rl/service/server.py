@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from .._proto import experience_pb2 as pb
+from ..defaults import MAX_STREAMS, STREAM_ADDRESS
 from ..experience import (
     BufferFullError,
     Cursor,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperienceService"].full_name
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_ADDRESS = STREAM_ADDRESS
 
 DEFAULT_BATCH_SIZE = 256
 MAX_BATCH_SIZE = 65536
@@ -115,6 +116,7 @@ class _Stream:
     position up to which everything was sent or did not match."""
 
     def __init__(self, cursor: Cursor, end: int | None) -> None:
+        self.id = 0
         self.cursor = cursor
         self.end = end
         self.delivered = cursor.position
@@ -146,7 +148,7 @@ class ExperienceServer:
         *,
         token: str | None = None,
         tls: tuple[bytes, bytes] | None = None,
-        max_streams: int = 32,
+        max_streams: int = MAX_STREAMS,
         max_message_bytes: int = 64 << 20,
         buffer_id: str | None = None,
     ) -> None:
@@ -179,6 +181,8 @@ class ExperienceServer:
         self._executor: futures.ThreadPoolExecutor | None = None
         self.port: int | None = None
         self._started = False
+        self.batch_wait_ms = DEFAULT_BATCH_WAIT_MS  # when a stream request does not say
+        self._stream_ids = 0
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -301,6 +305,37 @@ class ExperienceServer:
         with self._lock:
             return len(self._streams)
 
+    @property
+    def max_streams(self) -> int:
+        return self._max_streams
+
+    @max_streams.setter
+    def max_streams(self, value: int) -> None:
+        """Changes the limit for streams opened from now on (open ones stay). A
+        started server has worker threads for the limit it started with: above
+        that, streams would wait for threads, so raising past it needs a restart."""
+        if value < 1:
+            raise ValueError(f"max_streams: must be at least 1, got {value}")
+        if self._executor is not None and value > self._executor._max_workers - 16:
+            raise ValueError(
+                f"max_streams: {value} is above the {self._executor._max_workers - 16} this server started with; "
+                "restart to raise it"
+            )
+        self._max_streams = value
+
+    def stream_lags(self) -> dict[int, int]:
+        """Each open stream's lag (experiences appended it has not read), by the
+        stream's number (counting the streams this server opened)."""
+        with self._lock:
+            streams = list(self._streams)
+        return {s.id: s.cursor.lag for s in streams if not s.cursor.closed}
+
+    def set_health(self, service: str, serving: bool) -> None:
+        """Reports ``service`` ("" for the server as a whole) SERVING or
+        NOT_SERVING through the gRPC health service (ignored once stopping)."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self._health.set(service, status)
+
     def drained(self) -> bool:
         """Whether every open stream has sent everything appended so far (that it
         will send: non-follow streams end at the head they started with)."""
@@ -374,7 +409,7 @@ class ExperienceServer:
             min_turn=request.min_turn,
             follow=request.follow,
             batch_size=min(request.batch_size or DEFAULT_BATCH_SIZE, max_rows),
-            wait=(request.max_batch_wait_ms or DEFAULT_BATCH_WAIT_MS) / 1000.0,
+            wait=(request.max_batch_wait_ms or self.batch_wait_ms) / 1000.0,
             compress=request.enable_compression,
             start=start,
             compact_states=request.compact_states,
@@ -389,6 +424,8 @@ class ExperienceServer:
                 )
             cursor = self.buffer.cursor(params.game_ids, params.player_ids, params.min_turn, params.start)
             stream = _Stream(cursor, None if params.follow else self.buffer.head)
+            self._stream_ids += 1
+            stream.id = self._stream_ids
             self._streams.add(stream)
         context.add_callback(cursor.close)  # a cancelled stream stops holding producers back at once
         return stream

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import _core
+from .. import _core
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,19 @@ class MapConfig:
         options.pad_width = pad_width
         options.validate()
         return options
+
+
+# The farm configuration (pydantic, PyYAML: the `farm` extra) is imported on first use.
+_FARM_EXPORTS = ("ConfigError", "FarmConfig", "HOT_KEYS", "load_config")
+
+
+def __getattr__(name: str):
+    if name in _FARM_EXPORTS:
+        from . import farm
+
+        return getattr(farm, name)
+    if name == "ConfigWatcher":
+        from .reload import ConfigWatcher
+
+        return ConfigWatcher
+    raise AttributeError(f"module 'generals_rl.config' has no attribute {name!r}")

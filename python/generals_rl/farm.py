@@ -1,0 +1,585 @@
+"""A self-play farm run from its configuration (``generals_rl.config.farm``):
+``run_selfplay`` with storage, Prometheus metrics, health and hot reload.
+
+    from generals_rl.config import load_config
+    from generals_rl.farm import Farm
+
+    farm = Farm(load_config("farm.yaml"), config_path="farm.yaml")
+    farm.subscribe(lambda change: print(change.applied, change.needs_restart))
+    summary = farm.run()
+
+Also the command-line side: ``generals-rl selfplay --config FILE`` and
+``generals-rl config show|check``. This module imports pydantic, PyYAML,
+prometheus-client and watchfiles (the ``farm`` extra) only when a farm runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TextIO
+
+import grpc
+
+from .defaults import DRAIN_TIMEOUT, MAX_STREAMS, STORAGE_DIRECTORY, STORAGE_FORMAT, STREAM_ADDRESS
+from .selfplay import SelfPlayConfig
+
+if TYPE_CHECKING:
+    from .config.farm import FarmConfig
+    from .config.reload import ConfigChange
+
+log = logging.getLogger("generals_rl.farm")
+
+
+class FarmRuntime:
+    """What a running farm is made of, as the metrics and health read it."""
+
+    def __init__(self) -> None:
+        self.env = None
+        self.buffer = None
+        self.server = None
+        self.selfplay = None
+        self.sink = None
+        self.storage = None  # a StorageMonitor
+        self.health = None  # a FarmHealth
+        self.steps = 0
+        self.submissions = None  # SubmissionCounts, once serving
+        self.playing = False
+        self.play_error: str | None = None
+
+
+class Farm:
+    """Runs self-play as ``config`` says. With ``config_path`` it watches that
+    file and applies its hot keys while running (``overrides`` and the
+    ``GENERALS_RL__*`` variables of ``environ`` are laid over it again at each
+    reload). ``token`` is a bearer token given on the command line (the file
+    names only where to read one)."""
+
+    def __init__(
+        self,
+        config: FarmConfig,
+        *,
+        config_path: str | os.PathLike | None = None,
+        overrides: Mapping | None = None,
+        environ: Mapping[str, str] | None = os.environ,
+        token: str | None = None,
+        log_to: TextIO = sys.stderr,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.runtime = FarmRuntime()
+        self.metrics_address: str | None = None
+        self.stored: dict | None = None
+        self._overrides = overrides
+        self._environ = environ
+        self._token = token
+        self._log = log_to
+        self._callbacks: list[Callable[[ConfigChange], None]] = []
+        self._pending = None  # a FarmConfig whose rewards and bots the next step takes
+        self._first_sequence = 0
+        self.watcher = None  # a ConfigWatcher while running with config_path
+        self.metrics = None  # FarmMetrics while running with metrics.address
+
+    def subscribe(self, callback: Callable[[ConfigChange], None]) -> None:
+        """Calls ``callback(change)`` after every reload of the configuration file."""
+        self._callbacks.append(callback)
+
+    def _say(self, text: str) -> None:
+        print(f"generals-rl farm: {text}", file=self._log, flush=True)
+
+    # ---- running ------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None):
+        """Plays (or, with ``collection.enabled: false``, only serves and stores)
+        until the games are done or ``stop``; returns the SelfPlaySummary (None
+        when only serving)."""
+        from .config.reload import ConfigWatcher
+        from .health import FarmHealth
+        from .selfplay import run_selfplay
+
+        config = self.config
+        stop = stop or threading.Event()
+        logger = logging.getLogger("generals_rl")
+        level_before = logger.level
+        _set_log_level(config.log_level)
+        tls = _read_tls(config)
+        token = self._token or config.streaming.token(os.environ if self._environ is None else self._environ)
+        rt = self.runtime
+        rt.health = FarmHealth(
+            {
+                "buffer": lambda: None if rt.buffer is not None else "no buffer yet",
+                "stream": self._stream_problem,
+                "storage": lambda: rt.storage.problem() if rt.storage is not None else None,
+                "collection": lambda: rt.play_error,
+            }
+        )
+        metrics_server = None
+        try:
+            metrics_server = self._start_metrics(config)
+            if self.config_path is not None:
+                self.watcher = ConfigWatcher(
+                    self.config_path, config, environ=self._environ, overrides=self._overrides
+                )
+                self.watcher.subscribe(self._on_change)
+                self.watcher.start()
+            if not config.collection.enabled:
+                return self._serve_only(config, stop, token, tls)
+            summary = run_selfplay(
+                config.selfplay_config(),
+                config.streaming.address,
+                sinks=[self._storage_sink] if config.storage.enabled else [],
+                keep_running=config.streaming.keep_running,
+                wait_for_consumers=config.collection.wait_for_consumers,
+                drain_timeout=config.streaming.drain_timeout,
+                token=token,
+                tls=tls,
+                max_streams=config.streaming.max_connections,
+                log=self._log,
+                stop=stop,
+                on_start=self._on_start,
+            )
+            return summary
+        except BaseException as exc:
+            rt.play_error = f"self-play stopped: {type(exc).__name__}: {exc}"
+            raise
+        finally:
+            rt.playing = False
+            if self.watcher is not None:
+                self.watcher.stop()
+            rt.health.stop()
+            if metrics_server is not None:
+                metrics_server.stop()
+            self.stored = self._stored()
+            logger.setLevel(level_before)  # the watcher has stopped: no reload sets it again
+
+    def _start_metrics(self, config):
+        if not config.metrics.address:
+            return None
+        from .metrics import FarmMetrics, MetricsServer
+
+        self.metrics = FarmMetrics(self.runtime)
+        server = MetricsServer(self.metrics, self.runtime.health, config.metrics.address).start()
+        self.metrics_address = server.address
+        self._say(f"metrics on http://{server.address}/metrics (health: /healthz, /readyz)")
+        return server
+
+    def _stream_problem(self) -> str | None:
+        server = self.runtime.server
+        if server is None:
+            return "the experience server is not running yet"
+        return None
+
+    def _storage_sink(self, buffer):
+        from .health import StorageMonitor
+        from .storage import BufferSink, continue_numbering, open_writer
+
+        storage = self.config.storage
+        # A missing pyarrow or boto3 raises ImportError: run_farm_cli says which extra to install.
+        writer = open_writer(storage.format, storage.destination, **storage.writer_options())
+        self._first_sequence = continue_numbering(buffer, writer)
+        sink = BufferSink(buffer, writer)
+        self.runtime.sink = sink
+        self.runtime.storage = StorageMonitor(writer, sink)
+        if self.metrics is not None:
+            self.metrics.watch_storage(self.runtime.storage)
+        return sink
+
+    def _stored(self) -> dict | None:
+        sink = self.runtime.sink
+        if sink is None:
+            return None
+        durable = sink.durable_sequence
+        stored = 0 if durable is None or durable < self._first_sequence else durable - self._first_sequence + 1
+        storage = self.config.storage
+        return {"format": storage.format, "destination": storage.destination, "experiences": stored}
+
+    def _on_start(self, selfplay, server) -> None:
+        rt = self.runtime
+        rt.selfplay, rt.env, rt.buffer, rt.server = selfplay, selfplay.env, selfplay.buffer, server
+        rt.submissions = SubmissionCounts(server)
+        server.batch_wait_ms = self.config.streaming.batch_timeout * 1000.0
+        selfplay.env.set_reward_config(self.config.reward_config())
+        count_steps(selfplay.env, rt, self._take_pending)
+        play = selfplay.run
+
+        def watched_play(stop, *args, **kwargs):
+            try:
+                return play(stop, *args, **kwargs)
+            except BaseException as exc:
+                rt.play_error = f"self-play stopped: {type(exc).__name__}: {exc}"
+                raise
+            finally:
+                rt.playing = False
+                if self.config.collection.games in (None, 0) and not stop.is_set():
+                    rt.play_error = rt.play_error or "self-play stopped although it plays until stopped"
+
+        selfplay.run = watched_play
+        rt.playing = True
+        rt.health.server = server
+        rt.health.start()
+
+    def _take_pending(self) -> None:
+        pending = self._pending
+        if pending is not None:  # rewards and bots change together, before a tick
+            self._pending = None
+            self._apply_to_play(pending)
+
+    def _serve_only(self, config, stop: threading.Event, token, tls):
+        from .selfplay import _stop_on_signals
+        from .service import ExperienceServer
+
+        rt = self.runtime
+        buffer = config.selfplay_config().make_buffer()
+        sink = self._storage_sink(buffer) if config.storage.enabled else None
+        server = ExperienceServer(
+            buffer, config.streaming.address, token=token, tls=tls, max_streams=config.streaming.max_connections
+        ).start()
+        rt.buffer, rt.server = buffer, server
+        rt.submissions = SubmissionCounts(server)
+        server.batch_wait_ms = config.streaming.batch_timeout * 1000.0
+        rt.health.server = server
+        rt.health.start()
+        self._say(f"collection disabled: serving submissions on {server.address}")
+        restore = _stop_on_signals(stop)
+        try:
+            if sink is not None:
+                sink.start()
+            stop.wait()
+        finally:
+            try:
+                if sink is not None:
+                    sink.stop()
+            finally:
+                server.stop(grace=min(5.0, max(config.streaming.drain_timeout, 0.5)))
+                restore()
+
+    # ---- hot reload -----------------------------------------------------------
+
+    def _on_change(self, change: ConfigChange) -> None:
+        for line in change.describe(str(self.config_path)):
+            self._say(line)
+        if change.applied:
+            self._apply(change.config, change.applied)
+        for callback in list(self._callbacks):
+            callback(change)
+
+    def _apply(self, config: FarmConfig, keys: list[str]) -> None:
+        """Makes ``config`` the running one: at once for the log level, the
+        streaming limits and the storage rotation; rewards and bots before the
+        next tick."""
+        rt = self.runtime
+        self.config = config
+        _set_log_level(config.log_level)
+        if rt.server is not None:
+            rt.server.batch_wait_ms = config.streaming.batch_timeout * 1000.0
+            try:
+                rt.server.max_streams = config.streaming.max_connections
+            except ValueError as exc:
+                self._say(f"streaming.max_connections: {exc}")
+        if rt.sink is not None and hasattr(rt.sink.writer, "rotation"):
+            rt.sink.writer.rotation = config.storage.rotation.to_rotation(rt.sink.writer.rotation.chunk_size)
+        if any(k.startswith(("rewards", "collection.bots")) for k in keys):
+            self._pending = config
+
+    def _apply_to_play(self, config: FarmConfig) -> None:
+        from .bots import POLICIES
+
+        selfplay = self.runtime.selfplay
+        selfplay.env.set_reward_config(config.reward_config())
+        seed = selfplay.config.seed
+        for player, name in enumerate(config.collection.bots):
+            if type(selfplay.bots[player]) is not POLICIES[name]:
+                selfplay.bots[player] = POLICIES[name](seed=seed + player) if name == "random" else POLICIES[name]()
+
+
+def count_steps(env, runtime: FarmRuntime, before_step: Callable[[], None]) -> None:
+    """Makes ``env.step`` call ``before_step()`` first (between ticks: where
+    changes apply) and count the steps that went through in ``runtime.steps``."""
+    step = env.step
+
+    def counted_step(actions):
+        before_step()
+        result = step(actions)
+        runtime.steps += 1
+        return result
+
+    env.step = counted_step
+
+
+class SubmissionCounts:
+    """Experiences submitted to a server over ``SubmitExperiences``: ``accepted``,
+    and ``rejected`` by reason: the field an experience failed on (the first
+    few of a request are itemized, the rest count as ``unitemized``) or, for a
+    request refused whole, its status code (``invalid_argument``,
+    ``resource_exhausted``)."""
+
+    def __init__(self, server) -> None:
+        self.accepted = 0
+        self.rejected: dict[str, int] = {}
+        self._lock = threading.Lock()
+        inner = server._submit_or_abort  # called through the instance: this wraps one server
+
+        def counted(request, context):
+            try:
+                response = inner(request, _RecordingContext(context, self))
+            except Exception as exc:
+                code = getattr(exc, "code", None)
+                if isinstance(code, grpc.StatusCode):
+                    self._reject(code.name.lower(), max(1, len(request.experiences)))
+                raise
+            self._count(response.accepted_count, [], 0)
+            return response
+
+        server._submit_or_abort = counted
+
+    def _reject(self, reason: str, count: int) -> None:
+        with self._lock:
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+    def _count(self, accepted: int, fields: list[str], rejected: int) -> None:
+        with self._lock:
+            self.accepted += accepted
+            for field in fields:
+                self.rejected[field] = self.rejected.get(field, 0) + 1
+            if rejected > len(fields):
+                self.rejected["unitemized"] = self.rejected.get("unitemized", 0) + rejected - len(fields)
+
+
+class _RecordingContext:
+    """A servicer context that reads the response out of a rich error status
+    before passing the abort on."""
+
+    def __init__(self, context, counts: SubmissionCounts) -> None:
+        self._context = context
+        self._counts = counts
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
+
+    def abort_with_status(self, status):
+        from google.rpc import status_pb2
+
+        from ._proto import experience_pb2 as pb
+
+        details = dict(status.trailing_metadata or ()).get("grpc-status-details-bin")
+        if details is not None:
+            for detail in status_pb2.Status.FromString(details).details:
+                if detail.Is(pb.SubmitExperiencesResponse.DESCRIPTOR):
+                    response = pb.SubmitExperiencesResponse()
+                    detail.Unpack(response)
+                    first_problem: dict[int, str] = {}  # an experience may fail on several fields
+                    for r in response.rejections:
+                        first_problem.setdefault(r.index, r.field or "unknown")
+                    fields = list(first_problem.values())
+                    self._counts._count(response.accepted_count, fields, response.rejected_count)
+        return self._context.abort_with_status(status)
+
+
+def _set_log_level(level: str) -> None:
+    logging.getLogger("generals_rl").setLevel(level.upper())
+
+
+def _read_tls(config) -> tuple[bytes, bytes] | None:
+    tls = config.streaming.tls
+    if tls.cert is None:
+        return None
+    with open(tls.cert, "rb") as cert, open(tls.key, "rb") as key:
+        return cert.read(), key.read()
+
+
+# ---- the command line --------------------------------------------------------------
+
+# selfplay flag -> configuration key (flags mapped by hand below: output, policies, tls)
+_FLAG_KEYS = {
+    "games": "collection.games",
+    "num_envs": "collection.envs",
+    "height": "collection.board.height",
+    "width": "collection.board.width",
+    "threads": "collection.threads",
+    "seed": "collection.seed",
+    "max_ticks": "collection.max_ticks",
+    "capacity": "collection.buffer_size",
+    "buffer_policy": "collection.buffer_policy",
+    "wait_for_consumers": "collection.wait_for_consumers",
+    "address": "streaming.address",
+    "max_streams": "streaming.max_connections",
+    "keep_running": "streaming.keep_running",
+    "drain_timeout": "streaming.drain_timeout",
+    "format": "storage.format",
+    "tls_cert": "streaming.tls.cert",
+    "tls_key": "streaming.tls.key",
+    "metrics_address": "metrics.address",
+}
+
+
+def cli_defaults() -> dict:
+    """The selfplay flags' defaults, from the library's (one source)."""
+    play = {f.name: f.default for f in dataclasses.fields(SelfPlayConfig)}
+    return {
+        "policies": ",".join(play["policies"]),
+        "games": play["games"],
+        "num_envs": play["num_envs"],
+        "height": play["height"],
+        "width": play["width"],
+        "threads": play["num_threads"],
+        "seed": play["seed"],
+        "max_ticks": play["max_ticks"],
+        "capacity": play["capacity"],
+        "buffer_policy": play["buffer_policy"],
+        "address": STREAM_ADDRESS,
+        "max_streams": MAX_STREAMS,
+        "drain_timeout": DRAIN_TIMEOUT,
+        "output": STORAGE_DIRECTORY,
+        "format": STORAGE_FORMAT,
+    }
+
+
+def add_selfplay_options(selfplay: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--metrics-address``, and the library's defaults for the other flags."""
+    selfplay.add_argument(
+        "--config",
+        metavar="FARM.yaml",
+        default=None,
+        help="read the farm configuration from this file (hot keys reload while running); "
+        "flags given override it, and GENERALS_RL__SECTION__KEY variables override the file",
+    )
+    selfplay.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve Prometheus /metrics, /healthz and /readyz here (needs the farm extra)",
+    )
+    selfplay.set_defaults(**cli_defaults())
+
+
+def add_config_command(commands) -> None:
+    config = commands.add_parser("config", help="show or check a farm configuration")
+    actions = config.add_subparsers(dest="config_command", required=True)
+    show = actions.add_parser("show", help="print the effective configuration (defaults, FILE, environment)")
+    show.add_argument("file", nargs="?", default=None)
+    show.set_defaults(run=_config_show)
+    check = actions.add_parser("check", help="validate FILE (and the GENERALS_RL__* variables)")
+    check.add_argument("file")
+    check.set_defaults(run=_config_check)
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    return _config_command(args, show=True)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    return _config_command(args, show=False)
+
+
+def _load_or_say(command: str, path: str | None, overrides: Mapping | None = None):
+    """The configuration, or None after printing why there is none."""
+    try:
+        from .config.farm import ConfigError, load_config
+
+        return load_config(path, overrides=overrides)
+    except ImportError as exc:
+        print(f"generals-rl {command}: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"generals-rl {command}: invalid configuration:\n{exc}", file=sys.stderr)
+    return None
+
+
+def _config_command(args: argparse.Namespace, show: bool) -> int:
+    config = _load_or_say("config", args.file)
+    if config is None:
+        return 2
+    if show:
+        sys.stdout.write(config.to_yaml())
+    else:
+        print(f"{args.file}: ok")
+    return 0
+
+
+def wants_farm(args: argparse.Namespace) -> bool:
+    """Whether ``generals-rl selfplay`` runs as a farm: with ``--config``,
+    ``--metrics-address`` or any ``GENERALS_RL__*`` variable set."""
+    from_env = any(name.startswith("GENERALS_RL__") for name in os.environ)
+    return bool(getattr(args, "config", None) or getattr(args, "metrics_address", None) or from_env)
+
+
+def explicit_flags(argv: list[str]) -> dict:
+    """The selfplay flags given in ``argv`` (not their defaults)."""
+    from .cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    selfplay = commands.choices["selfplay"]
+    for action in selfplay._actions:
+        action.default = argparse.SUPPRESS
+    selfplay._defaults.clear()
+    given = vars(parser.parse_args(argv))
+    return {k: v for k, v in given.items() if k not in ("command", "run")}
+
+
+def flag_overrides(flags: Mapping) -> dict:
+    """Configuration overrides from selfplay flags."""
+    from .config.farm import set_path
+    from .selfplay import parse_policies
+
+    out: dict = {}
+    for name, value in flags.items():
+        if name in _FLAG_KEYS:
+            if name == "games" and value == 0:
+                value = None
+            set_path(out, _FLAG_KEYS[name].split("."), value)
+        elif name == "policies":
+            set_path(out, ["collection", "bots"], list(parse_policies(value)))
+        elif name == "output":
+            if value == "none":
+                set_path(out, ["storage", "enabled"], False)
+            elif value.startswith("s3://"):
+                bucket, _, prefix = value[len("s3://"):].partition("/")
+                set_path(out, ["storage", "type"], "s3")
+                set_path(out, ["storage", "s3", "bucket"], bucket)
+                set_path(out, ["storage", "s3", "prefix"], prefix)
+            else:
+                set_path(out, ["storage", "type"], "file")
+                set_path(out, ["storage", "directory"], value)
+    return out
+
+
+def run_farm_cli(args: argparse.Namespace, argv: list[str]) -> int:
+    """``generals-rl selfplay`` as a farm: configuration from ``--config``, the
+    environment and the flags given."""
+    import json
+
+    overrides = flag_overrides(explicit_flags(argv))
+    config = _load_or_say("selfplay", args.config, overrides)
+    if config is None:
+        return 2
+    farm = Farm(config, config_path=args.config, overrides=overrides, token=args.token)
+    try:
+        summary = farm.run()
+    except ImportError as exc:
+        print(
+            f"generals-rl selfplay: storage.format {config.storage.format} needs {exc.name}: "
+            "pip install 'generals-rl[storage]' (or storage.format: npz, or storage.enabled: false)",
+            file=sys.stderr,
+        )
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"generals-rl selfplay: {exc}", file=sys.stderr)
+        return 2
+    if summary is None:
+        return 0
+    result = summary.to_dict()
+    if farm.stored is not None:
+        result["stored"] = farm.stored
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(summary.format())
+        if farm.stored is not None:
+            stored = farm.stored
+            print(f"stored: {stored['experiences']} experiences as {stored['format']} in {stored['destination']}")
+    return 0
