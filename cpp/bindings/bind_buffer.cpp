@@ -189,6 +189,7 @@ void bind_buffer(py::module_& m) {
       .def(
           "read_raw",
           [](grl::Cursor& c, size_t max_items, double timeout, bool with_states) {
+            timeout = grl::bindings::timeout_seconds(timeout, "timeout");
             grl::RawBatch b;
             take_pooled(b, max_items, c.tiles());
             {
@@ -201,6 +202,7 @@ void bind_buffer(py::module_& m) {
       .def(
           "read_decoded",
           [](grl::Cursor& c, size_t max_items, double timeout) {
+            timeout = grl::bindings::timeout_seconds(timeout, "timeout");
             grl::DecodedBatch b;
             take_pooled(b, max_items, c.tiles());
             {
@@ -361,6 +363,7 @@ void bind_buffer(py::module_& m) {
   m.def(
       "set_buffer",
       [](grl::VecEnv& env, std::shared_ptr<grl::ExperienceBuffer> buffer, double timeout) {
+        timeout = grl::bindings::timeout_seconds(timeout, "buffer_timeout");
         py::gil_scoped_release release;
         env.set_buffer(std::move(buffer), timeout);
       },
