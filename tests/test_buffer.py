@@ -403,12 +403,12 @@ def _forged_column(index: int, dtype: str | None = None, shape: list | None = No
 
 
 def _bomb(data: bytes) -> bytes:
-    """Damage: a payload inflating to far more than the columns hold."""
-    import zstandard
-
+    """Damage: a 16-byte zstd frame claiming 1 TiB of content (inflating it
+    raised MemoryError)."""
     _, _, length = struct.unpack_from("<8sII", data)
-    payload = zstandard.ZstdCompressor().compress(bytes(64 << 20))
-    return _reframed(data, json.loads(data[16 : 16 + length]), payload)
+    # magic; single segment with an 8-byte content size; one empty last raw block
+    frame = struct.pack("<IBQ", 0xFD2FB528, 0xE0, 1 << 40) + bytes([1, 0, 0])
+    return _reframed(data, json.loads(data[16 : 16 + length]), frame)
 
 
 DAMAGE = {
