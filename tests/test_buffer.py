@@ -403,12 +403,12 @@ def _forged_column(index: int, dtype: str | None = None, shape: list | None = No
 
 
 def _bomb(data: bytes) -> bytes:
-    """Damage: a payload inflating to far more than the columns hold."""
-    import zstandard
-
+    """Damage: a 16-byte zstd frame claiming 1 TiB of content (inflating it
+    raised MemoryError)."""
     _, _, length = struct.unpack_from("<8sII", data)
-    payload = zstandard.ZstdCompressor().compress(bytes(64 << 20))
-    return _reframed(data, json.loads(data[16 : 16 + length]), payload)
+    # magic; single segment with an 8-byte content size; one empty last raw block
+    frame = struct.pack("<IBQ", 0xFD2FB528, 0xE0, 1 << 40) + bytes([1, 0, 0])
+    return _reframed(data, json.loads(data[16 : 16 + length]), frame)
 
 
 DAMAGE = {
@@ -633,6 +633,12 @@ def test_decoding_boards_beyond_the_size_limit_is_refused(height, width, message
         read.decode()
 
 
+def test_decoding_with_an_unknown_army_scaling_is_refused():
+    # Any name but "log" used to decode as linear.
+    with pytest.raises(ValueError, match="army_scaling: expected 'linear' or 'log', got 'Log'"):
+        synthetic_batch(4).decode("Log")
+
+
 @pytest.mark.parametrize("problem", list(BAD_BATCHES))
 def test_append_raw_rejects_a_bad_batch_naming_the_problem_and_keeps_the_contents(problem):
     buffer = ExperienceBuffer(SIDE, SIDE, capacity=100, policy="overwrite", state_capacity=60)
@@ -695,6 +701,18 @@ def test_decoding_a_bad_raw_batch_is_an_error_naming_the_row(column, change, mes
         (
             lambda: ExperienceBuffer(capacity=10).cursor(start=2**64),
             "start: 18446744073709551616 is outside",
+        ),
+        (
+            lambda: ExperienceBuffer(capacity=10).cursor().read(timeout=float("nan")),
+            "timeout: expected a number of seconds, got nan",
+        ),
+        (
+            lambda: ExperienceBuffer(capacity=10).cursor().read_raw(timeout=float("nan")),
+            "timeout: expected a number of seconds, got nan",
+        ),
+        (
+            lambda: small_env(ExperienceBuffer(SIDE, SIDE, capacity=1000), buffer_timeout=float("nan")),
+            "buffer_timeout: expected a number of seconds, got nan",
         ),
         (lambda: ExperienceBuffer(capacity=2**40), "capacity is too large"),
         (lambda: ExperienceBuffer(capacity=2**34), "more than this machine's"),

@@ -249,6 +249,9 @@ def test_padded_boards_are_capped_to_fit():
         (2, {"min_general_distance": -2}, {}, "min_general_distance"),
         (2, {}, {"pad_height": 10}, "pad_height"),
         (2, {}, {"pad_width": 5}, "pad_width"),
+        # Unbounded, these allocated boards of up to 2^31 x 2^31 tiles.
+        (2, {}, {"pad_height": 257}, "pad_height"),
+        (2, {}, {"pad_width": 10**9}, "pad_width"),
     ],
 )
 def test_bad_options_raise_value_error_naming_the_field(players, config, pad, field):

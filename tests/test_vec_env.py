@@ -349,6 +349,9 @@ def test_actions_outside_int32_are_illegal_not_wrapped():
     [
         ({"num_envs": 0}, "num_envs"),
         ({"num_threads": 0}, "num_threads"),
+        # A pool failing to start its threads terminated the process.
+        ({"num_threads": 10**6}, r"num_threads: must be in 1..1024, got 1000000"),
+        ({"army_scaling": "Log"}, "army_scaling: expected 'linear' or 'log', got 'Log'"),
         ({"height": 1}, "height"),
         ({"width": 1000}, "width"),
         ({"max_ticks": -5}, "max_ticks"),

@@ -7,10 +7,11 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <limits>
 #include <string>
-#include <utility>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "game.hpp"
@@ -105,6 +106,13 @@ std::vector<T> to_ints(py::handle values, const std::string& name, T lo = std::n
     out.push_back(to_int<T>(item, name + "[" + std::to_string(out.size()) + "]", lo, hi));
   }
   return out;
+}
+
+// A timeout in seconds: NaN would reach a float-to-integer conversion
+// (undefined behaviour); negative means no waiting, infinity is capped in C++.
+inline double timeout_seconds(double value, const char* name) {
+  if (std::isnan(value)) throw py::value_error(std::string(name) + ": expected a number of seconds, got nan");
+  return value;
 }
 
 // The observation settings every binding takes: army_scaling by name (anything

@@ -226,6 +226,7 @@ void bind_buffer(py::module_& m) {
       .def(
           "read_raw",
           [](grl::Cursor& c, size_t max_items, double timeout, bool with_states) {
+            timeout = grl::bindings::timeout_seconds(timeout, "timeout");
             grl::RawBatch b;
             take_pooled(b, max_items, c.tiles());
             {
@@ -238,6 +239,7 @@ void bind_buffer(py::module_& m) {
       .def(
           "read_decoded",
           [](grl::Cursor& c, size_t max_items, double timeout) {
+            timeout = grl::bindings::timeout_seconds(timeout, "timeout");
             grl::DecodedBatch b;
             take_pooled(b, max_items, c.tiles());
             {
@@ -448,6 +450,7 @@ void bind_buffer(py::module_& m) {
   m.def(
       "set_buffer",
       [](grl::VecEnv& env, std::shared_ptr<grl::ExperienceBuffer> buffer, double timeout) {
+        timeout = grl::bindings::timeout_seconds(timeout, "buffer_timeout");
         py::gil_scoped_release release;
         env.set_buffer(std::move(buffer), timeout);
       },

@@ -38,8 +38,9 @@ void compute_visibility(const StateView& s, int player, uint8_t* visible) {
   // Dilate the owned-tile mask by one tile along rows (through a zero-padded
   // row), then across rows keeping the previous undilated row. The rows are
   // as wide as the board, reused by the thread.
+  const size_t row_bytes = static_cast<size_t>(std::max(w, 0));
   thread_local std::vector<uint8_t> rows;
-  rows.assign(3 * static_cast<size_t>(w) + 2, 0);
+  rows.assign(3 * row_bytes + 2, 0);
   uint8_t* padded = rows.data();
   uint8_t* prev_row = padded + w + 2;
   uint8_t* cur_row = prev_row + w;
@@ -51,14 +52,14 @@ void compute_visibility(const StateView& s, int player, uint8_t* visible) {
   }
   for (int y = 0; y < h; ++y) {
     uint8_t* row = visible + y * w;
-    std::memcpy(cur_row, row, static_cast<size_t>(w));
+    std::memcpy(cur_row, row, row_bytes);
     if (y + 1 < h) {
       const uint8_t* next = row + w;
       for (int x = 0; x < w; ++x) row[x] = cur_row[x] | prev_row[x] | next[x];
     } else {
       for (int x = 0; x < w; ++x) row[x] = cur_row[x] | prev_row[x];
     }
-    std::memcpy(prev_row, cur_row, static_cast<size_t>(w));
+    std::memcpy(prev_row, cur_row, row_bytes);
   }
 }
 

@@ -26,6 +26,7 @@ class ThreadPool {
 
  private:
   void worker(int index);
+  void stop_workers();
 
   int num_threads_;
   std::vector<std::thread> workers_;

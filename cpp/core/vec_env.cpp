@@ -10,6 +10,8 @@ namespace grl {
 
 namespace {
 
+constexpr int kMaxThreads = 1024;
+
 void require(bool ok, const std::string& field, const std::string& message) {
   if (!ok) throw std::invalid_argument(field + ": " + message);
 }
@@ -31,12 +33,18 @@ inline int reward_bucket(float r) {
   return k > VecEnvCounters::kRewardBounds - 1 ? VecEnvCounters::kRewardBounds : static_cast<int>(k);
 }
 
+// The pool is built before the constructor's body: what its size depends on is checked here.
+int checked_threads(const VecEnvConfig& c) {
+  require(c.num_envs >= 1, "num_envs", "must be at least 1, got " + std::to_string(c.num_envs));
+  require(c.num_threads >= 1 && c.num_threads <= kMaxThreads, "num_threads",
+          "must be in 1.." + std::to_string(kMaxThreads) + ", got " + std::to_string(c.num_threads));
+  return c.num_threads;
+}
+
 }  // namespace
 
-VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(config_.num_threads) {
+VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(checked_threads(config_)) {
   auto& c = config_;
-  require(c.num_envs >= 1, "num_envs", "must be at least 1, got " + std::to_string(c.num_envs));
-  require(c.num_threads >= 1, "num_threads", "must be at least 1, got " + std::to_string(c.num_threads));
   const std::string sides = "must be in 2.." + std::to_string(kMaxEnvSide) + ", got ";
   require(c.height >= 2 && c.height <= kMaxEnvSide, "height", sides + std::to_string(c.height));
   require(c.width >= 2 && c.width <= kMaxEnvSide, "width", sides + std::to_string(c.width));
