@@ -26,9 +26,6 @@ from generals_rl.storage.base import format_of_file
 from google.protobuf.message import DecodeError
 
 HEIGHT = WIDTH = 6
-# Traces of replays with events this late are bounded by the replay engine
-# (the last event's tick caps the run); fuzzing would spend its time on them.
-MAX_TRACE_TURN = 5_000
 
 
 def _buffer(experiences: int = 300, policy: str = "overwrite") -> ExperienceBuffer:
@@ -81,10 +78,7 @@ class Replay(Target):
     def one(self, data):
         path = self.work / ("r.gioreplay" if data[:1] in (b"{", b"[") else "r.gior")
         path.write_bytes(data)
-        replay = load(path)
-        turns = [int(replay.moves[:, 4].max(initial=0)), int(replay.afks[:, 1].max(initial=0))]
-        if max(turns) <= MAX_TRACE_TURN:
-            replay.trace()
+        load(path).trace()
 
 
 class Dataset(Target):
