@@ -165,3 +165,11 @@ def test_an_unreachable_s3_destination_is_one_line():
     }
     result = run("selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", "s3://bucket/run", env=env)
     assert_one_line(result, 1, "s3://bucket", "is not reachable")
+
+
+@pytest.mark.parametrize(("option", "value"), [("drain_timeout", -1.0), ("drain_timeout", float("nan")), ("wait_for_consumers", -1)])
+def test_run_selfplay_refuses_bad_arguments_before_serving(option, value):
+    from generals_rl.selfplay import SelfPlayConfig, run_selfplay
+
+    with pytest.raises(ValueError, match=f"{option}: must be at least 0"):
+        run_selfplay(SelfPlayConfig(games=1, num_envs=1, height=6, width=6), "127.0.0.1:0", **{option: value})

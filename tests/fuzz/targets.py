@@ -19,16 +19,13 @@ from generals_rl._proto import experience_pb2 as pb
 from generals_rl.bots import RandomBot
 from generals_rl.experience import BufferFileError, ExperienceBuffer
 from generals_rl.experience.buffer import _DIGEST_SIZE, _digest
-from generals_rl.replay import ReplayError, load
+from generals_rl.replay import _ARRAY_FIELDS, ReplayError, load
 from generals_rl.service import consumer, packing, server
 from generals_rl.storage import FORMATS, StorageError, open_dataset, open_writer
 from generals_rl.storage.base import format_of_file
 from google.protobuf.message import DecodeError
 
 HEIGHT = WIDTH = 6
-# Traces of replays with events this late are bounded by the replay engine
-# (the last event's tick caps the run); fuzzing would spend its time on them.
-MAX_TRACE_TURN = 5_000
 
 
 def _buffer(experiences: int = 300, policy: str = "overwrite") -> ExperienceBuffer:
@@ -63,6 +60,52 @@ class Target:
         raise NotImplementedError
 
 
+def lzstring_compress(text: str) -> bytes:
+    """LZString's compress over 16-bit units (what .gior holds)."""
+    bits: list[int] = []
+
+    def write(value: int, count: int) -> None:
+        bits.extend((value >> i) & 1 for i in range(count))
+
+    dictionary: dict[str, int] = {}
+    fresh: set[str] = set()  # single characters not yet written
+    state = {"enlarge_in": 2, "num_bits": 2}
+
+    def grow() -> None:
+        state["enlarge_in"] -= 1
+        if state["enlarge_in"] == 0:
+            state["enlarge_in"] = 1 << state["num_bits"]
+            state["num_bits"] += 1
+
+    def emit(w: str) -> None:
+        if w in fresh:
+            code = ord(w)
+            write(0 if code < 256 else 1, state["num_bits"])
+            write(code, 8 if code < 256 else 16)
+            grow()
+            fresh.remove(w)
+        else:
+            write(dictionary[w], state["num_bits"])
+        grow()
+
+    w = ""
+    for c in text:
+        if c not in dictionary:
+            dictionary[c] = len(dictionary) + 3
+            fresh.add(c)
+        if w + c in dictionary:
+            w += c
+        else:
+            emit(w)
+            dictionary[w + c] = len(dictionary) + 3
+            w = c
+    if w:
+        emit(w)
+    write(2, state["num_bits"])
+    bits += [0] * (16 - len(bits) % 16)  # the decoder reads a unit past the end code
+    return b"".join(int("".join(map(str, bits[i : i + 16])), 2).to_bytes(2, "big") for i in range(0, len(bits), 16))
+
+
 class Replay(Target):
     """``generals_rl.replay.load`` of a .gioreplay (JSON) or .gior, then its trace."""
 
@@ -70,21 +113,23 @@ class Replay(Target):
         self.work = work
         if replays is None:
             return []
-        # The shared games cut to their first moves (small inputs mutate faster), and one .gior.
+        # The shared games cut to their first moves (small inputs mutate faster),
+        # as JSON and as .gior (their array form, compressed).
         seeds = []
         for path in sorted(replays.glob("*.gioreplay")):
             fields = json.loads(path.read_bytes())
             fields["moves"], fields["afks"] = fields["moves"][:40], fields["afks"][:2]
             seeds.append(json.dumps(fields).encode())
-        return seeds + [min((p.read_bytes() for p in replays.glob("*.gior")), key=len, default=b"")]
+            values = [fields.get(name) for name in _ARRAY_FIELDS[: _ARRAY_FIELDS.index("teams") + 1]]
+            for name in ("moves", "afks"):
+                values[_ARRAY_FIELDS.index(name)] = [list(event.values()) for event in fields[name]]
+            seeds.append(lzstring_compress(json.dumps(values, separators=(",", ":"))))
+        return seeds
 
     def one(self, data):
         path = self.work / ("r.gioreplay" if data[:1] in (b"{", b"[") else "r.gior")
         path.write_bytes(data)
-        replay = load(path)
-        turns = [int(replay.moves[:, 4].max(initial=0)), int(replay.afks[:, 1].max(initial=0))]
-        if max(turns) <= MAX_TRACE_TURN:
-            replay.trace()
+        load(path).trace()
 
 
 class Dataset(Target):

@@ -156,7 +156,7 @@ class ParquetFormat(ShardFormat):
         pa, pq = _pyarrow()
         try:
             shard = pq.ParquetFile(pa.BufferReader(data))
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError) as exc:  # every Arrow error, not only ArrowInvalid
             raise StorageError(f"not a Parquet shard: {exc}") from None
         game_column = shard.schema_arrow.get_field_index("game_id")
         for i in range(shard.num_row_groups):
@@ -165,7 +165,11 @@ class ParquetFormat(ShardFormat):
                 if (stats is not None and stats.has_min_max
                         and not ((game_ids >= stats.min) & (game_ids <= stats.max)).any()):
                     continue
-            yield row_group_batch(shard, i)
+            try:
+                batch = row_group_batch(shard, i)
+            except pa.ArrowException as exc:
+                raise StorageError(f"damaged Parquet row group {i}: {exc}") from None
+            yield batch
 
 
 def _shard_meta(shard) -> dict:
