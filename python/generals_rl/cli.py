@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 
@@ -28,6 +29,11 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _selfplay(args: argparse.Namespace) -> int:
     from .selfplay import SelfPlayConfig, parse_policies, run_selfplay
+    from .storage.base import StorageError
+
+    # A storage failure is reported in one line once retrying is over (below),
+    # not by each attempt.
+    logging.getLogger("generals_rl.storage").setLevel(logging.ERROR)
 
     try:
         config = SelfPlayConfig(
@@ -60,6 +66,9 @@ def _selfplay(args: argparse.Namespace) -> int:
             tls=tls,
             max_streams=args.max_streams,
         )
+    except StorageError as exc:
+        print(f"generals-rl selfplay: {storage.failure_line(exc)}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"generals-rl selfplay: {exc}", file=sys.stderr)
         return 2
@@ -83,6 +92,7 @@ class _StorageOutput:
     def __init__(self, format: str, destination: str) -> None:
         self.format, self.destination = format, destination
         self._sink = None
+        self._buffer = None
         self._first = 0
 
     def sink(self, buffer):
@@ -96,6 +106,7 @@ class _StorageOutput:
                 "(or --format npz, or --output none)"
             ) from None
         self._first = continue_numbering(buffer, writer)
+        self._buffer = buffer
         self._sink = BufferSink(buffer, writer)
         return self._sink
 
@@ -103,6 +114,15 @@ class _StorageOutput:
         durable = self._sink.durable_sequence if self._sink else None
         stored = 0 if durable is None or durable < self._first else durable - self._first + 1
         return {"format": self.format, "destination": self.destination, "experiences": stored}
+
+    def failure_line(self, exc: Exception) -> str:
+        """``storage: <why> at <destination>: N experiences durable, M not stored``."""
+        from .storage.base import failure_reason
+
+        stored = self.report()["experiences"]
+        played = self._buffer.head - self._first if self._buffer is not None else 0
+        return (f"storage: {failure_reason(exc)} at {self.destination}: {stored} experiences durable, "
+                f"{played - stored} not stored")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,8 @@ class Sink(Protocol):
     """A destination fed from the buffer while self-play runs (for example a
     storage writer reading through its own cursor). ``start`` is called before
     the first step; ``stop`` after the last one, and returns once everything
-    appended has been handled."""
+    appended has been handled, or raises why it could not. A sink that sets an
+    ``error`` attribute (not None) has failed for good: play stops."""
 
     def start(self) -> None: ...
 
@@ -286,10 +287,12 @@ def run_selfplay(
     started: list[Sink] = []
     restore = _stop_on_signals(stop)
     progress = _ProgressLine(log, config.games)
+    watcher = threading.Thread(target=_stop_when_a_sink_fails, args=(started, stop), daemon=True)
     try:
         for sink in built:
             sink.start()
             started.append(sink)
+        watcher.start()
         if wait_for_consumers > server.active_streams:
             print(
                 f"generals-rl selfplay: waiting for {wait_for_consumers} consumer(s) to connect",
@@ -300,9 +303,7 @@ def run_selfplay(
                 pass
         summary = selfplay.run(stop, lambda p: progress(p, server.active_streams))
         progress.done()
-        for sink in reversed(started):
-            sink.stop()
-        started.clear()
+        _stop_sinks(started)
         if keep_running and not stop.is_set():
             print("generals-rl selfplay: games done; still serving (Ctrl-C to stop)", file=log, flush=True)
             stop.wait()
@@ -320,11 +321,34 @@ def run_selfplay(
                     flush=True,
                 )
     finally:
-        for sink in reversed(started):
-            sink.stop()
-        server.stop(grace=min(5.0, max(drain_timeout, 0.5)))
-        restore()
+        try:
+            _stop_sinks(started)
+        finally:
+            stop.set()  # ends the watcher
+            server.stop(grace=min(5.0, max(drain_timeout, 0.5)))
+            restore()
     return summary
+
+
+def _stop_when_a_sink_fails(sinks: list[Sink], stop: threading.Event) -> None:
+    """Sets ``stop`` once a sink has failed for good, so play does not run on
+    producing experiences nothing stores."""
+    while not stop.wait(0.05):
+        if any(getattr(sink, "error", None) is not None for sink in sinks):
+            stop.set()
+
+
+def _stop_sinks(sinks: list[Sink]) -> None:
+    """Stops every sink (last started first) and forgets them; raises the first
+    failure once all are stopped."""
+    failure = None
+    while sinks:
+        try:
+            sinks.pop().stop()
+        except Exception as exc:  # noqa: BLE001 - raised below, after the other sinks stopped
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:

@@ -75,6 +75,11 @@ class MultiWriter(Writer):
         if failures:
             raise StorageError("close failed for " + "; ".join(f"{n}: {e}" for n, e in failures))
 
+    def abort(self) -> None:
+        self._closed = True
+        for writer in self.writers:
+            writer.abort()
+
     @property
     def durable_sequences(self) -> list[int | None]:
         return [w.durable_sequence for w in self.writers]
