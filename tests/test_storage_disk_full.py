@@ -177,12 +177,22 @@ def test_selfplay_loses_nothing_when_space_returns_within_the_retry_budget(mount
         assert staging_files(root) == []
 
 
-def test_selfplay_interrupted_stores_everything_and_exits_0(tmp_path):
-    """The run stopped by SIGINT (a farm's normal end) still ends cleanly."""
-    process = selfplay(tmp_path / "data", "tfrecord", "--games", "0", "--max-ticks", "100")
-    time.sleep(3)
+def test_selfplay_stopped_stores_everything_with_every_games_end_marked(tmp_path):
+    """A run stopped by SIGINT (how a farm ends) stores every experience, and the
+    last experience of each player in each game is terminated or truncated,
+    including the games still running at the stop."""
+    process = selfplay(tmp_path / "data", "parquet", "--games", "0", "--max-ticks", "2000")
+    time.sleep(4)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     summary = json.loads(out)
-    np.testing.assert_array_equal(stored_sequences(tmp_path / "data", "tfrecord"), np.arange(summary["experiences"]))
+    np.testing.assert_array_equal(stored_sequences(tmp_path / "data", "parquet"), np.arange(summary["experiences"]))
+    batch = open_dataset(tmp_path / "data").read()
+    order = np.lexsort((batch.tick, batch.player_id, batch.game_id))
+    game, player = batch.game_id[order], batch.player_id[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = (game[1:] != game[:-1]) | (player[1:] != player[:-1])
+    ended = (batch.terminated | batch.truncated)[order]
+    assert ended[last].all()
+    assert batch.truncated[order][last].sum() >= 8  # the games running at the stop (8 at once)

@@ -130,7 +130,7 @@ void VecEnv::reset() {
   });
 }
 
-void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
+void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* scratch) {
   Game& g = *games_[i];
   const int players = config_.players;
   const RewardConfig& rc = config_.reward;
@@ -157,7 +157,9 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
   }
 
   const int tick_before = g.tick();
-  const bool finished = g.step(actions);
+  const bool ended = g.step(actions);
+  const bool cut = truncate && !ended;
+  const bool finished = ended || cut;
 
   const TickEvents& ev = g.events();
   int64_t total_army = 0;
@@ -181,7 +183,7 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
     terminated[base + p] = !g.alive(p) || g.over();
     illegal[base + p] = g.illegal_moves(p) > illegal_before[p];
   }
-  truncated[i] = g.truncated();
+  truncated[i] = g.truncated() || cut;
   episode_done[i] = finished;
 
   if (buffer_) {
@@ -251,16 +253,16 @@ void VecEnv::set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout
   reset();
 }
 
-void VecEnv::step(const int32_t* actions) {
+void VecEnv::step(const int32_t* actions, bool truncate) {
   if (buffer_) {
     const uint64_t n = config_.num_envs;
     // Per game at most: its board stored again (when lapped), the next board and a reset board.
     if (!buffer_->wait_for_room(n * config_.players, 3 * n, buffer_timeout_)) throw buffer_full(buffer_timeout_);
   }
-  pool_.parallel_for(config_.num_envs, [this, actions](int begin, int end) {
+  pool_.parallel_for(config_.num_envs, [this, actions, truncate](int begin, int end) {
     std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);
     for (int i = begin; i < end; ++i) {
-      step_game(i, actions + static_cast<size_t>(i) * config_.players, scratch.data());
+      step_game(i, actions + static_cast<size_t>(i) * config_.players, truncate, scratch.data());
     }
   });
 }

@@ -136,6 +136,8 @@ class SelfPlaySummary:
 
 
 NO_WINNER = "no winner"
+# How long a stopping run waits for room in the buffer for its last, truncating step.
+FINAL_STEP_TIMEOUT = 5.0
 
 
 class SelfPlay:
@@ -192,14 +194,7 @@ class SelfPlay:
                 waiting = True
                 info = None
             if info is not None:
-                done = info["episode_done"]
-                if done.any():
-                    winners = info["episode_winner"][done]
-                    games += int(done.sum())
-                    total_length += int(info["episode_length"][done].sum())
-                    wins += np.bincount(
-                        np.where(winners < 0, config.players, winners), minlength=config.players + 1
-                    )
+                games, total_length = self._count_games(info, info["episode_done"], games, total_length, wins)
             now = time.monotonic()
             if on_progress is not None and now - last_time >= progress_interval:
                 head = self.buffer.head
@@ -207,6 +202,10 @@ class SelfPlay:
                     Progress(games, head - first_sequence, now - start, (head - last_experiences) / (now - last_time), waiting)
                 )
                 last_time, last_experiences = now, head
+        info = self._truncate_unfinished(actions)
+        if info is not None:  # games that ended on their own on that tick count
+            ended = info["episode_done"] & ((info["episode_winner"] >= 0) | (info["episode_length"] >= config.max_ticks))
+            games, total_length = self._count_games(info, ended, games, total_length, wins)
         summary = SelfPlaySummary(
             games=games,
             experiences=self.buffer.head - first_sequence,
@@ -221,6 +220,32 @@ class SelfPlay:
         summary.wins[NO_WINNER] = int(wins[config.players])
         summary.wins_by_policy[NO_WINNER] = int(wins[config.players])
         return summary
+
+
+    def _count_games(self, info: dict, done: np.ndarray, games: int, total_length: int,
+                     wins: np.ndarray) -> tuple[int, int]:
+        """Adds the games ``done`` marks to the counts (``wins`` in place)."""
+        if done.any():
+            winners = info["episode_winner"][done]
+            games += int(done.sum())
+            total_length += int(info["episode_length"][done].sum())
+            wins += np.bincount(np.where(winners < 0, self.config.players, winners), minlength=self.config.players + 1)
+        return games, total_length
+
+    def _truncate_unfinished(self, actions: np.ndarray) -> dict | None:
+        """A last step that ends every unfinished game as truncated, so that each
+        game's last experience says it ended (returns and advantages need it).
+        Returns its info, or None if the buffer had no room in time (consumers
+        or storage not reading: those experiences could not be delivered)."""
+        for player, bot in enumerate(self.bots):
+            bot.act(self.env, players=[player], out=actions)
+        deadline = time.monotonic() + FINAL_STEP_TIMEOUT
+        while True:
+            try:
+                return self.env.step(actions, truncate=True)[4]
+            except BufferFullError:
+                if time.monotonic() >= deadline:
+                    return None
 
 
 class _ProgressLine:
