@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import tfrecord
-from generals_rl.storage import StorageError, open_dataset, open_writer
+from generals_rl.storage import MultiWriter, StorageError, open_dataset, open_writer
 from storage_support import assert_same_raw, joined, played
 
 FORMATS = ["parquet", "tfrecord", "npz"]
@@ -196,3 +196,31 @@ def test_selfplay_stopped_stores_everything_with_every_games_end_marked(tmp_path
     ended = (batch.terminated | batch.truncated)[order]
     assert ended[last].all()
     assert batch.truncated[order][last].sum() >= 8  # the games running at the stop (8 at once)
+
+
+def test_a_multiwriter_with_a_full_destination_has_no_gap_or_duplicate(mount_tmpfs, tmp_path):
+    batches = played()
+    expected = joined(batches)
+    fs = mount_tmpfs("32m")
+    filler = fill(fs, leave=0)
+    roomy = open_writer("tfrecord", tmp_path / "data", **OPTIONS)
+    full = open_writer("tfrecord", fs / "data", **OPTIONS)
+    multi = MultiWriter([roomy, full])
+    refused = None
+    for i, batch in enumerate(batches):
+        try:
+            multi.write(batch)
+        except StorageError as exc:
+            assert "no space left on device" in str(exc)
+            refused = i
+            break
+    assert refused is not None
+    with pytest.raises(StorageError):
+        multi.write(batches[refused])  # still full: refused again; the roomy destination took it once
+    filler.unlink()
+    for batch in batches[refused:]:
+        multi.write(batch)
+    multi.close()
+    for root in (tmp_path / "data", fs / "data"):
+        np.testing.assert_array_equal(stored_sequences(root, "tfrecord"), np.arange(len(expected)))
+        assert_same_raw(open_dataset(root).read(), expected)

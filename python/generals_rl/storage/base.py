@@ -649,13 +649,11 @@ class ShardWriter(Writer):
             return
         batch = self.format.prepare(batch)
         if self._skip_below is not None:
-            keep = batch.sequence >= self._skip_below
-            if not keep.all():
-                self._stats["experiences_skipped"] += int((~keep).sum())
-                if not keep.any():
-                    return
-                first = int(np.argmax(keep))
-                batch = _rows(batch, keep, first)
+            kept = new_rows(batch, self._skip_below - 1)
+            self._stats["experiences_skipped"] += len(batch) - len(kept)
+            if len(kept) == 0:
+                return
+            batch = kept
         now = self._clock()
         shape = board_shape(batch)
         other_shape = self._pending_shape not in (None, shape) or (
@@ -902,6 +900,14 @@ class ShardWriter(Writer):
         self._stats["shards_committed"] += 1
         self._stats["bytes_committed"] += entry["bytes"] + sum(len(c) for c in sealed.companions.values())
         self._stats["experiences_durable"] += entry["experiences"]
+
+
+def new_rows(batch, taken_through: int):
+    """The rows of ``batch`` with a sequence number above ``taken_through``."""
+    keep = batch.sequence > taken_through
+    if keep.all():
+        return batch
+    return _rows(batch, keep, int(np.argmax(keep))) if keep.any() else take_rows(batch, slice(0, 0))
 
 
 def _rows(batch, keep: np.ndarray, first: int):
