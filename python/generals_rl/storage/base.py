@@ -726,11 +726,6 @@ class ShardWriter(Writer):
     def closed(self) -> bool:
         return self._closed
 
-    @property
-    def failure(self) -> str | None:
-        """Why the destination failed, while it does (None once it works again)."""
-        return self._failure
-
     def stats(self) -> dict:
         s = dict(self._stats)
         s["durable_sequence"] = self._durable
