@@ -4,8 +4,11 @@ CRC32C), the partition layout and index, rotation, open_dataset, bad input."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import struct
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -434,3 +437,25 @@ def test_state_tables_are_compacted_sorted_and_merged_only_when_equal():
     kept_apart = compact_states(first, forged)
     assert_same_raw(kept_apart, joined([first, forged]))
     assert len(kept_apart.state_kind) > len(joined_copy.state_kind)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "tfrecord", "npz"])
+def test_a_writer_keeps_no_batch_it_was_given(tmp_path, fmt):
+    """Rows waiting for their chunk are copied, not held as the batches written:
+    holding thousands of batches (each with its whole state table) and freeing
+    them at once made a long run's memory grow without bound."""
+    batches = played()
+    writer = open_writer(fmt, tmp_path, max_experiences=1_500, chunk_size=1_000)
+    alive = []
+    for rerun in range(3):
+        offset = rerun * len(joined(batches))
+        for batch in batches:
+            given = dataclasses.replace(batch, sequence=batch.sequence + np.uint64(offset),
+                                        state_kind=batch.state_kind.copy())
+            writer.write(given)
+            alive.append(weakref.ref(given.state_kind))
+            del given
+    gc.collect()
+    assert not [ref for ref in alive if ref() is not None]
+    writer.close()
+    assert len(open_dataset(tmp_path).read()) == 3 * len(joined(batches))

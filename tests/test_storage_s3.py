@@ -266,3 +266,47 @@ def test_bad_s3_destinations(endpoint):
         S3Writer("s3://grl-any/x", format="csv", endpoint_url=endpoint)
     with pytest.raises(ValueError, match="multipart_chunksize"):
         S3Writer("s3://grl-any/x", endpoint_url=endpoint, multipart_chunksize=1024)
+
+
+def test_server_stopped_mid_upload_is_reported_and_the_retry_stores_everything(endpoint):
+    """The S3 server goes away between two parts of a multipart upload: the commit
+    fails and says so, nothing is claimed durable that is not, and once the server
+    is back the retry stores everything. (A server of its own, on the credentials
+    ``endpoint`` sets up.)"""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    own_endpoint = f"http://{host}:{port}"
+    client = s3_client(own_endpoint, attempts=1)
+    client.create_bucket(Bucket="grl-stopped")
+    batches = played()
+    expected = joined(batches)
+    parts = []
+
+    def stop_on_the_second_part(**_):
+        parts.append(1)
+        if len(parts) == 2:
+            server.stop()
+
+    client.meta.events.register("before-call.s3.UploadPart", stop_on_the_second_part)
+    writer = open_writer("tfrecord", "s3://grl-stopped/run", client=client, max_experiences=2000,
+                         multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024,
+                         retry_attempts=2, retry_base_delay=0.01)
+    taken = 0
+    try:
+        with pytest.raises(StorageError, match="Could not connect"):
+            for batch in batches:
+                writer.write(batch)  # takes the batch, or raises having taken none of it
+                taken += 1
+            writer.flush()
+        assert writer.durable_sequence is None and "Could not connect" in writer.stats()["failure"]
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        assert not [k for k in listed(client, "grl-stopped", "run/") if k.endswith(".tfrecord")]  # nothing half-stored
+        for batch in batches[taken:]:
+            writer.write(batch)
+        writer.close()
+        assert writer.durable_sequence == int(expected.sequence[-1])
+        assert_same_raw(open_dataset("s3://grl-stopped/run", endpoint_url=own_endpoint).read(), expected)
+    finally:
+        server.stop()

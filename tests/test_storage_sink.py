@@ -4,14 +4,17 @@ stepped, lossless under backpressure, resumable, and reporting durability."""
 from __future__ import annotations
 
 import threading
+import time
 
 import generals_rl
 import numpy as np
 import pytest
 from generals_rl.bots import RandomBot
+from generals_rl.experience import BufferFullError
 from generals_rl.storage import (
     BufferSink,
     ParquetWriter,
+    RetryPolicy,
     StorageError,
     Writer,
     continue_numbering,
@@ -174,3 +177,36 @@ def test_a_fresh_buffer_continues_the_stored_numbering(tmp_path):
     generals_rl.VecEnv(2, buffer=attached).reset()
     with pytest.raises(ValueError, match="before a VecEnv"):
         continue_numbering(attached, 10)
+
+
+def test_a_sink_that_gives_up_holds_producers_back_and_tells_its_owner(tmp_path):
+    buffer = generals_rl.ExperienceBuffer(capacity=2_000, policy="block")
+    writer = FailingWriter(ParquetWriter(tmp_path), failures=10**9)
+    sink = BufferSink(buffer, writer, poll_interval=0.01,
+                      retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.01)).start()
+    env = generals_rl.VecEnv(8, buffer=buffer, max_ticks=80, buffer_timeout=0.05)
+    bot = RandomBot(0)
+    env.reset()
+    deadline = time.monotonic() + 30
+    while sink.error is None and time.monotonic() < deadline:
+        env.step(bot.act(env))
+    assert isinstance(sink.error, StorageError) and not sink.running
+    assert sink.stats()["write_errors"] == 3
+    with pytest.raises(BufferFullError):  # the sink's cursor still holds what it could not store
+        for _ in range(1_000):
+            env.step(bot.act(env))
+    with pytest.raises(StorageError, match="disk unavailable"):
+        sink.stop()
+    env.step(bot.act(env))  # the owner stopped the sink: its cursor no longer holds producers
+
+
+def test_a_sink_rides_out_failures_within_its_retry_budget(tmp_path):
+    buffer = generals_rl.ExperienceBuffer(capacity=2_000, policy="block")
+    everything = buffer.cursor()
+    writer = FailingWriter(ParquetWriter(tmp_path), failures=5)
+    sink = BufferSink(buffer, writer, start="oldest", poll_interval=0.01,
+                      retry=RetryPolicy(attempts=6, base_delay=0.01, max_delay=0.05)).start()
+    delivered = joined(selfplay(buffer, 100, envs=8, reader=everything))
+    sink.stop()
+    assert sink.error is None and sink.stats()["write_errors"] == 5
+    assert_same_raw(open_dataset(tmp_path).read(), delivered)

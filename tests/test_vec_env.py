@@ -193,6 +193,26 @@ def test_auto_reset_after_truncation():
     assert not info["episode_done"].any() and not truncated.any()
 
 
+def test_a_truncating_step_ends_every_unfinished_game_and_marks_its_experiences():
+    from generals_rl import ExperienceBuffer
+
+    buffer = ExperienceBuffer(capacity=10_000, policy="block")
+    cursor = buffer.cursor()
+    env = VecEnv(4, seed=5, max_ticks=0, buffer=buffer)
+    env.reset()
+    pass_all = np.full((4, 2), -1, dtype=np.int32)
+    for _ in range(10):
+        env.step(pass_all)
+    _, _, terminated, truncated, info = env.step(pass_all, truncate=True)
+    assert info["episode_done"].all() and truncated.all() and not terminated.any()
+    np.testing.assert_array_equal(info["episode_length"], 11)
+    np.testing.assert_array_equal(info["episode_winner"], -1)
+    np.testing.assert_array_equal(info["tick"], 0)  # fresh games
+    records = cursor.read_records(1_000)
+    last = records.tick == 10
+    assert last.sum() == 8 and records.truncated[last].all() and not records.truncated[~last].any()
+
+
 def test_episode_army_and_land_are_those_of_the_finished_game():
     env = VecEnv(3, seed=31, max_ticks=40)
     unlimited = VecEnv(3, seed=31, max_ticks=0)

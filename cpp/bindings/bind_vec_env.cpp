@@ -144,12 +144,12 @@ void bind_vec_env(py::module_& m) {
       .def("reset", &grl::VecEnv::reset, py::call_guard<py::gil_scoped_release>())
       .def(
           "step",
-          [](grl::VecEnv& e, py::handle actions) {
+          [](grl::VecEnv& e, py::handle actions, bool truncate) {
             auto arr = as_array<int32_t>(actions, "actions", static_cast<py::ssize_t>(e.num_envs()) * e.players());
             py::gil_scoped_release release;
-            e.step(arr.data());
+            e.step(arr.data(), truncate);
           },
-          py::arg("actions"))
+          py::arg("actions"), py::arg("truncate") = false)
       .def("game_state",
            [](const grl::VecEnv& e, int i) {
              if (i < 0 || i >= e.num_envs()) throw py::index_error("env index out of range");

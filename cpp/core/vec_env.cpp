@@ -160,7 +160,7 @@ void VecEnv::reset() {
   });
 }
 
-void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
+void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* scratch) {
   Game& g = *games_[i];
   const int players = config_.players;
   const size_t base = static_cast<size_t>(i) * players;
@@ -182,7 +182,9 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
   }
 
   const int tick_before = g.tick();
-  const bool finished = g.step(actions);
+  const bool ended = g.step(actions);
+  const bool cut = truncate && !ended;
+  const bool finished = ended || cut;
 
   compute_rewards(g, config_.reward, before, rewards.data() + base);
   const int game_winner = g.winner();
@@ -191,7 +193,7 @@ void VecEnv::step_game(int i, const int32_t* actions, uint8_t* scratch) {
     terminated[base + p] = !g.alive(p) || g.over();
     illegal[base + p] = g.illegal_moves(p) > illegal_before[p];
   }
-  truncated[i] = g.truncated();
+  truncated[i] = g.truncated() || cut;
   episode_done[i] = finished;
   if (counting_) count_step(i, alive_before, finished, game_winner);
 
@@ -309,16 +311,16 @@ void VecEnv::set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout
   reset();
 }
 
-void VecEnv::step(const int32_t* actions) {
+void VecEnv::step(const int32_t* actions, bool truncate) {
   if (buffer_) {
     const uint64_t n = config_.num_envs;
     // Per game at most: its board stored again (when lapped), the next board and a reset board.
     if (!buffer_->wait_for_room(n * config_.players, 3 * n, buffer_timeout_)) throw buffer_full(buffer_timeout_);
   }
-  pool_.parallel_for(config_.num_envs, [this, actions](int begin, int end) {
+  pool_.parallel_for(config_.num_envs, [this, actions, truncate](int begin, int end) {
     std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);
     for (int i = begin; i < end; ++i) {
-      step_game(i, actions + static_cast<size_t>(i) * config_.players, scratch.data());
+      step_game(i, actions + static_cast<size_t>(i) * config_.players, truncate, scratch.data());
     }
   });
 }

@@ -52,8 +52,10 @@ class VecEnv {
   ~VecEnv();
 
   void reset();
-  // actions: (num_envs, players) flat indices or kPass.
-  void step(const int32_t* actions);
+  // actions: (num_envs, players) flat indices or kPass. With `truncate`, every
+  // game this tick does not end is ended as truncated, as the tick limit would
+  // (so a run that stops leaves no game without a last experience marked).
+  void step(const int32_t* actions, bool truncate = false);
 
   // Runs fn(begin, end) over the games on the env's threads.
   void parallel_for(const std::function<void(int, int)>& fn) { pool_.parallel_for(config_.num_envs, fn); }
@@ -101,7 +103,7 @@ class VecEnv {
 
  private:
   void reset_game(int i);
-  void step_game(int i, const int32_t* actions, uint8_t* scratch);
+  void step_game(int i, const int32_t* actions, bool truncate, uint8_t* scratch);
   void write_views(int i, float* obs, uint8_t* mask, uint8_t* scratch);
   void write_info(int i);
 

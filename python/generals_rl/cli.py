@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 
@@ -40,6 +41,11 @@ def _selfplay(args: argparse.Namespace) -> int:
     if wants_farm(args):
         return run_farm_cli(args, args.argv)
     from .selfplay import SelfPlayConfig, parse_policies, run_selfplay
+    from .storage.base import StorageError
+
+    # A storage failure is reported in one line once retrying is over (below),
+    # not by each attempt.
+    logging.getLogger("generals_rl.storage").setLevel(logging.ERROR)
 
     try:
         config = SelfPlayConfig(
@@ -71,6 +77,9 @@ def _selfplay(args: argparse.Namespace) -> int:
             tls=tls,
             max_streams=args.max_streams,
         )
+    except StorageError as exc:
+        print(f"generals-rl selfplay: {storage.failure_line(exc)}", file=sys.stderr)
+        return RUNTIME_ERROR
     except ValueError as exc:
         print(f"generals-rl selfplay: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -102,6 +111,7 @@ class _StorageOutput:
     def __init__(self, format: str, destination: str) -> None:
         self.format, self.destination = format, destination
         self._sink = None
+        self._buffer = None
         self._first = 0
 
     def sink(self, buffer):
@@ -112,6 +122,7 @@ class _StorageOutput:
         except ImportError as exc:  # its message names the package and the extra
             raise ValueError(f"--format {self.format} --output {self.destination}: {exc} (or --output none)") from None
         self._first = continue_numbering(buffer, writer)
+        self._buffer = buffer
         self._sink = BufferSink(buffer, writer)
         return self._sink
 
@@ -119,6 +130,15 @@ class _StorageOutput:
         durable = self._sink.durable_sequence if self._sink else None
         stored = 0 if durable is None or durable < self._first else durable - self._first + 1
         return {"format": self.format, "destination": self.destination, "experiences": stored}
+
+    def failure_line(self, exc: Exception) -> str:
+        """``storage: <why> at <destination>: N experiences durable, M not stored``."""
+        from .storage.base import failure_reason
+
+        stored = self.report()["experiences"]
+        played = self._buffer.head - self._first if self._buffer is not None else 0
+        return (f"storage: {failure_reason(exc)} at {self.destination}: {stored} experiences durable, "
+                f"{played - stored} not stored")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -30,7 +30,8 @@ class Sink(Protocol):
     """A destination fed from the buffer while self-play runs (for example a
     storage writer reading through its own cursor). ``start`` is called before
     the first step; ``stop`` after the last one, and returns once everything
-    appended has been handled."""
+    appended has been handled, or raises why it could not. A sink that sets an
+    ``error`` attribute (not None) has failed for good: play stops."""
 
     def start(self) -> None: ...
 
@@ -136,6 +137,8 @@ class SelfPlaySummary:
 
 
 NO_WINNER = "no winner"
+# How long a stopping run waits for room in the buffer for its last, truncating step.
+FINAL_STEP_TIMEOUT = 5.0
 
 
 class SelfPlay:
@@ -192,14 +195,7 @@ class SelfPlay:
                 waiting = True
                 info = None
             if info is not None:
-                done = info["episode_done"]
-                if done.any():
-                    winners = info["episode_winner"][done]
-                    games += int(done.sum())
-                    total_length += int(info["episode_length"][done].sum())
-                    wins += np.bincount(
-                        np.where(winners < 0, config.players, winners), minlength=config.players + 1
-                    )
+                games, total_length = self._count_games(info, info["episode_done"], games, total_length, wins)
             now = time.monotonic()
             if on_progress is not None and now - last_time >= progress_interval:
                 head = self.buffer.head
@@ -207,6 +203,10 @@ class SelfPlay:
                     Progress(games, head - first_sequence, now - start, (head - last_experiences) / (now - last_time), waiting)
                 )
                 last_time, last_experiences = now, head
+        info = self._truncate_unfinished(actions)
+        if info is not None:  # games that ended on their own on that tick count
+            ended = info["episode_done"] & ((info["episode_winner"] >= 0) | (info["episode_length"] >= config.max_ticks))
+            games, total_length = self._count_games(info, ended, games, total_length, wins)
         summary = SelfPlaySummary(
             games=games,
             experiences=self.buffer.head - first_sequence,
@@ -221,6 +221,32 @@ class SelfPlay:
         summary.wins[NO_WINNER] = int(wins[config.players])
         summary.wins_by_policy[NO_WINNER] = int(wins[config.players])
         return summary
+
+
+    def _count_games(self, info: dict, done: np.ndarray, games: int, total_length: int,
+                     wins: np.ndarray) -> tuple[int, int]:
+        """Adds the games ``done`` marks to the counts (``wins`` in place)."""
+        if done.any():
+            winners = info["episode_winner"][done]
+            games += int(done.sum())
+            total_length += int(info["episode_length"][done].sum())
+            wins += np.bincount(np.where(winners < 0, self.config.players, winners), minlength=self.config.players + 1)
+        return games, total_length
+
+    def _truncate_unfinished(self, actions: np.ndarray) -> dict | None:
+        """A last step that ends every unfinished game as truncated, so that each
+        game's last experience says it ended (returns and advantages need it).
+        Returns its info, or None if the buffer had no room in time (consumers
+        or storage not reading: those experiences could not be delivered)."""
+        for player, bot in enumerate(self.bots):
+            bot.act(self.env, players=[player], out=actions)
+        deadline = time.monotonic() + FINAL_STEP_TIMEOUT
+        while True:
+            try:
+                return self.env.step(actions, truncate=True)[4]
+            except BufferFullError:
+                if time.monotonic() >= deadline:
+                    return None
 
 
 class _ProgressLine:
@@ -293,10 +319,12 @@ def run_selfplay(
     started: list[Sink] = []
     restore = _stop_on_signals(stop)
     progress = _ProgressLine(log, config.games)
+    watcher = threading.Thread(target=_stop_when_a_sink_fails, args=(started, stop), daemon=True)
     try:
         for sink in built:
             sink.start()
             started.append(sink)
+        watcher.start()
         if on_start is not None:
             on_start(selfplay, server)
         if wait_for_consumers > server.active_streams:
@@ -309,9 +337,7 @@ def run_selfplay(
                 pass
         summary = selfplay.run(stop, lambda p: progress(p, server.active_streams))
         progress.done()
-        for sink in reversed(started):
-            sink.stop()
-        started.clear()
+        _stop_sinks(started)
         if keep_running and not stop.is_set():
             print("generals-rl selfplay: games done; still serving (Ctrl-C to stop)", file=log, flush=True)
             stop.wait()
@@ -329,11 +355,34 @@ def run_selfplay(
                     flush=True,
                 )
     finally:
-        for sink in reversed(started):
-            sink.stop()
-        server.stop(grace=min(5.0, max(drain_timeout, 0.5)))
-        restore()
+        try:
+            _stop_sinks(started)
+        finally:
+            stop.set()  # ends the watcher
+            server.stop(grace=min(5.0, max(drain_timeout, 0.5)))
+            restore()
     return summary
+
+
+def _stop_when_a_sink_fails(sinks: list[Sink], stop: threading.Event) -> None:
+    """Sets ``stop`` once a sink has failed for good, so play does not run on
+    producing experiences nothing stores."""
+    while not stop.wait(0.05):
+        if any(getattr(sink, "error", None) is not None for sink in sinks):
+            stop.set()
+
+
+def _stop_sinks(sinks: list[Sink]) -> None:
+    """Stops every sink (last started first) and forgets them; raises the first
+    failure once all are stopped."""
+    failure = None
+    while sinks:
+        try:
+            sinks.pop().stop()
+        except Exception as exc:  # noqa: BLE001 - raised below, after the other sinks stopped
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:

@@ -132,13 +132,16 @@ class VecEnv:
         self._env.reset()
         return self.observations, self._info()
 
-    def step(self, actions):
+    def step(self, actions, truncate: bool = False):
+        """Steps every game one tick. With ``truncate`` every game this tick does
+        not end is ended as truncated, as the tick limit would (its last
+        experiences marked ``truncated``, the game reset): for a run that stops."""
         actions = _as_action_array(actions)
         if actions.shape != (self.num_envs, self.players):
             raise ValueError(
                 f"actions: expected shape ({self.num_envs}, {self.players}), got {actions.shape}"
             )
-        self._env.step(actions)
+        self._env.step(actions, bool(truncate))
         out = self._out
         return self.observations, out["rewards"], out["terminated"], out["truncated"], self._info()
 

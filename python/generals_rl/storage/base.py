@@ -153,6 +153,8 @@ class ChecksumWriter:
         try:
             write_all(self.raw, self._held)
         except BaseException:
+            # A copy: the failed write's views of the old one live on in the traceback.
+            self._held = bytearray(self._held)
             try:
                 self._cut_back()
             except OSError:
@@ -269,6 +271,10 @@ class Writer(abc.ABC):
 
     def poll(self) -> None:
         """Time-based work: rotation by age and retries of failed commits."""
+
+    def abort(self) -> None:
+        """Releases the destination without committing what is held (it is not
+        stored); for giving up on a destination that keeps failing."""
 
     @property
     @abc.abstractmethod
@@ -643,13 +649,11 @@ class ShardWriter(Writer):
             return
         batch = self.format.prepare(batch)
         if self._skip_below is not None:
-            keep = batch.sequence >= self._skip_below
-            if not keep.all():
-                self._stats["experiences_skipped"] += int((~keep).sum())
-                if not keep.any():
-                    return
-                first = int(np.argmax(keep))
-                batch = _rows(batch, keep, first)
+            kept = new_rows(batch, self._skip_below - 1)
+            self._stats["experiences_skipped"] += len(batch) - len(kept)
+            if len(kept) == 0:
+                return
+            batch = kept
         now = self._clock()
         shape = board_shape(batch)
         other_shape = self._pending_shape not in (None, shape) or (
@@ -695,6 +699,25 @@ class ShardWriter(Writer):
         self.flush()
         self._closed = True
 
+    def abort(self) -> None:
+        """Closes without committing: staging files are removed, and what was
+        written after ``durable_sequence`` is not stored."""
+        if self._closed:
+            return
+        self._closed = True
+        held = self.stats()["experiences_buffered"] + sum(s.entry["experiences"] for s in self._sealed)
+        stagings = [s.staging for s in self._sealed if not s.published]
+        if self._open is not None:
+            stagings.append(self._open.staging)
+        for staging in stagings:
+            try:
+                staging.discard()
+            except OSError as exc:
+                log.warning("%s: could not remove a staging file: %s", self.store.url, exc)
+        if held:
+            log.warning("%s: %d experiences written after sequence %s are not stored", self.store.url, held,
+                      self._durable)
+
     @property
     def durable_sequence(self) -> int | None:
         return self._durable
@@ -702,11 +725,6 @@ class ShardWriter(Writer):
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def failure(self) -> str | None:
-        """Why the destination failed, while it does (None once it works again)."""
-        return self._failure
 
     def stats(self) -> dict:
         s = dict(self._stats)
@@ -756,15 +774,18 @@ class ShardWriter(Writer):
         if self._open is not None:
             self._open.out.drain()
         self._commit_sealed()
-        while self._pending.rows:
-            room = self.rotation.max_experiences - (self._open.experiences if self._open is not None else 0)
-            if not (cut or self._aged(now) or self._pending.rows >= min(room, self._encode_at)):
-                break
-            self._encode(self._pending.front(min(room, self._encode_limit)))
+        while True:
             shard = self._open
-            if shard.experiences >= self.rotation.max_experiences or shard.encoder.bytes_written >= self.rotation.max_bytes:
+            if shard is not None and (shard.experiences >= self.rotation.max_experiences
+                                      or shard.encoder.bytes_written >= self.rotation.max_bytes):
                 self._seal()
                 self._commit_sealed()
+                continue
+            room = self.rotation.max_experiences - (shard.experiences if shard is not None else 0)
+            if not self._pending.rows or not (
+                    cut or self._aged(now) or self._pending.rows >= min(room, self._encode_at)):
+                break
+            self._encode(self._pending.front(min(room, self._encode_limit)))
         if self._open is not None and (cut or self._aged(now)):
             self._seal()
             self._commit_sealed()
@@ -874,6 +895,14 @@ class ShardWriter(Writer):
         self._stats["shards_committed"] += 1
         self._stats["bytes_committed"] += entry["bytes"] + sum(len(c) for c in sealed.companions.values())
         self._stats["experiences_durable"] += entry["experiences"]
+
+
+def new_rows(batch, taken_through: int):
+    """The rows of ``batch`` with a sequence number above ``taken_through``."""
+    keep = batch.sequence > taken_through
+    if keep.all():
+        return batch
+    return _rows(batch, keep, int(np.argmax(keep))) if keep.any() else take_rows(batch, slice(0, 0))
 
 
 def _rows(batch, keep: np.ndarray, first: int):

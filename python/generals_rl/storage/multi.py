@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..experience.batch import ExperienceBatch, RawBatch
-from .base import StorageError, Writer
+from .base import StorageError, Writer, new_rows
 
 log = logging.getLogger("generals_rl.storage")
 
@@ -13,9 +13,14 @@ log = logging.getLogger("generals_rl.storage")
 class MultiWriter(Writer):
     """Writes every batch to each of ``writers``. A destination that fails is
     reported (``stats()["destinations"][i]["errors"]``, ``last_error``) and keeps
-    retrying on its own schedule (a ``ShardWriter`` keeps sealed shards queued and
-    retries them with backoff) without holding the others back. Bad input (a
-    TypeError or ValueError from a writer) is raised at once.
+    retrying on its own schedule (a ``ShardWriter`` holds what it took and retries
+    with backoff) without holding the others back. A destination that refuses a
+    batch (it failed beyond what it holds) makes ``write`` raise StorageError
+    after the others took the batch; writing the same batch again gives it only
+    to the destinations that have not taken it (batches are told apart by their
+    sequence numbers, which increase from batch to batch as a cursor delivers
+    them), so no destination has a gap or a duplicate. Bad input (a TypeError or
+    ValueError from a writer) is raised at once.
 
     ``durable_sequence`` is the highest sequence durable at every destination;
     ``durable_sequences`` gives each one's.
@@ -36,13 +41,14 @@ class MultiWriter(Writer):
         ]
         self._errors = [0] * len(writers)
         self._last_error: list[str | None] = [None] * len(writers)
+        self._taken_through: list[int | None] = [None] * len(writers)  # the last sequence each took
         self._closed = False
 
     def _each(self, action: str, call) -> list[tuple[str, Exception]]:
         failures = []
         for i, writer in enumerate(self.writers):
             try:
-                call(writer)
+                call(i, writer)
             except (TypeError, ValueError):
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of one destination is reported, not fatal
@@ -55,15 +61,26 @@ class MultiWriter(Writer):
     def write(self, batch: RawBatch | ExperienceBatch) -> None:
         if self._closed:
             raise StorageError("write after close")
-        failures = self._each("write", lambda w: w.write(batch))
-        if len(failures) == len(self.writers):
-            raise StorageError("every destination failed: " + "; ".join(f"{n}: {e}" for n, e in failures))
+        if len(batch) == 0:
+            return
+        last = int(batch.sequence.max())
+
+        def write_new_rows(i: int, writer: Writer) -> None:
+            taken = self._taken_through[i]
+            rows = batch if taken is None else new_rows(batch, taken)
+            if len(rows):
+                writer.write(rows)
+                self._taken_through[i] = last
+
+        failures = self._each("write", write_new_rows)
+        if failures:
+            raise StorageError("refused by " + "; ".join(f"{n}: {e}" for n, e in failures))
 
     def poll(self) -> None:
-        self._each("poll", lambda w: w.poll())
+        self._each("poll", lambda _, w: w.poll())
 
     def flush(self) -> None:
-        failures = self._each("flush", lambda w: w.flush())
+        failures = self._each("flush", lambda _, w: w.flush())
         if failures:
             raise StorageError("flush failed for " + "; ".join(f"{n}: {e}" for n, e in failures))
 
@@ -71,9 +88,14 @@ class MultiWriter(Writer):
         if self._closed:
             return
         self._closed = True
-        failures = self._each("close", lambda w: w.close())
+        failures = self._each("close", lambda _, w: w.close())
         if failures:
             raise StorageError("close failed for " + "; ".join(f"{n}: {e}" for n, e in failures))
+
+    def abort(self) -> None:
+        self._closed = True
+        for writer in self.writers:
+            writer.abort()
 
     @property
     def durable_sequences(self) -> list[int | None]:

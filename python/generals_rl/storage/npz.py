@@ -64,12 +64,17 @@ class _NpzEncoder(ShardEncoder):
             arrays = {name: getattr(joined, name) for name in names}
         else:
             arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in names}
+        del parts, joined  # the parts, once joined, are not needed while the zip is built
         meta = {"format_version": FORMAT_VERSION, "states": self.fmt.states, "height": self.height,
                 "width": self.width}
         arrays["_meta"] = np.array(json.dumps(meta))
-        data = io.BytesIO()
-        (np.savez_compressed if self.fmt.compressed else np.savez)(data, **arrays)
-        self.out.write(data.getbuffer())
+        # What numpy.savez writes, but straight into the shard (which is not
+        # seekable: the zip takes data descriptors), not through a copy in memory.
+        compression = zipfile.ZIP_DEFLATED if self.fmt.compressed else zipfile.ZIP_STORED
+        with zipfile.ZipFile(self.out, mode="w", compression=compression) as archive:
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
         return {}
 
 

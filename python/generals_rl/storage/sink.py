@@ -15,6 +15,9 @@ from .base import RetryPolicy, StorageError, Writer
 
 log = logging.getLogger("generals_rl.storage")
 
+# The sink's retry budget: 12 attempts over about 15 s.
+DEFAULT_RETRY = RetryPolicy(attempts=12, base_delay=0.05, max_delay=2.0)
+
 
 class BufferSink:
     """Reads compact batches (``Cursor.read_raw``) of up to ``batch_size``
@@ -23,9 +26,12 @@ class BufferSink:
     ``source`` is an ExperienceBuffer (the sink opens its own cursor at ``start``:
     "resume" — the writer's ``resume_sequence`` when it holds data, else the oldest
     resident —, "oldest", "newest" or a sequence number) or a Cursor to read from.
-    A failing ``write`` is retried with the same batch (delays per ``retry``)
-    until it succeeds or the sink stops: nothing read is dropped, and with the
-    buffer's block policy producers wait meanwhile.
+    A failing ``write`` (or ``flush``) is retried with the same batch, with the
+    delays of ``retry``: nothing read is dropped, and with the buffer's block
+    policy producers wait meanwhile. After ``retry.attempts`` failures in a row
+    (about 15 s by default) the sink gives up: it stops writing, sets ``error``
+    for its owner to act on, and keeps its cursor open (so producers in block
+    mode stay held back) until ``stop``.
 
     ``durable_sequence`` is the highest sequence the writer has made durable.
     """
@@ -59,7 +65,7 @@ class BufferSink:
         self.batch_size = int(batch_size)
         self.poll_interval = float(poll_interval)
         self.start_at = start
-        self.retry = retry or RetryPolicy(base_delay=0.05, max_delay=2.0)
+        self.retry = retry or DEFAULT_RETRY
         self.close_writer = close_writer
         self._cursor: Cursor | None = source if isinstance(source, Cursor) else None
         self._owns_cursor = not isinstance(source, Cursor)
@@ -89,7 +95,8 @@ class BufferSink:
     def stop(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stops the thread: with ``drain`` after writing everything appended so far
         and flushing the writer; closes the writer (``close_writer``) and the cursor
-        the sink opened. Raises the error that stopped the sink, if any."""
+        the sink opened. Raises the error that stopped the sink, if any (the
+        writer is then aborted: what it held is not stored)."""
         if self._thread is None:
             raise RuntimeError("stop: the sink was not started")
         self._drain = drain
@@ -97,7 +104,11 @@ class BufferSink:
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise StorageError(f"stop: the sink did not finish within {timeout} s")
+        if self._owns_cursor and not self._cursor.closed:
+            self._cursor.close()
         if self.error is not None:
+            if self.close_writer:
+                self.writer.abort()
             raise StorageError(f"the sink stopped on an error: {self.error}") from self.error
 
     def __enter__(self) -> BufferSink:  # noqa: PYI034
@@ -141,27 +152,24 @@ class BufferSink:
                     batch = cursor.read_raw(self.batch_size, 0.0)
                     if not len(batch):
                         break
-                    self._write(batch, stopping=True)
-                self._guarded(self.writer.flush, stopping=True)
+                    self._write(batch)
+                self._guarded(self.writer.flush)
             if self.close_writer:
-                self._guarded(self.writer.close, stopping=True)
+                self._guarded(self.writer.close)
         except BaseException as exc:  # noqa: BLE001 - kept for stop() to raise
             self.error = exc
-            log.error("buffer sink stopped: %s", exc)
-        finally:
-            if self._owns_cursor:
-                cursor.close()
+            log.warning("buffer sink stopped: %s", exc)
 
-    def _write(self, batch, stopping: bool = False) -> None:
+    def _write(self, batch) -> None:
         self._stats["experiences_read"] += len(batch)
         self._stats["batches_read"] += 1
         self._stats["missed"] += int(batch.missed)
-        self._guarded(lambda: self.writer.write(batch), stopping)
+        self._guarded(lambda: self.writer.write(batch))
 
-    def _guarded(self, call, stopping: bool = False) -> None:
-        """Runs ``call``, retrying failures with backoff (``retry``) while the sink
-        runs; while draining it gives up after three failures, and at once when
-        stopping without draining."""
+    def _guarded(self, call) -> None:
+        """Runs ``call``, retrying failures with the delays of ``retry``; raises the
+        last failure after ``retry.attempts`` of them, or at once when the sink is
+        stopped without draining."""
         failures = 0
         while True:
             try:
@@ -174,9 +182,7 @@ class BufferSink:
                 self._stats["write_errors"] += 1
                 self._stats["last_error"] = f"{type(exc).__name__}: {exc}"
                 log.warning("buffer sink: %s (attempt %d)", exc, failures)
-                if stopping and failures >= 3:
-                    raise
-                if self._stop.is_set() and not self._drain:
+                if failures >= self.retry.attempts or self._stop.is_set() and not self._drain:
                     raise
                 time.sleep(self.retry.delay(failures))
 
