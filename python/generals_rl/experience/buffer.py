@@ -311,6 +311,8 @@ class ExperienceBuffer:
             raise BufferFileError(f"{path}: malformed buffer file ({exc})") from None
         buffer._buffer.import_resident(raw)
         if "priority" in raw:
+            if raw["priority"].shape != raw["sequence"].shape:
+                raise BufferFileError(f"{path}: the priorities do not match the experiences")
             kept = raw["priority"] >= 0
             buffer._buffer.restore_priorities(
                 raw["sequence"][kept], raw["priority"][kept], float(header.get("max_priority", 1.0))
