@@ -202,7 +202,11 @@ py::dict sample_to_dict(grl::ExperienceBuffer& b, size_t count, uint64_t seed, b
                         double beta, std::vector<int32_t> player_ids, int n_step, double gamma) {
   const grl::SampleOptions options{prioritized, alpha, beta, std::move(player_ids), n_step, gamma};
   Batch out;
-  take_pooled(out, count, static_cast<size_t>(b.height()) * b.width());
+  const size_t tiles = static_cast<size_t>(b.height()) * b.width();
+  take_pooled(out, count, tiles);
+  if constexpr (std::is_same_v<Batch, grl::DecodedBatch>) {
+    if (n_step > 0) take_pooled(out.nstep_next_state, count * grl::kObservationChannels * tiles);
+  }
   {
     py::gil_scoped_release release;
     if constexpr (std::is_same_v<Batch, grl::RawBatch>) {

@@ -300,6 +300,28 @@ class ExperienceBuffer::PriorityTrees {
     return node - leaves_;
   }
 
+  // find for many masses at once, level by level: the loads of one level are
+  // independent, so their cache misses overlap (prefetched a level ahead).
+  void find_many(const double* masses, size_t n, uint64_t* slots) const {
+    thread_local std::vector<double> u;
+    u.assign(masses, masses + n);
+    std::fill(slots, slots + n, 1);
+    for (uint64_t width = 1; width < leaves_; width *= 2) {
+      for (size_t k = 0; k < n; ++k) {
+        const uint64_t node = slots[k];
+        const double left = sum_[2 * node].load(std::memory_order_relaxed);
+        if (u[k] < left) {
+          slots[k] = 2 * node;
+        } else {
+          u[k] -= left;
+          slots[k] = 2 * node + 1;
+        }
+        if (2 * width < leaves_) __builtin_prefetch(&sum_[2 * slots[k]]);
+      }
+    }
+    for (size_t k = 0; k < n; ++k) slots[k] -= leaves_;
+  }
+
   // ---- under `mutex` ----
   float max_priority() const { return max_priority_; }
   float priority(uint64_t slot) const { return priority_[slot]; }
@@ -327,8 +349,20 @@ class ExperienceBuffer::PriorityTrees {
       hi /= 2;
     }
   }
-  void update_leaf(uint64_t slot) {
-    for (uint64_t node = (leaves_ + slot) / 2; node >= 1; node /= 2) pull(node);
+  // update_leaf for many leaves, level by level (prefetching each level's nodes
+  // first, so that their cache misses overlap).
+  void update_leaves(const uint64_t* slots, size_t n) {
+    thread_local std::vector<uint64_t> nodes;
+    nodes.resize(n);
+    for (size_t k = 0; k < n; ++k) nodes[k] = leaves_ + slots[k];
+    for (uint64_t width = leaves_; width > 1; width /= 2) {
+      for (size_t k = 0; k < n; ++k) {
+        nodes[k] /= 2;
+        __builtin_prefetch(&sum_[2 * nodes[k]]);
+        __builtin_prefetch(&min_[2 * nodes[k]]);
+      }
+      for (size_t k = 0; k < n; ++k) pull(nodes[k]);
+    }
   }
   // A new exponent: every leaf recomputed from the stored priorities.
   void set_alpha(double alpha) {
@@ -404,6 +438,8 @@ uint64_t ExperienceBuffer::update_priorities(const uint64_t* sequences, const fl
   constexpr size_t kChunk = 64;  // bounds how long producers may wait for the lock
   for (size_t begin = 0; begin < count; begin += kChunk) {
     const size_t end = std::min(count, begin + kChunk);
+    uint64_t slots[kChunk];
+    size_t changed = 0;
     std::lock_guard<std::mutex> lock(trees.mutex);
     const auto start = Clock::now();
     const uint64_t head = head_.load(), low = oldest_at(head);
@@ -418,8 +454,9 @@ uint64_t ExperienceBuffer::update_priorities(const uint64_t* sequences, const fl
       }
       trees.raise_max(priorities[i]);
       trees.set_leaf(slot, priorities[i]);
-      trees.update_leaf(slot);
+      slots[changed++] = slot;
     }
+    trees.update_leaves(slots, changed);
     raise_to(trees.updater_ns_max, nanoseconds_since(start));
   }
   trees.updates.fetch_add(count - ignored, std::memory_order_relaxed);
@@ -994,6 +1031,13 @@ void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedB
   }
 }
 
+void ExperienceBuffer::prefetch_state(uint64_t id) const {
+  const uint64_t slot = id % state_capacity_;
+  __builtin_prefetch(&state_stamp_[slot]);
+  const char* words = reinterpret_cast<const char*>(state_words_store_.get() + slot * state_words_);
+  for (size_t offset = 0; offset < state_words_ * sizeof(uint64_t); offset += 64) __builtin_prefetch(words + offset);
+}
+
 bool ExperienceBuffer::successor(const ExperienceRecord& r, ExperienceRecord& out) const {
   const uint64_t link = state_first_use_[r.next_state_id % state_capacity_].load(std::memory_order_acquire);
   if (link == 0) return false;
@@ -1037,56 +1081,88 @@ void ExperienceBuffer::sample_into(size_t count, uint64_t seed, Sink& sink, cons
   };
   std::vector<Step> chain;
   ExperienceRecord record, next;
+  // Draws come in rounds, each in passes over all its rows (positions, then
+  // records, then states) so that the cache misses of a pass overlap, each
+  // pass prefetching for the next.
+  struct Draw {
+    uint64_t seq;
+    double leaf;
+    ExperienceRecord record;
+  };
+  std::vector<Draw> draws;
+  std::vector<double> masses;
+  std::vector<uint64_t> slots;
   size_t attempts = 0;
   // Rejections (a filtered player, an experience just overwritten) draw again, within bounds.
   const size_t max_attempts = count * 64 + 1024;
-  while (sink.size() < count && attempts < max_attempts) {
-    ++attempts;
-    uint64_t seq;
-    double leaf = 0;
+  bool empty = false;
+  while (!empty && sink.size() < count && attempts < max_attempts) {
+    const size_t need = std::min(count - sink.size(), max_attempts - attempts);
+    attempts += need;
+    draws.clear();
     if (trees) {
       const double total = trees->total();
       if (!(total > 0)) break;
-      const uint64_t slot = trees->find(rng.uniform() * total);
-      if (slot >= capacity_ || !((leaf = trees->leaf(slot)) > 0)) continue;
-      const uint64_t stamp = records_[slot].stamp.load(std::memory_order_acquire);
-      if (stamp == 0 || (stamp & kBusy) || stamp - 1 < oldest()) continue;
-      seq = stamp - 1;
+      masses.resize(need);
+      slots.resize(need);
+      for (double& mass : masses) mass = rng.uniform() * total;
+      trees->find_many(masses.data(), need, slots.data());
+      for (const uint64_t slot : slots) {
+        double leaf = 0;
+        if (slot >= capacity_ || !((leaf = trees->leaf(slot)) > 0)) continue;
+        const uint64_t stamp = records_[slot].stamp.load(std::memory_order_acquire);
+        if (stamp == 0 || (stamp & kBusy) || stamp - 1 < oldest()) continue;
+        draws.push_back({stamp - 1, leaf, {}});
+      }
     } else {
       const uint64_t head = head_.load(), low = oldest();
-      if (head == low) break;
-      seq = low + (rng.next() % (head - low));
-    }
-    if (load_record(seq, record) != 1 || (record.flags & kMissingFlag)) continue;
-    if (!o.player_ids.empty() &&
-        std::find(o.player_ids.begin(), o.player_ids.end(), record.player) == o.player_ids.end()) {
-      continue;
-    }
-    if (!sink.add(seq, record, load)) continue;
-    if (trees) out.weight.push_back(static_cast<float>(std::min(1.0, std::pow(min_leaf / leaf, o.beta))));
-    if (o.n_step > 0) {
-      chain.clear();
-      next = record;
-      while (true) {
-        chain.push_back({next.reward, next.flags, next.next_state_id});
-        if ((next.flags & (kTerminated | kTruncated)) || chain.size() == static_cast<size_t>(o.n_step)) break;
-        ExperienceRecord following;
-        if (!successor(next, following)) break;
-        next = following;
+      empty = head == low;
+      for (size_t k = 0; k < need && !empty; ++k) {
+        draws.push_back({low + (rng.next() % (head - low)), 0.0, {}});
+        __builtin_prefetch(&records_[draws.back().seq % capacity_]);
       }
-      // The bootstrap state must be readable: shorten the chain when it is not
-      // (the first step's next state is in the batch already).
-      int32_t row = -1;
-      while ((row = sink.state_row(chain.back().next_state_id, load)) < 0) chain.pop_back();
-      double discounted = 0, discount = 1;
-      for (const Step& step : chain) {
-        discounted += discount * step.reward;
-        discount *= o.gamma;
+    }
+    size_t kept = 0;
+    for (Draw& d : draws) {
+      if (load_record(d.seq, d.record) != 1 || (d.record.flags & kMissingFlag)) continue;
+      if (!o.player_ids.empty() &&
+          std::find(o.player_ids.begin(), o.player_ids.end(), d.record.player) == o.player_ids.end()) {
+        continue;
       }
-      out.nstep_reward.push_back(static_cast<float>(discounted));
-      out.nstep_length.push_back(static_cast<int32_t>(chain.size()));
-      out.nstep_done.push_back((chain.back().flags & kTerminated) != 0);
-      out.nstep_next_state_index.push_back(row);
+      prefetch_state(d.record.state_id);
+      prefetch_state(d.record.next_state_id);
+      draws[kept++] = d;
+    }
+    draws.resize(kept);
+    for (const Draw& d : draws) {
+      record = d.record;
+      const double leaf = d.leaf;
+      if (!sink.add(d.seq, record, load)) continue;
+      if (trees) out.weight.push_back(static_cast<float>(std::min(1.0, std::pow(min_leaf / leaf, o.beta))));
+      if (o.n_step > 0) {
+        chain.clear();
+        next = record;
+        while (true) {
+          chain.push_back({next.reward, next.flags, next.next_state_id});
+          if ((next.flags & (kTerminated | kTruncated)) || chain.size() == static_cast<size_t>(o.n_step)) break;
+          ExperienceRecord following;
+          if (!successor(next, following)) break;
+          next = following;
+        }
+        // The bootstrap state must be readable: shorten the chain when it is not
+        // (the first step's next state is in the batch already).
+        int32_t row = -1;
+        while ((row = sink.state_row(chain.back().next_state_id, load)) < 0) chain.pop_back();
+        double discounted = 0, discount = 1;
+        for (const Step& step : chain) {
+          discounted += discount * step.reward;
+          discount *= o.gamma;
+        }
+        out.nstep_reward.push_back(static_cast<float>(discounted));
+        out.nstep_length.push_back(static_cast<int32_t>(chain.size()));
+        out.nstep_done.push_back((chain.back().flags & kTerminated) != 0);
+        out.nstep_next_state_index.push_back(row);
+      }
     }
   }
 }

@@ -307,6 +307,7 @@ class ExperienceBuffer {
   // The record after `r` of the same game and player (the one observing r's
   // next state); false when there is none resident.
   bool successor(const ExperienceRecord& r, ExperienceRecord& out) const;
+  void prefetch_state(uint64_t id) const;  // its slot into the cache, ahead of load_state
   // Producers: puts just appended records into the trees (once they are built).
   void enter_priorities(const ExperienceRecord* records, uint64_t first, size_t count);
 

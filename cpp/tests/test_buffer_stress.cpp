@@ -146,17 +146,6 @@ void read_cursor(grl::ExperienceBuffer& buffer, grl::Cursor& cursor, uint64_t to
   }
 }
 
-// Runs `producers` games of `ticks` ticks to the end, then clears `running`
-// and joins `others` (readers and samplers that run while it is set).
-void run_producers_then_stop(grl::ExperienceBuffer& buffer, int producers, int ticks, std::atomic<bool>& running,
-                             std::vector<std::thread>& others) {
-  std::vector<std::thread> producer_threads;
-  for (int p = 0; p < producers; ++p) producer_threads.emplace_back([&, p] { produce(buffer, kFirstGame + p, ticks); });
-  for (auto& t : producer_threads) t.join();
-  running = false;
-  for (auto& t : others) t.join();
-}
-
 bool is_every_sequence_once(std::vector<uint64_t> sequences, uint64_t begin, uint64_t end) {
   if (sequences.size() != end - begin) return false;
   for (size_t i = 0; i < sequences.size(); ++i) {
@@ -250,7 +239,11 @@ void test_overwrite_many_producers_lagging_cursors() {
       }
     }
   });
-  run_producers_then_stop(buffer, producers, ticks, producing, threads);
+  std::vector<std::thread> producer_threads;
+  for (int p = 0; p < producers; ++p) producer_threads.emplace_back([&, p] { produce(buffer, kFirstGame + p, ticks); });
+  for (auto& t : producer_threads) t.join();
+  producing = false;
+  for (auto& t : threads) t.join();
 
   CHECK(buffer.head() == total);
   for (int k = 0; k < 3; ++k) {
@@ -362,14 +355,13 @@ void test_append_raw_from_several_threads() {
 // with its n-step return, and once quiet the trees hold exactly the resident
 // experiences' priorities.
 void test_prioritized_samplers_and_updaters() {
-  const int producers = 6, ticks = 500;
-  const uint64_t total = static_cast<uint64_t>(producers) * ticks * kPlayers;
+  const int producers = 4, ticks = 200;
   const uint64_t capacity = 512;
   grl::ExperienceBuffer buffer(kSide, kSide, capacity, grl::FullPolicy::kOverwrite);
   const double alpha = 0.7, gamma = 0.9;
-  std::atomic<bool> producing{true};
+  std::atomic<bool> producing{true}, enough{false};
   std::atomic<bool> samples_ok{true}, nstep_ok{true}, weights_ok{true};
-  std::atomic<uint64_t> sampled{0};
+  std::atomic<uint64_t> sampled{0}, update_rounds{0};
   std::vector<std::thread> threads;
   for (int k = 0; k < 2; ++k) {  // samplers
     threads.emplace_back([&, k] {
@@ -381,6 +373,7 @@ void test_prioritized_samplers_and_updaters() {
       if (k == 1) options.player_ids = {1};
       grl::RawBatch raw;
       grl::DecodedBatch decoded;
+      while (buffer.head() < capacity) std::this_thread::yield();  // the trees are built mid-run
       for (uint64_t seed = 1 + k * 1000000; producing.load(); ++seed) {
         buffer.sample_raw(64, seed, raw, options);
         sampled += raw.size();
@@ -408,6 +401,7 @@ void test_prioritized_samplers_and_updaters() {
       options.alpha = alpha;
       grl::RawBatch raw;
       std::vector<float> priorities;
+      while (buffer.head() < capacity) std::this_thread::yield();
       for (uint64_t seed = 7 + k * 1000000; producing.load(); ++seed) {
         buffer.sample_raw(32, seed, raw, options);
         priorities.resize(raw.size());
@@ -416,13 +410,29 @@ void test_prioritized_samplers_and_updaters() {
         const uint64_t stale[2] = {0, 1};  // long overwritten: ignored
         const float p[2] = {100.0f, 100.0f};
         buffer.update_priorities(stale, p, 2);
+        update_rounds += 1;
       }
     });
   }
-  run_producers_then_stop(buffer, producers, ticks, producing, threads);
+  // Producers play games one after another until the samplers and updaters
+  // have done enough rounds beside them (or a time limit passes).
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  std::vector<std::thread> producer_threads;
+  for (int p = 0; p < producers; ++p) {
+    producer_threads.emplace_back([&, p] {
+      for (uint64_t game = kFirstGame + p; !enough.load(); game += producers) {
+        produce(buffer, game, ticks);
+        enough = (sampled.load() >= 20000 && update_rounds.load() >= 100) || Clock::now() > deadline;
+      }
+    });
+  }
+  for (auto& t : producer_threads) t.join();
+  producing = false;
+  for (auto& t : threads) t.join();
+  const uint64_t total = buffer.head();
 
-  CHECK(buffer.head() == total);
-  CHECK(sampled.load() > 0);
+  CHECK(total % (ticks * kPlayers) == 0);  // whole games
+  CHECK(sampled.load() > 0 && update_rounds.load() > 0);
   CHECK(samples_ok.load());
   CHECK(nstep_ok.load());
   CHECK(weights_ok.load());

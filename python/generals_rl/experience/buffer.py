@@ -315,6 +315,8 @@ class ExperienceBuffer:
             raw["next_sequence"] = header["next_sequence"]
             buffer._buffer.import_resident(raw)
             if _PRIORITY_COLUMN in raw:
+                if raw[_PRIORITY_COLUMN].shape != raw["sequence"].shape:
+                    raise BufferFileError(f"{path}: the priorities do not match the experiences")
                 kept = raw[_PRIORITY_COLUMN] >= 0  # -1: outside the trees when saved
                 buffer._buffer.restore_priorities(
                     raw["sequence"][kept], raw[_PRIORITY_COLUMN][kept], float(header["max_priority"])
