@@ -1,9 +1,11 @@
 """Shared by the storage suites: real self-play experiences as the buffer delivers
-them, and comparisons of stored experiences against them."""
+them, comparisons of stored experiences against them, and an S3 server."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
 
 import generals_rl
@@ -82,3 +84,27 @@ def assert_same_decoded(got, expected) -> None:
     assert len(got) == len(expected)
     for name in (*RECORD, "state", "next_state", "action_mask"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+
+
+@contextlib.contextmanager
+def moto_s3():
+    """A real S3-compatible HTTP server (moto in server mode) on loopback, with
+    test credentials in the environment meanwhile; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in
+             ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

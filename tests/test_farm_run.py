@@ -403,9 +403,9 @@ def test_a_farm_stores_on_s3_as_configured(tmp_path):
     pytest.importorskip("moto.server")
     import boto3
     from generals_rl.storage import open_dataset
-    from test_storage_s3 import endpoint as moto_endpoint
+    from storage_support import moto_s3
 
-    with contextlib.contextmanager(moto_endpoint.__wrapped__)() as url:
+    with moto_s3() as url:
         boto3.client("s3", endpoint_url=url).create_bucket(Bucket="farm")
         config = load_config(environ={}, overrides=settings(
             tmp_path, collection={"games": 4}, metrics={"address": None},

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 
 import boto3
 import botocore.exceptions
@@ -23,29 +22,23 @@ from generals_rl.storage import (
     open_dataset,
     open_writer,
 )
-from storage_support import SHARD_KEY, TABLES, assert_same_decoded, assert_same_raw, joined, played
+from storage_support import (
+    SHARD_KEY,
+    TABLES,
+    assert_same_decoded,
+    assert_same_raw,
+    joined,
+    moto_s3,
+    played,
+)
 
 moto_server = pytest.importorskip("moto.server")
 
 
 @pytest.fixture(scope="module")
 def endpoint():
-    saved = {k: os.environ.get(k) for k in
-             ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with moto_s3() as url:
+        yield url
 
 
 @pytest.fixture

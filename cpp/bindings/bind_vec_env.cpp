@@ -45,14 +45,14 @@ py::dict reward_to_dict(const grl::RewardConfig& r) {
   return d;
 }
 
-py::dict counters_to_dict(const grl::VecEnvCounters& c) {
+py::dict counters_to_dict(const grl::VecEnvCounters& c, int players) {
   py::dict d;
-  d["experiences"] = py::array_t<uint64_t>(c.experiences.size(), c.experiences.data());
-  d["illegal_moves"] = py::array_t<uint64_t>(c.illegal_moves.size(), c.illegal_moves.data());
-  d["wins"] = py::array_t<uint64_t>(c.wins.size(), c.wins.data());
+  d["experiences"] = py::array_t<uint64_t>(players, c.experiences);
+  d["illegal_moves"] = py::array_t<uint64_t>(players, c.illegal_moves);
+  d["wins"] = py::array_t<uint64_t>(players, c.wins);
   d["games_truncated"] = c.games_truncated;
   d["games_no_winner"] = c.games_no_winner;
-  d["reward_buckets"] = py::array_t<uint64_t>(c.reward_buckets.size(), c.reward_buckets.data());
+  d["reward_buckets"] = py::array_t<uint64_t>(grl::VecEnvCounters::kRewardBuckets, c.reward_buckets);
   d["reward_sum"] = c.reward_sum;
   return d;
 }
@@ -136,10 +136,10 @@ void bind_vec_env(py::module_& m) {
       .def("counters", [](const grl::VecEnv& e) {
         grl::VecEnvCounters c;
         {
-          py::gil_scoped_release release;
+          py::gil_scoped_release release;  // a step may hold the lock for a moment
           c = e.counters();
         }
-        return counters_to_dict(c);
+        return counters_to_dict(c, e.players());
       })
       .def("reset", &grl::VecEnv::reset, py::call_guard<py::gil_scoped_release>())
       .def(

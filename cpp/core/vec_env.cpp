@@ -21,11 +21,6 @@ BufferFull buffer_full(double timeout_s) {
                     " s (read from them, close them, or use the overwrite policy)");
 }
 
-// Adds to a counter only one thread writes: no read-modify-write instruction needed.
-inline void bump(std::atomic<uint64_t>& counter, uint64_t by = 1) {
-  counter.store(counter.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
-}
-
 // The histogram bucket of a reward: the first upper bound -1.0 + 0.1 k it does not exceed.
 inline int reward_bucket(float r) {
   const double k = std::ceil((static_cast<double>(r) + 1.0) * 10.0 - 1e-6);
@@ -87,8 +82,6 @@ VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(checked_
   episode_land.assign(n * p, 0);
   running_return_.assign(n * p, 0.0f);
   episodes_.assign(n, 0);
-  counters_ = std::vector<std::atomic<uint64_t>>(n * counter_stride());
-  reward_sums_ = std::vector<std::atomic<double>>(n);
   games_.resize(n);
   reset();
 }
@@ -160,7 +153,7 @@ void VecEnv::reset() {
   });
 }
 
-void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* scratch) {
+void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* scratch, VecEnvCounters& counts) {
   Game& g = *games_[i];
   const int players = config_.players;
   const size_t base = static_cast<size_t>(i) * players;
@@ -195,7 +188,7 @@ void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* sc
   }
   truncated[i] = g.truncated() || cut;
   episode_done[i] = finished;
-  if (counting_) count_step(i, alive_before, finished, game_winner);
+  if (counting_) count_step(i, alive_before, finished, game_winner, counts);
 
   if (buffer_) {
     buffer_->write_state(next_state, g);
@@ -239,51 +232,39 @@ void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* sc
   write_info(i);
 }
 
-void VecEnv::count_step(int i, const uint8_t* alive_before, bool finished, int game_winner) {
+void VecEnv::count_step(int i, const uint8_t* alive_before, bool finished, int game_winner,
+                        VecEnvCounters& counts) const {
   const int players = config_.players;
   const size_t base = static_cast<size_t>(i) * players;
-  std::atomic<uint64_t>* c = counters_.data() + static_cast<size_t>(i) * counter_stride();
-  std::atomic<uint64_t>* buckets = c + 3 * players + 2;
-  double sum = 0;
   for (int p = 0; p < players; ++p) {
     if (!alive_before[p]) continue;
-    bump(c[p]);
-    if (illegal[base + p]) bump(c[players + p]);
-    bump(buckets[reward_bucket(rewards[base + p])]);
-    sum += rewards[base + p];
+    counts.experiences[p] += 1;
+    counts.illegal_moves[p] += illegal[base + p];
+    counts.reward_buckets[reward_bucket(rewards[base + p])] += 1;
+    counts.reward_sum += rewards[base + p];
   }
-  std::atomic<double>& reward_sum = reward_sums_[i];
-  reward_sum.store(reward_sum.load(std::memory_order_relaxed) + sum, std::memory_order_relaxed);
   if (finished) {
-    if (game_winner >= 0) bump(c[2 * players + game_winner]);
-    else if (truncated[i]) bump(c[3 * players]);
-    else bump(c[3 * players + 1]);
+    if (game_winner >= 0) counts.wins[game_winner] += 1;
+    else if (truncated[i]) counts.games_truncated += 1;
+    else counts.games_no_winner += 1;
   }
 }
 
-VecEnvCounters VecEnv::counters() const {
-  const int players = config_.players;
-  VecEnvCounters out;
-  out.experiences.assign(players, 0);
-  out.illegal_moves.assign(players, 0);
-  out.wins.assign(players, 0);
-  out.reward_buckets.assign(VecEnvCounters::kRewardBuckets, 0);
-  const size_t stride = counter_stride();
-  for (int i = 0; i < config_.num_envs; ++i) {
-    const std::atomic<uint64_t>* c = counters_.data() + static_cast<size_t>(i) * stride;
-    for (int p = 0; p < players; ++p) {
-      out.experiences[p] += c[p].load(std::memory_order_relaxed);
-      out.illegal_moves[p] += c[players + p].load(std::memory_order_relaxed);
-      out.wins[p] += c[2 * players + p].load(std::memory_order_relaxed);
-    }
-    out.games_truncated += c[3 * players].load(std::memory_order_relaxed);
-    out.games_no_winner += c[3 * players + 1].load(std::memory_order_relaxed);
-    for (int b = 0; b < VecEnvCounters::kRewardBuckets; ++b) {
-      out.reward_buckets[b] += c[3 * players + 2 + b].load(std::memory_order_relaxed);
-    }
-    out.reward_sum += reward_sums_[i].load(std::memory_order_relaxed);
+void VecEnvCounters::add(const VecEnvCounters& other) {
+  for (int p = 0; p < kMaxPlayers; ++p) {
+    experiences[p] += other.experiences[p];
+    illegal_moves[p] += other.illegal_moves[p];
+    wins[p] += other.wins[p];
   }
-  return out;
+  games_truncated += other.games_truncated;
+  games_no_winner += other.games_no_winner;
+  for (int b = 0; b < kRewardBuckets; ++b) reward_buckets[b] += other.reward_buckets[b];
+  reward_sum += other.reward_sum;
+}
+
+VecEnvCounters VecEnv::counters() const {
+  std::lock_guard<std::mutex> lock(totals_mutex_);
+  return totals_;
 }
 
 void VecEnv::set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout_s) {
@@ -319,8 +300,13 @@ void VecEnv::step(const int32_t* actions, bool truncate) {
   }
   pool_.parallel_for(config_.num_envs, [this, actions, truncate](int begin, int end) {
     std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);
+    VecEnvCounters counts;  // this chunk's games, added to the totals once
     for (int i = begin; i < end; ++i) {
-      step_game(i, actions + static_cast<size_t>(i) * config_.players, truncate, scratch.data());
+      step_game(i, actions + static_cast<size_t>(i) * config_.players, truncate, scratch.data(), counts);
+    }
+    if (counting_) {
+      std::lock_guard<std::mutex> lock(totals_mutex_);
+      totals_.add(counts);
     }
   });
 }

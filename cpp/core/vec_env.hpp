@@ -2,9 +2,9 @@
 // in arrays owned by the VecEnv, allocated once and overwritten on each step.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "game.hpp"
@@ -32,18 +32,20 @@ struct VecEnvConfig {
   bool action_masks = true;
 };
 
-// Running totals of what the steps produced, summed over the games (see VecEnv::counters).
+// Running totals of what the steps produced (see VecEnv::counters).
 struct VecEnvCounters {
   // Reward histogram buckets: upper bounds -1.0, -0.9, ..., 1.0, then +Inf.
   static constexpr int kRewardBounds = 21;
   static constexpr int kRewardBuckets = kRewardBounds + 1;
-  std::vector<uint64_t> experiences;   // per player: one per alive player per tick
-  std::vector<uint64_t> illegal_moves;  // per player
-  std::vector<uint64_t> wins;           // per player: games won
-  uint64_t games_truncated = 0;         // games ended by the tick limit
-  uint64_t games_no_winner = 0;         // games over without a winner (not truncated)
-  std::vector<uint64_t> reward_buckets;  // kRewardBuckets, not cumulative
+  uint64_t experiences[kMaxPlayers] = {};    // per player: one per alive player per tick
+  uint64_t illegal_moves[kMaxPlayers] = {};  // per player
+  uint64_t wins[kMaxPlayers] = {};           // per player: games won
+  uint64_t games_truncated = 0;              // games ended by the tick limit
+  uint64_t games_no_winner = 0;              // games over without a winner (not truncated)
+  uint64_t reward_buckets[kRewardBuckets] = {};  // not cumulative
   double reward_sum = 0;
+
+  void add(const VecEnvCounters& other);
 };
 
 class VecEnv {
@@ -70,9 +72,9 @@ class VecEnv {
   // Replaces the reward weights from the next step on. Not while a step runs:
   // call it from the thread that steps, between steps.
   void set_reward(const RewardConfig& reward) { config_.reward = reward; }
-  // Totals since construction. Each game counts into its own slot inside its
-  // step (no sharing between threads); this sums the slots and may run while
-  // a step does (it then sees part of that step).
+  // Totals since construction. Each stepping thread counts its games of a
+  // step on its stack and adds them to the totals once, under a lock; this
+  // copies the totals and may run while a step does.
   VecEnvCounters counters() const;
   // Counting is on by default; off only to measure what it costs.
   void set_counting(bool on) { counting_ = on; }
@@ -103,7 +105,7 @@ class VecEnv {
 
  private:
   void reset_game(int i);
-  void step_game(int i, const int32_t* actions, bool truncate, uint8_t* scratch);
+  void step_game(int i, const int32_t* actions, bool truncate, uint8_t* scratch, VecEnvCounters& counts);
   void write_views(int i, float* obs, uint8_t* mask, uint8_t* scratch);
   void write_info(int i);
 
@@ -115,13 +117,10 @@ class VecEnv {
   std::shared_ptr<ExperienceBuffer> buffer_;
   double buffer_timeout_ = 0;
   std::vector<uint64_t> state_ids_;  // each game's current state in the buffer
-  // Per game, counter_stride() slots: experiences[P], illegal[P], wins[P], truncated,
-  // no winner, reward buckets; one writer each (the thread stepping the game).
-  size_t counter_stride() const { return 3 * static_cast<size_t>(config_.players) + 2 + VecEnvCounters::kRewardBuckets; }
-  std::vector<std::atomic<uint64_t>> counters_;
-  std::vector<std::atomic<double>> reward_sums_;
+  VecEnvCounters totals_;
+  mutable std::mutex totals_mutex_;
   bool counting_ = true;
-  void count_step(int i, const uint8_t* alive_before, bool finished, int game_winner);
+  void count_step(int i, const uint8_t* alive_before, bool finished, int game_winner, VecEnvCounters& counts) const;
 };
 
 }  // namespace grl
