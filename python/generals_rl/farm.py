@@ -302,9 +302,9 @@ def count_steps(env, runtime: FarmRuntime, before_step: Callable[[], None]) -> N
     changes apply) and count the steps that went through in ``runtime.steps``."""
     step = env.step
 
-    def counted_step(actions):
+    def counted_step(actions, **options):
         before_step()
-        result = step(actions)
+        result = step(actions, **options)
         runtime.steps += 1
         return result
 

@@ -102,11 +102,12 @@ def write_all(file, data) -> None:
 
 def failure_reason(exc: BaseException) -> str:
     """A short description of why a destination failed: the OS's words for an
-    OSError (``no space left on device``), else the message."""
-    while isinstance(exc, StorageError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror[0].lower() + exc.strerror[1:]
+    OSError underneath (``no space left on device``), else the message."""
+    cause = exc
+    while isinstance(cause, StorageError) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror[0].lower() + cause.strerror[1:]
     return str(exc) or type(exc).__name__
 
 
