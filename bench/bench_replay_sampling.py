@@ -308,16 +308,20 @@ def producers(resident: int, seconds: float, rounds: int) -> dict:
     bot = RandomBot(seed=8)
     actions = np.full((NUM_ENVS, 2), -1, dtype=np.int32)
     env.reset()
-    configs = ("alone", "with_raw_sampler", "with_decoding_sampler")
+    # the same without priority trees: what entering experiences into them costs producers
+    plain_env = make_env(NUM_ENVS, filled(resident, seed=9), observations=False, action_masks=False)
+    plain_env.reset()
+    configs = ("alone_without_priorities", "alone", "with_raw_sampler", "with_decoding_sampler")
     results: dict[str, list[float]] = {name: [] for name in configs}
-    sampled: dict[str, list[float]] = {name: [] for name in configs[1:]}
+    sampled: dict[str, list[float]] = {name: [] for name in configs[2:]}
     before = buffer.stats()["priorities"]
     for _ in range(rounds):
         for name in configs:
-            sampler = Sampler(buffer, raw=name == "with_raw_sampler") if name != "alone" else None
+            sampler = Sampler(buffer, raw=name == "with_raw_sampler") if name.startswith("with") else None
+            stepped = plain_env if name == "alone_without_priorities" else env
             steps, start = 0, time.perf_counter()
             while time.perf_counter() - start < seconds:
-                env.step(bot.act(env, out=actions))
+                stepped.step(bot.act(stepped, out=actions))
                 steps += 1
             elapsed = time.perf_counter() - start
             if sampler:
@@ -333,9 +337,11 @@ def producers(resident: int, seconds: float, rounds: int) -> dict:
     }
     for name in configs:
         out[name] = {"env_steps_per_s": round(statistics.median(results[name])), "all_rounds": [round(v) for v in results[name]]}
-        if name != "alone":
+        if name.startswith("with"):  # against producers alone on the same buffer
             out[name]["ratio"] = round(statistics.median(results[name]) / base, 3)
             out[name]["sampler_minibatches_per_s"] = round(statistics.median(sampled[name]), 1)
+    without = statistics.median(results["alone_without_priorities"])
+    out["alone"]["ratio_to_without_priorities"] = round(base / without, 3)
     out["critical_section"] = {
         "what": "a producer's time entering one game-tick's experiences into the trees, lock wait included",
         "sections": sections,
