@@ -18,9 +18,11 @@ float32 observations, next observations and action masks.
     resident (``--max-resident``; target: all within 2x of each other).
 (d) bytes per resident experience: ours with the priority trees built (target <= 1 KB),
     the peers' resident-set growth per experience.
-(e) producers: env-steps/s of a VecEnv collecting into a 10^6 ring alone and while a
-    sampler thread samples and updates continuously (target: <= 10% slower), and the
-    producers' time in the trees' critical section.
+(e) producers: env-steps/s of a VecEnv collecting into a 10^6 ring without priority
+    trees, with them, and with them while a sampler thread samples and updates
+    continuously (target: <= 10% slower), and the producers' time in the trees'
+    critical section. On a machine with fewer cores than the env's threads plus the
+    sampler's, the sampler takes CPU time from the producers whatever the locking.
 
 The peers hold ``--peer-resident`` experiences (100,000 by default: about 3 GB each at
 30 KB per experience; the issue's 400,000 would need 12 GB per peer on a shared
