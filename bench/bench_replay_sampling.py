@@ -18,9 +18,11 @@ float32 observations, next observations and action masks.
     resident (``--max-resident``; target: all within 2x of each other).
 (d) bytes per resident experience: ours with the priority trees built (target <= 1 KB),
     the peers' resident-set growth per experience.
-(e) producers: env-steps/s of a VecEnv collecting into a 10^6 ring alone and while a
-    sampler thread samples and updates continuously (target: <= 10% slower), and the
-    producers' time in the trees' critical section.
+(e) producers: env-steps/s of a VecEnv collecting into a 10^6 ring without priority
+    trees, with them, and with them while a sampler thread samples and updates
+    continuously (target: <= 10% slower), and the producers' time in the trees'
+    critical section. On a machine with fewer cores than the env's threads plus the
+    sampler's, the sampler takes CPU time from the producers whatever the locking.
 
 The peers hold ``--peer-resident`` experiences (100,000 by default: about 3 GB each at
 30 KB per experience; the issue's 400,000 would need 12 GB per peer on a shared
@@ -308,16 +310,20 @@ def producers(resident: int, seconds: float, rounds: int) -> dict:
     bot = RandomBot(seed=8)
     actions = np.full((NUM_ENVS, 2), -1, dtype=np.int32)
     env.reset()
-    configs = ("alone", "with_raw_sampler", "with_decoding_sampler")
+    # the same without priority trees: what entering experiences into them costs producers
+    plain_env = make_env(NUM_ENVS, filled(resident, seed=9), observations=False, action_masks=False)
+    plain_env.reset()
+    configs = ("alone_without_priorities", "alone", "with_raw_sampler", "with_decoding_sampler")
     results: dict[str, list[float]] = {name: [] for name in configs}
-    sampled: dict[str, list[float]] = {name: [] for name in configs[1:]}
+    sampled: dict[str, list[float]] = {name: [] for name in configs[2:]}
     before = buffer.stats()["priorities"]
     for _ in range(rounds):
         for name in configs:
-            sampler = Sampler(buffer, raw=name == "with_raw_sampler") if name != "alone" else None
+            sampler = Sampler(buffer, raw=name == "with_raw_sampler") if name.startswith("with") else None
+            stepped = plain_env if name == "alone_without_priorities" else env
             steps, start = 0, time.perf_counter()
             while time.perf_counter() - start < seconds:
-                env.step(bot.act(env, out=actions))
+                stepped.step(bot.act(stepped, out=actions))
                 steps += 1
             elapsed = time.perf_counter() - start
             if sampler:
@@ -333,9 +339,11 @@ def producers(resident: int, seconds: float, rounds: int) -> dict:
     }
     for name in configs:
         out[name] = {"env_steps_per_s": round(statistics.median(results[name])), "all_rounds": [round(v) for v in results[name]]}
-        if name != "alone":
+        if name.startswith("with"):  # against producers alone on the same buffer
             out[name]["ratio"] = round(statistics.median(results[name]) / base, 3)
             out[name]["sampler_minibatches_per_s"] = round(statistics.median(sampled[name]), 1)
+    without = statistics.median(results["alone_without_priorities"])
+    out["alone"]["ratio_to_without_priorities"] = round(base / without, 3)
     out["critical_section"] = {
         "what": "a producer's time entering one game-tick's experiences into the trees, lock wait included",
         "sections": sections,
