@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "arrays.hpp"
+#include "converters.hpp"
 #include "experience_buffer.hpp"
 #include "vec_env.hpp"
 
@@ -180,6 +181,8 @@ grl::RawBatch raw_from_dict(const py::dict& d, int height, int width) {
 }
 
 }  // namespace
+
+py::dict grl::bindings::raw_batch_to_dict(grl::RawBatch&& batch) { return raw_to_dict(std::move(batch)); }
 
 void bind_buffer(py::module_& m) {
   py::register_exception<grl::BufferFull>(m, "BufferFullError", PyExc_RuntimeError);

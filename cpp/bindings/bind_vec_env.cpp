@@ -3,6 +3,7 @@
 
 #include "arrays.hpp"
 #include "bots.hpp"
+#include "converters.hpp"
 #include "observation.hpp"
 #include "vec_env.hpp"
 
@@ -36,18 +37,7 @@ grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint
   c.observations = observations;
   c.action_masks = action_masks;
   c.teams = teams;
-  for (auto item : reward) {
-    const auto key = item.first.cast<std::string>();
-    const float value = item.second.cast<float>();
-    if (key == "win") c.reward.win = value;
-    else if (key == "loss") c.reward.loss = value;
-    else if (key == "city_captured") c.reward.city_captured = value;
-    else if (key == "city_lost") c.reward.city_lost = value;
-    else if (key == "army_advantage") c.reward.army_advantage = value;
-    else if (key == "land_gained") c.reward.land_gained = value;
-    else if (key == "general_captured") c.reward.general_captured = value;
-    else throw py::value_error("reward: unknown term '" + key + "'");
-  }
+  c.reward = grl::bindings::reward_config_from(reward);
   py::gil_scoped_release release;
   return new grl::VecEnv(std::move(c));
 }
@@ -98,6 +88,23 @@ void check_policy_args(const grl::VecEnv& e, const py::array_t<uint8_t>& act_for
 }
 
 }  // namespace
+
+grl::RewardConfig grl::bindings::reward_config_from(const py::dict& terms) {
+  grl::RewardConfig c;
+  for (auto item : terms) {
+    const auto key = item.first.cast<std::string>();
+    const float value = item.second.cast<float>();
+    if (key == "win") c.win = value;
+    else if (key == "loss") c.loss = value;
+    else if (key == "city_captured") c.city_captured = value;
+    else if (key == "city_lost") c.city_lost = value;
+    else if (key == "army_advantage") c.army_advantage = value;
+    else if (key == "land_gained") c.land_gained = value;
+    else if (key == "general_captured") c.general_captured = value;
+    else throw py::value_error("reward: unknown term '" + key + "'");
+  }
+  return c;
+}
 
 void bind_vec_env(py::module_& m) {
   py::class_<grl::VecEnv>(m, "VecEnv")

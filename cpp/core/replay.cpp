@@ -1,6 +1,8 @@
 #include "replay.hpp"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 namespace grl {
 
@@ -17,29 +19,60 @@ void snapshot(const Game& game, ReplayTrace& trace) {
   trace.snapshot_army.emplace_back(game.army(), game.army() + n);
 }
 
+// Appends the game's board, padded with mountains to out.height x out.width.
+void append_padded_state(const Game& game, RawBatch& out) {
+  const size_t tiles = static_cast<size_t>(out.height) * out.width;
+  const size_t base = out.state_kind.size();
+  out.state_kind.resize(base + tiles);
+  out.state_owner.resize(base + tiles);
+  out.state_army.resize(base + tiles);
+  std::fill_n(out.state_kind.begin() + base, tiles, kMountain);
+  std::fill_n(out.state_owner.begin() + base, tiles, kNeutral);
+  std::fill_n(out.state_army.begin() + base, tiles, 0);
+  const int w = game.width();
+  for (int y = 0; y < game.height(); ++y) {
+    const size_t row = base + static_cast<size_t>(y) * out.width;
+    std::copy_n(game.kind() + y * w, w, out.state_kind.begin() + row);
+    std::copy_n(game.owner() + y * w, w, out.state_owner.begin() + row);
+    std::copy_n(game.army() + y * w, w, out.state_army.begin() + row);
+  }
+}
+
+// The flat action index of a recorded move on a board padded to `padded_width`
+// columns, or kPass when its tiles are not neighbours on the game's board.
+int32_t action_of(const Game& game, const ReplayMove& m, int padded_height, int padded_width) {
+  const int w = game.width(), n = game.num_tiles();
+  if (m.start < 0 || m.start >= n || m.end < 0 || m.end >= n) return kPass;
+  const int y = m.start / w, x = m.start % w;
+  for (int d = 0; d < 4; ++d) {
+    const int ny = y + kDy[d], nx = x + kDx[d];
+    if (ny < 0 || ny >= game.height() || nx < 0 || nx >= w || ny * w + nx != m.end) continue;
+    const int32_t full = (y * padded_width + x) * 4 + d;
+    return m.half ? full + padded_height * padded_width * 4 : full;
+  }
+  return kPass;
+}
+
 }  // namespace
+
+ReplayRunner::ReplayRunner(Game& game, const std::vector<ReplayMove>& moves, const std::vector<ReplayAfk>& afks)
+    : game_(game), moves_(moves), afks_(afks) {
+  for (const auto& m : moves) last_event_ = std::max(last_event_, m.turn);
+  for (const auto& a : afks) last_event_ = std::max(last_event_, a.turn);
+}
+
+bool ReplayRunner::finished() const {
+  return game_.over() || (next_move_ == moves_.size() && next_afk_ == afks_.size() && game_.tick() > last_event_);
+}
 
 ReplayTrace run_replay(Game& game, const std::vector<ReplayMove>& moves,
                        const std::vector<ReplayAfk>& afks, int snapshot_every) {
   ReplayTrace trace;
   const int players = game.num_players();
   trace.num_players = players;
-  int last_event = 0;
-  for (const auto& m : moves) last_event = std::max(last_event, m.turn);
-  for (const auto& a : afks) last_event = std::max(last_event, a.turn);
-
-  size_t next_move = 0, next_afk = 0;
-  while (!game.over()) {
-    if (next_move == moves.size() && next_afk == afks.size() && game.tick() > last_event) break;
-    const int t = game.tick();
-    for (; next_move < moves.size() && moves[next_move].turn <= t; ++next_move) {
-      const auto& m = moves[next_move];
-      if (m.player >= 0 && m.player < players) game.apply_move(m.player, m.start, m.end, m.half);
-    }
-    for (; next_afk < afks.size() && afks[next_afk].turn <= t; ++next_afk) {
-      game.afk(afks[next_afk].player);
-    }
-    game.advance();
+  ReplayRunner runner(game, moves, afks);
+  while (!runner.finished()) {
+    runner.play_tick([](const ReplayMove&, bool) {});
     trace.ticks.push_back(game.tick());
     for (int p = 0; p < players; ++p) {
       trace.army.push_back(game.army_of(p));
@@ -55,6 +88,69 @@ ReplayTrace run_replay(Game& game, const std::vector<ReplayMove>& moves,
     snapshot(game, trace);
   }
   return trace;
+}
+
+void replay_experiences(Game& game, const std::vector<ReplayMove>& moves, const std::vector<ReplayAfk>& afks,
+                        const ReplayExperienceOptions& options, RawBatch& out) {
+  if (game.height() > options.height || game.width() > options.width) {
+    throw std::invalid_argument("board " + std::to_string(game.height()) + "x" + std::to_string(game.width()) +
+                                " does not fit in " + std::to_string(options.height) + "x" +
+                                std::to_string(options.width));
+  }
+  out.height = options.height;
+  out.width = options.width;
+  const int players = game.num_players();
+  const size_t tiles = static_cast<size_t>(options.height) * options.width;
+  uint64_t sequence = options.first_sequence + out.size();
+  ReplayRunner runner(game, moves, afks);
+  // Room for every tick at once: growing the columns would copy them again and again.
+  const size_t states = out.state_kind.size() / tiles + std::max(runner.ticks_at_most(), 0) + 1;
+  const size_t rows = out.size() + (states - out.state_kind.size() / tiles) * players;
+  for (auto* column : {&out.sequence, &out.game_id}) column->reserve(rows);
+  for (auto* column : {&out.player_id, &out.tick, &out.action, &out.state_index, &out.next_state_index}) {
+    column->reserve(rows);
+  }
+  for (auto* column : {&out.legal, &out.terminated, &out.truncated}) column->reserve(rows);
+  out.reward.reserve(rows);
+  out.state_kind.reserve(states * tiles);
+  out.state_owner.reserve(states * tiles);
+  out.state_army.reserve(states * tiles);
+  append_padded_state(game, out);
+  int32_t action[kMaxPlayers];
+  uint8_t legal[kMaxPlayers], moved[kMaxPlayers];
+  float reward[kMaxPlayers];
+  while (!runner.finished()) {
+    const int tick = game.tick();
+    const TickStart before = tick_start(game);
+    std::fill_n(action, players, kPass);
+    std::fill_n(legal, players, 1);
+    std::fill_n(moved, players, 0);
+    runner.play_tick([&](const ReplayMove& m, bool applied) {
+      if (m.player < 0 || m.player >= players || moved[m.player]) return;
+      moved[m.player] = 1;
+      action[m.player] = action_of(game, m, options.height, options.width);
+      legal[m.player] = applied && action[m.player] != kPass;
+    });
+    compute_rewards(game, options.reward, before, reward);
+    const bool last = runner.finished();
+    const auto state_row = static_cast<int32_t>(out.state_kind.size() / tiles - 1);
+    append_padded_state(game, out);
+    for (int p = 0; p < players; ++p) {
+      if (!before.alive[p]) continue;
+      out.sequence.push_back(sequence++);
+      out.game_id.push_back(options.game_id);
+      out.player_id.push_back(p);
+      out.tick.push_back(tick);
+      out.action.push_back(action[p]);
+      out.reward.push_back(reward[p]);
+      out.legal.push_back(legal[p]);
+      out.terminated.push_back(!game.alive(p) || game.over());
+      out.truncated.push_back(last && game.alive(p) && !game.over());
+      out.state_index.push_back(state_row);
+      out.next_state_index.push_back(state_row + 1);
+    }
+  }
+  out.next_sequence = sequence;
 }
 
 }  // namespace grl
