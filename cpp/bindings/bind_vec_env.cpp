@@ -16,7 +16,7 @@ namespace {
 grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint64_t seed, int max_ticks,
                           int num_threads, const grl::MapOptions& map, const py::dict& reward,
                           const std::string& army_scaling, float army_scale, bool observations,
-                          bool action_masks, const std::vector<int32_t>& teams) {
+                          bool action_masks, const std::vector<int32_t>& teams, bool obstacles) {
   grl::VecEnvConfig c;
   c.num_envs = num_envs;
   c.players = players;
@@ -34,6 +34,7 @@ grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint
     throw py::value_error("army_scaling: expected 'linear' or 'log', got '" + army_scaling + "'");
   }
   c.observation.army_scale = army_scale;
+  c.observation.obstacles = obstacles;
   c.observations = observations;
   c.action_masks = action_masks;
   c.teams = teams;
@@ -47,9 +48,10 @@ py::dict output_views(py::object self) {
   const py::ssize_t n = e.num_envs(), p = e.players(), h = e.height(), w = e.width();
   py::dict out;
   if (!e.observations.empty()) {
-    out["observations"] = view(e.observations.data(), {n, p, grl::kObservationChannels, h, w}, self);
+    const py::ssize_t channels = e.config().observation.channels();
+    out["observations"] = view(e.observations.data(), {n, p, channels, h, w}, self);
     out["final_observations"] =
-        view(e.final_observations.data(), {n, p, grl::kObservationChannels, h, w}, self);
+        view(e.final_observations.data(), {n, p, channels, h, w}, self);
   }
   if (!e.action_masks.empty()) {
     out["action_masks"] = view(reinterpret_cast<const bool*>(e.action_masks.data()), {n, p, h * w * 4}, self);
@@ -111,7 +113,7 @@ void bind_vec_env(py::module_& m) {
       .def(py::init(&make_vec_env), py::arg("num_envs"), py::arg("players"), py::arg("height"),
            py::arg("width"), py::arg("seed"), py::arg("max_ticks"), py::arg("num_threads"), py::arg("map"),
            py::arg("reward"), py::arg("army_scaling"), py::arg("army_scale"), py::arg("observations"),
-           py::arg("action_masks"), py::arg("teams") = std::vector<int32_t>{})
+           py::arg("action_masks"), py::arg("teams") = std::vector<int32_t>{}, py::arg("obstacles") = false)
       .def("outputs", &output_views)
       .def("reset", &grl::VecEnv::reset, py::call_guard<py::gil_scoped_release>())
       .def(
@@ -162,7 +164,7 @@ void bind_vec_env(py::module_& m) {
   m.def(
       "encode_observation",
       [](py::handle kind, py::handle owner, py::handle army, int player, const std::string& army_scaling,
-         float army_scale) {
+         float army_scale, bool obstacles) {
         auto k = as_array<uint8_t>(kind, "kind");
         if (k.ndim() != 2) throw py::value_error("kind: expected a 2-D (height, width) array");
         const int h = static_cast<int>(k.shape(0)), w = static_cast<int>(k.shape(1));
@@ -171,7 +173,8 @@ void bind_vec_env(py::module_& m) {
         grl::ObservationConfig config;
         config.scale = army_scaling == "log" ? grl::ObservationConfig::kLog : grl::ObservationConfig::kLinear;
         config.army_scale = army_scale;
-        py::array_t<float> obs({grl::kObservationChannels, h, w});
+        config.obstacles = obstacles;
+        py::array_t<float> obs({config.channels(), h, w});
         py::array_t<bool> mask(static_cast<py::ssize_t>(h) * w * 4);
         std::vector<uint8_t> scratch(static_cast<size_t>(h) * w * grl::kObservationScratchPerTile);
         const grl::StateView sv{h, w, k.data(), o.data(), a.data()};
@@ -180,5 +183,5 @@ void bind_vec_env(py::module_& m) {
         return py::make_tuple(obs, mask);
       },
       py::arg("kind"), py::arg("owner"), py::arg("army"), py::arg("player"), py::arg("army_scaling") = "linear",
-      py::arg("army_scale") = 1000.0f);
+      py::arg("army_scale") = 1000.0f, py::arg("obstacles") = false);
 }
