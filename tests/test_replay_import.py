@@ -92,6 +92,8 @@ def test_every_recorded_move_is_its_players_action(path):
         assert (batch.state_kind[state][height:] == TILE_MOUNTAIN).all()
         assert (batch.state_kind[state][:, width:] == TILE_MOUNTAIN).all()
     assert batch.truncated.any() == (not trace["over"] and trace["alive"] > 0)
+    assert (batch.replay_id == game.id.encode()).all()
+    assert batch.stars.tolist() == [game.stars[p] for p in batch.player_id]
 
 
 def test_rewards_follow_the_reward_config():
@@ -136,6 +138,12 @@ def test_import_stores_every_game_once(tmp_path):
     assert summary.games == len(GAMES) and not summary.skipped
     assert summary.duplicates == len(list(REPLAY_DIR.glob("*.gior")))
     assert summary.experiences == expected == stored(out)
+    back = open_dataset(out).read()
+    by_game = {replay.load(p).id.encode(): replay.load(p) for p in GAMES}
+    assert set(back.replay_id.tolist()) == set(by_game)
+    for replay_id, game in by_game.items():
+        rows = back.replay_id == replay_id
+        assert back.stars[rows].tolist() == [game.stars[p] for p in back.player_id[rows]]
     assert summary.size == (max(replay.load(p).height for p in GAMES), max(replay.load(p).width for p in GAMES))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _core
-from .experience.batch import RawBatch
+from .experience.batch import REPLAY_ID_BYTES, SOURCE_COLUMNS, RawBatch
 from .game import TILE_CITY, TILE_GENERAL, TILE_MOUNTAIN, Game
 from .vec_env import RewardConfig
 
@@ -181,17 +181,24 @@ class Replay:
         game's own size; a pass when it recorded none), ``legal`` as the engine judged
         it, rewards by ``reward_config``, ``terminated``/``truncated`` as in self-play
         (truncated when the replay ends without a winner). Sequence numbers start at
-        ``first_sequence``; ``game_id`` defaults to a fresh id as self-play uses."""
+        ``first_sequence``; ``game_id`` defaults to a fresh id as self-play uses. Each
+        experience carries the replay's id (``replay_id``) and the acting player's
+        ``stars``."""
         height, width = height or self.height, width or self.width
         if self.height > height or self.width > width:
             raise ReplayError(
                 f"replay {self.id!r} is {self.height}x{self.width}, larger than the {height}x{width} boards asked for"
             )
+        replay_id = self.id.encode("ascii", errors="replace")
+        if len(replay_id) > REPLAY_ID_BYTES:
+            raise ReplayError(f"replay id {self.id!r} is longer than the {REPLAY_ID_BYTES} bytes stored per experience")
         columns = _core.replay_experiences(
             self.initial_game()._game, self.moves, self.afks, height, width,
             _core.next_game_id() if game_id is None else game_id, first_sequence,
             asdict(reward_config or RewardConfig()),
         )
+        columns["replay_id"] = np.full(len(columns["player_id"]), replay_id, dtype=SOURCE_COLUMNS["replay_id"])
+        columns["stars"] = np.asarray(self.stars, dtype=SOURCE_COLUMNS["stars"])[columns["player_id"]]
         return RawBatch.from_dict(columns)
 
 
