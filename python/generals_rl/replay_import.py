@@ -4,10 +4,15 @@ in the C++ core, stored with the same writers as self-play."""
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from .experience.batch import RawBatch
 from .replay import Replay, ReplayError, load
 from .storage import Writer
 from .vec_env import RewardConfig
@@ -81,11 +86,14 @@ def import_replays(
     selection: ReplayFilter = ReplayFilter(),
     reward_config: RewardConfig | None = None,
     on_skip: Callable[[str, str], None] | None = None,
+    threads: int | None = None,
 ) -> ImportSummary:
     """Replays every game of ``sources`` into ``writer``, numbering on from its
     ``resume_sequence``. Boards are padded to ``size`` (default: the smallest that
     fits every game, found in a first pass); a damaged file, or a game larger than
-    ``size``, is reported to ``on_skip(file, why)`` and skipped."""
+    ``size``, is reported to ``on_skip(file, why)`` and skipped. Games are read and
+    replayed on ``threads`` threads (default: one per core) while the writer stores
+    the ones before, in file order."""
     summary = ImportSummary()
     files = list(replay_files(sources))
 
@@ -94,35 +102,64 @@ def import_replays(
         if on_skip:
             on_skip(str(path), why)
 
-    def loaded() -> Iterator[tuple[Path, Replay]]:
+    if size is None:
+        sides = []
         for path in files:
             try:
-                yield path, load(path)
+                game = load(path)
             except (OSError, ReplayError) as exc:
                 skip(path, str(exc))
-
-    if size is None:
-        sides = [(r.height, r.width) for _, r in loaded() if selection.accepts(r)]
+                continue
+            if selection.accepts(game):
+                sides.append((game.height, game.width))
         size = (max((h for h, _ in sides), default=1), max((w for _, w in sides), default=1))
-        files = [path for path in files if str(path) not in {name for name, _ in summary.skipped}]
+        skipped = {name for name, _ in summary.skipped}
+        files = [path for path in files if str(path) not in skipped]
     summary.size = size
+
+    def prepare(path: Path) -> tuple[Path, Replay | None, RawBatch | str | None]:
+        """The file's game and its experiences (numbered from 0), or why it is skipped;
+        no experiences for a game the filters leave out."""
+        try:
+            game = load(path)
+        except (OSError, ReplayError) as exc:
+            return path, None, str(exc)
+        if not selection.accepts(game):
+            return path, game, None
+        try:
+            return path, game, game.to_experiences(size[0], size[1], reward_config)
+        except ReplayError as exc:
+            return path, game, str(exc)
+
     sequence = writer.resume_sequence
     imported: set[str] = set()
-    for path, game in loaded():
-        if not selection.accepts(game):
-            summary.filtered += 1
-            continue
-        if game.id and game.id in imported:
-            summary.duplicates += 1
-            continue
-        try:
-            batch = game.to_experiences(size[0], size[1], reward_config, first_sequence=sequence)
-        except ReplayError as exc:
-            skip(path, str(exc))
-            continue
-        writer.write(batch)
-        imported.add(game.id)
-        sequence += len(batch)
-        summary.games += 1
-        summary.experiences += len(batch)
+    threads = threads or os.cpu_count() or 1
+    with ThreadPoolExecutor(threads) as pool:
+        for path, game, result in _in_order(pool, prepare, files, window=2 * threads):
+            if isinstance(result, str):
+                skip(path, result)
+            elif result is None:
+                summary.filtered += 1
+            elif game.id and game.id in imported:
+                summary.duplicates += 1
+            else:
+                result.sequence += np.uint64(sequence)
+                result.next_sequence += sequence
+                writer.write(result)
+                imported.add(game.id)
+                sequence += len(result)
+                summary.games += 1
+                summary.experiences += len(result)
     return summary
+
+
+def _in_order(pool: ThreadPoolExecutor, fn: Callable, items: list, window: int) -> Iterator:
+    """``fn`` of each item computed on ``pool``, yielded in order, with at most
+    ``window`` results waiting (so a slow consumer bounds the memory held)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
