@@ -34,7 +34,7 @@ _ARRAY_FIELDS = (
 # Fields that change nothing in the game (presentation, timing, chat), and the
 # settings of features that only act through a field refused below when used.
 _IGNORED_FIELDS = frozenset((
-    "map_title", "mapTitle", "chat", "playerColors", "settings", "player_transforms",
+    "map_title", "chat", "playerColors", "settings", "player_transforms",
     "pings", "chessClockTimingsByMove", "chessClockMoveExecutionTimestamps",
     "tunnelLimits", "stronghold_density", "stronghold_strength_min",
     "stronghold_strength_max", "strongholdStrengths",
@@ -51,8 +51,8 @@ class ReplayError(ValueError):
 
 
 def _array_form(values: list) -> dict:
-    """The fields of the array form, with moves and AFK events as dicts; values
-    past the known fields are kept under their position."""
+    """The fields of the array form by name; values past the known fields are kept
+    under their position (``#37``, ...)."""
     fields = dict(zip(_ARRAY_FIELDS, values))
     fields.update((f"#{i}", value) for i, value in enumerate(values[len(_ARRAY_FIELDS):], len(_ARRAY_FIELDS)))
     return fields
