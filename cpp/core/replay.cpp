@@ -26,16 +26,19 @@ void append_padded_state(const Game& game, RawBatch& out) {
   out.state_kind.resize(base + tiles);
   out.state_owner.resize(base + tiles);
   out.state_army.resize(base + tiles);
-  std::fill_n(out.state_kind.begin() + base, tiles, kMountain);
-  std::fill_n(out.state_owner.begin() + base, tiles, kNeutral);
-  std::fill_n(out.state_army.begin() + base, tiles, 0);
-  const int w = game.width();
-  for (int y = 0; y < game.height(); ++y) {
-    const size_t row = base + static_cast<size_t>(y) * out.width;
-    std::copy_n(game.kind() + y * w, w, out.state_kind.begin() + row);
-    std::copy_n(game.owner() + y * w, w, out.state_owner.begin() + row);
-    std::copy_n(game.army() + y * w, w, out.state_army.begin() + row);
-  }
+  // Each tile written once: the game's row, then the padding right of it and below.
+  const auto write = [&](auto& column, const auto* board, auto pad) {
+    auto* dest = column.data() + base;
+    const int w = game.width(), padded_w = out.width;
+    for (int y = 0; y < game.height(); ++y, dest += padded_w) {
+      std::copy_n(board + y * w, w, dest);
+      std::fill(dest + w, dest + padded_w, pad);
+    }
+    std::fill(dest, column.data() + base + tiles, pad);
+  };
+  write(out.state_kind, game.kind(), static_cast<uint8_t>(kMountain));
+  write(out.state_owner, game.owner(), kNeutral);
+  write(out.state_army, game.army(), int32_t{0});
 }
 
 // The flat action index of a recorded move on a board padded to `padded_width`
