@@ -21,6 +21,9 @@ from .vec_env import RewardConfig
 REPLAY_SUFFIXES = (".gioreplay", ".gior", ".json")
 # The reference traces beside the shared replays: JSON, but not replays.
 TRACE_SUFFIX = ".expected.json"
+# Games the size-finding first pass keeps loaded for the import (their moves and
+# AFK events at most this many bytes), so that small imports read each file once.
+FIRST_PASS_CACHE_BYTES = 256 << 20
 
 
 def replay_files(sources: Iterable[str | os.PathLike]) -> Iterator[Path]:
@@ -102,8 +105,9 @@ def import_replays(
         if on_skip:
             on_skip(str(path), why)
 
+    loaded: dict[Path, Replay] = {}
     if size is None:
-        sides = []
+        sides, cached_bytes = [], 0
         for path in files:
             try:
                 game = load(path)
@@ -112,6 +116,9 @@ def import_replays(
                 continue
             if selection.accepts(game):
                 sides.append((game.height, game.width))
+            if cached_bytes + game.moves.nbytes + game.afks.nbytes <= FIRST_PASS_CACHE_BYTES:
+                loaded[path] = game
+                cached_bytes += game.moves.nbytes + game.afks.nbytes
         size = (max((h for h, _ in sides), default=1), max((w for _, w in sides), default=1))
         skipped = {name for name, _ in summary.skipped}
         files = [path for path in files if str(path) not in skipped]
@@ -121,7 +128,7 @@ def import_replays(
         """The file's game and its experiences (numbered from 0), or why it is skipped;
         no experiences for a game the filters leave out."""
         try:
-            game = load(path)
+            game = loaded.pop(path, None) or load(path)
         except (OSError, ReplayError) as exc:
             return path, None, str(exc)
         if not selection.accepts(game):
