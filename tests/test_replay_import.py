@@ -119,6 +119,15 @@ def test_a_game_larger_than_the_boards_is_refused_by_id():
         game.to_experiences(game.height - 1, game.width)
 
 
+def test_a_replay_running_too_long_to_store_is_refused():
+    if not GAMES:
+        pytest.skip("no shared replays")
+    game = replay.load(GAMES[0])
+    game.afks = np.array([[0, replay.MAX_IMPORT_TICKS]], dtype=np.int32)
+    with pytest.raises(replay.ReplayError, match=f"event at tick {replay.MAX_IMPORT_TICKS}"):
+        game.to_experiences()
+
+
 # ---------------------------------------------------------------------------
 # import-replays
 

@@ -106,8 +106,11 @@ void replay_experiences(Game& game, const std::vector<ReplayMove>& moves, const 
   const size_t tiles = static_cast<size_t>(options.height) * options.width;
   uint64_t sequence = options.first_sequence + out.size();
   ReplayRunner runner(game, moves, afks);
-  // Room for every tick at once: growing the columns would copy them again and again.
-  const size_t states = out.state_kind.size() / tiles + std::max(runner.ticks_at_most(), 0) + 1;
+  // Room for every tick at once (growing the columns would copy them again and
+  // again), up to a bound: a damaged file may name a far-off tick it never reaches.
+  constexpr int kReservedTicksAtMost = 1 << 14;
+  const size_t states =
+      out.state_kind.size() / tiles + std::clamp(runner.ticks_at_most(), 0, kReservedTicksAtMost) + 1;
   const size_t rows = out.size() + (states - out.state_kind.size() / tiles) * players;
   for (auto* column : {&out.sequence, &out.game_id}) column->reserve(rows);
   for (auto* column : {&out.player_id, &out.tick, &out.action, &out.state_index, &out.next_state_index}) {

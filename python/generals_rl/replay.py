@@ -19,6 +19,9 @@ SUPPORTED_VERSIONS = range(5, 19)
 # The latest tick an event may be recorded at (about six days of play); later
 # turns can only come from a damaged file and would make the replay run forever.
 MAX_TURN = 1_000_000
+# The most ticks a replay turned into experiences may run (about 14 hours of play):
+# each tick stores a board, so a longer one would take gigabytes.
+MAX_IMPORT_TICKS = 100_000
 _INT32_MAX = 2**31 - 1
 # Field order of the array form (.gior): each version appends to the one before.
 _ARRAY_FIELDS = (
@@ -188,6 +191,11 @@ class Replay:
         if self.height > height or self.width > width:
             raise ReplayError(
                 f"replay {self.id!r} is {self.height}x{self.width}, larger than the {height}x{width} boards asked for"
+            )
+        last_event = max(self.moves[:, 4].max(initial=0), self.afks[:, 1].max(initial=0))
+        if last_event >= MAX_IMPORT_TICKS:
+            raise ReplayError(
+                f"replay {self.id!r} records an event at tick {last_event}, beyond the {MAX_IMPORT_TICKS} ticks imported"
             )
         replay_id = self.id.encode("ascii", errors="replace")
         if len(replay_id) > REPLAY_ID_BYTES:
