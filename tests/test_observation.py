@@ -271,3 +271,36 @@ def test_bad_observation_settings_are_refused(kwargs, message):
     args = {"player": 0, **kwargs}
     with pytest.raises(ValueError, match=message):
         encode_observation(kind, owner, army, **args)
+
+
+# ---------------------------------------------------------------------------
+# the obstacles channel
+
+
+def test_obstacles_channel_marks_fogged_mountains_and_cities():
+    kind, owner, army, _ = parse_board("""
+        G0 .  .  .  M  C:40
+        .  M  C:40 . . G1
+    """)
+    plain, _ = encode_observation(kind, owner, army, 0)
+    obs, _ = encode_observation(kind, owner, army, 0, obstacles=True)
+    assert plain.shape[0] == len(OBSERVATION_CHANNELS) and obs.shape[0] == len(OBSERVATION_CHANNELS) + 1
+    assert (obs[:-1] == plain).all()  # the design's channels are unchanged
+    fog = obs[OBSERVATION_CHANNELS.index("fog")].astype(bool)
+    expected = fog & np.isin(kind, (1, 2))
+    assert (obs[-1].astype(bool) == expected).all()
+    assert obs[-1, 0, 4] == 1 and obs[-1, 0, 5] == 1  # the mountain and the city out of sight
+    assert obs[-1, 1, 1] == 0  # a mountain in sight is in the mountains channel, not here
+    assert obs[-1, 1, 5] == 0  # a general in fog is no obstacle
+
+
+def test_vec_env_obstacles_option():
+    from generals_rl import VecEnv
+
+    env = VecEnv(2, height=12, width=12, obstacles=True, seed=4)
+    obs, _ = env.reset()
+    assert obs.shape == (2, 2, 10, 12, 12) and env.channels[-1] == "obstacles"
+    state = env.game_state(0)
+    fog = obs[0, 0, 8].astype(bool)
+    assert (obs[0, 0, 9].astype(bool) == (fog & np.isin(state["kind"], (1, 2)))).all()
+    assert VecEnv(1, height=12, width=12).observations.shape[2] == 9

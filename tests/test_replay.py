@@ -484,6 +484,8 @@ def test_missing_file_is_an_os_error(tmp_path):
     "name, content, message",
     [
         ("v4.gioreplay", json.dumps(changed(version=4)), "replay version 4 is not supported"),
+        ("v19.gior", json.dumps(changed(version=19)), "replay version 19 is not supported"),
+        ("swamps.gioreplay", json.dumps(changed(version=15, swamps=[3])), "replay field 'swamps' uses a game feature"),
         ("off.gioreplay", json.dumps(changed(cities=[12])), "tiles [12] are off the 4x3 map"),
         ("no-moves.gioreplay", json.dumps(changed(moves=KeyError)), "replay field 'moves'"),
         ("text.gioreplay", "this is not json", "neither JSON (Expecting value"),

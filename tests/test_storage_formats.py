@@ -211,7 +211,7 @@ def test_tfrecord_read_back_with_the_tfrecord_package(tmp_path, gzip):
     assert_same_raw(got, expected)
     assert sorted(records[0]) == sorted(
         ["sequence", "game_id", "player_id", "tick", "action", "reward", "legal", "terminated", "truncated",
-         "state_shape", "state_kind", "state_owner", "state_army", "next_state_kind", "next_state_owner",
+         "replay_id", "stars", "state_shape", "state_kind", "state_owner", "state_army", "next_state_kind", "next_state_owner",
          "next_state_army"])
 
 

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "arrays.hpp"
+#include "converters.hpp"
 #include "experience_buffer.hpp"
 #include "vec_env.hpp"
 
@@ -223,6 +224,8 @@ py::dict sample_to_dict(grl::ExperienceBuffer& b, size_t count, uint64_t seed, b
 }
 
 }  // namespace
+
+py::dict grl::bindings::raw_batch_to_dict(grl::RawBatch&& batch) { return raw_to_dict(std::move(batch)); }
 
 void bind_buffer(py::module_& m) {
   py::register_exception<grl::BufferFull>(m, "BufferFullError", PyExc_RuntimeError);

@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "arrays.hpp"
+#include "converters.hpp"
 #include "game.hpp"
 #include "lzstring.hpp"
 #include "mapgen.hpp"
@@ -66,6 +67,23 @@ py::dict trace_to_dict(const grl::ReplayTrace& trace) {
 }
 
 }  // namespace
+
+grl::bindings::ReplayEvents grl::bindings::replay_events_from(py::handle moves, py::handle afks) {
+  auto move_arr = as_array<int32_t>(moves, "moves");
+  auto afk_arr = as_array<int32_t>(afks, "afks");
+  if (move_arr.size() % 5 != 0) throw py::value_error("moves: expected rows of 5 integers");
+  if (afk_arr.size() % 2 != 0) throw py::value_error("afks: expected rows of 2 integers");
+  ReplayEvents events{std::vector<grl::ReplayMove>(move_arr.size() / 5),
+                      std::vector<grl::ReplayAfk>(afk_arr.size() / 2)};
+  const int32_t* mv = move_arr.data();
+  for (size_t i = 0; i < events.moves.size(); ++i, mv += 5) {
+    events.moves[i] = {mv[0], mv[1], mv[2], mv[3] != 0, mv[4]};
+  }
+  for (size_t i = 0; i < events.afks.size(); ++i) {
+    events.afks[i] = {afk_arr.data()[2 * i], afk_arr.data()[2 * i + 1]};
+  }
+  return events;
+}
 
 void bind_game(py::module_& m) {
   py::class_<grl::MapOptions>(m, "MapOptions")
@@ -181,27 +199,33 @@ void bind_game(py::module_& m) {
   m.def(
       "run_replay",
       [](grl::Game& game, py::handle moves, py::handle afks, int snapshot_every) {
-        auto move_arr = as_array<int32_t>(moves, "moves");
-        auto afk_arr = as_array<int32_t>(afks, "afks");
-        if (move_arr.size() % 5 != 0) throw py::value_error("moves: expected rows of 5 integers");
-        if (afk_arr.size() % 2 != 0) throw py::value_error("afks: expected rows of 2 integers");
-        std::vector<grl::ReplayMove> move_list(move_arr.size() / 5);
-        std::vector<grl::ReplayAfk> afk_list(afk_arr.size() / 2);
-        const int32_t* mv = move_arr.data();
-        for (size_t i = 0; i < move_list.size(); ++i, mv += 5) {
-          move_list[i] = {mv[0], mv[1], mv[2], mv[3] != 0, mv[4]};
-        }
-        for (size_t i = 0; i < afk_list.size(); ++i) {
-          afk_list[i] = {afk_arr.data()[2 * i], afk_arr.data()[2 * i + 1]};
-        }
+        const auto events = grl::bindings::replay_events_from(moves, afks);
         grl::ReplayTrace trace;
         {
           py::gil_scoped_release release;
-          trace = grl::run_replay(game, move_list, afk_list, snapshot_every);
+          trace = grl::run_replay(game, events.moves, events.afks, snapshot_every);
         }
         return trace_to_dict(trace);
       },
       py::arg("game"), py::arg("moves"), py::arg("afks"), py::arg("snapshot_every") = 100);
+
+  m.def(
+      "replay_experiences",
+      [](grl::Game& game, py::handle moves, py::handle afks, int height, int width, uint64_t game_id,
+         uint64_t first_sequence, const py::dict& reward) {
+        const auto events = grl::bindings::replay_events_from(moves, afks);
+        grl::ReplayExperienceOptions options{height, width, game_id, first_sequence,
+                                             grl::bindings::reward_config_from(reward)};
+        grl::RawBatch batch;
+        {
+          py::gil_scoped_release release;
+          grl::replay_experiences(game, events.moves, events.afks, options, batch);
+        }
+        return grl::bindings::raw_batch_to_dict(std::move(batch));
+      },
+      py::arg("game"), py::arg("moves"), py::arg("afks"), py::arg("height"), py::arg("width"),
+      py::arg("game_id"), py::arg("first_sequence"), py::arg("reward"),
+      "One experience per alive player per tick of a replay, as a raw batch's columns.");
 
   m.attr("LZSTRING_MAX_OUTPUT") = grl::kLzStringMaxOutput;
   m.def(

@@ -7,6 +7,7 @@
 
 #include "arrays.hpp"
 #include "bots.hpp"
+#include "converters.hpp"
 #include "observation.hpp"
 #include "vec_env.hpp"
 
@@ -27,7 +28,9 @@ constexpr std::pair<const char*, float grl::RewardConfig::*> kRewardTerms[] = {
     {"general_captured", &grl::RewardConfig::general_captured},
 };
 
-grl::RewardConfig reward_from_dict(const py::dict& reward) {
+}  // namespace
+
+grl::RewardConfig grl::bindings::reward_config_from(const py::dict& reward) {
   grl::RewardConfig r;
   for (auto item : reward) {
     const auto key = item.first.cast<std::string>();
@@ -38,6 +41,8 @@ grl::RewardConfig reward_from_dict(const py::dict& reward) {
   }
   return r;
 }
+
+namespace {
 
 py::dict reward_to_dict(const grl::RewardConfig& r) {
   py::dict d;
@@ -60,7 +65,7 @@ py::dict counters_to_dict(const grl::VecEnvCounters& c, int players) {
 grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint64_t seed, int max_ticks,
                           int num_threads, const grl::MapOptions& map, const py::dict& reward,
                           const std::string& army_scaling, float army_scale, bool observations,
-                          bool action_masks, const std::vector<int32_t>& teams) {
+                          bool action_masks, const std::vector<int32_t>& teams, bool obstacles) {
   grl::VecEnvConfig c;
   c.num_envs = num_envs;
   c.players = players;
@@ -71,10 +76,11 @@ grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint
   c.num_threads = num_threads;
   c.map = map;
   c.observation = grl::bindings::observation_config(army_scaling, army_scale);
+  c.observation.obstacles = obstacles;
   c.observations = observations;
   c.action_masks = action_masks;
   c.teams = teams;
-  c.reward = reward_from_dict(reward);
+  c.reward = grl::bindings::reward_config_from(reward);
   py::gil_scoped_release release;
   return new grl::VecEnv(std::move(c));
 }
@@ -84,9 +90,10 @@ py::dict output_views(py::object self) {
   const py::ssize_t n = e.num_envs(), p = e.players(), h = e.height(), w = e.width();
   py::dict out;
   if (!e.observations.empty()) {
-    out["observations"] = view(e.observations.data(), {n, p, grl::kObservationChannels, h, w}, self);
+    const py::ssize_t channels = e.config().observation.channels();
+    out["observations"] = view(e.observations.data(), {n, p, channels, h, w}, self);
     out["final_observations"] =
-        view(e.final_observations.data(), {n, p, grl::kObservationChannels, h, w}, self);
+        view(e.final_observations.data(), {n, p, channels, h, w}, self);
   }
   if (!e.action_masks.empty()) {
     out["action_masks"] = view(reinterpret_cast<const bool*>(e.action_masks.data()), {n, p, h * w * 4}, self);
@@ -126,10 +133,10 @@ void bind_vec_env(py::module_& m) {
       .def(py::init(&make_vec_env), py::arg("num_envs"), py::arg("players"), py::arg("height"),
            py::arg("width"), py::arg("seed"), py::arg("max_ticks"), py::arg("num_threads"), py::arg("map"),
            py::arg("reward"), py::arg("army_scaling"), py::arg("army_scale"), py::arg("observations"),
-           py::arg("action_masks"), py::arg("teams") = std::vector<int32_t>{})
+           py::arg("action_masks"), py::arg("teams") = std::vector<int32_t>{}, py::arg("obstacles") = false)
       .def("outputs", &output_views)
       .def(
-          "set_reward", [](grl::VecEnv& e, const py::dict& reward) { e.set_reward(reward_from_dict(reward)); },
+          "set_reward", [](grl::VecEnv& e, const py::dict& reward) { e.set_reward(grl::bindings::reward_config_from(reward)); },
           py::arg("reward"))
       .def("reward", [](const grl::VecEnv& e) { return reward_to_dict(e.config().reward); })
       .def("set_counting", &grl::VecEnv::set_counting, py::arg("on"))
@@ -200,7 +207,7 @@ void bind_vec_env(py::module_& m) {
   m.def(
       "encode_observation",
       [](py::handle kind, py::handle owner, py::handle army, int player, const std::string& army_scaling,
-         float army_scale) {
+         float army_scale, bool obstacles) {
         auto k = as_array<uint8_t>(kind, "kind");
         if (k.ndim() != 2) throw py::value_error("kind: expected a 2-D (height, width) array");
         const auto [h, w] = grl::bindings::board_shape(k, 0, "kind");
@@ -210,8 +217,9 @@ void bind_vec_env(py::module_& m) {
           throw py::value_error("player: expected 0.." + std::to_string(grl::kMaxPlayers - 1) + ", got " +
                                 std::to_string(player));
         }
-        const grl::ObservationConfig config = grl::bindings::observation_config(army_scaling, army_scale);
-        py::array_t<float> obs({grl::kObservationChannels, h, w});
+        grl::ObservationConfig config = grl::bindings::observation_config(army_scaling, army_scale);
+        config.obstacles = obstacles;
+        py::array_t<float> obs({config.channels(), h, w});
         py::array_t<bool> mask(static_cast<py::ssize_t>(h) * w * 4);
         std::vector<uint8_t> scratch(static_cast<size_t>(h) * w * grl::kObservationScratchPerTile);
         const grl::StateView sv{h, w, k.data(), o.data(), a.data()};
@@ -220,5 +228,5 @@ void bind_vec_env(py::module_& m) {
         return py::make_tuple(obs, mask);
       },
       py::arg("kind"), py::arg("owner"), py::arg("army"), py::arg("player"), py::arg("army_scaling") = "linear",
-      py::arg("army_scale") = 1000.0f);
+      py::arg("army_scale") = 1000.0f, py::arg("obstacles") = false);
 }

@@ -256,7 +256,7 @@ bool Game::move_is_legal(int player, int start, int direction) const {
 }
 
 bool Game::step(const int32_t* actions) {
-  events_ = TickEvents{};
+  begin_tick();
   const bool ascending = (tick_ % 2) == 0;
   for (int k = 0; k < num_players_; ++k) {
     const int p = ascending ? k : num_players_ - 1 - k;

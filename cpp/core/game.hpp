@@ -45,7 +45,7 @@ struct MapSpec {
   std::vector<int32_t> teams;     // one team number per player; empty: free-for-all
 };
 
-// Per-tick events, cleared at the start of each live step; rewards read them.
+// Per-tick events, cleared by begin_tick; rewards read them.
 struct TickEvents {
   int32_t cities_gained[kMaxPlayers] = {};
   int32_t cities_lost[kMaxPlayers] = {};
@@ -75,6 +75,8 @@ class Game {
   bool apply_move(int player, int start, int end, bool half);
   // A player going AFK, as the game's server handles it.
   void afk(int player);
+  // Starts a tick's events afresh (step does it; replays call it before each tick).
+  void begin_tick() { events_ = TickEvents{}; }
   // tick += 1, then growth.
   void advance();
 

@@ -7,33 +7,41 @@ namespace grl {
 
 namespace {
 
-// Reads the stream's bits, least significant first within each value, from
-// 16-bit code units taken most significant bit first.
+uint32_t reverse_bits(uint32_t v) {
+  v = (v >> 1 & 0x55555555u) | (v & 0x55555555u) << 1;
+  v = (v >> 2 & 0x33333333u) | (v & 0x33333333u) << 2;
+  v = (v >> 4 & 0x0F0F0F0Fu) | (v & 0x0F0F0F0Fu) << 4;
+  v = (v >> 8 & 0x00FF00FFu) | (v & 0x00FF00FFu) << 8;
+  return v >> 16 | v << 16;
+}
+
+// Reads values from the bit stream the 16-bit code units form (each unit most
+// significant bit first), each value's bits least significant first; 1 to 32
+// bits a value.
 class BitReader {
  public:
   BitReader(const uint8_t* bytes, size_t units) : bytes_(bytes), units_(units) {}
 
   uint32_t read(int bits) {
-    uint32_t out = 0;
-    for (int power = 0; power < bits; ++power) {
-      if (mask_ == 0) {
-        if (next_ >= units_) throw LzStringError("compressed replay is truncated");
-        unit_ = static_cast<uint32_t>(bytes_[2 * next_]) << 8 | bytes_[2 * next_ + 1];
-        ++next_;
-        mask_ = 0x8000;
-      }
-      if (unit_ & mask_) out |= 1u << power;
-      mask_ >>= 1;
+    while (held_ < bits && next_ < units_) {
+      const uint64_t unit = static_cast<uint64_t>(bytes_[2 * next_]) << 8 | bytes_[2 * next_ + 1];
+      buffer_ |= unit << (48 - held_);
+      held_ += 16;
+      ++next_;
     }
-    return out;
+    if (held_ < bits) throw LzStringError("compressed replay is truncated");
+    const auto in_stream_order = static_cast<uint32_t>(buffer_ >> (64 - bits));
+    buffer_ <<= bits;
+    held_ -= bits;
+    return reverse_bits(in_stream_order) >> (32 - bits);
   }
 
  private:
   const uint8_t* bytes_;
   size_t units_;
   size_t next_ = 0;
-  uint32_t unit_ = 0;
-  uint32_t mask_ = 0;
+  uint64_t buffer_ = 0;  // the next stream bits, from the most significant down
+  int held_ = 0;
 };
 
 // A dictionary entry: always a stretch of the output already written, so the
@@ -105,6 +113,8 @@ std::string lzstring_decompress_uint8(const uint8_t* bytes, size_t size, size_t 
   int num_bits = 3;
   const auto count_entry = [&] {
     if (--enlarge_in == 0) {
+      // 2^32 entries would take more output than any limit lets through.
+      if (num_bits == 32) throw LzStringError("compressed replay is damaged (dictionary too large)");
       enlarge_in = 1u << num_bits;
       ++num_bits;
     }

@@ -107,6 +107,9 @@ void encode_observation(const StateView& s, int player, const ObservationConfig&
   for (int t = 0; t < n; ++t) ch[t] = visible[t];
   ch += n;
   for (int t = 0; t < n; ++t) ch[t] = 1 - visible[t];
+  if (!config.obstacles) return;
+  ch += n;
+  for (int t = 0; t < n; ++t) ch[t] = (1 - visible[t]) & ((kind[t] == kMountain) | (kind[t] == kCity));
 }
 
 void encode_action_mask(const StateView& s, int player, uint8_t* out) {

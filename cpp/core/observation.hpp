@@ -7,13 +7,17 @@
 
 namespace grl {
 
-constexpr int kObservationChannels = 9;
+constexpr int kObservationChannels = 9;  // the design's channels; ObservationConfig::obstacles adds one
 constexpr int kObservationScratchPerTile = 12;
 
 struct ObservationConfig {
   enum Scale : uint8_t { kLinear = 0, kLog = 1 };
   Scale scale = kLinear;
   float army_scale = 1000.0f;  // linear: min(army / s, 1); log: min(log1p(army) / log1p(s), 1)
+  // A 10th channel: 1 on tiles in fog holding a mountain or a city, the
+  // "obstacles" the real generals.io client shows through the fog.
+  bool obstacles = false;
+  int channels() const { return kObservationChannels + (obstacles ? 1 : 0); }
 };
 
 struct StateView {
@@ -40,7 +44,8 @@ void compute_visibility(const StateView& s, int player, uint8_t* visible);
 // Writes 9*height*width floats, channel-major: own armies, enemy armies (visible),
 // own territory, enemy territory (visible; teammates are not enemies), neutral territory (visible), cities
 // and generals (visible), mountains (visible), visible, fog. A hidden tile sets
-// only the fog channel. `scratch` holds kObservationScratchPerTile*height*width bytes.
+// only the fog channel (and, with config.obstacles, the 10th channel when it holds a
+// mountain or a city). `scratch` holds kObservationScratchPerTile*height*width bytes.
 void encode_observation(const StateView& s, int player, const ObservationConfig& config, float* out,
                         uint8_t* scratch);
 

@@ -57,7 +57,7 @@ VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(checked_
   validate(c.map);
 
   const size_t n = c.num_envs, p = c.players, tiles = static_cast<size_t>(c.height) * c.width;
-  const size_t obs_size = c.observations ? n * p * kObservationChannels * tiles : 0;
+  const size_t obs_size = c.observations ? n * p * c.observation.channels() * tiles : 0;
   observations.assign(obs_size, 0.0f);
   final_observations.assign(obs_size, 0.0f);
   action_masks.assign(c.action_masks ? n * p * tiles * 4 : 0, 0);
@@ -116,7 +116,7 @@ void VecEnv::write_views(int i, float* obs, uint8_t* mask, uint8_t* scratch) {
   const size_t tiles = static_cast<size_t>(g.num_tiles());
   for (int p = 0; p < config_.players; ++p) {
     const size_t row = static_cast<size_t>(i) * config_.players + p;
-    if (obs) encode_observation(view, p, config_.observation, obs + row * kObservationChannels * tiles, scratch);
+    if (obs) encode_observation(view, p, config_.observation, obs + row * config_.observation.channels() * tiles, scratch);
     if (mask) encode_action_mask(view, p, mask + row * tiles * 4);
   }
 }

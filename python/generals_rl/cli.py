@@ -35,6 +35,33 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_replays(args: argparse.Namespace) -> int:
+    from .replay_import import ReplayFilter, import_replays, parse_size
+    from .storage import open_writer
+
+    def report(path: str, why: str) -> None:
+        print(f"generals-rl import-replays: skipped {why if why.startswith(path) else f'{path}: {why}'}",
+              file=sys.stderr)
+
+    try:
+        size = parse_size(args.size) if args.size else None
+        writer = open_writer(args.format, args.output)
+    except ImportError as exc:
+        print(f"generals-rl import-replays: --format {args.format} needs {exc.name}: "
+              "pip install 'generals-rl[storage]' (or --format npz)", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"generals-rl import-replays: {exc}", file=sys.stderr)
+        return 2
+    with writer:
+        summary = import_replays(
+            args.sources, writer, size=size,
+            selection=ReplayFilter(players=args.players, min_stars=args.min_stars), on_skip=report,
+        )
+    print(f"{summary.format()}; stored as {args.format} in {args.output}")
+    return 0
+
+
 def _selfplay(args: argparse.Namespace) -> int:
     from .farm import run_farm_cli, wants_farm
 
@@ -188,6 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--trace", metavar="OUT.json", help="write the tick-by-tick trace here")
     replay.add_argument("--snapshot-every", type=_at_least(1), default=100, metavar="TICKS")
     replay.set_defaults(run=_replay)
+
+    imports = commands.add_parser(
+        "import-replays",
+        help="turn recorded games into stored experiences",
+        description="Replays every game of SRC (files, or folders searched recursively for "
+        ".gioreplay, .gior and .json replays) and stores one experience per alive player per tick, "
+        "with the writers of self-play. Damaged files are reported and skipped.",
+    )
+    imports.add_argument("sources", nargs="+", metavar="SRC")
+    imports.add_argument("--output", required=True, metavar="DIR|s3://BUCKET/PREFIX")
+    imports.add_argument("--format", choices=("parquet", "tfrecord", "npz"), default="parquet",
+                         help="storage format (default: %(default)s)")
+    imports.add_argument("--size", metavar="HxW",
+                         help="pad every board with mountains to this size (default: the smallest that fits all)")
+    imports.add_argument("--min-stars", type=int, default=None, metavar="N",
+                         help="only games whose every player has at least N stars")
+    imports.add_argument("--players", type=int, default=None, metavar="N", help="only games of N players")
+    imports.set_defaults(run=_import_replays)
 
     selfplay = commands.add_parser(
         "selfplay",

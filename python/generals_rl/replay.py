@@ -4,18 +4,24 @@ in the C++ engine the way the game's reference simulator does."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 
 from . import _core
+from .experience.batch import REPLAY_ID_BYTES, SOURCE_COLUMNS, RawBatch
 from .game import TILE_CITY, TILE_GENERAL, TILE_MOUNTAIN, Game
+from .vec_env import RewardConfig
 
 SUPPORTED_VERSIONS = range(5, 19)
 # The latest tick an event may be recorded at (about six days of play); later
 # turns can only come from a damaged file and would make the replay run forever.
 MAX_TURN = 1_000_000
+# The most ticks a replay turned into experiences may run (about 14 hours of play):
+# each tick stores a board, so a longer one would take gigabytes.
+MAX_IMPORT_TICKS = 100_000
 _INT32_MAX = 2**31 - 1
 # Field order of the array form (.gior): each version appends to the one before.
 _ARRAY_FIELDS = (
@@ -31,7 +37,7 @@ _ARRAY_FIELDS = (
 # Fields that change nothing in the game (presentation, timing, chat), and the
 # settings of features that only act through a field refused below when used.
 _IGNORED_FIELDS = frozenset((
-    "map_title", "mapTitle", "chat", "playerColors", "settings", "player_transforms",
+    "map_title", "chat", "playerColors", "settings", "player_transforms",
     "pings", "chessClockTimingsByMove", "chessClockMoveExecutionTimestamps",
     "tunnelLimits", "stronghold_density", "stronghold_strength_min",
     "stronghold_strength_max", "strongholdStrengths",
@@ -48,19 +54,10 @@ class ReplayError(ValueError):
 
 
 def _array_form(values: list) -> dict:
-    """The fields of the array form, with moves and AFK events as dicts; values
-    past the known fields are kept under their position."""
+    """The fields of the array form by name; values past the known fields are kept
+    under their position (``#37``, ...)."""
     fields = dict(zip(_ARRAY_FIELDS, values))
     fields.update((f"#{i}", value) for i, value in enumerate(values[len(_ARRAY_FIELDS):], len(_ARRAY_FIELDS)))
-    return _moves_as_dicts(fields)
-
-
-def _moves_as_dicts(fields: dict) -> dict:
-    """Moves and AFK events given as arrays (the .gior form) turned into dicts."""
-    for name, names in (("moves", _MOVE_FIELDS), ("afks", _AFK_FIELDS)):
-        rows = fields.get(name)
-        if isinstance(rows, list) and rows and all(isinstance(row, list) for row in rows):
-            fields[name] = [dict(zip(names, row)) for row in rows]
     return fields
 
 
@@ -95,7 +92,7 @@ def decode(data: bytes) -> dict:
         return _array_form(fields)
     if not isinstance(fields, dict):
         raise ReplayError("replay JSON must be an object or an array")
-    return _moves_as_dicts(fields)
+    return fields
 
 
 @dataclass
@@ -113,6 +110,7 @@ class Replay:
     mountains: list[int]
     moves: np.ndarray  # (M, 5) int32: player, start, end, is50, turn
     afks: np.ndarray  # (K, 2) int32: player, turn
+    stars: list[int] = field(default_factory=list)  # per player; 0 where the file has none
     neutrals: list[int] = field(default_factory=list)
     neutral_armies: list[int] = field(default_factory=list)
     teams: list[int] | None = None  # one team number per player; None: free-for-all
@@ -175,6 +173,52 @@ class Replay:
         }
 
 
+    def to_experiences(
+        self,
+        height: int | None = None,
+        width: int | None = None,
+        reward_config: RewardConfig | None = None,
+        game_id: int | None = None,
+        first_sequence: int = 0,
+    ) -> RawBatch:
+        """The game as experiences: one per alive player per tick, from that player's
+        view, with the move it recorded for the tick as the action (the VecEnv's flat
+        index on the board padded with mountains to ``height x width``, default the
+        game's own size; a pass when it recorded none), ``legal`` as the engine judged
+        it, rewards by ``reward_config``, ``terminated``/``truncated`` as in self-play
+        (truncated when the replay ends without a winner). Sequence numbers start at
+        ``first_sequence``; ``game_id`` defaults to a fresh id as self-play uses. Each
+        experience carries the replay's id (``replay_id``) and the acting player's
+        ``stars``."""
+        height, width = height or self.height, width or self.width
+        if self.height > height or self.width > width:
+            raise ReplayError(
+                f"replay {self.id!r} is {self.height}x{self.width}, larger than the {height}x{width} boards asked for"
+            )
+        last_event = max(self.moves[:, 4].max(initial=0), self.afks[:, 1].max(initial=0))
+        if last_event >= MAX_IMPORT_TICKS:
+            raise ReplayError(
+                f"replay {self.id!r} records an event at tick {last_event}, beyond the {MAX_IMPORT_TICKS} ticks imported"
+            )
+        replay_id = self.id.encode("ascii", errors="replace")
+        if len(replay_id) > REPLAY_ID_BYTES:
+            raise ReplayError(f"replay id {self.id!r} is longer than the {REPLAY_ID_BYTES} bytes stored per experience")
+        columns = _core.replay_experiences(
+            self.initial_game()._game, self.moves, self.afks, height, width,
+            _core.next_game_id() if game_id is None else game_id, first_sequence,
+            asdict(reward_config or RewardConfig()),
+        )
+        columns["replay_id"] = np.full(len(columns["player_id"]), replay_id, dtype=SOURCE_COLUMNS["replay_id"])
+        columns["stars"] = np.asarray(self.stars, dtype=SOURCE_COLUMNS["stars"])[columns["player_id"]]
+        return RawBatch.from_dict(columns)
+
+
+def to_experiences(path_or_replay: str | Path | Replay, **options) -> RawBatch:
+    """``Replay.to_experiences`` of a replay or a replay file (see ``load``)."""
+    loaded = path_or_replay if isinstance(path_or_replay, Replay) else load(path_or_replay)
+    return loaded.to_experiences(**options)
+
+
 def _require(fields: dict, name: str, kind: type):
     value = fields.get(name)
     if not isinstance(value, kind):
@@ -194,18 +238,31 @@ def _int_list(fields: dict, name: str, required: bool = True) -> list[int]:
         raise ReplayError(f"replay field {name!r}: expected integers ({exc})") from None
 
 
+def _stars(values, players: int) -> list[int]:
+    """Each player's stars; missing or malformed ones (unrated games) count as 0."""
+    values = values if isinstance(values, list) else []
+    return [
+        int(v) if isinstance(v, (int, float)) and 0 <= v <= _INT32_MAX else 0
+        for v in (values + [0] * players)[:players]
+    ]
+
+
 def _events(rows: list, names: tuple, what: str) -> np.ndarray:
+    """Events given as objects (``names`` their keys) or as arrays in that order."""
+    by_name = itemgetter(*names)
     try:
-        table = [[int(row[name]) for name in names] for row in rows]
+        table = np.array([row if isinstance(row, list) else by_name(row) for row in rows], dtype=np.int64)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ReplayError(f"replay field {what!r}: malformed entry ({exc})") from None
-    values = [v for row in table for v in row]
-    if values and not -_INT32_MAX - 1 <= min(values) <= max(values) <= _INT32_MAX:
+    if table.size == 0:
+        return np.zeros((0, len(names)), dtype=np.int32)
+    if table.ndim != 2 or table.shape[1] != len(names):
+        raise ReplayError(f"replay field {what!r}: malformed entry (expected {len(names)} values: {', '.join(names)})")
+    if not -_INT32_MAX - 1 <= table.min() <= table.max() <= _INT32_MAX:
         raise ReplayError(f"replay field {what!r}: values must fit in 32 bits")
-    turns = [row[-1] for row in table]
-    if turns and max(turns) > MAX_TURN:
-        raise ReplayError(f"replay field {what!r}: turn {max(turns)} is beyond {MAX_TURN}")
-    return np.asarray(table, dtype=np.int32).reshape(len(table), len(names))
+    if table[:, -1].max() > MAX_TURN:
+        raise ReplayError(f"replay field {what!r}: turn {table[:, -1].max()} is beyond {MAX_TURN}")
+    return table.astype(np.int32)
 
 
 def _refuse_unimplemented(fields: dict) -> None:
@@ -271,6 +328,7 @@ def from_fields(fields: dict) -> Replay:
         city_armies=tile_lists["cityArmies"],
         generals=tile_lists["generals"],
         mountains=tile_lists["mountains"],
+        stars=_stars(fields.get("stars"), len(tile_lists["generals"])),
         moves=_events(_require(fields, "moves", list), _MOVE_FIELDS, "moves"),
         afks=_events(_require(fields, "afks", list), _AFK_FIELDS, "afks"),
         neutrals=neutrals,

@@ -22,6 +22,8 @@ OBSERVATION_CHANNELS = (
     "visible",
     "fog",
 )
+# The channel VecEnv(obstacles=True) adds after those: fogged mountains and cities.
+OBSTACLES_CHANNEL = "obstacles"
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,9 @@ class VecEnv:
     written in place by the next ``step``/``reset``. Copy what you keep.
 
     observations: float32 ``(num_envs, players, 9, height, width)``, channels in
-    ``OBSERVATION_CHANNELS`` order; action masks: bool ``(num_envs, players,
+    ``OBSERVATION_CHANNELS`` order; with ``obstacles=True`` a 10th channel
+    (``OBSTACLES_CHANNEL``) marks the tiles in fog holding a mountain or a city, as the
+    real client shows them (``self.channels`` names them all); action masks: bool ``(num_envs, players,
     height*width*4)`` in ``info["action_masks"]`` (the half move of index ``i`` is
     legal exactly when ``i`` is).
 
@@ -92,6 +96,7 @@ class VecEnv:
         buffer=None,
         buffer_timeout: float = 30.0,
         teams: list[int] | None = None,
+        obstacles: bool = False,
     ) -> None:
         if num_threads is None:
             num_threads = min(os.cpu_count() or 1, num_envs)
@@ -104,8 +109,9 @@ class VecEnv:
         self._env = _core.VecEnv(
             num_envs, players, height, width, seed, max_ticks, num_threads,
             map_config.to_core(players, height, width), asdict(self.reward_config),
-            army_scaling, army_scale, observations, action_masks, list(teams or ()),
+            army_scaling, army_scale, observations, action_masks, list(teams or ()), obstacles,
         )
+        self.channels = (*OBSERVATION_CHANNELS, OBSTACLES_CHANNEL) if obstacles else OBSERVATION_CHANNELS
         self.teams = list(teams) if teams else None
         self.num_envs, self.players, self.height, self.width = num_envs, players, height, width
         self.num_actions = height * width * 8
@@ -185,6 +191,8 @@ def _as_action_array(actions) -> np.ndarray:
     return np.ascontiguousarray(actions.astype(np.int32))
 
 
-def encode_observation(kind, owner, army, player: int, army_scaling: str = "linear", army_scale: float = 1000.0):
-    """The 9-channel observation and the action mask of ``player`` for one board."""
-    return _core.encode_observation(kind, owner, army, player, army_scaling, army_scale)
+def encode_observation(
+    kind, owner, army, player: int, army_scaling: str = "linear", army_scale: float = 1000.0, obstacles: bool = False
+):
+    """The 9-channel observation (10 with ``obstacles``) and the action mask of ``player`` for one board."""
+    return _core.encode_observation(kind, owner, army, player, army_scaling, army_scale, obstacles)

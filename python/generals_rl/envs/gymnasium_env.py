@@ -3,7 +3,7 @@
 Observations are dicts ``{"observation", "action_mask"}``:
 
 * ``observation``: float32 ``(9, height, width)`` in ``[0, 1]``, the channels of
-  :data:`generals_rl.vec_env.OBSERVATION_CHANNELS`;
+  :data:`generals_rl.vec_env.OBSERVATION_CHANNELS` (10 with ``obstacles=True``);
 * ``action_mask``: int8 ``(height * width * 8 + 1,)``, 1 where the action is legal now.
 
 Actions are ``Discrete(height * width * 8 + 1)``: index ``i < height * width * 8`` is the
@@ -28,7 +28,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 from ..bots import HeuristicBot, RandomBot
 from ..config import MapConfig
 from ..defaults import MAX_TICKS
-from ..vec_env import RewardConfig, VecEnv
+from ..vec_env import OBSERVATION_CHANNELS, RewardConfig, VecEnv
 
 ENV_ID = "generals_rl/Generals-v0"
 _SEED_BOUND = 2**63
@@ -39,10 +39,10 @@ def pass_action(height: int, width: int) -> int:
     return height * width * 8
 
 
-def observation_space(height: int, width: int) -> spaces.Dict:
+def observation_space(height: int, width: int, channels: int = len(OBSERVATION_CHANNELS)) -> spaces.Dict:
     """The observation space of one player."""
     return spaces.Dict({
-        "observation": spaces.Box(0.0, 1.0, shape=(9, height, width), dtype=np.float32),
+        "observation": spaces.Box(0.0, 1.0, shape=(channels, height, width), dtype=np.float32),
         "action_mask": spaces.MultiBinary(height * width * 8 + 1),
     })
 
@@ -145,6 +145,7 @@ class GeneralsEnv(gymnasium.Env):
         render_mode: str | None = None,
         players: int = 2,
         teams: list[int] | None = None,
+        obstacles: bool = False,
     ) -> None:
         if opponent not in ("heuristic", "random"):
             raise ValueError(f"opponent: expected 'heuristic' or 'random', got {opponent!r}")
@@ -158,11 +159,11 @@ class GeneralsEnv(gymnasium.Env):
         self._vec_args = {
             "players": players, "height": height, "width": width, "max_ticks": max_ticks,
             "num_threads": 1, "map_config": map_config, "reward_config": reward_config,
-            "army_scaling": army_scaling, "army_scale": army_scale, "teams": teams,
+            "army_scaling": army_scaling, "army_scale": army_scale, "teams": teams, "obstacles": obstacles,
         }
         self._opponents = [p for p in range(players) if p != agent_player]
         self.height, self.width = height, width
-        self.observation_space = observation_space(height, width)
+        self.observation_space = observation_space(height, width, len(OBSERVATION_CHANNELS) + obstacles)
         self.action_space = action_space(height, width)
         self._actions = np.full((1, players), -1, dtype=np.int32)
         self._vec: VecEnv | None = None

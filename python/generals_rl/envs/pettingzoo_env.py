@@ -23,7 +23,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 from ..config import MapConfig
 from ..defaults import MAX_TICKS
-from ..vec_env import RewardConfig, VecEnv
+from ..vec_env import OBSERVATION_CHANNELS, RewardConfig, VecEnv
 from .gymnasium_env import (
     action_space,
     engine_action,
@@ -60,6 +60,7 @@ class GeneralsParallelEnv(ParallelEnv):
         army_scale: float = 1000.0,
         render_mode: str | None = None,
         teams: list[int] | None = None,
+        obstacles: bool = False,
     ) -> None:
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode: expected None or 'ansi', got {render_mode!r}")
@@ -71,9 +72,9 @@ class GeneralsParallelEnv(ParallelEnv):
         self._vec_args = {
             "players": players, "height": height, "width": width, "max_ticks": max_ticks,
             "num_threads": 1, "map_config": map_config, "reward_config": reward_config,
-            "army_scaling": army_scaling, "army_scale": army_scale, "teams": teams,
+            "army_scaling": army_scaling, "army_scale": army_scale, "teams": teams, "obstacles": obstacles,
         }
-        self._observation_space = observation_space(height, width)
+        self._observation_space = observation_space(height, width, len(OBSERVATION_CHANNELS) + obstacles)
         self._action_space = action_space(height, width)
         self._actions = np.full((1, players), -1, dtype=np.int32)
         self._rng = np.random.default_rng()

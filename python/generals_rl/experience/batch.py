@@ -22,6 +22,17 @@ RECORD_COLUMNS = {
     "terminated": np.bool_,
     "truncated": np.bool_,
 }
+# Where an imported experience came from: its replay's id (ASCII, at most
+# REPLAY_ID_BYTES) and the acting player's stars. Self-play and older stored
+# experiences hold SOURCE_DEFAULTS. Stored with every format, not in the buffer.
+REPLAY_ID_BYTES = 16
+SOURCE_COLUMNS = {
+    "replay_id": np.dtype(f"S{REPLAY_ID_BYTES}"),
+    "stars": np.int32,
+}
+SOURCE_DEFAULTS = {"replay_id": b"", "stars": -1}
+# Every per-row column a batch carries.
+ROW_COLUMNS = {**RECORD_COLUMNS, **SOURCE_COLUMNS}
 # Raw form only: each row's state and next_state as rows of the state tables.
 STATE_COLUMNS = {
     "state_index": np.int32,
@@ -64,8 +75,15 @@ class _Records:
     legal: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
+    replay_id: np.ndarray | None = None  # SOURCE_DEFAULTS when not given
+    stars: np.ndarray | None = None
     missed: int = 0
     next_sequence: int = 0
+
+    def __post_init__(self) -> None:
+        for name, dtype in SOURCE_COLUMNS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(len(self.sequence), SOURCE_DEFAULTS[name], dtype=dtype))
 
     def __len__(self) -> int:
         return len(self.sequence)
@@ -117,7 +135,7 @@ class RawBatch(_Records):
     def decode(self, army_scaling: str = "linear", army_scale: float = 1000.0) -> ExperienceBatch:
         """The decoded batch (observation tensors and masks computed in C++)."""
         out = _core.decode_batch(self.to_dict(), self.height, self.width, army_scaling, army_scale)
-        return self._decoded(out)
+        return self._decoded({**out, **{name: getattr(self, name) for name in SOURCE_COLUMNS}})
 
     def _decoded(self, columns: dict) -> ExperienceBatch:
         return ExperienceBatch.from_dict(columns)
@@ -129,7 +147,7 @@ class RawBatch(_Records):
             np.concatenate([self.state_index[rows], self.next_state_index[rows]]), return_inverse=True
         )
         n = len(rows)
-        columns = {name: getattr(self, name)[rows] for name in RECORD_COLUMNS}
+        columns = {name: getattr(self, name)[rows] for name in ROW_COLUMNS}
         return RawBatch(
             **columns,
             state_index=inverse[:n].astype(np.int32),
@@ -147,7 +165,7 @@ class RawBatch(_Records):
         if not batches:
             raise ValueError("batches: need at least one batch to concatenate")
         offsets = np.cumsum([0] + [len(b.state_kind) for b in batches[:-1]])
-        columns = {name: np.concatenate([getattr(b, name) for b in batches]) for name in RECORD_COLUMNS}
+        columns = {name: np.concatenate([getattr(b, name) for b in batches]) for name in ROW_COLUMNS}
         return RawBatch(
             **columns,
             state_index=np.concatenate([b.state_index + o for b, o in zip(batches, offsets)]).astype(np.int32),

@@ -10,7 +10,7 @@ from dataclasses import fields
 import numpy as np
 
 from ..experience.batch import (
-    RECORD_COLUMNS,
+    ROW_COLUMNS,
     STATE_COLUMNS,
     STATE_TABLES,
     ExperienceBatch,
@@ -39,7 +39,7 @@ def check_batch(batch, states: str) -> RawBatch | ExperienceBatch:
     elif not isinstance(batch, (RawBatch, ExperienceBatch)):
         raise TypeError(f"write: expected a RawBatch or an ExperienceBatch, got {type(batch).__name__}")
     n = None
-    for name in RECORD_COLUMNS:
+    for name in ROW_COLUMNS:
         column = getattr(batch, name, None)
         if not isinstance(column, np.ndarray) or column.ndim != 1:
             raise ValueError(f"write: column {name!r} must be a one-dimensional numpy array")
@@ -84,7 +84,7 @@ def take_rows(batch: RawBatch | ExperienceBatch, rows: slice) -> RawBatch | Expe
     """Rows ``rows`` (a slice) of either form; a RawBatch keeps its whole state table
     (chunking compacts it later)."""
     if isinstance(batch, RawBatch):
-        out = {name: getattr(batch, name)[rows] for name in (*RECORD_COLUMNS, *STATE_COLUMNS)}
+        out = {name: getattr(batch, name)[rows] for name in (*ROW_COLUMNS, *STATE_COLUMNS)}
         out.update({name: getattr(batch, name) for name in STATE_TABLES})
         return RawBatch(**out, missed=batch.missed, next_sequence=batch.next_sequence)
     return ExperienceBatch(
@@ -232,8 +232,8 @@ def join(batches: list, scratch: Scratch | None = None) -> RawBatch | Experience
 def record_columns(parts: list) -> dict:
     """The record columns of ``parts`` joined."""
     if len(parts) == 1:
-        return {name: getattr(parts[0], name) for name in RECORD_COLUMNS}
-    return {name: np.concatenate([getattr(p, name) for p in parts]) for name in RECORD_COLUMNS}
+        return {name: getattr(parts[0], name) for name in ROW_COLUMNS}
+    return {name: np.concatenate([getattr(p, name) for p in parts]) for name in ROW_COLUMNS}
 
 
 def compact_states(*batches: RawBatch, scratch: Scratch | None = None) -> RawBatch:

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..experience.batch import (
-    RECORD_COLUMNS,
+    ROW_COLUMNS,
+    SOURCE_COLUMNS,
     STATE_COLUMNS,
     STATE_TABLES,
     ExperienceBatch,
@@ -56,10 +57,10 @@ class _NpzEncoder(ShardEncoder):
         parts, self._parts = self._parts, []
         if isinstance(parts[0], RawBatch):
             joined = parts[0] if len(parts) == 1 else RawBatch.concat(parts)
-            names = (*RECORD_COLUMNS, *STATE_COLUMNS, *STATE_TABLES)
+            names = (*ROW_COLUMNS, *STATE_COLUMNS, *STATE_TABLES)
         else:
             joined = None
-            names = (*RECORD_COLUMNS, *DECODED_COLUMNS)
+            names = (*ROW_COLUMNS, *DECODED_COLUMNS)
         if joined is not None:
             arrays = {name: getattr(joined, name) for name in names}
         else:
@@ -108,7 +109,9 @@ class NpzFormat(ShardFormat):
                 meta = json.loads(str(arrays["_meta"]))
                 if meta.get("format_version") != FORMAT_VERSION:
                     raise StorageError(f"NPZ shard format version {meta.get('format_version')} is not supported")
-                columns = {name: arrays[name].astype(dtype, copy=False) for name, dtype in RECORD_COLUMNS.items()}
+                # Shards written before the source columns existed lack them: defaults then.
+                columns = {name: arrays[name].astype(dtype, copy=False) for name, dtype in ROW_COLUMNS.items()
+                           if name in arrays or name not in SOURCE_COLUMNS}
                 n = len(columns["sequence"])
                 if meta["states"] == "compact":
                     extra = {name: arrays[name].astype(dtype, copy=False)

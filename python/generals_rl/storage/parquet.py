@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..experience.batch import RECORD_COLUMNS, STATE_TABLES, ExperienceBatch, RawBatch
+from ..experience.batch import ROW_COLUMNS, SOURCE_COLUMNS, STATE_TABLES, ExperienceBatch, RawBatch
 from ._batches import OBSERVATION_CHANNELS
 from .base import ChecksumWriter, ShardEncoder, ShardFormat, ShardWriter, StorageError
 
@@ -42,8 +42,9 @@ def _record_fields(pa) -> list:
         np.int32: pa.int32(),
         np.float32: pa.float32(),
         np.bool_: pa.bool_(),
+        SOURCE_COLUMNS["replay_id"]: pa.binary(),
     }
-    return [pa.field(name, types[dtype], nullable=False) for name, dtype in RECORD_COLUMNS.items()]
+    return [pa.field(name, types[dtype], nullable=False) for name, dtype in ROW_COLUMNS.items()]
 
 
 def schema(states: str, height: int, width: int):
@@ -98,7 +99,7 @@ class _ParquetEncoder(ShardEncoder):
         """The Arrow columns of one part, sharing its memory where the types allow."""
         pa = self._pa
         n = len(part)
-        columns = [pa.array(np.ascontiguousarray(getattr(part, name))) for name in RECORD_COLUMNS]
+        columns = [pa.array(np.ascontiguousarray(getattr(part, name))) for name in ROW_COLUMNS]
         if self.states == "compact":
             base = np.int32(self._states_before)
             columns += [pa.array(part.state_index + base), pa.array(part.next_state_index + base)]
@@ -188,7 +189,9 @@ def row_group_batch(shard, index: int) -> RawBatch | ExperienceBatch:
     height, width = meta["height"], meta["width"]
     table = shard.read_row_group(index)
     n = table.num_rows
-    columns = {name: table.column(name).to_numpy().astype(dtype, copy=False) for name, dtype in RECORD_COLUMNS.items()}
+    # Shards written before the source columns existed lack them: defaults then.
+    columns = {name: table.column(name).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+               for name, dtype in ROW_COLUMNS.items() if name in table.column_names or name not in SOURCE_COLUMNS}
     if meta["states"] == "compact":
         state_index = table.column("state_index").to_numpy()
         next_state_index = table.column("next_state_index").to_numpy()

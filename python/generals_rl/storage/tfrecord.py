@@ -34,12 +34,19 @@ from collections.abc import Iterator
 import numpy as np
 
 from .._core import TFRecordEncoder
-from ..experience.batch import RECORD_COLUMNS, STATE_TABLES, ExperienceBatch, RawBatch
+from ..experience.batch import (
+    RECORD_COLUMNS,
+    REPLAY_ID_BYTES,
+    SOURCE_COLUMNS,
+    STATE_TABLES,
+    ExperienceBatch,
+    RawBatch,
+)
 from ._batches import OBSERVATION_CHANNELS, compact_states
 from ._crc import masked_crc32c
 from .base import ChecksumWriter, ShardEncoder, ShardFormat, ShardWriter, StorageError
 
-_VARINT_FEATURES = ("sequence", "game_id", "player_id", "tick", "action", "legal", "terminated", "truncated")
+_VARINT_FEATURES = ("sequence", "game_id", "player_id", "tick", "action", "legal", "terminated", "truncated", "stars")
 _BLOCK = 512  # records framed at a time: a few MB, so they are still cached when written
 
 
@@ -63,7 +70,8 @@ class _TFRecordEncoder(ShardEncoder):
         tiles = height * width
         shape = [OBSERVATION_CHANNELS, height, width] if fmt.record_states == "float" else [height, width]
         self._shape = np.frombuffer(_packed_varints(shape), dtype=np.uint8).reshape(1, -1)
-        rows = [("reward", "float", 4), ("state_shape", "int64", self._shape.size)]
+        rows = [("reward", "float", 4), ("state_shape", "int64", self._shape.size),
+                ("replay_id", "bytes", REPLAY_ID_BYTES)]
         if fmt.record_states == "bytes":
             for prefix in ("state", "next_state"):
                 for table, dtype in STATE_TABLES.items():
@@ -95,7 +103,8 @@ class _TFRecordEncoder(ShardEncoder):
         """(table, index) per row feature for the whole part: record i takes row
         index[i] of the table, or row i when index is None."""
         n = len(part)
-        sources = [(np.ascontiguousarray(part.reward, dtype="<f4"), None), (self._shape, np.zeros(n, np.int32))]
+        sources = [(np.ascontiguousarray(part.reward, dtype="<f4"), None), (self._shape, np.zeros(n, np.int32)),
+                   (np.ascontiguousarray(part.replay_id).view(np.uint8).reshape(n, REPLAY_ID_BYTES), None)]
         if self.fmt.record_states == "bytes":
             for index in (part.state_index, part.next_state_index):
                 for table in STATE_TABLES:
@@ -291,6 +300,11 @@ def examples_to_batch(examples: list[dict]) -> RawBatch | ExperienceBatch:
                 if dtype == np.uint64:
                     values = values.view(np.uint64)
             columns[name] = values.astype(dtype)
+        # Shards written before the source columns existed lack them: defaults then.
+        if "replay_id" in examples[0]:
+            columns["replay_id"] = np.array([e["replay_id"] for e in examples], dtype=SOURCE_COLUMNS["replay_id"])
+        if "stars" in examples[0]:
+            columns["stars"] = np.concatenate([e["stars"] for e in examples]).astype(SOURCE_COLUMNS["stars"])
         n = len(examples)
         shape = tuple(int(s) for s in examples[0]["state_shape"])
         if "state" in examples[0]:
