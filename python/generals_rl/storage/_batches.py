@@ -148,7 +148,7 @@ class ChunkBuffer:
                 np.take(table, used, axis=0, out=target[self._states:self._states + len(used)])
             index = index.astype(np.int32) + np.int32(self._states)
             self._states += len(used)
-            columns = {name: getattr(batch, name) for name in RECORD_COLUMNS}
+            columns = {name: getattr(batch, name) for name in ROW_COLUMNS}
             columns.update(state_index=index[:n], next_state_index=index[n:])
         else:
             columns = {name: getattr(batch, name) for name in _per_row_fields(ExperienceBatch)}
