@@ -84,6 +84,17 @@ def experience(directory: Path) -> None:
     loaded = ExperienceBuffer.load(directory / "buffer.grlb")
     assert loaded.head == buffer.head
     loaded.cursor().read(1000)
+    # Columns viewing a byte buffer at odd offsets, as packed submissions arrive:
+    # read in place they were misaligned loads (undefined behaviour).
+    raw = buffer.sample_raw(64, seed=6)
+    columns = {}
+    for name, value in raw.to_dict().items():
+        if isinstance(value, np.ndarray):
+            data = b"\0" + value.tobytes()
+            value = np.frombuffer(data, dtype=value.dtype, offset=1).reshape(value.shape)
+        columns[name] = value
+    loaded.append_raw(type(raw)(**columns))
+    type(raw)(**columns).decode()
     data = (directory / "buffer.grlb").read_bytes()
     (directory / "cut.grlb").write_bytes(data[: len(data) // 2])
     refused(lambda: ExperienceBuffer.load(directory / "cut.grlb"), BufferFileError)

@@ -116,13 +116,14 @@ def test_bots_fill_only_the_requested_players():
         np.zeros((3, 5), dtype=np.int32).T,
         np.zeros((5, 3), dtype=np.int32)[::-1],
         np.zeros((5, 3), dtype=np.int32).reshape(1, 5, 3),
+        np.frombuffer(bytearray(61), dtype=np.int32, count=15, offset=1).reshape(5, 3),
     ],
-    ids=["int64", "float32", "fortran-order", "reversed-view", "3-d"],
+    ids=["int64", "float32", "fortran-order", "reversed-view", "3-d", "misaligned"],
 )
 def test_bots_refuse_an_out_array_they_would_write_a_copy_of(out):
     env = VecEnv(5, players=3, seed=2)
     for bot in (RandomBot(seed=1), HeuristicBot()):
-        with pytest.raises(ValueError, match=r"out: expected a writeable C-contiguous int32 array of shape \(5, 3\)"):
+        with pytest.raises(ValueError, match=r"out: expected a writeable, aligned, C-contiguous int32 array of shape \(5, 3\)"):
             bot.act(env, out=out)
     read_only = np.zeros((5, 3), dtype=np.int32)
     read_only.setflags(write=False)

@@ -53,15 +53,19 @@ void check_convertible(const py::array& src, const char* name) {
   }
 }
 
-// A C-contiguous array of T, converting when no value changes; checks its number of elements.
+// An input array as C++ reads it: C-contiguous and aligned. Arrays viewing a
+// byte buffer at an odd offset (np.frombuffer) are copied: reading their
+// elements in place is undefined behaviour.
 template <typename T>
-py::array_t<T, py::array::c_style | py::array::forcecast> as_array(py::handle value,
-                                                                   const char* name,
-                                                                   py::ssize_t expected_size = -1) {
+using InputArray = py::array_t<T, py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_>;
+
+// An InputArray of T, converting when no value changes; checks its number of elements.
+template <typename T>
+InputArray<T> as_array(py::handle value, const char* name, py::ssize_t expected_size = -1) {
   auto src = py::array::ensure(value);
   if (!src) throw py::value_error(std::string(name) + ": cannot be converted to an array");
   check_convertible<T>(src, name);
-  auto arr = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(src);
+  auto arr = InputArray<T>::ensure(src);
   if (!arr) throw py::value_error(std::string(name) + ": cannot be converted to an array");
   if (expected_size >= 0 && arr.size() != expected_size) {
     throw py::value_error(std::string(name) + ": expected " + std::to_string(expected_size) +
@@ -135,11 +139,12 @@ inline const char* army_scaling_name(grl::ObservationConfig::Scale scale) {
 // (another dtype, a strided view, a read-only array) would silently take the writes.
 inline py::array_t<int32_t> output_array(py::handle value, const char* name, py::ssize_t rows, py::ssize_t cols) {
   auto arr = py::array::ensure(value);
-  const std::string expected = "expected a writeable C-contiguous int32 array of shape (" + std::to_string(rows) +
+  const std::string expected = "expected a writeable, aligned, C-contiguous int32 array of shape (" + std::to_string(rows) +
                                ", " + std::to_string(cols) + ")";
   if (!arr) throw py::type_error(std::string(name) + ": " + expected);
   if (!arr.dtype().is(py::dtype::of<int32_t>()) || arr.ndim() != 2 || arr.shape(0) != rows || arr.shape(1) != cols ||
-      !(arr.flags() & py::array::c_style) || !arr.writeable()) {
+      !(arr.flags() & py::array::c_style) || !(arr.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) ||
+      !arr.writeable()) {
     throw py::value_error(std::string(name) + ": " + expected + ", got " + py::str(arr.dtype()).cast<std::string>() +
                           " " + py::str(py::tuple(arr.attr("shape"))).cast<std::string>() +
                           (arr.writeable() ? "" : " read-only"));

@@ -50,7 +50,7 @@ class BlockEncoder {
       throw py::value_error("encode: expected " + std::to_string(encoder_.row_features()) + " row sources, got " +
                             std::to_string(py::len(row_sources)));
     }
-    std::vector<py::array_t<int64_t, py::array::c_style | py::array::forcecast>> columns;
+    std::vector<grl::bindings::InputArray<int64_t>> columns;
     std::vector<const int64_t*> column_data;
     py::ssize_t n = -1;
     for (size_t f = 0; f < encoder_.varint_features(); ++f) {
@@ -66,7 +66,7 @@ class BlockEncoder {
       column_data.push_back(columns.back().data());
     }
     std::vector<py::array> tables;
-    std::vector<py::array_t<int32_t, py::array::c_style | py::array::forcecast>> indexes;
+    std::vector<grl::bindings::InputArray<int32_t>> indexes;
     std::vector<tfr::RowSource> sources;
     for (size_t f = 0; f < encoder_.row_features(); ++f) {
       const auto source = row_sources[f].cast<py::sequence>();

@@ -120,7 +120,7 @@ py::dict output_views(py::object self) {
 }
 
 // A bot call's act_for flags (one per player) and output array (written in place).
-std::pair<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>, py::array_t<int32_t>> policy_args(
+std::pair<grl::bindings::InputArray<uint8_t>, py::array_t<int32_t>> policy_args(
     const grl::VecEnv& e, py::handle act_for, py::handle out) {
   return {as_array<uint8_t>(act_for, "players", e.players()),
           grl::bindings::output_array(out, "out", e.num_envs(), e.players())};

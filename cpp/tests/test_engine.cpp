@@ -8,6 +8,7 @@
 #include "check.hpp"
 #include "game.hpp"
 #include "mapgen.hpp"
+#include "observation.hpp"
 #include "replay.hpp"
 
 namespace {
@@ -227,6 +228,48 @@ void test_replay_runs_to_its_last_event() {
   CHECK(trace.snapshot_owner[0][1] == 0 && trace.snapshot_owner[0][2] == grl::kNeutral);
 }
 
+void test_replay_cost_is_bounded() {
+  Board b(1, 4, 2);
+  b.set(0, 0, grl::kGeneral, 0, 1).set(0, 3, grl::kGeneral, 1, 1);
+  grl::Game g = b.game();
+  const std::vector<grl::ReplayMove> idle = {{0, 0, 1, false, grl::kMaxIdleTicks + 1}};
+  CHECK_THROWS(grl::run_replay(g, idle, {}, 100), "idle ticks");
+  CHECK(g.tick() == 0);  // refused before simulating
+  Board large(grl::kMaxBoardSide, grl::kMaxBoardSide, 2);
+  large.set(0, 0, grl::kGeneral, 0, 1).set(9, 9, grl::kGeneral, 1, 1);
+  grl::Game big = large.game();
+  const std::vector<grl::ReplayMove> late = {{0, 0, 1, false, 5000}};
+  CHECK_THROWS(grl::run_replay(big, late, {}, 100), "snapshot_every");  // 51 snapshots of 2^20 tiles
+  CHECK(big.tick() == 0);
+}
+
+void test_armies_saturate() {
+  Board b(1, 3, 2);
+  b.set(0, 0, grl::kGeneral, 0, grl::kMaxArmy).set(0, 1, grl::kPlain, 0, grl::kMaxArmy - 1);
+  b.set(0, 2, grl::kGeneral, 1, 1);
+  grl::Game g = b.game();
+  for (int t = 0; t < 50; ++t) g.advance();
+  CHECK(g.army()[0] == grl::kMaxArmy && g.army()[1] == grl::kMaxArmy);
+  CHECK(g.army_of(0) == 2 * int64_t{grl::kMaxArmy});
+  CHECK(g.apply_move(0, 1, 0, false));  // a merge saturates too
+  CHECK(g.army()[0] == grl::kMaxArmy && g.army()[1] == 1 && g.army_of(0) == int64_t{grl::kMaxArmy} + 1);
+}
+
+// Any width: the rows it keeps are sized by the board (they were 1024-byte stack arrays).
+void test_visibility_of_a_wide_board() {
+  const int width = 3000;
+  std::vector<int16_t> owner(2 * width, grl::kNeutral);
+  owner[width - 1] = owner[width + 1500] = 0;
+  const std::vector<uint8_t> kind(2 * width, grl::kPlain);
+  const std::vector<int32_t> army(2 * width, 1);
+  std::vector<uint8_t> visible(2 * width, 9);
+  grl::compute_visibility({2, width, kind.data(), owner.data(), army.data()}, 0, visible.data());
+  int seen = 0;
+  for (int t = 0; t < 2 * width; ++t) seen += visible[t];
+  CHECK(seen == 4 + 6);
+  CHECK(visible[width - 2] && visible[2 * width - 1] && visible[1499] && visible[width + 1501]);
+}
+
 }  // namespace
 
 int main() {
@@ -239,5 +282,8 @@ int main() {
   test_bad_boards_throw();
   test_map_generation();
   test_replay_runs_to_its_last_event();
+  test_replay_cost_is_bounded();
+  test_armies_saturate();
+  test_visibility_of_a_wide_board();
   return check_summary();
 }
