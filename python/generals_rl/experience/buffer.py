@@ -341,7 +341,8 @@ def _column_shapes(columns, buffer: ExperienceBuffer) -> dict:
         raise ValueError(f"columns: expected {list(expected)} (and optionally {_PRIORITY_COLUMN!r})")
     shapes = {}
     for name, dtype, shape in columns:
-        if np.dtype(dtype) != np.dtype(expected[name]):
+        # Compared as text: numpy parses any other dtype string, and some of them as Python code.
+        if dtype != np.dtype(expected[name]).str:
             raise ValueError(f"column {name}: dtype {dtype!r}, expected {np.dtype(expected[name]).str!r}")
         if name in STATE_TABLES:
             limit = [buffer.state_capacity, buffer.height, buffer.width]
