@@ -334,7 +334,9 @@ def _column_shapes(columns, buffer: ExperienceBuffer) -> dict:
     ``save`` writes, records at most ``capacity`` rows and state tables at most
     ``state_capacity`` boards of the buffer's size. ValueError otherwise."""
     expected = {**RECORD_COLUMNS, **STATE_COLUMNS, **STATE_TABLES}
-    names = [c[0] if isinstance(c, list) else None for c in columns] if isinstance(columns, list) else None
+    if not (isinstance(columns, list) and all(isinstance(c, list) and len(c) == 3 for c in columns)):
+        raise ValueError("columns: expected a list of [name, dtype, shape]")
+    names = [c[0] for c in columns]
     if names == [*expected, _PRIORITY_COLUMN]:
         expected[_PRIORITY_COLUMN] = np.float32
     if names != list(expected):

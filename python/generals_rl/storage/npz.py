@@ -122,7 +122,8 @@ class NpzFormat(ShardFormat):
                     batch = ExperienceBatch(**columns, **extra)
         except StorageError:
             raise
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        # zipfile raises NotImplementedError for a version or compression it does not know.
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
             raise StorageError(f"not an NPZ experience shard: {exc}") from None
         batch.next_sequence = int(columns["sequence"][-1]) + 1 if n else 0
         if n:
