@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import tokenize
 import zipfile
 from collections.abc import Iterator
 
@@ -122,8 +123,10 @@ class NpzFormat(ShardFormat):
                     batch = ExperienceBatch(**columns, **extra)
         except StorageError:
             raise
-        # zipfile raises NotImplementedError for a version or compression it does not know.
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
+        # zipfile raises NotImplementedError for a version or compression it does not know;
+        # numpy parses an array's header as Python literals (SyntaxError, TokenError).
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, NotImplementedError, SyntaxError,
+                tokenize.TokenError) as exc:
             raise StorageError(f"not an NPZ experience shard: {exc}") from None
         batch.next_sequence = int(columns["sequence"][-1]) + 1 if n else 0
         if n:
