@@ -141,12 +141,16 @@ class ChunkBuffer:
             self._form, self._states = type(batch), 0
         n = len(batch)
         if isinstance(batch, RawBatch):
-            used, index = np.unique(np.concatenate([batch.state_index, batch.next_state_index]), return_inverse=True)
+            refs = np.concatenate([batch.state_index, batch.next_state_index])
+            marked = np.zeros(len(batch.state_kind), dtype=bool)
+            marked[refs] = True
+            used = np.flatnonzero(marked)
+            index = (np.cumsum(marked, dtype=np.int32) - 1)[refs]  # each ref's place among the used states
             for name in STATE_TABLES:
                 table = getattr(batch, name)
                 target = _reserve(self._tables, name, self._states + len(used), table)
                 np.take(table, used, axis=0, out=target[self._states:self._states + len(used)])
-            index = index.astype(np.int32) + np.int32(self._states)
+            index += np.int32(self._states)
             self._states += len(used)
             columns = {name: getattr(batch, name) for name in ROW_COLUMNS}
             columns.update(state_index=index[:n], next_state_index=index[n:])
