@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 
 USAGE_ERROR, RUNTIME_ERROR = 2, 1
@@ -62,7 +63,28 @@ def _import_replays(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pin_malloc_mmap_threshold() -> None:
+    """glibc raises its mmap threshold each time a large block is freed, after which
+    the large, short-lived column copies of every storage chunk come from the heap
+    and fragment it: a long self-play run then climbs for minutes. A fixed threshold
+    keeps those blocks in mmap, returned to the system when freed (the same as
+    MALLOC_MMAP_THRESHOLD_=131072 in the environment)."""
+    import ctypes
+    import ctypes.util
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    m_mmap_threshold = -3  # from <malloc.h>
+    mallopt(m_mmap_threshold, 128 * 1024)
+
+
 def _selfplay(args: argparse.Namespace) -> int:
+    _pin_malloc_mmap_threshold()
     from .farm import run_farm_cli, wants_farm
 
     if wants_farm(args):
