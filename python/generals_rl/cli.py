@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     option("--json", action="store_true", help="print the summary as JSON")
     selfplay.set_defaults(run=_selfplay)
+
+    from .cli_train import add_commands
+
+    add_commands(commands)
     return parser
 
 
