@@ -69,6 +69,8 @@ _PPO_OPTIONS = {
     "value_coef": "value_coef", "epochs": "epochs", "minibatches": "minibatches",
     "channels": "channels", "blocks": "blocks", "checkpoint_every": "checkpoint_every",
     "torch_threads": "torch_threads", "env_threads": "env_threads", "pool_size": "pool_size",
+    "army_scaling": "army_scaling", "mountain_fraction": "mountain_fraction", "cities": "cities",
+    "min_general_distance": "min_general_distance",
 }
 
 
@@ -234,8 +236,10 @@ def add_commands(commands) -> None:
                        ("entropy_coef", float), ("value_coef", float), ("epochs", int),
                        ("minibatches", int), ("channels", int), ("blocks", int),
                        ("checkpoint_every", int), ("torch_threads", int), ("env_threads", int),
-                       ("pool_size", int)):
+                       ("pool_size", int), ("mountain_fraction", float), ("cities", int),
+                       ("min_general_distance", int)):
         option("--" + name.replace("_", "-"), type=kind, dest=name)
+    option("--army-scaling", choices=("log", "linear"), help="army encoding of the observations (default log)")
     option("--reward", type=_reward_item, action="append", metavar="NAME=VALUE",
            help="a RewardConfig weight, e.g. land_gained=0.01 (repeatable)")
     option("--log-every", type=int, default=5, metavar="UPDATES", help="print every so many updates")

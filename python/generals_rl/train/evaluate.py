@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config import MapConfig
 from ..vec_env import RewardConfig, VecEnv
 from .policy import NetworkPolicy, Opponent, seat_views
 
@@ -19,7 +20,9 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -
     denominator = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 @dataclass
@@ -82,6 +85,7 @@ def evaluate(
     num_envs: int = 64,
     num_threads: int = 1,
     record: bool = False,
+    map_config: MapConfig | None = None,
 ) -> EvaluationResult:
     """Plays exactly ``games`` games: game ``i`` of the batch plays its first
     ``quota[i]`` games (so short games are not over-counted), the policy in seat
@@ -93,8 +97,10 @@ def evaluate(
     quota = np.full(num_envs, games // num_envs)
     quota[: games % num_envs] += 1
     played = np.zeros(num_envs, dtype=np.int64)
-    env = VecEnv(num_envs, 2, height, width, seed=seed, max_ticks=max_ticks,
-                 num_threads=num_threads, reward_config=RewardConfig())
+    net_config = policy.net.config  # observations encoded as the network was trained
+    env = VecEnv(num_envs, 2, height, width, seed=seed, max_ticks=max_ticks, num_threads=num_threads,
+                 map_config=map_config, reward_config=RewardConfig(),
+                 army_scaling=net_config.army_scaling, army_scale=net_config.army_scale)
     env.reset()
     seats = (np.arange(num_envs) % 2).astype(np.int64)
     index = np.arange(num_envs)

@@ -24,12 +24,17 @@ class NetConfig:
     channels: int = 32
     blocks: int = 2
     in_channels: int = len(OBSERVATION_CHANNELS)
+    # The observation encoding the network was trained on (VecEnv's army_scaling, army_scale).
+    army_scaling: str = "log"
+    army_scale: float = 1000.0
 
     def __post_init__(self) -> None:
         if self.channels < 1:
             raise ValueError(f"channels: must be at least 1, got {self.channels}")
         if self.blocks < 0:
             raise ValueError(f"blocks: must be at least 0, got {self.blocks}")
+        if self.army_scaling not in ("linear", "log"):
+            raise ValueError(f"army_scaling: expected 'linear' or 'log', got {self.army_scaling!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -64,6 +64,8 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     channels: int = 32
     blocks: int = 2
+    army_scaling: str = "log"  # observations: log1p(army) / log1p(army_scale), or linear
+    army_scale: float = 1000.0
     reward: dict = field(default_factory=lambda: asdict(RewardConfig()))
     # map generation (MapConfig); sides are capped to the board
     mountain_fraction: float = 0.2
@@ -91,7 +93,10 @@ class PPOConfig:
             raise ValueError(f"lr: must be positive, got {self.lr}")
         RewardConfig(**self.reward)  # unknown reward fields raise TypeError
         self.map_config().to_core(2, self.height, self.width)  # invalid map options raise ValueError
-        NetConfig(self.channels, self.blocks)
+        self.net_config()
+
+    def net_config(self) -> NetConfig:
+        return NetConfig(self.channels, self.blocks, army_scaling=self.army_scaling, army_scale=self.army_scale)
 
     def map_config(self) -> MapConfig:
         return MapConfig(mountain_fraction=self.mountain_fraction, cities=self.cities,
@@ -165,7 +170,7 @@ class PPOTrainer:
             config = PPOConfig.from_dict(payload["config"])
         self.config = config
         torch.manual_seed(config.seed)  # the initial weights follow from the seed
-        self.net = PolicyValueNet(NetConfig(config.channels, config.blocks))
+        self.net = PolicyValueNet(config.net_config())
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(config.seed)
         if payload is not None:
@@ -250,6 +255,7 @@ class PPOTrainer:
         self.env = VecEnv(
             c.num_envs, 2, c.height, c.width, seed=seed, max_ticks=c.max_ticks,
             num_threads=c.env_threads, map_config=c.map_config(), reward_config=RewardConfig(**c.reward),
+            army_scaling=c.army_scaling, army_scale=c.army_scale,
         )
         self.seats = (np.arange(c.num_envs) % 2).astype(np.int64)
         if c.opponent == "pool":
