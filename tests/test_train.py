@@ -4,7 +4,6 @@ counts and intervals, and a short PPO wiring run against a passive opponent."""
 from __future__ import annotations
 
 import csv
-import math
 
 import numpy as np
 import pytest
@@ -278,17 +277,25 @@ def test_evaluate_counts_the_winner_in_either_seat():
 # ---- learning (a wiring test, bounded in updates, not in time) --------------------------
 
 
-def test_ppo_learns_to_beat_a_passive_opponent(tmp_path):
-    config = PPOConfig(height=6, width=6, max_ticks=100, opponent="passive", num_envs=16, rollout_steps=32,
-                       total_env_steps=16 * 32 * 30, minibatches=4, epochs=3, channels=16, blocks=1,
-                       lr=2e-3, checkpoint_every=10, seed=1, reward={"win": 1.0, "loss": -1.0,
-                       "city_captured": 0.0, "city_lost": 0.0, "army_advantage": 0.0, "land_gained": 0.02})
-    untrained = NetworkPolicy(PolicyValueNet(NetConfig(16, 1)), seed=9)
-    before = evaluate(untrained, make_opponent("passive"), 64, 6, 6, seed=99, max_ticks=100, num_envs=32)
+def test_ppo_learns_to_beat_the_random_bot_on_a_tiny_board(tmp_path):
+    """About 70k agent moves on 3x3 boards: the policy goes from mostly draws to mostly
+    wins. (A never-moving opponent is no easier under these rules: its general grows as
+    fast as ours and every move leaves an army behind, so beating it takes gathering
+    land over 50-tick bonuses; the random bot drains its own general.)"""
+    reward = {"win": 1.0, "loss": -1.0, "city_captured": 0.0, "city_lost": 0.0, "army_advantage": 0.0,
+              "land_gained": 0.02, "general_captured": 0.0}
+    config = PPOConfig(height=3, width=3, max_ticks=60, opponent="random", num_envs=32, rollout_steps=32,
+                       total_env_steps=32 * 32 * 70, minibatches=4, epochs=4, channels=16, blocks=1,
+                       lr=2e-3, entropy_coef=0.003, checkpoint_every=10, seed=1, mountain_fraction=0.0,
+                       cities=0, reward=reward)
+    opponent = make_opponent("random", seed=5)
+    untrained = NetworkPolicy(PolicyValueNet(config.net_config()), seed=9)
+    before = evaluate(untrained, opponent, 128, 3, 3, seed=99, max_ticks=60, num_envs=64,
+                      map_config=config.map_config())
     trainer = PPOTrainer(config, tmp_path)
     trainer.train()
-    after = evaluate(NetworkPolicy(trainer.net, seed=9), make_opponent("passive"), 64, 6, 6, seed=99,
-                     max_ticks=100, num_envs=32)
-    assert after.win_rate > 0.75, (before.format(), after.format())
-    assert after.win_rate > before.win_rate + 0.2
-    assert not math.isnan(float(_metric_rows(tmp_path)[-1]["win_rate"]))
+    after = evaluate(NetworkPolicy(trainer.net, seed=9), opponent, 128, 3, 3, seed=99, max_ticks=60,
+                     num_envs=64, map_config=config.map_config())
+    assert after.win_rate > 0.5, (before.format(), after.format())
+    assert after.win_rate > before.win_rate + 0.3, (before.format(), after.format())
+    assert float(_metric_rows(tmp_path)[-1]["win_rate"]) > 0.4

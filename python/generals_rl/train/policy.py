@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +118,81 @@ def make_opponent(spec: str, seed: int = 0) -> Opponent:
         path = spec.split(":", 1)[1]
         return NetworkOpponent(NetworkPolicy.from_checkpoint(path, seed=seed), name=spec)
     raise ValueError(f"opponent: expected random, heuristic, passive or checkpoint:PATH, got {spec!r}")
+
+
+class CheckpointBot:
+    """A network playing like a built-in bot (``act(env, players, out)``), for actors.
+
+    ``path`` is a checkpoint file or a directory of published weights (its
+    ``latest.pt``); every ``check_every`` seconds the file is looked at again and
+    reloaded when it changed (files are replaced atomically, so a reload never sees half
+    a file). ``epsilon`` is the share of uniformly random legal actions (exploration);
+    ``version`` is the weight version in use.
+    """
+
+    def __init__(self, path: str | Path, seed: int = 0, epsilon: float = 0.0, greedy: bool = False,
+                 check_every: float = 1.0) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon: must be in [0, 1], got {epsilon}")
+        path = Path(path)
+        self.path = path / "latest.pt" if path.is_dir() else path
+        self.seed, self.epsilon, self.greedy, self.check_every = seed, epsilon, greedy, check_every
+        self.policy: NetworkPolicy | None = None
+        self.version = -1
+        self.reloads = 0
+        self._stamp = None
+        self._checked = 0.0
+        self.reload(force=True)
+
+    @classmethod
+    def from_spec(cls, spec: str, seed: int = 0) -> CheckpointBot:
+        """``PATH`` or ``PATH@EPSILON``."""
+        path, sep, epsilon = spec.rpartition("@") if "@" in spec else (spec, "", "")
+        try:
+            eps = float(epsilon) if sep else 0.0
+        except ValueError:
+            raise ValueError(f"checkpoint policy {spec!r}: expected PATH or PATH@EPSILON") from None
+        if not Path(path).exists():
+            raise ValueError(f"checkpoint policy: {path} does not exist")
+        return cls(path, seed=seed, epsilon=eps)
+
+    def reload(self, force: bool = False) -> bool:
+        """Loads the weights again when the file changed; True when it did."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self.policy is None:
+                raise
+            return False
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if not force and stamp == self._stamp:
+            return False
+        payload = load_checkpoint(self.path)
+        net = net_from_checkpoint(payload)
+        if self.policy is None:
+            self.policy = NetworkPolicy(net, greedy=self.greedy, seed=self.seed, epsilon=self.epsilon)
+        else:
+            self.policy.net = net
+        counters = payload.get("counters", {})
+        self.version = int(payload.get("version", counters.get("update", 0)))
+        self._stamp = stamp
+        self.reloads += 1
+        return True
+
+    @property
+    def army_scaling(self) -> tuple[str, float]:
+        config = self.policy.net.config
+        return config.army_scaling, config.army_scale
+
+    def act(self, env: VecEnv, players: Iterable[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        now = time.monotonic()
+        if now - self._checked >= self.check_every:
+            self._checked = now
+            self.reload()
+        if out is None:
+            out = np.full((env.num_envs, env.players), -1, dtype=np.int32)
+        if env.observations is None or env.action_masks is None:
+            raise ValueError("a network policy needs a VecEnv with observations and action masks")
+        for p in range(env.players) if players is None else players:
+            out[:, p] = self.policy.actions(env.observations[:, p], env.action_masks[:, p])
+        return out

@@ -68,6 +68,8 @@ class PPOConfig:
     army_scale: float = 1000.0
     reward: dict = field(default_factory=lambda: asdict(RewardConfig()))
     # map generation (MapConfig); sides are capped to the board
+    min_side: int = 18  # board sides drawn from [min_side, max_side], capped to height x width;
+    max_side: int = 23  # smaller boards are padded with mountains (a curriculum of sizes)
     mountain_fraction: float = 0.2
     cities: int = -1
     min_general_distance: int = -1
@@ -99,7 +101,8 @@ class PPOConfig:
         return NetConfig(self.channels, self.blocks, army_scaling=self.army_scaling, army_scale=self.army_scale)
 
     def map_config(self) -> MapConfig:
-        return MapConfig(mountain_fraction=self.mountain_fraction, cities=self.cities,
+        return MapConfig(min_side=self.min_side, max_side=self.max_side,
+                         mountain_fraction=self.mountain_fraction, cities=self.cities,
                          min_general_distance=self.min_general_distance)
 
     @property
