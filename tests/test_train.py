@@ -4,13 +4,14 @@ counts and intervals, and a short PPO wiring run against a passive opponent."""
 from __future__ import annotations
 
 import csv
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from generals_rl import VecEnv
+from generals_rl import RewardConfig, VecEnv
 from generals_rl.actions import from_gym_masks, to_gym_masks
 from generals_rl.train import (
     CheckpointError,
@@ -179,7 +180,7 @@ def _metric_rows(run_dir):
     with (run_dir / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        del row["wall_time"], row["steps_per_second"]
+        del row["wall_time"], row["cpu_time"], row["steps_per_second"]
     return rows
 
 
@@ -278,16 +279,15 @@ def test_evaluate_counts_the_winner_in_either_seat():
 
 
 def test_ppo_learns_to_beat_the_random_bot_on_a_tiny_board(tmp_path):
-    """About 70k agent moves on 3x3 boards: the policy goes from mostly draws to mostly
+    """About 100k agent moves on 3x3 boards: the policy goes from mostly draws to mostly
     wins. (A never-moving opponent is no easier under these rules: its general grows as
     fast as ours and every move leaves an army behind, so beating it takes gathering
     land over 50-tick bonuses; the random bot drains its own general.)"""
-    reward = {"win": 1.0, "loss": -1.0, "city_captured": 0.0, "city_lost": 0.0, "army_advantage": 0.0,
-              "land_gained": 0.02, "general_captured": 0.0}
+    reward = {"win": 1.0, "loss": -1.0, "army_advantage": 0.0, "land_gained": 0.02}
     config = PPOConfig(height=3, width=3, max_ticks=60, opponent="random", num_envs=32, rollout_steps=32,
-                       total_env_steps=32 * 32 * 70, minibatches=4, epochs=4, channels=16, blocks=1,
-                       lr=2e-3, entropy_coef=0.003, checkpoint_every=10, seed=1, mountain_fraction=0.0,
-                       cities=0, reward=reward)
+                       total_env_steps=100_000, minibatches=4, epochs=4, channels=16, blocks=1,
+                       lr=2e-3, entropy_coef=0.003, checkpoint_every=10, seed=0, mountain_fraction=0.0,
+                       cities=0, reward={**asdict(RewardConfig()), **reward})
     opponent = make_opponent("random", seed=5)
     untrained = NetworkPolicy(PolicyValueNet(config.net_config()), seed=9)
     before = evaluate(untrained, opponent, 128, 3, 3, seed=99, max_ticks=60, num_envs=64,

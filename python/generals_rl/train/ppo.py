@@ -36,7 +36,7 @@ from .policy import (
 )
 
 METRICS = (
-    "update", "env_steps", "episodes", "wall_time", "steps_per_second", "lr",
+    "update", "env_steps", "episodes", "wall_time", "cpu_time", "steps_per_second", "lr",
     "win_rate", "draw_rate", "loss_rate", "episode_return", "episode_length", "window_episodes",
     "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "opponent",
 )
@@ -163,6 +163,7 @@ class PPOTrainer:
         self.env_steps = 0
         self.episodes = 0
         self.wall_time = 0.0
+        self.cpu_time = 0.0  # CPU seconds of this process's threads while training
         self.outcomes: deque = deque(maxlen=config.window)  # (result, return, length)
         payload = None
         if resume:
@@ -197,7 +198,7 @@ class PPOTrainer:
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "counters": {"update": self.update, "env_steps": self.env_steps,
-                         "episodes": self.episodes, "wall_time": self.wall_time},
+                         "episodes": self.episodes, "wall_time": self.wall_time, "cpu_time": self.cpu_time},
             "rng": {"sample": self.generator.get_state(), "torch": torch.get_rng_state()},
             "outcomes": [list(o) for o in self.outcomes],
         }
@@ -208,6 +209,7 @@ class PPOTrainer:
         counters = payload["counters"]
         self.update, self.env_steps = counters["update"], counters["env_steps"]
         self.episodes, self.wall_time = counters["episodes"], counters["wall_time"]
+        self.cpu_time = counters.get("cpu_time", 0.0)
         self.generator.set_state(payload["rng"]["sample"])
         torch.set_rng_state(payload["rng"]["torch"])
         self.outcomes.extend(tuple(o) for o in payload["outcomes"])
@@ -303,13 +305,14 @@ class PPOTrainer:
         while self.update < stop_at:
             if self.update % c.checkpoint_every == 0 or self.env is None:
                 self._start_segment()
-            tick = time.perf_counter()
+            tick, cpu = time.perf_counter(), time.process_time()
             batch, finished = self._rollout()
             stats = self._learn(batch)
             self.update += 1
             self.env_steps += c.batch_size
             elapsed = time.perf_counter() - tick
             self.wall_time += elapsed
+            self.cpu_time += time.process_time() - cpu
             row = self._metrics(stats, finished, elapsed)
             self._log_metrics(row)
             if log:
@@ -427,6 +430,7 @@ class PPOTrainer:
             "env_steps": self.env_steps,
             "episodes": self.episodes,
             "wall_time": round(self.wall_time, 3),
+            "cpu_time": round(self.cpu_time, 3),
             "steps_per_second": round(self.config.batch_size / elapsed, 1),
             "lr": stats["lr"],
             "win_rate": rate(1),
