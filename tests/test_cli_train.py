@@ -74,6 +74,8 @@ def test_config_file_and_overrides(tmp_path):
         (["evaluate", "JUNK"], 1, "generals-rl evaluate:"),
         (["evaluate", "CKPT", "--opponent", "chess"], 2, "generals-rl evaluate: opponent"),
         (["plot", "nowhere"], 1, "generals-rl plot: nowhere"),
+        (["train", "dqn", "--from", ","], 2, "generals-rl train dqn: --from"),
+        (["train", "dqn", "--from", "127.0.0.1:1", "--steps", "0"], 2, "generals-rl train dqn: steps"),
     ],
 )
 def test_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, code, prefix):

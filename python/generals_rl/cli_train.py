@@ -141,6 +141,40 @@ def _train_ppo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- train dqn -------------------------------------------------------------------------
+
+def _train_dqn(args: argparse.Namespace) -> int:
+    from .train.dqn import DQNConfig, DQNLearner
+
+    addresses = [a.strip() for a in args.sources.split(",") if a.strip()]
+    if not addresses:
+        raise UsageError("--from: give at least one host:port")
+    h, w = args.size
+    try:
+        config = DQNConfig(height=h, width=w, capacity=args.capacity, batch_size=args.batch_size, lr=args.lr,
+                           gamma=args.gamma, n_step=args.n_step, steps=args.steps,
+                           learning_starts=args.learning_starts, target_every=args.target_every,
+                           publish_every=args.publish_every, channels=args.channels, blocks=args.blocks,
+                           seed=args.seed, torch_threads=args.torch_threads)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    learner = DQNLearner(config, addresses, args.run_dir, consumer_options={"token": args.token})
+
+    def log(row: dict) -> None:
+        if not args.quiet:
+            print(f"step {row['step']:>7}  consumed {row['consumed']:>9}  replay ratio {row['replay_ratio']:.2f}  "
+                  f"loss {row['loss']:.4f}  q {row['mean_q']:+.3f}  version {row['published_version']}  "
+                  f"lag {row['consumer_lag']}", flush=True)
+
+    try:
+        learner.train(log=log, log_every=args.log_every, wait_timeout=args.wait_timeout)
+    finally:
+        learner.stop()
+    if not args.quiet:
+        print(f"weights: {learner.publish_dir / 'latest.pt'} (version {learner.version}, {learner.step} steps)")
+    return 0
+
+
 # ---- evaluate --------------------------------------------------------------------------
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -245,6 +279,36 @@ def add_commands(commands) -> None:
     option("--log-every", type=int, default=5, metavar="UPDATES", help="print every so many updates")
     option("--quiet", action="store_true")
     ppo.set_defaults(run=lambda a: _run("train ppo", _train_ppo, a))
+
+    dqn = algorithms.add_parser(
+        "dqn", help="the distributed learner: double DQN on experiences streamed from farms",
+        description="Consumes experiences from one or more farms (generals-rl selfplay) into a local "
+        "prioritized buffer, trains a dueling double DQN with n-step targets and publishes versioned weights "
+        "to RUN_DIR/weights (play them with selfplay --policies checkpoint:RUN_DIR/weights@EPSILON).",
+    )
+    option = dqn.add_argument
+    option("--from", dest="sources", required=True, metavar="ADDR[,ADDR...]", help="farms to consume from")
+    option("--run-dir", default="runs/dqn")
+    option("--size", type=parse_size, default=(20, 20), metavar="HxW", help="the farms' board size")
+    option("--steps", type=int, default=10_000, help="gradient steps (default: %(default)s)")
+    option("--batch-size", type=int, default=256)
+    option("--capacity", type=int, default=200_000, help="experiences the local buffer holds")
+    option("--lr", type=float, default=5e-4)
+    option("--gamma", type=float, default=0.99)
+    option("--n-step", type=int, default=3)
+    option("--learning-starts", type=int, default=2_000, metavar="N", help="experiences before learning")
+    option("--target-every", type=int, default=500, metavar="STEPS")
+    option("--publish-every", type=int, default=100, metavar="STEPS")
+    option("--channels", type=int, default=16)
+    option("--blocks", type=int, default=2)
+    option("--seed", type=int, default=0)
+    option("--torch-threads", type=int, default=1)
+    option("--token", default=None, help="bearer token for the farms")
+    option("--wait-timeout", type=float, default=600.0, metavar="SECONDS",
+           help="give up when the first experiences take longer")
+    option("--log-every", type=int, default=100, metavar="STEPS")
+    option("--quiet", action="store_true")
+    dqn.set_defaults(run=lambda a: _run("train dqn", _train_dqn, a))
 
     evaluate = commands.add_parser(
         "evaluate", help="play a checkpoint against an opponent and count the results",
