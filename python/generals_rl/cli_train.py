@@ -71,6 +71,7 @@ _PPO_OPTIONS = {
     "torch_threads": "torch_threads", "env_threads": "env_threads", "pool_size": "pool_size",
     "army_scaling": "army_scaling", "mountain_fraction": "mountain_fraction", "cities": "cities",
     "min_general_distance": "min_general_distance", "min_side": "min_side", "max_side": "max_side",
+    "tick_reward": "tick_reward", "draw_reward": "draw_reward",
 }
 
 
@@ -271,7 +272,8 @@ def add_commands(commands) -> None:
                        ("minibatches", int), ("channels", int), ("blocks", int),
                        ("checkpoint_every", int), ("torch_threads", int), ("env_threads", int),
                        ("pool_size", int), ("mountain_fraction", float), ("cities", int),
-                       ("min_general_distance", int), ("min_side", int), ("max_side", int)):
+                       ("min_general_distance", int), ("min_side", int), ("max_side", int),
+                       ("tick_reward", float), ("draw_reward", float)):
         option("--" + name.replace("_", "-"), type=kind, dest=name)
     option("--army-scaling", choices=("log", "linear"), help="army encoding of the observations (default log)")
     option("--reward", type=_reward_item, action="append", metavar="NAME=VALUE",

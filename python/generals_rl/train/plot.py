@@ -72,6 +72,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, title: str | No
     ax.set_xlabel("env steps")
     ax.set_ylabel("env steps / s")
     ax.grid(alpha=0.3)
+    for ax in (a for row in axes for a in row):
+        ax.set_xlim(0, max(steps) * 1.02 or 1.0)
     fig.suptitle(title or f"PPO: {run_dir.name} (opponent {rows[-1].get('opponent', '?')})")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

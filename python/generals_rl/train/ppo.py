@@ -67,6 +67,8 @@ class PPOConfig:
     army_scaling: str = "log"  # observations: log1p(army) / log1p(army_scale), or linear
     army_scale: float = 1000.0
     reward: dict = field(default_factory=lambda: asdict(RewardConfig()))
+    tick_reward: float = 0.0  # added to the agent's reward every tick (negative: hurry)
+    draw_reward: float | None = None  # a game cut by max_ticks ends with this; None bootstraps instead
     # map generation (MapConfig); sides are capped to the board
     min_side: int = 18  # board sides drawn from [min_side, max_side], capped to height x width;
     max_side: int = 23  # smaller boards are padded with mountains (a curriculum of sizes)
@@ -351,13 +353,15 @@ class PPOTrainer:
             self.opponent.act(env, self.seats, actions)
             actions[index, self.seats] = from_gym_actions(actions_buf[t], h, w)
             _, rewards, _, truncated, info = env.step(actions)
-            reward_buf[t] = rewards[index, self.seats]
+            reward_buf[t] = rewards[index, self.seats] + c.tick_reward
             done = info["episode_done"]
             done_buf[t] = done
             if done.any():
                 ended = np.flatnonzero(done)
                 cut = ended[truncated[ended]]
-                if len(cut):  # a tick limit is not an outcome: bootstrap from the last state
+                if len(cut) and c.draw_reward is not None:  # a draw: an outcome like any other
+                    reward_buf[t, cut] += c.draw_reward
+                elif len(cut):  # a tick limit is not an outcome: bootstrap from the last state
                     final = info["final_observations"][cut, self.seats[cut]]
                     with torch.inference_mode():
                         _, v = net(torch.from_numpy(np.ascontiguousarray(final)))
