@@ -299,3 +299,17 @@ def test_ppo_learns_to_beat_the_random_bot_on_a_tiny_board(tmp_path):
     assert after.win_rate > 0.5, (before.format(), after.format())
     assert after.win_rate > before.win_rate + 0.3, (before.format(), after.format())
     assert float(_metric_rows(tmp_path)[-1]["win_rate"]) > 0.4
+
+
+def test_draw_reward_ends_a_truncated_game_without_bootstrap(tmp_path):
+    zero = {name: 0.0 for name in asdict(RewardConfig())}
+    config = tiny_config(max_ticks=5, opponent="passive", reward=zero, draw_reward=-1.0, tick_reward=0.0)
+    trainer = PPOTrainer(config, tmp_path)
+    trainer._start_segment()
+    batch, finished = trainer._rollout()
+    assert finished and all(result == 0 for result, _, _ in finished)  # every game a draw
+    returns = batch["returns"].view(config.rollout_steps, config.num_envs)
+    done = np.zeros((config.rollout_steps, config.num_envs), dtype=bool)
+    done[4::5] = True  # games last 5 ticks
+    torch.testing.assert_close(returns[torch.from_numpy(done)], torch.full((int(done.sum()),), -1.0))
+    assert (returns[torch.from_numpy(~done)] > -1.0).all()
