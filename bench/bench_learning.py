@@ -28,13 +28,13 @@ from generals_rl.train.plot import plot_run
 
 # The benchmark's settings: a small net, shaped rewards (a little for land gained, no army
 # advantage, and a draw at the tick limit as bad as a loss, so that farming land does not pay),
-# and a mix of board sides from 7 to 10 (padded to 10x10 with mountains) so that early
+# and a mix of board sides from 5 to 10 (padded to 10x10 with mountains) so that early
 # games are short enough to be won by chance; evaluation is on full 10x10 boards.
 CONFIG = {
     "height": 10, "width": 10, "max_ticks": 500, "opponent": "random", "num_envs": 64, "rollout_steps": 64,
     "total_env_steps": 1_500_000, "seed": 1, "gamma": 0.99, "gae_lambda": 0.95, "lr": 1.5e-3,
     "lr_final_fraction": 0.1, "entropy_coef": 0.005, "epochs": 3, "minibatches": 4, "channels": 16, "blocks": 2,
-    "checkpoint_every": 10, "min_side": 7, "max_side": 10,
+    "checkpoint_every": 10, "min_side": 5, "max_side": 10,
     "torch_threads": 1, "env_threads": 1,
     "reward": {"win": 1.0, "loss": -1.0, "city_captured": 0.05, "city_lost": -0.05,
                "army_advantage": 0.0, "land_gained": 0.005, "general_captured": 0.0},
