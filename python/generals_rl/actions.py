@@ -44,3 +44,48 @@ def decode_actions(index, height: int, width: int):
     y = np.where(passed, -1, tile // width).astype(np.int32)
     direction = np.where(passed, -1, base % 4).astype(np.int32)
     return x, y, direction, half & ~passed
+
+
+def gym_pass_action(height: int, width: int) -> int:
+    """The pass in the Gymnasium encoding (``Discrete(H*W*8 + 1)``): the last action."""
+    return height * width * 8
+
+
+def to_gym_actions(index, height: int, width: int) -> np.ndarray:
+    """VecEnv flat indices (``-1`` passes) to Gymnasium actions (``H*W*8`` passes), in bulk."""
+    index = np.asarray(index, dtype=np.int64)
+    passing = gym_pass_action(height, width)
+    if np.any((index < PASS) | (index >= passing)):
+        bad = index[(index < PASS) | (index >= passing)].ravel()[:5]
+        raise ValueError(f"index: expected -1..{passing - 1}, got {bad}")
+    return np.where(index == PASS, passing, index).astype(np.int64)
+
+
+def from_gym_actions(action, height: int, width: int) -> np.ndarray:
+    """Gymnasium actions (``H*W*8`` passes) to VecEnv flat indices (int32, ``-1`` passes)."""
+    action = np.asarray(action, dtype=np.int64)
+    passing = gym_pass_action(height, width)
+    if np.any((action < 0) | (action > passing)):
+        bad = action[(action < 0) | (action > passing)].ravel()[:5]
+        raise ValueError(f"action: expected 0..{passing} ({passing} passes), got {bad}")
+    return np.where(action == passing, PASS, action).astype(np.int32)
+
+
+def to_gym_masks(masks, dtype=np.int8) -> np.ndarray:
+    """VecEnv action masks ``(..., H*W*4)`` (full moves) to Gymnasium masks
+    ``(..., H*W*8 + 1)``: each half move as its full move, the pass always legal."""
+    masks = np.asarray(masks, dtype=bool)
+    out = np.empty((*masks.shape[:-1], 2 * masks.shape[-1] + 1), dtype=dtype)
+    out[..., : masks.shape[-1]] = masks
+    out[..., masks.shape[-1] : 2 * masks.shape[-1]] = masks
+    out[..., -1] = 1
+    return out
+
+
+def from_gym_masks(masks) -> np.ndarray:
+    """Gymnasium masks ``(..., H*W*8 + 1)`` to VecEnv masks ``(..., H*W*4)`` (bool, the full
+    moves; the half moves and the pass follow from them)."""
+    masks = np.asarray(masks)
+    if masks.shape[-1] % 8 != 1:
+        raise ValueError(f"masks: the last axis must be H*W*8 + 1 long, got {masks.shape[-1]}")
+    return masks[..., : (masks.shape[-1] - 1) // 2].astype(bool)

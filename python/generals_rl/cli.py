@@ -327,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_selfplay_options(selfplay)
     add_config_command(commands)
+
+    from .cli_train import add_commands
+
+    add_commands(commands)
     return parser
 
 

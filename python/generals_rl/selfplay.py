@@ -38,6 +38,19 @@ class Sink(Protocol):
     def stop(self) -> None: ...
 
 
+# "checkpoint:PATH[@EPSILON]": a network (generals_rl.train, needs torch) from a checkpoint
+# file or a directory of published weights, reloaded when they change.
+CHECKPOINT_POLICY = "checkpoint:"
+
+
+def _make_policy(name: str, seed: int):
+    if name.startswith(CHECKPOINT_POLICY):
+        from .train.policy import CheckpointBot
+
+        return CheckpointBot.from_spec(name[len(CHECKPOINT_POLICY):], seed=seed)
+    return POLICIES[name](seed=seed) if name == "random" else POLICIES[name]()
+
+
 # Builds a sink for the run's buffer, before anything is recorded into it.
 SinkFactory = Callable[[ExperienceBuffer], Sink]
 
@@ -59,9 +72,11 @@ class SelfPlayConfig:
     buffer_policy: str = "block"
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.policies if p not in POLICIES]
+        unknown = [p for p in self.policies if p not in POLICIES and not p.startswith(CHECKPOINT_POLICY)]
         if unknown:
-            raise ValueError(f"policies: unknown {unknown}; choose from {sorted(POLICIES)}")
+            raise ValueError(
+                f"policies: unknown {unknown}; choose from {sorted(POLICIES)} or checkpoint:PATH[@EPSILON]"
+            )
         if not 2 <= len(self.policies) <= 16:
             raise ValueError(f"policies: one per player, 2..16 players, got {len(self.policies)}")
         if self.games is not None and self.games < 1:
@@ -76,6 +91,10 @@ class SelfPlayConfig:
     @property
     def players(self) -> int:
         return len(self.policies)
+
+    @property
+    def network_policies(self) -> bool:
+        return any(p.startswith(CHECKPOINT_POLICY) for p in self.policies)
 
     def make_buffer(self) -> ExperienceBuffer:
         return ExperienceBuffer(self.height, self.width, self.capacity, self.buffer_policy)
@@ -149,6 +168,9 @@ class SelfPlay:
         self.config = config
         self.buffer = buffer or config.make_buffer()
         num_envs = min(config.num_envs, config.games) if config.games else config.num_envs
+        self.bots = [_make_policy(name, config.seed + player) for player, name in enumerate(config.policies)]
+        # Observations encoded as the (first) network was trained.
+        scaling = next((b.army_scaling for b in self.bots if hasattr(b, "army_scaling")), ("linear", 1000.0))
         # A short wait per step so a stop request is noticed while consumers hold the buffer full.
         self.env = VecEnv(
             num_envs,
@@ -158,15 +180,14 @@ class SelfPlay:
             seed=config.seed,
             max_ticks=config.max_ticks,
             num_threads=config.num_threads,
-            observations=False,
-            action_masks=False,
+            # Network policies read observations and masks; the built-in bots need neither.
+            observations=config.network_policies,
+            action_masks=config.network_policies,
             buffer=self.buffer,
             buffer_timeout=0.25,
+            army_scaling=scaling[0],
+            army_scale=scaling[1],
         )
-        self.bots = [
-            POLICIES[name](seed=config.seed + player) if name == "random" else POLICIES[name]()
-            for player, name in enumerate(config.policies)
-        ]
 
     def run(
         self,

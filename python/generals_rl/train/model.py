@@ -1,0 +1,118 @@
+"""A small residual CNN with a masked categorical policy over every action and a value head.
+
+The network is fully convolutional (the value head pools), so one set of weights plays
+on any board size. Policy logits are laid out in the Gymnasium encoding of
+:mod:`generals_rl.envs`: ``H*W*4`` full moves, ``H*W*4`` half moves, then the pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..vec_env import OBSERVATION_CHANNELS
+
+# Logits of illegal actions: finite (so entropies stay finite), far below any legal one.
+MASKED_LOGIT = -1e9
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    channels: int = 32
+    blocks: int = 2
+    in_channels: int = len(OBSERVATION_CHANNELS)
+    # The observation encoding the network was trained on (VecEnv's army_scaling, army_scale).
+    army_scaling: str = "log"
+    army_scale: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if self.channels < 1:
+            raise ValueError(f"channels: must be at least 1, got {self.channels}")
+        if self.blocks < 0:
+            raise ValueError(f"blocks: must be at least 0, got {self.blocks}")
+        if self.army_scaling not in ("linear", "log"):
+            raise ValueError(f"army_scaling: expected 'linear' or 'log', got {self.army_scaling!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Block(nn.Module):
+    """conv-relu-conv plus a per-channel bias from the board's global mean, added to the input."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.glob = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv1(x))
+        y = y + self.glob(y.mean(dim=(2, 3)))[:, :, None, None]
+        return F.relu(x + self.conv2(y))
+
+
+class PolicyValueNet(nn.Module):
+    """``forward(obs, full_mask)`` returns ``(masked logits (B, H*W*8+1), value (B,))``."""
+
+    def __init__(self, config: NetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or NetConfig()
+        c = self.config.channels
+        self.stem = nn.Conv2d(self.config.in_channels, c, 3, padding=1)
+        self.blocks = nn.Sequential(*[_Block(c) for _ in range(self.config.blocks)])
+        self.move_head = nn.Conv2d(c, 8, 1)  # channel = half * 4 + direction
+        self.pass_head = nn.Linear(2 * c, 1)
+        self.value_hidden = nn.Linear(2 * c, 64)
+        self.value_out = nn.Linear(64, 1)
+        # A near-uniform policy over the legal actions at the start.
+        nn.init.normal_(self.move_head.weight, std=0.01)
+        nn.init.zeros_(self.move_head.bias)
+        nn.init.normal_(self.pass_head.weight, std=0.01)
+        nn.init.zeros_(self.pass_head.bias)
+        nn.init.normal_(self.value_out.weight, std=0.01)
+        nn.init.zeros_(self.value_out.bias)
+
+    def forward(self, obs: torch.Tensor, full_mask: torch.Tensor | None = None):
+        x = F.relu(self.stem(obs))
+        x = self.blocks(x)
+        b, _, h, w = x.shape
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+        # (B, 8, H, W) -> (B, 2, 4, H, W) -> (B, 2, H, W, 4): index half*HW4 + (y*W + x)*4 + d
+        moves = self.move_head(x).view(b, 2, 4, h, w).permute(0, 1, 3, 4, 2).reshape(b, 8 * h * w)
+        logits = torch.cat([moves, self.pass_head(pooled)], dim=1)
+        if full_mask is not None:
+            logits = logits.masked_fill(~full_mask, MASKED_LOGIT)
+        value = self.value_out(F.relu(self.value_hidden(pooled))).squeeze(1)
+        return logits, value
+
+
+def full_mask(move_mask: torch.Tensor) -> torch.Tensor:
+    """The mask over every action (full moves, half moves, pass) from the VecEnv's
+    ``(B, H*W*4)`` full-move mask: a half move is legal when its full move is; the pass
+    always is."""
+    ones = torch.ones(move_mask.shape[0], 1, dtype=torch.bool, device=move_mask.device)
+    return torch.cat([move_mask, move_mask, ones], dim=1)
+
+
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits, dim=1)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = log_probs(logits)
+    return -(logp.exp() * logp).sum(dim=1)
+
+
+def sample(logits: torch.Tensor, generator: torch.Generator | None = None, greedy: bool = False):
+    """Actions (Gymnasium encoding) and their log-probabilities; masked actions have
+    probability exactly 0, so they are never drawn."""
+    logp = log_probs(logits)
+    if greedy:
+        actions = logits.argmax(dim=1)
+    else:
+        actions = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
+    return actions, logp.gather(1, actions[:, None]).squeeze(1)

@@ -1,0 +1,198 @@
+"""Playing with a network: batched inference for every game of a VecEnv, and opponents."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..actions import from_gym_actions
+from ..bots import HeuristicBot, RandomBot
+from ..vec_env import VecEnv
+from .checkpoint import load_checkpoint
+from .model import NetConfig, PolicyValueNet, full_mask, sample
+
+
+def net_from_checkpoint(path_or_payload) -> PolicyValueNet:
+    payload = path_or_payload if isinstance(path_or_payload, dict) else load_checkpoint(path_or_payload)
+    net = PolicyValueNet(NetConfig(**payload["net_config"]))
+    net.load_state_dict(payload["model"])
+    net.eval()
+    return net
+
+
+class NetworkPolicy:
+    """A network choosing one action per game, in one batched forward pass.
+
+    ``greedy`` takes the most probable legal action; otherwise actions are sampled
+    (from ``seed``'s generator). ``epsilon`` replaces that share of actions by a
+    uniformly random legal one (exploration for actors).
+    """
+
+    def __init__(self, net: PolicyValueNet, greedy: bool = False, seed: int = 0, epsilon: float = 0.0) -> None:
+        self.net = net
+        self.greedy = greedy
+        self.epsilon = epsilon
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> NetworkPolicy:
+        return cls(net_from_checkpoint(path), **kwargs)
+
+    def actions(self, observations: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """VecEnv actions (int32, -1 passes) for observations ``(B, 9, H, W)`` and
+        full-move masks ``(B, H*W*4)``."""
+        h, w = observations.shape[-2:]
+        obs = torch.from_numpy(np.ascontiguousarray(observations, dtype=np.float32))
+        mask = full_mask(torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)))
+        with torch.inference_mode():
+            logits, _ = self.net(obs, mask)
+            chosen, _ = sample(logits, self.generator, greedy=self.greedy)
+            if self.epsilon > 0:
+                explore = torch.rand(len(chosen), generator=self.generator) < self.epsilon
+                if explore.any():
+                    uniform = torch.multinomial(mask[explore].float(), 1, generator=self.generator).squeeze(1)
+                    chosen[explore] = uniform
+        return from_gym_actions(chosen.numpy(), h, w)
+
+
+def seat_views(env: VecEnv, seats: np.ndarray):
+    """The observations and masks of player ``seats[i]`` in game ``i`` (copies)."""
+    index = np.arange(env.num_envs)
+    return env.observations[index, seats], env.action_masks[index, seats]
+
+
+class Opponent:
+    """Fills the actions of the opponent seats (``1 - agent_seat`` in a 1v1 env)."""
+
+    name = "opponent"
+
+    def act(self, env: VecEnv, agent_seats: np.ndarray, out: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class BotOpponent(Opponent):
+    def __init__(self, name: str, seed: int = 0) -> None:
+        self.name = name
+        self.bot = RandomBot(seed=seed) if name == "random" else HeuristicBot()
+
+    def act(self, env, agent_seats, out):
+        # The bots act for every seat in C++; the agent's entries are overwritten after.
+        self.bot.act(env, out=out)
+
+
+class PassiveOpponent(Opponent):
+    """Never moves (a wiring check: any working learner beats it)."""
+
+    name = "passive"
+
+    def act(self, env, agent_seats, out):
+        out[:] = -1
+
+
+class NetworkOpponent(Opponent):
+    def __init__(self, policy: NetworkPolicy, name: str = "checkpoint") -> None:
+        self.policy = policy
+        self.name = name
+
+    def act(self, env, agent_seats, out):
+        seats = 1 - agent_seats
+        obs, masks = seat_views(env, seats)
+        out[np.arange(env.num_envs), seats] = self.policy.actions(obs, masks)
+
+
+BOT_OPPONENTS = ("random", "heuristic", "passive")
+
+
+def make_opponent(spec: str, seed: int = 0) -> Opponent:
+    """``random``, ``heuristic``, ``passive`` or ``checkpoint:PATH`` (sampling, seeded)."""
+    if spec in ("random", "heuristic"):
+        return BotOpponent(spec, seed)
+    if spec == "passive":
+        return PassiveOpponent()
+    if spec.startswith("checkpoint:"):
+        path = spec.split(":", 1)[1]
+        return NetworkOpponent(NetworkPolicy.from_checkpoint(path, seed=seed), name=spec)
+    raise ValueError(f"opponent: expected random, heuristic, passive or checkpoint:PATH, got {spec!r}")
+
+
+class CheckpointBot:
+    """A network playing like a built-in bot (``act(env, players, out)``), for actors.
+
+    ``path`` is a checkpoint file or a directory of published weights (its
+    ``latest.pt``); every ``check_every`` seconds the file is looked at again and
+    reloaded when it changed (files are replaced atomically, so a reload never sees half
+    a file). ``epsilon`` is the share of uniformly random legal actions (exploration);
+    ``version`` is the weight version in use.
+    """
+
+    def __init__(self, path: str | Path, seed: int = 0, epsilon: float = 0.0, greedy: bool = False,
+                 check_every: float = 1.0) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon: must be in [0, 1], got {epsilon}")
+        path = Path(path)
+        self.path = path / "latest.pt" if path.is_dir() else path
+        self.seed, self.epsilon, self.greedy, self.check_every = seed, epsilon, greedy, check_every
+        self.policy: NetworkPolicy | None = None
+        self.version = -1
+        self.reloads = 0
+        self._stamp = None
+        self._checked = 0.0
+        self.reload(force=True)
+
+    @classmethod
+    def from_spec(cls, spec: str, seed: int = 0) -> CheckpointBot:
+        """``PATH`` or ``PATH@EPSILON``."""
+        path, sep, epsilon = spec.rpartition("@") if "@" in spec else (spec, "", "")
+        try:
+            eps = float(epsilon) if sep else 0.0
+        except ValueError:
+            raise ValueError(f"checkpoint policy {spec!r}: expected PATH or PATH@EPSILON") from None
+        if not Path(path).exists():
+            raise ValueError(f"checkpoint policy: {path} does not exist")
+        return cls(path, seed=seed, epsilon=eps)
+
+    def reload(self, force: bool = False) -> bool:
+        """Loads the weights again when the file changed; True when it did."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self.policy is None:
+                raise
+            return False
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if not force and stamp == self._stamp:
+            return False
+        payload = load_checkpoint(self.path)
+        net = net_from_checkpoint(payload)
+        if self.policy is None:
+            self.policy = NetworkPolicy(net, greedy=self.greedy, seed=self.seed, epsilon=self.epsilon)
+        else:
+            self.policy.net = net
+        counters = payload.get("counters", {})
+        self.version = int(payload.get("version", counters.get("update", 0)))
+        self._stamp = stamp
+        self.reloads += 1
+        return True
+
+    @property
+    def army_scaling(self) -> tuple[str, float]:
+        config = self.policy.net.config
+        return config.army_scaling, config.army_scale
+
+    def act(self, env: VecEnv, players: Iterable[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        now = time.monotonic()
+        if now - self._checked >= self.check_every:
+            self._checked = now
+            self.reload()
+        if out is None:
+            out = np.full((env.num_envs, env.players), -1, dtype=np.int32)
+        if env.observations is None or env.action_masks is None:
+            raise ValueError("a network policy needs a VecEnv with observations and action masks")
+        for p in range(env.players) if players is None else players:
+            out[:, p] = self.policy.actions(env.observations[:, p], env.action_masks[:, p])
+        return out

@@ -1,0 +1,66 @@
+"""Actors: self-play with a network from a checkpoint, picking up new weights as they
+are published."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from generals_rl import VecEnv
+from generals_rl.selfplay import SelfPlay, SelfPlayConfig
+from generals_rl.train import NetConfig, PolicyValueNet, save_checkpoint
+from generals_rl.train.policy import CheckpointBot
+
+
+def publish(path, version: int, pass_bias: float) -> None:
+    torch.manual_seed(version)
+    net = PolicyValueNet(NetConfig(channels=4, blocks=1))
+    with torch.no_grad():
+        net.pass_head.bias.fill_(pass_bias)
+    save_checkpoint(path, {"net_config": net.config.to_dict(), "model": net.state_dict(), "version": version})
+
+
+def test_actor_picks_up_new_weights(tmp_path):
+    publish(tmp_path / "latest.pt", 1, pass_bias=100.0)  # passes always
+    bot = CheckpointBot(tmp_path, check_every=0.0)
+    assert bot.version == 1
+    env = VecEnv(8, 2, 5, 5, seed=1, num_threads=1, army_scaling="log")
+    env.reset()
+    for _ in range(4):
+        env.step(np.full((8, 2), -1, dtype=np.int32))  # generals grow: moves become legal
+    assert (bot.act(env, players=[0])[:, 0] == -1).all()
+    publish(tmp_path / "latest.pt", 2, pass_bias=-100.0)  # never passes while a move is legal
+    actions = bot.act(env, players=[0])
+    assert bot.version == 2 and bot.reloads == 2
+    assert (actions[:, 0] >= 0).all()
+    assert bot.reload() is False  # unchanged since
+
+
+def test_epsilon_explores_with_legal_moves(tmp_path):
+    publish(tmp_path / "w.pt", 1, pass_bias=100.0)
+    bot = CheckpointBot.from_spec(f"{tmp_path / 'w.pt'}@1.0", seed=3)
+    assert bot.epsilon == 1.0
+    env = VecEnv(16, 2, 5, 5, seed=1, num_threads=1, army_scaling="log")
+    env.reset()
+    for _ in range(4):
+        env.step(np.full((16, 2), -1, dtype=np.int32))
+    actions = bot.act(env, players=[1])[:, 1]
+    assert (actions != -1).any()  # uniform over legal actions: the pass is one of many
+    with pytest.raises(ValueError):
+        CheckpointBot.from_spec(f"{tmp_path / 'w.pt'}@lots")
+    with pytest.raises(ValueError):
+        CheckpointBot.from_spec(str(tmp_path / "missing.pt"))
+
+
+def test_selfplay_with_a_checkpoint_policy(tmp_path):
+    publish(tmp_path / "latest.pt", 5, pass_bias=0.0)
+    config = SelfPlayConfig(policies=(f"checkpoint:{tmp_path}@0.1", "random"), games=4, num_envs=4,
+                            height=5, width=5, max_ticks=40, capacity=10_000)
+    play = SelfPlay(config)
+    summary = play.run()
+    assert summary.games >= 4 and summary.experiences > 0
+    assert play.bots[0].version == 5
+    with pytest.raises(ValueError, match="checkpoint:PATH"):
+        SelfPlayConfig(policies=("chess", "random"))

@@ -1,0 +1,82 @@
+"""The distributed learner: masks from observations, double DQN n-step targets against a
+slow reference, and a short run consuming a served stream and publishing weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from generals_rl import ExperienceBuffer, ExperienceServer, VecEnv
+from generals_rl.bots import RandomBot
+from generals_rl.train import NetConfig, PolicyValueNet, load_checkpoint
+from generals_rl.train.dqn import (
+    DQNConfig,
+    DQNLearner,
+    dqn_targets,
+    masks_from_observations,
+    q_values,
+)
+from generals_rl.train.model import full_mask
+from generals_rl.train.policy import CheckpointBot
+
+
+@pytest.mark.parametrize("scaling", ["log", "linear"])
+def test_masks_from_observations_equal_the_env_masks(scaling):
+    env = VecEnv(16, 2, 7, 6, seed=3, max_ticks=300, num_threads=1, army_scaling=scaling)
+    env.reset()
+    bot = RandomBot(seed=2)
+    for t in range(150):
+        obs = torch.from_numpy(np.array(env.observations).reshape(-1, 9, 7, 6))
+        masks = masks_from_observations(obs, scaling).numpy()
+        assert (masks == env.action_masks.reshape(-1, 7 * 6 * 4)).all(), t
+        env.step(bot.act(env))
+
+
+def test_double_dqn_targets_equal_a_slow_reference():
+    torch.manual_seed(0)
+    online, target = PolicyValueNet(NetConfig(4, 1)), PolicyValueNet(NetConfig(4, 1))
+    obs = torch.rand(6, 9, 3, 4)
+    moves = torch.rand(6, 3 * 4 * 4) < 0.3
+    mask = full_mask(moves)
+    reward = torch.randn(6)
+    length = torch.tensor([1, 2, 3, 3, 1, 2])
+    done = torch.tensor([False, True, False, False, True, False])
+    got = dqn_targets(online, target, obs, mask, reward, length, done, 0.9)
+    q_online, q_target = q_values(online, obs).detach(), q_values(target, obs).detach()
+    for i in range(6):
+        legal = [a for a in range(mask.shape[1]) if mask[i, a]]
+        best = max(legal, key=lambda a: float(q_online[i, a]))
+        expected = float(reward[i]) + (0.0 if done[i] else 0.9 ** int(length[i]) * float(q_target[i, best]))
+        assert got[i].item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_learner_consumes_trains_and_publishes(tmp_path):
+    buffer = ExperienceBuffer(6, 6, capacity=50_000, policy="overwrite")
+    env = VecEnv(8, 2, 6, 6, seed=1, max_ticks=60, buffer=buffer, num_threads=1)
+    bot = RandomBot(seed=0)
+    env.reset()
+    for _ in range(200):
+        env.step(bot.act(env))
+    server = ExperienceServer(buffer, "127.0.0.1:0").start()
+    try:
+        config = DQNConfig(height=6, width=6, capacity=20_000, batch_size=32, steps=30, learning_starts=500,
+                           publish_every=10, target_every=10, channels=4, blocks=1, n_step=3)
+        learner = DQNLearner(config, [server.address], tmp_path)
+        row = learner.train(log_every=10)
+        assert learner.step == 30 and learner.version == 3
+        assert learner.consumed >= 500 and row["replay_ratio"] > 0
+        assert np.isfinite(row["loss"])
+        stats = learner.buffer.stats()["priorities"]
+        assert stats["enabled"] and stats["updates"] == 30 * 32  # one priority update per sample
+        latest = load_checkpoint(tmp_path / "weights" / "latest.pt")
+        assert latest["version"] == 3 and latest["kind"] == "dqn"
+        assert sorted(p.name for p in (tmp_path / "weights").glob("weights_*.pt")) == [
+            "weights_000001.pt", "weights_000002.pt", "weights_000003.pt"]
+        actor = CheckpointBot(tmp_path / "weights", greedy=True)  # actors play the published weights
+        assert actor.version == 3
+        assert (tmp_path / "metrics.csv").read_text().count("\n") == 4
+    finally:
+        learner.stop()
+        server.stop()
