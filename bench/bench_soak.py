@@ -6,8 +6,9 @@ process tree sampled as it runs.
                                [--interval SECONDS] [--warmup SECONDS] [--dir PATH]
 
 Prints one JSON object: per format the RSS series (seconds, MB), the experiences
-played, and the slope of RSS over time after the warm-up (least squares, MB/min).
-Memory is bounded when the slope is about zero. Committed shards are deleted as
+played, and the slope of RSS over time after the warm-up (least squares, MB/min),
+also of the per-minute minima (the floor between the peaks of encoding a chunk).
+Memory is bounded when the floor's slope is about zero. Committed shards are deleted as
 they appear (the writer never reads them back), so a long run fits on disk;
 staging files and indexes stay.
 """
@@ -65,6 +66,16 @@ def slope_mb_per_min(series: list[tuple[float, float]]) -> float | None:
     return 60.0 * cov / var if var else None
 
 
+def minute_floors(series: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The lowest sample of each whole minute, at the minute's middle: the level
+    memory returns to between the peaks of encoding one chunk (a sawtooth of up
+    to ~150 MB that the least-squares slope of a few minutes follows)."""
+    floors: dict[int, float] = {}
+    for t, m in series:
+        floors[int(t // 60)] = min(m, floors.get(int(t // 60), m))
+    return [(60.0 * minute + 30.0, m) for minute, m in sorted(floors.items())]
+
+
 def delete_committed_shards(root: Path) -> None:
     """Deletes the shards (and companions) that partition indexes list."""
     for index in root.rglob("_index.json"):
@@ -105,6 +116,8 @@ def soak(fmt: str, duration: float, interval: float, warmup: float, workdir: Pat
         "rss_mb_after_warmup_min": min((m for _, m in after), default=None),
         "rss_mb_after_warmup_max": max((m for _, m in after), default=None),
         "slope_mb_per_min_after_warmup": None if (s := slope_mb_per_min(after)) is None else round(s, 3),
+        "floor_slope_mb_per_min_after_warmup": None if (f := slope_mb_per_min(minute_floors(after))) is None
+        else round(f, 3),
         "rss_series": series,
     }
 

@@ -63,15 +63,20 @@ def _import_replays(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pin_malloc_mmap_threshold() -> None:
-    """glibc raises its mmap threshold each time a large block is freed, after which
+def _allocators_for_a_long_run() -> None:
+    """Allocation settings of a process that runs for days (values already in the
+    environment are kept).
+
+    pyarrow's default pool (mimalloc) keeps memory it freed and its floor rises by
+    steps of ~100 MB over a long Parquet run; the system allocator's stays level.
+    glibc raises its mmap threshold each time a large block is freed, after which
     the large, short-lived column copies of every storage chunk come from the heap
-    and fragment it: a long self-play run then climbs for minutes. A fixed threshold
-    keeps those blocks in mmap, returned to the system when freed (the same as
-    MALLOC_MMAP_THRESHOLD_=131072 in the environment)."""
+    and fragment it. A fixed threshold keeps those blocks in mmap, returned to the
+    system when freed (as MALLOC_MMAP_THRESHOLD_=131072 would)."""
     import ctypes
     import ctypes.util
 
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read when pyarrow is first imported
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
         return
     try:
@@ -84,7 +89,7 @@ def _pin_malloc_mmap_threshold() -> None:
 
 
 def _selfplay(args: argparse.Namespace) -> int:
-    _pin_malloc_mmap_threshold()
+    _allocators_for_a_long_run()
     from .farm import run_farm_cli, wants_farm
 
     if wants_farm(args):
