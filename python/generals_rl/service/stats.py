@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._background import BackgroundLoop
 from ..experience import ExperienceBuffer, RawBatch
 
 
@@ -83,7 +84,7 @@ class StatsSnapshot:
         return self.reward_sum / self.experiences_seen if self.experiences_seen else 0.0
 
 
-class StatsCollector:
+class StatsCollector(BackgroundLoop):
     """Drains a cursor of ``buffer`` on a background thread into running
     aggregates and the ``clock``.
 
@@ -100,6 +101,7 @@ class StatsCollector:
         interval: float = 0.01,
         read_size: int = 16384,
     ) -> None:
+        super().__init__("experience-stats")
         self._buffer = buffer
         self._clock = clock
         self._interval = interval
@@ -109,22 +111,18 @@ class StatsCollector:
         self._lock = threading.Lock()
         self._cursor = None  # opened by start(): an open cursor holds producers back in block mode
         self._folded_through = buffer.oldest
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="experience-stats", daemon=True)
 
     def start(self) -> StatsCollector:
         self._cursor = self._buffer.cursor(start="oldest")
         self._folded_through = self._cursor.position
         self._clock.sample(self._buffer.head, time.time(), self._buffer.oldest)
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._cursor is not None:
-            self._cursor.close()
-        if self._thread.is_alive():
-            self._thread.join()
+            self._cursor.close()  # ends a read waiting for experiences
+        super().stop()
 
     def _run(self) -> None:
         while not self._stop.is_set():
