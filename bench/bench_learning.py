@@ -31,25 +31,58 @@ from generals_rl.train.plot import plot_run
 # and a mix of board sides from 5 to 10 (padded to 10x10 with mountains) so that early
 # games are short enough to be won by chance; evaluation is on full 10x10 boards.
 CONFIG = {
-    "height": 10, "width": 10, "max_ticks": 500, "opponent": "random", "num_envs": 64, "rollout_steps": 64,
-    "total_env_steps": 1_500_000, "seed": 1, "gamma": 0.99, "gae_lambda": 0.95, "lr": 1.5e-3,
-    "lr_final_fraction": 0.1, "entropy_coef": 0.005, "epochs": 3, "minibatches": 4, "channels": 16, "blocks": 2,
-    "checkpoint_every": 10, "min_side": 5, "max_side": 10,
-    "torch_threads": 1, "env_threads": 1,
-    "reward": {"win": 1.0, "loss": -1.0, "city_captured": 0.05, "city_lost": -0.05,
-               "army_advantage": 0.0, "land_gained": 0.005, "general_captured": 0.0},
+    "height": 10,
+    "width": 10,
+    "max_ticks": 500,
+    "opponent": "random",
+    "num_envs": 64,
+    "rollout_steps": 64,
+    "total_env_steps": 1_500_000,
+    "seed": 1,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "lr": 1.5e-3,
+    "lr_final_fraction": 0.1,
+    "entropy_coef": 0.005,
+    "epochs": 3,
+    "minibatches": 4,
+    "channels": 16,
+    "blocks": 2,
+    "checkpoint_every": 10,
+    "min_side": 5,
+    "max_side": 10,
+    "torch_threads": 1,
+    "env_threads": 1,
+    "reward": {
+        "win": 1.0,
+        "loss": -1.0,
+        "city_captured": 0.05,
+        "city_lost": -0.05,
+        "army_advantage": 0.0,
+        "land_gained": 0.005,
+        "general_captured": 0.0,
+    },
     "draw_reward": -1.0,
 }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--run-dir", default="runs/bench-ppo")
-    parser.add_argument("--plot", default=None, help="learning curve PNG (default: RUN_DIR/learning_curve.png)")
+    parser.add_argument(
+        "--plot", default=None, help="learning curve PNG (default: RUN_DIR/learning_curve.png)"
+    )
     parser.add_argument("--eval-games", type=int, default=400)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=JSON",
-                        help="override a PPO setting, e.g. --set channels=16 --set 'reward={\"land_gained\":0.02}'")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="override a PPO setting, e.g. --set channels=16 --set 'reward={\"land_gained\":0.02}'",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     args = parser.parse_args(argv)
 
@@ -67,41 +100,67 @@ def main(argv=None) -> int:
 
     def log(row):
         if row["update"] % 10 == 0:
-            print(f"update {row['update']} steps {row['env_steps']} t {row['wall_time']:.0f}s "
-                  f"{row['steps_per_second']:.0f}/s win {row['win_rate']:.3f} draw {row['draw_rate']:.3f} "
-                  f"return {row['episode_return']:+.3f} entropy {row['entropy']:.3f}", file=sys.stderr, flush=True)
+            print(
+                f"update {row['update']} steps {row['env_steps']} t {row['wall_time']:.0f}s "
+                f"{row['steps_per_second']:.0f}/s win {row['win_rate']:.3f} draw {row['draw_rate']:.3f} "
+                f"return {row['episode_return']:+.3f} entropy {row['entropy']:.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     load_at_start = os.getloadavg()
     remaining = max(0.0, args.minutes * 60 - trainer.wall_time)
     started = time.perf_counter()
     trainer.train(time_limit=remaining, log=log)
     elapsed = time.perf_counter() - started
-    plot = plot_run(args.run_dir, args.plot, title=f"PPO vs RandomBot, 10x10 ({c.channels}x{c.blocks} net)")
+    plot = plot_run(
+        args.run_dir, args.plot, title=f"PPO vs RandomBot, 10x10 ({c.channels}x{c.blocks} net)"
+    )
 
     results = {}
     for mode, greedy in (("sampled", False), ("greedy", True)):
         policy = NetworkPolicy(trainer.net, greedy=greedy, seed=777)
-        result = evaluate(policy, make_opponent("random", seed=4242), args.eval_games, c.height, c.width,
-                          seed=10_000_019, max_ticks=c.max_ticks, num_envs=64, num_threads=1)
+        result = evaluate(
+            policy,
+            make_opponent("random", seed=4242),
+            args.eval_games,
+            c.height,
+            c.width,
+            seed=10_000_019,
+            max_ticks=c.max_ticks,
+            num_envs=64,
+            num_threads=1,
+        )
         results[mode] = result.to_dict()
-    print(json.dumps({
-        "benchmark": "ppo_vs_random_10x10",
-        "config": c.to_dict(),
-        "updates": trainer.update,
-        "env_steps": trainer.env_steps,
-        "training_wall_time_s": round(trainer.wall_time, 1),
-        "env_steps_per_second": round(trainer.env_steps / trainer.wall_time, 1),
-        "training_cpu_time_s": round(trainer.cpu_time, 1),
-        "env_steps_per_cpu_second": round(trainer.env_steps / trainer.cpu_time, 1),
-        "this_call_s": round(elapsed, 1),
-        "episodes": trainer.episodes,
-        "evaluation_vs_random": results,
-        "target_met": results["sampled"]["win_rate"] >= 0.95 or results["greedy"]["win_rate"] >= 0.95,
-        "learning_curve": str(plot),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "load_avg_at_start": load_at_start,
-                    "load_avg_at_end": os.getloadavg()},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "ppo_vs_random_10x10",
+                "config": c.to_dict(),
+                "updates": trainer.update,
+                "env_steps": trainer.env_steps,
+                "training_wall_time_s": round(trainer.wall_time, 1),
+                "env_steps_per_second": round(trainer.env_steps / trainer.wall_time, 1),
+                "training_cpu_time_s": round(trainer.cpu_time, 1),
+                "env_steps_per_cpu_second": round(trainer.env_steps / trainer.cpu_time, 1),
+                "this_call_s": round(elapsed, 1),
+                "episodes": trainer.episodes,
+                "evaluation_vs_random": results,
+                "target_met": results["sampled"]["win_rate"] >= 0.95
+                or results["greedy"]["win_rate"] >= 0.95,
+                "learning_curve": str(plot),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(),
+                    "load_avg_at_start": load_at_start,
+                    "load_avg_at_end": os.getloadavg(),
+                },
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -114,7 +114,14 @@ def ours_prioritized_step(buffer: ExperienceBuffer, raw: bool = False, n_step: i
 
     def step():
         batch = buffer.sample(
-            BATCH, next(seeds), prioritized=True, alpha=ALPHA, beta=BETA, n_step=n_step, gamma=GAMMA, raw=raw
+            BATCH,
+            next(seeds),
+            prioritized=True,
+            alpha=ALPHA,
+            beta=BETA,
+            n_step=n_step,
+            gamma=GAMMA,
+            raw=raw,
         )
         buffer.update_priorities(batch.sequence, new_priorities(rng))
 
@@ -142,7 +149,9 @@ def decoded_chunks(buffer: ExperienceBuffer, total: int, chunk: int = 4096):
     cursor.close()
 
 
-def peer_rounds(buffer: ExperienceBuffer, resident: int, seconds: float, rounds: int, make, add, steps) -> dict:
+def peer_rounds(
+    buffer: ExperienceBuffer, resident: int, seconds: float, rounds: int, make, add, steps
+) -> dict:
     """For "prioritized" and "uniform" in turn: a peer buffer ``make(name)`` filled with
     the buffer's experiences through ``add(rb, batch)``, then sampled by ``steps[name](rb, rng)``."""
     out = {}
@@ -184,7 +193,11 @@ def torchrl_peer(buffer: ExperienceBuffer, resident: int, seconds: float, rounds
     def make(name):
         if name == "prioritized":
             return TensorDictPrioritizedReplayBuffer(
-                alpha=ALPHA, beta=BETA, storage=LazyTensorStorage(resident), batch_size=BATCH, priority_key="td_error"
+                alpha=ALPHA,
+                beta=BETA,
+                storage=LazyTensorStorage(resident),
+                batch_size=BATCH,
+                priority_key="td_error",
             )
         return TensorDictReplayBuffer(storage=LazyTensorStorage(resident), batch_size=BATCH)
 
@@ -197,7 +210,11 @@ def torchrl_peer(buffer: ExperienceBuffer, resident: int, seconds: float, rounds
             "reward": batch.reward,
             "done": batch.terminated,
         }
-        rb.extend(TensorDict({k: torch.from_numpy(v) for k, v in columns.items()}, batch_size=[len(batch)]))
+        rb.extend(
+            TensorDict(
+                {k: torch.from_numpy(v) for k, v in columns.items()}, batch_size=[len(batch)]
+            )
+        )
 
     def prioritized(rb, rng):
         td = rb.sample()
@@ -240,8 +257,14 @@ def cpprb_peer(buffer: ExperienceBuffer, resident: int, seconds: float, rounds: 
         return cpprb.ReplayBuffer(resident, env_dict)
 
     def add(rb, batch):
-        rb.add(obs=batch.state, next_obs=batch.next_state, mask=batch.action_mask, act=batch.action,
-               rew=batch.reward, done=batch.terminated)
+        rb.add(
+            obs=batch.state,
+            next_obs=batch.next_state,
+            mask=batch.action_mask,
+            act=batch.action,
+            rew=batch.reward,
+            done=batch.terminated,
+        )
 
     def prioritized(rb, rng):
         sample = rb.sample(BATCH, beta=BETA)
@@ -319,7 +342,9 @@ def producers(resident: int, seconds: float, rounds: int) -> dict:
     before = buffer.stats()["priorities"]
     for _ in range(rounds):
         for name in configs:
-            sampler = Sampler(buffer, raw=name == "with_raw_sampler") if name.startswith("with") else None
+            sampler = (
+                Sampler(buffer, raw=name == "with_raw_sampler") if name.startswith("with") else None
+            )
             stepped = plain_env if name == "alone_without_priorities" else env
             steps, start = 0, time.perf_counter()
             while time.perf_counter() - start < seconds:
@@ -338,7 +363,10 @@ def producers(resident: int, seconds: float, rounds: int) -> dict:
         f"threads, ring of {resident} with priorities, {os.cpu_count()} cores",
     }
     for name in configs:
-        out[name] = {"env_steps_per_s": round(statistics.median(results[name])), "all_rounds": [round(v) for v in results[name]]}
+        out[name] = {
+            "env_steps_per_s": round(statistics.median(results[name])),
+            "all_rounds": [round(v) for v in results[name]],
+        }
         if name.startswith("with"):  # against producers alone on the same buffer
             out[name]["ratio"] = round(statistics.median(results[name]) / base, 3)
             out[name]["sampler_minibatches_per_s"] = round(statistics.median(sampled[name]), 1)
@@ -347,7 +375,9 @@ def producers(resident: int, seconds: float, rounds: int) -> dict:
     out["critical_section"] = {
         "what": "a producer's time entering one game-tick's experiences into the trees, lock wait included",
         "sections": sections,
-        "mean_ns": round((after["producer_ns_total"] - before["producer_ns_total"]) / max(sections, 1)),
+        "mean_ns": round(
+            (after["producer_ns_total"] - before["producer_ns_total"]) / max(sections, 1)
+        ),
         "max_ns": after["producer_ns_max"],
         "longest_update_or_alpha_change_hold_ns": after["updater_ns_max"],
     }
@@ -359,14 +389,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--resident", type=int, default=1_000_000, help="our ring for (a), (b), (d)")
+    parser.add_argument(
+        "--resident", type=int, default=1_000_000, help="our ring for (a), (b), (d)"
+    )
     parser.add_argument("--peer-resident", type=int, default=100_000)
-    parser.add_argument("--max-resident", type=int, default=1_000_000, help="largest size of (c): 10^7 needs ~7 GB")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: peers,scaling,producers")
-    parser.add_argument("--quick", action="store_true", help="short runs on small buffers, for a smoke test")
+    parser.add_argument(
+        "--max-resident", type=int, default=1_000_000, help="largest size of (c): 10^7 needs ~7 GB"
+    )
+    parser.add_argument(
+        "--skip", default="", help="comma-separated parts to skip: peers,scaling,producers"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="short runs on small buffers, for a smoke test"
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.rounds, args.resident, args.peer_resident, args.max_resident = 0.2, 1, 20_000, 5_000, 10_000
+        args.seconds, args.rounds, args.resident, args.peer_resident, args.max_resident = (
+            0.2,
+            1,
+            20_000,
+            5_000,
+            10_000,
+        )
     skip = set(filter(None, args.skip.split(",")))
     result: dict = {
         "benchmark": "bench_replay_sampling",
@@ -384,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         "resident": buffer.stats()["resident"],
         "prioritized_decoded_nstep": rate(ours_prioritized_step(buffer), seconds, rounds),
         "prioritized_decoded": rate(ours_prioritized_step(buffer, n_step=None), seconds, rounds),
-        "prioritized_compact": rate(ours_prioritized_step(buffer, raw=True, n_step=None), seconds, rounds),
+        "prioritized_compact": rate(
+            ours_prioritized_step(buffer, raw=True, n_step=None), seconds, rounds
+        ),
         "prioritized_compact_nstep": rate(ours_prioritized_step(buffer, raw=True), seconds, rounds),
         "uniform_decoded": rate(ours_uniform_step(buffer), seconds, rounds),
     }
@@ -404,15 +450,28 @@ def main(argv: list[str] | None = None) -> int:
         for peer in ("torchrl", "cpprb"):
             if "prioritized" not in result[peer]:
                 continue
-            p, u = result[peer]["prioritized"]["minibatches_per_s"], result[peer]["uniform"]["minibatches_per_s"]
+            p, u = (
+                result[peer]["prioritized"]["minibatches_per_s"],
+                result[peer]["uniform"]["minibatches_per_s"],
+            )
             ratios[peer] = {
-                "prioritized_decoded_nstep": round(ours["prioritized_decoded_nstep"]["minibatches_per_s"] / p, 2),
-                "prioritized_decoded": round(ours["prioritized_decoded"]["minibatches_per_s"] / p, 2),
-                "prioritized_compact": round(ours["prioritized_compact"]["minibatches_per_s"] / p, 2),
+                "prioritized_decoded_nstep": round(
+                    ours["prioritized_decoded_nstep"]["minibatches_per_s"] / p, 2
+                ),
+                "prioritized_decoded": round(
+                    ours["prioritized_decoded"]["minibatches_per_s"] / p, 2
+                ),
+                "prioritized_compact": round(
+                    ours["prioritized_compact"]["minibatches_per_s"] / p, 2
+                ),
                 "uniform_decoded": round(ours["uniform_decoded"]["minibatches_per_s"] / u, 2),
             }
         result["ours_over_peer"] = ratios
-        result["targets"] = {"prioritized_decoded": 2.0, "prioritized_compact": 10.0, "uniform_decoded": 1.5}
+        result["targets"] = {
+            "prioritized_decoded": 2.0,
+            "prioritized_compact": 10.0,
+            "uniform_decoded": 1.5,
+        }
     if "scaling" not in skip:
         result["scaling"] = scaling(args.max_resident, seconds, rounds)
     if "producers" not in skip:

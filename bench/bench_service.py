@@ -33,7 +33,14 @@ def _fill(buffer, count: int, seed: int = 1) -> None:
     from generals_rl.bots import HeuristicBot, RandomBot
 
     env = VecEnv(
-        64, 2, buffer.height, buffer.width, seed=seed, observations=False, action_masks=False, buffer=buffer
+        64,
+        2,
+        buffer.height,
+        buffer.width,
+        seed=seed,
+        observations=False,
+        action_masks=False,
+        buffer=buffer,
     )
     env.reset()
     heuristic, random_bot = HeuristicBot(), RandomBot(seed)
@@ -81,7 +88,9 @@ def _wire_bytes(server, buffer, batch_size: int, compression: bool) -> float:
 
 def _run_workers(args: list[list[str]]) -> list[dict]:
     processes = [
-        subprocess.Popen([sys.executable, __file__, "--worker", *a], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", *a], stdout=subprocess.PIPE, text=True
+        )
         for a in args
     ]
     results = []
@@ -93,7 +102,9 @@ def _run_workers(args: list[list[str]]) -> list[dict]:
     return results
 
 
-def _throughput(address: str, consumers: int, batch_size: int, compression: bool, decode: bool) -> dict:
+def _throughput(
+    address: str, consumers: int, batch_size: int, compression: bool, decode: bool
+) -> dict:
     worker = ["throughput", address, str(batch_size), str(int(compression)), str(int(decode))]
     results = _run_workers([worker] * consumers)
     seconds = max(r["seconds"] for r in results)
@@ -188,7 +199,11 @@ def _worker(argv: list[str]) -> None:
             batch_size, compression, decode = int(argv[2]), argv[3] == "1", argv[4] == "1"
             start, count = time.perf_counter(), 0
             for batch in consumer.stream_experiences(
-                follow=False, batch_size=batch_size, compression=compression, decode=decode, start="oldest"
+                follow=False,
+                batch_size=batch_size,
+                compression=compression,
+                decode=decode,
+                start="oldest",
             ):
                 count += len(batch)
             print(json.dumps({"experiences": count, "seconds": time.perf_counter() - start}))
@@ -196,11 +211,17 @@ def _worker(argv: list[str]) -> None:
             batch_size, decode, wait_ms = int(argv[2]), argv[3] == "1", int(argv[4])
             batches = []
             stream = consumer.stream_experiences(
-                follow=True, batch_size=batch_size, decode=decode, start="newest", max_batch_wait_ms=wait_ms
+                follow=True,
+                batch_size=batch_size,
+                decode=decode,
+                start="newest",
+                max_batch_wait_ms=wait_ms,
             )
             for batch in stream:
                 if len(batch):
-                    batches.append((int(batch.sequence[0]), int(batch.sequence[-1]), time.monotonic()))
+                    batches.append(
+                        (int(batch.sequence[0]), int(batch.sequence[-1]), time.monotonic())
+                    )
             print(json.dumps({"batches": batches}))
 
 
@@ -218,14 +239,18 @@ def main() -> None:
         "--latency-rate", type=float, default=20_000, help="experiences/s appended while following"
     )
     parser.add_argument("--latency-seconds", type=float, default=5.0)
-    parser.add_argument("--wait-ms", type=int, default=5, help="max_batch_wait_ms of the following consumer")
+    parser.add_argument(
+        "--wait-ms", type=int, default=5, help="max_batch_wait_ms of the following consumer"
+    )
     parser.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
     args = parser.parse_args()
 
     from generals_rl import ExperienceBuffer
     from generals_rl.service import ExperienceServer
 
-    buffer = ExperienceBuffer(args.height, args.width, capacity=args.experiences + 70_000, policy="overwrite")
+    buffer = ExperienceBuffer(
+        args.height, args.width, capacity=args.experiences + 70_000, policy="overwrite"
+    )
     _fill(buffer, args.experiences)
     server = ExperienceServer(buffer, "127.0.0.1:0").start()
     report = {
@@ -247,7 +272,9 @@ def main() -> None:
     runs = [(c, 1024, z, d) for c in (1, 4) for z in (False, True) for d in (True, False)]
     runs += [(1, 256, False, True), (1, 256, False, False)]
     for consumers, batch_size, compression, decode in [] if args.latency_only else runs:
-        report["throughput"].append(_throughput(server.address, consumers, batch_size, compression, decode))
+        report["throughput"].append(
+            _throughput(server.address, consumers, batch_size, compression, decode)
+        )
     server.stop()
 
     report["latency"] = []
@@ -256,11 +283,15 @@ def main() -> None:
         (False, args.latency_rate),
         (True, args.latency_rate / 2),
     ):
-        latency_buffer = ExperienceBuffer(args.height, args.width, capacity=500_000, policy="overwrite")
+        latency_buffer = ExperienceBuffer(
+            args.height, args.width, capacity=500_000, policy="overwrite"
+        )
         latency_server = ExperienceServer(latency_buffer, "127.0.0.1:0").start()
         try:
             report["latency"].append(
-                _latency(latency_buffer, latency_server, rate, args.latency_seconds, decode, args.wait_ms)
+                _latency(
+                    latency_buffer, latency_server, rate, args.latency_seconds, decode, args.wait_ms
+                )
             )
         finally:
             latency_server.stop()

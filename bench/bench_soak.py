@@ -90,10 +90,21 @@ def delete_committed_shards(root: Path) -> None:
 
 def soak(fmt: str, duration: float, interval: float, warmup: float, workdir: Path) -> dict:
     output = workdir / fmt
-    command = [sys.executable, "-m", "generals_rl.cli", "selfplay", "--games", "0", "--address", "127.0.0.1:0",
-               "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "generals_rl.cli",
+        "selfplay",
+        "--games",
+        "0",
+        "--address",
+        "127.0.0.1:0",
+        "--json",
+    ]
     command += ["--output", "none"] if fmt == "none" else ["--output", str(output), "--format", fmt]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     series: list[tuple[float, float]] = []
     start = time.monotonic()
     try:
@@ -115,8 +126,11 @@ def soak(fmt: str, duration: float, interval: float, warmup: float, workdir: Pat
         "rss_mb_max": max((m for _, m in series), default=None),
         "rss_mb_after_warmup_min": min((m for _, m in after), default=None),
         "rss_mb_after_warmup_max": max((m for _, m in after), default=None),
-        "slope_mb_per_min_after_warmup": None if (s := slope_mb_per_min(after)) is None else round(s, 3),
-        "floor_slope_mb_per_min_after_warmup": None if (f := slope_mb_per_min(minute_floors(after))) is None
+        "slope_mb_per_min_after_warmup": None
+        if (s := slope_mb_per_min(after)) is None
+        else round(s, 3),
+        "floor_slope_mb_per_min_after_warmup": None
+        if (f := slope_mb_per_min(minute_floors(after))) is None
         else round(f, 3),
         "rss_series": series,
     }
@@ -124,12 +138,24 @@ def soak(fmt: str, duration: float, interval: float, warmup: float, workdir: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds per format (default: %(default)s)")
-    parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated subset of %(default)s")
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default: %(default)s)")
-    parser.add_argument("--warmup", type=float, default=60.0,
-                        help="seconds left out of the slope (default: %(default)s)")
-    parser.add_argument("--dir", default=None, help="where the shards go (default: a temporary directory)")
+    parser.add_argument(
+        "--duration", type=float, default=600.0, help="seconds per format (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--formats", default=",".join(FORMATS), help="comma-separated subset of %(default)s"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between samples (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=60.0,
+        help="seconds left out of the slope (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dir", default=None, help="where the shards go (default: a temporary directory)"
+    )
     args = parser.parse_args()
     formats = [f for f in args.formats.split(",") if f]
     unknown = sorted(set(formats) - set(FORMATS))
@@ -144,8 +170,16 @@ def main() -> None:
             results[fmt] = soak(fmt, args.duration, args.interval, args.warmup, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps({"cpus": os.cpu_count(), "duration_s": args.duration, "warmup_s": args.warmup,
-                      "formats": results}))
+    print(
+        json.dumps(
+            {
+                "cpus": os.cpu_count(),
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "formats": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

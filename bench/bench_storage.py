@@ -59,10 +59,14 @@ def collect(experiences: int, envs: int, bot: str, max_ticks: int) -> list:
 
 
 def on_disk(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file() and p.name != "_index.json")
+    return sum(
+        p.stat().st_size for p in directory.rglob("*") if p.is_file() and p.name != "_index.json"
+    )
 
 
-def write_once(fmt: str, options: dict, batches: list, directory: Path) -> tuple[float, float, dict]:
+def write_once(
+    fmt: str, options: dict, batches: list, directory: Path
+) -> tuple[float, float, dict]:
     shutil.rmtree(directory, ignore_errors=True)
     writer = open_writer(fmt, directory, **options)
     cpu, wall = time.process_time(), time.perf_counter()
@@ -77,7 +81,10 @@ def bench_writers(batches: list, root: Path, repeats: int, names) -> dict:
     out = {}
     for name in names:
         fmt, options = FORMATS[name]
-        runs = [write_once(fmt, options, batches, root / name) for _ in range(repeats if name in THROUGHPUT_FORMATS else 1)]
+        runs = [
+            write_once(fmt, options, batches, root / name)
+            for _ in range(repeats if name in THROUGHPUT_FORMATS else 1)
+        ]
         walls = [r[0] for r in runs]
         cpus = [r[1] for r in runs]
         stats = runs[-1][2]
@@ -123,9 +130,14 @@ def main() -> None:
     parser.add_argument("--experiences", type=int, default=131_072)
     parser.add_argument("--envs", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dir", default=None, help="where shards are written (default: a temporary directory)")
-    parser.add_argument("--formats", default=",".join(FORMATS),
-                        help=f"comma-separated subset of {', '.join(FORMATS)} (default: all)")
+    parser.add_argument(
+        "--dir", default=None, help="where shards are written (default: a temporary directory)"
+    )
+    parser.add_argument(
+        "--formats",
+        default=",".join(FORMATS),
+        help=f"comma-separated subset of {', '.join(FORMATS)} (default: all)",
+    )
     args = parser.parse_args()
     names = args.formats.split(",")
     unknown = sorted(set(names) - set(FORMATS))
@@ -143,12 +155,17 @@ def main() -> None:
             os.sched_setaffinity(0, {pinned})
         writers = bench_writers(heuristic, root, args.repeats, names)
         random_names = [name for name in ("parquet_zstd", "npz_compressed") if name in names]
-        sizes_random = {name: v["bytes_per_experience"] for name, v in
-                        bench_writers(random_play, root, 1, random_names).items()}
+        sizes_random = {
+            name: v["bytes_per_experience"]
+            for name, v in bench_writers(random_play, root, 1, random_names).items()
+        }
         if pinned is not None:
             os.sched_setaffinity(0, set(allowed))
-        sink = {name: bench_sink(FORMATS[name][0], FORMATS[name][1], args.experiences, args.envs, root)
-                for name in ("parquet_zstd", "tfrecord_bytes") if name in names}
+        sink = {
+            name: bench_sink(FORMATS[name][0], FORMATS[name][1], args.experiences, args.envs, root)
+            for name in ("parquet_zstd", "tfrecord_bytes")
+            if name in names
+        }
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -47,12 +47,22 @@ PEER_VERSION = "2.5.0"
 MAP = MapConfig(min_side=SIDE, max_side=SIDE)
 
 
-def measure_vec_env(num_envs: int, num_threads: int, seconds: float, observations: bool,
-                    action_masks: bool) -> dict:
+def measure_vec_env(
+    num_envs: int, num_threads: int, seconds: float, observations: bool, action_masks: bool
+) -> dict:
     """Steps with RandomBot actions for ``seconds``; times the policy and the step apart."""
-    env = VecEnv(num_envs, players=2, height=SIDE, width=SIDE, seed=1, max_ticks=MAX_TICKS,
-                 num_threads=num_threads, map_config=MAP, observations=observations,
-                 action_masks=action_masks)
+    env = VecEnv(
+        num_envs,
+        players=2,
+        height=SIDE,
+        width=SIDE,
+        seed=1,
+        max_ticks=MAX_TICKS,
+        num_threads=num_threads,
+        map_config=MAP,
+        observations=observations,
+        action_masks=action_masks,
+    )
     bot = RandomBot(seed=1)
     actions = np.full((num_envs, 2), -1, dtype=np.int32)
     for _ in range(20):  # warm-up: caches, thread wake-ups
@@ -82,7 +92,9 @@ def measure_vec_env(num_envs: int, num_threads: int, seconds: float, observation
     }
 
 
-def measure_metrics_overhead(num_envs: int, num_threads: int, seconds: float, rounds: int = 3) -> dict:
+def measure_metrics_overhead(
+    num_envs: int, num_threads: int, seconds: float, rounds: int = 3
+) -> dict:
     """Self-play env-steps per second without and with the farm's metrics (see the module doc)."""
     try:
         from generals_rl.farm import FarmRuntime, count_steps
@@ -90,8 +102,19 @@ def measure_metrics_overhead(num_envs: int, num_threads: int, seconds: float, ro
     except ImportError as error:
         return {"num_envs": num_envs, "overhead": None, "reason": str(error)}
     buffer = ExperienceBuffer(SIDE, SIDE, max(200_000, 8 * num_envs * 2), "overwrite")
-    env = VecEnv(num_envs, players=2, height=SIDE, width=SIDE, seed=1, max_ticks=MAX_TICKS,
-                 num_threads=num_threads, map_config=MAP, observations=False, action_masks=False, buffer=buffer)
+    env = VecEnv(
+        num_envs,
+        players=2,
+        height=SIDE,
+        width=SIDE,
+        seed=1,
+        max_ticks=MAX_TICKS,
+        num_threads=num_threads,
+        map_config=MAP,
+        observations=False,
+        action_masks=False,
+        buffer=buffer,
+    )
     runtime = FarmRuntime()
     runtime.env, runtime.buffer = env, buffer
     metrics = FarmMetrics(runtime)
@@ -142,7 +165,7 @@ def measure_metrics_overhead(num_envs: int, num_threads: int, seconds: float, ro
         metrics.exposition()
     scrape_ms = (time.perf_counter() - started) / 20 * 1000
     env.core.set_counting(True)
-    paired = sorted(b / a - 1 for a, b in zip(off, on))
+    paired = sorted(b / a - 1 for a, b in zip(off, on, strict=False))
     return {
         "num_envs": num_envs,
         "num_threads": num_threads,
@@ -190,11 +213,14 @@ def import_peer():
             from generals.core.game import Game
             from generals.core.grid import GridFactory
             from generals.envs.gymnasium_generals import GymnasiumGenerals
-    except Exception as error:  # noqa: BLE001 - any import failure means: no peer
+    except Exception as error:
         return None, f"generals-bots is not importable: {type(error).__name__}: {error}"
     return {
-        "Action": Action, "mask": compute_valid_move_mask, "Game": Game,
-        "GridFactory": GridFactory, "Gym": GymnasiumGenerals,
+        "Action": Action,
+        "mask": compute_valid_move_mask,
+        "Game": Game,
+        "GridFactory": GridFactory,
+        "Gym": GymnasiumGenerals,
     }, None
 
 
@@ -210,8 +236,9 @@ def peer_random_move(peer, mask: np.ndarray, rng: np.random.Generator):
 def measure_peer_engine(peer, num_envs: int, seconds: float) -> dict:
     """``num_envs`` games of the peer's NumPy engine stepped one after another."""
     agents = ["player_0", "player_1"]
-    factory = peer["GridFactory"](mode="uniform", min_grid_dims=(SIDE, SIDE), max_grid_dims=(SIDE, SIDE),
-                                  seed=1)
+    factory = peer["GridFactory"](
+        mode="uniform", min_grid_dims=(SIDE, SIDE), max_grid_dims=(SIDE, SIDE), seed=1
+    )
     rng = np.random.default_rng(1)
     games = [peer["Game"](factory.generate(), agents) for _ in range(num_envs)]
     observations = [{a: g.agent_observation(a) for a in agents} for g in games]
@@ -239,7 +266,9 @@ def measure_peer_engine(peer, num_envs: int, seconds: float) -> dict:
 def measure_peer_gymnasium(peer, seconds: float) -> dict:
     """The peer's own Gymnasium env (both players' actions per step, masks in info)."""
     agents = ["player_0", "player_1"]
-    factory = peer["GridFactory"](mode="uniform", min_grid_dims=(SIDE, SIDE), max_grid_dims=(SIDE, SIDE))
+    factory = peer["GridFactory"](
+        mode="uniform", min_grid_dims=(SIDE, SIDE), max_grid_dims=(SIDE, SIDE)
+    )
     env = peer["Gym"](agents, grid_factory=factory, truncation=MAX_TICKS)
     rng = np.random.default_rng(1)
     _, info = env.reset(seed=1)
@@ -260,22 +289,30 @@ def measure_peer(sizes: list[int], seconds: float) -> dict:
         version = None
     peer, reason = import_peer()
     if peer is None:
-        return {"package": "generals-bots", "version": version, "engine": None, "gymnasium_env": None,
-                "reason": reason}
+        return {
+            "package": "generals-bots",
+            "version": version,
+            "engine": None,
+            "gymnasium_env": None,
+            "reason": reason,
+        }
     result = {
         "package": "generals-bots",
         "version": version,
         "how": "its games stepped one after another in Python (it has no batched engine): "
-               "Game.step, both players' observations, compute_valid_move_mask per player, "
-               "a random legal full move from the mask",
+        "Game.step, both players' observations, compute_valid_move_mask per player, "
+        "a random legal full move from the mask",
     }
     if version != PEER_VERSION:
         result["note"] = f"expected {PEER_VERSION}, measured {version}"
     result["engine"] = [measure_peer_engine(peer, n, seconds) for n in sizes]
     try:
         result["gymnasium_env"] = measure_peer_gymnasium(peer, seconds)
-    except Exception as error:  # noqa: BLE001 - the engine figure stands on its own
-        result["gymnasium_env"] = {"steps_per_s": None, "reason": f"{type(error).__name__}: {error}"}
+    except Exception as error:
+        result["gymnasium_env"] = {
+            "steps_per_s": None,
+            "reason": f"{type(error).__name__}: {error}",
+        }
     return result
 
 
@@ -287,15 +324,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     parser.add_argument("--quick", action="store_true", help="0.2 s per measurement (a smoke run)")
     parser.add_argument("--metrics-only", action="store_true", help="only the metrics overhead")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the metrics overhead")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds of the metrics overhead"
+    )
     args = parser.parse_args(argv)
     seconds = 0.2 if args.quick else args.seconds
-    metrics_overhead = [measure_metrics_overhead(n, t, max(seconds, 2.0 if not args.quick else 0.5),
-                                                 rounds=2 if args.quick else args.rounds)
-                        for n, t in ((64, 1), (1024, 1), (1024, 2))]
+    metrics_overhead = [
+        measure_metrics_overhead(
+            n,
+            t,
+            max(seconds, 2.0 if not args.quick else 0.5),
+            rounds=2 if args.quick else args.rounds,
+        )
+        for n, t in ((64, 1), (1024, 1), (1024, 2))
+    ]
     if args.metrics_only:
-        json.dump({"benchmark": "vec_env", "metrics_overhead": metrics_overhead,
-                   "loadavg": [round(x, 2) for x in os.getloadavg()]}, sys.stdout, indent=2)
+        json.dump(
+            {
+                "benchmark": "vec_env",
+                "metrics_overhead": metrics_overhead,
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+            },
+            sys.stdout,
+            indent=2,
+        )
         sys.stdout.write("\n")
         return 0
     sizes, threads = [1, 64, 1024], [1, 2]
@@ -312,15 +364,19 @@ def main(argv: list[str] | None = None) -> int:
         obs_only = measure_vec_env(largest, t, seconds, True, False)
         mask_only = measure_vec_env(largest, t, seconds, False, True)
         base = none["step_us_per_env_step"]
-        views_cost.append({
-            "num_envs": largest,
-            "num_threads": t,
-            "step_us_per_env_step_bare": base,
-            "observations_and_masks_us_per_env_step": round(full["step_us_per_env_step"] - base, 4),
-            "observations_us_per_env_step": round(obs_only["step_us_per_env_step"] - base, 4),
-            "masks_us_per_env_step": round(mask_only["step_us_per_env_step"] - base, 4),
-            "share_of_step_with_views": round(1 - base / full["step_us_per_env_step"], 3),
-        })
+        views_cost.append(
+            {
+                "num_envs": largest,
+                "num_threads": t,
+                "step_us_per_env_step_bare": base,
+                "observations_and_masks_us_per_env_step": round(
+                    full["step_us_per_env_step"] - base, 4
+                ),
+                "observations_us_per_env_step": round(obs_only["step_us_per_env_step"] - base, 4),
+                "masks_us_per_env_step": round(mask_only["step_us_per_env_step"] - base, 4),
+                "share_of_step_with_views": round(1 - base / full["step_us_per_env_step"], 3),
+            }
+        )
     wrapper = measure_gymnasium_wrapper(seconds)
     peer = measure_peer([1, 64], seconds)
 
@@ -332,17 +388,26 @@ def main(argv: list[str] | None = None) -> int:
         same_size = {
             str(p["num_envs"]): round(
                 max(r["env_steps_per_s"] for r in with_views if r["num_envs"] == p["num_envs"])
-                / p["env_steps_per_s"], 1)
+                / p["env_steps_per_s"],
+                1,
+            )
             for p in peer["engine"]
         }
-        ratio = {"best_vs_best": round(best / peer_best, 1), "same_num_envs_best_threads": same_size}
+        ratio = {
+            "best_vs_best": round(best / peer_best, 1),
+            "same_num_envs_best_threads": same_size,
+        }
         if wrapper.get("steps_per_s") and (peer.get("gymnasium_env") or {}).get("steps_per_s"):
-            ratio["gymnasium_env"] = round(wrapper["steps_per_s"] / peer["gymnasium_env"]["steps_per_s"], 1)
+            ratio["gymnasium_env"] = round(
+                wrapper["steps_per_s"] / peer["gymnasium_env"]["steps_per_s"], 1
+            )
 
     report = {
         "benchmark": "vec_env",
         "workload": {
-            "board": f"{SIDE}x{SIDE}", "players": 2, "max_ticks": MAX_TICKS,
+            "board": f"{SIDE}x{SIDE}",
+            "players": 2,
+            "max_ticks": MAX_TICKS,
             "policy": "generals_rl.bots.RandomBot (uniform random legal full move, in C++)",
             "env_step": "one tick of one game, both players acting",
         },
@@ -368,8 +433,13 @@ def main(argv: list[str] | None = None) -> int:
             "env_steps_per_s_with_views": {"target": 1_000_000, "reached": best},
             "ticks_per_s_without_views": {"target": 5_000_000, "reached": best_bare},
             "ratio_vs_peer_engine": {"target": 100, "reached": ratio and ratio["best_vs_best"]},
-            "metrics_overhead": {"target": 0.02, "reached": max(
-                (m["overhead"] for m in metrics_overhead if m.get("overhead") is not None), default=None)},
+            "metrics_overhead": {
+                "target": 0.02,
+                "reached": max(
+                    (m["overhead"] for m in metrics_overhead if m.get("overhead") is not None),
+                    default=None,
+                ),
+            },
         },
         "seconds_per_measurement": seconds,
         "elapsed_s": round(time.perf_counter() - began, 1),

@@ -33,7 +33,9 @@ def to_tensors(batch) -> dict[str, torch.Tensor]:
     }
 
 
-def train(address: str, steps: int, batch_size: int = 256, gamma: float = 0.99, log=print) -> list[float]:
+def train(
+    address: str, steps: int, batch_size: int = 256, gamma: float = 0.99, log=print
+) -> list[float]:
     """One-step Q-learning on the policy logits (a toy loss: the point is the data path)."""
     net = PolicyValueNet(NetConfig(channels=16, blocks=1))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -47,7 +49,9 @@ def train(address: str, steps: int, batch_size: int = 256, gamma: float = 0.99, 
             q_taken = q.gather(1, t["action"][:, None]).squeeze(1)
             with torch.no_grad():
                 next_q, _ = net(t["next_state"])  # the stream carries no next-state mask
-                target = t["reward"] + gamma * (1 - t["done"]) * next_q.max(dim=1).values.clamp(-10, 10)
+                target = t["reward"] + gamma * (1 - t["done"]) * next_q.max(dim=1).values.clamp(
+                    -10, 10
+                )
             loss = torch.nn.functional.smooth_l1_loss(q_taken, target)
             optimizer.zero_grad()
             loss.backward()
@@ -61,7 +65,9 @@ def train(address: str, steps: int, batch_size: int = 256, gamma: float = 0.99, 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--address", default="127.0.0.1:50051")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=256)

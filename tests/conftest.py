@@ -102,7 +102,7 @@ def legal_moves(kind, owner, army, player: int) -> list[tuple[int, int, int]]:
     """Every ``(y, x, direction)`` full move the rules allow ``player`` now, from the arrays."""
     height, width = kind.shape
     moves = []
-    for y, x in zip(*np.nonzero((owner == player) & (army >= 2))):
+    for y, x in zip(*np.nonzero((owner == player) & (army >= 2)), strict=False):
         for direction in DIRECTIONS:
             dy, dx = OFFSETS[direction]
             ny, nx = y + dy, x + dx

@@ -44,12 +44,17 @@ def games() -> None:
     game = Game(seed=3, players=4)
     rng = np.random.default_rng(0)
     while not game.done and game.tick < 600:
-        game.step([int(a) for a in rng.integers(-1, game.width * game.height * 8, game.num_players)])
+        game.step(
+            [int(a) for a in rng.integers(-1, game.width * game.height * 8, game.num_players)]
+        )
     for p in range(game.num_players):
         game.visibility(p)
     edge = _core.MAX_ARMY
     big = Game.from_map(
-        np.array([[3, 0, 3]], np.uint8), np.array([[0, 0, 1]], np.int16), np.array([[edge, edge, 1]], np.int32), [0, 2]
+        np.array([[3, 0, 3]], np.uint8),
+        np.array([[0, 0, 1]], np.int16),
+        np.array([[edge, edge, 1]], np.int32),
+        [0, 2],
     )
     for _ in range(60):
         big.step([1, None])
@@ -119,16 +124,29 @@ def hostile_inputs() -> None:
     refused(lambda: buffer.cursor(min_tick=2**31))
     refused(lambda: buffer.cursor(game_ids=[2**64]))
     for width in (_core.MAX_BOARD_SIDE, _core.MAX_BOARD_SIDE + 1, 1100):
-        board = (np.zeros((2, width), np.uint8), np.zeros((2, width), np.int16), np.ones((2, width), np.int32))
+        board = (
+            np.zeros((2, width), np.uint8),
+            np.zeros((2, width), np.int16),
+            np.ones((2, width), np.int32),
+        )
         if width <= _core.MAX_BOARD_SIDE:
             encode_observation(*board, 0)
         else:
             refused(lambda board=board: encode_observation(*board, 0))
     refused(lambda: encode_observation(*board, 0, army_scaling="Log"))
     fields = {
-        "version": 7, "id": "idle", "mapWidth": 1024, "mapHeight": 1024, "usernames": ["a", "b"],
-        "cities": [], "cityArmies": [], "generals": [0, 5], "mountains": [], "moves": [],
-        "afks": [{"index": 0, "turn": 1_000_000}], "teams": None,
+        "version": 7,
+        "id": "idle",
+        "mapWidth": 1024,
+        "mapHeight": 1024,
+        "usernames": ["a", "b"],
+        "cities": [],
+        "cityArmies": [],
+        "generals": [0, 5],
+        "mountains": [],
+        "moves": [],
+        "afks": [{"index": 0, "turn": 1_000_000}],
+        "teams": None,
     }
     refused(lambda: replay.from_fields(fields).trace(), replay.ReplayError)
 

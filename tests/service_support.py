@@ -21,7 +21,9 @@ def make_buffer(capacity: int = 100_000, policy: str = "block", **kwargs) -> Exp
     return ExperienceBuffer(HEIGHT, WIDTH, capacity, policy, **kwargs)
 
 
-def make_env(buffer: ExperienceBuffer, num_envs: int = 8, seed: int = 0, max_ticks: int = 300) -> VecEnv:
+def make_env(
+    buffer: ExperienceBuffer, num_envs: int = 8, seed: int = 0, max_ticks: int = 300
+) -> VecEnv:
     return VecEnv(
         num_envs,
         2,
@@ -71,7 +73,9 @@ class Producer(threading.Thread):
     def run(self) -> None:
         self.env.reset()
         start, produced = time.monotonic(), self.buffer.head
-        while not self._stop_event.is_set() and (self.target is None or self.buffer.head < self.target):
+        while not self._stop_event.is_set() and (
+            self.target is None or self.buffer.head < self.target
+        ):
             try:
                 self.env.step(self.bot.act(self.env))
             except BufferFullError:
@@ -129,5 +133,7 @@ def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> Non
 def assert_contiguous(sequences: np.ndarray, start: int, stop: int) -> None:
     """Exactly ``start..stop-1``, each once, in order."""
     sequences = np.asarray(sequences, dtype=np.int64)
-    assert len(sequences) == stop - start, f"got {len(sequences)} experiences, expected {stop - start}"
+    assert len(sequences) == stop - start, (
+        f"got {len(sequences)} experiences, expected {stop - start}"
+    )
     np.testing.assert_array_equal(sequences, np.arange(start, stop))

@@ -13,15 +13,31 @@ import numpy as np
 from generals_rl.bots import HeuristicBot, RandomBot
 from generals_rl.experience import RawBatch
 
-RECORD = ("sequence", "game_id", "player_id", "tick", "action", "reward", "legal", "terminated", "truncated")
+RECORD = (
+    "sequence",
+    "game_id",
+    "player_id",
+    "tick",
+    "action",
+    "reward",
+    "legal",
+    "terminated",
+    "truncated",
+)
 TABLES = ("state_kind", "state_owner", "state_army")
 SHARD_KEY = re.compile(
     r"^year=(\d{4})/month=(\d{2})/day=(\d{2})/hour=(\d{2})/game_([0-9a-f]{16})_(\d{4,})\.([a-z.]+)$"
 )
 
 
-def play(steps: int, envs: int = 8, seed: int = 0, max_ticks: int = 60, read_every: int = 7,
-         heuristic: bool = False) -> list[RawBatch]:
+def play(
+    steps: int,
+    envs: int = 8,
+    seed: int = 0,
+    max_ticks: int = 60,
+    read_every: int = 7,
+    heuristic: bool = False,
+) -> list[RawBatch]:
     """The batches a cursor delivers while ``envs`` 1v1 games on 20x20 boards are
     played for ``steps`` steps (games end by elimination or at ``max_ticks``)."""
     buffer = generals_rl.ExperienceBuffer(capacity=steps * envs * 2 + 16, policy="block")
@@ -41,7 +57,9 @@ def play(steps: int, envs: int = 8, seed: int = 0, max_ticks: int = 60, read_eve
 
 
 @functools.lru_cache(maxsize=4)
-def played(steps: int = 150, envs: int = 8, seed: int = 0, heuristic: bool = False) -> tuple[RawBatch, ...]:
+def played(
+    steps: int = 150, envs: int = 8, seed: int = 0, heuristic: bool = False
+) -> tuple[RawBatch, ...]:
     """``play`` once per argument set (tests share them and must not change them)."""
     return tuple(play(steps, envs, seed, heuristic=heuristic))
 
@@ -92,10 +110,21 @@ def moto_s3():
     test credentials in the environment meanwhile; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
-    saved = {k: os.environ.get(k) for k in
-             ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "AWS_EC2_METADATA_DISABLED",
+        )
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -37,7 +37,7 @@ def test_random_moves_round_trip(height, width):
     index = encode_actions(x, y, direction, half, height, width)
     assert index.dtype == np.int32 and index.shape == shape
     decoded = decode_actions(index, height, width)
-    for got, want in zip(decoded, (x, y, direction, half)):
+    for got, want in zip(decoded, (x, y, direction, half), strict=False):
         np.testing.assert_array_equal(got, want)
     assert all(a.shape == shape for a in decoded)
 

@@ -19,7 +19,9 @@ def publish(path, version: int, pass_bias: float) -> None:
     net = PolicyValueNet(NetConfig(channels=4, blocks=1))
     with torch.no_grad():
         net.pass_head.bias.fill_(pass_bias)
-    save_checkpoint(path, {"net_config": net.config.to_dict(), "model": net.state_dict(), "version": version})
+    save_checkpoint(
+        path, {"net_config": net.config.to_dict(), "model": net.state_dict(), "version": version}
+    )
 
 
 def test_actor_picks_up_new_weights(tmp_path):
@@ -56,8 +58,15 @@ def test_epsilon_explores_with_legal_moves(tmp_path):
 
 def test_selfplay_with_a_checkpoint_policy(tmp_path):
     publish(tmp_path / "latest.pt", 5, pass_bias=0.0)
-    config = SelfPlayConfig(policies=(f"checkpoint:{tmp_path}@0.1", "random"), games=4, num_envs=4,
-                            height=5, width=5, max_ticks=40, capacity=10_000)
+    config = SelfPlayConfig(
+        policies=(f"checkpoint:{tmp_path}@0.1", "random"),
+        games=4,
+        num_envs=4,
+        height=5,
+        width=5,
+        max_ticks=40,
+        capacity=10_000,
+    )
     play = SelfPlay(config)
     summary = play.run()
     assert summary.games >= 4 and summary.experiences > 0

@@ -58,10 +58,10 @@ def test_random_bot_is_deterministic_for_a_seed():
         return actions
 
     first = trajectory(seed=7, num_threads=1)
-    for a, b in zip(first, trajectory(seed=7, num_threads=2)):
+    for a, b in zip(first, trajectory(seed=7, num_threads=2), strict=False):
         np.testing.assert_array_equal(a, b)
     other = trajectory(seed=8, num_threads=1)
-    assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other, strict=False))
 
 
 def test_random_bot_draws_differ_between_calls():
@@ -123,7 +123,10 @@ def test_bots_fill_only_the_requested_players():
 def test_bots_refuse_an_out_array_they_would_write_a_copy_of(out):
     env = VecEnv(5, players=3, seed=2)
     for bot in (RandomBot(seed=1), HeuristicBot()):
-        with pytest.raises(ValueError, match=r"out: expected a writeable, aligned, C-contiguous int32 array of shape \(5, 3\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"out: expected a writeable, aligned, C-contiguous int32 array of shape \(5, 3\)",
+        ):
             bot.act(env, out=out)
     read_only = np.zeros((5, 3), dtype=np.int32)
     read_only.setflags(write=False)
@@ -145,4 +148,6 @@ def test_heuristic_beats_random_in_95_percent_of_games(heuristic_player):
         outcome[first_end] = info["episode_winner"][first_end]
     wins = int((outcome == heuristic_player).sum())
     print(f"heuristic as player {heuristic_player}: {wins}/{games} wins")
-    assert wins >= 0.95 * games, f"heuristic won {wins} of {games} (truncated: {(outcome == -1).sum()})"
+    assert wins >= 0.95 * games, (
+        f"heuristic won {wins} of {games} (truncated: {(outcome == -1).sum()})"
+    )

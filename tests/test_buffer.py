@@ -436,7 +436,10 @@ DAMAGE = {
     "huge state_capacity": (_forged(state_capacity=2**40), "state_capacity is too large"),
     "board too large": (_forged(height=300), "must be in 2..256"),
     "height not a number": (_forged(height="8"), "malformed buffer file"),
-    "unknown army scaling": (_forged(army_scaling="Log"), "army_scaling: expected 'linear' or 'log'"),
+    "unknown army scaling": (
+        _forged(army_scaling="Log"),
+        "army_scaling: expected 'linear' or 'log'",
+    ),
     "object column": (_forged_column(0, dtype="|O"), "column sequence: dtype '|O'"),
     "huge column": (_forged_column(0, shape=[2**40]), "column sequence: shape .* capacity"),
     "negative column": (_forged_column(0, shape=[-1]), "does not fit"),
@@ -626,7 +629,12 @@ def test_decoding_boards_beyond_the_size_limit_is_refused(height, width, message
     batch = synthetic_batch(2).to_dict()
     for name in batch_columns.STATE_TABLES:
         batch[name] = np.zeros((2, height, width), dtype=batch_columns.STATE_TABLES[name])
-    meta = {"format_version": npz.FORMAT_VERSION, "states": "compact", "height": height, "width": width}
+    meta = {
+        "format_version": npz.FORMAT_VERSION,
+        "states": "compact",
+        "height": height,
+        "width": width,
+    }
     np.savez(shard, _meta=np.array(json.dumps(meta)), **batch)
     (read,) = npz.NpzFormat.read(shard.getvalue())
     with pytest.raises(ValueError, match=message):
@@ -711,7 +719,9 @@ def test_decoding_a_bad_raw_batch_is_an_error_naming_the_row(column, change, mes
             "timeout: expected a number of seconds, got nan",
         ),
         (
-            lambda: small_env(ExperienceBuffer(SIDE, SIDE, capacity=1000), buffer_timeout=float("nan")),
+            lambda: small_env(
+                ExperienceBuffer(SIDE, SIDE, capacity=1000), buffer_timeout=float("nan")
+            ),
             "buffer_timeout: expected a number of seconds, got nan",
         ),
         (lambda: ExperienceBuffer(capacity=2**40), "capacity is too large"),

@@ -18,11 +18,26 @@ CLI = [sys.executable, "-m", "generals_rl.cli"]
 SMALL = ["--height", "6", "--width", "6", "--games", "2", "--num-envs", "2", "--max-ticks", "50"]
 
 
-def run(*args: str, env: dict | None = None, prelude: str | None = None) -> subprocess.CompletedProcess:
+def run(
+    *args: str, env: dict | None = None, prelude: str | None = None
+) -> subprocess.CompletedProcess:
     """The CLI in a subprocess (``prelude``: Python run first in that process)."""
-    command = CLI if prelude is None else [sys.executable, "-c", f"{prelude}\nfrom generals_rl.cli import main\nraise SystemExit(main())", ]
+    command = (
+        CLI
+        if prelude is None
+        else [
+            sys.executable,
+            "-c",
+            f"{prelude}\nfrom generals_rl.cli import main\nraise SystemExit(main())",
+        ]
+    )
     return subprocess.run(
-        [*command, *args], capture_output=True, text=True, timeout=120, check=False, env={**os.environ, **(env or {})}
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -42,15 +57,24 @@ def assert_one_line(result: subprocess.CompletedProcess, code: int, *words: str)
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["replay", "x.gior", "--snapshot-every", "0"], ["--snapshot-every", "must be at least 1, got 0"]),
+        (
+            ["replay", "x.gior", "--snapshot-every", "0"],
+            ["--snapshot-every", "must be at least 1, got 0"],
+        ),
         (["selfplay", "--drain-timeout", "-1"], ["--drain-timeout", "got -1"]),
         (["selfplay", "--drain-timeout", "nan"], ["--drain-timeout", "got nan"]),
         (["selfplay", "--wait-for-consumers", "-2"], ["--wait-for-consumers", "at least 0"]),
         (["selfplay", "--max-streams", "0"], ["--max-streams", "at least 1"]),
-        (["selfplay", "--address", "127.0.0.1:99999"], ["--address", "port 99999", "outside 0..65535"]),
+        (
+            ["selfplay", "--address", "127.0.0.1:99999"],
+            ["--address", "port 99999", "outside 0..65535"],
+        ),
         (["selfplay", "--address", "nohost"], ["--address", "is not host:port"]),
         (["selfplay", "--buffer-policy", "sometimes"], ["--buffer-policy", "invalid choice"]),
-        (["selfplay", "--address", "256.1.1.1:1", "--output", "none"], ["cannot listen on 256.1.1.1:1"]),
+        (
+            ["selfplay", "--address", "256.1.1.1:1", "--output", "none"],
+            ["cannot listen on 256.1.1.1:1"],
+        ),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(args, words):
@@ -62,8 +86,17 @@ def test_a_trace_into_a_missing_directory_is_one_line(tmp_path):
     replay.write_text(
         json.dumps(
             {
-                "version": 7, "id": "tiny", "mapWidth": 4, "mapHeight": 4, "usernames": ["a", "b"],
-                "cities": [], "cityArmies": [], "generals": [0, 15], "mountains": [], "moves": [], "afks": [],
+                "version": 7,
+                "id": "tiny",
+                "mapWidth": 4,
+                "mapHeight": 4,
+                "usernames": ["a", "b"],
+                "cities": [],
+                "cityArmies": [],
+                "generals": [0, 15],
+                "mountains": [],
+                "moves": [],
+                "afks": [],
             }
         )
     )
@@ -83,7 +116,9 @@ def _lzstring_bomb(steps: int) -> bytes:
     write(ord("["), 8)
     entries, enlarge_in, num_bits = 4, 4, 3
     for _ in range(steps):
-        write(entries, num_bits)  # the entry not yet in the dictionary: previous + its first character
+        write(
+            entries, num_bits
+        )  # the entry not yet in the dictionary: previous + its first character
         entries += 1
         enlarge_in -= 1
         if enlarge_in == 0:
@@ -102,7 +137,9 @@ def test_a_quadratic_gior_stops_at_the_size_limit(tmp_path):
     path.write_bytes(_lzstring_bomb(steps))
     assert path.stat().st_size < 32_000
     start = time.monotonic()
-    with pytest.raises(ReplayError, match=f"decompresses to more than {LZSTRING_MAX_OUTPUT} characters"):
+    with pytest.raises(
+        ReplayError, match=f"decompresses to more than {LZSTRING_MAX_OUTPUT} characters"
+    ):
         load(path)
     assert time.monotonic() - start < 20
     assert_one_line(run("replay", str(path)), 2, "decompresses to more than")
@@ -113,7 +150,11 @@ def test_empty_tls_key_is_named(tmp_path):
     cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     key.write_text("")
     args = ["selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", "none"]
-    assert_one_line(run(*args, "--tls-cert", str(cert), "--tls-key", str(key)), 2, "tls: the private key is empty")
+    assert_one_line(
+        run(*args, "--tls-cert", str(cert), "--tls-key", str(key)),
+        2,
+        "tls: the private key is empty",
+    )
     assert_one_line(
         run(*args, "--tls-cert", str(cert), "--tls-key", str(tmp_path / "nokey.pem")),
         2,
@@ -124,7 +165,12 @@ def test_empty_tls_key_is_named(tmp_path):
 
 def test_a_missing_storage_extra_names_the_package(tmp_path):
     result = run(
-        "selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", str(tmp_path / "out"),
+        "selfplay",
+        *SMALL,
+        "--address",
+        "127.0.0.1:0",
+        "--output",
+        str(tmp_path / "out"),
         prelude="import sys; sys.modules['pyarrow'] = None",
     )
     assert_one_line(result, 2, "needs pyarrow", "generals-rl[storage]")
@@ -147,7 +193,9 @@ def test_unreadable_storage_is_one_line(tmp_path):
     partition = out / partition_of(time.time())  # where this run would write
     partition.mkdir(parents=True)
     (partition / "_index.json").write_text("{ not json")
-    result = run("selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", str(out), "--format", "npz")
+    result = run(
+        "selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", str(out), "--format", "npz"
+    )
     assert_one_line(result, 1, "_index.json: malformed index")
 
 
@@ -163,13 +211,20 @@ def test_an_unreachable_s3_destination_is_one_line():
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_MAX_ATTEMPTS": "1",
     }
-    result = run("selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", "s3://bucket/run", env=env)
+    result = run(
+        "selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", "s3://bucket/run", env=env
+    )
     assert_one_line(result, 1, "s3://bucket", "is not reachable")
 
 
-@pytest.mark.parametrize(("option", "value"), [("drain_timeout", -1.0), ("drain_timeout", float("nan")), ("wait_for_consumers", -1)])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("drain_timeout", -1.0), ("drain_timeout", float("nan")), ("wait_for_consumers", -1)],
+)
 def test_run_selfplay_refuses_bad_arguments_before_serving(option, value):
     from generals_rl.selfplay import SelfPlayConfig, run_selfplay
 
     with pytest.raises(ValueError, match=f"{option}: must be at least 0"):
-        run_selfplay(SelfPlayConfig(games=1, num_envs=1, height=6, width=6), "127.0.0.1:0", **{option: value})
+        run_selfplay(
+            SelfPlayConfig(games=1, num_envs=1, height=6, width=6), "127.0.0.1:0", **{option: value}
+        )

@@ -12,8 +12,27 @@ pytest.importorskip("PIL")
 
 from generals_rl.cli import main
 
-TINY = ["--size", "5x5", "--num-envs", "4", "--rollout-steps", "8", "--minibatches", "2", "--epochs", "1",
-        "--channels", "4", "--blocks", "1", "--max-ticks", "40", "--checkpoint-every", "1", "--quiet"]
+TINY = [
+    "--size",
+    "5x5",
+    "--num-envs",
+    "4",
+    "--rollout-steps",
+    "8",
+    "--minibatches",
+    "2",
+    "--epochs",
+    "1",
+    "--channels",
+    "4",
+    "--blocks",
+    "1",
+    "--max-ticks",
+    "40",
+    "--checkpoint-every",
+    "1",
+    "--quiet",
+]
 
 
 def one_error_line(capsys, prefix: str) -> str:
@@ -24,8 +43,22 @@ def one_error_line(capsys, prefix: str) -> str:
 
 def test_train_resume_plot_and_evaluate(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "ppo", "--run-dir", str(run), "--total-steps", "64", *TINY,
-                 "--reward", "land_gained=0.01"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "ppo",
+                "--run-dir",
+                str(run),
+                "--total-steps",
+                "64",
+                *TINY,
+                "--reward",
+                "land_gained=0.01",
+            ]
+        )
+        == 0
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["reward"]["land_gained"] == 0.01 and config["height"] == 5
     assert (run / "checkpoints" / "latest.pt").exists()
@@ -41,15 +74,50 @@ def test_train_resume_plot_and_evaluate(tmp_path, capsys):
     gif = tmp_path / "game.gif"
     checkpoint = str(run / "checkpoints" / "latest.pt")
     capsys.readouterr()
-    assert main(["evaluate", checkpoint, "--opponent", "random", "--games", "6", "--size", "5x5",
-                 "--max-ticks", "30", "--gif", str(gif), "--frames", str(tmp_path / "frames"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                checkpoint,
+                "--opponent",
+                "random",
+                "--games",
+                "6",
+                "--size",
+                "5x5",
+                "--max-ticks",
+                "30",
+                "--gif",
+                str(gif),
+                "--frames",
+                str(tmp_path / "frames"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[0])
     assert result["games"] == 6 == result["wins"] + result["draws"] + result["losses"]
     low, high = result["win_rate_ci95"]
     assert 0 <= low <= result["win_rate"] <= high <= 1
     assert gif.exists() and any((tmp_path / "frames").iterdir())
-    assert main(["evaluate", checkpoint, "--opponent", f"checkpoint:{checkpoint}", "--games", "2",
-                 "--size", "5x5", "--max-ticks", "20"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                checkpoint,
+                "--opponent",
+                f"checkpoint:{checkpoint}",
+                "--games",
+                "2",
+                "--size",
+                "5x5",
+                "--max-ticks",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert "2 games:" in capsys.readouterr().out
 
 
@@ -57,8 +125,24 @@ def test_config_file_and_overrides(tmp_path):
     config = tmp_path / "ppo.json"
     config.write_text(json.dumps({"gamma": 0.95, "lr": 0.01, "reward": {"win": 2.0}}))
     run = tmp_path / "run"
-    assert main(["train", "ppo", "--run-dir", str(run), "--config", str(config), "--lr", "0.002",
-                 "--total-steps", "32", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "ppo",
+                "--run-dir",
+                str(run),
+                "--config",
+                str(config),
+                "--lr",
+                "0.002",
+                "--total-steps",
+                "32",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     saved = json.loads((run / "config.json").read_text())
     assert saved["gamma"] == 0.95 and saved["lr"] == 0.002 and saved["reward"]["win"] == 2.0
 
@@ -66,7 +150,11 @@ def test_config_file_and_overrides(tmp_path):
 @pytest.mark.parametrize(
     "argv,code,prefix",
     [
-        (["train", "ppo", "--reward", "bogus=1", "--total-steps", "8"], 2, "generals-rl train ppo: unknown reward"),
+        (
+            ["train", "ppo", "--reward", "bogus=1", "--total-steps", "8"],
+            2,
+            "generals-rl train ppo: unknown reward",
+        ),
         (["train", "ppo", "--num-envs", "0"], 2, "generals-rl train ppo: num_envs"),
         (["train", "ppo", "--resume"], 1, "generals-rl train ppo:"),
         (["evaluate", "missing.pt"], 1, "generals-rl evaluate: missing.pt"),
@@ -75,7 +163,11 @@ def test_config_file_and_overrides(tmp_path):
         (["evaluate", "CKPT", "--opponent", "chess"], 2, "generals-rl evaluate: opponent"),
         (["plot", "nowhere"], 1, "generals-rl plot: nowhere"),
         (["train", "dqn", "--from", ","], 2, "generals-rl train dqn: --from"),
-        (["train", "dqn", "--from", "127.0.0.1:1", "--steps", "0"], 2, "generals-rl train dqn: steps"),
+        (
+            ["train", "dqn", "--from", "127.0.0.1:1", "--steps", "0"],
+            2,
+            "generals-rl train dqn: steps",
+        ),
     ],
 )
 def test_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, code, prefix):

@@ -48,7 +48,9 @@ def test_double_dqn_targets_equal_a_slow_reference():
     for i in range(6):
         legal = [a for a in range(mask.shape[1]) if mask[i, a]]
         best = max(legal, key=lambda a: float(q_online[i, a]))
-        expected = float(reward[i]) + (0.0 if done[i] else 0.9 ** int(length[i]) * float(q_target[i, best]))
+        expected = float(reward[i]) + (
+            0.0 if done[i] else 0.9 ** int(length[i]) * float(q_target[i, best])
+        )
         assert got[i].item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
 
 
@@ -61,8 +63,19 @@ def test_learner_consumes_trains_and_publishes(tmp_path):
         env.step(bot.act(env))
     server = ExperienceServer(buffer, "127.0.0.1:0").start()
     try:
-        config = DQNConfig(height=6, width=6, capacity=20_000, batch_size=32, steps=30, learning_starts=500,
-                           publish_every=10, target_every=10, channels=4, blocks=1, n_step=3)
+        config = DQNConfig(
+            height=6,
+            width=6,
+            capacity=20_000,
+            batch_size=32,
+            steps=30,
+            learning_starts=500,
+            publish_every=10,
+            target_every=10,
+            channels=4,
+            blocks=1,
+            n_step=3,
+        )
         learner = DQNLearner(config, [server.address], tmp_path)
         row = learner.train(log_every=10)
         assert learner.step == 30 and learner.version == 3
@@ -73,8 +86,13 @@ def test_learner_consumes_trains_and_publishes(tmp_path):
         latest = load_checkpoint(tmp_path / "weights" / "latest.pt")
         assert latest["version"] == 3 and latest["kind"] == "dqn"
         assert sorted(p.name for p in (tmp_path / "weights").glob("weights_*.pt")) == [
-            "weights_000001.pt", "weights_000002.pt", "weights_000003.pt"]
-        actor = CheckpointBot(tmp_path / "weights", greedy=True)  # actors play the published weights
+            "weights_000001.pt",
+            "weights_000002.pt",
+            "weights_000003.pt",
+        ]
+        actor = CheckpointBot(
+            tmp_path / "weights", greedy=True
+        )  # actors play the published weights
         assert actor.version == 3
         assert (tmp_path / "metrics.csv").read_text().count("\n") == 4
     finally:

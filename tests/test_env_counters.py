@@ -32,9 +32,18 @@ def play(env: VecEnv, steps: int, seed: int = 0):
 
 def test_counters_equal_what_the_steps_returned():
     buffer = ExperienceBuffer(8, 8, 200_000, "overwrite")
-    env = VecEnv(12, players=3, height=8, width=8, seed=3, max_ticks=150, buffer=buffer,
-                 observations=False, action_masks=False,
-                 reward_config=RewardConfig(land_gained=0.3, army_advantage=0.5))
+    env = VecEnv(
+        12,
+        players=3,
+        height=8,
+        width=8,
+        seed=3,
+        max_ticks=150,
+        buffer=buffer,
+        observations=False,
+        action_masks=False,
+        reward_config=RewardConfig(land_gained=0.3, army_advantage=0.5),
+    )
     rewards, alive, winners, truncated = play(env, 400)
     c = env.counters()
     # One experience per player alive before the tick, exactly what the buffer holds.
@@ -42,12 +51,16 @@ def test_counters_equal_what_the_steps_returned():
     assert int(c["experiences"].sum()) == buffer.head
     recorded = rewards[alive]
     bounds = np.array(REWARD_BUCKETS)
-    expected = np.bincount(np.searchsorted(bounds, recorded.astype(np.float64) - 1e-7, side="left"),
-                           minlength=len(bounds) + 1)
+    expected = np.bincount(
+        np.searchsorted(bounds, recorded.astype(np.float64) - 1e-7, side="left"),
+        minlength=len(bounds) + 1,
+    )
     np.testing.assert_array_equal(c["reward_buckets"], expected)
     assert c["reward_buckets"].sum() == c["experiences"].sum()
     assert c["reward_sum"] == pytest.approx(float(recorded.sum()), rel=1e-5, abs=1e-3)
-    assert c["reward_buckets"][0] > 0 and c["reward_buckets"][-1] > 0  # losses and wins: the end buckets
+    assert (
+        c["reward_buckets"][0] > 0 and c["reward_buckets"][-1] > 0
+    )  # losses and wins: the end buckets
     assert c["wins"].sum() + c["games_truncated"] + c["games_no_winner"] == len(winners)
     for p in range(3):
         assert c["wins"][p] == winners.count(p)
@@ -63,7 +76,9 @@ def test_reward_weights_change_from_the_next_step():
     for _ in range(30):
         _, before, *_ = env.step(bot.act(env))
     assert np.abs(before).max() > 0
-    env.set_reward_config(RewardConfig(win=0, loss=0, city_captured=0, city_lost=0, army_advantage=0))
+    env.set_reward_config(
+        RewardConfig(win=0, loss=0, city_captured=0, city_lost=0, army_advantage=0)
+    )
     _, after, *_ = env.step(bot.act(env))
     assert not after.any()
     assert env.core.reward()["army_advantage"] == 0

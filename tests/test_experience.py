@@ -233,7 +233,7 @@ def test_players_eliminated_mid_game_stop_getting_experiences():
     eliminated_early = batch.terminated & (batch.tick < last_tick_of_game[game_rows])
     assert eliminated_early.any(), "no player was eliminated before the end of its game"
     for game, player, tick in zip(
-        *(getattr(batch, name)[eliminated_early] for name in KEY_COLUMNS)
+        *(getattr(batch, name)[eliminated_early] for name in KEY_COLUMNS), strict=False
     ):
         rows = (batch.game_id == game) & (batch.player_id == player)
         assert batch.tick[rows].max() == tick

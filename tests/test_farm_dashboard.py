@@ -54,7 +54,9 @@ def test_the_dashboard_queries_only_exported_metrics():
 def test_the_dashboard_check_can_fail():
     assert family("generals_rl_experiences_collected_total") == "generals_rl_experiences_collected"
     bogus = {"panels": [{"targets": [{"expr": "rate(generals_rl_made_up_total[1m])"}]}]}
-    assert [s for s in queried_series(bogus) if family(s) not in METRICS] == ["generals_rl_made_up_total"]
+    assert [s for s in queried_series(bogus) if family(s) not in METRICS] == [
+        "generals_rl_made_up_total"
+    ]
 
 
 def test_operations_doc_lists_every_metric():

@@ -67,7 +67,9 @@ def reference_observation(kind, owner, army, player, army_scaling="linear", army
 
 def random_board(rng: np.random.Generator, height: int, width: int, players: int):
     """Arbitrary (not necessarily playable) kind/owner/army arrays with every tile kind."""
-    kind = rng.choice([PLAIN, MOUNTAIN, CITY, GENERAL], p=[0.6, 0.2, 0.15, 0.05], size=(height, width))
+    kind = rng.choice(
+        [PLAIN, MOUNTAIN, CITY, GENERAL], p=[0.6, 0.2, 0.15, 0.05], size=(height, width)
+    )
     kind = kind.astype(np.uint8)
     owner = rng.integers(NEUTRAL, players, size=(height, width)).astype(np.int16)
     owner[rng.random((height, width)) < 0.5] = NEUTRAL
@@ -173,7 +175,9 @@ def test_matches_reference_on_random_boards(army_scaling):
         for player in range(players):
             obs, _ = encode_observation(kind, owner, army, player, army_scaling, scale)
             expected = reference_observation(kind, owner, army, player, army_scaling, scale)
-            np.testing.assert_allclose(obs, expected, rtol=1e-6, atol=1e-7, err_msg=f"trial {trial}")
+            np.testing.assert_allclose(
+                obs, expected, rtol=1e-6, atol=1e-7, err_msg=f"trial {trial}"
+            )
 
 
 def test_hidden_tile_sets_only_the_fog_channel():
@@ -252,7 +256,9 @@ def test_visibility_is_right_up_to_the_largest_board(height, width):
 def test_boards_beyond_the_size_limit_are_refused(width):
     kind = np.zeros((2, width), dtype=np.uint8)
     owner = np.zeros((2, width), dtype=np.int16)
-    with pytest.raises(ValueError, match=rf"kind: size must be between 1x1 and 1024x1024, got 2x{width}"):
+    with pytest.raises(
+        ValueError, match=rf"kind: size must be between 1x1 and 1024x1024, got 2x{width}"
+    ):
         encode_observation(kind, owner, np.ones((2, width), dtype=np.int32), 0)
 
 
@@ -284,7 +290,10 @@ def test_obstacles_channel_marks_fogged_mountains_and_cities():
     """)
     plain, _ = encode_observation(kind, owner, army, 0)
     obs, _ = encode_observation(kind, owner, army, 0, obstacles=True)
-    assert plain.shape[0] == len(OBSERVATION_CHANNELS) and obs.shape[0] == len(OBSERVATION_CHANNELS) + 1
+    assert (
+        plain.shape[0] == len(OBSERVATION_CHANNELS)
+        and obs.shape[0] == len(OBSERVATION_CHANNELS) + 1
+    )
     assert (obs[:-1] == plain).all()  # the design's channels are unchanged
     fog = obs[OBSERVATION_CHANNELS.index("fog")].astype(bool)
     expected = fog & np.isin(kind, (1, 2))

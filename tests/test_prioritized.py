@@ -16,7 +16,9 @@ from test_buffer import SIDE, filled, synthetic_batch
 from test_experience import bits, mixed_policy, read_all, small_env
 
 
-def prioritized_buffer(n: int = 200, seed: int = 0) -> tuple[ExperienceBuffer, np.ndarray, np.ndarray]:
+def prioritized_buffer(
+    n: int = 200, seed: int = 0
+) -> tuple[ExperienceBuffer, np.ndarray, np.ndarray]:
     """A buffer holding ``n`` experiences (sequences 0..n-1) with random priorities,
     a tenth of them 0; returns it, the sequences and the priorities."""
     buffer = ExperienceBuffer(SIDE, SIDE, capacity=256, policy="overwrite")
@@ -78,7 +80,9 @@ def test_updated_priorities_take_effect_and_new_experiences_enter_at_the_maximum
     buffer.update_priorities(sequences, priorities)
     sample = buffer.sample_raw(2000, seed=5, prioritized=True, alpha=1.0)
     assert np.mean(sample.sequence == 17) > 0.99
-    np.testing.assert_allclose(buffer.priorities(sequences[15:19]), [1e-3, 1e-3, 1e3, 1e-3], rtol=1e-6)
+    np.testing.assert_allclose(
+        buffer.priorities(sequences[15:19]), [1e-3, 1e-3, 1e3, 1e-3], rtol=1e-6
+    )
 
     buffer.update_priorities([17], [0.0])
     sample = buffer.sample_raw(2000, seed=6, prioritized=True, alpha=1.0)
@@ -137,7 +141,9 @@ def test_uniform_and_prioritized_sampling_filter_by_player():
     assert set(np.unique(both.player_id)) == {0, 2}
 
 
-def nstep_reference(records: RawBatch, sequence: int, n: int, gamma: float) -> tuple[float, int, bool, int]:
+def nstep_reference(
+    records: RawBatch, sequence: int, n: int, gamma: float
+) -> tuple[float, int, bool, int]:
     """Slow reference: (discounted reward, length, done, row of the bootstrap experience)."""
     rows = records.rows_by_key  # (game, player, tick) -> row
     row = int(np.flatnonzero(records.sequence == sequence)[0])
@@ -164,7 +170,7 @@ def test_nstep_returns_equal_a_slow_reference():
     records = read_all(buffer.cursor(), raw=True)
     assert records.terminated.sum() >= 5 and records.truncated.sum() >= 5
     records.rows_by_key = {
-        key: i for i, key in enumerate(zip(records.game_id, records.player_id, records.tick))
+        key: i for i, key in enumerate(zip(records.game_id, records.player_id, records.tick, strict=False))
     }
     decoded = read_all(buffer.cursor())
     n, gamma = 4, 0.9
@@ -187,7 +193,8 @@ def test_nstep_returns_equal_a_slow_reference():
         _, length, _, row = nstep_reference(records, int(seq), n, gamma)
         assert batch.nstep_length[i] == length
         np.testing.assert_array_equal(
-            bits(batch.nstep_next_state[i]), bits(decoded.next_state[position[int(records.sequence[row])]])
+            bits(batch.nstep_next_state[i]),
+            bits(decoded.next_state[position[int(records.sequence[row])]]),
         )
     # a raw n-step sample decodes to the same tensors
     again = buffer.decode(buffer.sample_raw(400, seed=8, n_step=n, gamma=gamma, prioritized=True))
@@ -223,7 +230,11 @@ def test_files_without_priorities_and_of_the_previous_version_still_load(tmp_pat
     # the same contents as a version 2 file (no max_priority in its header)
     del header["max_priority"]
     header_bytes = json.dumps(header).encode()
-    body = struct.pack("<8sII", data[:8], 2, len(header_bytes)) + header_bytes + data[16 + header_len : -32]
+    body = (
+        struct.pack("<8sII", data[:8], 2, len(header_bytes))
+        + header_bytes
+        + data[16 + header_len : -32]
+    )
     (tmp_path / "v2.grlb").write_bytes(body + hashlib.blake2b(body, digest_size=32).digest())
     for name in ("plain.grlb", "v2.grlb"):
         loaded = ExperienceBuffer.load(tmp_path / name)
@@ -237,7 +248,10 @@ def test_files_without_priorities_and_of_the_previous_version_still_load(tmp_pat
     "call, message",
     [
         (lambda b: b.sample(4, prioritized=True, alpha=-1), "alpha: must be finite and >= 0"),
-        (lambda b: b.sample(4, prioritized=True, beta=float("nan")), "beta: must be finite and >= 0"),
+        (
+            lambda b: b.sample(4, prioritized=True, beta=float("nan")),
+            "beta: must be finite and >= 0",
+        ),
         (lambda b: b.sample(4, n_step=0), "n_step: must be an integer in 1..1000"),
         (lambda b: b.sample(4, n_step=2.5), "n_step: must be an integer"),
         (lambda b: b.sample(4, n_step=3, gamma=1.5), r"gamma: must be in \[0, 1\]"),

@@ -44,7 +44,9 @@ def boards(draw, max_side: int = 6, max_players: int = 4):
     tiles = st.lists(st.integers(0, n - 1), min_size=players, max_size=players, unique=True)
     generals = draw(tiles)
     kind = np.array(
-        draw(st.lists(st.sampled_from([PLAIN, PLAIN, PLAIN, MOUNTAIN, CITY]), min_size=n, max_size=n)),
+        draw(
+            st.lists(st.sampled_from([PLAIN, PLAIN, PLAIN, MOUNTAIN, CITY]), min_size=n, max_size=n)
+        ),
         dtype=np.uint8,
     )
     owner = np.array(

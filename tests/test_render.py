@@ -46,9 +46,11 @@ def test_known_board_draws_known_pixels():
     # army numbers: ink in the middle of tiles holding armies
     for x, y, ink in ((0, 0, (255, 255, 255)), (1, 0, (0, 0, 0)), (0, 1, (255, 255, 255))):
         ox, oy = render.tile_origin(x, y, TILE)
-        box = [image.getpixel((ox + i, oy + j)) for i in range(4, TILE - 4) for j in range(4, TILE - 4)]
+        box = [
+            image.getpixel((ox + i, oy + j)) for i in range(4, TILE - 4) for j in range(4, TILE - 4)
+        ]
         # anti-aliased glyphs: some pixel close to the ink
-        assert min(sum(abs(a - b) for a, b in zip(p, ink)) for p in box) < 90
+        assert min(sum(abs(a - b) for a, b in zip(p, ink, strict=False)) for p in box) < 90
 
 
 def test_fog_hides_what_a_player_cannot_see():
@@ -69,18 +71,31 @@ def test_animation_writes_a_gif_and_frames(tmp_path):
 
     with Image.open(out) as gif:
         assert gif.n_frames == 3
-    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_0000{i}.png" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [
+        f"frame_0000{i}.png" for i in range(3)
+    ]
     with pytest.raises(ValueError):
         render.save_animation([], tmp_path / "none.gif")
 
 
 def tiny_replay(tmp_path):
     fields = {
-        "version": 7, "id": "tiny", "mapWidth": 4, "mapHeight": 3, "usernames": ["a", "b"],
-        "stars": [0, 0], "cities": [5], "cityArmies": [40], "generals": [0, 11], "mountains": [6],
-        "moves": [{"index": 0, "start": 0, "end": 1, "is50": 0, "turn": 2},
-                  {"index": 1, "start": 11, "end": 10, "is50": 1, "turn": 4}],
-        "afks": [], "teams": None,
+        "version": 7,
+        "id": "tiny",
+        "mapWidth": 4,
+        "mapHeight": 3,
+        "usernames": ["a", "b"],
+        "stars": [0, 0],
+        "cities": [5],
+        "cityArmies": [40],
+        "generals": [0, 11],
+        "mountains": [6],
+        "moves": [
+            {"index": 0, "start": 0, "end": 1, "is50": 0, "turn": 2},
+            {"index": 1, "start": 11, "end": 10, "is50": 1, "turn": 4},
+        ],
+        "afks": [],
+        "teams": None,
     }
     path = tmp_path / "tiny.gioreplay"
     path.write_text(json.dumps(fields))
@@ -92,7 +107,9 @@ def test_replay_states_follow_the_moves(tmp_path):
     ticks = [s["tick"] for s in states]
     assert ticks[0] == 0 and ticks == sorted(ticks)
     first = states[0]
-    assert first["kind"][0, 0] == render.TILE_GENERAL and first["kind"][1, 2] == render.TILE_MOUNTAIN
+    assert (
+        first["kind"][0, 0] == render.TILE_GENERAL and first["kind"][1, 2] == render.TILE_MOUNTAIN
+    )
     assert first["owner"][0, 0] == 0 and first["owner"][2, 3] == 1
     later = next(s for s in states if s["tick"] >= 3)
     assert later["owner"][0, 1] == 0  # player 0 moved right on tick 2
@@ -102,7 +119,19 @@ def test_cli_renders_a_replay(tmp_path, capsys):
     from generals_rl.cli import main
 
     out = tmp_path / "game.gif"
-    assert main(["render", str(tiny_replay(tmp_path)), "--out", str(out), "--frames", str(tmp_path / "f")]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(tiny_replay(tmp_path)),
+                "--out",
+                str(out),
+                "--frames",
+                str(tmp_path / "f"),
+            ]
+        )
+        == 0
+    )
     assert out.exists() and any((tmp_path / "f").iterdir())
     assert main(["render", str(tmp_path / "missing.gior"), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -50,7 +50,7 @@ def first_difference(actual, expected, where: str = "trace") -> str | None:
                 return found
         return None
     if isinstance(expected, list) and isinstance(actual, list):
-        for i, (a, e) in enumerate(zip(actual, expected)):
+        for i, (a, e) in enumerate(zip(actual, expected, strict=False)):
             found = first_difference(a, e, f"{where}[{i}]")
             if found:
                 return found
@@ -66,7 +66,7 @@ def assert_same_trace(actual: dict, expected: dict) -> None:
     # The summary first, then tick by tick, so a failure names the first tick that differs.
     for key in ("replay_id", "players", "width", "height", "moves", "afks"):
         assert actual[key] == expected[key], f"{key}: {actual[key]!r} != {expected[key]!r}"
-    for i, (got, want) in enumerate(zip(actual["ticks"], expected["ticks"])):
+    for i, (got, want) in enumerate(zip(actual["ticks"], expected["ticks"], strict=False)):
         assert got == want, f"first differing tick entry #{i}: got {got}, expected {want}"
     assert len(actual["ticks"]) == len(expected["ticks"]), "number of ticks differs"
     assert sorted(actual["snapshots"], key=int) == sorted(expected["snapshots"], key=int)
@@ -283,7 +283,9 @@ def test_cosmetic_fields_are_ignored(tmp_path):
 
 def test_empty_feature_fields_of_newer_versions_are_accepted(tmp_path):
     empty = {name: [] for name in ("swamps", "lights", "modifiers", "observatories", "deserts")}
-    trace = replay.load(write_json(tmp_path, changed(version=18, stronghold_density=0, **empty))).trace()
+    trace = replay.load(
+        write_json(tmp_path, changed(version=18, stronghold_density=0, **empty))
+    ).trace()
     assert trace["version"] == 18 and trace["end_tick"] == 5
 
 
@@ -312,7 +314,9 @@ DAMAGED_JSON = [
     pytest.param(changed(generals=[0, -1]), "'generals': tiles [-1] are off", id="general-off"),
     pytest.param(changed(mountains=[99]), "'mountains': tiles [99] are off", id="mountain-off"),
     pytest.param(
-        changed(neutrals=[40], neutralArmies=[3]), "'neutrals': tiles [40] are off", id="neutral-off"
+        changed(neutrals=[40], neutralArmies=[3]),
+        "'neutrals': tiles [40] are off",
+        id="neutral-off",
     ),
     pytest.param(changed(cities=[None]), "'cities': expected integers", id="city-null"),
     pytest.param(changed(mountains="1,2"), "'mountains': expected list", id="mountains-text"),
@@ -321,7 +325,9 @@ DAMAGED_JSON = [
     pytest.param(changed(generals=[3, 3]), "share a general tile", id="general-shared"),
     pytest.param(changed(generals=[]), "replay has 0 players", id="no-players"),
     pytest.param(changed(generals=list(range(17)), mapWidth=6), "17 players", id="17-players"),
-    pytest.param(changed(teams=[1, 1, 2]), "'teams': expected one team number per player", id="teams-length"),
+    pytest.param(
+        changed(teams=[1, 1, 2]), "'teams': expected one team number per player", id="teams-length"
+    ),
     *[
         pytest.param(
             changed(**{name: value}),
@@ -485,7 +491,11 @@ def test_missing_file_is_an_os_error(tmp_path):
     [
         ("v4.gioreplay", json.dumps(changed(version=4)), "replay version 4 is not supported"),
         ("v19.gior", json.dumps(changed(version=19)), "replay version 19 is not supported"),
-        ("swamps.gioreplay", json.dumps(changed(version=15, swamps=[3])), "replay field 'swamps' uses a game feature"),
+        (
+            "swamps.gioreplay",
+            json.dumps(changed(version=15, swamps=[3])),
+            "replay field 'swamps' uses a game feature",
+        ),
         ("off.gioreplay", json.dumps(changed(cities=[12])), "tiles [12] are off the 4x3 map"),
         ("no-moves.gioreplay", json.dumps(changed(moves=KeyError)), "replay field 'moves'"),
         ("text.gioreplay", "this is not json", "neither JSON (Expecting value"),
@@ -516,11 +526,19 @@ def test_cli_reports_a_damaged_file_and_exits_2(tmp_path, name, content, message
 def idle_replay(side: int, turns: list[int], afk: bool = False) -> dict:
     """A ``side`` x ``side`` map where nothing happens: events at ``turns`` are
     moves from a tile nobody owns, or player 0 going AFK."""
-    fields = changed(mapWidth=side, mapHeight=side, cities=[], cityArmies=[], mountains=[],
-                     generals=[0, side * side - 1])
-    fields["moves"] = [] if afk else [
-        {"index": 0, "start": 1, "end": 2, "is50": 0, "turn": turn} for turn in turns
-    ]
+    fields = changed(
+        mapWidth=side,
+        mapHeight=side,
+        cities=[],
+        cityArmies=[],
+        mountains=[],
+        generals=[0, side * side - 1],
+    )
+    fields["moves"] = (
+        []
+        if afk
+        else [{"index": 0, "start": 1, "end": 2, "is50": 0, "turn": turn} for turn in turns]
+    )
     fields["afks"] = [{"index": 0, "turn": turn} for turn in turns] if afk else []
     return fields
 
@@ -531,7 +549,9 @@ def test_a_tiny_replay_idle_for_a_million_ticks_is_refused_before_it_runs(tmp_pa
     path = write_json(tmp_path, idle_replay(_core.MAX_BOARD_SIDE, [1_000_000], afk=True))
     assert path.stat().st_size < 300
     started = time.monotonic()
-    with pytest.raises(ReplayError, match=r"no recorded event between ticks 0 and 1000000 \(at most 10000 idle"):
+    with pytest.raises(
+        ReplayError, match=r"no recorded event between ticks 0 and 1000000 \(at most 10000 idle"
+    ):
         replay.load(path).trace()
     assert time.monotonic() - started < 10
 
@@ -546,7 +566,9 @@ def test_idle_ticks_up_to_the_limit_are_replayed():
 
 def test_snapshots_beyond_the_cell_limit_are_refused_naming_snapshot_every():
     fields = idle_replay(_core.MAX_BOARD_SIDE, [5000, 9000])
-    with pytest.raises(ReplayError, match=r"91 snapshots of 1048576 tiles, more than 4194304 cells \(use a larger"):
+    with pytest.raises(
+        ReplayError, match=r"91 snapshots of 1048576 tiles, more than 4194304 cells \(use a larger"
+    ):
         replay.from_fields(fields).trace()
     trace = replay.from_fields(fields).trace(snapshot_every=5000)  # 2 snapshots fit
     assert list(trace["snapshots"]) == ["5000", "9001"]

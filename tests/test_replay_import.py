@@ -17,7 +17,11 @@ from generals_rl.storage import open_dataset, open_writer
 
 REPLAY_FORMS = (".gioreplay", ".json")
 GAMES = (
-    sorted(p for p in REPLAY_DIR.iterdir() if p.suffix in REPLAY_FORMS and not p.name.endswith(".expected.json"))
+    sorted(
+        p
+        for p in REPLAY_DIR.iterdir()
+        if p.suffix in REPLAY_FORMS and not p.name.endswith(".expected.json")
+    )
     if REPLAY_DIR.is_dir()
     else []
 )
@@ -26,7 +30,9 @@ PADDED = (32, 32)  # larger than every shared map: action indices use the padded
 
 def games():
     if not GAMES:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no shared replays in {REPLAY_DIR}"))]
+        return [
+            pytest.param(None, marks=pytest.mark.skip(reason=f"no shared replays in {REPLAY_DIR}"))
+        ]
     return [pytest.param(path, id=path.stem) for path in GAMES]
 
 
@@ -49,7 +55,7 @@ def test_every_recorded_move_is_its_players_action(path):
     game = replay.load(path)
     trace = json.loads(REPLAY_DIR.joinpath(game.id + ".expected.json").read_text())
     batch = game.to_experiences(*PADDED)
-    rows = {(int(p), int(t)): i for i, (p, t) in enumerate(zip(batch.player_id, batch.tick))}
+    rows = {(int(p), int(t)): i for i, (p, t) in enumerate(zip(batch.player_id, batch.tick, strict=False))}
     assert len(rows) == len(batch), "one experience per player per tick"
 
     # One experience per alive player per tick, every tick of the game.
@@ -59,7 +65,9 @@ def test_every_recorded_move_is_its_players_action(path):
 
     last_tick = {p: max(t for q, t in rows if q == p) for p in range(game.num_players)}
     checked, first_of = 0, set()
-    for (player, start, end, half, _), tick in zip(game.moves.tolist(), application_ticks(game.moves).tolist()):
+    for (player, start, end, half, _), tick in zip(
+        game.moves.tolist(), application_ticks(game.moves).tolist(), strict=False
+    ):
         if (player, tick) in first_of:
             continue  # a second move of the same tick: the experience carries the first
         first_of.add((player, tick))
@@ -100,11 +108,13 @@ def test_rewards_follow_the_reward_config():
     if not GAMES:
         pytest.skip("no shared replays")
     game = replay.load(GAMES[0])
-    plain = game.to_experiences(reward_config=RewardConfig(win=0, loss=0, city_captured=0, city_lost=0,
-                                                           army_advantage=0))
+    plain = game.to_experiences(
+        reward_config=RewardConfig(win=0, loss=0, city_captured=0, city_lost=0, army_advantage=0)
+    )
     assert not plain.reward.any()
-    winners = game.to_experiences(reward_config=RewardConfig(win=5, loss=0, city_captured=0, city_lost=0,
-                                                             army_advantage=0))
+    winners = game.to_experiences(
+        reward_config=RewardConfig(win=5, loss=0, city_captured=0, city_lost=0, army_advantage=0)
+    )
     last = winners.tick == winners.tick.max()
     trace = game.trace()
     if trace["over"]:
@@ -115,7 +125,9 @@ def test_a_game_larger_than_the_boards_is_refused_by_id():
     if not GAMES:
         pytest.skip("no shared replays")
     game = replay.load(GAMES[0])
-    with pytest.raises(replay.ReplayError, match=f"replay {game.id!r} is {game.height}x{game.width}"):
+    with pytest.raises(
+        replay.ReplayError, match=f"replay {game.id!r} is {game.height}x{game.width}"
+    ):
         game.to_experiences(game.height - 1, game.width)
 
 
@@ -153,7 +165,10 @@ def test_import_stores_every_game_once(tmp_path):
     for replay_id, game in by_game.items():
         rows = back.replay_id == replay_id
         assert back.stars[rows].tolist() == [game.stars[p] for p in back.player_id[rows]]
-    assert summary.size == (max(replay.load(p).height for p in GAMES), max(replay.load(p).width for p in GAMES))
+    assert summary.size == (
+        max(replay.load(p).height for p in GAMES),
+        max(replay.load(p).width for p in GAMES),
+    )
 
 
 def test_import_skips_damaged_files_and_filters(tmp_path):
@@ -184,9 +199,23 @@ def test_cli_imports_the_shared_replays(tmp_path):
     small = min(GAMES, key=lambda p: replay.load(p).width)
     game = replay.load(small)
     result = subprocess.run(
-        [sys.executable, "-m", "generals_rl.cli", "import-replays", str(REPLAY_DIR), "--output", str(tmp_path / "d"),
-         "--format", "npz", "--size", f"{game.height}x{game.width}"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "generals_rl.cli",
+            "import-replays",
+            str(REPLAY_DIR),
+            "--output",
+            str(tmp_path / "d"),
+            "--format",
+            "npz",
+            "--size",
+            f"{game.height}x{game.width}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "imported " in result.stdout and "stored as npz" in result.stdout

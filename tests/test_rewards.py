@@ -39,8 +39,13 @@ class After:
 def state_after(env: VecEnv, info: dict, i: int) -> After:
     """Game ``i`` right after the tick, also when it has just finished and been replaced."""
     if not info["episode_done"][i]:
-        return After(env.game_state(i)["owner"].ravel(), info["army"][i], info["land"][i],
-                     info["alive"][i], -1)
+        return After(
+            env.game_state(i)["owner"].ravel(),
+            info["army"][i],
+            info["land"][i],
+            info["alive"][i],
+            -1,
+        )
     final = info["final_observations"][i]
     owner = np.full(env.height * env.width, -1, dtype=np.int16)
     for p in range(env.players):
@@ -79,7 +84,11 @@ def expected_rewards(config: RewardConfig, before: dict, alive_before, land_befo
             + config.city_lost * lost
             + config.general_captured * generals_captured[p]
             + config.land_gained * (after.land[p] - land_before[p])
-            + (config.army_advantage * (2 * after.army[p] - total_army) / total_army if total_army else 0.0)
+            + (
+                config.army_advantage * (2 * after.army[p] - total_army) / total_army
+                if total_army
+                else 0.0
+            )
         )
     return rewards
 
@@ -94,17 +103,41 @@ def cities_changing_hands_ambiguously(before: dict, after: After, moved_into: np
     )
 
 
-def play_and_check(config: RewardConfig, players: int, seed: int, num_envs: int = 12, ticks: int = 300,
-                   max_ticks: int = 250) -> dict:
+def play_and_check(
+    config: RewardConfig,
+    players: int,
+    seed: int,
+    num_envs: int = 12,
+    ticks: int = 300,
+    max_ticks: int = 250,
+) -> dict:
     """Plays a heuristic player 0 against random players, checks every reward against
     the reference and returns how often each event happened."""
-    env = VecEnv(num_envs, players=players, seed=seed, max_ticks=max_ticks, map_config=CHEAP_CITIES,
-                 reward_config=config)
+    env = VecEnv(
+        num_envs,
+        players=players,
+        seed=seed,
+        max_ticks=max_ticks,
+        map_config=CHEAP_CITIES,
+        reward_config=config,
+    )
     heuristic, random_bot = HeuristicBot(), RandomBot(seed=seed)
     _, info = env.reset()
     counts = dict.fromkeys(
-        ["ticks", "wins", "losses", "mid_game_losses", "city_gains", "city_losses",
-         "cities_through_elimination", "truncations", "skipped", "nonzero"], 0)
+        [
+            "ticks",
+            "wins",
+            "losses",
+            "mid_game_losses",
+            "city_gains",
+            "city_losses",
+            "cities_through_elimination",
+            "truncations",
+            "skipped",
+            "nonzero",
+        ],
+        0,
+    )
     for _ in range(ticks):
         actions = random_bot.act(env)
         heuristic.act(env, players=[0], out=actions)
@@ -118,8 +151,13 @@ def play_and_check(config: RewardConfig, players: int, seed: int, num_envs: int 
                 counts["skipped"] += 1
                 continue
             expected = expected_rewards(config, before[i], alive_before[i], land_before[i], after)
-            np.testing.assert_allclose(rewards[i], expected, rtol=1e-5, atol=1e-6,
-                                       err_msg=f"env {i} tick {before[i]['tick']}")
+            np.testing.assert_allclose(
+                rewards[i],
+                expected,
+                rtol=1e-5,
+                atol=1e-6,
+                err_msg=f"env {i} tick {before[i]['tick']}",
+            )
             was_city = before[i]["kind"].ravel() == CITY
             owner_before = before[i]["owner"].ravel()
             eliminated = alive_before[i] & ~after.alive
@@ -128,10 +166,16 @@ def play_and_check(config: RewardConfig, players: int, seed: int, num_envs: int 
             counts["wins"] += int(after.winner >= 0)
             counts["losses"] += int(eliminated.sum())
             counts["mid_game_losses"] += int(eliminated.sum()) if not info["episode_done"][i] else 0
-            counts["city_gains"] += int(np.sum(was_city & (after.owner >= 0) & (owner_before != after.owner)))
-            counts["city_losses"] += int(np.sum(was_city & (owner_before >= 0) & (owner_before != after.owner)))
+            counts["city_gains"] += int(
+                np.sum(was_city & (after.owner >= 0) & (owner_before != after.owner))
+            )
+            counts["city_losses"] += int(
+                np.sum(was_city & (owner_before >= 0) & (owner_before != after.owner))
+            )
             for victim in np.flatnonzero(eliminated):
-                counts["cities_through_elimination"] += int(np.sum(was_city & (owner_before == victim)))
+                counts["cities_through_elimination"] += int(
+                    np.sum(was_city & (owner_before == victim))
+                )
             counts["truncations"] += int(truncated[i])
     assert counts["skipped"] <= counts["ticks"] // 100
     return counts
@@ -139,7 +183,12 @@ def play_and_check(config: RewardConfig, players: int, seed: int, num_envs: int 
 
 def test_default_weights():
     config = RewardConfig()
-    assert (config.win, config.loss, config.city_captured, config.city_lost) == (1.0, -1.0, 0.1, -0.1)
+    assert (config.win, config.loss, config.city_captured, config.city_lost) == (
+        1.0,
+        -1.0,
+        0.1,
+        -0.1,
+    )
     assert config.army_advantage == 0.05
     assert config.land_gained == 0.0 and config.general_captured == 0.0
 
@@ -151,10 +200,23 @@ def test_default_rewards_match_reference(players):
 
 
 def test_every_term_weighted_at_once():
-    config = RewardConfig(win=1.5, loss=-2.0, city_captured=0.3, city_lost=-0.7, army_advantage=0.05,
-                          land_gained=0.01, general_captured=0.5)
+    config = RewardConfig(
+        win=1.5,
+        loss=-2.0,
+        city_captured=0.3,
+        city_lost=-0.7,
+        army_advantage=0.05,
+        land_gained=0.01,
+        general_captured=0.5,
+    )
     counts = play_and_check(config, players=3, seed=11)
-    for event in ("wins", "mid_game_losses", "city_gains", "city_losses", "cities_through_elimination"):
+    for event in (
+        "wins",
+        "mid_game_losses",
+        "city_gains",
+        "city_losses",
+        "cities_through_elimination",
+    ):
         assert counts[event] > 0, f"no {event} to check"
 
 
@@ -165,8 +227,14 @@ def test_each_term_alone(term):
 
 
 def test_win_and_loss_are_paid_on_the_elimination_tick_only():
-    env = VecEnv(16, seed=3, max_ticks=0, reward_config=RewardConfig(
-        win=1.0, loss=-1.0, city_captured=0.0, city_lost=0.0, army_advantage=0.0))
+    env = VecEnv(
+        16,
+        seed=3,
+        max_ticks=0,
+        reward_config=RewardConfig(
+            win=1.0, loss=-1.0, city_captured=0.0, city_lost=0.0, army_advantage=0.0
+        ),
+    )
     heuristic, random_bot = HeuristicBot(), RandomBot(seed=3)
     finished = 0
     for _ in range(700):
@@ -211,5 +279,7 @@ def test_army_advantage_is_bounded_and_follows_army_totals():
         ongoing = ~info["episode_done"]
         army = info["army"][ongoing].astype(np.float64)
         mine, theirs = army[:, 0], army[:, 1]
-        np.testing.assert_allclose(rewards[ongoing, 0], 0.05 * (mine - theirs) / (mine + theirs), rtol=1e-5)
+        np.testing.assert_allclose(
+            rewards[ongoing, 0], 0.05 * (mine - theirs) / (mine + theirs), rtol=1e-5
+        )
         np.testing.assert_allclose(rewards[ongoing].sum(axis=1), 0.0, atol=1e-6)  # zero-sum in 1v1

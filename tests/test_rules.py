@@ -40,9 +40,7 @@ def test_full_move_leaves_one_behind_and_adds_onto_own_tile(army):
     assert game.illegal_moves.tolist() == [0, 0]
 
 
-@pytest.mark.parametrize(
-    "army, kept", [(2, 1), (3, 2), (4, 2), (5, 3), (9, 5), (10, 5), (101, 51)]
-)
+@pytest.mark.parametrize("army, kept", [(2, 1), (3, 2), (4, 2), (5, 3), (9, 5), (10, 5), (101, 51)])
 def test_half_move_keeps_half_rounded_up(army, kept):
     game = build_game(f"""
         G0    .0:{army} .0:2
@@ -391,7 +389,7 @@ def test_no_tick_limit_by_default():
 def _seen_by(owner: np.ndarray, player: int) -> np.ndarray:
     """Tiles within the 3x3 square of any tile the player owns, by brute force."""
     seen = np.zeros_like(owner, dtype=bool)
-    for y, x in zip(*np.nonzero(owner == player)):
+    for y, x in zip(*np.nonzero(owner == player), strict=False):
         seen[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2] = True
     return seen
 

@@ -92,7 +92,11 @@ def test_selfplay_stores_parquet_by_default_and_numbers_on_across_runs(tmp_path)
     for _ in range(2):
         result = subprocess.run(
             [*COMMAND, *SMALL[:-2], "--games", "4", "--json"],
-            check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            check=False,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         summary = json.loads(result.stdout)
@@ -132,7 +136,9 @@ def test_selfplay_without_a_game_limit_stops_on_sigint_with_a_summary():
     ],
 )
 def test_bad_options_are_reported_without_a_traceback(args, words):
-    result = subprocess.run([*COMMAND, *args], check=False, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*COMMAND, *args], check=False, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert words in result.stderr and "Traceback" not in result.stderr
 

@@ -34,11 +34,16 @@ GIB = 1 << 30
 def zstd_zeros(size: int, declare_size: bool = True) -> bytes:
     """A zstd frame of ``size`` zero bytes in RLE blocks: 4 bytes per 128 KiB,
     so a GiB takes 33 KB. ``declare_size``: with the frame content size."""
-    frame = [b"\x28\xb5\x2f\xfd" + (b"\xc0\x38" + struct.pack("<Q", size) if declare_size else b"\x00\x38")]
+    frame = [
+        b"\x28\xb5\x2f\xfd"
+        + (b"\xc0\x38" + struct.pack("<Q", size) if declare_size else b"\x00\x38")
+    ]
     while True:
         part = min(128 << 10, size)  # the 128 KiB window's largest block
         size -= part
-        frame.append((int(size == 0) | 1 << 1 | part << 3).to_bytes(3, "little") + b"\x00")  # RLE of 0
+        frame.append(
+            (int(size == 0) | 1 << 1 | part << 3).to_bytes(3, "little") + b"\x00"
+        )  # RLE of 0
         if size == 0:
             return b"".join(frame)
 
@@ -46,8 +51,12 @@ def zstd_zeros(size: int, declare_size: bool = True) -> bytes:
 def zero_rows(rows: int, states: int = 1) -> RawBatch:
     """Valid rows that pack to all-zero bytes: player 0 at tick 0 passing...
     on a plain neutral board."""
-    columns = {name: np.zeros(rows, dtype) for name, dtype in {**RECORD_COLUMNS, **STATE_COLUMNS}.items()}
-    tables = {name: np.zeros((states, HEIGHT, WIDTH), dtype) for name, dtype in STATE_TABLES.items()}
+    columns = {
+        name: np.zeros(rows, dtype) for name, dtype in {**RECORD_COLUMNS, **STATE_COLUMNS}.items()
+    }
+    tables = {
+        name: np.zeros((states, HEIGHT, WIDTH), dtype) for name, dtype in STATE_TABLES.items()
+    }
     tables["state_owner"][:] = -1
     return RawBatch(**columns, **tables)
 
@@ -111,7 +120,9 @@ def test_a_frame_holding_more_than_announced_is_cut_at_the_announced_size(declar
         unpack(packed)
     assert not isinstance(error.value, PayloadTooLargeError)
     if declare_size:
-        assert f"the zstd frame holds {64 << 20} bytes, uncompressed_size says {honest}" in str(error.value)
+        assert f"the zstd frame holds {64 << 20} bytes, uncompressed_size says {honest}" in str(
+            error.value
+        )
     assert peak[0] < 1 << 20
 
 
@@ -131,7 +142,10 @@ def test_the_server_refuses_a_bomb_with_resource_exhausted_naming_the_size():
         stub = pb_grpc.ExperienceServiceStub(channel)
         for packed, words in (
             (bomb(zero_rows(65536)), f"more than {MAX_COMPRESSION_RATIO} times"),
-            (bomb(zero_rows(65536), declare_size=False), f"more than {MAX_COMPRESSION_RATIO} times"),
+            (
+                bomb(zero_rows(65536), declare_size=False),
+                f"more than {MAX_COMPRESSION_RATIO} times",
+            ),
         ):
             with pytest.raises(grpc.RpcError) as error:
                 stub.SubmitExperiences(pb.SubmitExperiencesRequest(packed=packed), timeout=30)
@@ -194,11 +208,17 @@ def test_packed_rows_are_held_to_the_per_experience_rules():
         assert "reward of row 2: nan is not a finite number (and 1 more problems)" in _refused(
             stub, pack_message(raw)
         )
-        assert "packed.count: 70000 in one request, at most 65536" in _refused(stub, pack_message(zero_rows(70_000)))
+        assert "packed.count: 70000 in one request, at most 65536" in _refused(
+            stub, pack_message(zero_rows(70_000))
+        )
         assert buffer.head == 0
         off_board = zero_rows(10)
-        off_board.action[0] = moves  # not claimed legal: an illegal no-op, as recorded by the engine
-        stub.SubmitExperiences(pb.SubmitExperiencesRequest(packed=pack_message(off_board)), timeout=30)
+        off_board.action[0] = (
+            moves  # not claimed legal: an illegal no-op, as recorded by the engine
+        )
+        stub.SubmitExperiences(
+            pb.SubmitExperiencesRequest(packed=pack_message(off_board)), timeout=30
+        )
         assert buffer.head == 10
         stats = stub.GetExperienceStats(pb.GetExperienceStatsRequest(), timeout=30)
         assert np.isfinite(stats.reward_mean)
@@ -261,7 +281,9 @@ def test_bad_addresses_are_refused_by_the_server_api(address, words):
 def test_a_port_in_use_is_reported_as_such_and_nothing_serves(host):
     with port_in_use() as port:
         server = ExperienceServer(make_buffer(), f"{host}:{port}")
-        with pytest.raises(OSError, match=f"cannot listen on {host}:{port} .*address already in use"):
+        with pytest.raises(
+            OSError, match=f"cannot listen on {host}:{port} .*address already in use"
+        ):
             server.start()
     assert server.port is None
 
@@ -280,7 +302,10 @@ def test_localhost_serves_on_every_address_it_resolves_to():
 @pytest.mark.parametrize(
     ("tls", "words"),
     [
-        ((b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", b""), "the private key is empty"),
+        (
+            (b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", b""),
+            "the private key is empty",
+        ),
         ((b"", b"-----BEGIN PRIVATE KEY-----\n"), "the certificate chain is empty"),
         ((b"-----BEGIN CERTIFICATE-----\n", b"not a key"), "the private key is not PEM"),
     ],

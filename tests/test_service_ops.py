@@ -37,7 +37,9 @@ def test_the_token_is_enforced_on_every_call_but_health_checks():
             with pytest.raises(grpc.RpcError) as error:
                 stub.SubmitExperiences(pb.SubmitExperiencesRequest(), timeout=10)
             assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
         with ExperienceConsumer(server.address, token="s3cret") as consumer:
             got = list(consumer.stream_experiences(follow=False, decode=False))
@@ -96,13 +98,20 @@ def test_streams_beyond_the_maximum_are_refused_with_resource_exhausted():
             assert error.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
             open_streams[0].close()  # a slot frees up
             wait_until(lambda: server.active_streams == 1)
-            assert len(next(consumers[2].stream_experiences(follow=True, start="oldest", decode=False))) > 0
+            assert (
+                len(
+                    next(consumers[2].stream_experiences(follow=True, start="oldest", decode=False))
+                )
+                > 0
+            )
         finally:
             for consumer in consumers:
                 consumer.close()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="openssl is needed to make a test certificate"
+)
 def test_tls_with_a_token(tmp_path):
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
@@ -130,8 +139,13 @@ def test_tls_with_a_token(tmp_path):
     buffer = make_buffer()
     fill(buffer, 200)
     with serving(buffer, tls=(cert.read_bytes(), key.read_bytes()), token="t") as server:
-        with ExperienceConsumer(server.address, token="t", root_certificates=cert.read_bytes()) as consumer:
-            assert sum(map(len, consumer.stream_experiences(follow=False, decode=False))) == buffer.head
+        with ExperienceConsumer(
+            server.address, token="t", root_certificates=cert.read_bytes()
+        ) as consumer:
+            assert (
+                sum(map(len, consumer.stream_experiences(follow=False, decode=False)))
+                == buffer.head
+            )
         # A plaintext client cannot talk to a TLS server.
         with (
             ExperienceConsumer(server.address, token="t", reconnect_timeout=0.5) as plain,
@@ -143,7 +157,10 @@ def test_tls_with_a_token(tmp_path):
 def test_batches_are_capped_to_the_message_size_limit():
     buffer = make_buffer()
     fill(buffer, 5_000)
-    with serving(buffer, max_message_bytes=1 << 20) as server, ExperienceConsumer(server.address) as consumer:
+    with (
+        serving(buffer, max_message_bytes=1 << 20) as server,
+        ExperienceConsumer(server.address) as consumer,
+    ):
         batches = list(consumer.stream_experiences(follow=False, batch_size=65536, decode=False))
         assert len(batches) > 1  # 65536 rows would not fit in 1 MiB
         assert sum(map(len, batches)) == buffer.head
@@ -187,13 +204,18 @@ def test_stats_report_every_field_from_what_the_buffer_holds():
         truth = everything(buffer)
         with ExperienceConsumer(server.address) as consumer:
             wait_until(
-                lambda: consumer.stats().aggregated_through == buffer.head, what="the stats to catch up"
+                lambda: consumer.stats().aggregated_through == buffer.head,
+                what="the stats to catch up",
             )
             stats = consumer.stats(max_games=100_000)
             few = consumer.stats(max_games=2)
     assert stats.total_experiences == buffer.head
     assert stats.resident_experiences == len(truth) == 3_000
-    assert stats.capacity == 3_000 and stats.policy == "overwrite" and stats.buffer_id == server.buffer_id
+    assert (
+        stats.capacity == 3_000
+        and stats.policy == "overwrite"
+        and stats.buffer_id == server.buffer_id
+    )
     assert stats.overwritten_experiences == buffer.head - 3_000
     assert (stats.oldest_sequence, stats.head_sequence) == (buffer.oldest, buffer.head)
     assert stats.stats_missed == 0  # the collector read everything before it was overwritten
@@ -201,9 +223,11 @@ def test_stats_report_every_field_from_what_the_buffer_holds():
     assert sum(stats.experiences_per_player.values()) == buffer.head
     assert set(stats.experiences_per_player) == {0, 1}
     games, counts = np.unique(truth.game_id, return_counts=True)
-    resident = {format_game_id(g): c for g, c in zip(games, counts)}
+    resident = {format_game_id(g): c for g, c in zip(games, counts, strict=False)}
     # Games still resident keep their counts over all their experiences (the oldest may have lost some).
-    assert set(stats.experiences_per_game) == set(resident) and stats.resident_games == len(resident)
+    assert set(stats.experiences_per_game) == set(resident) and stats.resident_games == len(
+        resident
+    )
     for game, count in resident.items():
         assert stats.experiences_per_game[game] >= count
     assert (
@@ -226,13 +250,19 @@ def test_stats_reward_aggregates_match_the_experiences_exactly():
     buffer = make_buffer()
     fill(buffer, 4_000, max_ticks=100)
     with serving(buffer) as server, ExperienceConsumer(server.address) as consumer:
-        wait_until(lambda: consumer.stats().aggregated_through == buffer.head, what="the stats to catch up")
+        wait_until(
+            lambda: consumer.stats().aggregated_through == buffer.head, what="the stats to catch up"
+        )
         stats = consumer.stats()
     truth = everything(buffer)
     assert stats.total_games == len(np.unique(truth.game_id))
-    assert stats.reward_mean == pytest.approx(truth.reward.astype(np.float64).mean(), rel=1e-9, abs=1e-12)
+    assert stats.reward_mean == pytest.approx(
+        truth.reward.astype(np.float64).mean(), rel=1e-9, abs=1e-12
+    )
     assert stats.reward_min == pytest.approx(float(truth.reward.min()))
     assert stats.reward_max == pytest.approx(float(truth.reward.max()))
     assert stats.done_experiences == int((truth.terminated | truth.truncated).sum()) > 0
-    assert dict(stats.experiences_per_player) == {p: int((truth.player_id == p).sum()) for p in (0, 1)}
+    assert dict(stats.experiences_per_player) == {
+        p: int((truth.player_id == p).sum()) for p in (0, 1)
+    }
     assert len(stats.experiences_per_game) == len(np.unique(truth.game_id))

@@ -64,11 +64,17 @@ def _column(packed: pb.PackedBatch, name: str) -> pb.Column:
     ("corrupt", "words"),
     [
         (lambda p: p.columns.add().CopyFrom(p.columns[0]), "appears twice"),
-        (lambda p: p.columns.add(name="extra", dtype=pb.DTYPE_UINT8, shape=[0]), "unknown columns ['extra']"),
+        (
+            lambda p: p.columns.add(name="extra", dtype=pb.DTYPE_UINT8, shape=[0]),
+            "unknown columns ['extra']",
+        ),
         (lambda p: _column(p, "tick").shape.__setitem__(0, 3), "column 'tick' has shape (3,)"),
         (lambda p: setattr(_column(p, "reward"), "size", 4), "its shape needs"),
         (lambda p: setattr(_column(p, "state_army"), "offset", 10**9), "runs past the end"),
-        (lambda p: setattr(p, "uncompressed_size", p.uncompressed_size + 1), "uncompressed_size says"),
+        (
+            lambda p: setattr(p, "uncompressed_size", p.uncompressed_size + 1),
+            "uncompressed_size says",
+        ),
         (lambda p: setattr(p, "compression", 9), "unknown compression 9"),
         (lambda p: setattr(p, "height", 300), "outside 2..256"),
         (

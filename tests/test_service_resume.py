@@ -3,6 +3,7 @@ broken connection, and on a server whose buffer was replaced."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,7 +30,9 @@ def test_a_cancelled_stream_resumes_from_its_positions_without_loss_or_duplicate
     with serving(buffer) as server:
         first = ExperienceConsumer(server.address, queue_batches=8)
         got = []
-        for batch in first.stream_experiences(follow=False, batch_size=100, start="oldest", decode=False):
+        for batch in first.stream_experiences(
+            follow=False, batch_size=100, start="oldest", decode=False
+        ):
             got.append(batch)
             if len(got) == 25:
                 break  # cancels the stream; batches received but not delivered are not counted
@@ -39,7 +42,9 @@ def test_a_cancelled_stream_resumes_from_its_positions_without_loss_or_duplicate
         # A new consumer (say, after a restart) continues from the saved positions.
         with ExperienceConsumer(server.address) as second:
             rest = list(
-                second.stream_experiences(follow=False, batch_size=300, start=positions, decode=False)
+                second.stream_experiences(
+                    follow=False, batch_size=300, start=positions, decode=False
+                )
             )
         assert_contiguous(np.concatenate([_sequences(got), _sequences(rest)]), 0, buffer.head)
 
@@ -77,7 +82,9 @@ def test_a_consumer_killed_mid_stream_resumes_without_loss_or_duplicate(tmp_path
     producer = Producer(buffer, target=60_000, rate=40_000)
     out_path = tmp_path / "delivered.jsonl"
     with serving(buffer) as server:
-        process = subprocess.Popen([sys.executable, "-c", _CONSUMER_SCRIPT, server.address, str(out_path)])
+        process = subprocess.Popen(
+            [sys.executable, "-c", _CONSUMER_SCRIPT, server.address, str(out_path)]
+        )
         try:
             producer.start()
             wait_until(
@@ -102,7 +109,9 @@ def test_a_consumer_killed_mid_stream_resumes_without_loss_or_duplicate(tmp_path
         producer.join(timeout=30)
         with ExperienceConsumer(server.address) as consumer:
             rest = list(
-                consumer.stream_experiences(follow=False, batch_size=1024, start=positions, decode=False)
+                consumer.stream_experiences(
+                    follow=False, batch_size=1024, start=positions, decode=False
+                )
             )
         assert_contiguous(np.concatenate([delivered, _sequences(rest)]), 0, buffer.head)
 
@@ -139,19 +148,15 @@ class _Proxy:
         except OSError:
             pass
         for s in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def cut(self) -> None:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for s in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
     def close(self) -> None:
@@ -232,7 +237,11 @@ def test_closing_the_consumer_from_another_thread_ends_its_stream():
         first = next(stream)
         threading.Timer(0.3, consumer.close).start()
         started = time.monotonic()
-        rest = list(stream)  # what is resident arrives, then nothing more; close() ends the iteration
+        rest = list(
+            stream
+        )  # what is resident arrives, then nothing more; close() ends the iteration
         assert 0.2 < time.monotonic() - started < 5
-        assert_contiguous(np.concatenate([first.sequence, *(b.sequence for b in rest)]), 0, buffer.head)
+        assert_contiguous(
+            np.concatenate([first.sequence, *(b.sequence for b in rest)]), 0, buffer.head
+        )
         wait_until(lambda: server.active_streams == 0, what="the stream to close")

@@ -35,7 +35,10 @@ def test_ten_concurrent_consumers_each_receive_10000_without_gap_or_duplicate():
                     got, total = [], 0
                     # Every other consumer decodes observations, the rest take compact states.
                     stream = consumer.stream_experiences(
-                        batch_size=256, start="oldest", decode=index % 2 == 0, compression=index % 3 == 0
+                        batch_size=256,
+                        start="oldest",
+                        decode=index % 2 == 0,
+                        compression=index % 3 == 0,
                     )
                     for batch in stream:
                         assert batch.missed == 0
@@ -44,7 +47,7 @@ def test_ten_concurrent_consumers_each_receive_10000_without_gap_or_duplicate():
                         if total >= 10_000:
                             break
                     results[index] = got
-            except Exception as exc:  # noqa: BLE001 - any failure in a thread fails the test below
+            except Exception as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=consume, args=(i,)) for i in range(10)]
@@ -60,7 +63,9 @@ def test_ten_concurrent_consumers_each_receive_10000_without_gap_or_duplicate():
             sequences = np.concatenate(parts)
             assert len(sequences) >= 10_000, index
             assert_contiguous(sequences, 0, len(sequences))
-        wait_until(lambda: server.active_streams == 0, what="streams to close after the consumers left")
+        wait_until(
+            lambda: server.active_streams == 0, what="streams to close after the consumers left"
+        )
 
 
 def test_filters_return_exactly_the_matching_subset_with_identical_contents():
@@ -92,22 +97,32 @@ def test_filters_return_exactly_the_matching_subset_with_identical_contents():
             for side in ("state_index", "next_state_index"):
                 for table in ("state_kind", "state_owner", "state_army"):
                     np.testing.assert_array_equal(
-                        getattr(got, table)[getattr(got, side)], getattr(want, table)[getattr(want, side)]
+                        getattr(got, table)[getattr(got, side)],
+                        getattr(want, table)[getattr(want, side)],
                     )
         # Decoded observations equal the buffer's own decoding.
         decoded = list(
-            consumer.stream_experiences(player_ids=[0], follow=False, batch_size=500, start="oldest")
+            consumer.stream_experiences(
+                player_ids=[0], follow=False, batch_size=500, start="oldest"
+            )
         )
         reference = buffer.decode(truth.select(truth.player_id == 0))
         np.testing.assert_array_equal(np.concatenate([b.state for b in decoded]), reference.state)
-        np.testing.assert_array_equal(np.concatenate([b.next_state for b in decoded]), reference.next_state)
-        np.testing.assert_array_equal(np.concatenate([b.action_mask for b in decoded]), reference.action_mask)
+        np.testing.assert_array_equal(
+            np.concatenate([b.next_state for b in decoded]), reference.next_state
+        )
+        np.testing.assert_array_equal(
+            np.concatenate([b.action_mask for b in decoded]), reference.action_mask
+        )
         # Game ids given as strings work the same way.
         from generals_rl.experience import format_game_id
 
         as_text = list(
             consumer.stream_experiences(
-                game_ids=[format_game_id(g) for g in games], follow=False, start="oldest", decode=False
+                game_ids=[format_game_id(g) for g in games],
+                follow=False,
+                start="oldest",
+                decode=False,
             )
         )
         np.testing.assert_array_equal(
@@ -140,7 +155,9 @@ def test_follow_streams_new_experiences_until_the_client_cancels():
     buffer = make_buffer()
     fill(buffer, 100)
     with serving(buffer) as server, ExperienceConsumer(server.address) as consumer:
-        stream = consumer.stream_experiences(follow=True, batch_size=64, start="oldest", decode=False)
+        stream = consumer.stream_experiences(
+            follow=True, batch_size=64, start="oldest", decode=False
+        )
         got = [next(stream).sequence]
         producer = Producer(buffer, target=3_000)
         producer.start()
@@ -165,7 +182,9 @@ def test_follow_stream_ends_cleanly_when_the_server_shuts_down_after_sending_eve
     done = threading.Event()
 
     def consume():
-        for batch in consumer.stream_experiences(follow=True, batch_size=128, start="oldest", decode=False):
+        for batch in consumer.stream_experiences(
+            follow=True, batch_size=128, start="oldest", decode=False
+        ):
             got.append(batch.sequence)
         done.set()
 
@@ -233,12 +252,16 @@ def test_block_mode_slow_consumer_holds_producers_back_and_misses_nothing():
     target = 150_000
     producer = Producer(buffer, target=target)
     with serving(buffer) as server, ExperienceConsumer(server.address) as consumer:
-        stream = consumer.stream_experiences(follow=True, batch_size=256, start="oldest", decode=False)
+        stream = consumer.stream_experiences(
+            follow=True, batch_size=256, start="oldest", decode=False
+        )
         got = [next(stream).sequence]  # opens the stream, then stops reading for a while
         producer.start()
         # The stream's cursor runs ahead only by what the transport's flow-control
         # windows hold; then the ring fills and the producer waits.
-        wait_until(lambda: producer.blocked_steps > 0, timeout=20, what="the producer to be held back")
+        wait_until(
+            lambda: producer.blocked_steps > 0, timeout=20, what="the producer to be held back"
+        )
 
         def stalled() -> bool:  # no progress at all for 0.3 s while the consumer does not read
             before = buffer.head
@@ -275,19 +298,27 @@ def test_stream_experiences_sends_one_message_per_experience(compact):
         m = messages[i]
         assert m.experience_id == f"{server.buffer_id}:{truth.sequence[i]}"
         assert int(m.game_id, 16) == truth.game_id[i]
-        assert (m.player_id, m.turn, m.action) == (truth.player_id[i], truth.tick[i], truth.action[i])
+        assert (m.player_id, m.turn, m.action) == (
+            truth.player_id[i],
+            truth.tick[i],
+            truth.action[i],
+        )
         assert m.reward == pytest.approx(float(truth.reward[i]))
         assert m.done == bool(truth.terminated[i] or truth.truncated[i])
         assert m.collected_at.seconds > 0
         if compact:
             kind = np.frombuffer(m.compact_state.kind, np.uint8).reshape(truth.state_kind.shape[1:])
-            army = np.frombuffer(m.compact_next_state.army, "<i4").reshape(truth.state_kind.shape[1:])
+            army = np.frombuffer(m.compact_next_state.army, "<i4").reshape(
+                truth.state_kind.shape[1:]
+            )
             np.testing.assert_array_equal(kind, truth.state_kind[truth.state_index[i]])
             np.testing.assert_array_equal(army, truth.state_army[truth.next_state_index[i]])
             assert not m.HasField("state")
         else:
             assert list(m.state.shape) == [9, truth.height, truth.width]
-            np.testing.assert_array_equal(np.array(m.state.data, np.float32), decoded.state[i].ravel())
+            np.testing.assert_array_equal(
+                np.array(m.state.data, np.float32), decoded.state[i].ravel()
+            )
             np.testing.assert_array_equal(
                 np.array(m.next_state.data, np.float32), decoded.next_state[i].ravel()
             )
@@ -311,11 +342,13 @@ def test_one_consumer_merges_several_servers_and_resumes_each():
             positions = (
                 consumer.positions
             )  # a server that delivered nothing yet has none: it starts at its oldest
-            heads = dict(zip(addresses, (b.head for b in buffers)))
+            heads = dict(zip(addresses, (b.head for b in buffers), strict=False))
             assert consumer.lag == sum(heads[a] - p.next_sequence for a, p in positions.items()) > 0
         with ExperienceConsumer(addresses) as consumer:
             got += list(
-                consumer.stream_experiences(follow=False, batch_size=500, start=positions, decode=False)
+                consumer.stream_experiences(
+                    follow=False, batch_size=500, start=positions, decode=False
+                )
             )
             assert consumer.lag == 0
             assert consumer.positions == {
@@ -323,7 +356,9 @@ def test_one_consumer_merges_several_servers_and_resumes_each():
                 second.address: (second.buffer_id, buffers[1].head),
             }
     merged = RawBatch.concat(got)
-    for buffer in buffers:  # game ids are unique across buffers: each one's experiences, each once, in order
+    for (
+        buffer
+    ) in buffers:  # game ids are unique across buffers: each one's experiences, each once, in order
         truth = everything(buffer)
         mine = np.isin(merged.game_id, truth.game_id)
         np.testing.assert_array_equal(merged.sequence[mine], truth.sequence)

@@ -71,11 +71,22 @@ def source() -> RawBatch:
 
 def _stream_back(address: str) -> RawBatch:
     with ExperienceConsumer(address) as consumer:
-        return RawBatch.concat(list(consumer.stream_experiences(follow=False, start="oldest", decode=False)))
+        return RawBatch.concat(
+            list(consumer.stream_experiences(follow=False, start="oldest", decode=False))
+        )
 
 
 def _assert_same_experiences(got: RawBatch, want: RawBatch) -> None:
-    for name in ("game_id", "player_id", "tick", "action", "reward", "legal", "terminated", "truncated"):
+    for name in (
+        "game_id",
+        "player_id",
+        "tick",
+        "action",
+        "reward",
+        "legal",
+        "terminated",
+        "truncated",
+    ):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     for side in ("state_index", "next_state_index"):
         for table in ("state_kind", "state_owner", "state_army"):
@@ -89,7 +100,9 @@ def _assert_same_experiences(got: RawBatch, want: RawBatch) -> None:
 def test_malformed_submissions_are_rejected_with_reasons_while_valid_ones_land(source):
     n = len(source)
     assert (~source.legal[1::2]).sum() >= 3  # some illegal moves get their flag derived
-    experiences = [_experience(source, i, legal=i % 2 == 0) for i in range(n)]  # odd rows: legal derived
+    experiences = [
+        _experience(source, i, legal=i % 2 == 0) for i in range(n)
+    ]  # odd rows: legal derived
     bad = {
         3: ("game_id", "is not 16 hex digits"),
         7: ("player_id", "is not a player"),
@@ -111,7 +124,10 @@ def test_malformed_submissions_are_rejected_with_reasons_while_valid_ones_land(s
     experiences[17].reward = float("nan")
     experiences[19].metadata["source"] = "elsewhere"
     experiences[23].action, experiences[23].legal = 10 * 10 * 8, True
-    experiences[25].action, experiences[25].legal = -7, False  # recorded as an illegal no-op: accepted
+    experiences[25].action, experiences[25].legal = (
+        -7,
+        False,
+    )  # recorded as an illegal no-op: accepted
     experiences[27].action = 10_000  # legal derived: false
     owner = np.frombuffer(experiences[29].compact_next_state.owner, "<i2").copy()
     owner[5] = 20

@@ -31,8 +31,18 @@ class Child:
     def __init__(self, fmt: str, destination: Path, steps: int, record: Path | None = None) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, str(SCRIPT), fmt, str(destination), str(steps), *([str(record)] if record else [])],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
+            [
+                sys.executable,
+                str(SCRIPT),
+                fmt,
+                str(destination),
+                str(steps),
+                *([str(record)] if record else []),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=HERE,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -42,8 +52,11 @@ class Child:
             self.lines.append(line.strip())
 
     def values(self, word: str) -> list[int]:
-        return [int(line.split()[1]) for line in list(self.lines)
-                if line.startswith(word + " ") and line.split()[1] != "None"]
+        return [
+            int(line.split()[1])
+            for line in list(self.lines)
+            if line.startswith(word + " ") and line.split()[1] != "None"
+        ]
 
     def finish(self, timeout: float) -> None:
         self.process.wait(timeout)
@@ -56,7 +69,11 @@ def staging_files(root: Path) -> list[Path]:
 
 
 def visible_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts[-1:])]
+    return [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.parts[-1:])
+    ]
 
 
 def check_complete(path: Path, fmt: str) -> np.ndarray:
@@ -135,5 +152,10 @@ def test_sigkill_mid_shard_then_resume(tmp_path, fmt):
     before = stored.sequence <= from_index.sequence[-1]
     assert_same_raw(stored.select(before), from_index)
     with np.load(record) as arrays:
-        produced = RawBatch(**{k: arrays[k] for k in arrays.files if k not in ("missed", "next_sequence")})
-    assert_same_raw(stored.select(stored.sequence >= resumed_at), produced.select(produced.sequence >= resumed_at))
+        produced = RawBatch(
+            **{k: arrays[k] for k in arrays.files if k not in ("missed", "next_sequence")}
+        )
+    assert_same_raw(
+        stored.select(stored.sequence >= resumed_at),
+        produced.select(produced.sequence >= resumed_at),
+    )

@@ -41,7 +41,9 @@ def mount_tmpfs(tmp_path):
     def mount(size: str) -> Path:
         point = tmp_path / f"fs{len(mounted)}"
         point.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], check=True
+        )
         mounted.append(point)
         return point
 
@@ -76,7 +78,10 @@ def stored_sequences(root: Path, fmt: str) -> np.ndarray:
             else:
                 records = tfrecord.tfrecord_loader(str(path), f"{path}.index", {"sequence": "int"})
                 found = np.concatenate([r["sequence"] for r in records]).view(np.uint64)
-            assert (int(found.min()), int(found.max())) == (entry["sequence_first"], entry["sequence_last"])
+            assert (int(found.min()), int(found.max())) == (
+                entry["sequence_first"],
+                entry["sequence_last"],
+            )
             sequences.append(found)
     return np.sort(np.concatenate(sequences)) if sequences else np.zeros(0, np.uint64)
 
@@ -95,7 +100,9 @@ def shard_bytes(tmp_path: Path, fmt: str, batches) -> int:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_a_full_disk_loses_nothing_and_space_coming_back_stores_everything(mount_tmpfs, tmp_path, fmt):
+def test_a_full_disk_loses_nothing_and_space_coming_back_stores_everything(
+    mount_tmpfs, tmp_path, fmt
+):
     batches = played()
     expected = joined(batches)
     fs = mount_tmpfs("32m")
@@ -127,9 +134,25 @@ def test_a_full_disk_loses_nothing_and_space_coming_back_stores_everything(mount
 
 def selfplay(destination: Path, fmt: str, *options: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "generals_rl.cli", "selfplay", "--address", "127.0.0.1:0", "--json",
-         "--output", str(destination), "--format", fmt, "--num-envs", "8", *options],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "generals_rl.cli",
+            "selfplay",
+            "--address",
+            "127.0.0.1:0",
+            "--json",
+            "--output",
+            str(destination),
+            "--format",
+            fmt,
+            "--num-envs",
+            "8",
+            *options,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -144,9 +167,16 @@ def test_selfplay_stops_on_a_full_disk_with_one_line_and_exit_code_1(mount_tmpfs
         assert process.returncode == 1, (fmt, err)
         lines = err.strip().splitlines()
         last = lines[-1]
-        assert [line for line in lines if not line.startswith(("games ", "generals-rl selfplay: serving"))] == [last]
-        match = re.fullmatch(f"generals-rl selfplay: storage: no space left on device at {re.escape(str(root))}: "
-                             r"(\d+) experiences durable, (\d+) not stored", last)
+        assert [
+            line
+            for line in lines
+            if not line.startswith(("games ", "generals-rl selfplay: serving"))
+        ] == [last]
+        match = re.fullmatch(
+            f"generals-rl selfplay: storage: no space left on device at {re.escape(str(root))}: "
+            r"(\d+) experiences durable, (\d+) not stored",
+            last,
+        )
         assert match, (fmt, last)
         durable, missing = int(match[1]), int(match[2])
         assert missing > 0, last
@@ -173,7 +203,9 @@ def test_selfplay_loses_nothing_when_space_returns_within_the_retry_budget(mount
         assert process.returncode == 0, (fmt, err)
         summary = json.loads(out)
         assert summary["stored"]["experiences"] == summary["experiences"] > 0
-        np.testing.assert_array_equal(stored_sequences(root, fmt), np.arange(summary["experiences"]))
+        np.testing.assert_array_equal(
+            stored_sequences(root, fmt), np.arange(summary["experiences"])
+        )
         assert staging_files(root) == []
 
 
@@ -187,7 +219,9 @@ def test_selfplay_stopped_stores_everything_with_every_games_end_marked(tmp_path
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     summary = json.loads(out)
-    np.testing.assert_array_equal(stored_sequences(tmp_path / "data", "parquet"), np.arange(summary["experiences"]))
+    np.testing.assert_array_equal(
+        stored_sequences(tmp_path / "data", "parquet"), np.arange(summary["experiences"])
+    )
     batch = open_dataset(tmp_path / "data").read()
     order = np.lexsort((batch.tick, batch.player_id, batch.game_id))
     game, player = batch.game_id[order], batch.player_id[order]
@@ -216,7 +250,9 @@ def test_a_multiwriter_with_a_full_destination_has_no_gap_or_duplicate(mount_tmp
             break
     assert refused is not None
     with pytest.raises(StorageError):
-        multi.write(batches[refused])  # still full: refused again; the roomy destination took it once
+        multi.write(
+            batches[refused]
+        )  # still full: refused again; the roomy destination took it once
     filler.unlink()
     for batch in batches[refused:]:
         multi.write(batch)

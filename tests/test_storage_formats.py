@@ -56,7 +56,9 @@ def masked_crc(data: bytes) -> int:
 
 def check_layout(root: Path, entries: list[dict], extension: str, total: int) -> None:
     """Keys, partition hours, ids, sizes, checksums and contiguous sequence ranges."""
-    assert [p.relative_to(root).as_posix() for p in visible_shards(root)] == sorted(e["key"] for e in entries)
+    assert [p.relative_to(root).as_posix() for p in visible_shards(root)] == sorted(
+        e["key"] for e in entries
+    )
     expected_first = 0
     for entry in entries:
         match = SHARD_KEY.match(entry["key"])
@@ -81,9 +83,22 @@ def read_parquet_with_pyarrow(path: Path) -> RawBatch:
     table = pq.read_table(path)
     meta = json.loads(table.schema.metadata[b"generals_rl"])
     height, width = meta["height"], meta["width"]
-    columns = {name: table.column(name).to_numpy() for name in
-               ("sequence", "game_id", "player_id", "tick", "action", "reward", "legal", "terminated", "truncated",
-                "state_index", "next_state_index")}
+    columns = {
+        name: table.column(name).to_numpy()
+        for name in (
+            "sequence",
+            "game_id",
+            "player_id",
+            "tick",
+            "action",
+            "reward",
+            "legal",
+            "terminated",
+            "truncated",
+            "state_index",
+            "next_state_index",
+        )
+    }
     tables = {}
     for name in TABLES:
         field = table.schema.field(name)
@@ -102,9 +117,11 @@ def test_parquet_read_back_with_pyarrow(tmp_path):
     assert len(entries) == -(-len(expected) // 3000)
     check_layout(tmp_path, entries, "parquet", len(expected))
     parts = [read_parquet_with_pyarrow(tmp_path / e["key"]) for e in entries]
-    for part, entry in zip(parts, entries):
+    for part, entry in zip(parts, entries, strict=False):
         assert len(part) == entry["experiences"]
-        assert pq.ParquetFile(tmp_path / entry["key"]).metadata.num_row_groups == -(-len(part) // 1000)
+        assert pq.ParquetFile(tmp_path / entry["key"]).metadata.num_row_groups == -(
+            -len(part) // 1000
+        )
         assert part.game_id[0] == int(SHARD_KEY.match(entry["key"])[5], 16)
     got = joined(parts)
     assert_same_raw(got, expected)
@@ -113,7 +130,9 @@ def test_parquet_read_back_with_pyarrow(tmp_path):
     states = sum(len(p.state_kind) for p in parts)
     assert states < 0.6 * len(expected)
     types = pq.read_schema(tmp_path / entries[0]["key"])
-    assert str(types.field("game_id").type) == "uint64" and str(types.field("reward").type) == "float"
+    assert (
+        str(types.field("game_id").type) == "uint64" and str(types.field("reward").type) == "float"
+    )
 
 
 def test_parquet_zstd_compresses_below_150_bytes_per_experience(tmp_path):
@@ -126,7 +145,10 @@ def test_parquet_zstd_compresses_below_150_bytes_per_experience(tmp_path):
     assert stats["bytes_committed"] == on_disk
     assert stats["bytes_per_experience"] == pytest.approx(on_disk / len(joined(batches)))
     assert stats["bytes_per_experience"] <= 150
-    assert pq.ParquetFile(visible_shards(tmp_path)[0]).metadata.row_group(0).column(11).compression == "ZSTD"
+    assert (
+        pq.ParquetFile(visible_shards(tmp_path)[0]).metadata.row_group(0).column(11).compression
+        == "ZSTD"
+    )
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -172,35 +194,69 @@ def tfrecord_records(path: Path, gzip: bool = False) -> list[dict]:
             assert struct.unpack_from("<I", data, pos + 12 + length)[0] == masked_crc(record)
             offsets.append((pos, length + 16))
             pos += length + 16
-        index = [tuple(int(v) for v in line.split()) for line in Path(f"{path}.index").read_text().splitlines()]
+        index = [
+            tuple(int(v) for v in line.split())
+            for line in Path(f"{path}.index").read_text().splitlines()
+        ]
         assert index == offsets
-    return list(tfrecord.tfrecord_loader(str(path), f"{path}.index", None, shard=(0, 1),
-                                         compression_type="gzip" if gzip else None))
+    return list(
+        tfrecord.tfrecord_loader(
+            str(path),
+            f"{path}.index",
+            None,
+            shard=(0, 1),
+            compression_type="gzip" if gzip else None,
+        )
+    )
 
 
 def raw_from_records(records: list[dict]) -> RawBatch:
     n = len(records)
-    columns = {name: np.concatenate([r[name] for r in records]) for name in
-               ("sequence", "game_id", "player_id", "tick", "action", "legal", "terminated", "truncated")}
-    columns = {k: v.view(np.uint64) if k in ("sequence", "game_id") else v.astype(np.int32) for k, v in columns.items()}
+    columns = {
+        name: np.concatenate([r[name] for r in records])
+        for name in (
+            "sequence",
+            "game_id",
+            "player_id",
+            "tick",
+            "action",
+            "legal",
+            "terminated",
+            "truncated",
+        )
+    }
+    columns = {
+        k: v.view(np.uint64) if k in ("sequence", "game_id") else v.astype(np.int32)
+        for k, v in columns.items()
+    }
     for flag in ("legal", "terminated", "truncated"):
         columns[flag] = columns[flag].astype(bool)
     reward = np.concatenate([r["reward"] for r in records])
     height, width = records[0]["state_shape"]
     tables = {}
-    for name, dtype in zip(TABLES, ("<u1", "<i2", "<i4")):
-        suffix = name[len("state_"):]
-        boards = [r[f"state_{suffix}"] for r in records] + [r[f"next_state_{suffix}"] for r in records]
+    for name, dtype in zip(TABLES, ("<u1", "<i2", "<i4"), strict=False):
+        suffix = name[len("state_") :]
+        boards = [r[f"state_{suffix}"] for r in records] + [
+            r[f"next_state_{suffix}"] for r in records
+        ]
         tables[name] = np.frombuffer(b"".join(boards), dtype=dtype).reshape(2 * n, height, width)
-    return RawBatch(**columns, reward=reward, state_index=np.arange(n, dtype=np.int32),
-                    next_state_index=np.arange(n, 2 * n, dtype=np.int32), **tables)
+    return RawBatch(
+        **columns,
+        reward=reward,
+        state_index=np.arange(n, dtype=np.int32),
+        next_state_index=np.arange(n, 2 * n, dtype=np.int32),
+        **tables,
+    )
 
 
 @pytest.mark.parametrize("gzip", [False, True])
 def test_tfrecord_read_back_with_the_tfrecord_package(tmp_path, gzip):
     batches = played()[:6]
     expected = joined(batches)
-    write_all(TFRecordWriter(tmp_path, max_experiences=1500, compression="gzip" if gzip else None), batches)
+    write_all(
+        TFRecordWriter(tmp_path, max_experiences=1500, compression="gzip" if gzip else None),
+        batches,
+    )
     entries = committed_entries(tmp_path)
     check_layout(tmp_path, entries, "tfrecord.gz" if gzip else "tfrecord", len(expected))
     records = [r for e in entries for r in tfrecord_records(tmp_path / e["key"], gzip)]
@@ -210,9 +266,27 @@ def test_tfrecord_read_back_with_the_tfrecord_package(tmp_path, gzip):
     got.state_army = got.state_army.astype(np.int32)
     assert_same_raw(got, expected)
     assert sorted(records[0]) == sorted(
-        ["sequence", "game_id", "player_id", "tick", "action", "reward", "legal", "terminated", "truncated",
-         "replay_id", "stars", "state_shape", "state_kind", "state_owner", "state_army", "next_state_kind", "next_state_owner",
-         "next_state_army"])
+        [
+            "sequence",
+            "game_id",
+            "player_id",
+            "tick",
+            "action",
+            "reward",
+            "legal",
+            "terminated",
+            "truncated",
+            "replay_id",
+            "stars",
+            "state_shape",
+            "state_kind",
+            "state_owner",
+            "state_army",
+            "next_state_kind",
+            "next_state_owner",
+            "next_state_army",
+        ]
+    )
 
 
 def test_tfrecord_float_lists_and_masks(tmp_path):
@@ -222,11 +296,16 @@ def test_tfrecord_float_lists_and_masks(tmp_path):
     (path,) = [p for p in visible_shards(tmp_path)]
     records = tfrecord_records(path)
     assert list(records[0]["state_shape"]) == [9, 20, 20]
-    np.testing.assert_array_equal(np.stack([r["state"] for r in records]).reshape(expected.state.shape),
-                                  expected.state)
-    np.testing.assert_array_equal(np.stack([r["next_state"] for r in records]).reshape(expected.state.shape),
-                                  expected.next_state)
-    np.testing.assert_array_equal(np.stack([r["action_mask"] for r in records]).astype(bool), expected.action_mask)
+    np.testing.assert_array_equal(
+        np.stack([r["state"] for r in records]).reshape(expected.state.shape), expected.state
+    )
+    np.testing.assert_array_equal(
+        np.stack([r["next_state"] for r in records]).reshape(expected.state.shape),
+        expected.next_state,
+    )
+    np.testing.assert_array_equal(
+        np.stack([r["action_mask"] for r in records]).astype(bool), expected.action_mask
+    )
     # The same experiences through our reader, decoded form only.
     assert_same_decoded(open_dataset(tmp_path, form="decoded").read(), expected)
     with pytest.raises(StorageError, match="form='decoded'"):
@@ -260,7 +339,9 @@ def test_open_dataset_returns_the_buffers_batches_with_filters(tmp_path, fmt):
     games = [int(expected.game_id[3]), format_game_id(int(expected.game_id[-1]))]
     game_values = [int(expected.game_id[3]), int(expected.game_id[-1])]
     rows = np.isin(expected.game_id, game_values) & (expected.player_id == 1)
-    assert_same_raw(open_dataset(tmp_path, game_ids=games, player_ids=[1]).read(), expected.select(rows))
+    assert_same_raw(
+        open_dataset(tmp_path, game_ids=games, player_ids=[1]).read(), expected.select(rows)
+    )
     assert open_dataset(tmp_path, game_ids=[12345]).read() is None
 
 
@@ -274,13 +355,18 @@ def test_partition_pruning_by_time(tmp_path):
         clock["now"] += 3600 * (i % 7 == 6) + 1
         writer.write(batch)
     writer.close()
-    partitions = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("year=*/month=*/day=*/hour=*"))
+    partitions = sorted(
+        p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("year=*/month=*/day=*/hour=*")
+    )
     assert partitions[0] == "year=2024/month=03/day=01/hour=10"
     assert len(partitions) >= 3
     entries = committed_entries(tmp_path)
     for entry in entries:
-        assert entry["key"].startswith(datetime.fromtimestamp(entry["time_first"], timezone.utc).strftime(
-            "year=%Y/month=%m/day=%d/hour=%H/"))
+        assert entry["key"].startswith(
+            datetime.fromtimestamp(entry["time_first"], timezone.utc).strftime(
+                "year=%Y/month=%m/day=%d/hour=%H/"
+            )
+        )
     start = datetime(2024, 3, 1, 11, tzinfo=timezone.utc)
     end = datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
     window = open_dataset(tmp_path, start=start, end=end)
@@ -289,9 +375,14 @@ def test_partition_pruning_by_time(tmp_path):
     got = window.read()
     first, last = chosen[0]["sequence_first"], chosen[-1]["sequence_last"]
     expected = joined(batches)
-    assert_same_raw(got, expected.select((expected.sequence >= first) & (expected.sequence <= last)))
+    assert_same_raw(
+        got, expected.select((expected.sequence >= first) & (expected.sequence <= last))
+    )
     # The same bounds as ISO strings; nothing before the first hour.
-    assert open_dataset(tmp_path, start="2024-03-01T11:00:00", end="2024-03-01T12:00:00").shards == window.shards
+    assert (
+        open_dataset(tmp_path, start="2024-03-01T11:00:00", end="2024-03-01T12:00:00").shards
+        == window.shards
+    )
     assert open_dataset(tmp_path, end="2024-03-01T10:00:00").read() is None
 
 
@@ -309,7 +400,9 @@ def test_rotation_by_count_bytes_and_age(tmp_path):
     entries = committed_entries(tmp_path / "bytes")
     assert len(entries) >= 3 and sum(e["experiences"] for e in entries) == total
     assert all(e["bytes"] >= 8_000 for e in entries[:-1])
-    groups = [pq.ParquetFile(tmp_path / "bytes" / e["key"]).metadata.num_row_groups for e in entries]
+    groups = [
+        pq.ParquetFile(tmp_path / "bytes" / e["key"]).metadata.num_row_groups for e in entries
+    ]
     assert all(g <= 2 for g in groups)
 
     clock = {"now": 1_700_000_000.0}
@@ -372,8 +465,16 @@ def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(StorageError, match="after close"):
         writer.write(raw)
 
-    for bad in ({"max_experiences": 0}, {"max_experiences": -5}, {"max_experiences": "many"},
-                {"max_bytes": 0}, {"max_age": 0}, {"max_age": -1.0}, {"chunk_size": 0}, {"max_experiences": 2.5}):
+    for bad in (
+        {"max_experiences": 0},
+        {"max_experiences": -5},
+        {"max_experiences": "many"},
+        {"max_bytes": 0},
+        {"max_age": 0},
+        {"max_age": -1.0},
+        {"chunk_size": 0},
+        {"max_experiences": 2.5},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ParquetWriter(tmp_path / "x", **bad)
     with pytest.raises(TypeError, match="max_shards"):
@@ -450,8 +551,11 @@ def test_a_writer_keeps_no_batch_it_was_given(tmp_path, fmt):
     for rerun in range(3):
         offset = rerun * len(joined(batches))
         for batch in batches:
-            given = dataclasses.replace(batch, sequence=batch.sequence + np.uint64(offset),
-                                        state_kind=batch.state_kind.copy())
+            given = dataclasses.replace(
+                batch,
+                sequence=batch.sequence + np.uint64(offset),
+                state_kind=batch.state_kind.copy(),
+            )
             writer.write(given)
             alive.append(weakref.ref(given.state_kind))
             del given

@@ -63,12 +63,16 @@ def get(client, bucket: str, key: str) -> bytes:
 def raw_from_parquet_bytes(data: bytes) -> RawBatch:
     table = pq.read_table(io.BytesIO(data))
     meta = json.loads(table.schema.metadata[b"generals_rl"])
-    columns = {name: table.column(name).to_numpy() for name in table.column_names if name not in TABLES}
+    columns = {
+        name: table.column(name).to_numpy() for name in table.column_names if name not in TABLES
+    }
     tables = {}
     for name in TABLES:
         dtype = np.dtype(table.schema.field(name).metadata[b"dtype"].decode())
         boards = table.column(name).combine_chunks().flatten().to_pylist()
-        tables[name] = np.frombuffer(b"".join(boards), dtype=dtype).reshape(-1, meta["height"], meta["width"])
+        tables[name] = np.frombuffer(b"".join(boards), dtype=dtype).reshape(
+            -1, meta["height"], meta["width"]
+        )
     return RawBatch(**columns, **tables)
 
 
@@ -76,7 +80,9 @@ def test_parquet_on_s3_layout_index_and_contents(bucket, endpoint):
     client, name = bucket
     batches = played()
     expected = joined(batches)
-    with S3Writer(f"s3://{name}/runs/a", format="parquet", endpoint_url=endpoint, max_experiences=2500) as writer:
+    with S3Writer(
+        f"s3://{name}/runs/a", format="parquet", endpoint_url=endpoint, max_experiences=2500
+    ) as writer:
         for batch in batches:
             writer.write(batch)
     keys = listed(client, name, "runs/a/")
@@ -85,7 +91,7 @@ def test_parquet_on_s3_layout_index_and_contents(bucket, endpoint):
     assert len(shards) == -(-len(expected) // 2500)
     entries = []
     for index_key in indexes:
-        partition = index_key[len("runs/a/"):-len("/_index.json")]
+        partition = index_key[len("runs/a/") : -len("/_index.json")]
         body = json.loads(get(client, name, index_key))
         assert body["partition"] == partition
         entries += body["shards"]
@@ -103,14 +109,21 @@ def test_parquet_on_s3_layout_index_and_contents(bucket, endpoint):
         assert head["Metadata"]["sequence_last"] == str(entry["sequence_last"])
         part = raw_from_parquet_bytes(data)
         assert part.game_id[0] == int(match[5], 16)
-        assert (int(part.sequence[0]), int(part.sequence[-1])) == (entry["sequence_first"], entry["sequence_last"])
+        assert (int(part.sequence[0]), int(part.sequence[-1])) == (
+            entry["sequence_first"],
+            entry["sequence_last"],
+        )
         parts.append(part)
     assert_same_raw(joined(parts), expected)
     # open_dataset over S3, decoded, with filters.
     url = f"s3://{name}/runs/a"
-    assert_same_decoded(open_dataset(url, endpoint_url=endpoint, form="decoded").read(), expected.decode())
+    assert_same_decoded(
+        open_dataset(url, endpoint_url=endpoint, form="decoded").read(), expected.decode()
+    )
     rows = expected.player_id == 0
-    assert_same_raw(open_dataset(url, endpoint_url=endpoint, player_ids=0).read(), expected.select(rows))
+    assert_same_raw(
+        open_dataset(url, endpoint_url=endpoint, player_ids=0).read(), expected.select(rows)
+    )
 
 
 def test_tfrecord_multipart_upload_and_npz(bucket, endpoint):
@@ -118,8 +131,14 @@ def test_tfrecord_multipart_upload_and_npz(bucket, endpoint):
     batches = played()
     expected = joined(batches)
     # TFRecord bytes records are ~6 KB each: 2000 of them make a 12 MB multipart upload.
-    writer = open_writer("tfrecord", f"s3://{name}/tf", endpoint_url=endpoint, max_experiences=2000,
-                         multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+    writer = open_writer(
+        "tfrecord",
+        f"s3://{name}/tf",
+        endpoint_url=endpoint,
+        max_experiences=2000,
+        multipart_threshold=5 * 1024 * 1024,
+        multipart_chunksize=5 * 1024 * 1024,
+    )
     with writer:
         for batch in batches:
             writer.write(batch)
@@ -158,8 +177,11 @@ class FlakyPuts:
 def s3_client(endpoint: str, attempts: int):
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint,
-                        config=Config(retries={"max_attempts": attempts, "mode": "standard"}))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(retries={"max_attempts": attempts, "mode": "standard"}),
+    )
 
 
 def test_failed_uploads_are_retried_with_backoff(bucket, endpoint):
@@ -180,7 +202,11 @@ def test_failed_uploads_are_retried_with_backoff(bucket, endpoint):
         writer.write(batch)
     writer.close()
     stats = writer.stats()
-    assert flaky.failed == 3 and stats["commit_failures"] >= 1 and "Connection was closed" in stats["last_error"]
+    assert (
+        flaky.failed == 3
+        and stats["commit_failures"] >= 1
+        and "Connection was closed" in stats["last_error"]
+    )
     assert stats["shards_pending"] == 0
     assert_same_raw(open_dataset(f"s3://{name}/b", endpoint_url=endpoint).read(), joined(batches))
 
@@ -214,7 +240,9 @@ def test_restart_adopts_an_uploaded_shard_missing_from_the_index(bucket, endpoin
     first.store.write_index = crash  # the shard is uploaded, its index entry never written
     with pytest.raises(StorageError, match="crashed"):
         first.flush()
-    assert len(open_dataset(f"s3://{name}/r", endpoint_url=endpoint).read()) == len(joined(batches[:3]))
+    assert len(open_dataset(f"s3://{name}/r", endpoint_url=endpoint).read()) == len(
+        joined(batches[:3])
+    )
 
     second = S3Writer(f"s3://{name}/r", endpoint_url=endpoint)
     assert second.stats()["recovered_shards"] == 1
@@ -282,9 +310,16 @@ def test_server_stopped_mid_upload_is_reported_and_the_retry_stores_everything(e
             server.stop()
 
     client.meta.events.register("before-call.s3.UploadPart", stop_on_the_second_part)
-    writer = open_writer("tfrecord", "s3://grl-stopped/run", client=client, max_experiences=2000,
-                         multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024,
-                         retry_attempts=2, retry_base_delay=0.01)
+    writer = open_writer(
+        "tfrecord",
+        "s3://grl-stopped/run",
+        client=client,
+        max_experiences=2000,
+        multipart_threshold=5 * 1024 * 1024,
+        multipart_chunksize=5 * 1024 * 1024,
+        retry_attempts=2,
+        retry_base_delay=0.01,
+    )
     taken = 0
     try:
         with pytest.raises(StorageError, match="Could not connect"):
@@ -295,11 +330,15 @@ def test_server_stopped_mid_upload_is_reported_and_the_retry_stores_everything(e
         assert writer.durable_sequence is None and "Could not connect" in writer.stats()["failure"]
         server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
-        assert not [k for k in listed(client, "grl-stopped", "run/") if k.endswith(".tfrecord")]  # nothing half-stored
+        assert not [
+            k for k in listed(client, "grl-stopped", "run/") if k.endswith(".tfrecord")
+        ]  # nothing half-stored
         for batch in batches[taken:]:
             writer.write(batch)
         writer.close()
         assert writer.durable_sequence == int(expected.sequence[-1])
-        assert_same_raw(open_dataset("s3://grl-stopped/run", endpoint_url=own_endpoint).read(), expected)
+        assert_same_raw(
+            open_dataset("s3://grl-stopped/run", endpoint_url=own_endpoint).read(), expected
+        )
     finally:
         server.stop()

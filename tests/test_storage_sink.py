@@ -51,7 +51,9 @@ def test_sink_writes_everything_while_games_are_stepped(tmp_path):
     assert len(expected) == buffer.head
     assert sink.durable_sequence == buffer.head - 1
     stats = sink.stats()
-    assert stats["experiences_read"] == buffer.head and stats["missed"] == 0 and not stats["running"]
+    assert (
+        stats["experiences_read"] == buffer.head and stats["missed"] == 0 and not stats["running"]
+    )
     assert stats["writer"]["shards_committed"] >= 2 and 0 < stats["bytes_per_experience"] < 150
     assert writer.closed
     assert_same_raw(open_dataset(tmp_path).read(), expected)
@@ -126,7 +128,9 @@ def test_sink_retries_a_failing_write_without_dropping_the_batch(tmp_path):
 def test_sink_stops_with_the_error_when_the_writer_keeps_failing(tmp_path):
     buffer = generals_rl.ExperienceBuffer(capacity=100_000, policy="block")
     selfplay(buffer, 10, envs=4)
-    sink = BufferSink(buffer, FailingWriter(ParquetWriter(tmp_path), failures=10**9), poll_interval=0.01)
+    sink = BufferSink(
+        buffer, FailingWriter(ParquetWriter(tmp_path), failures=10**9), poll_interval=0.01
+    )
     sink.start()
     with pytest.raises(StorageError, match="disk unavailable"):
         sink.stop(drain=False, timeout=30)
@@ -182,8 +186,12 @@ def test_a_fresh_buffer_continues_the_stored_numbering(tmp_path):
 def test_a_sink_that_gives_up_holds_producers_back_and_tells_its_owner(tmp_path):
     buffer = generals_rl.ExperienceBuffer(capacity=2_000, policy="block")
     writer = FailingWriter(ParquetWriter(tmp_path), failures=10**9)
-    sink = BufferSink(buffer, writer, poll_interval=0.01,
-                      retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.01)).start()
+    sink = BufferSink(
+        buffer,
+        writer,
+        poll_interval=0.01,
+        retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.01),
+    ).start()
     env = generals_rl.VecEnv(8, buffer=buffer, max_ticks=80, buffer_timeout=0.05)
     bot = RandomBot(0)
     env.reset()
@@ -211,8 +219,13 @@ def test_a_sink_rides_out_failures_within_its_retry_budget(tmp_path):
     buffer = generals_rl.ExperienceBuffer(capacity=2_000, policy="block")
     everything = buffer.cursor()
     writer = FailingWriter(ParquetWriter(tmp_path), failures=5)
-    sink = BufferSink(buffer, writer, start="oldest", poll_interval=0.01,
-                      retry=RetryPolicy(attempts=6, base_delay=0.01, max_delay=0.05)).start()
+    sink = BufferSink(
+        buffer,
+        writer,
+        start="oldest",
+        poll_interval=0.01,
+        retry=RetryPolicy(attempts=6, base_delay=0.01, max_delay=0.05),
+    ).start()
     delivered = joined(selfplay(buffer, 100, envs=8, reader=everything))
     sink.stop()
     assert sink.error is None and sink.stats()["write_errors"] == 5

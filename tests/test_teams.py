@@ -138,7 +138,9 @@ def test_all_dead_at_once_ends_a_team_game_as_the_reference_does():
     assert game.over and game.winner == -1
 
 
-@pytest.mark.parametrize("teams, message", [([0, 0, 1], "teams has 3 entries"), ([0, 0, -1, 1], "negative")])
+@pytest.mark.parametrize(
+    "teams, message", [([0, 0, 1], "teams has 3 entries"), ([0, 0, -1, 1], "negative")]
+)
 def test_malformed_teams_are_refused(teams, message):
     with pytest.raises(ValueError, match=message):
         team_game(teams=teams)
@@ -169,8 +171,16 @@ def test_observations_share_the_vision_of_alive_teammates():
 
 
 def test_two_v_two_self_play_runs_to_team_wins():
-    env = VecEnv(16, players=4, teams=TWO_V_TWO, height=18, width=18, seed=5, max_ticks=4000,
-                 reward_config=RewardConfig(win=1.0, loss=-1.0))
+    env = VecEnv(
+        16,
+        players=4,
+        teams=TWO_V_TWO,
+        height=18,
+        width=18,
+        seed=5,
+        max_ticks=4000,
+        reward_config=RewardConfig(win=1.0, loss=-1.0),
+    )
     env.reset()
     bot = HeuristicBot()
     winners = []
@@ -217,7 +227,9 @@ def test_gymnasium_env_plays_in_a_team():
     obs, _ = env.reset(seed=0)
     assert obs["observation"].shape[0] == 9
     for _ in range(30):
-        obs, _, terminated, truncated, _ = env.step(env.action_space.sample(mask=obs["action_mask"]))
+        obs, _, terminated, truncated, _ = env.step(
+            env.action_space.sample(mask=obs["action_mask"])
+        )
         if terminated or truncated:
             break
     assert truncated or terminated
@@ -229,9 +241,16 @@ def test_gymnasium_env_plays_in_a_team():
 
 def test_a_team_replay_follows_the_team_rules(tmp_path):
     fields = {
-        "version": 13, "id": "team", "mapWidth": 4, "mapHeight": 2,
-        "usernames": ["a", "b", "c", "d"], "stars": [0, 0, 0, 0],
-        "cities": [], "cityArmies": [], "generals": [0, 3, 4, 7], "mountains": [],
+        "version": 13,
+        "id": "team",
+        "mapWidth": 4,
+        "mapHeight": 2,
+        "usernames": ["a", "b", "c", "d"],
+        "stars": [0, 0, 0, 0],
+        "cities": [],
+        "cityArmies": [],
+        "generals": [0, 3, 4, 7],
+        "mountains": [],
         # Each general takes the neutral tile beside it, then player 0 moves with 1 army
         # onto its ally's tile (taken, as the reference checks no army) and on to its
         # ally's general (not taken).
@@ -251,8 +270,18 @@ def test_a_team_replay_follows_the_team_rules(tmp_path):
 
 def test_a_team_replay_needs_one_team_per_player(tmp_path):
     fields = {
-        "version": 13, "id": "team", "mapWidth": 4, "mapHeight": 2, "usernames": [], "stars": [],
-        "cities": [], "cityArmies": [], "generals": [0, 3], "mountains": [], "moves": [], "afks": [],
+        "version": 13,
+        "id": "team",
+        "mapWidth": 4,
+        "mapHeight": 2,
+        "usernames": [],
+        "stars": [],
+        "cities": [],
+        "cityArmies": [],
+        "generals": [0, 3],
+        "mountains": [],
+        "moves": [],
+        "afks": [],
         "teams": [1, 1, 2],
     }
     path = tmp_path / "team.json"

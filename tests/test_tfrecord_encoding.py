@@ -24,7 +24,9 @@ def test_crc32c_equals_google_crc32c(function):
         data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
         assert function(data) == google_crc32c.value(data), size
         # Continuing from a previous value equals the CRC of the concatenation.
-        assert function(data[size // 3 :], function(data[: size // 3])) == google_crc32c.value(data), size
+        assert function(data[size // 3 :], function(data[: size // 3])) == google_crc32c.value(
+            data
+        ), size
     # An unaligned view of a numpy array.
     array = rng.integers(0, 256, 1001, dtype=np.uint8)
     assert function(array[3:]) == google_crc32c.value(array[3:].tobytes())
@@ -36,9 +38,13 @@ def split_records(buffer: bytes, lengths: np.ndarray) -> list[bytes]:
     for framed in lengths.tolist():
         (length,) = struct.unpack_from("<Q", buffer, pos)
         assert framed == length + 16
-        assert struct.unpack_from("<I", buffer, pos + 8)[0] == masked(google_crc32c.value(buffer[pos : pos + 8]))
+        assert struct.unpack_from("<I", buffer, pos + 8)[0] == masked(
+            google_crc32c.value(buffer[pos : pos + 8])
+        )
         data = buffer[pos + 12 : pos + 12 + length]
-        assert struct.unpack_from("<I", buffer, pos + 12 + length)[0] == masked(google_crc32c.value(data))
+        assert struct.unpack_from("<I", buffer, pos + 12 + length)[0] == masked(
+            google_crc32c.value(data)
+        )
         out.append(data)
         pos += framed
     assert pos == len(buffer)
@@ -55,10 +61,13 @@ def test_records_hold_the_given_values():
     table = rng.integers(0, 256, (17, 50), dtype=np.uint8)
     index = rng.integers(0, 17, n).astype(np.int32)
     packed = np.frombuffer(bytes([20, 150, 1]), np.uint8).reshape(1, 3)  # varints 20, 150
-    encoder = TFRecordEncoder(["sequence", "small"],
-                              [("reward", "float", 4), ("board", "bytes", 50), ("shape", "int64", 3)])
-    records, lengths = encoder.encode([sequence, small], [(reward, None), (table, index),
-                                                          (packed, np.zeros(n, np.int32))])
+    encoder = TFRecordEncoder(
+        ["sequence", "small"],
+        [("reward", "float", 4), ("board", "bytes", 50), ("shape", "int64", 3)],
+    )
+    records, lengths = encoder.encode(
+        [sequence, small], [(reward, None), (table, index), (packed, np.zeros(n, np.int32))]
+    )
     assert records.dtype == np.uint8 and len(lengths) == n
     assert lengths.max() <= encoder.max_record_bytes
     for i, data in enumerate(split_records(records.tobytes(), lengths)):

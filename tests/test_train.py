@@ -34,9 +34,21 @@ torch.set_num_threads(1)
 
 
 def tiny_config(**changes) -> PPOConfig:
-    values = {"height": 6, "width": 6, "max_ticks": 60, "opponent": "random", "num_envs": 8, "rollout_steps": 16,
-                  "total_env_steps": 8 * 16 * 4, "minibatches": 2, "epochs": 2, "channels": 8, "blocks": 1,
-                  "checkpoint_every": 1, "seed": 3}
+    values = {
+        "height": 6,
+        "width": 6,
+        "max_ticks": 60,
+        "opponent": "random",
+        "num_envs": 8,
+        "rollout_steps": 16,
+        "total_env_steps": 8 * 16 * 4,
+        "minibatches": 2,
+        "epochs": 2,
+        "channels": 8,
+        "blocks": 1,
+        "checkpoint_every": 1,
+        "seed": 3,
+    }
     values.update(changes)
     return PPOConfig(**values)
 
@@ -257,8 +269,16 @@ def test_tally_counts_results():
 @pytest.mark.parametrize("games,num_envs", [(7, 3), (10, 64)])
 def test_evaluate_plays_exactly_the_games_asked(games, num_envs):
     net = PolicyValueNet(NetConfig(channels=8, blocks=1))
-    result = evaluate(NetworkPolicy(net), make_opponent("passive"), games, 5, 5, max_ticks=30,
-                      num_envs=num_envs, record=True)
+    result = evaluate(
+        NetworkPolicy(net),
+        make_opponent("passive"),
+        games,
+        5,
+        5,
+        max_ticks=30,
+        num_envs=num_envs,
+        record=True,
+    )
     assert result.games == games == len(result.lengths)
     assert all(1 <= n <= 30 for n in result.lengths)
     assert result.frames and result.frames[0]["tick"] == 0
@@ -269,9 +289,13 @@ def test_evaluate_counts_the_winner_in_either_seat():
     """A random policy against an opponent that never moves cannot lose; every game it
     does not win is a draw at the tick limit."""
     net = PolicyValueNet(NetConfig(channels=8, blocks=1))
-    result = evaluate(NetworkPolicy(net), make_opponent("passive"), 20, 4, 4, max_ticks=200, num_envs=4)
+    result = evaluate(
+        NetworkPolicy(net), make_opponent("passive"), 20, 4, 4, max_ticks=200, num_envs=4
+    )
     assert result.losses == 0 and result.games == 20
-    flipped = evaluate(NetworkPolicy(net), make_opponent("passive"), 20, 4, 4, max_ticks=200, num_envs=4)
+    flipped = evaluate(
+        NetworkPolicy(net), make_opponent("passive"), 20, 4, 4, max_ticks=200, num_envs=4
+    )
     assert flipped.wins == result.wins  # same seeds, same games
 
 
@@ -284,18 +308,52 @@ def test_ppo_learns_to_beat_the_random_bot_on_a_tiny_board(tmp_path):
     fast as ours and every move leaves an army behind, so beating it takes gathering
     land over 50-tick bonuses; the random bot drains its own general.)"""
     reward = {"win": 1.0, "loss": -1.0, "army_advantage": 0.0, "land_gained": 0.02}
-    config = PPOConfig(height=3, width=3, max_ticks=60, opponent="random", num_envs=32, rollout_steps=32,
-                       total_env_steps=100_000, minibatches=4, epochs=4, channels=16, blocks=1,
-                       lr=2e-3, entropy_coef=0.003, checkpoint_every=10, seed=0, mountain_fraction=0.0,
-                       cities=0, reward={**asdict(RewardConfig()), **reward})
+    config = PPOConfig(
+        height=3,
+        width=3,
+        max_ticks=60,
+        opponent="random",
+        num_envs=32,
+        rollout_steps=32,
+        total_env_steps=100_000,
+        minibatches=4,
+        epochs=4,
+        channels=16,
+        blocks=1,
+        lr=2e-3,
+        entropy_coef=0.003,
+        checkpoint_every=10,
+        seed=0,
+        mountain_fraction=0.0,
+        cities=0,
+        reward={**asdict(RewardConfig()), **reward},
+    )
     opponent = make_opponent("random", seed=5)
     untrained = NetworkPolicy(PolicyValueNet(config.net_config()), seed=9)
-    before = evaluate(untrained, opponent, 128, 3, 3, seed=99, max_ticks=60, num_envs=64,
-                      map_config=config.map_config())
+    before = evaluate(
+        untrained,
+        opponent,
+        128,
+        3,
+        3,
+        seed=99,
+        max_ticks=60,
+        num_envs=64,
+        map_config=config.map_config(),
+    )
     trainer = PPOTrainer(config, tmp_path)
     trainer.train()
-    after = evaluate(NetworkPolicy(trainer.net, seed=9), opponent, 128, 3, 3, seed=99, max_ticks=60,
-                     num_envs=64, map_config=config.map_config())
+    after = evaluate(
+        NetworkPolicy(trainer.net, seed=9),
+        opponent,
+        128,
+        3,
+        3,
+        seed=99,
+        max_ticks=60,
+        num_envs=64,
+        map_config=config.map_config(),
+    )
     assert after.win_rate > 0.5, (before.format(), after.format())
     assert after.win_rate > before.win_rate + 0.3, (before.format(), after.format())
     assert float(_metric_rows(tmp_path)[-1]["win_rate"]) > 0.4
@@ -303,7 +361,9 @@ def test_ppo_learns_to_beat_the_random_bot_on_a_tiny_board(tmp_path):
 
 def test_draw_reward_ends_a_truncated_game_without_bootstrap(tmp_path):
     zero = {name: 0.0 for name in asdict(RewardConfig())}
-    config = tiny_config(max_ticks=5, opponent="passive", reward=zero, draw_reward=-1.0, tick_reward=0.0)
+    config = tiny_config(
+        max_ticks=5, opponent="passive", reward=zero, draw_reward=-1.0, tick_reward=0.0
+    )
     trainer = PPOTrainer(config, tmp_path)
     trainer._start_segment()
     batch, finished = trainer._rollout()
@@ -311,5 +371,7 @@ def test_draw_reward_ends_a_truncated_game_without_bootstrap(tmp_path):
     returns = batch["returns"].view(config.rollout_steps, config.num_envs)
     done = np.zeros((config.rollout_steps, config.num_envs), dtype=bool)
     done[4::5] = True  # games last 5 ticks
-    torch.testing.assert_close(returns[torch.from_numpy(done)], torch.full((int(done.sum()),), -1.0))
+    torch.testing.assert_close(
+        returns[torch.from_numpy(done)], torch.full((int(done.sum()),), -1.0)
+    )
     assert (returns[torch.from_numpy(~done)] > -1.0).all()

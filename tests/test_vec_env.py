@@ -20,7 +20,9 @@ def mixed_actions(env: VecEnv, bot: RandomBot, rng: np.random.Generator) -> np.n
     actions[(roll < 0.2) & (actions >= 0)] += full  # the half move of the same move
     actions[roll > 0.95] = -1
     illegal = roll > 0.9
-    actions[illegal & (roll <= 0.95)] = rng.integers(0, 2 * full, size=int((illegal & (roll <= 0.95)).sum()))
+    actions[illegal & (roll <= 0.95)] = rng.integers(
+        0, 2 * full, size=int((illegal & (roll <= 0.95)).sum())
+    )
     return actions
 
 
@@ -88,17 +90,25 @@ def test_action_masks_agree_with_engine_move_validation():
                 np.testing.assert_array_equal(mask, legal)
                 checked_legal += int(legal.sum())
                 # Applying a sample of moves on a fresh copy: it succeeds exactly when masked in.
-                index = np.concatenate([
-                    rng.choice(np.flatnonzero(mask.ravel()), size=min(15, int(mask.sum())), replace=False),
-                    rng.choice(np.flatnonzero(~mask.ravel()), size=15, replace=False),
-                ])
+                index = np.concatenate(
+                    [
+                        rng.choice(
+                            np.flatnonzero(mask.ravel()),
+                            size=min(15, int(mask.sum())),
+                            replace=False,
+                        ),
+                        rng.choice(np.flatnonzero(~mask.ravel()), size=15, replace=False),
+                    ]
+                )
                 x, y, direction, _ = decode_actions(index, env.height, env.width)
-                for k, (xx, yy, dd) in enumerate(zip(x, y, direction)):
+                for k, (xx, yy, dd) in enumerate(zip(x, y, direction, strict=False)):
                     ny, nx = yy + (-1, 1, 0, 0)[dd], xx + (0, 0, -1, 1)[dd]
                     on_board = 0 <= ny < env.height and 0 <= nx < env.width
                     end = ny * env.width + nx if on_board else -1
                     for half in (False, True):
-                        applied = core_game(state).apply_move(p, int(yy * env.width + xx), int(end), half)
+                        applied = core_game(state).apply_move(
+                            p, int(yy * env.width + xx), int(end), half
+                        )
                         assert applied == bool(mask.ravel()[index[k]])
     assert checked_legal > 100
 
@@ -109,13 +119,19 @@ def test_action_index_round_trip():
     x, y, direction, half = decode_actions(index, height, width)
     moves = index >= 0
     np.testing.assert_array_equal(
-        encode_actions(x[moves], y[moves], direction[moves], half[moves], height, width), index[moves]
+        encode_actions(x[moves], y[moves], direction[moves], half[moves], height, width),
+        index[moves],
     )
     assert (x[0], y[0], direction[0], half[0]) == (-1, -1, -1, False)
     # The definition: ((y * W) + x) * 4 + d, plus H*W*4 for the half move.
     assert int(encode_actions(3, 2, 1, False, height, width)) == ((2 * width) + 3) * 4 + 1
-    assert int(encode_actions(3, 2, 1, True, height, width)) == ((2 * width) + 3) * 4 + 1 + height * width * 4
-    grid = np.meshgrid(np.arange(width), np.arange(height), np.arange(4), [False, True], indexing="ij")
+    assert (
+        int(encode_actions(3, 2, 1, True, height, width))
+        == ((2 * width) + 3) * 4 + 1 + height * width * 4
+    )
+    grid = np.meshgrid(
+        np.arange(width), np.arange(height), np.arange(4), [False, True], indexing="ij"
+    )
     flat = encode_actions(*[g.ravel() for g in grid], height, width)
     assert sorted(flat.tolist()) == list(range(height * width * 8))
 
@@ -185,7 +201,9 @@ def test_auto_reset_after_truncation():
         state = env.game_state(i)
         assert state["tick"] == 0
         assert not np.array_equal(state["kind"], first_maps[i])
-        np.testing.assert_array_equal(state["kind"], _core.generate_map(options, env.core.env_seed(i, 1))["kind"])
+        np.testing.assert_array_equal(
+            state["kind"], _core.generate_map(options, env.core.env_seed(i, 1))["kind"]
+        )
         expected, _ = encode_observation(state["kind"], state["owner"], state["army"], 0)
         np.testing.assert_array_equal(obs[i, 0], expected)
     # The step after a reset no longer reports a finished episode.
@@ -267,9 +285,16 @@ def test_same_seed_and_actions_give_same_trajectories_on_1_and_2_threads():
         actions = mixed_actions(envs[0], bot, rng)
         one = envs[0].step(actions)
         two = envs[1].step(actions)
-        for a, b in zip(one[:4], two[:4]):
+        for a, b in zip(one[:4], two[:4], strict=False):
             np.testing.assert_array_equal(a, b)
-        for key in ("action_masks", "final_observations", "episode_done", "episode_return", "army", "tick"):
+        for key in (
+            "action_masks",
+            "final_observations",
+            "episode_done",
+            "episode_return",
+            "army",
+            "tick",
+        ):
             np.testing.assert_array_equal(one[4][key], two[4][key])
         resets += int(one[4]["episode_done"].sum())
     assert resets >= 12 * 4
@@ -279,7 +304,9 @@ def test_same_seed_same_maps_and_different_seed_different_maps():
     a, b, c = VecEnv(3, seed=5), VecEnv(3, seed=5), VecEnv(3, seed=6)
     for i in range(3):
         np.testing.assert_array_equal(a.game_state(i)["kind"], b.game_state(i)["kind"])
-    assert any(not np.array_equal(a.game_state(i)["kind"], c.game_state(i)["kind"]) for i in range(3))
+    assert any(
+        not np.array_equal(a.game_state(i)["kind"], c.game_state(i)["kind"]) for i in range(3)
+    )
     # Games of one env differ from each other.
     assert not np.array_equal(a.game_state(0)["kind"], a.game_state(1)["kind"])
 
@@ -294,7 +321,9 @@ def test_reset_starts_fresh_games():
     np.testing.assert_array_equal(info["tick"], 0)
     assert not np.array_equal(env.game_state(0)["kind"], first)
     state = env.game_state(0)
-    np.testing.assert_array_equal(obs[0, 1], encode_observation(state["kind"], state["owner"], state["army"], 1)[0])
+    np.testing.assert_array_equal(
+        obs[0, 1], encode_observation(state["kind"], state["owner"], state["army"], 1)[0]
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -302,10 +331,14 @@ def test_reset_starts_fresh_games():
 
 
 def test_output_shapes_and_dtypes():
-    env = VecEnv(3, players=4, height=24, width=22, seed=1, map_config=MapConfig(min_side=20, max_side=22))
+    env = VecEnv(
+        3, players=4, height=24, width=22, seed=1, map_config=MapConfig(min_side=20, max_side=22)
+    )
     obs, info = env.reset()
     assert obs.shape == (3, 4, 9, 24, 22) and obs.dtype == np.float32
-    assert info["action_masks"].shape == (3, 4, 24 * 22 * 4) and info["action_masks"].dtype == np.bool_
+    assert (
+        info["action_masks"].shape == (3, 4, 24 * 22 * 4) and info["action_masks"].dtype == np.bool_
+    )
     _, rewards, terminated, truncated, info = env.step(np.full((3, 4), -1, dtype=np.int32))
     assert rewards.shape == (3, 4) and rewards.dtype == np.float32
     assert terminated.shape == (3, 4) and truncated.shape == (3,)
@@ -392,8 +425,21 @@ def test_bad_config_raises_naming_the_field(kwargs, field):
 
 def test_bad_reward_term_raises_naming_it():
     with pytest.raises(ValueError, match="bonus"):
-        _core.VecEnv(1, 2, 20, 20, 0, 0, 1, MapConfig().to_core(2, 20, 20), {"bonus": 1.0}, "linear", 1000.0,
-                     True, True)
+        _core.VecEnv(
+            1,
+            2,
+            20,
+            20,
+            0,
+            0,
+            1,
+            MapConfig().to_core(2, 20, 20),
+            {"bonus": 1.0},
+            "linear",
+            1000.0,
+            True,
+            True,
+        )
     with pytest.raises(TypeError):
         RewardConfig(bonus=1.0)
 

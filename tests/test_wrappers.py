@@ -25,8 +25,9 @@ FULL = HEIGHT * WIDTH * 4
 
 
 def run_python(code: str) -> str:
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -162,8 +163,12 @@ def test_ansi_render_draws_the_board():
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [({"opponent": "genius"}, "opponent"), ({"agent_player": 2}, "agent_player"),
-     ({"render_mode": "human"}, "render_mode"), ({"max_ticks": -1}, "max_ticks")],
+    [
+        ({"opponent": "genius"}, "opponent"),
+        ({"agent_player": 2}, "agent_player"),
+        ({"render_mode": "human"}, "render_mode"),
+        ({"max_ticks": -1}, "max_ticks"),
+    ],
 )
 def test_bad_gymnasium_arguments_raise_naming_them(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -205,8 +210,11 @@ def test_pettingzoo_eliminated_player_leaves_and_game_goes_on():
     for _ in range(3000):
         bot_moves = heuristic.act(env.vec_env, players=[0])
         actions = {
-            agent: (int(bot_moves[0, 0]) if agent == "player_0" and bot_moves[0, 0] >= 0
-                    else int(rng.choice(np.flatnonzero(observations[agent]["action_mask"]))))
+            agent: (
+                int(bot_moves[0, 0])
+                if agent == "player_0" and bot_moves[0, 0] >= 0
+                else int(rng.choice(np.flatnonzero(observations[agent]["action_mask"])))
+            )
             for agent in env.agents
         }
         agents_before = list(env.agents)
@@ -227,7 +235,7 @@ def test_pettingzoo_eliminated_player_leaves_and_game_goes_on():
 def test_pettingzoo_truncation_ends_every_agent():
     env = GeneralsParallelEnv(players=2, max_ticks=5)
     env.reset(seed=1)
-    for tick in range(5):
+    for _tick in range(5):
         _, _, terminations, truncations, infos = env.step({a: PASS for a in env.agents})
     assert all(truncations.values()) and not any(terminations.values())
     assert env.agents == [] and infos["player_0"]["winner"] == -1 and infos["player_0"]["tick"] == 5

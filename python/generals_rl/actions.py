@@ -22,9 +22,13 @@ def encode_actions(x, y, direction, half, height: int, width: int) -> np.ndarray
     if np.any((x < 0) | (x >= width)):
         raise ValueError(f"x: expected 0..{width - 1}, got {x[(x < 0) | (x >= width)].ravel()[:5]}")
     if np.any((y < 0) | (y >= height)):
-        raise ValueError(f"y: expected 0..{height - 1}, got {y[(y < 0) | (y >= height)].ravel()[:5]}")
+        raise ValueError(
+            f"y: expected 0..{height - 1}, got {y[(y < 0) | (y >= height)].ravel()[:5]}"
+        )
     if np.any((direction < 0) | (direction > 3)):
-        raise ValueError(f"direction: expected 0..3, got {direction[(direction < 0) | (direction > 3)].ravel()[:5]}")
+        raise ValueError(
+            f"direction: expected 0..3, got {direction[(direction < 0) | (direction > 3)].ravel()[:5]}"
+        )
     index = ((y * width) + x) * 4 + direction + half * (height * width * 4)
     return index.astype(np.int32)
 

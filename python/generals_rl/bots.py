@@ -32,7 +32,9 @@ class RandomBot(_Bot):
         self.seed = seed
         self._calls = 0
 
-    def act(self, env: VecEnv, players: Iterable[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    def act(
+        self, env: VecEnv, players: Iterable[int] | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Actions ``(num_envs, players)`` int32 for ``players`` (default: all); other
         entries of ``out`` are left as they are."""
         act_for, out = self._buffers(env, players, out)
@@ -46,7 +48,9 @@ class HeuristicBot(_Bot):
     (its general when seen, else its nearest seen tile). Deterministic. In team
     games it sees what its alive teammates see and never attacks them."""
 
-    def act(self, env: VecEnv, players: Iterable[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    def act(
+        self, env: VecEnv, players: Iterable[int] | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         act_for, out = self._buffers(env, players, out)
         _core.heuristic_policy(env.core, act_for, out)
         return out

@@ -41,23 +41,31 @@ def _import_replays(args: argparse.Namespace) -> int:
     from .storage import open_writer
 
     def report(path: str, why: str) -> None:
-        print(f"generals-rl import-replays: skipped {why if why.startswith(path) else f'{path}: {why}'}",
-              file=sys.stderr)
+        print(
+            f"generals-rl import-replays: skipped {why if why.startswith(path) else f'{path}: {why}'}",
+            file=sys.stderr,
+        )
 
     try:
         size = parse_size(args.size) if args.size else None
         writer = open_writer(args.format, args.output)
     except ImportError as exc:
-        print(f"generals-rl import-replays: --format {args.format} needs {exc.name}: "
-              "pip install 'generals-rl[storage]' (or --format npz)", file=sys.stderr)
+        print(
+            f"generals-rl import-replays: --format {args.format} needs {exc.name}: "
+            "pip install 'generals-rl[storage]' (or --format npz)",
+            file=sys.stderr,
+        )
         return 2
     except (OSError, ValueError) as exc:
         print(f"generals-rl import-replays: {exc}", file=sys.stderr)
         return 2
     with writer:
         summary = import_replays(
-            args.sources, writer, size=size,
-            selection=ReplayFilter(players=args.players, min_stars=args.min_stars), on_skip=report,
+            args.sources,
+            writer,
+            size=size,
+            selection=ReplayFilter(players=args.players, min_stars=args.min_stars),
+            on_skip=report,
         )
     print(f"{summary.format()}; stored as {args.format} in {args.output}")
     return 0
@@ -76,7 +84,9 @@ def _allocators_for_a_long_run() -> None:
     import ctypes
     import ctypes.util
 
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read when pyarrow is first imported
+    os.environ.setdefault(
+        "ARROW_DEFAULT_MEMORY_POOL", "system"
+    )  # read when pyarrow is first imported
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
         return
     try:
@@ -146,7 +156,9 @@ def _selfplay(args: argparse.Namespace) -> int:
         print(summary.format())
         if storage:
             stored = result["stored"]
-            print(f"stored: {stored['experiences']} experiences as {stored['format']} in {stored['destination']}")
+            print(
+                f"stored: {stored['experiences']} experiences as {stored['format']} in {stored['destination']}"
+            )
     return 0
 
 
@@ -174,7 +186,9 @@ class _StorageOutput:
         try:
             writer = open_writer(self.format, self.destination)
         except ImportError as exc:  # its message names the package and the extra
-            raise ValueError(f"--format {self.format} --output {self.destination}: {exc} (or --output none)") from None
+            raise ValueError(
+                f"--format {self.format} --output {self.destination}: {exc} (or --output none)"
+            ) from None
         self._first = continue_numbering(buffer, writer)
         self._buffer = buffer
         self._sink = BufferSink(buffer, writer)
@@ -191,8 +205,10 @@ class _StorageOutput:
 
         stored = self.report()["experiences"]
         played = self._buffer.head - self._first if self._buffer is not None else 0
-        return (f"storage: {failure_reason(exc)} at {self.destination}: {stored} experiences durable, "
-                f"{played - stored} not stored")
+        return (
+            f"storage: {failure_reason(exc)} at {self.destination}: {stored} experiences durable, "
+            f"{played - stored} not stored"
+        )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -237,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="generals-rl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    replay = commands.add_parser("replay", help="replay a recorded game (.gioreplay, .gior or JSON)")
+    replay = commands.add_parser(
+        "replay", help="replay a recorded game (.gioreplay, .gior or JSON)"
+    )
     replay.add_argument("file")
     replay.add_argument("--trace", metavar="OUT.json", help="write the tick-by-tick trace here")
     replay.add_argument("--snapshot-every", type=_at_least(1), default=100, metavar="TICKS")
@@ -252,13 +270,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imports.add_argument("sources", nargs="+", metavar="SRC")
     imports.add_argument("--output", required=True, metavar="DIR|s3://BUCKET/PREFIX")
-    imports.add_argument("--format", choices=("parquet", "tfrecord", "npz"), default="parquet",
-                         help="storage format (default: %(default)s)")
-    imports.add_argument("--size", metavar="HxW",
-                         help="pad every board with mountains to this size (default: the smallest that fits all)")
-    imports.add_argument("--min-stars", type=int, default=None, metavar="N",
-                         help="only games whose every player has at least N stars")
-    imports.add_argument("--players", type=int, default=None, metavar="N", help="only games of N players")
+    imports.add_argument(
+        "--format",
+        choices=("parquet", "tfrecord", "npz"),
+        default="parquet",
+        help="storage format (default: %(default)s)",
+    )
+    imports.add_argument(
+        "--size",
+        metavar="HxW",
+        help="pad every board with mountains to this size (default: the smallest that fits all)",
+    )
+    imports.add_argument(
+        "--min-stars",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only games whose every player has at least N stars",
+    )
+    imports.add_argument(
+        "--players", type=int, default=None, metavar="N", help="only games of N players"
+    )
     imports.set_defaults(run=_import_replays)
 
     selfplay = commands.add_parser(
@@ -274,14 +306,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P0,P1,...",
         help="the built-in policy of each player, comma-separated: heuristic or random (default: %(default)s)",
     )
-    option("--games", type=int, default=128, help="games to finish; 0 plays until interrupted (default: %(default)s)")
+    option(
+        "--games",
+        type=int,
+        default=128,
+        help="games to finish; 0 plays until interrupted (default: %(default)s)",
+    )
     option("--num-envs", type=int, default=16, help="games played at once (default: %(default)s)")
     option("--height", type=int, default=20, help="board height (default: %(default)s)")
     option("--width", type=int, default=20, help="board width (default: %(default)s)")
     option("--threads", type=int, default=None, help="stepping threads (default: one per core)")
     option("--seed", type=int, default=0)
-    option("--max-ticks", type=int, default=2000, help="ticks before a game is truncated (default: %(default)s)")
-    option("--capacity", type=int, default=200_000, help="experiences the buffer holds (default: %(default)s)")
+    option(
+        "--max-ticks",
+        type=int,
+        default=2000,
+        help="ticks before a game is truncated (default: %(default)s)",
+    )
+    option(
+        "--capacity",
+        type=int,
+        default=200_000,
+        help="experiences the buffer holds (default: %(default)s)",
+    )
     option(
         "--buffer-policy",
         choices=("block", "overwrite"),
@@ -296,10 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="host:port to serve on; port 0 picks a free one (default: %(default)s)",
     )
     option("--token", default=None, help="require this bearer token from clients")
-    option("--tls-cert", default=None, metavar="PEM", help="serve over TLS with this certificate chain")
+    option(
+        "--tls-cert", default=None, metavar="PEM", help="serve over TLS with this certificate chain"
+    )
     option("--tls-key", default=None, metavar="PEM", help="the private key of --tls-cert")
-    option("--max-streams", type=_at_least(1), default=32, help="concurrent streams (default: %(default)s)")
-    option("--keep-running", action="store_true", help="after the games, keep serving until interrupted")
+    option(
+        "--max-streams",
+        type=_at_least(1),
+        default=32,
+        help="concurrent streams (default: %(default)s)",
+    )
+    option(
+        "--keep-running",
+        action="store_true",
+        help="after the games, keep serving until interrupted",
+    )
     option(
         "--wait-for-consumers",
         type=_at_least(0),

@@ -63,15 +63,34 @@ def _reward_item(text: str) -> tuple[str, float]:
 
 # option -> PPOConfig field
 _PPO_OPTIONS = {
-    "opponent": "opponent", "num_envs": "num_envs", "rollout_steps": "rollout_steps",
-    "total_steps": "total_env_steps", "seed": "seed", "max_ticks": "max_ticks", "lr": "lr",
-    "gamma": "gamma", "gae_lambda": "gae_lambda", "clip": "clip", "entropy_coef": "entropy_coef",
-    "value_coef": "value_coef", "epochs": "epochs", "minibatches": "minibatches",
-    "channels": "channels", "blocks": "blocks", "checkpoint_every": "checkpoint_every",
-    "torch_threads": "torch_threads", "env_threads": "env_threads", "pool_size": "pool_size",
-    "army_scaling": "army_scaling", "mountain_fraction": "mountain_fraction", "cities": "cities",
-    "min_general_distance": "min_general_distance", "min_side": "min_side", "max_side": "max_side",
-    "tick_reward": "tick_reward", "draw_reward": "draw_reward",
+    "opponent": "opponent",
+    "num_envs": "num_envs",
+    "rollout_steps": "rollout_steps",
+    "total_steps": "total_env_steps",
+    "seed": "seed",
+    "max_ticks": "max_ticks",
+    "lr": "lr",
+    "gamma": "gamma",
+    "gae_lambda": "gae_lambda",
+    "clip": "clip",
+    "entropy_coef": "entropy_coef",
+    "value_coef": "value_coef",
+    "epochs": "epochs",
+    "minibatches": "minibatches",
+    "channels": "channels",
+    "blocks": "blocks",
+    "checkpoint_every": "checkpoint_every",
+    "torch_threads": "torch_threads",
+    "env_threads": "env_threads",
+    "pool_size": "pool_size",
+    "army_scaling": "army_scaling",
+    "mountain_fraction": "mountain_fraction",
+    "cities": "cities",
+    "min_general_distance": "min_general_distance",
+    "min_side": "min_side",
+    "max_side": "max_side",
+    "tick_reward": "tick_reward",
+    "draw_reward": "draw_reward",
 }
 
 
@@ -125,24 +144,33 @@ def _train_ppo(args: argparse.Namespace) -> int:
             raise UsageError(f"{exc}; --resume continues it") from None
     c = trainer.config
     if not args.quiet:
-        print(f"PPO {c.height}x{c.width} vs {c.opponent}: {c.total_updates} updates of "
-              f"{c.batch_size} steps, run in {run_dir} (from update {trainer.update})", flush=True)
+        print(
+            f"PPO {c.height}x{c.width} vs {c.opponent}: {c.total_updates} updates of "
+            f"{c.batch_size} steps, run in {run_dir} (from update {trainer.update})",
+            flush=True,
+        )
 
     def log(row: dict) -> None:
         if args.quiet or (row["update"] % args.log_every and row["update"] != c.total_updates):
             return
-        print(f"update {row['update']:>5}  steps {row['env_steps']:>9}  {row['steps_per_second']:>7.0f}/s  "
-              f"win {row['win_rate']:.3f} draw {row['draw_rate']:.3f}  return {row['episode_return']:+.3f}  "
-              f"entropy {row['entropy']:.3f}  kl {row['approx_kl']:.4f}", flush=True)
+        print(
+            f"update {row['update']:>5}  steps {row['env_steps']:>9}  {row['steps_per_second']:>7.0f}/s  "
+            f"win {row['win_rate']:.3f} draw {row['draw_rate']:.3f}  return {row['episode_return']:+.3f}  "
+            f"entropy {row['entropy']:.3f}  kl {row['approx_kl']:.4f}",
+            flush=True,
+        )
 
     row = trainer.train(time_limit=args.time_limit, log=log)
     if not args.quiet and row:
-        print(f"checkpoint: {trainer.checkpoint_dir / 'latest.pt'} (update {trainer.update}, "
-              f"{trainer.env_steps} env steps, {trainer.wall_time:.0f} s of training)")
+        print(
+            f"checkpoint: {trainer.checkpoint_dir / 'latest.pt'} (update {trainer.update}, "
+            f"{trainer.env_steps} env steps, {trainer.wall_time:.0f} s of training)"
+        )
     return 0
 
 
 # ---- train dqn -------------------------------------------------------------------------
+
 
 def _train_dqn(args: argparse.Namespace) -> int:
     from .train.dqn import DQNConfig, DQNLearner
@@ -152,31 +180,49 @@ def _train_dqn(args: argparse.Namespace) -> int:
         raise UsageError("--from: give at least one host:port")
     h, w = args.size
     try:
-        config = DQNConfig(height=h, width=w, capacity=args.capacity, batch_size=args.batch_size, lr=args.lr,
-                           gamma=args.gamma, n_step=args.n_step, steps=args.steps,
-                           learning_starts=args.learning_starts, target_every=args.target_every,
-                           publish_every=args.publish_every, channels=args.channels, blocks=args.blocks,
-                           seed=args.seed, torch_threads=args.torch_threads)
+        config = DQNConfig(
+            height=h,
+            width=w,
+            capacity=args.capacity,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            gamma=args.gamma,
+            n_step=args.n_step,
+            steps=args.steps,
+            learning_starts=args.learning_starts,
+            target_every=args.target_every,
+            publish_every=args.publish_every,
+            channels=args.channels,
+            blocks=args.blocks,
+            seed=args.seed,
+            torch_threads=args.torch_threads,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     learner = DQNLearner(config, addresses, args.run_dir, consumer_options={"token": args.token})
 
     def log(row: dict) -> None:
         if not args.quiet:
-            print(f"step {row['step']:>7}  consumed {row['consumed']:>9}  replay ratio {row['replay_ratio']:.2f}  "
-                  f"loss {row['loss']:.4f}  q {row['mean_q']:+.3f}  version {row['published_version']}  "
-                  f"lag {row['consumer_lag']}", flush=True)
+            print(
+                f"step {row['step']:>7}  consumed {row['consumed']:>9}  replay ratio {row['replay_ratio']:.2f}  "
+                f"loss {row['loss']:.4f}  q {row['mean_q']:+.3f}  version {row['published_version']}  "
+                f"lag {row['consumer_lag']}",
+                flush=True,
+            )
 
     try:
         learner.train(log=log, log_every=args.log_every, wait_timeout=args.wait_timeout)
     finally:
         learner.stop()
     if not args.quiet:
-        print(f"weights: {learner.publish_dir / 'latest.pt'} (version {learner.version}, {learner.step} steps)")
+        print(
+            f"weights: {learner.publish_dir / 'latest.pt'} (version {learner.version}, {learner.step} steps)"
+        )
     return 0
 
 
 # ---- evaluate --------------------------------------------------------------------------
+
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .train.checkpoint import CheckpointError
@@ -196,8 +242,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     h, w = args.size
     record = bool(args.gif or args.frames)
-    result = evaluate(policy, opponent, args.games, h, w, seed=args.seed, max_ticks=args.max_ticks,
-                      num_envs=args.num_envs, record=record)
+    result = evaluate(
+        policy,
+        opponent,
+        args.games,
+        h,
+        w,
+        seed=args.seed,
+        max_ticks=args.max_ticks,
+        num_envs=args.num_envs,
+        record=record,
+    )
     if record:
         from .render import draw_frames, save_animation
 
@@ -209,11 +264,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"vs {args.opponent} on {h}x{w}: {result.format()}")
         if record:
-            print(f"one game ({len(result.frames)} ticks) drawn to {args.gif or Path(args.frames) / 'game.gif'}")
+            print(
+                f"one game ({len(result.frames)} ticks) drawn to {args.gif or Path(args.frames) / 'game.gif'}"
+            )
     return 0
 
 
 # ---- render ----------------------------------------------------------------------------
+
 
 def _render(args: argparse.Namespace) -> int:
     from .render import draw_frames, replay_states, save_animation
@@ -236,6 +294,7 @@ def _render(args: argparse.Namespace) -> int:
 
 # ---- plot ------------------------------------------------------------------------------
 
+
 def _plot(args: argparse.Namespace) -> int:
     from .train.plot import plot_run
 
@@ -248,48 +307,108 @@ def _plot(args: argparse.Namespace) -> int:
 
 # ---- parsers ---------------------------------------------------------------------------
 
+
 def add_commands(commands) -> None:
     """Adds ``train``, ``evaluate``, ``render`` and ``plot`` to the ``generals-rl`` parser."""
     train = commands.add_parser("train", help="train a network (needs the train extra)")
     algorithms = train.add_subparsers(dest="algorithm", required=True)
     ppo = algorithms.add_parser(
-        "ppo", help="PPO in process on a VecEnv",
+        "ppo",
+        help="PPO in process on a VecEnv",
         description="PPO against a built-in bot or a pool of past checkpoints. Options override "
         "--config; a run directory holds config.json, metrics.csv and checkpoints/.",
     )
     option = ppo.add_argument
     option("--run-dir", default="runs/ppo", help="where the run lives (default: %(default)s)")
-    option("--config", metavar="FILE", help="PPO options as JSON (or .toml); options given here override it")
-    option("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    option(
+        "--config",
+        metavar="FILE",
+        help="PPO options as JSON (or .toml); options given here override it",
+    )
+    option(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its latest checkpoint",
+    )
     option("--size", type=parse_size, metavar="HxW", help="board size (default 10x10)")
-    option("--opponent", choices=("random", "heuristic", "passive", "pool"),
-           help="random, heuristic, passive, or pool (self-play against past checkpoints)")
-    option("--total-steps", type=int, metavar="N", help="agent moves over the run (sets the LR schedule)")
-    option("--time-limit", type=float, metavar="SECONDS", help="stop at the first checkpoint after this long")
-    for name, kind in (("num_envs", int), ("rollout_steps", int), ("seed", int), ("max_ticks", int),
-                       ("lr", float), ("gamma", float), ("gae_lambda", float), ("clip", float),
-                       ("entropy_coef", float), ("value_coef", float), ("epochs", int),
-                       ("minibatches", int), ("channels", int), ("blocks", int),
-                       ("checkpoint_every", int), ("torch_threads", int), ("env_threads", int),
-                       ("pool_size", int), ("mountain_fraction", float), ("cities", int),
-                       ("min_general_distance", int), ("min_side", int), ("max_side", int),
-                       ("tick_reward", float), ("draw_reward", float)):
+    option(
+        "--opponent",
+        choices=("random", "heuristic", "passive", "pool"),
+        help="random, heuristic, passive, or pool (self-play against past checkpoints)",
+    )
+    option(
+        "--total-steps",
+        type=int,
+        metavar="N",
+        help="agent moves over the run (sets the LR schedule)",
+    )
+    option(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="stop at the first checkpoint after this long",
+    )
+    for name, kind in (
+        ("num_envs", int),
+        ("rollout_steps", int),
+        ("seed", int),
+        ("max_ticks", int),
+        ("lr", float),
+        ("gamma", float),
+        ("gae_lambda", float),
+        ("clip", float),
+        ("entropy_coef", float),
+        ("value_coef", float),
+        ("epochs", int),
+        ("minibatches", int),
+        ("channels", int),
+        ("blocks", int),
+        ("checkpoint_every", int),
+        ("torch_threads", int),
+        ("env_threads", int),
+        ("pool_size", int),
+        ("mountain_fraction", float),
+        ("cities", int),
+        ("min_general_distance", int),
+        ("min_side", int),
+        ("max_side", int),
+        ("tick_reward", float),
+        ("draw_reward", float),
+    ):
         option("--" + name.replace("_", "-"), type=kind, dest=name)
-    option("--army-scaling", choices=("log", "linear"), help="army encoding of the observations (default log)")
-    option("--reward", type=_reward_item, action="append", metavar="NAME=VALUE",
-           help="a RewardConfig weight, e.g. land_gained=0.01 (repeatable)")
-    option("--log-every", type=int, default=5, metavar="UPDATES", help="print every so many updates")
+    option(
+        "--army-scaling",
+        choices=("log", "linear"),
+        help="army encoding of the observations (default log)",
+    )
+    option(
+        "--reward",
+        type=_reward_item,
+        action="append",
+        metavar="NAME=VALUE",
+        help="a RewardConfig weight, e.g. land_gained=0.01 (repeatable)",
+    )
+    option(
+        "--log-every", type=int, default=5, metavar="UPDATES", help="print every so many updates"
+    )
     option("--quiet", action="store_true")
     ppo.set_defaults(run=lambda a: _run("train ppo", _train_ppo, a))
 
     dqn = algorithms.add_parser(
-        "dqn", help="the distributed learner: double DQN on experiences streamed from farms",
+        "dqn",
+        help="the distributed learner: double DQN on experiences streamed from farms",
         description="Consumes experiences from one or more farms (generals-rl selfplay) into a local "
         "prioritized buffer, trains a dueling double DQN with n-step targets and publishes versioned weights "
         "to RUN_DIR/weights (play them with selfplay --policies checkpoint:RUN_DIR/weights@EPSILON).",
     )
     option = dqn.add_argument
-    option("--from", dest="sources", required=True, metavar="ADDR[,ADDR...]", help="farms to consume from")
+    option(
+        "--from",
+        dest="sources",
+        required=True,
+        metavar="ADDR[,ADDR...]",
+        help="farms to consume from",
+    )
     option("--run-dir", default="runs/dqn")
     option("--size", type=parse_size, default=(20, 20), metavar="HxW", help="the farms' board size")
     option("--steps", type=int, default=10_000, help="gradient steps (default: %(default)s)")
@@ -298,7 +417,13 @@ def add_commands(commands) -> None:
     option("--lr", type=float, default=5e-4)
     option("--gamma", type=float, default=0.99)
     option("--n-step", type=int, default=3)
-    option("--learning-starts", type=int, default=2_000, metavar="N", help="experiences before learning")
+    option(
+        "--learning-starts",
+        type=int,
+        default=2_000,
+        metavar="N",
+        help="experiences before learning",
+    )
     option("--target-every", type=int, default=500, metavar="STEPS")
     option("--publish-every", type=int, default=100, metavar="STEPS")
     option("--channels", type=int, default=16)
@@ -306,14 +431,20 @@ def add_commands(commands) -> None:
     option("--seed", type=int, default=0)
     option("--torch-threads", type=int, default=1)
     option("--token", default=None, help="bearer token for the farms")
-    option("--wait-timeout", type=float, default=600.0, metavar="SECONDS",
-           help="give up when the first experiences take longer")
+    option(
+        "--wait-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up when the first experiences take longer",
+    )
     option("--log-every", type=int, default=100, metavar="STEPS")
     option("--quiet", action="store_true")
     dqn.set_defaults(run=lambda a: _run("train dqn", _train_dqn, a))
 
     evaluate = commands.add_parser(
-        "evaluate", help="play a checkpoint against an opponent and count the results",
+        "evaluate",
+        help="play a checkpoint against an opponent and count the results",
         description="Plays exactly --games games (the checkpoint in each seat half the time) and prints "
         "wins, draws (tick limit) and losses with the 95%% Wilson interval of the win rate.",
     )
@@ -321,12 +452,25 @@ def add_commands(commands) -> None:
     option("checkpoint", help="a checkpoint file (e.g. RUN_DIR/checkpoints/latest.pt)")
     option("--opponent", default="random", metavar="random|heuristic|passive|checkpoint:PATH")
     option("--games", type=int, default=100)
-    option("--size", type=parse_size, default=(10, 10), metavar="HxW", help="board size (default: 10x10)")
-    option("--max-ticks", type=int, default=500, help="ticks before a game is a draw (default: %(default)s)")
+    option(
+        "--size",
+        type=parse_size,
+        default=(10, 10),
+        metavar="HxW",
+        help="board size (default: 10x10)",
+    )
+    option(
+        "--max-ticks",
+        type=int,
+        default=500,
+        help="ticks before a game is a draw (default: %(default)s)",
+    )
     option("--num-envs", type=int, default=64, help="games played at once")
     option("--seed", type=int, default=12345)
     option("--greedy", action="store_true", help="the most probable action instead of sampling")
-    option("--gif", metavar="OUT.gif", help="draw one game (the agent's fog) into this animated GIF")
+    option(
+        "--gif", metavar="OUT.gif", help="draw one game (the agent's fog) into this animated GIF"
+    )
     option("--frames", metavar="DIR", help="and its frames as PNGs in DIR")
     option("--no-fog", action="store_true", help="draw the whole board, not the agent's view")
     option("--json", action="store_true")
@@ -340,7 +484,9 @@ def add_commands(commands) -> None:
     option("--every", type=int, default=1, metavar="TICKS", help="one frame every so many ticks")
     option("--player", type=int, help="draw what this player sees (fog); default everything")
     option("--tile", type=int, default=24, help="pixels per tile (default: %(default)s)")
-    option("--frame-ms", type=int, default=100, help="milliseconds per frame (default: %(default)s)")
+    option(
+        "--frame-ms", type=int, default=100, help="milliseconds per frame (default: %(default)s)"
+    )
     render.set_defaults(run=lambda a: _run("render", _render, a))
 
     plot = commands.add_parser("plot", help="write the learning curve PNG of a training run")

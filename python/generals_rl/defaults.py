@@ -19,7 +19,9 @@ MAX_TICKS: int = int(_CORE["max_ticks"])
 
 # The reward weights, as the float32 values C++ holds printed back to the
 # decimals they were written with (0.1f -> 0.1).
-REWARD_WEIGHTS: dict[str, float] = {name: float(f"{value:.7g}") for name, value in _CORE["reward"].items()}
+REWARD_WEIGHTS: dict[str, float] = {
+    name: float(f"{value:.7g}") for name, value in _CORE["reward"].items()
+}
 
 # Upper bounds of the reward histogram's buckets (C++ counts into them): -1.0, -0.9, ..., 1.0.
 REWARD_BUCKETS: tuple[float, ...] = tuple(

@@ -108,7 +108,9 @@ class Farm:
         level_before = logger.level
         _set_log_level(config.log_level)
         tls = _read_tls(config)
-        token = self._token or config.streaming.token(os.environ if self._environ is None else self._environ)
+        token = self._token or config.streaming.token(
+            os.environ if self._environ is None else self._environ
+        )
         rt = self.runtime
         rt.health = FarmHealth(
             {
@@ -194,7 +196,11 @@ class Farm:
         if sink is None:
             return None
         durable = sink.durable_sequence
-        stored = 0 if durable is None or durable < self._first_sequence else durable - self._first_sequence + 1
+        stored = (
+            0
+            if durable is None or durable < self._first_sequence
+            else durable - self._first_sequence + 1
+        )
         storage = self.config.storage
         return {"format": storage.format, "destination": storage.destination, "experiences": stored}
 
@@ -216,7 +222,9 @@ class Farm:
             finally:
                 rt.playing = False
                 if self.config.collection.games in (None, 0) and not stop.is_set():
-                    rt.play_error = rt.play_error or "self-play stopped although it plays until stopped"
+                    rt.play_error = (
+                        rt.play_error or "self-play stopped although it plays until stopped"
+                    )
 
         selfplay.run = watched_play
         rt.playing = True
@@ -237,7 +245,11 @@ class Farm:
         buffer = config.selfplay_config().make_buffer()
         sink = self._storage_sink(buffer) if config.storage.enabled else None
         server = ExperienceServer(
-            buffer, config.streaming.address, token=token, tls=tls, max_streams=config.streaming.max_connections
+            buffer,
+            config.streaming.address,
+            token=token,
+            tls=tls,
+            max_streams=config.streaming.max_connections,
         ).start()
         rt.buffer, rt.server = buffer, server
         rt.submissions = SubmissionCounts(server)
@@ -282,7 +294,9 @@ class Farm:
             except ValueError as exc:
                 self._say(f"streaming.max_connections: {exc}")
         if rt.sink is not None and hasattr(rt.sink.writer, "rotation"):
-            rt.sink.writer.rotation = config.storage.rotation.to_rotation(rt.sink.writer.rotation.chunk_size)
+            rt.sink.writer.rotation = config.storage.rotation.to_rotation(
+                rt.sink.writer.rotation.chunk_size
+            )
         if any(k.startswith(("rewards", "collection.bots")) for k in keys):
             self._pending = config
 
@@ -294,7 +308,9 @@ class Farm:
         seed = selfplay.config.seed
         for player, name in enumerate(config.collection.bots):
             if type(selfplay.bots[player]) is not POLICIES[name]:
-                selfplay.bots[player] = POLICIES[name](seed=seed + player) if name == "random" else POLICIES[name]()
+                selfplay.bots[player] = (
+                    POLICIES[name](seed=seed + player) if name == "random" else POLICIES[name]()
+                )
 
 
 def count_steps(env, runtime: FarmRuntime, before_step: Callable[[], None]) -> None:
@@ -347,7 +363,9 @@ class SubmissionCounts:
             for field in fields:
                 self.rejected[field] = self.rejected.get(field, 0) + 1
             if rejected > len(fields):
-                self.rejected["unitemized"] = self.rejected.get("unitemized", 0) + rejected - len(fields)
+                self.rejected["unitemized"] = (
+                    self.rejected.get("unitemized", 0) + rejected - len(fields)
+                )
 
 
 class _RecordingContext:
@@ -460,7 +478,9 @@ def add_selfplay_options(selfplay: argparse.ArgumentParser) -> None:
 def add_config_command(commands) -> None:
     config = commands.add_parser("config", help="show or check a farm configuration")
     actions = config.add_subparsers(dest="config_command", required=True)
-    show = actions.add_parser("show", help="print the effective configuration (defaults, FILE, environment)")
+    show = actions.add_parser(
+        "show", help="print the effective configuration (defaults, FILE, environment)"
+    )
     show.add_argument("file", nargs="?", default=None)
     show.set_defaults(run=_config_show)
     check = actions.add_parser("check", help="validate FILE (and the GENERALS_RL__* variables)")
@@ -538,7 +558,7 @@ def flag_overrides(flags: Mapping) -> dict:
             if value == "none":
                 set_path(out, ["storage", "enabled"], False)
             elif value.startswith("s3://"):
-                bucket, _, prefix = value[len("s3://"):].partition("/")
+                bucket, _, prefix = value[len("s3://") :].partition("/")
                 set_path(out, ["storage", "type"], "s3")
                 set_path(out, ["storage", "s3", "bucket"], bucket)
                 set_path(out, ["storage", "s3", "prefix"], prefix)
@@ -581,5 +601,7 @@ def run_farm_cli(args: argparse.Namespace, argv: list[str]) -> int:
         print(summary.format())
         if farm.stored is not None:
             stored = farm.stored
-            print(f"stored: {stored['experiences']} experiences as {stored['format']} in {stored['destination']}")
+            print(
+                f"stored: {stored['experiences']} experiences as {stored['format']} in {stored['destination']}"
+            )
     return 0

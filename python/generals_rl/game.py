@@ -47,14 +47,18 @@ class Game:
     ) -> Game:
         """A game on a given board: ``kind`` (0 plain, 1 mountain, 2 city, 3 general),
         ``owner`` (-1 neutral or a player), ``army`` and one general tile index per player."""
-        return cls(_core_game=_core.Game(kind, owner, army, generals, max_ticks, teams=list(teams or ())))
+        return cls(
+            _core_game=_core.Game(kind, owner, army, generals, max_ticks, teams=list(teams or ()))
+        )
 
     def step(self, moves: Sequence) -> bool:
         """Plays one tick. ``moves[p]`` is player p's flat action index, ``None`` or -1
         for a pass, or an ``(x, y, direction, half)`` tuple. Illegal moves are counted
         no-ops. Returns True when the game is over (won or truncated)."""
         if len(moves) != self.num_players:
-            raise ValueError(f"moves: expected one per player ({self.num_players}), got {len(moves)}")
+            raise ValueError(
+                f"moves: expected one per player ({self.num_players}), got {len(moves)}"
+            )
         actions = np.empty(self.num_players, dtype=np.int32)
         for p, move in enumerate(moves):
             if move is None:
@@ -64,7 +68,9 @@ class Game:
                 actions[p] = encode_actions(x, y, direction, half, self.height, self.width)
             else:
                 try:
-                    index = operator.index(move)  # integers only, as VecEnv takes them: 1.5 is no index
+                    index = operator.index(
+                        move
+                    )  # integers only, as VecEnv takes them: 1.5 is no index
                 except TypeError:
                     raise ValueError(
                         f"moves[{p}]: expected an action index, None or an (x, y, direction, half) tuple, "

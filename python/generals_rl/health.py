@@ -73,7 +73,9 @@ class StorageMonitor:
 
 @dataclass
 class HealthReport:
-    components: dict[str, str | None] = field(default_factory=dict)  # component -> problem (None: healthy)
+    components: dict[str, str | None] = field(
+        default_factory=dict
+    )  # component -> problem (None: healthy)
 
     @property
     def serving(self) -> bool:
@@ -83,7 +85,10 @@ class HealthReport:
         return {
             "status": "SERVING" if self.serving else "NOT_SERVING",
             "components": {
-                name: {"status": "SERVING" if problem is None else "NOT_SERVING", **({"problem": problem} if problem else {})}
+                name: {
+                    "status": "SERVING" if problem is None else "NOT_SERVING",
+                    **({"problem": problem} if problem else {}),
+                }
                 for name, problem in self.components.items()
             },
         }
@@ -106,7 +111,7 @@ class FarmHealth(BackgroundLoop):
         for name, check in self.checks.items():
             try:
                 components[name] = check()
-            except Exception as exc:  # noqa: BLE001 - a failing check is a problem of its component
+            except Exception as exc:
                 components[name] = f"health check failed: {type(exc).__name__}: {exc}"
         report = HealthReport(components)
         self._report = report

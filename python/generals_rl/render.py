@@ -24,9 +24,22 @@ FOG_OBSTACLE = (45, 45, 50)
 GENERAL_MARK = (255, 215, 0)
 CITY_MARK = (255, 255, 255)
 PLAYER_COLORS = (
-    (220, 40, 40), (40, 90, 220), (40, 150, 60), (140, 60, 170), (230, 130, 20), (0, 150, 150),
-    (150, 90, 40), (230, 90, 160), (110, 120, 20), (20, 20, 120), (120, 20, 20), (20, 90, 20),
-    (90, 90, 160), (200, 160, 120), (60, 140, 200), (160, 200, 60),
+    (220, 40, 40),
+    (40, 90, 220),
+    (40, 150, 60),
+    (140, 60, 170),
+    (230, 130, 20),
+    (0, 150, 150),
+    (150, 90, 40),
+    (230, 90, 160),
+    (110, 120, 20),
+    (20, 20, 120),
+    (120, 20, 20),
+    (20, 90, 20),
+    (90, 90, 160),
+    (200, 160, 120),
+    (60, 140, 200),
+    (160, 200, 60),
 )
 
 
@@ -53,7 +66,9 @@ def tile_color(kind: int, owner: int, visible: bool = True) -> tuple[int, int, i
     return NEUTRAL_CITY if kind == TILE_CITY else NEUTRAL
 
 
-def draw_board(kind, owner, army, visible=None, tick: int | None = None, tile: int = 24, title: str = ""):
+def draw_board(
+    kind, owner, army, visible=None, tick: int | None = None, tile: int = 24, title: str = ""
+):
     """One board as a PIL image. ``visible`` (bool ``(H, W)``) hides the other tiles in
     fog as a player sees them; ``None`` shows everything."""
     Image, ImageDraw, ImageFont = _pil()
@@ -75,7 +90,10 @@ def draw_board(kind, owner, army, visible=None, tick: int | None = None, tile: i
             if not seen:
                 continue
             if k == TILE_MOUNTAIN:
-                draw.polygon(((x0 + tile // 2, y0 + 4), (x0 + 4, y1 - 4), (x1 - 4, y1 - 4)), fill=(150, 130, 110))
+                draw.polygon(
+                    ((x0 + tile // 2, y0 + 4), (x0 + 4, y1 - 4), (x1 - 4, y1 - 4)),
+                    fill=(150, 130, 110),
+                )
                 continue
             if k in (TILE_GENERAL, TILE_CITY):
                 mark = GENERAL_MARK if k == TILE_GENERAL else CITY_MARK
@@ -109,11 +127,17 @@ def draw_frames(states, player: int | None = None, tile: int = 24, title: str = 
     images = []
     for state in states:
         seen = None if player is None else visibility(state["owner"], player)
-        images.append(draw_board(state["kind"], state["owner"], state["army"], seen, state.get("tick"), tile, title))
+        images.append(
+            draw_board(
+                state["kind"], state["owner"], state["army"], seen, state.get("tick"), tile, title
+            )
+        )
     return images
 
 
-def save_animation(images, out: str | Path, frames_dir: str | Path | None = None, frame_ms: int = 150) -> Path:
+def save_animation(
+    images, out: str | Path, frames_dir: str | Path | None = None, frame_ms: int = 150
+) -> Path:
     """An animated GIF of ``images`` (and, with ``frames_dir``, one PNG per frame)."""
     if not images:
         raise ValueError("no frames to save")
@@ -137,7 +161,14 @@ def replay_states(replay, every: int = 1) -> list[dict]:
     h, w = game.height, game.width
     kind0 = np.array(game.kind, dtype=np.uint8)
     generals = list(replay.generals)
-    states = [{"kind": kind0.copy(), "owner": np.array(game.owner), "army": np.array(game.army), "tick": 0}]
+    states = [
+        {
+            "kind": kind0.copy(),
+            "owner": np.array(game.owner),
+            "army": np.array(game.army),
+            "tick": 0,
+        }
+    ]
     run = _core.run_replay(game._game, replay.moves, replay.afks, every)
     for tick, owner, army in run["snapshots"]:
         if tick <= states[-1]["tick"]:
@@ -148,5 +179,12 @@ def replay_states(replay, every: int = 1) -> list[dict]:
             y, x = divmod(t, w)
             if owner[y, x] != player:
                 kind[y, x] = TILE_CITY
-        states.append({"kind": kind, "owner": owner, "army": np.asarray(army).reshape(h, w), "tick": int(tick)})
+        states.append(
+            {
+                "kind": kind,
+                "owner": owner,
+                "army": np.asarray(army).reshape(h, w),
+                "tick": int(tick),
+            }
+        )
     return states

@@ -25,26 +25,66 @@ MAX_IMPORT_TICKS = 100_000
 _INT32_MAX = 2**31 - 1
 # Field order of the array form (.gior): each version appends to the one before.
 _ARRAY_FIELDS = (
-    "version", "id", "mapWidth", "mapHeight", "usernames", "stars", "cities",
-    "cityArmies", "generals", "mountains", "moves", "afks", "teams",
-    "map_title", "neutrals", "neutralArmies", "swamps", "chat", "playerColors",
-    "lights", "settings", "modifiers", "observatories", "lookouts", "deserts",
-    "player_transforms", "pings", "generalTrades", "tunnels", "tunnelLimits",
-    "chessClockTimingsByMove", "stronghold_density", "stronghold_strength_min",
-    "stronghold_strength_max", "strongholds", "strongholdStrengths",
+    "version",
+    "id",
+    "mapWidth",
+    "mapHeight",
+    "usernames",
+    "stars",
+    "cities",
+    "cityArmies",
+    "generals",
+    "mountains",
+    "moves",
+    "afks",
+    "teams",
+    "map_title",
+    "neutrals",
+    "neutralArmies",
+    "swamps",
+    "chat",
+    "playerColors",
+    "lights",
+    "settings",
+    "modifiers",
+    "observatories",
+    "lookouts",
+    "deserts",
+    "player_transforms",
+    "pings",
+    "generalTrades",
+    "tunnels",
+    "tunnelLimits",
+    "chessClockTimingsByMove",
+    "stronghold_density",
+    "stronghold_strength_min",
+    "stronghold_strength_max",
+    "strongholds",
+    "strongholdStrengths",
     "chessClockMoveExecutionTimestamps",
 )
 # Fields that change nothing in the game (presentation, timing, chat), and the
 # settings of features that only act through a field refused below when used.
-_IGNORED_FIELDS = frozenset((
-    "map_title", "chat", "playerColors", "settings", "player_transforms",
-    "pings", "chessClockTimingsByMove", "chessClockMoveExecutionTimestamps",
-    "tunnelLimits", "stronghold_density", "stronghold_strength_min",
-    "stronghold_strength_max", "strongholdStrengths",
-))
+_IGNORED_FIELDS = frozenset(
+    (
+        "map_title",
+        "chat",
+        "playerColors",
+        "settings",
+        "player_transforms",
+        "pings",
+        "chessClockTimingsByMove",
+        "chessClockMoveExecutionTimestamps",
+        "tunnelLimits",
+        "stronghold_density",
+        "stronghold_strength_min",
+        "stronghold_strength_max",
+        "strongholdStrengths",
+    )
+)
 # Fields the engine reads; any other field that holds something is a game
 # feature the engine does not implement, and its replay is refused.
-_RULE_FIELDS = frozenset(_ARRAY_FIELDS[:13] + ("neutrals", "neutralArmies"))
+_RULE_FIELDS = frozenset((*_ARRAY_FIELDS[:13], "neutrals", "neutralArmies"))
 _MOVE_FIELDS = ("index", "start", "end", "is50", "turn")
 _AFK_FIELDS = ("index", "turn")
 
@@ -56,8 +96,10 @@ class ReplayError(ValueError):
 def _array_form(values: list) -> dict:
     """The fields of the array form by name; values past the known fields are kept
     under their position (``#37``, ...)."""
-    fields = dict(zip(_ARRAY_FIELDS, values))
-    fields.update((f"#{i}", value) for i, value in enumerate(values[len(_ARRAY_FIELDS):], len(_ARRAY_FIELDS)))
+    fields = dict(zip(_ARRAY_FIELDS, values, strict=False))
+    fields.update(
+        (f"#{i}", value) for i, value in enumerate(values[len(_ARRAY_FIELDS) :], len(_ARRAY_FIELDS))
+    )
     return fields
 
 
@@ -134,8 +176,13 @@ class Replay:
         shape = (self.height, self.width)
         try:
             core = _core.Game(
-                kind.reshape(shape), owner.reshape(shape), army.reshape(shape),
-                np.asarray(self.generals, dtype=np.int32), 0, self.version < 6, self.teams or [],
+                kind.reshape(shape),
+                owner.reshape(shape),
+                army.reshape(shape),
+                np.asarray(self.generals, dtype=np.int32),
+                0,
+                self.version < 6,
+                self.teams or [],
             )
         except ValueError as exc:
             raise ReplayError(f"replay {self.id!r} has an inconsistent board: {exc}") from None
@@ -151,7 +198,7 @@ class Replay:
             raise ReplayError(f"replay {self.id!r}: {exc}") from None
         ticks = [
             {"tick": int(t), "army": a.tolist(), "land": l.tolist(), "alive": int(n)}
-            for t, a, l, n in zip(run["ticks"], run["army"], run["land"], run["alive"])
+            for t, a, l, n in zip(run["ticks"], run["army"], run["land"], run["alive"], strict=False)
         ]
         return {
             "replay_id": self.id,
@@ -171,7 +218,6 @@ class Replay:
                 for tick, owner, army in run["snapshots"]
             },
         }
-
 
     def to_experiences(
         self,
@@ -202,14 +248,25 @@ class Replay:
             )
         replay_id = self.id.encode("ascii", errors="replace")
         if len(replay_id) > REPLAY_ID_BYTES:
-            raise ReplayError(f"replay id {self.id!r} is longer than the {REPLAY_ID_BYTES} bytes stored per experience")
+            raise ReplayError(
+                f"replay id {self.id!r} is longer than the {REPLAY_ID_BYTES} bytes stored per experience"
+            )
         columns = _core.replay_experiences(
-            self.initial_game()._game, self.moves, self.afks, height, width,
-            _core.next_game_id() if game_id is None else game_id, first_sequence,
+            self.initial_game()._game,
+            self.moves,
+            self.afks,
+            height,
+            width,
+            _core.next_game_id() if game_id is None else game_id,
+            first_sequence,
             asdict(reward_config or RewardConfig()),
         )
-        columns["replay_id"] = np.full(len(columns["player_id"]), replay_id, dtype=SOURCE_COLUMNS["replay_id"])
-        columns["stars"] = np.asarray(self.stars, dtype=SOURCE_COLUMNS["stars"])[columns["player_id"]]
+        columns["replay_id"] = np.full(
+            len(columns["player_id"]), replay_id, dtype=SOURCE_COLUMNS["replay_id"]
+        )
+        columns["stars"] = np.asarray(self.stars, dtype=SOURCE_COLUMNS["stars"])[
+            columns["player_id"]
+        ]
         return RawBatch.from_dict(columns)
 
 
@@ -251,13 +308,17 @@ def _events(rows: list, names: tuple, what: str) -> np.ndarray:
     """Events given as objects (``names`` their keys) or as arrays in that order."""
     by_name = itemgetter(*names)
     try:
-        table = np.array([row if isinstance(row, list) else by_name(row) for row in rows], dtype=np.int64)
+        table = np.array(
+            [row if isinstance(row, list) else by_name(row) for row in rows], dtype=np.int64
+        )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ReplayError(f"replay field {what!r}: malformed entry ({exc})") from None
     if table.size == 0:
         return np.zeros((0, len(names)), dtype=np.int32)
     if table.ndim != 2 or table.shape[1] != len(names):
-        raise ReplayError(f"replay field {what!r}: malformed entry (expected {len(names)} values: {', '.join(names)})")
+        raise ReplayError(
+            f"replay field {what!r}: malformed entry (expected {len(names)} values: {', '.join(names)})"
+        )
     if not -_INT32_MAX - 1 <= table.min() <= table.max() <= _INT32_MAX:
         raise ReplayError(f"replay field {what!r}: values must fit in 32 bits")
     if table[:, -1].max() > MAX_TURN:
@@ -299,13 +360,20 @@ def from_fields(fields: dict) -> Replay:
         or len(teams) != len(tile_lists["generals"])
         or not all(isinstance(t, int) and 0 <= t <= _INT32_MAX for t in teams)
     ):
-        raise ReplayError(f"replay field 'teams': expected one team number per player, got {teams!r:.60}")
+        raise ReplayError(
+            f"replay field 'teams': expected one team number per player, got {teams!r:.60}"
+        )
     n = width * height
     for name in ("cities", "generals", "mountains", "neutrals"):
         bad = [t for t in tile_lists[name] if not 0 <= t < n]
         if bad:
-            raise ReplayError(f"replay field {name!r}: tiles {bad[:5]} are off the {width}x{height} map")
-    for name, armies in (("cityArmies", tile_lists["cityArmies"]), ("neutralArmies", neutral_armies)):
+            raise ReplayError(
+                f"replay field {name!r}: tiles {bad[:5]} are off the {width}x{height} map"
+            )
+    for name, armies in (
+        ("cityArmies", tile_lists["cityArmies"]),
+        ("neutralArmies", neutral_armies),
+    ):
         bad = [a for a in armies if not 0 <= a <= _INT32_MAX]
         if bad:
             raise ReplayError(f"replay field {name!r}: armies {bad[:5]} are out of range")

@@ -34,7 +34,11 @@ def replay_files(sources: Iterable[str | os.PathLike]) -> Iterator[Path]:
             yield source
             continue
         for path in sorted(source.rglob("*")):
-            if path.is_file() and path.suffix in REPLAY_SUFFIXES and not path.name.endswith(TRACE_SUFFIX):
+            if (
+                path.is_file()
+                and path.suffix in REPLAY_SUFFIXES
+                and not path.name.endswith(TRACE_SUFFIX)
+            ):
                 yield path
 
 

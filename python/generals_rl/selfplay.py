@@ -47,7 +47,7 @@ def _make_policy(name: str, seed: int):
     if name.startswith(CHECKPOINT_POLICY):
         from .train.policy import CheckpointBot
 
-        return CheckpointBot.from_spec(name[len(CHECKPOINT_POLICY):], seed=seed)
+        return CheckpointBot.from_spec(name[len(CHECKPOINT_POLICY) :], seed=seed)
     return POLICIES[name](seed=seed) if name == "random" else POLICIES[name]()
 
 
@@ -72,7 +72,9 @@ class SelfPlayConfig:
     buffer_policy: str = "block"
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.policies if p not in POLICIES and not p.startswith(CHECKPOINT_POLICY)]
+        unknown = [
+            p for p in self.policies if p not in POLICIES and not p.startswith(CHECKPOINT_POLICY)
+        ]
         if unknown:
             raise ValueError(
                 f"policies: unknown {unknown}; choose from {sorted(POLICIES)} or checkpoint:PATH[@EPSILON]"
@@ -80,13 +82,17 @@ class SelfPlayConfig:
         if not 2 <= len(self.policies) <= 16:
             raise ValueError(f"policies: one per player, 2..16 players, got {len(self.policies)}")
         if self.games is not None and self.games < 1:
-            raise ValueError(f"games: must be at least 1 (or None to play until stopped), got {self.games}")
+            raise ValueError(
+                f"games: must be at least 1 (or None to play until stopped), got {self.games}"
+            )
         if self.num_envs < 1:
             raise ValueError(f"num_envs: must be at least 1, got {self.num_envs}")
         if self.max_ticks < 1:
             raise ValueError(f"max_ticks: must be at least 1, got {self.max_ticks}")
         if self.buffer_policy not in ("block", "overwrite"):
-            raise ValueError(f"buffer_policy: expected 'block' or 'overwrite', got {self.buffer_policy!r}")
+            raise ValueError(
+                f"buffer_policy: expected 'block' or 'overwrite', got {self.buffer_policy!r}"
+            )
 
     @property
     def players(self) -> int:
@@ -168,9 +174,13 @@ class SelfPlay:
         self.config = config
         self.buffer = buffer or config.make_buffer()
         num_envs = min(config.num_envs, config.games) if config.games else config.num_envs
-        self.bots = [_make_policy(name, config.seed + player) for player, name in enumerate(config.policies)]
+        self.bots = [
+            _make_policy(name, config.seed + player) for player, name in enumerate(config.policies)
+        ]
         # Observations encoded as the (first) network was trained.
-        scaling = next((b.army_scaling for b in self.bots if hasattr(b, "army_scaling")), ("linear", 1000.0))
+        scaling = next(
+            (b.army_scaling for b in self.bots if hasattr(b, "army_scaling")), ("linear", 1000.0)
+        )
         # A short wait per step so a stop request is noticed while consumers hold the buffer full.
         self.env = VecEnv(
             num_envs,
@@ -216,17 +226,27 @@ class SelfPlay:
                 waiting = True
                 info = None
             if info is not None:
-                games, total_length = self._count_games(info, info["episode_done"], games, total_length, wins)
+                games, total_length = self._count_games(
+                    info, info["episode_done"], games, total_length, wins
+                )
             now = time.monotonic()
             if on_progress is not None and now - last_time >= progress_interval:
                 head = self.buffer.head
                 on_progress(
-                    Progress(games, head - first_sequence, now - start, (head - last_experiences) / (now - last_time), waiting)
+                    Progress(
+                        games,
+                        head - first_sequence,
+                        now - start,
+                        (head - last_experiences) / (now - last_time),
+                        waiting,
+                    )
                 )
                 last_time, last_experiences = now, head
         info = self._truncate_unfinished(actions)
         if info is not None:  # games that ended on their own on that tick count
-            ended = info["episode_done"] & ((info["episode_winner"] >= 0) | (info["episode_length"] >= config.max_ticks))
+            ended = info["episode_done"] & (
+                (info["episode_winner"] >= 0) | (info["episode_length"] >= config.max_ticks)
+            )
             games, total_length = self._count_games(info, ended, games, total_length, wins)
         summary = SelfPlaySummary(
             games=games,
@@ -238,20 +258,25 @@ class SelfPlay:
         for player in range(config.players):
             summary.wins[config.player_label(player)] = int(wins[player])
             policy = config.policies[player]
-            summary.wins_by_policy[policy] = summary.wins_by_policy.get(policy, 0) + int(wins[player])
+            summary.wins_by_policy[policy] = summary.wins_by_policy.get(policy, 0) + int(
+                wins[player]
+            )
         summary.wins[NO_WINNER] = int(wins[config.players])
         summary.wins_by_policy[NO_WINNER] = int(wins[config.players])
         return summary
 
-
-    def _count_games(self, info: dict, done: np.ndarray, games: int, total_length: int,
-                     wins: np.ndarray) -> tuple[int, int]:
+    def _count_games(
+        self, info: dict, done: np.ndarray, games: int, total_length: int, wins: np.ndarray
+    ) -> tuple[int, int]:
         """Adds the games ``done`` marks to the counts (``wins`` in place)."""
         if done.any():
             winners = info["episode_winner"][done]
             games += int(done.sum())
             total_length += int(info["episode_length"][done].sum())
-            wins += np.bincount(np.where(winners < 0, self.config.players, winners), minlength=self.config.players + 1)
+            wins += np.bincount(
+                np.where(winners < 0, self.config.players, winners),
+                minlength=self.config.players + 1,
+            )
         return games, total_length
 
     def _truncate_unfinished(self, actions: np.ndarray) -> dict | None:
@@ -288,7 +313,8 @@ class _ProgressLine:
         games = f"{progress.games}/{self._target}" if self._target else f"{progress.games}"
         text = (
             f"games {games} | experiences {progress.experiences:,} | {progress.experiences_per_second:,.0f}/s | "
-            f"consumers {consumers}" + (" | waiting for consumers" if progress.waiting_for_consumers else "")
+            f"consumers {consumers}"
+            + (" | waiting for consumers" if progress.waiting_for_consumers else "")
         )
         if self._tty:
             self._out.write("\r\x1b[K" + text)
@@ -335,7 +361,9 @@ def run_selfplay(
     # buffer's sequence numbers from where its destination's data ends.
     built = [factory(buffer) for factory in sinks]
     selfplay = SelfPlay(config, buffer)
-    server = ExperienceServer(selfplay.buffer, address, token=token, tls=tls, max_streams=max_streams).start()
+    server = ExperienceServer(
+        selfplay.buffer, address, token=token, tls=tls, max_streams=max_streams
+    ).start()
     print(f"generals-rl selfplay: serving experiences on {server.address}", file=log, flush=True)
     started: list[Sink] = []
     restore = _stop_on_signals(stop)
@@ -360,7 +388,11 @@ def run_selfplay(
         progress.done()
         _stop_sinks(started)
         if keep_running and not stop.is_set():
-            print("generals-rl selfplay: games done; still serving (Ctrl-C to stop)", file=log, flush=True)
+            print(
+                "generals-rl selfplay: games done; still serving (Ctrl-C to stop)",
+                file=log,
+                flush=True,
+            )
             stop.wait()
         elif server.active_streams:
             print(
@@ -400,7 +432,7 @@ def _stop_sinks(sinks: list[Sink]) -> None:
     while sinks:
         try:
             sinks.pop().stop()
-        except Exception as exc:  # noqa: BLE001 - raised below, after the other sinks stopped
+        except Exception as exc:
             failure = failure or exc
     if failure is not None:
         raise failure

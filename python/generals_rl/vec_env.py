@@ -104,14 +104,30 @@ class VecEnv:
         for name, side in (("height", height), ("width", width)):
             if not 2 <= side <= _core.MAX_ENV_SIDE:
                 raise ValueError(f"{name}: must be in 2..{_core.MAX_ENV_SIDE}, got {side}")
-        map_config.to_core(players)  # validates the options as given, before they are capped to the board
+        map_config.to_core(
+            players
+        )  # validates the options as given, before they are capped to the board
         self.reward_config = reward_config or RewardConfig()
         self._env = _core.VecEnv(
-            num_envs, players, height, width, seed, max_ticks, num_threads,
-            map_config.to_core(players, height, width), asdict(self.reward_config),
-            army_scaling, army_scale, observations, action_masks, list(teams or ()), obstacles,
+            num_envs,
+            players,
+            height,
+            width,
+            seed,
+            max_ticks,
+            num_threads,
+            map_config.to_core(players, height, width),
+            asdict(self.reward_config),
+            army_scaling,
+            army_scale,
+            observations,
+            action_masks,
+            list(teams or ()),
+            obstacles,
         )
-        self.channels = (*OBSERVATION_CHANNELS, OBSTACLES_CHANNEL) if obstacles else OBSERVATION_CHANNELS
+        self.channels = (
+            (*OBSERVATION_CHANNELS, OBSTACLES_CHANNEL) if obstacles else OBSERVATION_CHANNELS
+        )
         self.teams = list(teams) if teams else None
         self.num_envs, self.players, self.height, self.width = num_envs, players, height, width
         self.num_actions = height * width * 8
@@ -155,7 +171,9 @@ class VecEnv:
         """Uses ``reward_config`` from the next ``step`` on. Call it between steps,
         from the thread that steps (a step never sees half a change)."""
         if not isinstance(reward_config, RewardConfig):
-            raise TypeError(f"reward_config: expected a RewardConfig, got {type(reward_config).__name__}")
+            raise TypeError(
+                f"reward_config: expected a RewardConfig, got {type(reward_config).__name__}"
+            )
         self._env.set_reward(asdict(reward_config))
         self.reward_config = reward_config
 
@@ -172,7 +190,11 @@ class VecEnv:
         return self._env.game_state(index)
 
     def _info(self) -> dict:
-        return {k: v for k, v in self._out.items() if k not in ("observations", "rewards", "terminated", "truncated")}
+        return {
+            k: v
+            for k, v in self._out.items()
+            if k not in ("observations", "rewards", "terminated", "truncated")
+        }
 
 
 def _as_action_array(actions) -> np.ndarray:
@@ -192,7 +214,13 @@ def _as_action_array(actions) -> np.ndarray:
 
 
 def encode_observation(
-    kind, owner, army, player: int, army_scaling: str = "linear", army_scale: float = 1000.0, obstacles: bool = False
+    kind,
+    owner,
+    army,
+    player: int,
+    army_scaling: str = "linear",
+    army_scale: float = 1000.0,
+    obstacles: bool = False,
 ):
     """The 9-channel observation (10 with ``obstacles``) and the action mask of ``player`` for one board."""
     return _core.encode_observation(kind, owner, army, player, army_scaling, army_scale, obstacles)

@@ -12,6 +12,7 @@ the generals_rl Python code (the C++ core is exercised, not instrumented).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import sys
@@ -24,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("target")
     parser.add_argument("--seconds", type=int, default=25)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "fuzz")
@@ -37,7 +40,9 @@ def main() -> None:
     # After the imports (instrument_imports misses modules of an editable
     # install), and only the package's own code: the rest would slow it down.
     for obj in gc.get_objects():
-        if isinstance(obj, types.FunctionType) and (obj.__module__ or "").startswith(("generals_rl", "targets")):
+        if isinstance(obj, types.FunctionType) and (obj.__module__ or "").startswith(
+            ("generals_rl", "targets")
+        ):
             atheris.instrument_func(obj)
     target = targets.TARGETS[args.target]
     seeds = target.setup(targets.workdir(), args.replays if args.replays.is_dir() else None)
@@ -49,10 +54,8 @@ def main() -> None:
     print(f"fuzz {args.target}: {len(seeds)} seeds, {args.seconds} s", flush=True)
 
     def one(data: bytes) -> None:
-        try:
+        with contextlib.suppress(target.errors):
             target.one(data)
-        except target.errors:
-            pass
 
     atheris.Setup(
         [

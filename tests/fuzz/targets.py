@@ -8,6 +8,7 @@ written by the library at the start), so the corpus follows the formats.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -30,8 +31,18 @@ HEIGHT = WIDTH = 6
 
 def _buffer(experiences: int = 300, policy: str = "overwrite") -> ExperienceBuffer:
     buffer = ExperienceBuffer(HEIGHT, WIDTH, 4_096, policy)
-    env = VecEnv(2, 2, HEIGHT, WIDTH, seed=1, max_ticks=60, num_threads=1, observations=False,
-                 action_masks=False, buffer=buffer)
+    env = VecEnv(
+        2,
+        2,
+        HEIGHT,
+        WIDTH,
+        seed=1,
+        max_ticks=60,
+        num_threads=1,
+        observations=False,
+        action_masks=False,
+        buffer=buffer,
+    )
     env.reset()
     bot = RandomBot(1)
     while buffer.head < experiences:
@@ -103,7 +114,10 @@ def lzstring_compress(text: str) -> bytes:
         emit(w)
     write(2, state["num_bits"])
     bits += [0] * (16 - len(bits) % 16)  # the decoder reads a unit past the end code
-    return b"".join(int("".join(map(str, bits[i : i + 16])), 2).to_bytes(2, "big") for i in range(0, len(bits), 16))
+    return b"".join(
+        int("".join(map(str, bits[i : i + 16])), 2).to_bytes(2, "big")
+        for i in range(0, len(bits), 16)
+    )
 
 
 class Replay(Target):
@@ -120,7 +134,9 @@ class Replay(Target):
             fields = json.loads(path.read_bytes())
             fields["moves"], fields["afks"] = fields["moves"][:40], fields["afks"][:2]
             seeds.append(json.dumps(fields).encode())
-            values = [fields.get(name) for name in _ARRAY_FIELDS[: _ARRAY_FIELDS.index("teams") + 1]]
+            values = [
+                fields.get(name) for name in _ARRAY_FIELDS[: _ARRAY_FIELDS.index("teams") + 1]
+            ]
             for name in ("moves", "afks"):
                 values[_ARRAY_FIELDS.index(name)] = [list(event.values()) for event in fields[name]]
             seeds.append(lzstring_compress(json.dumps(values, separators=(",", ":"))))
@@ -146,8 +162,11 @@ class Dataset(Target):
             for shard in sorted((work / fmt).rglob("game_*")):
                 if format_of_file(shard.name) is None:
                     continue  # a side file, such as a TFRecord index
-                self.names[fmt] = "game_0000000000000001_0000" + shard.name[shard.name.index("."):]
-                seeds += [bytes([code]) + shard.read_bytes(), bytes([code | 4]) + shard.read_bytes()]
+                self.names[fmt] = "game_0000000000000001_0000" + shard.name[shard.name.index(".") :]
+                seeds += [
+                    bytes([code]) + shard.read_bytes(),
+                    bytes([code | 4]) + shard.read_bytes(),
+                ]
         return seeds
 
     def one(self, data):
@@ -175,20 +194,28 @@ class Submit(Target):
     unpacking and decoding."""
 
     def setup(self, work, replays):
-        self.server = server.ExperienceServer(ExperienceBuffer(HEIGHT, WIDTH, 4_096, "overwrite"), "127.0.0.1:0")
+        self.server = server.ExperienceServer(
+            ExperienceBuffer(HEIGHT, WIDTH, 4_096, "overwrite"), "127.0.0.1:0"
+        )
         raw = _everything(_buffer())
         import zstandard
 
         seeds = [
-            pb.SubmitExperiencesRequest(packed=packing.pack_message(part, compressor)).SerializeToString()
+            pb.SubmitExperiencesRequest(
+                packed=packing.pack_message(part, compressor)
+            ).SerializeToString()
             for part in (raw.select(np.arange(40)), raw.select(np.arange(3)))
             for compressor in (None, zstandard.ZstdCompressor(level=1))
         ]
         experiences = [
             pb.Experience(
-                game_id=f"{int(raw.game_id[i]):016x}", player_id=int(raw.player_id[i]), turn=int(raw.tick[i]),
-                action=int(raw.action[i]), reward=float(raw.reward[i]),
-                compact_state=_board(raw, raw.state_index[i]), compact_next_state=_board(raw, raw.next_state_index[i]),
+                game_id=f"{int(raw.game_id[i]):016x}",
+                player_id=int(raw.player_id[i]),
+                turn=int(raw.tick[i]),
+                action=int(raw.action[i]),
+                reward=float(raw.reward[i]),
+                compact_state=_board(raw, raw.state_index[i]),
+                compact_next_state=_board(raw, raw.next_state_index[i]),
             )
             for i in range(4)
         ]
@@ -200,10 +227,8 @@ class Submit(Target):
             request = pb.SubmitExperiencesRequest.FromString(data)
         except DecodeError:
             return  # gRPC refuses what does not parse before any handler runs
-        try:
+        with contextlib.suppress(server._Abort, _Context.Refused):
             self.server._submit_or_abort(request, _Context())
-        except (server._Abort, _Context.Refused):
-            pass
         if request.HasField("packed"):
             message = pb.ExperienceBatch(packed=request.packed)
             batch = consumer._batch_of(message, True, 64 << 20)
@@ -212,9 +237,13 @@ class Submit(Target):
 
 
 def _board(raw, row) -> pb.CompactState:
-    return pb.CompactState(height=HEIGHT, width=WIDTH, kind=raw.state_kind[row].tobytes(),
-                           owner=raw.state_owner[row].astype("<i2").tobytes(),
-                           army=raw.state_army[row].astype("<i4").tobytes())
+    return pb.CompactState(
+        height=HEIGHT,
+        width=WIDTH,
+        kind=raw.state_kind[row].tobytes(),
+        owner=raw.state_owner[row].astype("<i2").tobytes(),
+        army=raw.state_army[row].astype("<i4").tobytes(),
+    )
 
 
 class BufferFile(Target):

@@ -31,7 +31,8 @@ try:
     )
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        f"the farm configuration needs {error.name}: pip install 'generals-rl[farm]'", name=error.name
+        f"the farm configuration needs {error.name}: pip install 'generals-rl[farm]'",
+        name=error.name,
     ) from error
 
 from ..bots import POLICIES
@@ -89,9 +90,13 @@ class Collection(_Section):
     """Self-play: which bots play, on what boards, into what buffer."""
 
     enabled: bool = True
-    games: int | None = Field(_SELFPLAY["games"], ge=0, description="games to finish; 0 or null: until stopped")
+    games: int | None = Field(
+        _SELFPLAY["games"], ge=0, description="games to finish; 0 or null: until stopped"
+    )
     envs: int = Field(_SELFPLAY["num_envs"], ge=1, description="games played at once")
-    threads: int | None = Field(_SELFPLAY["num_threads"], ge=1, description="stepping threads (null: one per core)")
+    threads: int | None = Field(
+        _SELFPLAY["num_threads"], ge=1, description="stepping threads (null: one per core)"
+    )
     board: Board = Board()
     bots: tuple[Policy, ...] = Field(_SELFPLAY["policies"], min_length=2, max_length=16)
     players: int | None = Field(None, description="optional: must equal the number of bots")
@@ -125,7 +130,9 @@ class Tls(_Section):
     def _both(self) -> Tls:
         if (self.cert is None) != (self.key is None):
             missing = "key" if self.key is None else "cert"
-            raise ValueError(f"{missing}: required when tls.{'cert' if missing == 'key' else 'key'} is set")
+            raise ValueError(
+                f"{missing}: required when tls.{'cert' if missing == 'key' else 'key'} is set"
+            )
         return self
 
 
@@ -133,10 +140,14 @@ class Streaming(_Section):
     """The gRPC experience service. The bearer token is read from a file or an
     environment variable, never written in the configuration."""
 
-    address: str = Field(DEFAULT_ADDRESS, pattern=r"^\S+:\d+$", description="host:port; port 0 picks one")
+    address: str = Field(
+        DEFAULT_ADDRESS, pattern=r"^\S+:\d+$", description="host:port; port 0 picks one"
+    )
     max_connections: int = Field(MAX_STREAMS, ge=1)
     batch_timeout: float = Field(
-        DEFAULT_BATCH_WAIT_MS / 1000, gt=0, le=MAX_BATCH_WAIT_MS / 1000,
+        DEFAULT_BATCH_WAIT_MS / 1000,
+        gt=0,
+        le=MAX_BATCH_WAIT_MS / 1000,
         description="seconds a stream waits to fill a batch when the client does not say",
     )
     drain_timeout: float = Field(DRAIN_TIMEOUT, ge=0)
@@ -149,7 +160,9 @@ class Streaming(_Section):
     @classmethod
     def _no_inline_token(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and "token" in data:
-            raise ValueError("token: never inline; use token_file (a file holding it) or token_env (a variable name)")
+            raise ValueError(
+                "token: never inline; use token_file (a file holding it) or token_env (a variable name)"
+            )
         return data
 
     @model_validator(mode="after")
@@ -169,7 +182,9 @@ class Streaming(_Section):
         if self.token_env is not None:
             token = environ.get(self.token_env, "")
             if not token:
-                raise ConfigError([f"streaming.token_env: the variable {self.token_env} is not set"])
+                raise ConfigError(
+                    [f"streaming.token_env: the variable {self.token_env} is not set"]
+                )
             return token
         return None
 
@@ -181,7 +196,12 @@ class StorageRotation(_Section):
 
     def to_rotation(self, chunk_size: int | None = None) -> Rotation:
         extra = {} if chunk_size is None else {"chunk_size": chunk_size}
-        return Rotation(max_experiences=self.max_experiences, max_bytes=self.max_bytes, max_age=self.max_age, **extra)
+        return Rotation(
+            max_experiences=self.max_experiences,
+            max_bytes=self.max_bytes,
+            max_age=self.max_age,
+            **extra,
+        )
 
 
 class S3(_Section):
@@ -234,7 +254,9 @@ Rewards = create_model(
 
 class Metrics(_Section):
     address: str | None = Field(
-        None, pattern=r"^\S+:\d+$", description="host:port of /metrics, /healthz and /readyz (null: off)"
+        None,
+        pattern=r"^\S+:\d+$",
+        description="host:port of /metrics, /healthz and /readyz (null: off)",
     )
 
 
@@ -292,7 +314,9 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([f"expected a mapping of sections at the top, got {type(data).__name__}"], source)
+        raise ConfigError(
+            [f"expected a mapping of sections at the top, got {type(data).__name__}"], source
+        )
     return data
 
 
@@ -302,7 +326,7 @@ def env_overrides(environ: Mapping[str, str] = os.environ) -> dict:
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        path = name[len(ENV_PREFIX):].lower().split("__")
+        path = name[len(ENV_PREFIX) :].lower().split("__")
         if not all(path):
             raise ConfigError([f"{name}: expected GENERALS_RL__SECTION__KEY"], "environment")
         try:
@@ -359,13 +383,17 @@ def format_errors(exc: ValidationError) -> list[str]:
     """One line per problem: ``key.path: what is wrong (got value)``."""
     problems = []
     errors = exc.errors(include_url=False)
-    item_errors = {error["loc"][:-1] for error in errors if error["loc"] and isinstance(error["loc"][-1], int)}
+    item_errors = {
+        error["loc"][:-1] for error in errors if error["loc"] and isinstance(error["loc"][-1], int)
+    }
     for error in errors:
         if error["type"] in ("too_short", "too_long") and error["loc"] in item_errors:
             continue  # a list that is short only because some items are invalid: those say why
         loc = [str(part) for part in error["loc"]]
         message, kind = error["msg"], error["type"]
-        show_value = kind not in ("missing", "extra_forbidden") and not isinstance(error.get("input"), Mapping)
+        show_value = kind not in ("missing", "extra_forbidden") and not isinstance(
+            error.get("input"), Mapping
+        )
         if kind == "value_error":
             message = message.removeprefix("Value error, ")
             match = _RELATIVE_KEY.match(message)
@@ -396,7 +424,11 @@ def _allowed_keys(loc: list[str]) -> list[str]:
     for part in loc:
         field = model.model_fields.get(part) if model else None
         annotation = field.annotation if field else None
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
     return list(model.model_fields) if model else []
 
 
@@ -407,7 +439,9 @@ def set_path(data: dict, path: list[str], value: Any) -> None:
     for part in path[:-1]:
         data = data.setdefault(part, {})
         if not isinstance(data, dict):
-            raise ConfigError([f"{'.'.join(path)}: {part} is a value, not a section"], "environment")
+            raise ConfigError(
+                [f"{'.'.join(path)}: {part} is a value, not a section"], "environment"
+            )
     data[path[-1]] = value
 
 

@@ -42,7 +42,9 @@ class ConfigChange:
         if self.applied:
             lines.append(f"{source}: applied {', '.join(self.applied)}")
         for key in self.needs_restart:
-            lines.append(f"{source}: {key} changed: needs a restart to take effect (keeping the running value)")
+            lines.append(
+                f"{source}: {key} changed: needs a restart to take effect (keeping the running value)"
+            )
         return lines
 
 

@@ -21,9 +21,7 @@ try:
     import gymnasium
     from gymnasium import spaces
 except ImportError as error:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "generals_rl.envs needs gymnasium: pip install 'generals-rl[gym]'"
-    ) from error
+    raise ImportError("generals_rl.envs needs gymnasium: pip install 'generals-rl[gym]'") from error
 
 from ..bots import HeuristicBot, RandomBot
 from ..config import MapConfig
@@ -39,12 +37,16 @@ def pass_action(height: int, width: int) -> int:
     return height * width * 8
 
 
-def observation_space(height: int, width: int, channels: int = len(OBSERVATION_CHANNELS)) -> spaces.Dict:
+def observation_space(
+    height: int, width: int, channels: int = len(OBSERVATION_CHANNELS)
+) -> spaces.Dict:
     """The observation space of one player."""
-    return spaces.Dict({
-        "observation": spaces.Box(0.0, 1.0, shape=(channels, height, width), dtype=np.float32),
-        "action_mask": spaces.MultiBinary(height * width * 8 + 1),
-    })
+    return spaces.Dict(
+        {
+            "observation": spaces.Box(0.0, 1.0, shape=(channels, height, width), dtype=np.float32),
+            "action_mask": spaces.MultiBinary(height * width * 8 + 1),
+        }
+    )
 
 
 def action_space(height: int, width: int) -> spaces.Discrete:
@@ -78,7 +80,11 @@ def game_info(info: dict, final: bool) -> dict[str, Any]:
     """The info of game 0 of a one-game VecEnv: tick, army and land per player and, for
     a finished game (already replaced by the next one), its winner and returns."""
     if not final:
-        return {"tick": int(info["tick"][0]), "army": info["army"][0].copy(), "land": info["land"][0].copy()}
+        return {
+            "tick": int(info["tick"][0]),
+            "army": info["army"][0].copy(),
+            "land": info["land"][0].copy(),
+        }
     return {
         "tick": int(info["episode_length"][0]),
         "army": info["episode_army"][0].copy(),
@@ -100,7 +106,11 @@ def render_board(state: dict) -> str:
                 continue
             mark = {2: "C", 3: "G"}.get(int(kind[y, x]), ".")
             who = "-" if owner[y, x] < 0 else str(int(owner[y, x]))
-            cells.append(f"{mark}{who}{int(army[y, x]):>4}" if army[y, x] or owner[y, x] >= 0 else f"{mark}     ")
+            cells.append(
+                f"{mark}{who}{int(army[y, x]):>4}"
+                if army[y, x] or owner[y, x] >= 0
+                else f"{mark}     "
+            )
         rows.append(" ".join(cells))
     return "\n".join(rows)
 
@@ -157,13 +167,23 @@ class GeneralsEnv(gymnasium.Env):
         self.agent_player = agent_player
         self.render_mode = render_mode
         self._vec_args = {
-            "players": players, "height": height, "width": width, "max_ticks": max_ticks,
-            "num_threads": 1, "map_config": map_config, "reward_config": reward_config,
-            "army_scaling": army_scaling, "army_scale": army_scale, "teams": teams, "obstacles": obstacles,
+            "players": players,
+            "height": height,
+            "width": width,
+            "max_ticks": max_ticks,
+            "num_threads": 1,
+            "map_config": map_config,
+            "reward_config": reward_config,
+            "army_scaling": army_scaling,
+            "army_scale": army_scale,
+            "teams": teams,
+            "obstacles": obstacles,
         }
         self._opponents = [p for p in range(players) if p != agent_player]
         self.height, self.width = height, width
-        self.observation_space = observation_space(height, width, len(OBSERVATION_CHANNELS) + obstacles)
+        self.observation_space = observation_space(
+            height, width, len(OBSERVATION_CHANNELS) + obstacles
+        )
         self.action_space = action_space(height, width)
         self._actions = np.full((1, players), -1, dtype=np.int32)
         self._vec: VecEnv | None = None

@@ -46,7 +46,11 @@ class GeneralsParallelEnv(ParallelEnv):
     truncated) and ``episode_return`` (per player).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"name": "generals_rl_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "generals_rl_v0",
+        "render_modes": ["ansi"],
+        "is_parallelizable": True,
+    }
 
     def __init__(
         self,
@@ -70,11 +74,21 @@ class GeneralsParallelEnv(ParallelEnv):
         self.agents: list[str] = []
         self._index = {agent: p for p, agent in enumerate(self.possible_agents)}
         self._vec_args = {
-            "players": players, "height": height, "width": width, "max_ticks": max_ticks,
-            "num_threads": 1, "map_config": map_config, "reward_config": reward_config,
-            "army_scaling": army_scaling, "army_scale": army_scale, "teams": teams, "obstacles": obstacles,
+            "players": players,
+            "height": height,
+            "width": width,
+            "max_ticks": max_ticks,
+            "num_threads": 1,
+            "map_config": map_config,
+            "reward_config": reward_config,
+            "army_scaling": army_scaling,
+            "army_scale": army_scale,
+            "teams": teams,
+            "obstacles": obstacles,
         }
-        self._observation_space = observation_space(height, width, len(OBSERVATION_CHANNELS) + obstacles)
+        self._observation_space = observation_space(
+            height, width, len(OBSERVATION_CHANNELS) + obstacles
+        )
         self._action_space = action_space(height, width)
         self._actions = np.full((1, players), -1, dtype=np.int32)
         self._rng = np.random.default_rng()
@@ -117,7 +131,9 @@ class GeneralsParallelEnv(ParallelEnv):
             if agent not in self._index:
                 raise ValueError(f"actions: unknown agent {agent!r}")
             if agent in self.agents:
-                self._actions[0, self._index[agent]] = engine_action(action, self.height, self.width)
+                self._actions[0, self._index[agent]] = engine_action(
+                    action, self.height, self.width
+                )
         _, rewards, terminated, truncated, info = self._vec.step(self._actions)
         done = bool(info["episode_done"][0])
         shared = game_info(info, final=done)
@@ -127,7 +143,9 @@ class GeneralsParallelEnv(ParallelEnv):
             if done:
                 observations[agent] = player_observation(info["final_observations"][0, p], None)
             else:
-                observations[agent] = player_observation(self._vec.observations[0, p], info["action_masks"][0, p])
+                observations[agent] = player_observation(
+                    self._vec.observations[0, p], info["action_masks"][0, p]
+                )
             reward[agent] = float(rewards[0, p])
             terminations[agent] = bool(terminated[0, p])
             truncations[agent] = bool(truncated[0]) and not terminations[agent]

@@ -144,7 +144,8 @@ class RawBatch(_Records):
         """The rows picked by a boolean mask or index array, keeping only their states."""
         rows = np.arange(len(self))[rows]
         used, inverse = np.unique(
-            np.concatenate([self.state_index[rows], self.next_state_index[rows]]), return_inverse=True
+            np.concatenate([self.state_index[rows], self.next_state_index[rows]]),
+            return_inverse=True,
         )
         n = len(rows)
         columns = {name: getattr(self, name)[rows] for name in ROW_COLUMNS}
@@ -165,13 +166,17 @@ class RawBatch(_Records):
         if not batches:
             raise ValueError("batches: need at least one batch to concatenate")
         offsets = np.cumsum([0] + [len(b.state_kind) for b in batches[:-1]])
-        columns = {name: np.concatenate([getattr(b, name) for b in batches]) for name in ROW_COLUMNS}
+        columns = {
+            name: np.concatenate([getattr(b, name) for b in batches]) for name in ROW_COLUMNS
+        }
         return RawBatch(
             **columns,
-            state_index=np.concatenate([b.state_index + o for b, o in zip(batches, offsets)]).astype(np.int32),
-            next_state_index=np.concatenate([b.next_state_index + o for b, o in zip(batches, offsets)]).astype(
-                np.int32
-            ),
+            state_index=np.concatenate(
+                [b.state_index + o for b, o in zip(batches, offsets, strict=False)]
+            ).astype(np.int32),
+            next_state_index=np.concatenate(
+                [b.next_state_index + o for b, o in zip(batches, offsets, strict=False)]
+            ).astype(np.int32),
             state_kind=np.concatenate([b.state_kind for b in batches]),
             state_owner=np.concatenate([b.state_owner for b in batches]),
             state_army=np.concatenate([b.state_army for b in batches]),

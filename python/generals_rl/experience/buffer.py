@@ -56,7 +56,9 @@ class Cursor:
         """Up to ``max_items`` matching experiences with decoded states. Returns what is
         there at once; when nothing is, waits up to ``timeout`` seconds for the first
         (0: no waiting)."""
-        return ExperienceBatch.from_dict(self._cursor.read_decoded(_positive(max_items, "max_items"), timeout))
+        return ExperienceBatch.from_dict(
+            self._cursor.read_decoded(_positive(max_items, "max_items"), timeout)
+        )
 
     def read_raw(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
         """As ``read`` but with compact states (no float decoding)."""
@@ -65,7 +67,9 @@ class Cursor:
     def read_records(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
         """As ``read_raw`` but without the boards: the record columns only (state
         indices are -1 and the state tables empty), for readers that count or filter."""
-        return RawBatch.from_dict(self._cursor.read_raw(_positive(max_items, "max_items"), timeout, False))
+        return RawBatch.from_dict(
+            self._cursor.read_raw(_positive(max_items, "max_items"), timeout, False)
+        )
 
     def close(self) -> None:
         """Stops holding producers back (block policy)."""
@@ -127,7 +131,13 @@ class ExperienceBuffer:
         if state_capacity is not None and int(state_capacity) < 2:
             raise ValueError(f"state_capacity: must be at least 2, got {state_capacity}")
         self._buffer = _core.ExperienceBuffer(
-            height, width, int(capacity), policy, int(state_capacity or 0), army_scaling, float(army_scale)
+            height,
+            width,
+            int(capacity),
+            policy,
+            int(state_capacity or 0),
+            army_scaling,
+            float(army_scale),
         )
 
     @property
@@ -154,7 +164,9 @@ class ExperienceBuffer:
         (only what comes next) or a sequence number."""
         if isinstance(start, str):
             if start not in ("oldest", "newest"):
-                raise ValueError(f"start: expected 'oldest', 'newest' or a sequence number, got {start!r}")
+                raise ValueError(
+                    f"start: expected 'oldest', 'newest' or a sequence number, got {start!r}"
+                )
             kind, at = start, 0
         else:
             if int(start) < 0:
@@ -195,8 +207,11 @@ class ExperienceBuffer:
 
         ``raw=True`` returns a ``RawBatch`` (compact states) instead of decoding."""
         core_sample = self._buffer.sample_raw if raw else self._buffer.sample
-        out = core_sample(_positive(count, "count"), _seed(seed), **_sample_options(
-            prioritized, alpha, beta, player_ids, n_step, gamma))
+        out = core_sample(
+            _positive(count, "count"),
+            _seed(seed),
+            **_sample_options(prioritized, alpha, beta, player_ids, n_step, gamma),
+        )
         return SampledRawBatch.from_dict(out) if raw else SampledBatch.from_dict(out)
 
     def sample_raw(self, count: int, seed: int | None = None, **options) -> SampledRawBatch:
@@ -225,7 +240,9 @@ class ExperienceBuffer:
         """capacity, resident, bytes_used, bytes_per_experience, total_appended,
         total_overwritten, cursor_lag (one per open cursor) and state counts."""
         stats = self._buffer.stats()
-        stats["bytes_per_experience"] = stats["bytes_used"] / stats["resident"] if stats["resident"] else None
+        stats["bytes_per_experience"] = (
+            stats["bytes_used"] / stats["resident"] if stats["resident"] else None
+        )
         stats["priorities"] = self._buffer.priority_stats()
         return stats
 
@@ -254,7 +271,10 @@ class ExperienceBuffer:
             "army_scale": self._buffer.army_scale,
             "next_sequence": raw["next_sequence"],
             "max_priority": prioritized["max_priority"] if prioritized["enabled"] else None,
-            "columns": [[name, np.dtype(dtype).str, list(a.shape)] for (name, dtype), a in zip(columns.items(), arrays)],
+            "columns": [
+                [name, np.dtype(dtype).str, list(a.shape)]
+                for (name, dtype), a in zip(columns.items(), arrays, strict=False)
+            ],
         }
         header_bytes = json.dumps(header).encode()
         data = _HEADER.pack(_MAGIC, _FORMAT_VERSION, len(header_bytes)) + header_bytes + payload
@@ -281,7 +301,10 @@ class ExperienceBuffer:
             raise BufferFileError(
                 f"{path}: buffer file format version {version} is not supported (expected {_FORMAT_VERSION})"
             )
-        if len(data) < _HEADER.size + _DIGEST_SIZE or _digest(data[:-_DIGEST_SIZE]) != data[-_DIGEST_SIZE:]:
+        if (
+            len(data) < _HEADER.size + _DIGEST_SIZE
+            or _digest(data[:-_DIGEST_SIZE]) != data[-_DIGEST_SIZE:]
+        ):
             raise BufferFileError(f"{path}: checksum mismatch, the file is damaged or truncated")
         try:
             header = json.loads(data[_HEADER.size : _HEADER.size + header_len])
@@ -299,7 +322,9 @@ class ExperienceBuffer:
                 header["army_scale"],
             )
             shapes = _column_shapes(header["columns"], buffer)
-            expected = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for dtype, shape in shapes.values())
+            expected = sum(
+                int(np.prod(shape)) * np.dtype(dtype).itemsize for dtype, shape in shapes.values()
+            )
             payload = data[_HEADER.size + header_len : -_DIGEST_SIZE]
             # Checked before inflating: the frame states its size, which must be the columns'.
             if zstandard.frame_content_size(payload) != expected:
@@ -310,7 +335,9 @@ class ExperienceBuffer:
             raw, offset = {}, 0
             for name, (dtype, shape) in shapes.items():
                 count = int(np.prod(shape))
-                raw[name] = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
+                raw[name] = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(
+                    shape
+                )
                 offset += count * np.dtype(dtype).itemsize
             raw["next_sequence"] = header["next_sequence"]
             buffer._buffer.import_resident(raw)
@@ -319,11 +346,20 @@ class ExperienceBuffer:
                     raise BufferFileError(f"{path}: the priorities do not match the experiences")
                 kept = raw[_PRIORITY_COLUMN] >= 0  # -1: outside the trees when saved
                 buffer._buffer.restore_priorities(
-                    raw["sequence"][kept], raw[_PRIORITY_COLUMN][kept], float(header["max_priority"])
+                    raw["sequence"][kept],
+                    raw[_PRIORITY_COLUMN][kept],
+                    float(header["max_priority"]),
                 )
         except BufferFileError:
             raise
-        except (KeyError, TypeError, ValueError, OverflowError, RecursionError, zstandard.ZstdError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            OverflowError,
+            RecursionError,
+            zstandard.ZstdError,
+        ) as exc:
             # ValueError covers JSON errors and the C++ checks of sizes and contents.
             raise BufferFileError(f"{path}: malformed buffer file ({exc})") from None
         return buffer
@@ -334,18 +370,24 @@ def _column_shapes(columns, buffer: ExperienceBuffer) -> dict:
     ``save`` writes, records at most ``capacity`` rows and state tables at most
     ``state_capacity`` boards of the buffer's size. ValueError otherwise."""
     expected = {**RECORD_COLUMNS, **STATE_COLUMNS, **STATE_TABLES}
-    if not (isinstance(columns, list) and all(isinstance(c, list) and len(c) == 3 for c in columns)):
+    if not (
+        isinstance(columns, list) and all(isinstance(c, list) and len(c) == 3 for c in columns)
+    ):
         raise ValueError("columns: expected a list of [name, dtype, shape]")
     names = [c[0] for c in columns]
     if names == [*expected, _PRIORITY_COLUMN]:
         expected[_PRIORITY_COLUMN] = np.float32
     if names != list(expected):
-        raise ValueError(f"columns: expected {list(expected)} (and optionally {_PRIORITY_COLUMN!r})")
+        raise ValueError(
+            f"columns: expected {list(expected)} (and optionally {_PRIORITY_COLUMN!r})"
+        )
     shapes = {}
     for name, dtype, shape in columns:
         # Compared as text: numpy parses any other dtype string, and some of them as Python code.
         if dtype != np.dtype(expected[name]).str:
-            raise ValueError(f"column {name}: dtype {dtype!r}, expected {np.dtype(expected[name]).str!r}")
+            raise ValueError(
+                f"column {name}: dtype {dtype!r}, expected {np.dtype(expected[name]).str!r}"
+            )
         if name in STATE_TABLES:
             limit = [buffer.state_capacity, buffer.height, buffer.width]
             fits = f"state_capacity {limit[0]} boards of {limit[1]}x{limit[2]}"
@@ -355,7 +397,7 @@ def _column_shapes(columns, buffer: ExperienceBuffer) -> dict:
         if not (
             isinstance(shape, list)
             and len(shape) == len(limit)
-            and all(type(side) is int and 0 <= side <= most for side, most in zip(shape, limit))
+            and all(type(side) is int and 0 <= side <= most for side, most in zip(shape, limit, strict=False))
             and shape[1:] == limit[1:]
         ):
             raise ValueError(f"column {name}: shape {shape!r} does not fit the buffer's {fits}")

@@ -115,7 +115,9 @@ class ExperienceConsumer:
         if decode_threads < 1:
             raise ValueError(f"decode_threads: must be at least 1, got {decode_threads}")
         self._decode_threads = decode_threads
-        self._max_message_bytes = max_message_bytes  # also bounds what a compressed batch may inflate to
+        self._max_message_bytes = (
+            max_message_bytes  # also bounds what a compressed batch may inflate to
+        )
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -124,7 +126,9 @@ class ExperienceConsumer:
         ]
         if server_name_override:
             options.append(("grpc.ssl_target_name_override", server_name_override))
-        credentials = grpc.ssl_channel_credentials(root_certificates) if (tls or root_certificates) else None
+        credentials = (
+            grpc.ssl_channel_credentials(root_certificates) if (tls or root_certificates) else None
+        )
         self._servers: dict[str, _ServerState] = {}
         for addr in addresses:
             channel = (
@@ -132,7 +136,9 @@ class ExperienceConsumer:
                 if credentials
                 else grpc.insecure_channel(addr, options=options)
             )
-            self._servers[addr] = _ServerState(addr, channel, pb_grpc.ExperienceServiceStub(channel))
+            self._servers[addr] = _ServerState(
+                addr, channel, pb_grpc.ExperienceServiceStub(channel)
+            )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._decoder: ThreadPoolExecutor | None = None
@@ -189,7 +195,9 @@ class ExperienceConsumer:
             raise RuntimeError("this consumer is already streaming; use one consumer per stream")
         self._streaming = True
         self._stop.clear()
-        self._decoder = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="consumer-decode")
+        self._decoder = ThreadPoolExecutor(
+            self._decode_threads, thread_name_prefix="consumer-decode"
+        )
         out: queue.Queue = queue.Queue(maxsize=self._queue_batches * len(self._servers))
         self._threads = [
             threading.Thread(
@@ -267,7 +275,9 @@ class ExperienceConsumer:
                 server.call = call
                 for message in call:
                     failing_since, backoff = None, 0.05
-                    work = self._decoder.submit(_batch_of, message, decode, self._max_message_bytes)  # in order, decoded in parallel
+                    work = self._decoder.submit(
+                        _batch_of, message, decode, self._max_message_bytes
+                    )  # in order, decoded in parallel
                     server.received = StreamPosition(message.buffer_id, message.next_sequence)
                     if not self._put(out, (server, message, work)):
                         return
@@ -281,7 +291,9 @@ class ExperienceConsumer:
                     details = exc.details() if hasattr(exc, "details") else str(exc)
                     self._put(
                         out,
-                        ConsumerError(server.address, code, f"{code.name if code else 'error'}: {details}"),
+                        ConsumerError(
+                            server.address, code, f"{code.name if code else 'error'}: {details}"
+                        ),
                     )
                     return
                 now = time.monotonic()
@@ -382,7 +394,9 @@ class ExperienceConsumer:
     def reconnects(self) -> int:
         return sum(s.reconnects for s in self._servers.values())
 
-    def stats(self, address: str | None = None, max_games: int = 1000) -> pb.GetExperienceStatsResponse:
+    def stats(
+        self, address: str | None = None, max_games: int = 1000
+    ) -> pb.GetExperienceStatsResponse:
         """The ``GetExperienceStats`` answer of one server (the first by default)."""
         server = self._servers[address] if address else next(iter(self._servers.values()))
         return server.stub.GetExperienceStats(

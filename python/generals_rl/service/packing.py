@@ -84,7 +84,11 @@ def packed_arrays(raw: RawBatch) -> list[tuple[str, np.ndarray]]:
     )
     code = (raw.state_kind << np.uint8(5)) | (raw.state_owner + 1).astype(np.uint8)
     army = raw.state_army
-    army = army.astype(np.uint16) if army.size == 0 or int(army.max()) <= 0xFFFF else army.astype(np.int32)
+    army = (
+        army.astype(np.uint16)
+        if army.size == 0 or int(army.max()) <= 0xFFFF
+        else army.astype(np.int32)
+    )
     return [
         ("sequence", raw.sequence.astype(np.uint64, copy=False)),
         ("game_id", raw.game_id.astype(np.uint64, copy=False)),
@@ -111,7 +115,11 @@ def pack(raw: RawBatch, compressor=None) -> tuple[pb.PackedBatch, list]:
     for name, array in packed_arrays(raw):
         array = _little(array)
         packed.columns.add(
-            name=name, dtype=_DTYPE_CODES[array.dtype], shape=array.shape, offset=offset, size=array.nbytes
+            name=name,
+            dtype=_DTYPE_CODES[array.dtype],
+            shape=array.shape,
+            offset=offset,
+            size=array.nbytes,
         )
         parts.append(memoryview(array.reshape(-1).view(np.uint8)))
         offset += array.nbytes
@@ -169,7 +177,9 @@ def unpack(
     arrays = {}
     for name, (column, dtype, shape) in columns.items():
         count = int(np.prod(shape, dtype=np.int64))
-        array = np.frombuffer(payload, dtype=dtype, count=count, offset=column.offset).reshape(shape)
+        array = np.frombuffer(payload, dtype=dtype, count=count, offset=column.offset).reshape(
+            shape
+        )
         arrays[name] = array if _LITTLE else array.astype(dtype.newbyteorder("="))
     for name in ("state_index", "next_state_index"):
         index = arrays[name]
@@ -218,9 +228,17 @@ def _columns(packed: pb.PackedBatch) -> dict[str, tuple[pb.Column, np.dtype, tup
         described[column.name] = column
     columns = {}
     for name, dtypes in {**ROW_COLUMNS, **STATE_COLUMNS}.items():
-        shape = (packed.count,) if name in ROW_COLUMNS else (packed.state_count, packed.height, packed.width)
+        shape = (
+            (packed.count,)
+            if name in ROW_COLUMNS
+            else (packed.state_count, packed.height, packed.width)
+        )
         column = described.pop(name, None)
-        columns[name] = (column, _column_dtype(column, name, dtypes, shape, packed.uncompressed_size), shape)
+        columns[name] = (
+            column,
+            _column_dtype(column, name, dtypes, shape, packed.uncompressed_size),
+            shape,
+        )
     if described:
         raise PackedBatchError(f"packed: unknown columns {sorted(described)}")
     return columns
@@ -230,7 +248,9 @@ def _decompress(payload: bytes, size: int, decompressor, max_bytes: int) -> byte
     import zstandard
 
     if size > max_bytes:
-        raise PayloadTooLargeError(f"packed: uncompressed_size {size} is above the limit {max_bytes}")
+        raise PayloadTooLargeError(
+            f"packed: uncompressed_size {size} is above the limit {max_bytes}"
+        )
     if size > MAX_COMPRESSION_RATIO * len(payload):
         raise PayloadTooLargeError(
             f"packed: uncompressed_size {size} is more than {MAX_COMPRESSION_RATIO} times "
@@ -242,7 +262,9 @@ def _decompress(payload: bytes, size: int, decompressor, max_bytes: int) -> byte
     except zstandard.ZstdError as exc:
         raise PackedBatchError(f"packed: payload is not a valid zstd frame ({exc})") from None
     if content_size not in (size, zstandard.CONTENTSIZE_UNKNOWN):
-        raise PackedBatchError(f"packed: the zstd frame holds {content_size} bytes, uncompressed_size says {size}")
+        raise PackedBatchError(
+            f"packed: the zstd frame holds {content_size} bytes, uncompressed_size says {size}"
+        )
     decompressor = decompressor or zstandard.ZstdDecompressor()
     try:
         # Never produces more than `size` bytes, whatever the frame holds.
@@ -261,7 +283,9 @@ def _column_dtype(column, name: str, dtypes: tuple, shape: tuple, payload_size: 
             f"expected {' or '.join(np.dtype(d).name for d in dtypes)}"
         )
     if tuple(column.shape) != shape:
-        raise PackedBatchError(f"packed: column {name!r} has shape {tuple(column.shape)}, expected {shape}")
+        raise PackedBatchError(
+            f"packed: column {name!r} has shape {tuple(column.shape)}, expected {shape}"
+        )
     count = int(np.prod(shape, dtype=np.int64))
     if column.size != count * dtype.itemsize:
         raise PackedBatchError(

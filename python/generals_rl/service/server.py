@@ -71,7 +71,9 @@ def parse_address(address: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ValueError(f"address: {address!r}: put an IPv6 address in brackets, [{host}]:{port_text}")
+        raise ValueError(
+            f"address: {address!r}: put an IPv6 address in brackets, [{host}]:{port_text}"
+        )
     if not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f"address: the port {port_text!r} of {address!r} is not a number")
     port = int(port_text)
@@ -82,7 +84,9 @@ def parse_address(address: str) -> tuple[str, int]:
 
 def _check_tls(tls: tuple[bytes, bytes]) -> None:
     for name, pem, block in zip(
-        ("certificate chain", "private key"), tls, (b"-----BEGIN CERTIFICATE-----", b"PRIVATE KEY-----")
+        ("certificate chain", "private key"),
+        tls,
+        (b"-----BEGIN CERTIFICATE-----", b"PRIVATE KEY-----"), strict=False,
     ):
         if not pem.strip():
             raise ValueError(f"tls: the {name} is empty")
@@ -194,7 +198,9 @@ class ExperienceServer:
             )
         self._started = True
         workers = self._max_streams + 16  # streams plus unary calls, health and reflection
-        self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="experience-rpc")
+        self._executor = futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="experience-rpc"
+        )
         interceptors = [_TokenInterceptor(self._token)] if self._token else []
         server = grpc.server(
             self._executor,
@@ -211,7 +217,8 @@ class ExperienceServer:
         )
         handlers = {
             "StreamExperiences": grpc.unary_stream_rpc_method_handler(
-                self._stream_experiences, request_deserializer=pb.StreamExperiencesRequest.FromString
+                self._stream_experiences,
+                request_deserializer=pb.StreamExperiencesRequest.FromString,
             ),
             "StreamExperienceBatches": grpc.unary_stream_rpc_method_handler(
                 self._stream_batches, request_deserializer=pb.StreamExperiencesRequest.FromString
@@ -227,7 +234,9 @@ class ExperienceServer:
                 response_serializer=pb.GetExperienceStatsResponse.SerializeToString,
             ),
         }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -252,14 +261,20 @@ class ExperienceServer:
         the others. Each is tried with a plain socket first, so a port in use
         is reported as such."""
         try:
-            infos = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            infos = socket.getaddrinfo(
+                self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
         except socket.gaierror as exc:
-            raise ValueError(f"cannot listen on {self._address}: {self._host!r} does not resolve ({exc.strerror})") from None
+            raise ValueError(
+                f"cannot listen on {self._address}: {self._host!r} does not resolve ({exc.strerror})"
+            ) from None
         port = self._port
         for family, host in dict.fromkeys((info[0], info[4][0]) for info in infos):
             try:
                 with socket.socket(family, socket.SOCK_STREAM) as probe:
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's listeners do
+                    probe.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+                    )  # as gRPC's listeners do
                     probe.bind((host, port))
             except OSError as exc:
                 where = f"cannot listen on {self._address} ({host} port {port})"
@@ -333,7 +348,11 @@ class ExperienceServer:
     def set_health(self, service: str, serving: bool) -> None:
         """Reports ``service`` ("" for the server as a whole) SERVING or
         NOT_SERVING through the gRPC health service (ignored once stopping)."""
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         self._health.set(service, status)
 
     def drained(self) -> bool:
@@ -367,13 +386,18 @@ class ExperienceServer:
                 game_ids.append(parse_game_id(text))
             except ValueError:
                 raise _Abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"game_ids[{i}]: {text[:40]!r} is not 16 hex digits"
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"game_ids[{i}]: {text[:40]!r} is not 16 hex digits",
                 )
         bad = [p for p in request.player_ids if not 0 <= p <= 15]
         if bad:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"player_ids: {bad[:8]} are not players 0..15")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"player_ids: {bad[:8]} are not players 0..15"
+            )
         if request.min_turn < 0:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"min_turn: {request.min_turn} is negative")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"min_turn: {request.min_turn} is negative"
+            )
         if request.batch_size > MAX_BATCH_SIZE:
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -422,12 +446,16 @@ class ExperienceServer:
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"the server allows {self._max_streams} concurrent streams and all are in use",
                 )
-            cursor = self.buffer.cursor(params.game_ids, params.player_ids, params.min_turn, params.start)
+            cursor = self.buffer.cursor(
+                params.game_ids, params.player_ids, params.min_turn, params.start
+            )
             stream = _Stream(cursor, None if params.follow else self.buffer.head)
             self._stream_ids += 1
             stream.id = self._stream_ids
             self._streams.add(stream)
-        context.add_callback(cursor.close)  # a cancelled stream stops holding producers back at once
+        context.add_callback(
+            cursor.close
+        )  # a cancelled stream stops holding producers back at once
         return stream
 
     def _close_stream(self, stream: _Stream) -> None:
@@ -460,7 +488,11 @@ class ExperienceServer:
             else:
                 raw = cursor.read_raw(params.batch_size, params.wait)
                 next_sequence = raw.next_sequence
-                if not len(raw) and not raw.missed and time.monotonic() - last_sent < HEARTBEAT_SECONDS:
+                if (
+                    not len(raw)
+                    and not raw.missed
+                    and time.monotonic() - last_sent < HEARTBEAT_SECONDS
+                ):
                     stream.delivered = next_sequence  # nothing to send up to here
                     continue
             yield raw, from_sequence, next_sequence
@@ -492,7 +524,9 @@ class ExperienceServer:
             for raw, from_sequence, next_sequence in self._read_batches(stream, params, context):
                 yield self._batch_message(raw, from_sequence, next_sequence, compressor)
 
-    def _batch_header(self, raw: RawBatch, from_sequence: int, next_sequence: int) -> pb.ExperienceBatch:
+    def _batch_header(
+        self, raw: RawBatch, from_sequence: int, next_sequence: int
+    ) -> pb.ExperienceBatch:
         header = pb.ExperienceBatch(
             buffer_id=self.buffer_id,
             from_sequence=from_sequence,
@@ -509,13 +543,20 @@ class ExperienceServer:
             header.newest_collected_at.FromNanoseconds(int(self.clock.time_of(last) * 1e9))
         return header
 
-    def _batch_message(self, raw: RawBatch, from_sequence: int, next_sequence: int, compressor) -> bytes:
+    def _batch_message(
+        self, raw: RawBatch, from_sequence: int, next_sequence: int, compressor
+    ) -> bytes:
         """The serialized ``ExperienceBatch``: the header by protobuf, then the
         packed field written around the column buffers (one copy of the data)."""
         header = self._batch_header(raw, from_sequence, next_sequence)
         packed, parts = packing.pack(raw, compressor)
-        packed_fields = [packed.SerializeToString(), *len_field_parts(8, parts)]  # 8: PackedBatch.payload
-        return b"".join([header.SerializeToString(), *len_field_parts(2, packed_fields)])  # 2: .packed
+        packed_fields = [
+            packed.SerializeToString(),
+            *len_field_parts(8, parts),
+        ]  # 8: PackedBatch.payload
+        return b"".join(
+            [header.SerializeToString(), *len_field_parts(2, packed_fields)]
+        )  # 2: .packed
 
     def _stream_experiences(self, request, context):
         with self._streaming(request, context, self._max_experience_rows) as (params, stream):
@@ -543,7 +584,7 @@ class ExperienceServer:
             raw.terminated.tolist(),
             raw.truncated.tolist(),
             done.tolist(),
-            (times * 1e9).astype("int64").tolist(),
+            (times * 1e9).astype("int64").tolist(), strict=False,
         )
         if compact:
             boards = [
@@ -559,9 +600,19 @@ class ExperienceServer:
         else:
             decoded = self.buffer.decode(raw)
             shape = pb.TensorState(shape=[9, h, w]).SerializeToString()
-        for i, (seq, game, player, tick, action, reward, legal, term, trunc, is_done, nanos) in enumerate(
-            columns
-        ):
+        for i, (
+            seq,
+            game,
+            player,
+            tick,
+            action,
+            reward,
+            legal,
+            term,
+            trunc,
+            is_done,
+            nanos,
+        ) in enumerate(columns):
             exp = pb.Experience(
                 experience_id=f"{self.buffer_id}:{seq}",
                 game_id=format_game_id(game),
@@ -580,7 +631,9 @@ class ExperienceServer:
             parts = [exp.SerializeToString()]
             if compact:
                 parts += len_field_parts(17, [boards[raw.state_index[i]]])  # compact_state
-                parts += len_field_parts(18, [boards[raw.next_state_index[i]]])  # compact_next_state
+                parts += len_field_parts(
+                    18, [boards[raw.next_state_index[i]]]
+                )  # compact_next_state
             else:
                 for field_number, tensor in (
                     (5, decoded.state[i]),
@@ -589,12 +642,16 @@ class ExperienceServer:
                     parts += len_field_parts(
                         field_number, [shape, *len_field_parts(2, [tensor.astype("<f4").data])]
                     )
-                parts += len_field_parts(10, [decoded.action_mask[i].view("u1").data])  # action_mask
+                parts += len_field_parts(
+                    10, [decoded.action_mask[i].view("u1").data]
+                )  # action_mask
             yield b"".join(parts)
 
     # ---- submissions and stats ------------------------------------------------
 
-    def _submit(self, request: pb.SubmitExperiencesRequest, context) -> pb.SubmitExperiencesResponse:
+    def _submit(
+        self, request: pb.SubmitExperiencesRequest, context
+    ) -> pb.SubmitExperiencesResponse:
         try:
             return self._submit_or_abort(request, context)
         except _Abort as abort:
@@ -603,7 +660,9 @@ class ExperienceServer:
     def _submit_or_abort(self, request, context) -> pb.SubmitExperiencesResponse:
         response = pb.SubmitExperiencesResponse(buffer_id=self.buffer_id)
         if request.experiences and request.HasField("packed"):
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "send either experiences or packed, not both")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "send either experiences or packed, not both"
+            )
         if request.HasField("packed"):
             raw = self._unpack_submission(request.packed)
             response.accepted_count = len(raw)
@@ -650,13 +709,17 @@ class ExperienceServer:
     def _check_submit_rows(self, field: str, count: int) -> None:
         limit = min(MAX_SUBMIT_EXPERIENCES, self.buffer.capacity)
         if count > limit:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {count} in one request, at most {limit}")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{field}: {count} in one request, at most {limit}",
+            )
 
     def _check_submit_states(self, field: str, states: int) -> None:
         limit = self.buffer.state_capacity // 2
         if states > limit:
             raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {states} distinct boards in one request, at most {limit}: split it"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{field}: {states} distinct boards in one request, at most {limit}: split it",
             )
 
     def _unpack_submission(self, packed: pb.PackedBatch) -> RawBatch:
@@ -676,11 +739,15 @@ class ExperienceServer:
             raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except packing.PackedBatchError as exc:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        problems = row_problems(raw.player_id, raw.tick, raw.action, raw.reward, raw.legal, height, width)
+        problems = row_problems(
+            raw.player_id, raw.tick, raw.action, raw.reward, raw.legal, height, width
+        )
         if problems:
             row, field, reason = problems[0]
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"packed: {field} of row {row}: {reason}{more}")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"packed: {field} of row {row}: {reason}{more}"
+            )
         return raw
 
     def _append(self, raw: RawBatch) -> int:
@@ -688,11 +755,15 @@ class ExperienceServer:
         try:
             return self.buffer.append_raw(raw)
         except BufferFullError as exc:
-            raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"experience buffer full: {exc}") from None
+            raise _Abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"experience buffer full: {exc}"
+            ) from None
         except ValueError as exc:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
-    def _get_stats(self, request: pb.GetExperienceStatsRequest, context) -> pb.GetExperienceStatsResponse:
+    def _get_stats(
+        self, request: pb.GetExperienceStatsRequest, context
+    ) -> pb.GetExperienceStatsResponse:
         snapshot, resident_games, through = self._collector.snapshot(request.max_games or 1000)
         head, oldest = self.buffer.head, self.buffer.oldest
         buffer_stats = self.buffer.stats()
@@ -737,7 +808,8 @@ class _TokenInterceptor(grpc.ServerInterceptor):
 
         def deny(request, context):
             context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (metadata 'authorization')"
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong bearer token (metadata 'authorization')",
             )
 
         self._deny = grpc.unary_unary_rpc_method_handler(deny)

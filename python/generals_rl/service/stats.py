@@ -132,7 +132,9 @@ class StatsCollector(BackgroundLoop):
 
     def _fold(self, raw: RawBatch) -> None:
         n = len(raw)
-        games, first_index, counts = np.unique(raw.game_id[::-1], return_index=True, return_counts=True)
+        games, first_index, counts = np.unique(
+            raw.game_id[::-1], return_index=True, return_counts=True
+        )
         newest = raw.sequence[::-1][first_index]
         order = np.argsort(newest)  # oldest first, so the most recent end up last
         players = np.bincount(raw.player_id, minlength=16)[:16]
@@ -149,7 +151,7 @@ class StatsCollector(BackgroundLoop):
                 s.reward_min = min(s.reward_min, float(rewards.min()))
                 s.reward_max = max(s.reward_max, float(rewards.max()))
                 for game, count, seq in zip(
-                    games[order].tolist(), counts[order].tolist(), newest[order].tolist()
+                    games[order].tolist(), counts[order].tolist(), newest[order].tolist(), strict=False
                 ):
                     if game not in s.per_game:
                         s.games_seen += 1

@@ -61,11 +61,16 @@ class _Board:
         self.army = np.frombuffer(state.army, dtype="<i4").astype(np.int32).reshape(height, width)
         if int(self.kind.max()) > 3:
             self.problems.append(
-                ("kind", f"tile kind {int(self.kind.max())} is not 0..3 (plain, mountain, city, general)")
+                (
+                    "kind",
+                    f"tile kind {int(self.kind.max())} is not 0..3 (plain, mountain, city, general)",
+                )
             )
         if int(self.owner.min()) < -1 or int(self.owner.max()) > 15:
             bad = self.owner[(self.owner < -1) | (self.owner > 15)][0]
-            self.problems.append(("owner", f"owner {int(bad)} is not -1 (neutral) or a player 0..15"))
+            self.problems.append(
+                ("owner", f"owner {int(bad)} is not -1 (neutral) or a player 0..15")
+            )
         if int(self.army.min()) < 0:
             self.problems.append(("army", f"army {int(self.army.min())} is negative"))
 
@@ -82,11 +87,15 @@ def _check_tensor(tensor: pb.TensorState, height: int, width: int) -> str | None
     return None
 
 
-def row_problems(player_id, tick, action, reward, legal, height: int, width: int) -> list[tuple[int, str, str]]:
+def row_problems(
+    player_id, tick, action, reward, legal, height: int, width: int
+) -> list[tuple[int, str, str]]:
     """``(row, field, reason)`` for each value of the row columns a submission
     may not hold, field by field; the arrays are one value per row."""
     moves = 2 * height * width * 4  # every direction, full and half moves
-    player_id, tick, action, reward, legal = map(np.asarray, (player_id, tick, action, reward, legal))
+    player_id, tick, action, reward, legal = map(
+        np.asarray, (player_id, tick, action, reward, legal)
+    )
     rules = (
         ("player_id", (player_id < 0) | (player_id > 15), player_id, "{} is not a player 0..15"),
         ("tick", tick < 0, tick, "{} is negative"),
@@ -134,7 +143,10 @@ def validate_submission(
         problems: list[tuple[str, str]] = []
         if len(label.encode()) > MAX_EXPERIENCE_ID_BYTES:
             problems.append(
-                ("experience_id", f"is {len(label.encode())} bytes, at most {MAX_EXPERIENCE_ID_BYTES}")
+                (
+                    "experience_id",
+                    f"is {len(label.encode())} bytes, at most {MAX_EXPERIENCE_ID_BYTES}",
+                )
             )
             label = label[:32] + "..."
         try:
@@ -149,7 +161,9 @@ def validate_submission(
         if exp.done and not (terminated or truncated):
             terminated = True  # clients that only know `done`
         if exp.metadata:
-            problems.append(("metadata", "is not stored by this server; send experiences without it"))
+            problems.append(
+                ("metadata", "is not stored by this server; send experiences without it")
+            )
         if exp.action_mask and len(exp.action_mask) != full_moves:
             problems.append(
                 (
@@ -180,7 +194,9 @@ def validate_submission(
                     problems.append((name, "is missing (the board as a CompactState is required)"))
                 continue
             board = _Board(getattr(exp, name), height, width)
-            problems.extend((f"{name}.{sub}" if sub else name, reason) for sub, reason in board.problems)
+            problems.extend(
+                (f"{name}.{sub}" if sub else name, reason) for sub, reason in board.problems
+            )
             row_boards.append(board)
         if problems:
             rejections.extend(Rejection(index, label, f, r) for f, r in problems)
@@ -188,7 +204,9 @@ def validate_submission(
         if exp.HasField("legal"):
             legal = exp.legal
         else:
-            legal = -1 <= exp.action < 2 * full_moves and _derived_legal(row_boards[0], exp.player_id, exp.action)
+            legal = -1 <= exp.action < 2 * full_moves and _derived_legal(
+                row_boards[0], exp.player_id, exp.action
+            )
         state_rows = []
         for board in row_boards:
             key = board.key()
@@ -212,7 +230,7 @@ def validate_submission(
         indices.append(index)
     if not rows:
         return None, indices, rejections
-    columns = list(zip(*rows))
+    columns = list(zip(*rows, strict=False))
     n = len(rows)
     raw = RawBatch(
         sequence=np.zeros(n, dtype=np.uint64),

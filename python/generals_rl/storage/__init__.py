@@ -44,7 +44,9 @@ def open_writer(format: str, destination: str | os.PathLike, **options) -> Shard
     if text.startswith("s3://"):
         return S3Writer(text, format=format, **options)
     if "://" in text:
-        raise ValueError(f"destination: only local paths and s3:// URLs are supported, got {text!r}")
+        raise ValueError(
+            f"destination: only local paths and s3:// URLs are supported, got {text!r}"
+        )
     return _LOCAL_WRITERS[format](text, **options)
 
 

@@ -37,7 +37,9 @@ def check_batch(batch, states: str) -> RawBatch | ExperienceBatch:
                 f"write: a compact-state writer takes a RawBatch (Cursor.read_raw), got {type(batch).__name__}"
             )
     elif not isinstance(batch, (RawBatch, ExperienceBatch)):
-        raise TypeError(f"write: expected a RawBatch or an ExperienceBatch, got {type(batch).__name__}")
+        raise TypeError(
+            f"write: expected a RawBatch or an ExperienceBatch, got {type(batch).__name__}"
+        )
     n = None
     for name in ROW_COLUMNS:
         column = getattr(batch, name, None)
@@ -54,23 +56,33 @@ def check_batch(batch, states: str) -> RawBatch | ExperienceBatch:
                 raise ValueError(f"write: column {name!r} must hold one index per row ({n})")
         shape = np.shape(batch.state_kind)
         if len(shape) != 3:
-            raise ValueError(f"write: state tables must be (states, height, width), got shape {shape}")
+            raise ValueError(
+                f"write: state tables must be (states, height, width), got shape {shape}"
+            )
         for name in STATE_TABLES:
             if np.shape(getattr(batch, name)) != shape:
-                raise ValueError(f"write: state table {name!r} has shape {np.shape(getattr(batch, name))}, "
-                                 f"state_kind has {shape}")
+                raise ValueError(
+                    f"write: state table {name!r} has shape {np.shape(getattr(batch, name))}, "
+                    f"state_kind has {shape}"
+                )
         if n:
             low = min(batch.state_index.min(), batch.next_state_index.min())
             high = max(batch.state_index.max(), batch.next_state_index.max())
             if low < 0 or high >= shape[0]:
-                raise ValueError(f"write: state indices {low}..{high} fall outside the {shape[0]} states")
+                raise ValueError(
+                    f"write: state indices {low}..{high} fall outside the {shape[0]} states"
+                )
     else:
         for name in DECODED_COLUMNS:
             column = getattr(batch, name, None)
             if not isinstance(column, np.ndarray) or len(column) != n:
-                raise ValueError(f"write: decoded column {name!r} must hold one entry per row ({n})")
+                raise ValueError(
+                    f"write: decoded column {name!r} must hold one entry per row ({n})"
+                )
         if batch.state.ndim != 4 or batch.state.shape[1] != OBSERVATION_CHANNELS:
-            raise ValueError(f"write: 'state' must be (n, 9, height, width), got shape {batch.state.shape}")
+            raise ValueError(
+                f"write: 'state' must be (n, 9, height, width), got shape {batch.state.shape}"
+            )
     return batch
 
 
@@ -88,7 +100,11 @@ def take_rows(batch: RawBatch | ExperienceBatch, rows: slice) -> RawBatch | Expe
         out.update({name: getattr(batch, name) for name in STATE_TABLES})
         return RawBatch(**out, missed=batch.missed, next_sequence=batch.next_sequence)
     return ExperienceBatch(
-        **{f.name: getattr(batch, f.name)[rows] for f in fields(ExperienceBatch) if f.name not in ("missed", "next_sequence")},
+        **{
+            f.name: getattr(batch, f.name)[rows]
+            for f in fields(ExperienceBatch)
+            if f.name not in ("missed", "next_sequence")
+        },
         missed=batch.missed,
         next_sequence=batch.next_sequence,
     )
@@ -145,11 +161,13 @@ class ChunkBuffer:
             marked = np.zeros(len(batch.state_kind), dtype=bool)
             marked[refs] = True
             used = np.flatnonzero(marked)
-            index = (np.cumsum(marked, dtype=np.int32) - 1)[refs]  # each ref's place among the used states
+            index = (np.cumsum(marked, dtype=np.int32) - 1)[
+                refs
+            ]  # each ref's place among the used states
             for name in STATE_TABLES:
                 table = getattr(batch, name)
                 target = _reserve(self._tables, name, self._states + len(used), table)
-                np.take(table, used, axis=0, out=target[self._states:self._states + len(used)])
+                np.take(table, used, axis=0, out=target[self._states : self._states + len(used)])
             index += np.int32(self._states)
             self._states += len(used)
             columns = {name: getattr(batch, name) for name in ROW_COLUMNS}
@@ -157,7 +175,7 @@ class ChunkBuffer:
         else:
             columns = {name: getattr(batch, name) for name in _per_row_fields(ExperienceBatch)}
         for name, column in columns.items():
-            _reserve(self._columns, name, self.rows + n, column)[self.rows:self.rows + n] = column
+            _reserve(self._columns, name, self.rows + n, column)[self.rows : self.rows + n] = column
         self.rows += n
 
     def front(self, limit: int) -> RawBatch | ExperienceBatch:
@@ -165,14 +183,14 @@ class ChunkBuffer:
         k = min(limit, self.rows)
         columns = {name: array[:k] for name, array in self._columns.items()}
         if self._form is RawBatch:
-            columns.update({name: array[:self._states] for name, array in self._tables.items()})
+            columns.update({name: array[: self._states] for name, array in self._tables.items()})
         return self._form(**columns, next_sequence=int(columns["sequence"][k - 1]) + 1)
 
     def drop(self, k: int) -> None:
         """Forgets the first ``k`` rows (the states stay until every row is gone)."""
         left = self.rows - k
         for array in self._columns.values():
-            array[:left] = array[k:self.rows]
+            array[:left] = array[k : self.rows]
         self.rows = left
 
 
@@ -184,10 +202,17 @@ def _reserve(arrays: dict, name: str, size: int, like: np.ndarray) -> np.ndarray
     """``arrays[name]``, grown (doubling, keeping its contents) to hold ``size``
     entries shaped and typed like ``like``'s."""
     array = arrays.get(name)
-    if array is None or len(array) < size or array.shape[1:] != like.shape[1:] or array.dtype != like.dtype:
-        grown = np.empty((max(size, 2 * len(array) if array is not None else size), *like.shape[1:]), like.dtype)
+    if (
+        array is None
+        or len(array) < size
+        or array.shape[1:] != like.shape[1:]
+        or array.dtype != like.dtype
+    ):
+        grown = np.empty(
+            (max(size, 2 * len(array) if array is not None else size), *like.shape[1:]), like.dtype
+        )
         if array is not None and array.shape[1:] == like.shape[1:] and array.dtype == like.dtype:
-            grown[:len(array)] = array
+            grown[: len(array)] = array
         array = arrays[name] = grown
     return array
 
@@ -230,7 +255,9 @@ def join(batches: list, scratch: Scratch | None = None) -> RawBatch | Experience
         for f in fields(ExperienceBatch)
         if f.name not in ("missed", "next_sequence")
     }
-    return ExperienceBatch(**columns, missed=sum(b.missed for b in batches), next_sequence=batches[-1].next_sequence)
+    return ExperienceBatch(
+        **columns, missed=sum(b.missed for b in batches), next_sequence=batches[-1].next_sequence
+    )
 
 
 def record_columns(parts: list) -> dict:
@@ -255,11 +282,13 @@ def compact_states(*batches: RawBatch, scratch: Scratch | None = None) -> RawBat
     columns = record_columns(batches)
     n = len(columns["sequence"])
     sizes = [len(b.state_kind) for b in batches]
-    starts = np.cumsum([0] + sizes)
+    starts = np.cumsum([0, *sizes])
     refs = np.empty((n, 2), dtype=np.int64)
-    refs[:, 0] = np.concatenate([b.state_index + o for b, o in zip(batches, starts)])
-    refs[:, 1] = np.concatenate([b.next_state_index + o for b, o in zip(batches, starts)])
-    used, first_use, ref_to_used = np.unique(refs.reshape(-1), return_index=True, return_inverse=True)
+    refs[:, 0] = np.concatenate([b.state_index + o for b, o in zip(batches, starts, strict=False)])
+    refs[:, 1] = np.concatenate([b.next_state_index + o for b, o in zip(batches, starts, strict=False)])
+    used, first_use, ref_to_used = np.unique(
+        refs.reshape(-1), return_index=True, return_inverse=True
+    )
     # The (game, tick) identity of each used state, from the row that first uses it.
     first_row = first_use // 2
     game = columns["game_id"][first_row]
@@ -292,7 +321,9 @@ def compact_states(*batches: RawBatch, scratch: Scratch | None = None) -> RawBat
     new_index[by_key] = position[index_in_key_order]
     new_refs = new_index[ref_to_used.reshape(-1)].reshape(n, 2)
     keep = used[kept[order]]
-    unchanged = len(batches) == 1 and len(keep) == sizes[0] and bool((keep == np.arange(len(keep))).all())
+    unchanged = (
+        len(batches) == 1 and len(keep) == sizes[0] and bool((keep == np.arange(len(keep))).all())
+    )
     tables = {}
     for name in STATE_TABLES:
         if unchanged:
@@ -300,12 +331,18 @@ def compact_states(*batches: RawBatch, scratch: Scratch | None = None) -> RawBat
             continue
         first = getattr(batches[0], name)
         shape = (len(keep), *first.shape[1:])
-        out = scratch.array(name, shape, first.dtype) if scratch is not None else np.empty(shape, first.dtype)
+        out = (
+            scratch.array(name, shape, first.dtype)
+            if scratch is not None
+            else np.empty(shape, first.dtype)
+        )
         bounds = np.searchsorted(keep, starts)  # keep is ordered batch by batch
         for i, batch in enumerate(batches):
             a, b = bounds[i], bounds[i + 1]
             if b > a:
-                np.take(getattr(batch, name), keep[a:b] - starts[i], axis=0, out=out[a:b], mode="clip")
+                np.take(
+                    getattr(batch, name), keep[a:b] - starts[i], axis=0, out=out[a:b], mode="clip"
+                )
         tables[name] = out
     return RawBatch(
         **columns,

@@ -5,7 +5,11 @@ from __future__ import annotations
 from .base import RetryPolicy, Rotation
 
 ROTATION_OPTIONS = ("max_experiences", "max_bytes", "max_age", "chunk_size")
-RETRY_OPTIONS = {"retry_attempts": "attempts", "retry_base_delay": "base_delay", "retry_max_delay": "max_delay"}
+RETRY_OPTIONS = {
+    "retry_attempts": "attempts",
+    "retry_base_delay": "base_delay",
+    "retry_max_delay": "max_delay",
+}
 WRITER_OPTIONS = ("resume", "clock", "rotation", "retry")
 
 
@@ -14,18 +18,24 @@ def split_writer_options(options: dict) -> dict:
     ``max_bytes``, ``max_age``, ``chunk_size`` (a Rotation), ``retry_attempts``,
     ``retry_base_delay``, ``retry_max_delay`` (a RetryPolicy), ``resume``,
     ``clock``. TypeError names an unknown option."""
-    unknown = sorted(set(options) - set(ROTATION_OPTIONS) - set(RETRY_OPTIONS) - set(WRITER_OPTIONS))
+    unknown = sorted(
+        set(options) - set(ROTATION_OPTIONS) - set(RETRY_OPTIONS) - set(WRITER_OPTIONS)
+    )
     if unknown:
         raise TypeError(f"unknown writer option(s): {', '.join(unknown)}")
     out = {k: options[k] for k in WRITER_OPTIONS if k in options}
     rotation = {k: options[k] for k in ROTATION_OPTIONS if k in options}
     if rotation:
         if "rotation" in out:
-            raise TypeError("give either rotation= or max_experiences/max_bytes/max_age/chunk_size, not both")
+            raise TypeError(
+                "give either rotation= or max_experiences/max_bytes/max_age/chunk_size, not both"
+            )
         out["rotation"] = Rotation(**rotation)
     retry = {RETRY_OPTIONS[k]: options[k] for k in RETRY_OPTIONS if k in options}
     if retry:
         if "retry" in out:
-            raise TypeError("give either retry= or retry_attempts/retry_base_delay/retry_max_delay, not both")
+            raise TypeError(
+                "give either retry= or retry_attempts/retry_base_delay/retry_max_delay, not both"
+            )
         out["retry"] = RetryPolicy(**retry)
     return out

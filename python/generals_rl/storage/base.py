@@ -17,6 +17,7 @@ go by.
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import logging
 import os
@@ -97,7 +98,7 @@ def write_all(file, data) -> None:
     """Writes all of ``data`` to an unbuffered file (which may take part of it per call)."""
     view = memoryview(data).cast("B")
     while view:
-        view = view[file.write(view):]
+        view = view[file.write(view) :]
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -175,7 +176,9 @@ class ChecksumWriter:
             return
         size = os.fstat(self.raw.fileno()).st_size
         if self._held or size != self.bytes_written:
-            raise StorageError(f"the staging file holds {size} bytes, {self.bytes_written} were encoded")
+            raise StorageError(
+                f"the staging file holds {size} bytes, {self.bytes_written} were encoded"
+            )
 
     def tell(self) -> int:
         return self.bytes_written
@@ -222,7 +225,11 @@ class Rotation:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
-        if isinstance(self.max_age, bool) or not isinstance(self.max_age, (int, float)) or not self.max_age > 0:
+        if (
+            isinstance(self.max_age, bool)
+            or not isinstance(self.max_age, (int, float))
+            or not self.max_age > 0
+        ):
             raise ValueError(f"max_age: must be a positive number of seconds, got {self.max_age!r}")
 
 
@@ -443,7 +450,9 @@ class Store(abc.ABC):
         try:
             index = json.loads(data)
             if index.get("version") != INDEX_VERSION:
-                raise StorageError(f"{self.url}/{path}: index version {index.get('version')} is not supported")
+                raise StorageError(
+                    f"{self.url}/{path}: index version {index.get('version')} is not supported"
+                )
             return list(index["shards"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StorageError(f"{self.url}/{path}: malformed index ({exc})") from None
@@ -618,8 +627,10 @@ class ShardWriter(Writer):
         try:
             data = self.store.read_bytes(path)
             batches = list(cls.read(data))
-        except Exception as exc:  # noqa: BLE001 - a foreign or damaged file is left alone, said so
-            log.warning("%s/%s: not indexed and not readable, left alone (%s)", self.store.url, path, exc)
+        except Exception as exc:
+            log.warning(
+                "%s/%s: not indexed and not readable, left alone (%s)", self.store.url, path, exc
+            )
             return None
         from ._crc import crc32c
 
@@ -658,8 +669,13 @@ class ShardWriter(Writer):
         now = self._clock()
         shape = board_shape(batch)
         other_shape = self._pending_shape not in (None, shape) or (
-            self._open is not None and (self._open.height, self._open.width) != shape)
-        if other_shape or self._failure is not None and self._pending.rows + len(batch) >= self._encode_at:
+            self._open is not None and (self._open.height, self._open.width) != shape
+        )
+        if (
+            other_shape
+            or (self._failure is not None
+            and self._pending.rows + len(batch) >= self._encode_at)
+        ):
             # Taking the batch needs the destination now: to close the shard of
             # the other board size, or to encode what a failure held back.
             self._advance(now, cut=other_shape)
@@ -706,7 +722,9 @@ class ShardWriter(Writer):
         if self._closed:
             return
         self._closed = True
-        held = self.stats()["experiences_buffered"] + sum(s.entry["experiences"] for s in self._sealed)
+        held = self.stats()["experiences_buffered"] + sum(
+            s.entry["experiences"] for s in self._sealed
+        )
         stagings = [s.staging for s in self._sealed if not s.published]
         if self._open is not None:
             stagings.append(self._open.staging)
@@ -716,8 +734,12 @@ class ShardWriter(Writer):
             except OSError as exc:
                 log.warning("%s: could not remove a staging file: %s", self.store.url, exc)
         if held:
-            log.warning("%s: %d experiences written after sequence %s are not stored", self.store.url, held,
-                      self._durable)
+            log.warning(
+                "%s: %d experiences written after sequence %s are not stored",
+                self.store.url,
+                held,
+                self._durable,
+            )
 
     @property
     def durable_sequence(self) -> int | None:
@@ -732,7 +754,9 @@ class ShardWriter(Writer):
         s["durable_sequence"] = self._durable
         s["shards_pending"] = len(self._sealed)
         shard = self._open  # read once: a sink thread may be writing
-        s["experiences_buffered"] = self._pending.rows + (shard.experiences if shard is not None else 0)
+        s["experiences_buffered"] = self._pending.rows + (
+            shard.experiences if shard is not None else 0
+        )
         s["bytes_per_experience"] = (
             s["bytes_committed"] / s["experiences_durable"] if s["experiences_durable"] else None
         )
@@ -748,10 +772,8 @@ class ShardWriter(Writer):
         destination fails); a failure is kept for the next attempt, not raised."""
         if self._failure is not None and now < self._retry_at:
             return
-        try:
+        with contextlib.suppress(StorageError):
             self._advance(now)
-        except StorageError:
-            pass
 
     def _advance(self, now: float, cut: bool = False) -> None:
         """Moves pending rows into shards and shards to the destination as far as
@@ -768,7 +790,9 @@ class ShardWriter(Writer):
             log.warning("%s: %s (attempt %d)", self.store.url, exc, self._failures)
             raise StorageError(f"{self._failure} at {self.store.url}") from exc
         if self._failure is not None:
-            log.warning("%s: writing again after %d failed attempts", self.store.url, self._failures)
+            log.warning(
+                "%s: writing again after %d failed attempts", self.store.url, self._failures
+            )
             self._failure, self._failures = None, 0
 
     def _advance_steps(self, now: float, cut: bool) -> None:
@@ -777,14 +801,17 @@ class ShardWriter(Writer):
         self._commit_sealed()
         while True:
             shard = self._open
-            if shard is not None and (shard.experiences >= self.rotation.max_experiences
-                                      or shard.encoder.bytes_written >= self.rotation.max_bytes):
+            if shard is not None and (
+                shard.experiences >= self.rotation.max_experiences
+                or shard.encoder.bytes_written >= self.rotation.max_bytes
+            ):
                 self._seal()
                 self._commit_sealed()
                 continue
             room = self.rotation.max_experiences - (shard.experiences if shard is not None else 0)
             if not self._pending.rows or not (
-                    cut or self._aged(now) or self._pending.rows >= min(room, self._encode_at)):
+                cut or self._aged(now) or self._pending.rows >= min(room, self._encode_at)
+            ):
                 break
             self._encode(self._pending.front(min(room, self._encode_limit)))
         if self._open is not None and (cut or self._aged(now)):
@@ -814,7 +841,9 @@ class ShardWriter(Writer):
 
     def _open_shard(self, chunk, first_time: float) -> _OpenShard:
         partition = partition_of(first_time)
-        name = shard_name(int(chunk.game_id[0]), self._next_ordinal(partition), self.format.extension)
+        name = shard_name(
+            int(chunk.game_id[0]), self._next_ordinal(partition), self.format.extension
+        )
         staging = self.store.stage(f"{partition}/{name}")
         out = ChecksumWriter(staging.file)
         height, width = board_shape(chunk)
@@ -823,14 +852,20 @@ class ShardWriter(Writer):
         except BaseException:
             staging.discard()
             raise
-        return _OpenShard(partition, name, staging, out, encoder, height, width, first_time, first_time)
+        return _OpenShard(
+            partition, name, staging, out, encoder, height, width, first_time, first_time
+        )
 
     def _next_ordinal(self, partition: str) -> int:
         entries = self._entries(partition)
         used = [int(m["ordinal"]) for m in (SHARD_NAME.match(e["name"]) for e in entries) if m]
         _, files = self.store.list_dir(partition)
         used += [int(m["ordinal"]) for m in (SHARD_NAME.match(f) for f in files) if m]
-        used += [int(SHARD_NAME.match(s.name)["ordinal"]) for s in self._sealed if s.partition == partition]
+        used += [
+            int(SHARD_NAME.match(s.name)["ordinal"])
+            for s in self._sealed
+            if s.partition == partition
+        ]
         return max(used, default=0) + 1
 
     def _entries(self, partition: str) -> list[dict]:
@@ -870,7 +905,9 @@ class ShardWriter(Writer):
         }
         if companions:
             entry["companions"] = {suffix: f"{entry['key']}{suffix}" for suffix in companions}
-        self._sealed.append(_SealedShard(shard.partition, shard.name, shard.staging, shard.out, entry, companions))
+        self._sealed.append(
+            _SealedShard(shard.partition, shard.name, shard.staging, shard.out, entry, companions)
+        )
 
     def _commit_sealed(self) -> None:
         """Commits sealed shards in order, so the durable sequence stays a prefix."""
@@ -885,16 +922,25 @@ class ShardWriter(Writer):
             sealed.out.check_file()
             for suffix, data in sealed.companions.items():
                 self.store.put_bytes(entry["key"] + suffix, data)
-            metadata = {k: entry[k] for k in ("format", "states", "experiences", "sequence_first", "sequence_last")}
+            metadata = {
+                k: entry[k]
+                for k in ("format", "states", "experiences", "sequence_first", "sequence_last")
+            }
             self.store.publish(sealed.staging, entry["key"], entry["checksum"], metadata)
             sealed.published = True
         entry["committed"] = iso_time(self._clock())
         entries = [e for e in self._entries(sealed.partition) if e["name"] != sealed.name]
-        self.store.write_index(sealed.partition, entries + [entry])
-        self._index_cache = (sealed.partition, entries + [entry])
-        self._durable = entry["sequence_last"] if self._durable is None else max(self._durable, entry["sequence_last"])
+        self.store.write_index(sealed.partition, [*entries, entry])
+        self._index_cache = (sealed.partition, [*entries, entry])
+        self._durable = (
+            entry["sequence_last"]
+            if self._durable is None
+            else max(self._durable, entry["sequence_last"])
+        )
         self._stats["shards_committed"] += 1
-        self._stats["bytes_committed"] += entry["bytes"] + sum(len(c) for c in sealed.companions.values())
+        self._stats["bytes_committed"] += entry["bytes"] + sum(
+            len(c) for c in sealed.companions.values()
+        )
         self._stats["experiences_durable"] += entry["experiences"]
 
 
@@ -920,7 +966,11 @@ def take_rows_mask(batch: ExperienceBatch, keep: np.ndarray) -> ExperienceBatch:
     from dataclasses import fields as dc_fields
 
     return ExperienceBatch(
-        **{f.name: getattr(batch, f.name)[keep] for f in dc_fields(ExperienceBatch) if f.name not in ("missed", "next_sequence")},
+        **{
+            f.name: getattr(batch, f.name)[keep]
+            for f in dc_fields(ExperienceBatch)
+            if f.name not in ("missed", "next_sequence")
+        },
         missed=batch.missed,
         next_sequence=batch.next_sequence,
     )

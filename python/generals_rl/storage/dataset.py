@@ -31,7 +31,9 @@ def _timestamp(value, name: str) -> float | None:
             return _timestamp(datetime.fromisoformat(value), name)
         except ValueError:
             pass
-    raise ValueError(f"{name}: expected a datetime, a Unix time or an ISO 8601 string, got {value!r}")
+    raise ValueError(
+        f"{name}: expected a datetime, a Unix time or an ISO 8601 string, got {value!r}"
+    )
 
 
 def _id_set(values, name: str, low: int, high: int) -> np.ndarray | None:
@@ -57,8 +59,19 @@ class Dataset:
     TFRecord shard), in index order, holding only the rows that pass the filters.
     """
 
-    def __init__(self, store: Store | None, entries: list[dict], *, form: str, game_ids, player_ids,
-                 army_scaling: str, army_scale: float, verify: bool, files: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        entries: list[dict],
+        *,
+        form: str,
+        game_ids,
+        player_ids,
+        army_scaling: str,
+        army_scale: float,
+        verify: bool,
+        files: list[Path] | None = None,
+    ) -> None:
         self.store = store
         self.entries = entries
         self.form = form
@@ -104,14 +117,20 @@ class Dataset:
             try:
                 data = self.store.read_bytes(key)
             except FileNotFoundError:
-                raise StorageError(f"{self.store.url}/{key}: listed in the index but missing") from None
+                raise StorageError(
+                    f"{self.store.url}/{key}: listed in the index but missing"
+                ) from None
             if self.verify:
                 if len(data) != entry["bytes"]:
-                    raise StorageError(f"{self.store.url}/{key}: {len(data)} bytes, the index says {entry['bytes']}")
+                    raise StorageError(
+                        f"{self.store.url}/{key}: {len(data)} bytes, the index says {entry['bytes']}"
+                    )
                 checksum = f"crc32c:{crc32c(data):08x}"
                 if checksum != entry["checksum"]:
-                    raise StorageError(f"{self.store.url}/{key}: checksum {checksum} does not match the index "
-                                       f"({entry['checksum']}); the shard is damaged")
+                    raise StorageError(
+                        f"{self.store.url}/{key}: checksum {checksum} does not match the index "
+                        f"({entry['checksum']}); the shard is damaged"
+                    )
             yield f"{self.store.url}/{key}", format_for(entry["format"]), data
 
     def _filter(self, batch):
@@ -126,16 +145,25 @@ class Dataset:
         if isinstance(batch, RawBatch):
             return batch.select(keep)
         return ExperienceBatch(
-            **{f.name: getattr(batch, f.name)[keep] for f in fields(ExperienceBatch)
-               if f.name not in ("missed", "next_sequence")},
+            **{
+                f.name: getattr(batch, f.name)[keep]
+                for f in fields(ExperienceBatch)
+                if f.name not in ("missed", "next_sequence")
+            },
             next_sequence=batch.next_sequence,
         )
 
     def _convert(self, batch, key: str):
         if self.form == "decoded":
-            return batch.decode(self.army_scaling, self.army_scale) if isinstance(batch, RawBatch) else batch
+            return (
+                batch.decode(self.army_scaling, self.army_scale)
+                if isinstance(batch, RawBatch)
+                else batch
+            )
         if not isinstance(batch, RawBatch):
-            raise StorageError(f"{key}: holds decoded states only; open the dataset with form='decoded'")
+            raise StorageError(
+                f"{key}: holds decoded states only; open the dataset with form='decoded'"
+            )
         return batch
 
 
@@ -172,8 +200,14 @@ def open_dataset(
         raise ValueError(f"end: {end!r} is not after start {start!r}")
     games = _id_set(game_ids, "game_ids", 0, 2**64 - 1)
     players = _id_set(player_ids, "player_ids", 0, 15)
-    options = {"form": form, "game_ids": games, "player_ids": players, "army_scaling": army_scaling,
-               "army_scale": float(army_scale), "verify": verify}
+    options = {
+        "form": form,
+        "game_ids": games,
+        "player_ids": players,
+        "army_scaling": army_scaling,
+        "army_scale": float(army_scale),
+        "verify": verify,
+    }
     text = os.fspath(source)
     if text.startswith("s3://"):
         from .s3 import S3Store
@@ -181,7 +215,9 @@ def open_dataset(
         store: Store = S3Store(text, **s3_options)
     else:
         if s3_options:
-            raise TypeError(f"unknown option(s) for a local source: {', '.join(sorted(s3_options))}")
+            raise TypeError(
+                f"unknown option(s) for a local source: {', '.join(sorted(s3_options))}"
+            )
         path = Path(text).expanduser()
         if path.is_file():
             if format_of_file(path.name) is None:
@@ -195,7 +231,9 @@ def open_dataset(
     entries = []
     for partition in store.partitions():
         begins = partition_start(partition)
-        if (t_end is not None and begins >= t_end) or (t_start is not None and begins + 3600 <= t_start):
+        if (t_end is not None and begins >= t_end) or (
+            t_start is not None and begins + 3600 <= t_start
+        ):
             continue
         for entry in store.read_index(partition):
             if not _keep(entry, t_start, t_end, games, players):

@@ -36,9 +36,11 @@ class MultiWriter(Writer):
         if names is not None and len(names) != len(writers):
             raise ValueError(f"names: {len(names)} names for {len(writers)} writers")
         self.writers = writers
-        self.names = list(names) if names is not None else [
-            str(w.stats().get("destination", f"writer {i}")) for i, w in enumerate(writers)
-        ]
+        self.names = (
+            list(names)
+            if names is not None
+            else [str(w.stats().get("destination", f"writer {i}")) for i, w in enumerate(writers)]
+        )
         self._errors = [0] * len(writers)
         self._last_error: list[str | None] = [None] * len(writers)
         self._taken_through: list[int | None] = [None] * len(writers)  # the last sequence each took
@@ -51,7 +53,7 @@ class MultiWriter(Writer):
                 call(i, writer)
             except (TypeError, ValueError):
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure of one destination is reported, not fatal
+            except Exception as exc:
                 self._errors[i] += 1
                 self._last_error[i] = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: %s failed: %s", self.names[i], action, exc)
@@ -112,6 +114,10 @@ class MultiWriter(Writer):
         destinations = []
         for i, writer in enumerate(self.writers):
             s = writer.stats()
-            s.update(name=self.names[i], errors=self._errors[i], last_error=self._last_error[i] or s.get("last_error"))
+            s.update(
+                name=self.names[i],
+                errors=self._errors[i],
+                last_error=self._last_error[i] or s.get("last_error"),
+            )
             destinations.append(s)
         return {"durable_sequence": self.durable_sequence, "destinations": destinations}

@@ -67,8 +67,12 @@ class _NpzEncoder(ShardEncoder):
         else:
             arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in names}
         del parts, joined  # the parts, once joined, are not needed while the zip is built
-        meta = {"format_version": FORMAT_VERSION, "states": self.fmt.states, "height": self.height,
-                "width": self.width}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "states": self.fmt.states,
+            "height": self.height,
+            "width": self.width,
+        }
         arrays["_meta"] = np.array(json.dumps(meta))
         # What numpy.savez writes, but straight into the shard (which is not
         # seekable: the zip takes data descriptors), not through a copy in memory.
@@ -84,8 +88,13 @@ class NpzFormat(ShardFormat):
     name = "npz"
     extensions = ("npz",)
 
-    def __init__(self, states: str = "compact", compressed: bool = False, army_scaling: str = "linear",
-                 army_scale: float = 1000.0) -> None:
+    def __init__(
+        self,
+        states: str = "compact",
+        compressed: bool = False,
+        army_scaling: str = "linear",
+        army_scale: float = 1000.0,
+    ) -> None:
         if states not in ("compact", "decoded"):
             raise ValueError(f"states: expected 'compact' or 'decoded', got {states!r}")
         self.states = states
@@ -109,24 +118,42 @@ class NpzFormat(ShardFormat):
             with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
                 meta = json.loads(str(arrays["_meta"]))
                 if meta.get("format_version") != FORMAT_VERSION:
-                    raise StorageError(f"NPZ shard format version {meta.get('format_version')} is not supported")
+                    raise StorageError(
+                        f"NPZ shard format version {meta.get('format_version')} is not supported"
+                    )
                 # Shards written before the source columns existed lack them: defaults then.
-                columns = {name: arrays[name].astype(dtype, copy=False) for name, dtype in ROW_COLUMNS.items()
-                           if name in arrays or name not in SOURCE_COLUMNS}
+                columns = {
+                    name: arrays[name].astype(dtype, copy=False)
+                    for name, dtype in ROW_COLUMNS.items()
+                    if name in arrays or name not in SOURCE_COLUMNS
+                }
                 n = len(columns["sequence"])
                 if meta["states"] == "compact":
-                    extra = {name: arrays[name].astype(dtype, copy=False)
-                             for name, dtype in (*STATE_COLUMNS.items(), *STATE_TABLES.items())}
+                    extra = {
+                        name: arrays[name].astype(dtype, copy=False)
+                        for name, dtype in (*STATE_COLUMNS.items(), *STATE_TABLES.items())
+                    }
                     batch = RawBatch(**columns, **extra)
                 else:
-                    extra = {name: arrays[name].astype(dtype, copy=False) for name, dtype in DECODED_COLUMNS.items()}
+                    extra = {
+                        name: arrays[name].astype(dtype, copy=False)
+                        for name, dtype in DECODED_COLUMNS.items()
+                    }
                     batch = ExperienceBatch(**columns, **extra)
         except StorageError:
             raise
         # zipfile raises NotImplementedError for a version or compression it does not know;
         # numpy parses an array's header as Python literals (SyntaxError, TokenError).
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, NotImplementedError, SyntaxError,
-                tokenize.TokenError) as exc:
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            zipfile.BadZipFile,
+            EOFError,
+            NotImplementedError,
+            SyntaxError,
+            tokenize.TokenError,
+        ) as exc:
             raise StorageError(f"not an NPZ experience shard: {exc}") from None
         batch.next_sequence = int(columns["sequence"][-1]) + 1 if n else 0
         if n:
@@ -140,8 +167,16 @@ class NpzWriter(ShardWriter):
     arrays held in memory, as the file is written when the shard closes. Rotation,
     retry and resume options as for ``ShardWriter``."""
 
-    def __init__(self, destination, *, states: str = "compact", compressed: bool = False,
-                 army_scaling: str = "linear", army_scale: float = 1000.0, **options) -> None:
+    def __init__(
+        self,
+        destination,
+        *,
+        states: str = "compact",
+        compressed: bool = False,
+        army_scaling: str = "linear",
+        army_scale: float = 1000.0,
+        **options,
+    ) -> None:
         from ._options import split_writer_options
         from .local import LocalStore
 

@@ -32,7 +32,9 @@ def _pyarrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError("Parquet storage needs pyarrow: pip install 'generals-rl[storage]'") from None
+        raise ImportError(
+            "Parquet storage needs pyarrow: pip install 'generals-rl[storage]'"
+        ) from None
     return pa, pq
 
 
@@ -53,20 +55,39 @@ def schema(states: str, height: int, width: int):
     tiles = height * width
     fields = _record_fields(pa)
     if states == "compact":
-        fields += [pa.field("state_index", pa.int32(), nullable=False),
-                   pa.field("next_state_index", pa.int32(), nullable=False)]
+        fields += [
+            pa.field("state_index", pa.int32(), nullable=False),
+            pa.field("next_state_index", pa.int32(), nullable=False),
+        ]
         for name, dtype in STATE_TABLES.items():
             item = np.dtype(dtype)
             meta = {"shape": json.dumps([height, width]), "dtype": item.newbyteorder("<").str}
-            fields.append(pa.field(name, pa.list_(pa.binary(tiles * item.itemsize)), nullable=False, metadata=meta))
+            fields.append(
+                pa.field(
+                    name, pa.list_(pa.binary(tiles * item.itemsize)), nullable=False, metadata=meta
+                )
+            )
     else:
         obs = {"shape": json.dumps([OBSERVATION_CHANNELS, height, width]), "dtype": "<f4"}
         fields += [
-            pa.field("state", pa.list_(pa.float32(), OBSERVATION_CHANNELS * tiles), nullable=False, metadata=obs),
-            pa.field("next_state", pa.list_(pa.float32(), OBSERVATION_CHANNELS * tiles), nullable=False,
-                     metadata=obs),
-            pa.field("action_mask", pa.list_(pa.bool_(), tiles * 4), nullable=False,
-                     metadata={"shape": json.dumps([tiles * 4]), "dtype": "|b1"}),
+            pa.field(
+                "state",
+                pa.list_(pa.float32(), OBSERVATION_CHANNELS * tiles),
+                nullable=False,
+                metadata=obs,
+            ),
+            pa.field(
+                "next_state",
+                pa.list_(pa.float32(), OBSERVATION_CHANNELS * tiles),
+                nullable=False,
+                metadata=obs,
+            ),
+            pa.field(
+                "action_mask",
+                pa.list_(pa.bool_(), tiles * 4),
+                nullable=False,
+                metadata={"shape": json.dumps([tiles * 4]), "dtype": "|b1"},
+            ),
         ]
     meta = {"format_version": FORMAT_VERSION, "states": states, "height": height, "width": width}
     return pa.schema(fields, metadata={_METADATA_KEY: json.dumps(meta).encode()})
@@ -104,7 +125,9 @@ class _ParquetEncoder(ShardEncoder):
             base = np.int32(self._states_before)
             columns += [pa.array(part.state_index + base), pa.array(part.next_state_index + base)]
             states = len(part.state_kind)
-            offsets = pa.array((np.arange(n + 1, dtype=np.int64) * states // max(n, 1)).astype(np.int32))
+            offsets = pa.array(
+                (np.arange(n + 1, dtype=np.int64) * states // max(n, 1)).astype(np.int32)
+            )
             for name in STATE_TABLES:
                 table = np.ascontiguousarray(getattr(part, name))
                 item_bytes = table.itemsize * table.shape[1] * table.shape[2]
@@ -117,7 +140,9 @@ class _ParquetEncoder(ShardEncoder):
             for name in ("state", "next_state", "action_mask"):
                 array = np.ascontiguousarray(getattr(part, name))
                 flat = pa.array(array.reshape(-1))
-                columns.append(pa.FixedSizeListArray.from_arrays(flat, int(np.prod(array.shape[1:]))))
+                columns.append(
+                    pa.FixedSizeListArray.from_arrays(flat, int(np.prod(array.shape[1:])))
+                )
         return columns
 
     def finish(self) -> dict[str, bytes]:
@@ -129,16 +154,26 @@ class ParquetFormat(ShardFormat):
     name = "parquet"
     extensions = ("parquet",)
 
-    def __init__(self, states: str = "compact", compression: str = "zstd", compression_level: int | None = 1,
-                 army_scaling: str = "linear", army_scale: float = 1000.0) -> None:
+    def __init__(
+        self,
+        states: str = "compact",
+        compression: str = "zstd",
+        compression_level: int | None = 1,
+        army_scaling: str = "linear",
+        army_scale: float = 1000.0,
+    ) -> None:
         _pyarrow()
         if states not in ("compact", "decoded"):
             raise ValueError(f"states: expected 'compact' or 'decoded', got {states!r}")
         if compression not in ("zstd", "snappy", "gzip", "lz4", "brotli", "none"):
-            raise ValueError(f"compression: expected zstd, snappy, gzip, lz4, brotli or none, got {compression!r}")
+            raise ValueError(
+                f"compression: expected zstd, snappy, gzip, lz4, brotli or none, got {compression!r}"
+            )
         self.states = states
         self.compression = compression
-        self.compression_level = compression_level if compression in ("zstd", "gzip", "brotli") else None
+        self.compression_level = (
+            compression_level if compression in ("zstd", "gzip", "brotli") else None
+        )
         self.army_scaling, self.army_scale = army_scaling, float(army_scale)
 
     def encoder(self, out: ChecksumWriter, height: int, width: int) -> ShardEncoder:
@@ -163,8 +198,11 @@ class ParquetFormat(ShardFormat):
         for i in range(shard.num_row_groups):
             if game_ids is not None and game_column >= 0:
                 stats = shard.metadata.row_group(i).column(game_column).statistics
-                if (stats is not None and stats.has_min_max
-                        and not ((game_ids >= stats.min) & (game_ids <= stats.max)).any()):
+                if (
+                    stats is not None
+                    and stats.has_min_max
+                    and not ((game_ids >= stats.min) & (game_ids <= stats.max)).any()
+                ):
                     continue
             try:
                 batch = row_group_batch(shard, i)
@@ -179,7 +217,9 @@ def _shard_meta(shard) -> dict:
         raise StorageError("a Parquet file without generals_rl metadata is not an experience shard")
     meta = json.loads(raw)
     if meta.get("format_version") != FORMAT_VERSION:
-        raise StorageError(f"Parquet shard format version {meta.get('format_version')} is not supported")
+        raise StorageError(
+            f"Parquet shard format version {meta.get('format_version')} is not supported"
+        )
     return meta
 
 
@@ -190,8 +230,11 @@ def row_group_batch(shard, index: int) -> RawBatch | ExperienceBatch:
     table = shard.read_row_group(index)
     n = table.num_rows
     # Shards written before the source columns existed lack them: defaults then.
-    columns = {name: table.column(name).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-               for name, dtype in ROW_COLUMNS.items() if name in table.column_names or name not in SOURCE_COLUMNS}
+    columns = {
+        name: table.column(name).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        for name, dtype in ROW_COLUMNS.items()
+        if name in table.column_names or name not in SOURCE_COLUMNS
+    }
     if meta["states"] == "compact":
         state_index = table.column("state_index").to_numpy()
         next_state_index = table.column("next_state_index").to_numpy()
@@ -203,8 +246,12 @@ def row_group_batch(shard, index: int) -> RawBatch | ExperienceBatch:
             values = table.column(name).combine_chunks().flatten()
             item = np.dtype(dtype).newbyteorder("<")
             size = height * width * item.itemsize
-            raw = np.frombuffer(values.buffers()[1], dtype=np.uint8)[values.offset * size:(values.offset + len(values)) * size]
-            tables[name] = raw.view(item).astype(dtype, copy=False).reshape(len(values), height, width)
+            raw = np.frombuffer(values.buffers()[1], dtype=np.uint8)[
+                values.offset * size : (values.offset + len(values)) * size
+            ]
+            tables[name] = (
+                raw.view(item).astype(dtype, copy=False).reshape(len(values), height, width)
+            )
         return RawBatch(
             **columns,
             state_index=(state_index - base).astype(np.int32),
@@ -220,7 +267,9 @@ def row_group_batch(shard, index: int) -> RawBatch | ExperienceBatch:
     ):
         flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
         decoded[name] = flat.astype(dtype, copy=False).reshape((n, *shape))
-    return ExperienceBatch(**columns, **decoded, next_sequence=int(columns["sequence"][-1]) + 1 if n else 0)
+    return ExperienceBatch(
+        **columns, **decoded, next_sequence=int(columns["sequence"][-1]) + 1 if n else 0
+    )
 
 
 class ParquetWriter(ShardWriter):
@@ -230,9 +279,17 @@ class ParquetWriter(ShardWriter):
     and resume options as for ``ShardWriter`` (``max_experiences``, ``max_bytes``,
     ``max_age``, ``chunk_size`` become a ``Rotation``)."""
 
-    def __init__(self, destination, *, states: str = "compact", compression: str = "zstd",
-                 compression_level: int | None = 1, army_scaling: str = "linear", army_scale: float = 1000.0,
-                 **options) -> None:
+    def __init__(
+        self,
+        destination,
+        *,
+        states: str = "compact",
+        compression: str = "zstd",
+        compression_level: int | None = 1,
+        army_scaling: str = "linear",
+        army_scale: float = 1000.0,
+        **options,
+    ) -> None:
         from ._options import split_writer_options
         from .local import LocalStore
 

@@ -11,6 +11,7 @@ come from the standard boto3 chain (environment, shared config, instance roles).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import tempfile
@@ -44,10 +45,8 @@ class _SpoolStaging(Staging):
     def discard(self) -> None:
         if not self.file.closed:
             self.file.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 class S3Store(Store):
@@ -76,7 +75,9 @@ class S3Store(Store):
         if int(max_attempts) < 1:
             raise ValueError(f"max_attempts: must be at least 1, got {max_attempts}")
         if int(multipart_chunksize) < 5 * 1024 * 1024:
-            raise ValueError(f"multipart_chunksize: S3 parts are at least 5 MiB, got {multipart_chunksize}")
+            raise ValueError(
+                f"multipart_chunksize: S3 parts are at least 5 MiB, got {multipart_chunksize}"
+            )
         self._errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
         self._client_error = botocore.exceptions.ClientError
         self.client = client or boto3.client(
@@ -90,7 +91,9 @@ class S3Store(Store):
             ),
         )
         self.transfer = TransferConfig(
-            multipart_threshold=int(multipart_threshold), multipart_chunksize=int(multipart_chunksize), use_threads=False
+            multipart_threshold=int(multipart_threshold),
+            multipart_chunksize=int(multipart_chunksize),
+            use_threads=False,
         )
         self.spool_dir = spool_dir or tempfile.gettempdir()
         if not os.path.isdir(self.spool_dir):
@@ -113,8 +116,10 @@ class S3Store(Store):
                 Bucket=self.bucket, Prefix=prefix, Delimiter="/"
             )
             for page in pages:
-                dirs += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
-                files += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
+                dirs += [
+                    p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+                ]
+                files += [o["Key"][len(prefix) :] for o in page.get("Contents", [])]
         except self._errors as exc:
             raise self._fail("listing", path, exc) from exc
         return dirs, files
@@ -146,7 +151,11 @@ class S3Store(Store):
         meta["checksum"] = checksum
         try:
             self.client.upload_file(
-                staging.path, self.bucket, self._key(path), ExtraArgs={"Metadata": meta}, Config=self.transfer
+                staging.path,
+                self.bucket,
+                self._key(path),
+                ExtraArgs={"Metadata": meta},
+                Config=self.transfer,
             )
         except Exception as exc:  # boto3 wraps failures in S3UploadFailedError
             raise self._fail("uploading", path, exc) from exc
@@ -177,14 +186,18 @@ class S3Store(Store):
             raise StorageError(f"bucket s3://{self.bucket} is not reachable: {exc}") from exc
 
 
-_STORE_OPTIONS = tuple(p for p in inspect.signature(S3Store.__init__).parameters if p not in ("self", "url"))
+_STORE_OPTIONS = tuple(
+    p for p in inspect.signature(S3Store.__init__).parameters if p not in ("self", "url")
+)
 
 
 def split_format_options(format_name: str, options: dict) -> tuple[dict, dict]:
     """(format options, the rest) for ``format_name``'s format class."""
     cls = format_for(format_name)
     names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    return {k: v for k, v in options.items() if k in names}, {k: v for k, v in options.items() if k not in names}
+    return {k: v for k, v in options.items() if k in names}, {
+        k: v for k, v in options.items() if k not in names
+    }
 
 
 class S3Writer(ShardWriter):
@@ -203,4 +216,3 @@ class S3Writer(ShardWriter):
         store = S3Store(url, **store_options)
         store.check_bucket()
         super().__init__(store, format_for(format)(**format_options), **writer_options)
-

@@ -48,18 +48,26 @@ class BufferSink:
         close_writer: bool = True,
     ) -> None:
         if not isinstance(writer, Writer):
-            raise TypeError(f"writer: expected a generals_rl.storage.Writer, got {type(writer).__name__}")
+            raise TypeError(
+                f"writer: expected a generals_rl.storage.Writer, got {type(writer).__name__}"
+            )
         if isinstance(source, Cursor):
             if start != "resume":
-                raise ValueError("start: only for an ExperienceBuffer source; a Cursor reads from where it is")
+                raise ValueError(
+                    "start: only for an ExperienceBuffer source; a Cursor reads from where it is"
+                )
         elif not isinstance(source, ExperienceBuffer):
-            raise TypeError(f"source: expected an ExperienceBuffer or a Cursor, got {type(source).__name__}")
+            raise TypeError(
+                f"source: expected an ExperienceBuffer or a Cursor, got {type(source).__name__}"
+            )
         if int(batch_size) < 1:
             raise ValueError(f"batch_size: must be at least 1, got {batch_size}")
         if not poll_interval > 0:
             raise ValueError(f"poll_interval: must be positive, got {poll_interval}")
         if isinstance(start, str) and start not in ("resume", "oldest", "newest"):
-            raise ValueError(f"start: expected 'resume', 'oldest', 'newest' or a sequence number, got {start!r}")
+            raise ValueError(
+                f"start: expected 'resume', 'oldest', 'newest' or a sequence number, got {start!r}"
+            )
         self.source = source
         self.writer = writer
         self.batch_size = int(batch_size)
@@ -74,8 +82,13 @@ class BufferSink:
         self._drain = True
         self.error: BaseException | None = None
         self._started_at: float | None = None
-        self._stats = {"experiences_read": 0, "batches_read": 0, "missed": 0, "write_errors": 0,
-                       "last_error": None}
+        self._stats = {
+            "experiences_read": 0,
+            "batches_read": 0,
+            "missed": 0,
+            "write_errors": 0,
+            "last_error": None,
+        }
 
     # -- control --
 
@@ -85,10 +98,16 @@ class BufferSink:
         if self._cursor is None:
             start = self.start_at
             if start == "resume":
-                start = self.writer.resume_sequence if self.writer.durable_sequence is not None else "oldest"
+                start = (
+                    self.writer.resume_sequence
+                    if self.writer.durable_sequence is not None
+                    else "oldest"
+                )
             self._cursor = self.source.cursor(start=start)
         self._started_at = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="generals-rl-buffer-sink", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="generals-rl-buffer-sink", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -111,7 +130,7 @@ class BufferSink:
                 self.writer.abort()
             raise StorageError(f"the sink stopped on an error: {self.error}") from self.error
 
-    def __enter__(self) -> BufferSink:  # noqa: PYI034
+    def __enter__(self) -> BufferSink:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -128,7 +147,9 @@ class BufferSink:
     def stats(self) -> dict:
         s = dict(self._stats)
         s["running"] = self.running
-        s["lag"] = self._cursor.lag if self._cursor is not None and not self._cursor.closed else None
+        s["lag"] = (
+            self._cursor.lag if self._cursor is not None and not self._cursor.closed else None
+        )
         s["durable_sequence"] = self.durable_sequence
         elapsed = time.monotonic() - self._started_at if self._started_at else 0.0
         s["experiences_per_second"] = s["experiences_read"] / elapsed if elapsed > 0 else None
@@ -156,7 +177,7 @@ class BufferSink:
                 self._guarded(self.writer.flush)
             if self.close_writer:
                 self._guarded(self.writer.close)
-        except BaseException as exc:  # noqa: BLE001 - kept for stop() to raise
+        except BaseException as exc:
             self.error = exc
             log.warning("buffer sink stopped: %s", exc)
 
@@ -182,7 +203,7 @@ class BufferSink:
                 self._stats["write_errors"] += 1
                 self._stats["last_error"] = f"{type(exc).__name__}: {exc}"
                 log.warning("buffer sink: %s (attempt %d)", exc, failures)
-                if failures >= self.retry.attempts or self._stop.is_set() and not self._drain:
+                if failures >= self.retry.attempts or (self._stop.is_set() and not self._drain):
                     raise
                 time.sleep(self.retry.delay(failures))
 
@@ -200,10 +221,19 @@ def continue_numbering(buffer: ExperienceBuffer, writer: Writer | int) -> int:
         raise ValueError(f"sequence: must be >= 0, got {start}")
     stats = buffer.stats()
     if buffer.head != 0 or stats["total_states"] != 0:
-        raise ValueError("buffer: continue the numbering of a fresh buffer, before a VecEnv records into it "
-                         f"({buffer.head} experiences and {stats['total_states']} states appended so far)")
-    empty = {name: np.empty(0, dtype) for name, dtype in {**RECORD_COLUMNS, **STATE_COLUMNS}.items()}
-    empty.update({name: np.empty((0, buffer.height, buffer.width), dtype) for name, dtype in STATE_TABLES.items()})
+        raise ValueError(
+            "buffer: continue the numbering of a fresh buffer, before a VecEnv records into it "
+            f"({buffer.head} experiences and {stats['total_states']} states appended so far)"
+        )
+    empty = {
+        name: np.empty(0, dtype) for name, dtype in {**RECORD_COLUMNS, **STATE_COLUMNS}.items()
+    }
+    empty.update(
+        {
+            name: np.empty((0, buffer.height, buffer.width), dtype)
+            for name, dtype in STATE_TABLES.items()
+        }
+    )
     empty["next_sequence"] = start
     buffer.core.import_resident(empty)
     return int(buffer.head)

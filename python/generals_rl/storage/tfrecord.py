@@ -46,7 +46,17 @@ from ._batches import OBSERVATION_CHANNELS, compact_states
 from ._crc import masked_crc32c
 from .base import ChecksumWriter, ShardEncoder, ShardFormat, ShardWriter, StorageError
 
-_VARINT_FEATURES = ("sequence", "game_id", "player_id", "tick", "action", "legal", "terminated", "truncated", "stars")
+_VARINT_FEATURES = (
+    "sequence",
+    "game_id",
+    "player_id",
+    "tick",
+    "action",
+    "legal",
+    "terminated",
+    "truncated",
+    "stars",
+)
 _BLOCK = 512  # records framed at a time: a few MB, so they are still cached when written
 
 
@@ -68,33 +78,51 @@ class _TFRecordEncoder(ShardEncoder):
         self.out = out
         self.fmt = fmt
         tiles = height * width
-        shape = [OBSERVATION_CHANNELS, height, width] if fmt.record_states == "float" else [height, width]
+        shape = (
+            [OBSERVATION_CHANNELS, height, width]
+            if fmt.record_states == "float"
+            else [height, width]
+        )
         self._shape = np.frombuffer(_packed_varints(shape), dtype=np.uint8).reshape(1, -1)
-        rows = [("reward", "float", 4), ("state_shape", "int64", self._shape.size),
-                ("replay_id", "bytes", REPLAY_ID_BYTES)]
+        rows = [
+            ("reward", "float", 4),
+            ("state_shape", "int64", self._shape.size),
+            ("replay_id", "bytes", REPLAY_ID_BYTES),
+        ]
         if fmt.record_states == "bytes":
             for prefix in ("state", "next_state"):
                 for table, dtype in STATE_TABLES.items():
-                    rows.append((f"{prefix}_{table[len('state_'):]}", "bytes", tiles * np.dtype(dtype).itemsize))
+                    rows.append(
+                        (
+                            f"{prefix}_{table[len('state_') :]}",
+                            "bytes",
+                            tiles * np.dtype(dtype).itemsize,
+                        )
+                    )
             if fmt.action_mask:
                 rows.append(("action_mask", "bytes", tiles * 4))
         else:
-            rows += [("state", "float", OBSERVATION_CHANNELS * tiles * 4),
-                     ("next_state", "float", OBSERVATION_CHANNELS * tiles * 4),
-                     ("action_mask", "int64", tiles * 4)]  # 0/1: one varint byte each
+            rows += [
+                ("state", "float", OBSERVATION_CHANNELS * tiles * 4),
+                ("next_state", "float", OBSERVATION_CHANNELS * tiles * 4),
+                ("action_mask", "int64", tiles * 4),
+            ]  # 0/1: one varint byte each
         self._encoder = TFRecordEncoder(list(_VARINT_FEATURES), rows)
         # "bytes" records with masks: the masks come from decoding each part.
         self._decode_masks = fmt.action_mask and fmt.record_states == "bytes"
         self._sink = out
         self._gzip = None
         if fmt.compression == "gzip":
-            self._gzip = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=fmt.gzip_level, mtime=0)
+            self._gzip = gzip.GzipFile(
+                fileobj=out, mode="wb", compresslevel=fmt.gzip_level, mtime=0
+            )
             self._sink = self._gzip
         self._index: list[np.ndarray] = []  # record lengths, block by block
 
     def write(self, chunk) -> None:
         records, lengths = self._encoder.encode(
-            [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk))
+            [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk)
+        )
         self._sink.write(records)
         del records  # unreferenced, its memory is reused for the next block
         self._index.append(lengths)
@@ -103,8 +131,11 @@ class _TFRecordEncoder(ShardEncoder):
         """(table, index) per row feature for the whole part: record i takes row
         index[i] of the table, or row i when index is None."""
         n = len(part)
-        sources = [(np.ascontiguousarray(part.reward, dtype="<f4"), None), (self._shape, np.zeros(n, np.int32)),
-                   (np.ascontiguousarray(part.replay_id).view(np.uint8).reshape(n, REPLAY_ID_BYTES), None)]
+        sources = [
+            (np.ascontiguousarray(part.reward, dtype="<f4"), None),
+            (self._shape, np.zeros(n, np.int32)),
+            (np.ascontiguousarray(part.replay_id).view(np.uint8).reshape(n, REPLAY_ID_BYTES), None),
+        ]
         if self.fmt.record_states == "bytes":
             for index in (part.state_index, part.next_state_index):
                 for table in STATE_TABLES:
@@ -113,7 +144,11 @@ class _TFRecordEncoder(ShardEncoder):
                 mask = part.decode(self.fmt.army_scaling, self.fmt.army_scale).action_mask
                 sources.append((mask.view(np.uint8), None))
         else:
-            sources += [(part.state, None), (part.next_state, None), (part.action_mask.view(np.uint8), None)]
+            sources += [
+                (part.state, None),
+                (part.next_state, None),
+                (part.action_mask.view(np.uint8), None),
+            ]
         return sources
 
     def finish(self) -> dict[str, bytes]:
@@ -131,10 +166,19 @@ class TFRecordFormat(ShardFormat):
     joined_chunks = False  # each record holds its own boards: no table to compact
     encode_rows = _BLOCK
 
-    def __init__(self, states: str = "bytes", compression: str | None = None, action_mask: bool = False,
-                 gzip_level: int = 6, army_scaling: str = "linear", army_scale: float = 1000.0) -> None:
+    def __init__(
+        self,
+        states: str = "bytes",
+        compression: str | None = None,
+        action_mask: bool = False,
+        gzip_level: int = 6,
+        army_scaling: str = "linear",
+        army_scale: float = 1000.0,
+    ) -> None:
         if states not in ("bytes", "float"):
-            raise ValueError(f"states: expected 'bytes' (compact) or 'float' (decoded), got {states!r}")
+            raise ValueError(
+                f"states: expected 'bytes' (compact) or 'float' (decoded), got {states!r}"
+            )
         if compression not in (None, "gzip"):
             raise ValueError(f"compression: expected None or 'gzip', got {compression!r}")
         if not 0 <= int(gzip_level) <= 9:
@@ -302,24 +346,38 @@ def examples_to_batch(examples: list[dict]) -> RawBatch | ExperienceBatch:
             columns[name] = values.astype(dtype)
         # Shards written before the source columns existed lack them: defaults then.
         if "replay_id" in examples[0]:
-            columns["replay_id"] = np.array([e["replay_id"] for e in examples], dtype=SOURCE_COLUMNS["replay_id"])
+            columns["replay_id"] = np.array(
+                [e["replay_id"] for e in examples], dtype=SOURCE_COLUMNS["replay_id"]
+            )
         if "stars" in examples[0]:
-            columns["stars"] = np.concatenate([e["stars"] for e in examples]).astype(SOURCE_COLUMNS["stars"])
+            columns["stars"] = np.concatenate([e["stars"] for e in examples]).astype(
+                SOURCE_COLUMNS["stars"]
+            )
         n = len(examples)
         shape = tuple(int(s) for s in examples[0]["state_shape"])
         if "state" in examples[0]:
             state = np.stack([e["state"] for e in examples]).reshape(n, *shape)
             next_state = np.stack([e["next_state"] for e in examples]).reshape(n, *shape)
             mask = np.stack([e["action_mask"] for e in examples]).astype(bool)
-            return ExperienceBatch(**columns, state=state, next_state=next_state, action_mask=mask,
-                                   next_sequence=int(columns["sequence"][-1]) + 1)
+            return ExperienceBatch(
+                **columns,
+                state=state,
+                next_state=next_state,
+                action_mask=mask,
+                next_sequence=int(columns["sequence"][-1]) + 1,
+            )
         height, width = shape
         tables = {}
         for table, dtype in STATE_TABLES.items():
-            suffix = table[len("state_"):]
-            rows = [e[f"state_{suffix}"] for e in examples] + [e[f"next_state_{suffix}"] for e in examples]
-            tables[table] = np.frombuffer(b"".join(rows), dtype=np.dtype(dtype).newbyteorder("<")).astype(
-                dtype).reshape(2 * n, height, width)
+            suffix = table[len("state_") :]
+            rows = [e[f"state_{suffix}"] for e in examples] + [
+                e[f"next_state_{suffix}"] for e in examples
+            ]
+            tables[table] = (
+                np.frombuffer(b"".join(rows), dtype=np.dtype(dtype).newbyteorder("<"))
+                .astype(dtype)
+                .reshape(2 * n, height, width)
+            )
     except (KeyError, TypeError, ValueError) as exc:
         raise StorageError(f"TFRecord shard lacks or garbles a feature ({exc})") from None
     raw = RawBatch(
@@ -339,9 +397,18 @@ class TFRecordWriter(ShardWriter):
     in "bytes" mode (it is computed by decoding, which costs time). Rotation, retry
     and resume options as for ``ShardWriter``."""
 
-    def __init__(self, destination, *, states: str = "bytes", compression: str | None = None,
-                 action_mask: bool = False, gzip_level: int = 6, army_scaling: str = "linear",
-                 army_scale: float = 1000.0, **options) -> None:
+    def __init__(
+        self,
+        destination,
+        *,
+        states: str = "bytes",
+        compression: str | None = None,
+        action_mask: bool = False,
+        gzip_level: int = 6,
+        army_scaling: str = "linear",
+        army_scale: float = 1000.0,
+        **options,
+    ) -> None:
         from ._options import split_writer_options
         from .local import LocalStore
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
@@ -32,10 +33,8 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -57,8 +56,17 @@ def load_checkpoint(path: str | Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from None
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+    ) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({exc.__class__.__name__})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a generals-rl checkpoint")
     return payload

@@ -27,8 +27,19 @@ from ..experience import ExperienceBuffer
 from .checkpoint import save_checkpoint
 from .model import MASKED_LOGIT, NetConfig, PolicyValueNet, full_mask
 
-DQN_METRICS = ("step", "consumed", "resident", "replay_ratio", "loss", "mean_q", "mean_weight",
-               "published_version", "consumer_lag", "wall_time", "samples_per_second")
+DQN_METRICS = (
+    "step",
+    "consumed",
+    "resident",
+    "replay_ratio",
+    "loss",
+    "mean_q",
+    "mean_weight",
+    "published_version",
+    "consumer_lag",
+    "wall_time",
+    "samples_per_second",
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,9 @@ class DQNConfig:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
 
     def net_config(self) -> NetConfig:
-        return NetConfig(self.channels, self.blocks, army_scaling=self.army_scaling, army_scale=self.army_scale)
+        return NetConfig(
+            self.channels, self.blocks, army_scaling=self.army_scaling, army_scale=self.army_scale
+        )
 
 
 def q_values(net: PolicyValueNet, obs: torch.Tensor) -> torch.Tensor:
@@ -71,30 +84,39 @@ def q_values(net: PolicyValueNet, obs: torch.Tensor) -> torch.Tensor:
     return value[:, None] + advantages - advantages.mean(dim=1, keepdim=True)
 
 
-def masks_from_observations(obs: torch.Tensor, army_scaling: str = "log", army_scale: float = 1000.0) -> torch.Tensor:
+def masks_from_observations(
+    obs: torch.Tensor, army_scaling: str = "log", army_scale: float = 1000.0
+) -> torch.Tensor:
     """The legal full moves ``(B, H*W*4)`` of observations ``(B, 9, H, W)``: from an own
     tile holding at least 2 armies onto an orthogonal neighbour on the board that is
     not a mountain (a player always sees its own tiles' neighbours)."""
     own_army, own_land, mountains = obs[:, 0], obs[:, 2] > 0.5, obs[:, 6] > 0.5
-    if army_scaling == "log":
-        two = np.log1p(2.0) / np.log1p(army_scale)
-    else:
-        two = 2.0 / army_scale
+    two = np.log1p(2.0) / np.log1p(army_scale) if army_scaling == "log" else 2.0 / army_scale
     movable = own_land & (own_army >= two * (1 - 1e-4))
     b, h, w = movable.shape
     open_tile = F.pad(~mountains, (1, 1, 1, 1), value=False)  # off the board: closed
-    targets = torch.stack([
-        open_tile[:, 0:h, 1:w + 1],      # up
-        open_tile[:, 2:h + 2, 1:w + 1],  # down
-        open_tile[:, 1:h + 1, 0:w],      # left
-        open_tile[:, 1:h + 1, 2:w + 2],  # right
-    ], dim=-1)
+    targets = torch.stack(
+        [
+            open_tile[:, 0:h, 1 : w + 1],  # up
+            open_tile[:, 2 : h + 2, 1 : w + 1],  # down
+            open_tile[:, 1 : h + 1, 0:w],  # left
+            open_tile[:, 1 : h + 1, 2 : w + 2],  # right
+        ],
+        dim=-1,
+    )
     return (movable[..., None] & targets).reshape(b, h * w * 4)
 
 
-def dqn_targets(online: PolicyValueNet, target: PolicyValueNet, next_obs: torch.Tensor, next_mask: torch.Tensor,
-                nstep_reward: torch.Tensor, nstep_length: torch.Tensor, nstep_done: torch.Tensor,
-                gamma: float) -> torch.Tensor:
+def dqn_targets(
+    online: PolicyValueNet,
+    target: PolicyValueNet,
+    next_obs: torch.Tensor,
+    next_mask: torch.Tensor,
+    nstep_reward: torch.Tensor,
+    nstep_length: torch.Tensor,
+    nstep_done: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
     """Double DQN n-step targets: the online network picks the best legal next action,
     the target network values it; no bootstrap after a terminal experience."""
     with torch.no_grad():
@@ -109,8 +131,13 @@ class DQNLearner:
     prioritized buffer and trains on samples from it, publishing weights to
     ``run_dir/weights`` (``latest.pt`` and ``weights_NNNNNN.pt``, atomically, versioned)."""
 
-    def __init__(self, config: DQNConfig, addresses: Sequence[str], run_dir: str | Path,
-                 consumer_options: dict | None = None) -> None:
+    def __init__(
+        self,
+        config: DQNConfig,
+        addresses: Sequence[str],
+        run_dir: str | Path,
+        consumer_options: dict | None = None,
+    ) -> None:
         self.config = config
         self.addresses = list(addresses)
         self.run_dir = Path(run_dir)
@@ -118,8 +145,14 @@ class DQNLearner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(config.torch_threads)
         torch.manual_seed(config.seed)
-        self.buffer = ExperienceBuffer(config.height, config.width, config.capacity, "overwrite",
-                                       army_scaling=config.army_scaling, army_scale=config.army_scale)
+        self.buffer = ExperienceBuffer(
+            config.height,
+            config.width,
+            config.capacity,
+            "overwrite",
+            army_scaling=config.army_scaling,
+            army_scale=config.army_scale,
+        )
         self.net = PolicyValueNet(config.net_config())
         self.target = PolicyValueNet(config.net_config())
         self.target.load_state_dict(self.net.state_dict())
@@ -145,15 +178,16 @@ class DQNLearner:
 
         try:
             with ExperienceConsumer(self.addresses, **self._consumer_options) as consumer:
-                for batch in consumer.stream_experiences(batch_size=1024, follow=True, decode=False,
-                                                         player_ids=self.config.player_ids):
+                for batch in consumer.stream_experiences(
+                    batch_size=1024, follow=True, decode=False, player_ids=self.config.player_ids
+                ):
                     if len(batch):
                         self.buffer.append_raw(batch)
                         self.consumed += len(batch)
                     self.consumer_lag = consumer.lag
                     if self._stop.is_set():
                         break
-        except Exception as exc:  # noqa: BLE001 - any failure of the stream is reported by train()
+        except Exception as exc:
             self._error = exc
 
     def stop(self) -> None:
@@ -168,18 +202,31 @@ class DQNLearner:
         c = self.config
         frac = min(1.0, self.step / max(1, c.steps))
         beta = c.beta + (c.beta_final - c.beta) * frac
-        batch = self.buffer.sample(c.batch_size, seed=c.seed * 1_000_003 + self.step, prioritized=True,
-                                   alpha=c.alpha, beta=beta, n_step=c.n_step, gamma=c.gamma,
-                                   player_ids=c.player_ids)
+        batch = self.buffer.sample(
+            c.batch_size,
+            seed=c.seed * 1_000_003 + self.step,
+            prioritized=True,
+            alpha=c.alpha,
+            beta=beta,
+            n_step=c.n_step,
+            gamma=c.gamma,
+            player_ids=c.player_ids,
+        )
         h, w = c.height, c.width
         obs = torch.from_numpy(np.ascontiguousarray(batch.state))
         actions = torch.from_numpy(to_gym_actions(batch.action, h, w))
         next_obs = torch.from_numpy(np.ascontiguousarray(batch.nstep_next_state))
         next_mask = full_mask(masks_from_observations(next_obs, c.army_scaling, c.army_scale))
-        targets = dqn_targets(self.net, self.target, next_obs, next_mask,
-                              torch.from_numpy(np.asarray(batch.nstep_reward, dtype=np.float32)),
-                              torch.from_numpy(np.asarray(batch.nstep_length)),
-                              torch.from_numpy(np.asarray(batch.nstep_done, dtype=bool)), c.gamma)
+        targets = dqn_targets(
+            self.net,
+            self.target,
+            next_obs,
+            next_mask,
+            torch.from_numpy(np.asarray(batch.nstep_reward, dtype=np.float32)),
+            torch.from_numpy(np.asarray(batch.nstep_length)),
+            torch.from_numpy(np.asarray(batch.nstep_done, dtype=bool)),
+            c.gamma,
+        )
         q = q_values(self.net, obs).gather(1, actions[:, None]).squeeze(1)
         td = targets - q
         weights = torch.from_numpy(np.asarray(batch.weight, dtype=np.float32))
@@ -188,26 +235,41 @@ class DQNLearner:
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
         self.optimizer.step()
-        self.buffer.update_priorities(batch.sequence, td.detach().abs().numpy().astype(np.float64) + 1e-6)
+        self.buffer.update_priorities(
+            batch.sequence, td.detach().abs().numpy().astype(np.float64) + 1e-6
+        )
         self.step += 1
         if self.step % c.target_every == 0:
             self.target.load_state_dict(self.net.state_dict())
         if self.step % c.publish_every == 0:
             self.publish()
-        return {"loss": loss.item(), "mean_q": q.mean().item(), "mean_weight": float(weights.mean())}
+        return {
+            "loss": loss.item(),
+            "mean_q": q.mean().item(),
+            "mean_weight": float(weights.mean()),
+        }
 
     def publish(self) -> Path:
         """Writes the current weights as the next version (atomically), then ``latest.pt``."""
         self.version += 1
-        payload = {"kind": "dqn", "version": self.version, "net_config": self.net.config.to_dict(),
-                   "model": self.net.state_dict(), "config": _plain(asdict(self.config)),
-                   "counters": {"step": self.step, "consumed": self.consumed}}
+        payload = {
+            "kind": "dqn",
+            "version": self.version,
+            "net_config": self.net.config.to_dict(),
+            "model": self.net.state_dict(),
+            "config": _plain(asdict(self.config)),
+            "counters": {"step": self.step, "consumed": self.consumed},
+        }
         path = save_checkpoint(self.publish_dir / f"weights_{self.version:06d}.pt", payload)
         save_checkpoint(self.publish_dir / "latest.pt", payload)
         return path
 
-    def train(self, log: Callable[[dict], None] | None = None, log_every: int = 100,
-              wait_timeout: float = 600.0) -> dict:
+    def train(
+        self,
+        log: Callable[[dict], None] | None = None,
+        log_every: int = 100,
+        wait_timeout: float = 600.0,
+    ) -> dict:
         """Runs ``config.steps`` gradient steps (waiting first for ``learning_starts``
         experiences), then stops consuming and publishes the final weights."""
         c = self.config
@@ -218,7 +280,9 @@ class DQNLearner:
             if self._error is not None:
                 raise RuntimeError(f"consuming experiences failed: {self._error}") from self._error
             if time.monotonic() - started > wait_timeout:
-                raise TimeoutError(f"fewer than {c.learning_starts} experiences after {wait_timeout:.0f} s")
+                raise TimeoutError(
+                    f"fewer than {c.learning_starts} experiences after {wait_timeout:.0f} s"
+                )
             time.sleep(0.05)
         row: dict = {}
         t0 = time.monotonic()
@@ -231,11 +295,17 @@ class DQNLearner:
                 if self.step % log_every == 0 or self.step == c.steps:
                     elapsed = time.monotonic() - t0
                     row = {
-                        "step": self.step, "consumed": self.consumed, "resident": self.resident(),
+                        "step": self.step,
+                        "consumed": self.consumed,
+                        "resident": self.resident(),
                         "replay_ratio": round(self.step * c.batch_size / max(1, self.consumed), 3),
-                        **stats, "published_version": self.version, "consumer_lag": self.consumer_lag,
+                        **stats,
+                        "published_version": self.version,
+                        "consumer_lag": self.consumer_lag,
                         "wall_time": round(elapsed, 3),
-                        "samples_per_second": round(self.step * c.batch_size / max(elapsed, 1e-9), 1),
+                        "samples_per_second": round(
+                            self.step * c.batch_size / max(elapsed, 1e-9), 1
+                        ),
                     }
                     writer.writerow(row)
                     f.flush()

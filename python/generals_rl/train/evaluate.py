@@ -12,7 +12,9 @@ from ..vec_env import RewardConfig, VecEnv
 from .policy import NetworkPolicy, Opponent, seat_views
 
 
-def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
+def wilson_interval(
+    successes: int, trials: int, z: float = 1.959963984540054
+) -> tuple[float, float]:
     """The Wilson score interval of a binomial proportion (95% by default)."""
     if trials <= 0:
         return 0.0, 1.0
@@ -48,8 +50,12 @@ class EvaluationResult:
     def to_dict(self) -> dict:
         low, high = self.interval()
         return {
-            "games": self.games, "wins": self.wins, "draws": self.draws, "losses": self.losses,
-            "win_rate": self.win_rate, "win_rate_ci95": [low, high],
+            "games": self.games,
+            "wins": self.wins,
+            "draws": self.draws,
+            "losses": self.losses,
+            "win_rate": self.win_rate,
+            "win_rate_ci95": [low, high],
             "mean_length": float(np.mean(self.lengths)) if self.lengths else float("nan"),
         }
 
@@ -98,9 +104,19 @@ def evaluate(
     quota[: games % num_envs] += 1
     played = np.zeros(num_envs, dtype=np.int64)
     net_config = policy.net.config  # observations encoded as the network was trained
-    env = VecEnv(num_envs, 2, height, width, seed=seed, max_ticks=max_ticks, num_threads=num_threads,
-                 map_config=map_config, reward_config=RewardConfig(),
-                 army_scaling=net_config.army_scaling, army_scale=net_config.army_scale)
+    env = VecEnv(
+        num_envs,
+        2,
+        height,
+        width,
+        seed=seed,
+        max_ticks=max_ticks,
+        num_threads=num_threads,
+        map_config=map_config,
+        reward_config=RewardConfig(),
+        army_scaling=net_config.army_scaling,
+        army_scale=net_config.army_scale,
+    )
     env.reset()
     seats = (np.arange(num_envs) % 2).astype(np.int64)
     index = np.arange(num_envs)

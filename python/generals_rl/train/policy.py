@@ -18,7 +18,9 @@ from .model import NetConfig, PolicyValueNet, full_mask, sample
 
 
 def net_from_checkpoint(path_or_payload) -> PolicyValueNet:
-    payload = path_or_payload if isinstance(path_or_payload, dict) else load_checkpoint(path_or_payload)
+    payload = (
+        path_or_payload if isinstance(path_or_payload, dict) else load_checkpoint(path_or_payload)
+    )
     net = PolicyValueNet(NetConfig(**payload["net_config"]))
     net.load_state_dict(payload["model"])
     net.eval()
@@ -33,7 +35,9 @@ class NetworkPolicy:
     uniformly random legal one (exploration for actors).
     """
 
-    def __init__(self, net: PolicyValueNet, greedy: bool = False, seed: int = 0, epsilon: float = 0.0) -> None:
+    def __init__(
+        self, net: PolicyValueNet, greedy: bool = False, seed: int = 0, epsilon: float = 0.0
+    ) -> None:
         self.net = net
         self.greedy = greedy
         self.epsilon = epsilon
@@ -55,7 +59,9 @@ class NetworkPolicy:
             if self.epsilon > 0:
                 explore = torch.rand(len(chosen), generator=self.generator) < self.epsilon
                 if explore.any():
-                    uniform = torch.multinomial(mask[explore].float(), 1, generator=self.generator).squeeze(1)
+                    uniform = torch.multinomial(
+                        mask[explore].float(), 1, generator=self.generator
+                    ).squeeze(1)
                     chosen[explore] = uniform
         return from_gym_actions(chosen.numpy(), h, w)
 
@@ -117,7 +123,9 @@ def make_opponent(spec: str, seed: int = 0) -> Opponent:
     if spec.startswith("checkpoint:"):
         path = spec.split(":", 1)[1]
         return NetworkOpponent(NetworkPolicy.from_checkpoint(path, seed=seed), name=spec)
-    raise ValueError(f"opponent: expected random, heuristic, passive or checkpoint:PATH, got {spec!r}")
+    raise ValueError(
+        f"opponent: expected random, heuristic, passive or checkpoint:PATH, got {spec!r}"
+    )
 
 
 class CheckpointBot:
@@ -130,8 +138,14 @@ class CheckpointBot:
     ``version`` is the weight version in use.
     """
 
-    def __init__(self, path: str | Path, seed: int = 0, epsilon: float = 0.0, greedy: bool = False,
-                 check_every: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        seed: int = 0,
+        epsilon: float = 0.0,
+        greedy: bool = False,
+        check_every: float = 1.0,
+    ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon: must be in [0, 1], got {epsilon}")
         path = Path(path)
@@ -170,7 +184,9 @@ class CheckpointBot:
         payload = load_checkpoint(self.path)
         net = net_from_checkpoint(payload)
         if self.policy is None:
-            self.policy = NetworkPolicy(net, greedy=self.greedy, seed=self.seed, epsilon=self.epsilon)
+            self.policy = NetworkPolicy(
+                net, greedy=self.greedy, seed=self.seed, epsilon=self.epsilon
+            )
         else:
             self.policy.net = net
         counters = payload.get("counters", {})
@@ -184,7 +200,9 @@ class CheckpointBot:
         config = self.policy.net.config
         return config.army_scaling, config.army_scale
 
-    def act(self, env: VecEnv, players: Iterable[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    def act(
+        self, env: VecEnv, players: Iterable[int] | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         now = time.monotonic()
         if now - self._checked >= self.check_every:
             self._checked = now

@@ -36,9 +36,25 @@ from .policy import (
 )
 
 METRICS = (
-    "update", "env_steps", "episodes", "wall_time", "cpu_time", "steps_per_second", "lr",
-    "win_rate", "draw_rate", "loss_rate", "episode_return", "episode_length", "window_episodes",
-    "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "opponent",
+    "update",
+    "env_steps",
+    "episodes",
+    "wall_time",
+    "cpu_time",
+    "steps_per_second",
+    "lr",
+    "win_rate",
+    "draw_rate",
+    "loss_rate",
+    "episode_return",
+    "episode_length",
+    "window_episodes",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_fraction",
+    "opponent",
 )
 
 
@@ -68,7 +84,9 @@ class PPOConfig:
     army_scale: float = 1000.0
     reward: dict = field(default_factory=lambda: asdict(RewardConfig()))
     tick_reward: float = 0.0  # added to the agent's reward every tick (negative: hurry)
-    draw_reward: float | None = None  # a game cut by max_ticks ends with this; None bootstraps instead
+    draw_reward: float | None = (
+        None  # a game cut by max_ticks ends with this; None bootstraps instead
+    )
     # map generation (MapConfig); sides are capped to the board
     min_side: int = 18  # board sides drawn from [min_side, max_side], capped to height x width;
     max_side: int = 23  # smaller boards are padded with mountains (a curriculum of sizes)
@@ -84,9 +102,21 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         if self.opponent not in (*BOT_OPPONENTS, "pool"):
-            raise ValueError(f"opponent: expected random, heuristic, passive or pool, got {self.opponent!r}")
-        for name in ("num_envs", "rollout_steps", "epochs", "minibatches", "checkpoint_every",
-                     "torch_threads", "env_threads", "window", "pool_size", "max_ticks"):
+            raise ValueError(
+                f"opponent: expected random, heuristic, passive or pool, got {self.opponent!r}"
+            )
+        for name in (
+            "num_envs",
+            "rollout_steps",
+            "epochs",
+            "minibatches",
+            "checkpoint_every",
+            "torch_threads",
+            "env_threads",
+            "window",
+            "pool_size",
+            "max_ticks",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.num_envs * self.rollout_steps % self.minibatches:
@@ -96,16 +126,24 @@ class PPOConfig:
         if not self.lr > 0:
             raise ValueError(f"lr: must be positive, got {self.lr}")
         RewardConfig(**self.reward)  # unknown reward fields raise TypeError
-        self.map_config().to_core(2, self.height, self.width)  # invalid map options raise ValueError
+        self.map_config().to_core(
+            2, self.height, self.width
+        )  # invalid map options raise ValueError
         self.net_config()
 
     def net_config(self) -> NetConfig:
-        return NetConfig(self.channels, self.blocks, army_scaling=self.army_scaling, army_scale=self.army_scale)
+        return NetConfig(
+            self.channels, self.blocks, army_scaling=self.army_scaling, army_scale=self.army_scale
+        )
 
     def map_config(self) -> MapConfig:
-        return MapConfig(min_side=self.min_side, max_side=self.max_side,
-                         mountain_fraction=self.mountain_fraction, cities=self.cities,
-                         min_general_distance=self.min_general_distance)
+        return MapConfig(
+            min_side=self.min_side,
+            max_side=self.max_side,
+            mountain_fraction=self.mountain_fraction,
+            cities=self.cities,
+            min_general_distance=self.min_general_distance,
+        )
 
     @property
     def batch_size(self) -> int:
@@ -184,7 +222,9 @@ class PPOTrainer:
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if (self.checkpoint_dir / "latest.pt").exists():
-                raise FileExistsError(f"{self.run_dir}: holds a run already (resume it, or pick another directory)")
+                raise FileExistsError(
+                    f"{self.run_dir}: holds a run already (resume it, or pick another directory)"
+                )
         (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         self._trim_metrics()
         self._tensorboard = None
@@ -199,8 +239,13 @@ class PPOTrainer:
             "net_config": self.net.config.to_dict(),
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "counters": {"update": self.update, "env_steps": self.env_steps,
-                         "episodes": self.episodes, "wall_time": self.wall_time, "cpu_time": self.cpu_time},
+            "counters": {
+                "update": self.update,
+                "env_steps": self.env_steps,
+                "episodes": self.episodes,
+                "wall_time": self.wall_time,
+                "cpu_time": self.cpu_time,
+            },
             "rng": {"sample": self.generator.get_state(), "torch": torch.get_rng_state()},
             "outcomes": [list(o) for o in self.outcomes],
         }
@@ -245,6 +290,7 @@ class PPOTrainer:
         if self._tensorboard is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
             except ImportError:  # tensorboard is optional
                 self._tensorboard = False
@@ -260,9 +306,17 @@ class PPOTrainer:
         segment = self.update // c.checkpoint_every
         seed = (c.seed * 1_000_003 + segment) % 2**63
         self.env = VecEnv(
-            c.num_envs, 2, c.height, c.width, seed=seed, max_ticks=c.max_ticks,
-            num_threads=c.env_threads, map_config=c.map_config(), reward_config=RewardConfig(**c.reward),
-            army_scaling=c.army_scaling, army_scale=c.army_scale,
+            c.num_envs,
+            2,
+            c.height,
+            c.width,
+            seed=seed,
+            max_ticks=c.max_ticks,
+            num_threads=c.env_threads,
+            map_config=c.map_config(),
+            reward_config=RewardConfig(**c.reward),
+            army_scaling=c.army_scaling,
+            army_scale=c.army_scale,
         )
         self.seats = (np.arange(c.num_envs) % 2).astype(np.int64)
         if c.opponent == "pool":
@@ -276,14 +330,18 @@ class PPOTrainer:
         of the ``pool_size`` before it; the current weights when there is none yet."""
         c = self.config
         past = sorted(self.checkpoint_dir.glob("ckpt_*.pt"))
-        past = [p for p in past if int(p.stem.split("_")[1]) <= self.update][-c.pool_size - 1:]
+        past = [p for p in past if int(p.stem.split("_")[1]) <= self.update][-c.pool_size - 1 :]
         rng = np.random.default_rng([c.seed, segment])
         if not past:
             net = PolicyValueNet(self.net.config)
             net.load_state_dict(self.net.state_dict())
             name = "self"
         else:
-            pick = len(past) - 1 if len(past) == 1 or rng.random() < c.pool_latest else rng.integers(len(past) - 1)
+            pick = (
+                len(past) - 1
+                if len(past) == 1 or rng.random() < c.pool_latest
+                else rng.integers(len(past) - 1)
+            )
             net = net_from_checkpoint(past[pick])
             name = past[pick].stem
         net.eval()
@@ -296,12 +354,18 @@ class PPOTrainer:
         frac = 1.0 - update / c.total_updates
         return c.lr * max(c.lr_final_fraction, frac)
 
-    def train(self, updates: int | None = None, time_limit: float | None = None,
-              log: Callable[[dict], None] | None = None) -> dict:
+    def train(
+        self,
+        updates: int | None = None,
+        time_limit: float | None = None,
+        log: Callable[[dict], None] | None = None,
+    ) -> dict:
         """Runs until ``total_updates``, ``updates`` more updates, or ``time_limit``
         seconds (checked at segment ends), checkpointing at every segment end."""
         c = self.config
-        stop_at = c.total_updates if updates is None else min(c.total_updates, self.update + updates)
+        stop_at = (
+            c.total_updates if updates is None else min(c.total_updates, self.update + updates)
+        )
         started = time.perf_counter()
         row: dict = {}
         while self.update < stop_at:
@@ -345,7 +409,9 @@ class PPOTrainer:
             obs_buf[t] = env.observations[index, self.seats]
             mask_buf[t] = env.action_masks[index, self.seats]
             with torch.inference_mode():
-                logits, value = net(torch.from_numpy(obs_buf[t]), full_mask(torch.from_numpy(mask_buf[t])))
+                logits, value = net(
+                    torch.from_numpy(obs_buf[t]), full_mask(torch.from_numpy(mask_buf[t]))
+                )
                 chosen, logp = sample(logits, self.generator)
             actions_buf[t] = chosen.numpy()
             logp_buf[t] = logp.numpy()
@@ -369,13 +435,19 @@ class PPOTrainer:
                 for i in ended:
                     winner = int(info["episode_winner"][i])
                     result = 0 if winner < 0 else (1 if winner == self.seats[i] else -1)
-                    finished.append((result, float(info["episode_return"][i, self.seats[i]]),
-                                     int(info["episode_length"][i])))
+                    finished.append(
+                        (
+                            result,
+                            float(info["episode_return"][i, self.seats[i]]),
+                            int(info["episode_length"][i]),
+                        )
+                    )
         with torch.inference_mode():
             obs_last = np.ascontiguousarray(env.observations[index, self.seats])
             _, last_value = net(torch.from_numpy(obs_last))
-        advantages, returns = compute_gae(reward_buf, value_buf, done_buf, last_value.numpy(),
-                                          c.gamma, c.gae_lambda)
+        advantages, returns = compute_gae(
+            reward_buf, value_buf, done_buf, last_value.numpy(), c.gamma, c.gae_lambda
+        )
         batch = {
             "obs": torch.from_numpy(obs_buf.reshape(-1, 9, h, w)),
             "mask": torch.from_numpy(mask_buf.reshape(-1, h * w * 4)),
@@ -394,7 +466,13 @@ class PPOTrainer:
         net.train()
         size = c.batch_size
         minibatch = size // c.minibatches
-        totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
+        totals = {
+            "policy_loss": 0.0,
+            "value_loss": 0.0,
+            "entropy": 0.0,
+            "approx_kl": 0.0,
+            "clip_fraction": 0.0,
+        }
         count = 0
         for _ in range(c.epochs):
             order = torch.randperm(size, generator=self.generator)
@@ -406,7 +484,9 @@ class PPOTrainer:
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 log_ratio = logp - batch["logp"][mb]
                 ratio = log_ratio.exp()
-                policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip, 1 + c.clip)).mean()
+                policy_loss = torch.max(
+                    -adv * ratio, -adv * ratio.clamp(1 - c.clip, 1 + c.clip)
+                ).mean()
                 value_loss = 0.5 * (value - batch["returns"][mb]).pow(2).mean()
                 ent = entropy(logits).mean()
                 loss = policy_loss + c.value_coef * value_loss - c.entropy_coef * ent
@@ -428,7 +508,9 @@ class PPOTrainer:
         self.outcomes.extend(finished)
         window = list(self.outcomes)
         k = len(window)
-        rate = (lambda r: sum(1 for o in window if o[0] == r) / k) if k else (lambda r: float("nan"))
+        rate = (
+            (lambda r: sum(1 for o in window if o[0] == r) / k) if k else (lambda r: float("nan"))
+        )
         return {
             "update": self.update,
             "env_steps": self.env_steps,
@@ -443,6 +525,9 @@ class PPOTrainer:
             "episode_return": sum(o[1] for o in window) / k if k else float("nan"),
             "episode_length": sum(o[2] for o in window) / k if k else float("nan"),
             "window_episodes": k,
-            **{key: stats[key] for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")},
+            **{
+                key: stats[key]
+                for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+            },
             "opponent": self.opponent.name,
         }
