@@ -133,7 +133,9 @@ def collection_rounds(seconds: float, rounds: int) -> dict:
         "read": drainer.read,
         "missed": drainer.missed,
         "cpu_seconds": round(drainer.cpu_seconds, 2),
-        "note": f"the reader thread shares the {os.cpu_count()} cores with the env's {THREADS} threads",
+        "note": (
+            f"the reader thread shares the {os.cpu_count()} cores with the env's {THREADS} threads"
+        ),
     }
     out["overwrite"]["buffer_stats"] = {
         k: v for k, v in configs["overwrite"].stats().items() if k != "cursor_lag"

@@ -153,7 +153,8 @@ def peer_rounds(
     buffer: ExperienceBuffer, resident: int, seconds: float, rounds: int, make, add, steps
 ) -> dict:
     """For "prioritized" and "uniform" in turn: a peer buffer ``make(name)`` filled with
-    the buffer's experiences through ``add(rb, batch)``, then sampled by ``steps[name](rb, rng)``."""
+    the buffer's experiences through ``add(rb, batch)``, then sampled by
+    ``steps[name](rb, rng)``."""
     out = {}
     for name in ("prioritized", "uniform"):
         before = rss_bytes()
@@ -359,8 +360,8 @@ def producers(resident: int, seconds: float, rounds: int) -> dict:
     sections = after["producer_sections"] - before["producer_sections"]
     base = statistics.median(results["alone"])
     out = {
-        "workload": f"{NUM_ENVS} games {SIDE}x{SIDE} 1v1, RandomBot, observations off, {THREADS} env "
-        f"threads, ring of {resident} with priorities, {os.cpu_count()} cores",
+        "workload": f"{NUM_ENVS} games {SIDE}x{SIDE} 1v1, RandomBot, observations off, "
+        f"{THREADS} env threads, ring of {resident} with priorities, {os.cpu_count()} cores",
     }
     for name in configs:
         out[name] = {
@@ -373,7 +374,10 @@ def producers(resident: int, seconds: float, rounds: int) -> dict:
     without = statistics.median(results["alone_without_priorities"])
     out["alone"]["ratio_to_without_priorities"] = round(base / without, 3)
     out["critical_section"] = {
-        "what": "a producer's time entering one game-tick's experiences into the trees, lock wait included",
+        "what": (
+            "a producer's time entering one game-tick's experiences into the trees, "
+            "lock wait included"
+        ),
         "sections": sections,
         "mean_ns": round(
             (after["producer_ns_total"] - before["producer_ns_total"]) / max(sections, 1)

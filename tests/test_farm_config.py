@@ -162,7 +162,7 @@ def test_the_token_comes_from_a_file_or_a_variable(tmp_path):
     config = load_config(environ={}, overrides={"streaming": {"token_env": "FARM_TOKEN"}})
     assert config.streaming.token({"FARM_TOKEN": "abc"}) == "abc"
     with pytest.raises(
-        ConfigError, match="streaming.token_env: the variable FARM_TOKEN is not set"
+        ConfigError, match=r"streaming\.token_env: the variable FARM_TOKEN is not set"
     ):
         config.streaming.token({})
     assert "s3cret" not in config.to_yaml()
@@ -202,7 +202,7 @@ def test_hot_keys_apply_and_cold_keys_are_kept():
 def test_policy_checkpoint_is_refused_until_supported():
     with pytest.raises(
         ConfigError,
-        match="collection.policy_checkpoint: playing a policy checkpoint is not supported",
+        match=r"collection\.policy_checkpoint: playing a policy checkpoint is not supported",
     ):
         load_config(environ={}, overrides={"collection": {"policy_checkpoint": "model.pt"}})
 

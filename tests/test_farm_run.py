@@ -79,7 +79,8 @@ def running(farm: Farm):
     try:
         wait_for(
             lambda: (
-                (farm.runtime.server is not None and farm.runtime.health.alive) or "error" in outcome
+                (farm.runtime.server is not None and farm.runtime.health.alive)
+                or "error" in outcome
             ),
             what="the farm to start",
         )
@@ -123,7 +124,8 @@ def total(samples: dict, name: str) -> float:
 
 
 def quiesced(farm: Farm, games: int) -> int:
-    """Waits until the farm has played ``games`` games and appends nothing more; returns the head."""
+    """Waits until the farm has played ``games`` games and appends nothing more; returns
+    the head."""
     buffer = wait_for(lambda: farm.runtime.buffer, what="the buffer")
     wait_for(
         lambda: (
@@ -342,7 +344,8 @@ def test_hot_reload_changes_rewards_between_ticks_and_keeps_cold_keys(tmp_path):
         before = buffer.cursor(start="oldest").read_records(5000)
         assert np.count_nonzero(before.reward) > 0  # army advantage pays something every tick
 
-        # Rewards all zero (hot), a different number of games at once (cold), a shorter batch timeout (hot).
+        # Rewards all zero (hot), a different number of games at once (cold), a shorter
+        # batch timeout (hot).
         data["rewards"] = dict.fromkeys(
             ("win", "loss", "city_captured", "city_lost", "army_advantage"), 0.0
         )

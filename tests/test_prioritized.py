@@ -170,7 +170,8 @@ def test_nstep_returns_equal_a_slow_reference():
     records = read_all(buffer.cursor(), raw=True)
     assert records.terminated.sum() >= 5 and records.truncated.sum() >= 5
     records.rows_by_key = {
-        key: i for i, key in enumerate(zip(records.game_id, records.player_id, records.tick, strict=False))
+        key: i
+        for i, key in enumerate(zip(records.game_id, records.player_id, records.tick, strict=False))
     }
     decoded = read_all(buffer.cursor())
     n, gamma = 4, 0.9

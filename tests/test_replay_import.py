@@ -55,7 +55,10 @@ def test_every_recorded_move_is_its_players_action(path):
     game = replay.load(path)
     trace = json.loads(REPLAY_DIR.joinpath(game.id + ".expected.json").read_text())
     batch = game.to_experiences(*PADDED)
-    rows = {(int(p), int(t)): i for i, (p, t) in enumerate(zip(batch.player_id, batch.tick, strict=False))}
+    rows = {
+        (int(p), int(t)): i
+        for i, (p, t) in enumerate(zip(batch.player_id, batch.tick, strict=False))
+    }
     assert len(rows) == len(batch), "one experience per player per tick"
 
     # One experience per alive player per tick, every tick of the game.

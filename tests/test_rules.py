@@ -464,7 +464,7 @@ def test_step_needs_one_action_per_player(count):
 
 def test_step_rejects_a_move_tuple_off_the_board():
     game = build_game("G0 . G1")
-    with pytest.raises(ValueError, match="x: expected 0..2"):
+    with pytest.raises(ValueError, match=r"x: expected 0\.\.2"):
         game.step([(3, 0, RIGHT, False), None])
     assert game.tick == 0
 

@@ -266,7 +266,7 @@ def test_the_per_experience_stream_reads_by_bytes_not_rows(monkeypatch):
         ("127.0.0.1", "is not host:port"),
         (":50051", "is not host:port"),
         ("::1:50051", "put an IPv6 address in brackets"),
-        ("127.0.0.1:５", "is not a number"),
+        ("127.0.0.1:\uff15", "is not a number"),  # a fullwidth digit five
     ],
 )
 def test_bad_addresses_are_refused_by_the_server_api(address, words):

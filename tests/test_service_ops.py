@@ -196,7 +196,8 @@ def test_stats_report_every_field_from_what_the_buffer_holds():
     before = time.time()
     fill(buffer, 2_000, max_ticks=100)
     with serving(buffer) as server:
-        # Paced so the stats collector (reading every 10 ms) sees everything before it is overwritten.
+        # Paced so the stats collector (reading every 10 ms) sees everything before it is
+        # overwritten.
         producer = Producer(buffer, target=5_000, rate=20_000, max_ticks=100)
         producer.start()
         producer.join(timeout=30)  # overwrites: per-game counts keep only resident games
@@ -219,12 +220,14 @@ def test_stats_report_every_field_from_what_the_buffer_holds():
     assert stats.overwritten_experiences == buffer.head - 3_000
     assert (stats.oldest_sequence, stats.head_sequence) == (buffer.oldest, buffer.head)
     assert stats.stats_missed == 0  # the collector read everything before it was overwritten
-    # Aggregates over every experience seen: compare per player with the resident ones plus the rest.
+    # Aggregates over every experience seen: compare per player with the resident ones plus
+    # the rest.
     assert sum(stats.experiences_per_player.values()) == buffer.head
     assert set(stats.experiences_per_player) == {0, 1}
     games, counts = np.unique(truth.game_id, return_counts=True)
     resident = {format_game_id(g): c for g, c in zip(games, counts, strict=False)}
-    # Games still resident keep their counts over all their experiences (the oldest may have lost some).
+    # Games still resident keep their counts over all their experiences (the oldest may have
+    # lost some).
     assert set(stats.experiences_per_game) == set(resident) and stats.resident_games == len(
         resident
     )

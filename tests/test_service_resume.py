@@ -67,7 +67,10 @@ _CONSUMER_SCRIPT = textwrap.dedent(
     from generals_rl.service import ExperienceConsumer
     address, out_path = sys.argv[1], sys.argv[2]
     with ExperienceConsumer(address) as consumer, open(out_path, "a") as out:
-        for batch in consumer.stream_experiences(follow=True, batch_size=128, start="oldest", decode=True):
+        batches = consumer.stream_experiences(
+            follow=True, batch_size=128, start="oldest", decode=True
+        )
+        for batch in batches:
             # One line per batch: its sequences and where to resume after it.
             line = {"sequences": batch.sequence.tolist(), "positions": consumer.positions}
             out.write(json.dumps(line) + "\\n")

@@ -192,7 +192,7 @@ def test_selfplay_loses_nothing_when_space_returns_within_the_retry_budget(mount
         filler = fill(fs, leave=0)
         root = fs / "data"
         runs[fmt] = (root, filler, selfplay(root, fmt, "--games", "16", "--max-ticks", "100"))
-    for fmt, (root, filler, process) in runs.items():
+    for root, filler, process in runs.values():
         deadline = time.monotonic() + 120
         while not staging_files(root) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)  # the first shard is being written: the disk is full

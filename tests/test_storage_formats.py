@@ -508,7 +508,7 @@ def test_damaged_shards_and_indexes_are_named(tmp_path):
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
-    with pytest.raises(StorageError, match="checksum.*damaged") as info:
+    with pytest.raises(StorageError, match=r"checksum.*damaged") as info:
         open_dataset(tmp_path).read()
     assert entries[0]["key"] in str(info.value)
     index = next(tmp_path.glob("year=*/month=*/day=*/hour=*/_index.json"))

@@ -26,9 +26,8 @@ def encode_actions(x, y, direction, half, height: int, width: int) -> np.ndarray
             f"y: expected 0..{height - 1}, got {y[(y < 0) | (y >= height)].ravel()[:5]}"
         )
     if np.any((direction < 0) | (direction > 3)):
-        raise ValueError(
-            f"direction: expected 0..3, got {direction[(direction < 0) | (direction > 3)].ravel()[:5]}"
-        )
+        wrong = direction[(direction < 0) | (direction > 3)].ravel()[:5]
+        raise ValueError(f"direction: expected 0..3, got {wrong}")
     index = ((y * width) + x) * 4 + direction + half * (height * width * 4)
     return index.astype(np.int32)
 

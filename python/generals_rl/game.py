@@ -73,8 +73,8 @@ class Game:
                     )  # integers only, as VecEnv takes them: 1.5 is no index
                 except TypeError:
                     raise ValueError(
-                        f"moves[{p}]: expected an action index, None or an (x, y, direction, half) tuple, "
-                        f"got {move!r}"
+                        f"moves[{p}]: expected an action index, None or an "
+                        f"(x, y, direction, half) tuple, got {move!r}"
                     ) from None
                 # Indices beyond int32 are out of range like any other: counted no-ops.
                 actions[p] = min(max(index, _INT32_MIN), _INT32_MAX)

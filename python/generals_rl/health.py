@@ -67,7 +67,10 @@ class StorageMonitor:
             return f"the storage sink stopped: {self.sink.error}"
         worst = max(self.failures_in_a_row.values())
         if worst >= self.retry_budget:
-            return f"{worst} storage failures in a row (retry budget {self.retry_budget}); last: {self.last_error}"
+            return (
+                f"{worst} storage failures in a row (retry budget {self.retry_budget}); "
+                f"last: {self.last_error}"
+            )
         return None
 
 

@@ -127,7 +127,8 @@ METRICS = {
     "generals_rl_submitted_experiences_rejected": (
         "counter",
         ("reason",),
-        "experiences rejected from SubmitExperiences, by reason: the field that failed, or the status of a request refused whole",
+        "experiences rejected from SubmitExperiences, by reason: the field that failed, "
+        "or the status of a request refused whole",
     ),
     "generals_rl_health_status": (
         "gauge",
@@ -193,7 +194,9 @@ class FarmCollector:
         yield games
         cumulative, buckets = 0, []
         for bound, count in zip(
-            (*(f"{b:.1f}" for b in REWARD_BUCKETS), "+Inf"), c["reward_buckets"].tolist(), strict=False
+            (*(f"{b:.1f}" for b in REWARD_BUCKETS), "+Inf"),
+            c["reward_buckets"].tolist(),
+            strict=False,
         ):
             cumulative += count
             buckets.append((bound, cumulative))
@@ -305,7 +308,8 @@ class LatencyHistogram:
         with self._lock:
             counts, total = list(self._counts), self._sum
         cumulative, buckets = 0, []
-        for bound, count in zip((*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf"), counts, strict=False):
+        bounds = (*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf")
+        for bound, count in zip(bounds, counts, strict=False):
             cumulative += count
             buckets.append((bound, cumulative))
         return HistogramMetricFamily(

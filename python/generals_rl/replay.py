@@ -197,8 +197,10 @@ class Replay:
         except ValueError as exc:  # beyond the cost limits of a trace
             raise ReplayError(f"replay {self.id!r}: {exc}") from None
         ticks = [
-            {"tick": int(t), "army": a.tolist(), "land": l.tolist(), "alive": int(n)}
-            for t, a, l, n in zip(run["ticks"], run["army"], run["land"], run["alive"], strict=False)
+            {"tick": int(t), "army": a.tolist(), "land": land.tolist(), "alive": int(n)}
+            for t, a, land, n in zip(
+                run["ticks"], run["army"], run["land"], run["alive"], strict=False
+            )
         ]
         return {
             "replay_id": self.id,
@@ -239,17 +241,20 @@ class Replay:
         height, width = height or self.height, width or self.width
         if self.height > height or self.width > width:
             raise ReplayError(
-                f"replay {self.id!r} is {self.height}x{self.width}, larger than the {height}x{width} boards asked for"
+                f"replay {self.id!r} is {self.height}x{self.width}, "
+                f"larger than the {height}x{width} boards asked for"
             )
         last_event = max(self.moves[:, 4].max(initial=0), self.afks[:, 1].max(initial=0))
         if last_event >= MAX_IMPORT_TICKS:
             raise ReplayError(
-                f"replay {self.id!r} records an event at tick {last_event}, beyond the {MAX_IMPORT_TICKS} ticks imported"
+                f"replay {self.id!r} records an event at tick {last_event}, "
+                f"beyond the {MAX_IMPORT_TICKS} ticks imported"
             )
         replay_id = self.id.encode("ascii", errors="replace")
         if len(replay_id) > REPLAY_ID_BYTES:
             raise ReplayError(
-                f"replay id {self.id!r} is longer than the {REPLAY_ID_BYTES} bytes stored per experience"
+                f"replay id {self.id!r} is longer than the {REPLAY_ID_BYTES} bytes "
+                "stored per experience"
             )
         columns = _core.replay_experiences(
             self.initial_game()._game,
@@ -317,7 +322,8 @@ def _events(rows: list, names: tuple, what: str) -> np.ndarray:
         return np.zeros((0, len(names)), dtype=np.int32)
     if table.ndim != 2 or table.shape[1] != len(names):
         raise ReplayError(
-            f"replay field {what!r}: malformed entry (expected {len(names)} values: {', '.join(names)})"
+            f"replay field {what!r}: malformed entry "
+            f"(expected {len(names)} values: {', '.join(names)})"
         )
     if not -_INT32_MAX - 1 <= table.min() <= table.max() <= _INT32_MAX:
         raise ReplayError(f"replay field {what!r}: values must fit in 32 bits")

@@ -65,9 +65,11 @@ class ImportSummary:
     def format(self) -> str:
         height, width = self.size or (0, 0)
         return (
-            f"imported {self.games} games as {self.experiences} experiences on {height}x{width} boards; "
+            f"imported {self.games} games as {self.experiences} experiences "
+            f"on {height}x{width} boards; "
             f"skipped {len(self.skipped)} files (damaged, unsupported or too large), "
-            f"left out {self.filtered} games by the filters and {self.duplicates} copies of games already imported"
+            f"left out {self.filtered} games by the filters and {self.duplicates} copies "
+            "of games already imported"
         )
 
 

@@ -64,9 +64,9 @@ class VecEnv:
     observations: float32 ``(num_envs, players, 9, height, width)``, channels in
     ``OBSERVATION_CHANNELS`` order; with ``obstacles=True`` a 10th channel
     (``OBSTACLES_CHANNEL``) marks the tiles in fog holding a mountain or a city, as the
-    real client shows them (``self.channels`` names them all); action masks: bool ``(num_envs, players,
-    height*width*4)`` in ``info["action_masks"]`` (the half move of index ``i`` is
-    legal exactly when ``i`` is).
+    real client shows them (``self.channels`` names them all); action masks: bool
+    ``(num_envs, players, height*width*4)`` in ``info["action_masks"]`` (the half move of
+    index ``i`` is legal exactly when ``i`` is).
 
     ``teams`` (one team number per player, at least two teams, e.g. ``[0, 0, 1, 1]``)
     plays team games: allies merge onto each other's tiles, share vision, and win
@@ -222,5 +222,6 @@ def encode_observation(
     army_scale: float = 1000.0,
     obstacles: bool = False,
 ):
-    """The 9-channel observation (10 with ``obstacles``) and the action mask of ``player`` for one board."""
+    """The 9-channel observation (10 with ``obstacles``) and the action mask of ``player``
+    for one board."""
     return _core.encode_observation(kind, owner, army, player, army_scaling, army_scale, obstacles)

@@ -397,7 +397,10 @@ def _column_shapes(columns, buffer: ExperienceBuffer) -> dict:
         if not (
             isinstance(shape, list)
             and len(shape) == len(limit)
-            and all(type(side) is int and 0 <= side <= most for side, most in zip(shape, limit, strict=False))
+            and all(
+                type(side) is int and 0 <= side <= most
+                for side, most in zip(shape, limit, strict=False)
+            )
             and shape[1:] == limit[1:]
         ):
             raise ValueError(f"column {name}: shape {shape!r} does not fit the buffer's {fits}")

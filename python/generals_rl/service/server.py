@@ -86,7 +86,8 @@ def _check_tls(tls: tuple[bytes, bytes]) -> None:
     for name, pem, block in zip(
         ("certificate chain", "private key"),
         tls,
-        (b"-----BEGIN CERTIFICATE-----", b"PRIVATE KEY-----"), strict=False,
+        (b"-----BEGIN CERTIFICATE-----", b"PRIVATE KEY-----"),
+        strict=False,
     ):
         if not pem.strip():
             raise ValueError(f"tls: the {name} is empty")
@@ -584,7 +585,8 @@ class ExperienceServer:
             raw.terminated.tolist(),
             raw.truncated.tolist(),
             done.tolist(),
-            (times * 1e9).astype("int64").tolist(), strict=False,
+            (times * 1e9).astype("int64").tolist(),
+            strict=False,
         )
         if compact:
             boards = [

@@ -151,7 +151,10 @@ class StatsCollector(BackgroundLoop):
                 s.reward_min = min(s.reward_min, float(rewards.min()))
                 s.reward_max = max(s.reward_max, float(rewards.max()))
                 for game, count, seq in zip(
-                    games[order].tolist(), counts[order].tolist(), newest[order].tolist(), strict=False
+                    games[order].tolist(),
+                    counts[order].tolist(),
+                    newest[order].tolist(),
+                    strict=False,
                 ):
                     if game not in s.per_game:
                         s.games_seen += 1

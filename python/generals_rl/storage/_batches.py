@@ -285,7 +285,9 @@ def compact_states(*batches: RawBatch, scratch: Scratch | None = None) -> RawBat
     starts = np.cumsum([0, *sizes])
     refs = np.empty((n, 2), dtype=np.int64)
     refs[:, 0] = np.concatenate([b.state_index + o for b, o in zip(batches, starts, strict=False)])
-    refs[:, 1] = np.concatenate([b.next_state_index + o for b, o in zip(batches, starts, strict=False)])
+    refs[:, 1] = np.concatenate(
+        [b.next_state_index + o for b, o in zip(batches, starts, strict=False)]
+    )
     used, first_use, ref_to_used = np.unique(
         refs.reshape(-1), return_index=True, return_inverse=True
     )

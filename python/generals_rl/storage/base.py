@@ -671,10 +671,8 @@ class ShardWriter(Writer):
         other_shape = self._pending_shape not in (None, shape) or (
             self._open is not None and (self._open.height, self._open.width) != shape
         )
-        if (
-            other_shape
-            or (self._failure is not None
-            and self._pending.rows + len(batch) >= self._encode_at)
+        if other_shape or (
+            self._failure is not None and self._pending.rows + len(batch) >= self._encode_at
         ):
             # Taking the batch needs the destination now: to close the shard of
             # the other board size, or to encode what a failure held back.
