@@ -435,7 +435,7 @@ def test_closing_the_last_cursor_releases_a_blocked_producer():
     def produce():
         try:
             policy = mixed_policy(3)
-            for steps in range(10):  # noqa: B007 (read after the loop: where it stopped)
+            for _ in range(10):
                 env.step(policy(env))
                 steps_done[0] += 1
         except (RuntimeError, ValueError) as exc:
@@ -470,7 +470,7 @@ def test_a_user_who_never_reads_gets_buffer_full_instead_of_a_hang():
     _, info = env.reset()
     recorded, steps = 0, 0
     with pytest.raises(BufferFullError, match="full"):
-        for _ in range(10):
+        for steps in range(10):  # noqa: B007 (read after the loop: where it stopped)
             ticks, alive = info["tick"].copy(), int(info["alive"].sum())
             started = time.monotonic()
             *_, info = env.step(policy(env))
