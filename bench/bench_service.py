@@ -79,7 +79,7 @@ def _wire_bytes(server, buffer, batch_size: int, compression: bool) -> float:
         if not len(raw):
             break
         total += (
-            len(server._batch_message(raw, 0, raw.next_sequence, compressor)) + 5
+            len(server.encoder.batch_message(raw, 0, raw.next_sequence, compressor)) + 5
         )  # + gRPC message header
         count += len(raw)
     cursor.close()

@@ -34,7 +34,7 @@ FORMATS = {
     "npz_compressed": ("npz", {"compressed": True}),
     "tfrecord_gzip": ("tfrecord", {"compression": "gzip"}),
     "parquet_decoded": ("parquet", {"states": "decoded"}),
-    "tfrecord_float": ("tfrecord", {"states": "float"}),
+    "tfrecord_decoded": ("tfrecord", {"states": "decoded"}),
 }
 THROUGHPUT_FORMATS = ("parquet_zstd", "tfrecord_bytes", "npz")
 

@@ -187,7 +187,7 @@ def test_a_busy_port_says_address_in_use(host):
 
 
 def test_unreadable_storage_is_one_line(tmp_path):
-    from generals_rl.storage.base import partition_of
+    from generals_rl.storage.layout import partition_of
 
     out = tmp_path / "out"
     partition = out / partition_of(time.time())  # where this run would write

@@ -33,7 +33,7 @@ def test_ten_concurrent_consumers_each_receive_10000_without_gap_or_duplicate():
             try:
                 with ExperienceConsumer(server.address) as consumer:
                     got, total = [], 0
-                    # Every other consumer decodes observations, the rest take compact states.
+                    # Every other consumer decodes observations, the rest take raw states.
                     stream = consumer.stream_experiences(
                         batch_size=256,
                         start="oldest",
@@ -81,7 +81,7 @@ def test_filters_return_exactly_the_matching_subset_with_identical_contents():
                 consumer.stream_experiences(
                     game_ids=games.tolist(),
                     player_ids=[1],
-                    min_turn=20,
+                    min_tick=20,
                     follow=False,
                     batch_size=100,
                     start="oldest",
@@ -279,8 +279,8 @@ def test_block_mode_slow_consumer_holds_producers_back_and_misses_nothing():
         assert_contiguous(np.concatenate(got)[:target], 0, target)
 
 
-@pytest.mark.parametrize("compact", [False, True])
-def test_stream_experiences_sends_one_message_per_experience(compact):
+@pytest.mark.parametrize("raw_states", [False, True])
+def test_stream_experiences_sends_one_message_per_experience(raw_states):
     import grpc
     from generals_rl._proto import experience_pb2 as pb
     from generals_rl._proto import experience_pb2_grpc as pb_grpc
@@ -291,14 +291,14 @@ def test_stream_experiences_sends_one_message_per_experience(compact):
     decoded = buffer.decode(truth)
     with serving(buffer) as server, grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.ExperienceServiceStub(channel)
-        request = pb.StreamExperiencesRequest(follow=False, batch_size=64, compact_states=compact)
+        request = pb.StreamExperiencesRequest(follow=False, batch_size=64, raw_states=raw_states)
         messages = list(stub.StreamExperiences(request, timeout=30))
     assert [m.sequence for m in messages] == truth.sequence.tolist()
     for i in (0, 17, len(messages) - 1):
         m = messages[i]
         assert m.experience_id == f"{server.buffer_id}:{truth.sequence[i]}"
         assert int(m.game_id, 16) == truth.game_id[i]
-        assert (m.player_id, m.turn, m.action) == (
+        assert (m.player_id, m.tick, m.action) == (
             truth.player_id[i],
             truth.tick[i],
             truth.action[i],
@@ -306,11 +306,9 @@ def test_stream_experiences_sends_one_message_per_experience(compact):
         assert m.reward == pytest.approx(float(truth.reward[i]))
         assert m.done == bool(truth.terminated[i] or truth.truncated[i])
         assert m.collected_at.seconds > 0
-        if compact:
-            kind = np.frombuffer(m.compact_state.kind, np.uint8).reshape(truth.state_kind.shape[1:])
-            army = np.frombuffer(m.compact_next_state.army, "<i4").reshape(
-                truth.state_kind.shape[1:]
-            )
+        if raw_states:
+            kind = np.frombuffer(m.raw_state.kind, np.uint8).reshape(truth.state_kind.shape[1:])
+            army = np.frombuffer(m.raw_next_state.army, "<i4").reshape(truth.state_kind.shape[1:])
             np.testing.assert_array_equal(kind, truth.state_kind[truth.state_index[i]])
             np.testing.assert_array_equal(army, truth.state_army[truth.next_state_index[i]])
             assert not m.HasField("state")

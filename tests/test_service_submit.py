@@ -16,8 +16,8 @@ from grpc_status import rpc_status
 from service_support import everything, fill, make_buffer, make_env, serving
 
 
-def _board(raw: RawBatch, row: int) -> pb.CompactState:
-    return pb.CompactState(
+def _board(raw: RawBatch, row: int) -> pb.RawState:
+    return pb.RawState(
         height=raw.height,
         width=raw.width,
         kind=raw.state_kind[row].tobytes(),
@@ -31,14 +31,14 @@ def _experience(raw: RawBatch, i: int, legal: bool = True) -> pb.Experience:
         experience_id=f"e{i}",
         game_id=format_game_id(raw.game_id[i]),
         player_id=int(raw.player_id[i]),
-        turn=int(raw.tick[i]),
+        tick=int(raw.tick[i]),
         action=int(raw.action[i]),
         reward=float(raw.reward[i]),
         done=bool(raw.terminated[i] or raw.truncated[i]),
         terminated=bool(raw.terminated[i]),
         truncated=bool(raw.truncated[i]),
-        compact_state=_board(raw, raw.state_index[i]),
-        compact_next_state=_board(raw, raw.next_state_index[i]),
+        raw_state=_board(raw, raw.state_index[i]),
+        raw_next_state=_board(raw, raw.next_state_index[i]),
     )
     if legal:
         exp.legal = bool(raw.legal[i])
@@ -106,19 +106,19 @@ def test_malformed_submissions_are_rejected_with_reasons_while_valid_ones_land(s
     bad = {
         3: ("game_id", "is not 16 hex digits"),
         7: ("player_id", "is not a player"),
-        11: ("compact_state.kind", "holds 5 bytes"),
-        13: ("compact_state", "cannot be stored losslessly"),
+        11: ("raw_state.kind", "holds 5 bytes"),
+        13: ("raw_state", "cannot be stored losslessly"),
         17: ("reward", "not a finite number"),
         19: ("metadata", "is not stored"),
         23: ("legal", "is true but action 800 is not -1"),
-        29: ("compact_next_state.owner", "owner 20"),
+        29: ("raw_next_state.owner", "owner 20"),
         31: ("done", "is false while terminated"),
-        37: ("compact_next_state", "the server's buffer holds 10x10"),
+        37: ("raw_next_state", "the server's buffer holds 10x10"),
     }
     experiences[3].game_id = "not-a-game"
     experiences[7].player_id = 17
-    experiences[11].compact_state.kind = b"\x00" * 5
-    experiences[13].ClearField("compact_state")
+    experiences[11].raw_state.kind = b"\x00" * 5
+    experiences[13].ClearField("raw_state")
     experiences[13].state.shape[:] = [9, 10, 10]
     experiences[13].state.data[:] = [0.0] * 900
     experiences[17].reward = float("nan")
@@ -129,11 +129,11 @@ def test_malformed_submissions_are_rejected_with_reasons_while_valid_ones_land(s
         False,
     )  # recorded as an illegal no-op: accepted
     experiences[27].action = 10_000  # legal derived: false
-    owner = np.frombuffer(experiences[29].compact_next_state.owner, "<i2").copy()
+    owner = np.frombuffer(experiences[29].raw_next_state.owner, "<i2").copy()
     owner[5] = 20
-    experiences[29].compact_next_state.owner = owner.tobytes()
+    experiences[29].raw_next_state.owner = owner.tobytes()
     experiences[31].terminated, experiences[31].done = True, False
-    experiences[37].compact_next_state.height = 12
+    experiences[37].raw_next_state.height = 12
     buffer = make_buffer()
     with serving(buffer) as server, grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.ExperienceServiceStub(channel)

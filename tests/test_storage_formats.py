@@ -161,7 +161,7 @@ def test_npz_read_back_with_numpy(tmp_path, compressed):
     parts = []
     for entry in entries:
         with np.load(tmp_path / entry["key"], allow_pickle=False) as arrays:
-            assert json.loads(str(arrays["_meta"]))["states"] == "compact"
+            assert json.loads(str(arrays["_meta"]))["states"] == "raw"
             parts.append(RawBatch(**{k: arrays[k] for k in arrays.files if k != "_meta"}))
     got = joined(parts)
     assert_same_raw(got, expected)
@@ -292,7 +292,7 @@ def test_tfrecord_read_back_with_the_tfrecord_package(tmp_path, gzip):
 def test_tfrecord_float_lists_and_masks(tmp_path):
     batches = played()[:2]
     expected = joined(batches).decode()
-    write_all(TFRecordWriter(tmp_path, states="float"), batches)
+    write_all(TFRecordWriter(tmp_path, states="decoded"), batches)
     (path,) = [p for p in visible_shards(tmp_path)]
     records = tfrecord_records(path)
     assert list(records[0]["state_shape"]) == [9, 20, 20]

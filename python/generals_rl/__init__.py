@@ -2,12 +2,13 @@
 
 from .actions import PASS, decode_actions, encode_actions
 from .config import MapConfig
-from .experience import ExperienceBatch, ExperienceBuffer, RawBatch
+from .experience import DecodedBatch, ExperienceBatch, ExperienceBuffer, RawBatch
 from .game import Game
 from .vec_env import RewardConfig, VecEnv
 
 __all__ = [
     "PASS",
+    "DecodedBatch",
     "ExperienceBatch",
     "ExperienceBuffer",
     "ExperienceConsumer",

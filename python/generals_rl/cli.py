@@ -42,7 +42,8 @@ def _import_replays(args: argparse.Namespace) -> int:
 
     def report(path: str, why: str) -> None:
         print(
-            f"generals-rl import-replays: skipped {why if why.startswith(path) else f'{path}: {why}'}",
+            "generals-rl import-replays: skipped "
+            f"{why if why.startswith(path) else f'{path}: {why}'}",
             file=sys.stderr,
         )
 
@@ -105,7 +106,7 @@ def _selfplay(args: argparse.Namespace) -> int:
     if wants_farm(args):
         return run_farm_cli(args, args.argv)
     from .selfplay import SelfPlayConfig, parse_policies, run_selfplay
-    from .storage.base import StorageError
+    from .storage.errors import StorageError
 
     # A storage failure is reported in one line once retrying is over (below),
     # not by each attempt.
@@ -157,7 +158,8 @@ def _selfplay(args: argparse.Namespace) -> int:
         if storage:
             stored = result["stored"]
             print(
-                f"stored: {stored['experiences']} experiences as {stored['format']} in {stored['destination']}"
+                f"stored: {stored['experiences']} experiences as {stored['format']} in "
+                f"{stored['destination']}"
             )
     return 0
 
@@ -201,7 +203,7 @@ class _StorageOutput:
 
     def failure_line(self, exc: Exception) -> str:
         """``storage: <why> at <destination>: N experiences durable, M not stored``."""
-        from .storage.base import failure_reason
+        from .storage.errors import failure_reason
 
         stored = self.report()["experiences"]
         played = self._buffer.head - self._first if self._buffer is not None else 0
@@ -297,14 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
         "selfplay",
         help="play built-in bots against each other and serve the experiences over gRPC",
         description="Self-play with the built-in bots into an experience buffer served over gRPC. "
-        "Plays --games games, prints a summary and exits once connected consumers have read everything.",
+        "Plays --games games, prints a summary and exits once connected consumers have read "
+        "everything.",
     )
     option = selfplay.add_argument
     option(
         "--policies",
         default="heuristic,random",
         metavar="P0,P1,...",
-        help="the built-in policy of each player, comma-separated: heuristic or random (default: %(default)s)",
+        help="the built-in policy of each player, comma-separated: heuristic or random "
+        "(default: %(default)s)",
     )
     option(
         "--games",
@@ -333,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--buffer-policy",
         choices=("block", "overwrite"),
         default="block",
-        help="when the buffer is full: block waits for consumers, overwrite drops the oldest and tells "
-        "consumers what they missed (default: %(default)s)",
+        help="when the buffer is full: block waits for consumers, overwrite drops the oldest "
+        "and tells consumers what they missed (default: %(default)s)",
     )
     option(
         "--address",
@@ -376,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         default="selfplay-data",
         metavar="DIR|s3://BUCKET/PREFIX|none",
-        help="where the experiences are stored durably; 'none' only serves them (default: %(default)s)",
+        help="where the experiences are stored durably; 'none' only serves them "
+        "(default: %(default)s)",
     )
     option(
         "--format",

@@ -338,7 +338,7 @@ class SubmissionCounts:
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self._lock = threading.Lock()
-        inner = server._submit_or_abort  # called through the instance: this wraps one server
+        inner = server.submissions.submit_or_abort  # wraps this server's only
 
         def counted(request, context):
             try:
@@ -351,7 +351,7 @@ class SubmissionCounts:
             self._count(response.accepted_count, [], 0)
             return response
 
-        server._submit_or_abort = counted
+        server.submissions.submit_or_abort = counted
 
     def _reject(self, reason: str, count: int) -> None:
         with self._lock:
@@ -583,7 +583,8 @@ def run_farm_cli(args: argparse.Namespace, argv: list[str]) -> int:
     except ImportError as exc:
         print(
             f"generals-rl selfplay: storage.format {config.storage.format} needs {exc.name}: "
-            "pip install 'generals-rl[storage]' (or storage.format: npz, or storage.enabled: false)",
+            "pip install 'generals-rl[storage]' "
+            "(or storage.format: npz, or storage.enabled: false)",
             file=sys.stderr,
         )
         return 2
@@ -602,6 +603,7 @@ def run_farm_cli(args: argparse.Namespace, argv: list[str]) -> int:
         if farm.stored is not None:
             stored = farm.stored
             print(
-                f"stored: {stored['experiences']} experiences as {stored['format']} in {stored['destination']}"
+                f"stored: {stored['experiences']} experiences as {stored['format']} in "
+                f"{stored['destination']}"
             )
     return 0

@@ -21,9 +21,9 @@ from generals_rl.bots import RandomBot
 from generals_rl.experience import BufferFileError, ExperienceBuffer
 from generals_rl.experience.buffer import _DIGEST_SIZE, _digest
 from generals_rl.replay import _ARRAY_FIELDS, ReplayError, load
-from generals_rl.service import consumer, packing, server
+from generals_rl.service import consumer, packing, server, status
 from generals_rl.storage import FORMATS, StorageError, open_dataset, open_writer
-from generals_rl.storage.base import format_of_file
+from generals_rl.storage.formats import format_of_file
 from google.protobuf.message import DecodeError
 
 HEIGHT = WIDTH = 6
@@ -211,11 +211,11 @@ class Submit(Target):
             pb.Experience(
                 game_id=f"{int(raw.game_id[i]):016x}",
                 player_id=int(raw.player_id[i]),
-                turn=int(raw.tick[i]),
+                tick=int(raw.tick[i]),
                 action=int(raw.action[i]),
                 reward=float(raw.reward[i]),
-                compact_state=_board(raw, raw.state_index[i]),
-                compact_next_state=_board(raw, raw.next_state_index[i]),
+                raw_state=_board(raw, raw.state_index[i]),
+                raw_next_state=_board(raw, raw.next_state_index[i]),
             )
             for i in range(4)
         ]
@@ -227,8 +227,8 @@ class Submit(Target):
             request = pb.SubmitExperiencesRequest.FromString(data)
         except DecodeError:
             return  # gRPC refuses what does not parse before any handler runs
-        with contextlib.suppress(server._Abort, _Context.Refused):
-            self.server._submit_or_abort(request, _Context())
+        with contextlib.suppress(status.Abort, _Context.Refused):
+            self.server.submissions.submit_or_abort(request, _Context())
         if request.HasField("packed"):
             message = pb.ExperienceBatch(packed=request.packed)
             batch = consumer._batch_of(message, True, 64 << 20)
@@ -236,8 +236,8 @@ class Submit(Target):
                 len(batch)
 
 
-def _board(raw, row) -> pb.CompactState:
-    return pb.CompactState(
+def _board(raw, row) -> pb.RawState:
+    return pb.RawState(
         height=HEIGHT,
         width=WIDTH,
         kind=raw.state_kind[row].tobytes(),

@@ -45,8 +45,9 @@ from ..defaults import (
     STORAGE_FORMAT,
 )
 from ..selfplay import SelfPlayConfig
-from ..service.server import DEFAULT_ADDRESS, DEFAULT_BATCH_WAIT_MS, MAX_BATCH_WAIT_MS
-from ..storage.base import Rotation
+from ..service.server import DEFAULT_ADDRESS
+from ..service.streaming import DEFAULT_BATCH_WAIT_MS, MAX_BATCH_WAIT_MS
+from ..storage.writer import Rotation
 
 ENV_PREFIX = "GENERALS_RL__"
 
@@ -111,7 +112,8 @@ class Collection(_Section):
     def _consistent(self) -> Collection:
         if self.players is not None and self.players != len(self.bots):
             raise ValueError(
-                f"players: {self.players} does not match bots ({len(self.bots)}: {', '.join(self.bots)}); "
+                f"players: {self.players} does not match bots ({len(self.bots)}: "
+                f"{', '.join(self.bots)}); "
                 "give one bot per player"
             )
         if self.policy_checkpoint is not None:
@@ -161,7 +163,8 @@ class Streaming(_Section):
     def _no_inline_token(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and "token" in data:
             raise ValueError(
-                "token: never inline; use token_file (a file holding it) or token_env (a variable name)"
+                "token: never inline; use token_file (a file holding it) or token_env (a variable "
+                "name)"
             )
         return data
 

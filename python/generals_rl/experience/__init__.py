@@ -1,6 +1,7 @@
 """Experiences: the buffer they are collected into, its cursors, and batches."""
 
 from .batch import (
+    DecodedBatch,
     ExperienceBatch,
     RawBatch,
     SampledBatch,
@@ -14,6 +15,7 @@ __all__ = [
     "BufferFileError",
     "BufferFullError",
     "Cursor",
+    "DecodedBatch",
     "ExperienceBatch",
     "ExperienceBuffer",
     "RawBatch",

@@ -1,14 +1,19 @@
-"""Batches of experiences as numpy arrays: decoded (observation tensors) and raw
-(compact game states, for transport and storage)."""
+"""Batches of experiences as numpy arrays, in their two forms: raw (the game
+states as stored: tile kind, owner, army; for transport and storage) and
+decoded (observation tensors and action masks computed from them)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from .. import _core
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 # Columns shared by both forms: name -> dtype.
 RECORD_COLUMNS = {
@@ -92,9 +97,28 @@ class _Records:
     def from_dict(cls, d: dict) -> _Records:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
+    # Fields that are not one value per row: kept whole when rows are taken.
+    _BATCH_FIELDS: ClassVar[tuple[str, ...]] = ("missed", "next_sequence")
+
+    @classmethod
+    def row_fields(cls) -> list[str]:
+        """The fields holding one entry per row, in order."""
+        return [f.name for f in fields(cls) if f.name not in cls._BATCH_FIELDS]
+
+    def take(self, rows) -> Self:
+        """Rows ``rows`` (a slice, boolean mask or index array) as a batch of this
+        form; whole-batch fields (a raw batch's state tables) are shared, so a
+        slice copies nothing."""
+        columns = {}
+        for name in self.row_fields():
+            column = getattr(self, name)
+            columns[name] = None if column is None else column[rows]
+        shared = {name: getattr(self, name) for name in self._BATCH_FIELDS}
+        return type(self)(**columns, **shared)
+
 
 @dataclass(kw_only=True)
-class ExperienceBatch(_Records):
+class DecodedBatch(_Records):
     """Experiences with decoded states: ``state``/``next_state`` float32
     ``(n, 9, H, W)``, ``action_mask`` bool ``(n, H*W*4)`` (of ``state``), and the
     record columns."""
@@ -106,6 +130,27 @@ class ExperienceBatch(_Records):
     @property
     def done(self) -> np.ndarray:
         return self.terminated | self.truncated
+
+    def select(self, rows) -> DecodedBatch:
+        """The rows picked by a boolean mask or index array."""
+        return self.take(rows)
+
+    @staticmethod
+    def concat(batches: list[DecodedBatch]) -> DecodedBatch:
+        """One batch holding the rows of all, in order."""
+        if not batches:
+            raise ValueError("batches: need at least one batch to concatenate")
+        if len(batches) == 1:
+            return batches[0]
+        columns = {
+            name: np.concatenate([getattr(b, name) for b in batches])
+            for name in DecodedBatch.row_fields()
+        }
+        return DecodedBatch(
+            **columns,
+            missed=sum(b.missed for b in batches),
+            next_sequence=batches[-1].next_sequence,
+        )
 
 
 @dataclass(kw_only=True)
@@ -121,6 +166,8 @@ class RawBatch(_Records):
     state_owner: np.ndarray
     state_army: np.ndarray
 
+    _BATCH_FIELDS: ClassVar[tuple[str, ...]] = (*_Records._BATCH_FIELDS, *STATE_TABLES)
+
     @property
     def height(self) -> int:
         return self.state_kind.shape[1]
@@ -132,13 +179,13 @@ class RawBatch(_Records):
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def decode(self, army_scaling: str = "linear", army_scale: float = 1000.0) -> ExperienceBatch:
+    def decode(self, army_scaling: str = "linear", army_scale: float = 1000.0) -> DecodedBatch:
         """The decoded batch (observation tensors and masks computed in C++)."""
         out = _core.decode_batch(self.to_dict(), self.height, self.width, army_scaling, army_scale)
         return self._decoded({**out, **{name: getattr(self, name) for name in SOURCE_COLUMNS}})
 
-    def _decoded(self, columns: dict) -> ExperienceBatch:
-        return ExperienceBatch.from_dict(columns)
+    def _decoded(self, columns: dict) -> DecodedBatch:
+        return DecodedBatch.from_dict(columns)
 
     def select(self, rows: np.ndarray) -> RawBatch:
         """The rows picked by a boolean mask or index array, keeping only their states."""
@@ -185,6 +232,10 @@ class RawBatch(_Records):
         )
 
 
+# The name of DecodedBatch before 0.2 (the protocol has an ExperienceBatch message).
+ExperienceBatch = DecodedBatch
+
+
 @dataclass(kw_only=True)
 class _SampleColumns:
     """What sampling adds on request (None otherwise): the importance weights of a
@@ -199,8 +250,8 @@ class _SampleColumns:
 
 
 @dataclass(kw_only=True)
-class SampledBatch(ExperienceBatch, _SampleColumns):
-    """A sampled ``ExperienceBatch``; ``nstep_next_state`` float32 ``(n, 9, H, W)``."""
+class SampledBatch(DecodedBatch, _SampleColumns):
+    """A sampled ``DecodedBatch``; ``nstep_next_state`` float32 ``(n, 9, H, W)``."""
 
     nstep_next_state: np.ndarray | None = None
 

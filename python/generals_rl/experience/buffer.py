@@ -18,7 +18,7 @@ from .batch import (
     RECORD_COLUMNS,
     STATE_COLUMNS,
     STATE_TABLES,
-    ExperienceBatch,
+    DecodedBatch,
     RawBatch,
     SampledBatch,
     SampledRawBatch,
@@ -52,11 +52,11 @@ class Cursor:
     def __init__(self, core: _core.Cursor) -> None:
         self._cursor = core
 
-    def read(self, max_items: int = 1024, timeout: float = 0.0) -> ExperienceBatch:
+    def read(self, max_items: int = 1024, timeout: float = 0.0) -> DecodedBatch:
         """Up to ``max_items`` matching experiences with decoded states. Returns what is
         there at once; when nothing is, waits up to ``timeout`` seconds for the first
         (0: no waiting)."""
-        return ExperienceBatch.from_dict(
+        return DecodedBatch.from_dict(
             self._cursor.read_decoded(_positive(max_items, "max_items"), timeout)
         )
 
@@ -149,6 +149,8 @@ class ExperienceBuffer:
     capacity = property(lambda self: self._buffer.capacity)
     state_capacity = property(lambda self: self._buffer.state_capacity)
     policy = property(lambda self: self._buffer.policy)
+    army_scaling = property(lambda self: self._buffer.army_scaling)
+    army_scale = property(lambda self: self._buffer.army_scale)
     head = property(lambda self: self._buffer.head, doc="The next sequence number to be appended.")
     oldest = property(lambda self: self._buffer.oldest, doc="The oldest resident sequence number.")
 
@@ -233,7 +235,7 @@ class ExperienceBuffer:
         """Appends experiences from elsewhere (new sequence numbers); returns the first."""
         return self._buffer.append_raw(batch.to_dict())
 
-    def decode(self, batch: RawBatch) -> ExperienceBatch:
+    def decode(self, batch: RawBatch) -> DecodedBatch:
         return batch.decode(self._buffer.army_scaling, self._buffer.army_scale)
 
     def stats(self) -> dict:
@@ -299,7 +301,8 @@ class ExperienceBuffer:
         _, version, header_len = _HEADER.unpack_from(data)
         if version not in _READABLE_VERSIONS:
             raise BufferFileError(
-                f"{path}: buffer file format version {version} is not supported (expected {_FORMAT_VERSION})"
+                f"{path}: buffer file format version {version} is not supported (expected "
+                f"{_FORMAT_VERSION})"
             )
         if (
             len(data) < _HEADER.size + _DIGEST_SIZE

@@ -4,7 +4,6 @@ one or several servers, resumable after disconnections and crashes."""
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -16,12 +15,15 @@ import grpc
 
 from .._proto import experience_pb2 as pb
 from .._proto import experience_pb2_grpc as pb_grpc
-from ..experience import ExperienceBatch, RawBatch, format_game_id
+from ..backoff import Backoff
+from ..experience import DecodedBatch, RawBatch, format_game_id
 from . import packing
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+# Waits between reconnection attempts: 0.05 s doubling to 2 s, each +-50%.
+RECONNECT_BACKOFF = Backoff(base_delay=0.05, max_delay=2.0, jitter=(0.5, 1.5))
 # Codes after which the consumer reconnects (the server went away, restarted, or
 # the connection broke). Others (refusals, server errors) end the stream.
 RETRYABLE = frozenset(
@@ -152,13 +154,13 @@ class ExperienceConsumer:
         player_ids: Iterable[int] | None = None,
         batch_size: int = 32,
         follow: bool = True,
-        min_turn: int = 0,
+        min_tick: int = 0,
         start: str | int | Mapping[str, StreamPosition] | None = None,
         compression: bool = False,
         decode: bool = True,
         max_batch_wait_ms: int = 5,
-    ) -> Iterator[ExperienceBatch] | Iterator[RawBatch]:
-        """Yields batches of the matching experiences: ``ExperienceBatch`` (float
+    ) -> Iterator[DecodedBatch] | Iterator[RawBatch]:
+        """Yields batches of the matching experiences: ``DecodedBatch`` (float
         observations and masks decoded in C++) or, with ``decode=False``,
         ``RawBatch`` (compact states). A batch's ``missed`` counts experiences
         its server lost to overwriting before it (a batch may then hold no rows).
@@ -180,7 +182,7 @@ class ExperienceConsumer:
         request = pb.StreamExperiencesRequest(
             game_ids=[g if isinstance(g, str) else format_game_id(g) for g in game_ids or []],
             player_ids=list(player_ids or []),
-            min_turn=min_turn,
+            min_tick=min_tick,
             follow=follow,
             batch_size=batch_size,
             enable_compression=compression,
@@ -233,7 +235,8 @@ class ExperienceConsumer:
         if isinstance(start, str):
             if start not in ("oldest", "newest"):
                 raise ValueError(
-                    f"start: expected 'oldest', 'newest', a sequence number or positions, got {start!r}"
+                    "start: expected 'oldest', 'newest', a sequence number or positions, got "
+                    f"{start!r}"
                 )
         elif isinstance(start, int) and not isinstance(start, bool):
             if len(self._servers) != 1:
@@ -266,7 +269,7 @@ class ExperienceConsumer:
     def _pump(self, server: _ServerState, template, start, decode: bool, out: queue.Queue) -> None:
         """Receives one server's batches (decoding them off the caller's thread)
         and reconnects when the stream breaks."""
-        backoff = 0.05
+        failures = 0  # consecutive failed connections
         failing_since = None
         while not self._stop.is_set():
             request = self._request_for(server, template, start)
@@ -274,7 +277,7 @@ class ExperienceConsumer:
                 call = server.stub.StreamExperienceBatches(request, metadata=self._metadata)
                 server.call = call
                 for message in call:
-                    failing_since, backoff = None, 0.05
+                    failing_since, failures = None, 0
                     work = self._decoder.submit(
                         _batch_of, message, decode, self._max_message_bytes
                     )  # in order, decoded in parallel
@@ -309,8 +312,8 @@ class ExperienceConsumer:
                     )
                     return
                 server.reconnects += 1
-                self._stop.wait(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 2.0)
+                failures += 1
+                self._stop.wait(RECONNECT_BACKOFF.delay(failures))
             finally:
                 server.call = None
 

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._background import BackgroundLoop
-from ..experience import ExperienceBuffer, RawBatch
+from .._proto import experience_pb2 as pb
+from ..experience import ExperienceBuffer, RawBatch, format_game_id
+
+DEFAULT_STATS_GAMES = 1000  # games itemized when a request does not say
 
 
 class CollectionClock:
@@ -102,7 +105,7 @@ class StatsCollector(BackgroundLoop):
         read_size: int = 16384,
     ) -> None:
         super().__init__("experience-stats")
-        self._buffer = buffer
+        self.buffer = buffer
         self._clock = clock
         self._interval = interval
         self._read_size = read_size
@@ -113,9 +116,9 @@ class StatsCollector(BackgroundLoop):
         self._folded_through = buffer.oldest
 
     def start(self) -> StatsCollector:
-        self._cursor = self._buffer.cursor(start="oldest")
+        self._cursor = self.buffer.cursor(start="oldest")
         self._folded_through = self._cursor.position
-        self._clock.sample(self._buffer.head, time.time(), self._buffer.oldest)
+        self._clock.sample(self.buffer.head, time.time(), self.buffer.oldest)
         return super().start()
 
     def stop(self) -> None:
@@ -127,7 +130,7 @@ class StatsCollector(BackgroundLoop):
     def _run(self) -> None:
         while not self._stop.is_set():
             raw = self._cursor.read_records(self._read_size, self._interval)
-            self._clock.sample(self._buffer.head, time.time(), self._buffer.oldest)
+            self._clock.sample(self.buffer.head, time.time(), self.buffer.oldest)
             self._fold(raw)
 
     def _fold(self, raw: RawBatch) -> None:
@@ -166,7 +169,7 @@ class StatsCollector(BackgroundLoop):
             self._folded_through = raw.next_sequence
 
     def _forget_overwritten_games(self) -> None:
-        oldest = self._buffer.oldest
+        oldest = self.buffer.oldest
         while self._last_sequence:
             game, seq = next(iter(self._last_sequence.items()))
             if seq >= oldest:
@@ -194,3 +197,46 @@ class StatsCollector(BackgroundLoop):
                 reward_max=s.reward_max,
             )
             return copy, len(self._last_sequence), through
+
+
+def stats_response(
+    collector: StatsCollector,
+    clock: CollectionClock,
+    request: pb.GetExperienceStatsRequest,
+    buffer_id: str,
+    active_streams: int,
+) -> pb.GetExperienceStatsResponse:
+    """The answer to ``GetExperienceStats``: the aggregates, the buffer's
+    counters and the collection times of its oldest and newest experience."""
+    snapshot, resident_games, through = collector.snapshot(request.max_games or DEFAULT_STATS_GAMES)
+    buffer = collector.buffer
+    head, oldest = buffer.head, buffer.oldest
+    buffer_stats = buffer.stats()
+    response = pb.GetExperienceStatsResponse(
+        total_experiences=head,
+        total_games=snapshot.games_seen,
+        reward_mean=snapshot.reward_mean,
+        reward_min=snapshot.reward_min if snapshot.experiences_seen else 0.0,
+        reward_max=snapshot.reward_max if snapshot.experiences_seen else 0.0,
+        resident_experiences=buffer_stats["resident"],
+        capacity=buffer_stats["capacity"],
+        overwritten_experiences=buffer_stats["total_overwritten"],
+        oldest_sequence=oldest,
+        head_sequence=head,
+        policy=buffer.policy,
+        active_streams=active_streams,
+        buffer_id=buffer_id,
+        done_experiences=snapshot.done_experiences,
+        resident_games=resident_games,
+        stats_missed=snapshot.missed,
+        aggregated_through=through,
+    )
+    for game, count in snapshot.per_game.items():
+        response.experiences_per_game[format_game_id(game)] = count
+    for player, count in enumerate(snapshot.per_player.tolist()):
+        if count:
+            response.experiences_per_player[player] = count
+    if head > oldest:
+        response.oldest_collected_at.FromNanoseconds(int(clock.time_of(oldest) * 1e9))
+        response.newest_collected_at.FromNanoseconds(int(clock.time_of(head - 1) * 1e9))
+    return response

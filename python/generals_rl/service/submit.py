@@ -1,259 +1,140 @@
-"""Validation of experiences submitted by remote producers.
-
-Every field of every submitted ``Experience`` is checked; the valid ones become
-one ``RawBatch`` (each distinct board once) and the invalid ones a list of
-``Rejection`` naming the field and the reason. This is the simple path for
-producers (one message per experience); the fast path submits a ``PackedBatch``
-whose structure is checked by ``packing.unpack``. The values of the rows are
-checked by ``row_problems`` on both paths.
-"""
+"""The SubmitExperiences call: a request of experiences (each checked field by
+field, see ``validation.py``) or one packed batch (checked to its last row),
+appended to the buffer, with what was rejected detailed in the status."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from .._proto import experience_pb2 as pb
-from ..experience.batch import RawBatch, parse_game_id
-from ..vec_env import encode_observation
+from ..experience import BufferFullError, ExperienceBuffer, RawBatch
+from . import packing
+from .status import Abort, aborting
+from .validation import row_problems, validate_submission
 
-MAX_EXPERIENCE_ID_BYTES = 128
-OBSERVATION_CHANNELS = 9
-
-
-@dataclass
-class Rejection:
-    index: int
-    experience_id: str
-    field: str
-    reason: str
+MAX_SUBMIT_EXPERIENCES = 65536
+REJECTIONS_IN_STATUS = 8  # rejections detailed in the status (the count is always complete)
+MAX_REASON_CHARS = 200
 
 
-class _Board:
-    """A compact state checked against the board size; ``problems`` lists what is wrong."""
+class Submissions:
+    """Appends submitted experiences to ``buffer``; requests of at most
+    ``max_message_bytes`` (a packed payload inflates to no more)."""
 
-    def __init__(self, state: pb.CompactState, height: int, width: int) -> None:
-        self.problems: list[tuple[str, str]] = []
-        tiles = height * width
-        if (state.height, state.width) != (height, width):
-            self.problems.append(
-                (
-                    "",
-                    f"board is {state.height}x{state.width}, the server's buffer holds {height}x{width} boards",
-                )
+    def __init__(self, buffer: ExperienceBuffer, buffer_id: str, max_message_bytes: int) -> None:
+        self.buffer = buffer
+        self.buffer_id = buffer_id
+        self.max_message_bytes = max_message_bytes
+
+    def submit(self, request: pb.SubmitExperiencesRequest, context) -> pb.SubmitExperiencesResponse:
+        with aborting(context):
+            return self.submit_or_abort(request, context)
+
+    def submit_or_abort(self, request, context) -> pb.SubmitExperiencesResponse:
+        """The response, or Abort for a request refused whole; a request with
+        rejected experiences aborts the call with the details in its status."""
+        response = pb.SubmitExperiencesResponse(buffer_id=self.buffer_id)
+        if request.experiences and request.HasField("packed"):
+            raise Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "send either experiences or packed, not both"
             )
-            return
-        sizes = (("kind", 1), ("owner", 2), ("army", 4))
-        for name, itemsize in sizes:
-            got = len(getattr(state, name))
-            if got != tiles * itemsize:
-                self.problems.append(
-                    (
-                        name,
-                        f"holds {got} bytes, a {height}x{width} board needs {tiles * itemsize} ({itemsize} per tile)",
-                    )
-                )
-        if self.problems:
-            return
-        self.kind = np.frombuffer(state.kind, dtype=np.uint8).reshape(height, width)
-        self.owner = np.frombuffer(state.owner, dtype="<i2").astype(np.int16).reshape(height, width)
-        self.army = np.frombuffer(state.army, dtype="<i4").astype(np.int32).reshape(height, width)
-        if int(self.kind.max()) > 3:
-            self.problems.append(
-                (
-                    "kind",
-                    f"tile kind {int(self.kind.max())} is not 0..3 (plain, mountain, city, general)",
-                )
-            )
-        if int(self.owner.min()) < -1 or int(self.owner.max()) > 15:
-            bad = self.owner[(self.owner < -1) | (self.owner > 15)][0]
-            self.problems.append(
-                ("owner", f"owner {int(bad)} is not -1 (neutral) or a player 0..15")
-            )
-        if int(self.army.min()) < 0:
-            self.problems.append(("army", f"army {int(self.army.min())} is negative"))
-
-    def key(self) -> bytes:
-        return self.kind.tobytes() + self.owner.tobytes() + self.army.tobytes()
-
-
-def _check_tensor(tensor: pb.TensorState, height: int, width: int) -> str | None:
-    expected = [OBSERVATION_CHANNELS, height, width]
-    if list(tensor.shape) != expected:
-        return f"shape {list(tensor.shape)} is not {expected}"
-    if len(tensor.data) != OBSERVATION_CHANNELS * height * width:
-        return f"holds {len(tensor.data)} values, its shape needs {OBSERVATION_CHANNELS * height * width}"
-    return None
-
-
-def row_problems(
-    player_id, tick, action, reward, legal, height: int, width: int
-) -> list[tuple[int, str, str]]:
-    """``(row, field, reason)`` for each value of the row columns a submission
-    may not hold, field by field; the arrays are one value per row."""
-    moves = 2 * height * width * 4  # every direction, full and half moves
-    player_id, tick, action, reward, legal = map(
-        np.asarray, (player_id, tick, action, reward, legal)
-    )
-    rules = (
-        ("player_id", (player_id < 0) | (player_id > 15), player_id, "{} is not a player 0..15"),
-        ("tick", tick < 0, tick, "{} is negative"),
-        # The engine records any submitted index; one off the board is an illegal no-op.
-        (
-            "legal",
-            legal & ((action < -1) | (action >= moves)),
-            action,
-            f"is true but action {{}} is not -1 (pass) or a move 0..{moves - 1}",
-        ),
-        # One NaN would poison every aggregate over the buffer (reward_mean).
-        ("reward", ~np.isfinite(reward), reward, "{} is not a finite number"),
-    )
-    return [
-        (int(row), field, reason.format(values[row].item()))
-        for field, bad, values, reason in rules
-        for row in np.flatnonzero(bad)
-    ]
-
-
-def validate_submission(
-    experiences, height: int, width: int
-) -> tuple[RawBatch | None, list[int], list[Rejection]]:
-    """The valid experiences as one ``RawBatch`` (None when there are none), the
-    indices they came from, and a rejection per problem of the invalid ones."""
-    rows: list[tuple] = []
-    indices: list[int] = []
-    rejections: list[Rejection] = []
-    boards: dict[bytes, int] = {}
-    board_list: list[_Board] = []
-    full_moves = height * width * 4
-    by_row: dict[int, list[tuple[str, str]]] = {}
-    for row, field, reason in row_problems(
-        player_id=np.array([exp.player_id for exp in experiences], dtype=np.int64),
-        tick=np.array([exp.turn for exp in experiences], dtype=np.int64),
-        action=np.array([exp.action for exp in experiences], dtype=np.int64),
-        reward=np.array([exp.reward for exp in experiences], dtype=np.float32),
-        legal=np.array([exp.HasField("legal") and exp.legal for exp in experiences], dtype=bool),
-        height=height,
-        width=width,
-    ):
-        by_row.setdefault(row, []).append(("turn" if field == "tick" else field, reason))
-    for index, exp in enumerate(experiences):
-        label = exp.experience_id
-        problems: list[tuple[str, str]] = []
-        if len(label.encode()) > MAX_EXPERIENCE_ID_BYTES:
-            problems.append(
-                (
-                    "experience_id",
-                    f"is {len(label.encode())} bytes, at most {MAX_EXPERIENCE_ID_BYTES}",
-                )
-            )
-            label = label[:32] + "..."
-        try:
-            game_id = parse_game_id(exp.game_id)
-        except ValueError:
-            problems.append(("game_id", f"{exp.game_id[:40]!r} is not 16 hex digits"))
-            game_id = 0
-        problems.extend(by_row.get(index, ()))
-        terminated, truncated = exp.terminated, exp.truncated
-        if (terminated or truncated) and not exp.done:
-            problems.append(("done", "is false while terminated or truncated is set"))
-        if exp.done and not (terminated or truncated):
-            terminated = True  # clients that only know `done`
-        if exp.metadata:
-            problems.append(
-                ("metadata", "is not stored by this server; send experiences without it")
-            )
-        if exp.action_mask and len(exp.action_mask) != full_moves:
-            problems.append(
-                (
-                    "action_mask",
-                    f"holds {len(exp.action_mask)} values, a {height}x{width} board has {full_moves}",
-                )
-            )
-        for name in ("state", "next_state"):
-            if exp.HasField(name):
-                problem = _check_tensor(getattr(exp, name), height, width)
-                if problem:
-                    problems.append((name, problem))
-        row_boards = []
-        for name in ("compact_state", "compact_next_state"):
-            if not exp.HasField(name):
-                tensor_name = "state" if name == "compact_state" else "next_state"
-                if exp.HasField(tensor_name):
-                    problems.append(
-                        (
-                            name,
-                            (
-                                f"is missing: the float TensorState {tensor_name} cannot be stored losslessly "
-                                "(fogged tiles and clipped armies are lost); send the board as a CompactState"
-                            ),
-                        )
-                    )
-                else:
-                    problems.append((name, "is missing (the board as a CompactState is required)"))
-                continue
-            board = _Board(getattr(exp, name), height, width)
-            problems.extend(
-                (f"{name}.{sub}" if sub else name, reason) for sub, reason in board.problems
-            )
-            row_boards.append(board)
-        if problems:
-            rejections.extend(Rejection(index, label, f, r) for f, r in problems)
-            continue
-        if exp.HasField("legal"):
-            legal = exp.legal
-        else:
-            legal = -1 <= exp.action < 2 * full_moves and _derived_legal(
-                row_boards[0], exp.player_id, exp.action
-            )
-        state_rows = []
-        for board in row_boards:
-            key = board.key()
-            if key not in boards:
-                boards[key] = len(board_list)
-                board_list.append(board)
-            state_rows.append(boards[key])
-        rows.append(
-            (
-                game_id,
-                exp.player_id,
-                exp.turn,
-                exp.action,
-                exp.reward,
-                legal,
-                terminated,
-                truncated,
-                *state_rows,
-            )
+        if request.HasField("packed"):
+            raw = self._unpack(request.packed)
+            response.accepted_count = len(raw)
+            response.first_sequence = self._append(raw) if len(raw) else self.buffer.head
+            return response
+        count = len(request.experiences)
+        self._check_rows("experiences", count)
+        raw, accepted, rejections = validate_submission(
+            request.experiences, self.buffer.height, self.buffer.width
         )
-        indices.append(index)
-    if not rows:
-        return None, indices, rejections
-    columns = list(zip(*rows, strict=False))
-    n = len(rows)
-    raw = RawBatch(
-        sequence=np.zeros(n, dtype=np.uint64),
-        game_id=np.array(columns[0], dtype=np.uint64),
-        player_id=np.array(columns[1], dtype=np.int32),
-        tick=np.array(columns[2], dtype=np.int32),
-        action=np.array(columns[3], dtype=np.int32),
-        reward=np.array(columns[4], dtype=np.float32),
-        legal=np.array(columns[5], dtype=bool),
-        terminated=np.array(columns[6], dtype=bool),
-        truncated=np.array(columns[7], dtype=bool),
-        state_index=np.array(columns[8], dtype=np.int32),
-        next_state_index=np.array(columns[9], dtype=np.int32),
-        state_kind=np.stack([b.kind for b in board_list]),
-        state_owner=np.stack([b.owner for b in board_list]),
-        state_army=np.stack([b.army for b in board_list]),
-    )
-    return raw, indices, rejections
+        response.accepted_count = len(accepted)
+        response.rejected_count = count - len(accepted)
+        response.first_sequence = self._append(raw) if raw is not None else self.buffer.head
+        if not rejections:
+            return response
+        shown = rejections[:REJECTIONS_IN_STATUS]
+        for r in shown:
+            response.rejections.add(
+                index=r.index,
+                experience_id=r.experience_id,
+                field=r.field,
+                reason=r.reason[:MAX_REASON_CHARS],
+            )
+        bad_request = error_details_pb2.BadRequest()
+        for r in shown:
+            bad_request.field_violations.add(
+                field=f"experiences[{r.index}].{r.field}", description=r.reason[:MAX_REASON_CHARS]
+            )
+        reasons = "; ".join(
+            f"experiences[{r.index}].{r.field}: {r.reason[:MAX_REASON_CHARS]}" for r in shown[:3]
+        )
+        more = f" (and {len(rejections) - 3} more problems)" if len(rejections) > 3 else ""
+        status = status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT,
+            message=(
+                f"{response.rejected_count} of {count} experiences rejected, "
+                f"{response.accepted_count} accepted: {reasons}{more}"
+            ),
+        )
+        status.details.add().Pack(bad_request)
+        status.details.add().Pack(response)
+        context.abort_with_status(rpc_status.to_status(status))
 
+    def _check_rows(self, field: str, count: int) -> None:
+        limit = min(MAX_SUBMIT_EXPERIENCES, self.buffer.capacity)
+        if count > limit:
+            raise Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{field}: {count} in one request, at most {limit}",
+            )
 
-def _derived_legal(board: _Board, player: int, action: int) -> bool:
-    """Whether ``action`` was legal on ``board`` for ``player`` (a pass always is)."""
-    if action == -1:
-        return True
-    _, mask = encode_observation(board.kind, board.owner, board.army, player)
-    return bool(mask[action % mask.size])
+    def _check_states(self, field: str, states: int) -> None:
+        limit = self.buffer.state_capacity // 2
+        if states > limit:
+            raise Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{field}: {states} distinct boards in one request, at most {limit}: split it",
+            )
+
+    def _unpack(self, packed: pb.PackedBatch) -> RawBatch:
+        """A packed submission checked to its last row. Its header is checked
+        first, so the payload is inflated only when it fits the limits."""
+        self._check_rows("packed.count", packed.count)
+        self._check_states("packed.state_count", packed.state_count)
+        height, width = self.buffer.height, self.buffer.width
+        if packed.count and (packed.height, packed.width) != (height, width):
+            raise Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"packed: board is {packed.height}x{packed.width}, "
+                f"the server's buffer holds {height}x{width} boards",
+            )
+        try:
+            raw = packing.unpack(packed, max_bytes=self.max_message_bytes)
+        except packing.PayloadTooLargeError as exc:
+            raise Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+        except packing.PackedBatchError as exc:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        problems = row_problems(
+            raw.player_id, raw.tick, raw.action, raw.reward, raw.legal, height, width
+        )
+        if problems:
+            row, field, reason = problems[0]
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"packed: {field} of row {row}: {reason}{more}"
+            )
+        return raw
+
+    def _append(self, raw: RawBatch) -> int:
+        self._check_states("experiences", raw.state_kind.shape[0])
+        try:
+            return self.buffer.append_raw(raw)
+        except BufferFullError as exc:
+            raise Abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"experience buffer full: {exc}"
+            ) from None
+        except ValueError as exc:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None

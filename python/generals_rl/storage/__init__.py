@@ -19,17 +19,22 @@ from __future__ import annotations
 
 import os
 
-from .base import RetryPolicy, Rotation, ShardWriter, StorageError, Writer
+# Each format registers itself on import; this order is FORMATS' order.
+from .parquet import ParquetWriter  # isort: skip
+from .tfrecord import TFRecordWriter  # isort: skip
+from .npz import NpzWriter  # isort: skip
+from ._options import split_writer_options
 from .dataset import Dataset, open_dataset
+from .errors import StorageError
+from .formats import format_for, format_names, split_format_options
+from .local import LocalStore
 from .multi import MultiWriter
-from .npz import NpzWriter
-from .parquet import ParquetWriter
 from .s3 import S3Writer
+from .shard_writer import ShardWriter
 from .sink import BufferSink, continue_numbering
-from .tfrecord import TFRecordWriter
+from .writer import RetryPolicy, Rotation, Writer
 
-FORMATS = ("parquet", "tfrecord", "npz")
-_LOCAL_WRITERS = {"parquet": ParquetWriter, "tfrecord": TFRecordWriter, "npz": NpzWriter}
+FORMATS = format_names()
 
 
 def open_writer(format: str, destination: str | os.PathLike, **options) -> ShardWriter:
@@ -38,8 +43,7 @@ def open_writer(format: str, destination: str | os.PathLike, **options) -> Shard
     as ``endpoint_url`` then apply). ``options`` are the format's (e.g.
     ``states``, ``compression``) and the writer's (``max_experiences``,
     ``max_bytes``, ``max_age``, ``chunk_size``, ``resume``, retries)."""
-    if format not in FORMATS:
-        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    format_options, writer_options = split_format_options(format, options)
     text = os.fspath(destination)
     if text.startswith("s3://"):
         return S3Writer(text, format=format, **options)
@@ -47,7 +51,8 @@ def open_writer(format: str, destination: str | os.PathLike, **options) -> Shard
         raise ValueError(
             f"destination: only local paths and s3:// URLs are supported, got {text!r}"
         )
-    return _LOCAL_WRITERS[format](text, **options)
+    shard_format = format_for(format)(**format_options)  # checked before a directory is made
+    return ShardWriter(LocalStore(text), shard_format, **split_writer_options(writer_options))
 
 
 __all__ = [

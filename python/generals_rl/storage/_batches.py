@@ -5,7 +5,6 @@ summary of a shard that goes into the partition index."""
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import fields
 
 import numpy as np
 
@@ -13,7 +12,7 @@ from ..experience.batch import (
     ROW_COLUMNS,
     STATE_COLUMNS,
     STATE_TABLES,
-    ExperienceBatch,
+    DecodedBatch,
     RawBatch,
 )
 
@@ -24,21 +23,30 @@ DECODED_COLUMNS = {
     "action_mask": np.bool_,  # (n, H*W*4)
 }
 OBSERVATION_CHANNELS = 9
-STATE_MODES = ("compact", "decoded")
+# The two forms a shard stores its states in (the batch forms RawBatch and
+# DecodedBatch). Shards written before 0.2 record the raw form as "compact".
+STATE_FORMS = ("raw", "decoded")
+_LEGACY_FORMS = {"compact": "raw"}
 
 
-def check_batch(batch, states: str) -> RawBatch | ExperienceBatch:
+def stored_form(recorded: str) -> str:
+    """The form a shard's recorded ``states`` names (legacy names mapped)."""
+    return _LEGACY_FORMS.get(recorded, recorded)
+
+
+def check_batch(batch, states: str) -> RawBatch | DecodedBatch:
     """``batch`` with every column of its form present, one-dimensional record
     columns of one length and state tables of whole boards; TypeError/ValueError
-    name what is wrong. A writer storing ``states="compact"`` takes only RawBatch."""
-    if states == "compact":
+    name what is wrong. A writer storing ``states="raw"`` takes only RawBatch."""
+    if states == "raw":
         if not isinstance(batch, RawBatch):
             raise TypeError(
-                f"write: a compact-state writer takes a RawBatch (Cursor.read_raw), got {type(batch).__name__}"
+                "write: a raw-state writer takes a RawBatch (Cursor.read_raw), got "
+                f"{type(batch).__name__}"
             )
-    elif not isinstance(batch, (RawBatch, ExperienceBatch)):
+    elif not isinstance(batch, (RawBatch, DecodedBatch)):
         raise TypeError(
-            f"write: expected a RawBatch or an ExperienceBatch, got {type(batch).__name__}"
+            f"write: expected a RawBatch or an DecodedBatch, got {type(batch).__name__}"
         )
     n = None
     for name in ROW_COLUMNS:
@@ -86,28 +94,10 @@ def check_batch(batch, states: str) -> RawBatch | ExperienceBatch:
     return batch
 
 
-def board_shape(batch: RawBatch | ExperienceBatch) -> tuple[int, int]:
+def board_shape(batch: RawBatch | DecodedBatch) -> tuple[int, int]:
     if isinstance(batch, RawBatch):
         return int(batch.state_kind.shape[1]), int(batch.state_kind.shape[2])
     return int(batch.state.shape[2]), int(batch.state.shape[3])
-
-
-def take_rows(batch: RawBatch | ExperienceBatch, rows: slice) -> RawBatch | ExperienceBatch:
-    """Rows ``rows`` (a slice) of either form; a RawBatch keeps its whole state table
-    (chunking compacts it later)."""
-    if isinstance(batch, RawBatch):
-        out = {name: getattr(batch, name)[rows] for name in (*ROW_COLUMNS, *STATE_COLUMNS)}
-        out.update({name: getattr(batch, name) for name in STATE_TABLES})
-        return RawBatch(**out, missed=batch.missed, next_sequence=batch.next_sequence)
-    return ExperienceBatch(
-        **{
-            f.name: getattr(batch, f.name)[rows]
-            for f in fields(ExperienceBatch)
-            if f.name not in ("missed", "next_sequence")
-        },
-        missed=batch.missed,
-        next_sequence=batch.next_sequence,
-    )
 
 
 class Scratch:
@@ -126,7 +116,7 @@ class Scratch:
         return buffer[:size].view(dtype).reshape(shape)
 
 
-def chunk_of(rows: RawBatch | ExperienceBatch, joined: bool, scratch: Scratch | None = None):
+def chunk_of(rows: RawBatch | DecodedBatch, joined: bool, scratch: Scratch | None = None):
     """One chunk as a format encodes it: with ``joined``, a RawBatch's state table
     made compact and sorted (``compact_states``, its tables in ``scratch`` memory
     when given: valid until the next chunk); otherwise the rows as they are."""
@@ -152,7 +142,7 @@ class ChunkBuffer:
         self.rows = 0
         self._states = 0
 
-    def append(self, batch: RawBatch | ExperienceBatch) -> None:
+    def append(self, batch: RawBatch | DecodedBatch) -> None:
         if self.rows == 0:
             self._form, self._states = type(batch), 0
         n = len(batch)
@@ -173,12 +163,12 @@ class ChunkBuffer:
             columns = {name: getattr(batch, name) for name in ROW_COLUMNS}
             columns.update(state_index=index[:n], next_state_index=index[n:])
         else:
-            columns = {name: getattr(batch, name) for name in _per_row_fields(ExperienceBatch)}
+            columns = {name: getattr(batch, name) for name in DecodedBatch.row_fields()}
         for name, column in columns.items():
             _reserve(self._columns, name, self.rows + n, column)[self.rows : self.rows + n] = column
         self.rows += n
 
-    def front(self, limit: int) -> RawBatch | ExperienceBatch:
+    def front(self, limit: int) -> RawBatch | DecodedBatch:
         """The first ``min(limit, rows)`` rows."""
         k = min(limit, self.rows)
         columns = {name: array[:k] for name, array in self._columns.items()}
@@ -192,10 +182,6 @@ class ChunkBuffer:
         for array in self._columns.values():
             array[:left] = array[k : self.rows]
         self.rows = left
-
-
-def _per_row_fields(form: type) -> list[str]:
-    return [f.name for f in fields(form) if f.name not in ("missed", "next_sequence")]
 
 
 def _reserve(arrays: dict, name: str, size: int, like: np.ndarray) -> np.ndarray:
@@ -225,39 +211,30 @@ class BatchQueue:
         self._batches: deque = deque()
         self.rows = 0
 
-    def append(self, batch: RawBatch | ExperienceBatch) -> None:
+    def append(self, batch: RawBatch | DecodedBatch) -> None:
         self._batches.append(batch)
         self.rows += len(batch)
 
-    def front(self, limit: int) -> RawBatch | ExperienceBatch:
+    def front(self, limit: int) -> RawBatch | DecodedBatch:
         """Up to ``limit`` rows from the first batch."""
         first = self._batches[0]
-        return first if len(first) <= limit else take_rows(first, slice(0, limit))
+        return first if len(first) <= limit else first.take(slice(0, limit))
 
     def drop(self, k: int) -> None:
         first = self._batches[0]
         if k == len(first):
             self._batches.popleft()
         else:
-            self._batches[0] = take_rows(first, slice(k, len(first)))
+            self._batches[0] = first.take(slice(k, len(first)))
         self.rows -= k
 
 
-def join(batches: list, scratch: Scratch | None = None) -> RawBatch | ExperienceBatch:
+def join(batches: list, scratch: Scratch | None = None) -> RawBatch | DecodedBatch:
     """One batch of the rows of ``batches`` (all of one form) in order; for RawBatch
     the state table is compact and sorted (see ``compact_states``)."""
     if isinstance(batches[0], RawBatch):
         return compact_states(*batches, scratch=scratch)
-    if len(batches) == 1:
-        return batches[0]
-    columns = {
-        f.name: np.concatenate([getattr(b, f.name) for b in batches])
-        for f in fields(ExperienceBatch)
-        if f.name not in ("missed", "next_sequence")
-    }
-    return ExperienceBatch(
-        **columns, missed=sum(b.missed for b in batches), next_sequence=batches[-1].next_sequence
-    )
+    return DecodedBatch.concat(batches)
 
 
 def record_columns(parts: list) -> dict:
@@ -393,6 +370,19 @@ def describe(parts: list) -> dict:
     }
 
 
-def nbytes(batch: RawBatch | ExperienceBatch) -> int:
+def nbytes(batch: RawBatch | DecodedBatch) -> int:
     """Bytes the batch's arrays hold in memory."""
     return sum(v.nbytes for v in vars(batch).values() if isinstance(v, np.ndarray))
+
+
+def new_rows(batch, taken_through: int):
+    """The rows of ``batch`` with a sequence number above ``taken_through``
+    (without copying the state table when they are the batch's last rows, the
+    usual case: sequence numbers increase)."""
+    keep = batch.sequence > taken_through
+    if keep.all():
+        return batch
+    first = int(np.argmax(keep)) if keep.any() else len(batch)
+    if keep[first:].all():
+        return batch.take(slice(first, len(batch)))
+    return batch.select(keep)

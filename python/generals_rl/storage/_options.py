@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import RetryPolicy, Rotation
+from .writer import RetryPolicy, Rotation
 
 ROTATION_OPTIONS = ("max_experiences", "max_bytes", "max_age", "chunk_size")
 RETRY_OPTIONS = {

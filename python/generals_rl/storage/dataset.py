@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from ..experience.batch import ExperienceBatch, RawBatch
+from ..experience.batch import DecodedBatch, RawBatch
 from ._batches import join
-from ._crc import crc32c
-from .base import SHARD_NAME, StorageError, Store, format_for, format_of_file, partition_start
+from .checksum import checksum_text, crc32c
+from .errors import StorageError
+from .formats import format_for, format_of_file
+from .layout import SHARD_NAME, partition_start
+from .local import LocalStore
+from .s3 import S3Store
+from .store import Store
 
 FORMS = ("raw", "decoded")
 
@@ -54,7 +58,7 @@ def _id_set(values, name: str, low: int, high: int) -> np.ndarray | None:
 class Dataset:
     """Experiences stored in a destination, filtered by time, game and player.
 
-    Iterating yields batches — ``RawBatch`` (``form="raw"``) or ``ExperienceBatch``
+    Iterating yields batches — ``RawBatch`` (``form="raw"``) or ``DecodedBatch``
     (``form="decoded"``) — one per stored chunk (a Parquet row group, an NPZ or
     TFRecord shard), in index order, holding only the rows that pass the filters.
     """
@@ -90,7 +94,7 @@ class Dataset:
         """Experiences in the selected shards (before game and player filters)."""
         return sum(int(e.get("experiences", 0)) for e in self.entries)
 
-    def __iter__(self) -> Iterator[RawBatch | ExperienceBatch]:
+    def __iter__(self) -> Iterator[RawBatch | DecodedBatch]:
         for key, cls, data in self._shards():
             try:
                 for batch in cls.read(data, game_ids=self.game_ids):
@@ -101,7 +105,7 @@ class Dataset:
                 # Whatever the shard's bytes make a reader or the decoder trip on is damage.
                 raise StorageError(f"{key}: {exc}") from None
 
-    def read(self) -> RawBatch | ExperienceBatch | None:
+    def read(self) -> RawBatch | DecodedBatch | None:
         """Every selected experience as one batch (None when there are none)."""
         batches = list(self)
         return join(batches) if batches else None
@@ -123,9 +127,10 @@ class Dataset:
             if self.verify:
                 if len(data) != entry["bytes"]:
                     raise StorageError(
-                        f"{self.store.url}/{key}: {len(data)} bytes, the index says {entry['bytes']}"
+                        f"{self.store.url}/{key}: {len(data)} bytes, the index says "
+                        f"{entry['bytes']}"
                     )
-                checksum = f"crc32c:{crc32c(data):08x}"
+                checksum = checksum_text(crc32c(data))
                 if checksum != entry["checksum"]:
                     raise StorageError(
                         f"{self.store.url}/{key}: checksum {checksum} does not match the index "
@@ -142,16 +147,7 @@ class Dataset:
             keep = players if keep is None else keep & players
         if keep is None or keep.all():
             return batch
-        if isinstance(batch, RawBatch):
-            return batch.select(keep)
-        return ExperienceBatch(
-            **{
-                f.name: getattr(batch, f.name)[keep]
-                for f in fields(ExperienceBatch)
-                if f.name not in ("missed", "next_sequence")
-            },
-            next_sequence=batch.next_sequence,
-        )
+        return batch.select(keep)
 
     def _convert(self, batch, key: str):
         if self.form == "decoded":
@@ -189,7 +185,7 @@ def open_dataset(
     experience, which also names its partition), pruning whole partitions by their
     hour first; ``game_ids`` (ints or 16-hex-digit strings) and ``player_ids`` keep
     only those rows. ``form`` "raw" yields RawBatch (compact states), "decoded"
-    ExperienceBatch (decoded with ``army_scaling``/``army_scale``). ``verify``
+    DecodedBatch (decoded with ``army_scaling``/``army_scale``). ``verify``
     checks each shard's size and CRC32C against the index. S3 options:
     ``endpoint_url``, ``client``, ``region_name``.
     """
@@ -210,8 +206,6 @@ def open_dataset(
     }
     text = os.fspath(source)
     if text.startswith("s3://"):
-        from .s3 import S3Store
-
         store: Store = S3Store(text, **s3_options)
     else:
         if s3_options:
@@ -225,8 +219,6 @@ def open_dataset(
             return Dataset(None, [], files=[path], **options)
         if not path.is_dir():
             raise ValueError(f"source: {path} is neither a directory nor a shard file")
-        from .local import LocalStore
-
         store = LocalStore(path, create=False)
     entries = []
     for partition in store.partitions():

@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import Staging, StorageError, Store, is_temporary, temporary_name, write_all
+from .checksum import write_all
+from .errors import StorageError
+from .layout import is_temporary, temporary_name
+from .store import Staging, Store
 
 
 def _fsync_dir(path: Path) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from ..experience.batch import ExperienceBatch, RawBatch
-from .base import StorageError, Writer, new_rows
+from ..experience.batch import DecodedBatch, RawBatch
+from ._batches import new_rows
+from .errors import StorageError
+from .writer import Writer
 
 log = logging.getLogger("generals_rl.storage")
 
@@ -60,7 +62,7 @@ class MultiWriter(Writer):
                 failures.append((self.names[i], exc))
         return failures
 
-    def write(self, batch: RawBatch | ExperienceBatch) -> None:
+    def write(self, batch: RawBatch | DecodedBatch) -> None:
         if self._closed:
             raise StorageError("write after close")
         if len(batch) == 0:

@@ -1,7 +1,7 @@
 """NPZ shards: one ``.npz`` per shard holding the batch arrays under their field
 names (``numpy.load`` reads them without pickles).
 
-Compact states: the record columns, ``state_index``, ``next_state_index`` and the
+Raw states: the record columns, ``state_index``, ``next_state_index`` and the
 state tables ``state_kind`` (uint8), ``state_owner`` (int16), ``state_army``
 (int32), each ``(states, H, W)``. Decoded states: the record columns, ``state`` and
 ``next_state`` float32 ``(n, 9, H, W)`` and ``action_mask`` bool ``(n, H*W*4)``.
@@ -25,11 +25,16 @@ from ..experience.batch import (
     SOURCE_COLUMNS,
     STATE_COLUMNS,
     STATE_TABLES,
-    ExperienceBatch,
+    DecodedBatch,
     RawBatch,
 )
-from ._batches import DECODED_COLUMNS, board_shape, nbytes
-from .base import ChecksumWriter, ShardEncoder, ShardFormat, ShardWriter, StorageError
+from ._batches import DECODED_COLUMNS, STATE_FORMS, board_shape, nbytes, stored_form
+from ._options import split_writer_options
+from .checksum import ChecksumWriter
+from .errors import StorageError
+from .formats import ShardEncoder, ShardFormat, register_format
+from .local import LocalStore
+from .shard_writer import ShardWriter
 
 FORMAT_VERSION = 1
 
@@ -60,12 +65,9 @@ class _NpzEncoder(ShardEncoder):
             joined = parts[0] if len(parts) == 1 else RawBatch.concat(parts)
             names = (*ROW_COLUMNS, *STATE_COLUMNS, *STATE_TABLES)
         else:
-            joined = None
+            joined = DecodedBatch.concat(parts)
             names = (*ROW_COLUMNS, *DECODED_COLUMNS)
-        if joined is not None:
-            arrays = {name: getattr(joined, name) for name in names}
-        else:
-            arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in names}
+        arrays = {name: getattr(joined, name) for name in names}
         del parts, joined  # the parts, once joined, are not needed while the zip is built
         meta = {
             "format_version": FORMAT_VERSION,
@@ -84,19 +86,20 @@ class _NpzEncoder(ShardEncoder):
         return {}
 
 
+@register_format
 class NpzFormat(ShardFormat):
     name = "npz"
     extensions = ("npz",)
 
     def __init__(
         self,
-        states: str = "compact",
+        states: str = "raw",
         compressed: bool = False,
         army_scaling: str = "linear",
         army_scale: float = 1000.0,
     ) -> None:
-        if states not in ("compact", "decoded"):
-            raise ValueError(f"states: expected 'compact' or 'decoded', got {states!r}")
+        if states not in STATE_FORMS:
+            raise ValueError(f"states: expected 'raw' or 'decoded', got {states!r}")
         self.states = states
         self.compressed = bool(compressed)
         self.army_scaling, self.army_scale = army_scaling, float(army_scale)
@@ -113,7 +116,7 @@ class NpzFormat(ShardFormat):
         return {"compressed": self.compressed}
 
     @classmethod
-    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | ExperienceBatch]:
+    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | DecodedBatch]:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
                 meta = json.loads(str(arrays["_meta"]))
@@ -128,7 +131,7 @@ class NpzFormat(ShardFormat):
                     if name in arrays or name not in SOURCE_COLUMNS
                 }
                 n = len(columns["sequence"])
-                if meta["states"] == "compact":
+                if stored_form(meta["states"]) == "raw":
                     extra = {
                         name: arrays[name].astype(dtype, copy=False)
                         for name, dtype in (*STATE_COLUMNS.items(), *STATE_TABLES.items())
@@ -139,7 +142,7 @@ class NpzFormat(ShardFormat):
                         name: arrays[name].astype(dtype, copy=False)
                         for name, dtype in DECODED_COLUMNS.items()
                     }
-                    batch = ExperienceBatch(**columns, **extra)
+                    batch = DecodedBatch(**columns, **extra)
         except StorageError:
             raise
         # zipfile raises NotImplementedError for a version or compression it does not know;
@@ -162,7 +165,7 @@ class NpzFormat(ShardFormat):
 
 
 class NpzWriter(ShardWriter):
-    """NPZ shards in a local directory. ``states``: "compact" (default) or
+    """NPZ shards in a local directory. ``states``: "raw" (default) or
     "decoded"; ``compressed``: zip deflate. Rotation by ``max_bytes`` counts the
     arrays held in memory, as the file is written when the shard closes. Rotation,
     retry and resume options as for ``ShardWriter``."""
@@ -171,14 +174,11 @@ class NpzWriter(ShardWriter):
         self,
         destination,
         *,
-        states: str = "compact",
+        states: str = "raw",
         compressed: bool = False,
         army_scaling: str = "linear",
         army_scale: float = 1000.0,
         **options,
     ) -> None:
-        from ._options import split_writer_options
-        from .local import LocalStore
-
         fmt = NpzFormat(states, compressed, army_scaling, army_scale)
         super().__init__(LocalStore(destination), fmt, **split_writer_options(options))

@@ -1,13 +1,14 @@
 """Parquet shards (pyarrow): one row per experience, zstd, one row group per chunk.
 
-Compact states (default): the record columns, ``state_index``/``next_state_index``
+Raw states (default): the record columns, ``state_index``/``next_state_index``
 and the state table spread over the rows: ``state_kind``/``state_owner``/
 ``state_army`` are ``list<fixed_size_binary>`` columns, each element a little-endian
 ``(H, W)`` board of uint8/int16/int32. Flattening a column gives the state table
 that the indices refer to (indices count from the start of the file). Each row
 group holds the states its rows use, once each, sorted by game and tick, spread
-evenly over its rows (which row carries which board means nothing). Decoded states: ``state``/``next_state`` as
-``fixed_size_list<float32>[9*H*W]`` and ``action_mask`` as
+evenly over its rows (which row carries which board means nothing). Decoded
+states: ``state``/``next_state`` as ``fixed_size_list<float32>[9*H*W]`` and
+``action_mask`` as
 ``fixed_size_list<bool>[H*W*4]``. Shapes and dtypes are in the field metadata and
 in the schema metadata under ``generals_rl``.
 """
@@ -19,9 +20,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..experience.batch import ROW_COLUMNS, SOURCE_COLUMNS, STATE_TABLES, ExperienceBatch, RawBatch
-from ._batches import OBSERVATION_CHANNELS
-from .base import ChecksumWriter, ShardEncoder, ShardFormat, ShardWriter, StorageError
+from ..experience.batch import ROW_COLUMNS, SOURCE_COLUMNS, STATE_TABLES, DecodedBatch, RawBatch
+from ._batches import OBSERVATION_CHANNELS, STATE_FORMS, stored_form
+from ._options import split_writer_options
+from .checksum import ChecksumWriter
+from .errors import StorageError
+from .formats import ShardEncoder, ShardFormat, register_format
+from .local import LocalStore
+from .shard_writer import ShardWriter
 
 FORMAT_VERSION = 1
 _METADATA_KEY = b"generals_rl"
@@ -54,7 +60,7 @@ def schema(states: str, height: int, width: int):
     pa, _ = _pyarrow()
     tiles = height * width
     fields = _record_fields(pa)
-    if states == "compact":
+    if states == "raw":
         fields += [
             pa.field("state_index", pa.int32(), nullable=False),
             pa.field("next_state_index", pa.int32(), nullable=False),
@@ -121,7 +127,7 @@ class _ParquetEncoder(ShardEncoder):
         pa = self._pa
         n = len(part)
         columns = [pa.array(np.ascontiguousarray(getattr(part, name))) for name in ROW_COLUMNS]
-        if self.states == "compact":
+        if self.states == "raw":
             base = np.int32(self._states_before)
             columns += [pa.array(part.state_index + base), pa.array(part.next_state_index + base)]
             states = len(part.state_kind)
@@ -150,24 +156,26 @@ class _ParquetEncoder(ShardEncoder):
         return {}
 
 
+@register_format
 class ParquetFormat(ShardFormat):
     name = "parquet"
     extensions = ("parquet",)
 
     def __init__(
         self,
-        states: str = "compact",
+        states: str = "raw",
         compression: str = "zstd",
         compression_level: int | None = 1,
         army_scaling: str = "linear",
         army_scale: float = 1000.0,
     ) -> None:
         _pyarrow()
-        if states not in ("compact", "decoded"):
-            raise ValueError(f"states: expected 'compact' or 'decoded', got {states!r}")
+        if states not in STATE_FORMS:
+            raise ValueError(f"states: expected 'raw' or 'decoded', got {states!r}")
         if compression not in ("zstd", "snappy", "gzip", "lz4", "brotli", "none"):
             raise ValueError(
-                f"compression: expected zstd, snappy, gzip, lz4, brotli or none, got {compression!r}"
+                "compression: expected zstd, snappy, gzip, lz4, brotli or none, got "
+                f"{compression!r}"
             )
         self.states = states
         self.compression = compression
@@ -188,7 +196,7 @@ class ParquetFormat(ShardFormat):
         return {"compression": self.compression}
 
     @classmethod
-    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | ExperienceBatch]:
+    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | DecodedBatch]:
         pa, pq = _pyarrow()
         try:
             shard = pq.ParquetFile(pa.BufferReader(data))
@@ -223,7 +231,7 @@ def _shard_meta(shard) -> dict:
     return meta
 
 
-def row_group_batch(shard, index: int) -> RawBatch | ExperienceBatch:
+def row_group_batch(shard, index: int) -> RawBatch | DecodedBatch:
     """Row group ``index`` of a ``pyarrow.parquet.ParquetFile`` as a batch."""
     meta = _shard_meta(shard)
     height, width = meta["height"], meta["width"]
@@ -235,7 +243,7 @@ def row_group_batch(shard, index: int) -> RawBatch | ExperienceBatch:
         for name, dtype in ROW_COLUMNS.items()
         if name in table.column_names or name not in SOURCE_COLUMNS
     }
-    if meta["states"] == "compact":
+    if stored_form(meta["states"]) == "raw":
         state_index = table.column("state_index").to_numpy()
         next_state_index = table.column("next_state_index").to_numpy()
         # Every state of a row group is used by one of its rows: the smallest index
@@ -267,14 +275,14 @@ def row_group_batch(shard, index: int) -> RawBatch | ExperienceBatch:
     ):
         flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
         decoded[name] = flat.astype(dtype, copy=False).reshape((n, *shape))
-    return ExperienceBatch(
+    return DecodedBatch(
         **columns, **decoded, next_sequence=int(columns["sequence"][-1]) + 1 if n else 0
     )
 
 
 class ParquetWriter(ShardWriter):
-    """Parquet shards in a local directory (see ``generals_rl.storage.base`` for the
-    layout). ``states``: "compact" (default) or "decoded"; ``compression``: zstd
+    """Parquet shards in a local directory (see ``generals_rl.storage.layout``
+    for where they go). ``states``: "raw" (default) or "decoded"; ``compression``: zstd
     (default, ``compression_level`` 1) or another Parquet codec. Rotation, retry
     and resume options as for ``ShardWriter`` (``max_experiences``, ``max_bytes``,
     ``max_age``, ``chunk_size`` become a ``Rotation``)."""
@@ -283,16 +291,13 @@ class ParquetWriter(ShardWriter):
         self,
         destination,
         *,
-        states: str = "compact",
+        states: str = "raw",
         compression: str = "zstd",
         compression_level: int | None = 1,
         army_scaling: str = "linear",
         army_scale: float = 1000.0,
         **options,
     ) -> None:
-        from ._options import split_writer_options
-        from .local import LocalStore
-
         fmt = ParquetFormat(states, compression, compression_level, army_scaling, army_scale)
         super().__init__(LocalStore(destination), fmt, **split_writer_options(options))
 

@@ -17,7 +17,11 @@ import os
 import tempfile
 from urllib.parse import urlparse
 
-from .base import ShardWriter, Staging, StorageError, Store, format_for
+from ._options import split_writer_options
+from .errors import StorageError
+from .formats import format_for, split_format_options
+from .shard_writer import ShardWriter
+from .store import Staging, Store
 
 
 def _boto3():
@@ -191,15 +195,6 @@ _STORE_OPTIONS = tuple(
 )
 
 
-def split_format_options(format_name: str, options: dict) -> tuple[dict, dict]:
-    """(format options, the rest) for ``format_name``'s format class."""
-    cls = format_for(format_name)
-    names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    return {k: v for k, v in options.items() if k in names}, {
-        k: v for k, v in options.items() if k not in names
-    }
-
-
 class S3Writer(ShardWriter):
     """Shards of ``format`` ("parquet", "tfrecord" or "npz", with that format's
     options) under ``s3://bucket/prefix``. S3 options: ``endpoint_url``, ``client``
@@ -208,8 +203,6 @@ class S3Writer(ShardWriter):
     retry and resume options as for ``ShardWriter``."""
 
     def __init__(self, url: str, *, format: str = "parquet", **options) -> None:
-        from ._options import split_writer_options
-
         format_options, rest = split_format_options(format, options)
         store_options = {k: rest.pop(k) for k in list(rest) if k in _STORE_OPTIONS}
         writer_options = split_writer_options(rest)

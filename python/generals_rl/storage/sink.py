@@ -11,7 +11,8 @@ import numpy as np
 
 from ..experience.batch import RECORD_COLUMNS, STATE_COLUMNS, STATE_TABLES
 from ..experience.buffer import Cursor, ExperienceBuffer
-from .base import RetryPolicy, StorageError, Writer
+from .errors import StorageError
+from .writer import RetryPolicy, Writer
 
 log = logging.getLogger("generals_rl.storage")
 

@@ -9,12 +9,12 @@ Features of every record (int64 unless said otherwise):
 * ``sequence``, ``game_id`` (the uint64 id's bit pattern as int64), ``player_id``,
   ``tick``, ``action``, ``legal``, ``terminated``, ``truncated`` (0/1), ``reward``
   (float);
-* ``states="bytes"`` (default, compact): ``state_shape`` ``[H, W]`` and six bytes
+* ``states="raw"`` (default): ``state_shape`` ``[H, W]`` and six bytes
   features ``state_kind`` (uint8), ``state_owner`` (int16), ``state_army`` (int32),
   ``next_state_kind``, ``next_state_owner``, ``next_state_army``, each the raw
   little-endian ``(H, W)`` board (``tf.io.decode_raw`` then reshape); with
   ``action_mask=True`` also ``action_mask`` bytes (uint8 0/1, ``H*W*4``);
-* ``states="float"`` (decoded): ``state_shape`` ``[9, H, W]``, ``state`` and
+* ``states="decoded"``: ``state_shape`` ``[9, H, W]``, ``state`` and
   ``next_state`` float lists (9*H*W, channels first) and ``action_mask`` int64
   list (H*W*4 of 0/1).
 
@@ -39,12 +39,16 @@ from ..experience.batch import (
     REPLAY_ID_BYTES,
     SOURCE_COLUMNS,
     STATE_TABLES,
-    ExperienceBatch,
+    DecodedBatch,
     RawBatch,
 )
-from ._batches import OBSERVATION_CHANNELS, compact_states
-from ._crc import masked_crc32c
-from .base import ChecksumWriter, ShardEncoder, ShardFormat, ShardWriter, StorageError
+from ._batches import OBSERVATION_CHANNELS, STATE_FORMS, compact_states
+from ._options import split_writer_options
+from .checksum import ChecksumWriter, masked_crc32c
+from .errors import StorageError
+from .formats import ShardEncoder, ShardFormat, register_format
+from .local import LocalStore
+from .shard_writer import ShardWriter
 
 _VARINT_FEATURES = (
     "sequence",
@@ -79,9 +83,7 @@ class _TFRecordEncoder(ShardEncoder):
         self.fmt = fmt
         tiles = height * width
         shape = (
-            [OBSERVATION_CHANNELS, height, width]
-            if fmt.record_states == "float"
-            else [height, width]
+            [OBSERVATION_CHANNELS, height, width] if fmt.states == "decoded" else [height, width]
         )
         self._shape = np.frombuffer(_packed_varints(shape), dtype=np.uint8).reshape(1, -1)
         rows = [
@@ -89,7 +91,7 @@ class _TFRecordEncoder(ShardEncoder):
             ("state_shape", "int64", self._shape.size),
             ("replay_id", "bytes", REPLAY_ID_BYTES),
         ]
-        if fmt.record_states == "bytes":
+        if fmt.states == "raw":
             for prefix in ("state", "next_state"):
                 for table, dtype in STATE_TABLES.items():
                     rows.append(
@@ -108,8 +110,8 @@ class _TFRecordEncoder(ShardEncoder):
                 ("action_mask", "int64", tiles * 4),
             ]  # 0/1: one varint byte each
         self._encoder = TFRecordEncoder(list(_VARINT_FEATURES), rows)
-        # "bytes" records with masks: the masks come from decoding each part.
-        self._decode_masks = fmt.action_mask and fmt.record_states == "bytes"
+        # Raw records with masks: the masks come from decoding each part.
+        self._decode_masks = fmt.action_mask and fmt.states == "raw"
         self._sink = out
         self._gzip = None
         if fmt.compression == "gzip":
@@ -136,7 +138,7 @@ class _TFRecordEncoder(ShardEncoder):
             (self._shape, np.zeros(n, np.int32)),
             (np.ascontiguousarray(part.replay_id).view(np.uint8).reshape(n, REPLAY_ID_BYTES), None),
         ]
-        if self.fmt.record_states == "bytes":
+        if self.fmt.states == "raw":
             for index in (part.state_index, part.next_state_index):
                 for table in STATE_TABLES:
                     sources.append((getattr(part, table), index))
@@ -160,6 +162,7 @@ class _TFRecordEncoder(ShardEncoder):
         return {".index": (("%d %d\n" * len(lengths)) % tuple(pairs)).encode()}
 
 
+@register_format
 class TFRecordFormat(ShardFormat):
     name = "tfrecord"
     extensions = ("tfrecord", "tfrecord.gz")
@@ -168,25 +171,22 @@ class TFRecordFormat(ShardFormat):
 
     def __init__(
         self,
-        states: str = "bytes",
+        states: str = "raw",
         compression: str | None = None,
         action_mask: bool = False,
         gzip_level: int = 6,
         army_scaling: str = "linear",
         army_scale: float = 1000.0,
     ) -> None:
-        if states not in ("bytes", "float"):
-            raise ValueError(
-                f"states: expected 'bytes' (compact) or 'float' (decoded), got {states!r}"
-            )
+        if states not in STATE_FORMS:
+            raise ValueError(f"states: expected 'raw' or 'decoded', got {states!r}")
         if compression not in (None, "gzip"):
             raise ValueError(f"compression: expected None or 'gzip', got {compression!r}")
         if not 0 <= int(gzip_level) <= 9:
             raise ValueError(f"gzip_level: expected 0..9, got {gzip_level}")
-        self.states = "compact" if states == "bytes" else "decoded"
-        self.record_states = states
+        self.states = states
         self.compression = compression
-        self.action_mask = bool(action_mask) or states == "float"
+        self.action_mask = bool(action_mask) or states == "decoded"
         self.gzip_level = int(gzip_level)
         self.army_scaling, self.army_scale = army_scaling, float(army_scale)
         if compression == "gzip":
@@ -201,10 +201,10 @@ class TFRecordFormat(ShardFormat):
         return batch
 
     def options(self) -> dict:
-        return {"record_states": self.record_states, "compression": self.compression or "none"}
+        return {"compression": self.compression or "none"}
 
     @classmethod
-    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | ExperienceBatch]:
+    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | DecodedBatch]:
         records = read_records(data)
         yield examples_to_batch([parse_example(r) for r in records])
 
@@ -330,7 +330,7 @@ def _parse_feature(buf: bytes, span: tuple[int, int]):
     return None
 
 
-def examples_to_batch(examples: list[dict]) -> RawBatch | ExperienceBatch:
+def examples_to_batch(examples: list[dict]) -> RawBatch | DecodedBatch:
     """The batch of parsed Examples written by ``TFRecordWriter``."""
     if not examples:
         raise StorageError("empty TFRecord shard")
@@ -359,7 +359,7 @@ def examples_to_batch(examples: list[dict]) -> RawBatch | ExperienceBatch:
             state = np.stack([e["state"] for e in examples]).reshape(n, *shape)
             next_state = np.stack([e["next_state"] for e in examples]).reshape(n, *shape)
             mask = np.stack([e["action_mask"] for e in examples]).astype(bool)
-            return ExperienceBatch(
+            return DecodedBatch(
                 **columns,
                 state=state,
                 next_state=next_state,
@@ -391,17 +391,17 @@ def examples_to_batch(examples: list[dict]) -> RawBatch | ExperienceBatch:
 
 
 class TFRecordWriter(ShardWriter):
-    """TFRecord shards in a local directory. ``states``: "bytes" (compact boards as
-    raw bytes, default) or "float" (decoded observation float lists and masks);
+    """TFRecord shards in a local directory. ``states``: "raw" (the boards as
+    bytes, default) or "decoded" (observation float lists and masks);
     ``compression``: None or "gzip"; ``action_mask``: also store the mask as bytes
-    in "bytes" mode (it is computed by decoding, which costs time). Rotation, retry
+    in "raw" mode (it is computed by decoding, which costs time). Rotation, retry
     and resume options as for ``ShardWriter``."""
 
     def __init__(
         self,
         destination,
         *,
-        states: str = "bytes",
+        states: str = "raw",
         compression: str | None = None,
         action_mask: bool = False,
         gzip_level: int = 6,
@@ -409,9 +409,6 @@ class TFRecordWriter(ShardWriter):
         army_scale: float = 1000.0,
         **options,
     ) -> None:
-        from ._options import split_writer_options
-        from .local import LocalStore
-
         fmt = TFRecordFormat(states, compression, action_mask, gzip_level, army_scaling, army_scale)
         super().__init__(LocalStore(destination), fmt, **split_writer_options(options))
 

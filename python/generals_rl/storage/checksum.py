@@ -1,0 +1,122 @@
+"""CRC32C (Castagnoli, the C++ core's hardware-accelerated one) and the
+checksumming file-like every shard is encoded into."""
+
+from __future__ import annotations
+
+import os
+from typing import BinaryIO
+
+from .._core import crc32c
+from .errors import StorageError
+
+_MASK_DELTA = 0xA282EAD8
+
+
+def masked_crc32c(data) -> int:
+    """The TFRecord masked CRC32C of ``data``."""
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def checksum_text(crc: int) -> str:
+    """A checksum as the index records it."""
+    return f"crc32c:{crc:08x}"
+
+
+def write_all(file, data) -> None:
+    """Writes all of ``data`` to an unbuffered file (which may take part of it per call)."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[file.write(view) :]
+
+
+class ChecksumWriter:
+    """The file-like an encoder writes a shard into. It counts the bytes and
+    computes their CRC32C, and holds them in memory until ``drain`` appends them to
+    the staging file (an unbuffered file of its own).
+
+    So an encoder never sees a failing file (pyarrow's writer, for one, closes for
+    good on the first failed write), and a failed ``drain`` cuts the file back to
+    what it held before and keeps the bytes for the next attempt: the file only
+    ever holds a prefix of what was encoded, and once drained exactly that, so the
+    size and checksum recorded for a shard are its file's."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.bytes_written = 0
+        self.crc = 0
+        self._held = bytearray()
+        self._on_file = 0
+        self._torn = False  # a failed drain could not cut the file back
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self._held += view
+        self.crc = crc32c(view, self.crc)
+        self.bytes_written += len(view)
+        return len(view)
+
+    @property
+    def bytes_held(self) -> int:
+        """Bytes encoded but not yet in the file."""
+        return len(self._held)
+
+    def drain(self) -> None:
+        """Appends the held bytes to the file; on failure the file is as before."""
+        if self._torn:
+            self._cut_back()
+        if not self._held:
+            return
+        try:
+            write_all(self.raw, self._held)
+        except BaseException:
+            # A copy: the failed write's views of the old one live on in the traceback.
+            self._held = bytearray(self._held)
+            try:
+                self._cut_back()
+            except OSError:
+                self._torn = True
+            raise
+        self._on_file += len(self._held)
+        self._held = bytearray()
+
+    def _cut_back(self) -> None:
+        self.raw.truncate(self._on_file)
+        self.raw.seek(self._on_file)
+        self._torn = False
+
+    def check_file(self) -> None:
+        """StorageError unless the file holds every byte encoded, and only those."""
+        if self.raw.closed:  # closed by an attempt at publishing, which came after this check
+            return
+        size = os.fstat(self.raw.fileno()).st_size
+        if self._held or size != self.bytes_written:
+            raise StorageError(
+                f"the staging file holds {size} bytes, {self.bytes_written} were encoded"
+            )
+
+    def tell(self) -> int:
+        return self.bytes_written
+
+    def flush(self) -> None:  # the bytes reach the file on drain
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def close(self) -> None:  # the staging area owns the file
+        pass
+
+    @property
+    def checksum(self) -> str:
+        return checksum_text(self.crc)
