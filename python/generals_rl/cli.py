@@ -3,6 +3,9 @@
 A mistake in what the user gave (options, paths, files) ends with one line on
 stderr and exit code 2; a failure outside (a port in use, storage that cannot
 be written) with one line and exit code 1. Neither shows a traceback.
+
+Longer than 400 lines: most of it is the argument parser, one option after
+another, which reads best in one place.
 """
 
 from __future__ import annotations

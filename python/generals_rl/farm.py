@@ -11,6 +11,9 @@
 Also the command-line side: ``generals-rl selfplay --config FILE`` and
 ``generals-rl config show|check``. This module imports pydantic, PyYAML,
 prometheus-client and watchfiles (the ``farm`` extra) only when a farm runs.
+
+Longer than 400 lines: the farm's runtime and the command-line entry that
+builds it from flags and files share their option tables.
 """
 
 from __future__ import annotations

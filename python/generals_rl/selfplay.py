@@ -6,6 +6,9 @@ job around it: it serves the buffer (``ExperienceServer``), starts the sinks
 (other destinations fed from the buffer, e.g. storage writers), plays, shows
 progress, waits for connected consumers to drain, and stops everything in
 order.
+
+Longer than 400 lines: the self-play job's start and stop order (server,
+sinks, play, drain) is read best as one sequence.
 """
 
 from __future__ import annotations

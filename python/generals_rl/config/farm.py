@@ -9,6 +9,9 @@ so ``GENERALS_RL__STORAGE__FORMAT=npz`` or ``GENERALS_RL__COLLECTION__BOTS=
 ``ConfigError`` naming each key path, the value and what is allowed.
 
 Needs ``pip install 'generals-rl[farm]'`` (pydantic, PyYAML).
+
+Longer than 400 lines: the schema (one pydantic model per section) and the
+layering, error reporting and hot-reload rules that walk it are one unit.
 """
 
 from __future__ import annotations

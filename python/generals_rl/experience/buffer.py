@@ -1,5 +1,9 @@
 """The experience buffer: a bounded ring in C++ with cursors, sampling and
-versioned, checksummed save files."""
+versioned, checksummed save files.
+
+Longer than 400 lines: the buffer's Python face (cursors, sampling options,
+save and load with their checks) wraps one C++ object and stays with it.
+"""
 
 from __future__ import annotations
 

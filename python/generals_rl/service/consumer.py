@@ -1,5 +1,9 @@
 """The Python consumer of the experience service: batches of numpy arrays from
-one or several servers, resumable after disconnections and crashes."""
+one or several servers, resumable after disconnections and crashes.
+
+Longer than 400 lines: the reconnecting, resuming stream of several servers is
+one state machine (positions, retries, delivery order).
+"""
 
 from __future__ import annotations
 

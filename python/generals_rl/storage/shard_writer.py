@@ -2,7 +2,12 @@
 encodes them a chunk at a time into the open shard, rotates shards (by
 experience count, bytes or age), commits them crash-safely in order, keeps the
 partition index, and after a restart recovers the last durably written
-sequence (see ``layout.py`` for where shards go)."""
+sequence (see ``layout.py`` for where shards go).
+
+Longer than 400 lines: one state machine (pending rows, the open shard, sealed
+shards, commits) whose steps must be read together to see that a failure at
+any of them loses nothing.
+"""
 
 from __future__ import annotations
 

@@ -22,6 +22,9 @@ Records are framed in C++ (``_core.TFRecordEncoder``), a block at a time and
 without the GIL: every part of an Example that does not depend on the values is
 precomputed, boards are copied straight from the state tables, and the CRC32Cs use
 the CPU's CRC instruction when it has one.
+
+Longer than 400 lines: the record layout, its writer and its reader are kept
+together so that they cannot drift apart.
 """
 
 from __future__ import annotations
