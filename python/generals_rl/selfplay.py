@@ -80,7 +80,8 @@ class SelfPlayConfig:
         ]
         if unknown:
             raise ValueError(
-                f"policies: unknown {unknown}; choose from {sorted(POLICIES)} or checkpoint:PATH[@EPSILON]"
+                f"policies: unknown {unknown}; choose from {sorted(POLICIES)} or "
+                "checkpoint:PATH[@EPSILON]"
             )
         if not 2 <= len(self.policies) <= 16:
             raise ValueError(f"policies: one per player, 2..16 players, got {len(self.policies)}")
@@ -315,7 +316,8 @@ class _ProgressLine:
         self._last_line = progress.seconds
         games = f"{progress.games}/{self._target}" if self._target else f"{progress.games}"
         text = (
-            f"games {games} | experiences {progress.experiences:,} | {progress.experiences_per_second:,.0f}/s | "
+            f"games {games} | experiences {progress.experiences:,} | "
+            f"{progress.experiences_per_second:,.0f}/s | "
             f"consumers {consumers}"
             + (" | waiting for consumers" if progress.waiting_for_consumers else "")
         )
@@ -349,9 +351,10 @@ def run_selfplay(
 ) -> SelfPlaySummary:
     """Self-play served on ``address`` until ``config.games`` have finished (or
     ``stop``); with ``keep_running`` it then serves until ``stop`` (or SIGINT).
-    Play starts once ``wait_for_consumers`` streams are open. Waits up to ``drain_timeout`` seconds for connected consumers to read
-    everything before it shuts the server down gracefully. ``on_start(selfplay,
-    server)`` is called once the server and the sinks run, before play starts."""
+    Play starts once ``wait_for_consumers`` streams are open. Waits up to
+    ``drain_timeout`` seconds for connected consumers to read everything before
+    it shuts the server down gracefully. ``on_start(selfplay, server)`` is called
+    once the server and the sinks run, before play starts."""
     from .service import ExperienceServer
 
     if not drain_timeout >= 0:

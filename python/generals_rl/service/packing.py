@@ -164,7 +164,8 @@ def unpack(
     needed = sum(column.size for column, _, _ in columns.values())
     if packed.uncompressed_size != needed:
         raise PackedBatchError(
-            f"packed: uncompressed_size says {packed.uncompressed_size} bytes, the columns hold {needed}"
+            f"packed: uncompressed_size says {packed.uncompressed_size} bytes, the columns hold "
+            f"{needed}"
         )
     if packed.compression == pb.COMPRESSION_ZSTD:
         payload = _decompress(payload, packed.uncompressed_size, decompressor, max_bytes)
@@ -172,7 +173,8 @@ def unpack(
         raise PackedBatchError(f"packed: unknown compression {packed.compression}")
     if len(payload) != packed.uncompressed_size:
         raise PackedBatchError(
-            f"packed: payload holds {len(payload)} bytes, uncompressed_size says {packed.uncompressed_size}"
+            f"packed: payload holds {len(payload)} bytes, uncompressed_size says "
+            f"{packed.uncompressed_size}"
         )
     arrays = {}
     for name, (column, dtype, shape) in columns.items():
@@ -279,7 +281,8 @@ def _column_dtype(column, name: str, dtypes: tuple, shape: tuple, payload_size: 
     dtype = _DTYPES.get(column.dtype)
     if dtype is None or dtype.str not in dtypes:
         raise PackedBatchError(
-            f"packed: column {name!r} has dtype {pb.DType.Name(column.dtype) if column.dtype in _DTYPES else column.dtype}, "
+            f"packed: column {name!r} has dtype "
+            f"{pb.DType.Name(column.dtype) if column.dtype in _DTYPES else column.dtype}, "
             f"expected {' or '.join(np.dtype(d).name for d in dtypes)}"
         )
     if tuple(column.shape) != shape:
@@ -289,7 +292,8 @@ def _column_dtype(column, name: str, dtypes: tuple, shape: tuple, payload_size: 
     count = int(np.prod(shape, dtype=np.int64))
     if column.size != count * dtype.itemsize:
         raise PackedBatchError(
-            f"packed: column {name!r} is {column.size} bytes, its shape needs {count * dtype.itemsize}"
+            f"packed: column {name!r} is {column.size} bytes, its shape needs "
+            f"{count * dtype.itemsize}"
         )
     if column.offset + column.size > payload_size:
         raise PackedBatchError(f"packed: column {name!r} runs past the end of the payload")
