@@ -16,6 +16,11 @@ import logging
 import math
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .experience import ExperienceBuffer
+    from .storage import BufferSink
 
 USAGE_ERROR, RUNTIME_ERROR = 2, 1
 
@@ -115,6 +120,7 @@ def _selfplay(args: argparse.Namespace) -> int:
     # not by each attempt.
     logging.getLogger("generals_rl.storage").setLevel(logging.ERROR)
 
+    storage: _StorageOutput | None = None
     try:
         config = SelfPlayConfig(
             policies=parse_policies(args.policies),
@@ -146,7 +152,8 @@ def _selfplay(args: argparse.Namespace) -> int:
             max_streams=args.max_streams,
         )
     except StorageError as exc:
-        print(f"generals-rl selfplay: {storage.failure_line(exc)}", file=sys.stderr)
+        line = storage.failure_line(exc) if storage is not None else str(exc)
+        print(f"generals-rl selfplay: {line}", file=sys.stderr)
         return RUNTIME_ERROR
     except ValueError as exc:
         print(f"generals-rl selfplay: {exc}", file=sys.stderr)
@@ -181,8 +188,8 @@ class _StorageOutput:
 
     def __init__(self, format: str, destination: str) -> None:
         self.format, self.destination = format, destination
-        self._sink = None
-        self._buffer = None
+        self._sink: BufferSink | None = None
+        self._buffer: ExperienceBuffer | None = None
         self._first = 0
 
     def sink(self, buffer):

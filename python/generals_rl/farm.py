@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
 
@@ -34,7 +34,14 @@ from .selfplay import SelfPlayConfig
 
 if TYPE_CHECKING:
     from .config.farm import FarmConfig
-    from .config.reload import ConfigChange
+    from .config.reload import ConfigChange, ConfigWatcher
+    from .experience import ExperienceBuffer
+    from .health import FarmHealth, StorageMonitor
+    from .metrics import FarmMetrics
+    from .selfplay import SelfPlay
+    from .service import ExperienceServer
+    from .storage import BufferSink
+    from .vec_env import VecEnv
 
 log = logging.getLogger("generals_rl.farm")
 
@@ -43,15 +50,15 @@ class FarmRuntime:
     """What a running farm is made of, as the metrics and health read it."""
 
     def __init__(self) -> None:
-        self.env = None
-        self.buffer = None
-        self.server = None
-        self.selfplay = None
-        self.sink = None
-        self.storage = None  # a StorageMonitor
-        self.health = None  # a FarmHealth
+        self.env: VecEnv | None = None
+        self.buffer: ExperienceBuffer | None = None
+        self.server: ExperienceServer | None = None
+        self.selfplay: SelfPlay | None = None
+        self.sink: BufferSink | None = None
+        self.storage: StorageMonitor | None = None
+        self.health: FarmHealth | None = None
         self.steps = 0
-        self.submissions = None  # SubmissionCounts, once serving
+        self.submissions: SubmissionCounts | None = None  # once serving
         self.playing = False
         self.play_error: str | None = None
 
@@ -83,10 +90,10 @@ class Farm:
         self._token = token
         self._log = log_to
         self._callbacks: list[Callable[[ConfigChange], None]] = []
-        self._pending = None  # a FarmConfig whose rewards and bots the next step takes
+        self._pending: FarmConfig | None = None  # whose rewards and bots the next step takes
         self._first_sequence = 0
-        self.watcher = None  # a ConfigWatcher while running with config_path
-        self.metrics = None  # FarmMetrics while running with metrics.address
+        self.watcher: ConfigWatcher | None = None  # while running with config_path
+        self.metrics: FarmMetrics | None = None  # while running with metrics.address
 
     def subscribe(self, callback: Callable[[ConfigChange], None]) -> None:
         """Calls ``callback(change)`` after every reload of the configuration file."""
@@ -231,6 +238,7 @@ class Farm:
 
         selfplay.run = watched_play
         rt.playing = True
+        assert rt.health is not None  # made by run
         rt.health.server = server
         rt.health.start()
 
@@ -257,6 +265,7 @@ class Farm:
         rt.buffer, rt.server = buffer, server
         rt.submissions = SubmissionCounts(server)
         server.batch_wait_ms = config.streaming.batch_timeout * 1000.0
+        assert rt.health is not None  # made by run
         rt.health.server = server
         rt.health.start()
         self._say(f"collection disabled: serving submissions on {server.address}")
@@ -307,6 +316,7 @@ class Farm:
         from .bots import POLICIES
 
         selfplay = self.runtime.selfplay
+        assert selfplay is not None  # applied from a step of it
         selfplay.env.set_reward_config(config.reward_config())
         seed = selfplay.config.seed
         for player, name in enumerate(config.collection.bots):
@@ -440,7 +450,7 @@ _FLAG_KEYS = {
 
 def cli_defaults() -> dict:
     """The selfplay flags' defaults, from the library's (one source)."""
-    play = {f.name: f.default for f in dataclasses.fields(SelfPlayConfig)}
+    play: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(SelfPlayConfig)}
     return {
         "policies": ",".join(play["policies"]),
         "games": play["games"],

@@ -14,8 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._background import BackgroundLoop
+
+if TYPE_CHECKING:
+    from .service import ExperienceServer
 
 COMPONENTS = ("buffer", "stream", "storage", "collection")
 SERVICE_PREFIX = "generals_rl."  # the gRPC health service name of a component: generals_rl.storage
@@ -106,7 +110,7 @@ class FarmHealth(BackgroundLoop):
         super().__init__("generals-rl-health")
         self.checks = checks
         self.interval = interval
-        self.server = None
+        self.server: ExperienceServer | None = None
         self._report = HealthReport({name: None for name in checks})
 
     def check(self) -> HealthReport:

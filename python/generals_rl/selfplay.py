@@ -451,7 +451,12 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()] and None
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 def parse_policies(text: str) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 try:
     import yaml
@@ -65,9 +65,12 @@ HOT_KEYS = (
     "storage.rotation",
 )
 
-_SELFPLAY = {f.name: f.default for f in dataclasses.fields(SelfPlayConfig)}
-_ROTATION = {f.name: f.default for f in dataclasses.fields(Rotation)}
-Policy = Literal[tuple(sorted(POLICIES))]
+_SELFPLAY: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(SelfPlayConfig)}
+_ROTATION: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Rotation)}
+if TYPE_CHECKING:
+    Policy = str
+else:  # the built-in policies' names, from the one table of them
+    Policy = Literal[tuple(sorted(POLICIES))]
 
 
 class ConfigError(ValueError):
@@ -223,7 +226,7 @@ class Storage(_Section):
     enabled: bool = True
     type: Literal["file", "s3"] = "file"
     directory: str = STORAGE_DIRECTORY
-    format: Literal["parquet", "tfrecord", "npz"] = STORAGE_FORMAT
+    format: Literal["parquet", "tfrecord", "npz"] = STORAGE_FORMAT  # type: ignore[assignment]
     rotation: StorageRotation = StorageRotation()
     s3: S3 = S3()
 
@@ -249,8 +252,9 @@ class Storage(_Section):
         return options
 
 
-# Every RewardConfig weight, with the engine's defaults.
-Rewards = create_model(
+# Every RewardConfig weight, with the engine's defaults (fields built at run
+# time, which the type checker cannot follow).
+Rewards = create_model(  # type: ignore[call-overload]
     "Rewards",
     __base__=_Section,
     __doc__="Per-player, per-tick reward weights (see RewardConfig).",

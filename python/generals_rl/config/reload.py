@@ -43,7 +43,8 @@ class ConfigChange:
             lines.append(f"{source}: applied {', '.join(self.applied)}")
         for key in self.needs_restart:
             lines.append(
-                f"{source}: {key} changed: needs a restart to take effect (keeping the running value)"
+                f"{source}: {key} changed: needs a restart to take effect (keeping the running "
+                "value)"
             )
         return lines
 

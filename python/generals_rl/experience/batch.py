@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -31,7 +31,7 @@ RECORD_COLUMNS = {
 # REPLAY_ID_BYTES) and the acting player's stars. Self-play and older stored
 # experiences hold SOURCE_DEFAULTS. Stored with every format, not in the buffer.
 REPLAY_ID_BYTES = 16
-SOURCE_COLUMNS = {
+SOURCE_COLUMNS: dict[str, Any] = {
     "replay_id": np.dtype(f"S{REPLAY_ID_BYTES}"),
     "stars": np.int32,
 }
@@ -94,7 +94,7 @@ class _Records:
         return len(self.sequence)
 
     @classmethod
-    def from_dict(cls, d: dict) -> _Records:
+    def from_dict(cls, d: dict) -> Self:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     # Fields that are not one value per row: kept whole when rows are taken.
@@ -109,7 +109,7 @@ class _Records:
         """Rows ``rows`` (a slice, boolean mask or index array) as a batch of this
         form; whole-batch fields (a raw batch's state tables) are shared, so a
         slice copies nothing."""
-        columns = {}
+        columns: dict[str, Any] = {}
         for name in self.row_fields():
             column = getattr(self, name)
             columns[name] = None if column is None else column[rows]

@@ -222,7 +222,9 @@ class ExperienceBuffer:
 
     def sample_raw(self, count: int, seed: int | None = None, **options) -> SampledRawBatch:
         """``sample(..., raw=True)``."""
-        return self.sample(count, seed, raw=True, **options)
+        batch = self.sample(count, seed, raw=True, **options)
+        assert isinstance(batch, SampledRawBatch)
+        return batch
 
     def update_priorities(self, sequences, priorities) -> int:
         """Sets the priorities of the experiences ``sequences`` (as sampled) in bulk, in
@@ -265,7 +267,9 @@ class ExperienceBuffer:
         if prioritized["enabled"]:  # -1 for experiences outside the trees
             raw[_PRIORITY_COLUMN] = self._buffer.priorities(raw["sequence"])
             columns[_PRIORITY_COLUMN] = np.float32
-        arrays = [np.ascontiguousarray(raw[name], dtype=dtype) for name, dtype in columns.items()]
+        arrays: list[np.ndarray] = [
+            np.ascontiguousarray(raw[name], dtype=dtype) for name, dtype in columns.items()
+        ]
         payload = zstandard.ZstdCompressor(level=3).compress(b"".join(a.tobytes() for a in arrays))
         header = {
             "height": self.height,

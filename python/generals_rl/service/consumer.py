@@ -124,7 +124,7 @@ class ExperienceConsumer:
         self._max_message_bytes = (
             max_message_bytes  # also bounds what a compressed batch may inflate to
         )
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 20000),
@@ -275,6 +275,8 @@ class ExperienceConsumer:
         and reconnects when the stream breaks."""
         failures = 0  # consecutive failed connections
         failing_since = None
+        decoder = self._decoder
+        assert decoder is not None  # started by _run
         while not self._stop.is_set():
             request = self._request_for(server, template, start)
             try:
@@ -282,7 +284,7 @@ class ExperienceConsumer:
                 server.call = call
                 for message in call:
                     failing_since, failures = None, 0
-                    work = self._decoder.submit(
+                    work = decoder.submit(
                         _batch_of, message, decode, self._max_message_bytes
                     )  # in order, decoded in parallel
                     server.received = StreamPosition(message.buffer_id, message.next_sequence)
@@ -303,6 +305,7 @@ class ExperienceConsumer:
                         ),
                     )
                     return
+                assert code is not None  # retryable
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since > self._reconnect_timeout:
@@ -437,10 +440,11 @@ def _batch_of(message: pb.ExperienceBatch, decode: bool, max_bytes: int):
 
             decompressor = _local.decompressor = zstandard.ZstdDecompressor()
     # The server checked the tiles; the sizes are checked before inflating.
-    batch = packing.unpack(message.packed, decompressor, check_tiles=False, max_bytes=max_bytes)
+    raw = packing.unpack(message.packed, decompressor, check_tiles=False, max_bytes=max_bytes)
+    batch: RawBatch | DecodedBatch = raw
     if decode:
         try:
-            batch = batch.decode(message.army_scaling or "linear", message.army_scale or 1000.0)
+            batch = raw.decode(message.army_scaling or "linear", message.army_scale or 1000.0)
         except ValueError as exc:  # the decoder's own checks of what the server checks
             raise packing.PackedBatchError(f"packed: {exc}") from None
     batch.missed, batch.next_sequence = message.missed, message.next_sequence

@@ -121,7 +121,7 @@ def pack(raw: RawBatch, compressor=None) -> tuple[pb.PackedBatch, list]:
             offset=offset,
             size=array.nbytes,
         )
-        parts.append(memoryview(array.reshape(-1).view(np.uint8)))
+        parts.append(memoryview(array.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
         offset += array.nbytes
     packed.uncompressed_size = offset
     if compressor is not None:

@@ -108,7 +108,7 @@ class ExperienceServer:
         self.port: int | None = None
         self._started = False
 
-    def start(self) -> ExperienceServer:
+    def start(self) -> Self:
         """Binds and starts serving (once per server object)."""
         if self._started:
             raise RuntimeError(
@@ -229,7 +229,8 @@ class ExperienceServer:
         self.streams.stopping.set()
         self._server.stop(grace).wait()
         self._collector.stop()
-        self._executor.shutdown(wait=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
         self._server = None
 
     def __enter__(self) -> Self:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._background import BackgroundLoop
 from .._proto import experience_pb2 as pb
-from ..experience import ExperienceBuffer, RawBatch, format_game_id
+from ..experience import Cursor, ExperienceBuffer, RawBatch, format_game_id
 
 DEFAULT_STATS_GAMES = 1000  # games itemized when a request does not say
 
@@ -112,7 +112,8 @@ class StatsCollector(BackgroundLoop):
         self._stats = StatsSnapshot()
         self._last_sequence: OrderedDict[int, int] = OrderedDict()  # game -> newest sequence
         self._lock = threading.Lock()
-        self._cursor = None  # opened by start(): an open cursor holds producers back in block mode
+        # Opened by start(): an open cursor holds producers back in block mode.
+        self._cursor: Cursor | None = None
         self._folded_through = buffer.oldest
 
     def start(self) -> StatsCollector:
@@ -128,6 +129,7 @@ class StatsCollector(BackgroundLoop):
         super().stop()
 
     def _run(self) -> None:
+        assert self._cursor is not None  # opened by start
         while not self._stop.is_set():
             raw = self._cursor.read_records(self._read_size, self._interval)
             self._clock.sample(self.buffer.head, time.time(), self.buffer.oldest)

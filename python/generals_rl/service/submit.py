@@ -41,9 +41,9 @@ class Submissions:
                 grpc.StatusCode.INVALID_ARGUMENT, "send either experiences or packed, not both"
             )
         if request.HasField("packed"):
-            raw = self._unpack(request.packed)
-            response.accepted_count = len(raw)
-            response.first_sequence = self._append(raw) if len(raw) else self.buffer.head
+            packed = self._unpack(request.packed)
+            response.accepted_count = len(packed)
+            response.first_sequence = self._append(packed) if len(packed) else self.buffer.head
             return response
         count = len(request.experiences)
         self._check_rows("experiences", count)

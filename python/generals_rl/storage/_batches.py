@@ -5,6 +5,7 @@ summary of a shard that goes into the partition index."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -171,6 +172,7 @@ class ChunkBuffer:
     def front(self, limit: int) -> RawBatch | DecodedBatch:
         """The first ``min(limit, rows)`` rows."""
         k = min(limit, self.rows)
+        assert self._form is not None  # rows were appended
         columns = {name: array[:k] for name, array in self._columns.items()}
         if self._form is RawBatch:
             columns.update({name: array[: self._states] for name, array in self._tables.items()})
@@ -237,7 +239,7 @@ def join(batches: list, scratch: Scratch | None = None) -> RawBatch | DecodedBat
     return DecodedBatch.concat(batches)
 
 
-def record_columns(parts: list) -> dict:
+def record_columns(parts: Sequence) -> dict:
     """The record columns of ``parts`` joined."""
     if len(parts) == 1:
         return {name: getattr(parts[0], name) for name in ROW_COLUMNS}
@@ -333,7 +335,7 @@ def compact_states(*batches: RawBatch, scratch: Scratch | None = None) -> RawBat
     )
 
 
-def _rows(batches: list, starts: np.ndarray, name: str, rows: np.ndarray) -> np.ndarray:
+def _rows(batches: Sequence, starts: np.ndarray, name: str, rows: np.ndarray) -> np.ndarray:
     """Rows ``rows`` of the batches' ``name`` tables taken as one table."""
     first = getattr(batches[0], name)
     out = np.empty((len(rows), *first.shape[1:]), dtype=first.dtype)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from ..experience.batch import DecodedBatch, RawBatch
 from ._batches import join
 from .checksum import checksum_text, crc32c
 from .errors import StorageError
-from .formats import format_for, format_of_file
+from .formats import ShardFormat, format_for, format_of_file
 from .layout import SHARD_NAME, partition_start
 from .local import LocalStore
 from .s3 import S3Store
@@ -110,12 +111,14 @@ class Dataset:
         batches = list(self)
         return join(batches) if batches else None
 
-    def _shards(self) -> Iterator[tuple[str, type, bytes]]:
+    def _shards(self) -> Iterator[tuple[str, type[ShardFormat], bytes]]:
         if self._files is not None:
             for path in self._files:
                 cls = format_of_file(path.name)
+                assert cls is not None  # open_dataset took only shard files
                 yield str(path), cls, path.read_bytes()
             return
+        assert self.store is not None  # a dataset of files has no store
         for entry in self.entries:
             key = entry["key"]
             try:
@@ -196,7 +199,7 @@ def open_dataset(
         raise ValueError(f"end: {end!r} is not after start {start!r}")
     games = _id_set(game_ids, "game_ids", 0, 2**64 - 1)
     players = _id_set(player_ids, "player_ids", 0, 15)
-    options = {
+    options: dict[str, Any] = {
         "form": form,
         "game_ids": games,
         "player_ids": players,

@@ -37,10 +37,10 @@ def partition_start(partition: str) -> float:
     parts = partition.strip("/").split("/")
     try:
         values = dict(p.split("=", 1) for p in parts)
-        fields_ = [int(values[k]) for k in PARTITION_KEYS]
+        year, month, day, hour = (int(values[k]) for k in PARTITION_KEYS)
     except (KeyError, ValueError):
         raise ValueError(f"{partition!r} is not a year=/month=/day=/hour= partition") from None
-    return datetime(*fields_, tzinfo=timezone.utc).timestamp()
+    return datetime(year, month, day, hour, tzinfo=timezone.utc).timestamp()
 
 
 def iso_time(timestamp: float) -> str:

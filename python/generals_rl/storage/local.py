@@ -72,7 +72,8 @@ class LocalStore(Store):
             _fsync_dir(d.parent)
 
     def list_dir(self, path: str) -> tuple[list[str], list[str]]:
-        dirs, files = [], []
+        dirs: list[str] = []
+        files: list[str] = []
         try:
             with os.scandir(self._path(path)) as entries:
                 for entry in entries:

@@ -108,9 +108,8 @@ class MultiWriter(Writer):
     @property
     def durable_sequence(self) -> int | None:
         sequences = self.durable_sequences
-        if any(s is None for s in sequences):
-            return None
-        return min(sequences)
+        known = [s for s in sequences if s is not None]
+        return min(known) if len(known) == len(sequences) else None
 
     def stats(self) -> dict:
         destinations = []

@@ -61,6 +61,7 @@ class _NpzEncoder(ShardEncoder):
 
     def finish(self) -> dict[str, bytes]:
         parts, self._parts = self._parts, []
+        joined: RawBatch | DecodedBatch
         if isinstance(parts[0], RawBatch):
             joined = parts[0] if len(parts) == 1 else RawBatch.concat(parts)
             names = (*ROW_COLUMNS, *STATE_COLUMNS, *STATE_TABLES)
@@ -136,7 +137,7 @@ class NpzFormat(ShardFormat):
                         name: arrays[name].astype(dtype, copy=False)
                         for name, dtype in (*STATE_COLUMNS.items(), *STATE_TABLES.items())
                     }
-                    batch = RawBatch(**columns, **extra)
+                    batch: RawBatch | DecodedBatch = RawBatch(**columns, **extra)
                 else:
                     extra = {
                         name: arrays[name].astype(dtype, copy=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -238,7 +239,7 @@ def row_group_batch(shard, index: int) -> RawBatch | DecodedBatch:
     table = shard.read_row_group(index)
     n = table.num_rows
     # Shards written before the source columns existed lack them: defaults then.
-    columns = {
+    columns: dict[str, Any] = {
         name: table.column(name).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
         for name, dtype in ROW_COLUMNS.items()
         if name in table.column_names or name not in SOURCE_COLUMNS
@@ -267,14 +268,15 @@ def row_group_batch(shard, index: int) -> RawBatch | DecodedBatch:
             **tables,
             next_sequence=int(columns["sequence"][-1]) + 1 if n else 0,
         )
-    decoded = {}
-    for name, shape, dtype in (
+    decoded: dict[str, Any] = {}
+    specs: tuple[tuple[str, tuple[int, ...], Any], ...] = (
         ("state", (OBSERVATION_CHANNELS, height, width), np.float32),
         ("next_state", (OBSERVATION_CHANNELS, height, width), np.float32),
         ("action_mask", (height * width * 4,), np.bool_),
-    ):
+    )
+    for name, shape, element in specs:
         flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        decoded[name] = flat.astype(dtype, copy=False).reshape((n, *shape))
+        decoded[name] = flat.astype(element, copy=False).reshape((n, *shape))
     return DecodedBatch(
         **columns, **decoded, next_sequence=int(columns["sequence"][-1]) + 1 if n else 0
     )

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class ShardWriter(Writer):
         self._pending = ChunkBuffer() if chunked else BatchQueue()
         # Rows pending before they are encoded, and at most per encoder call.
         self._encode_at = self.rotation.chunk_size if chunked else 1
-        self._encode_limit = self.rotation.max_experiences if chunked else shard_format.encode_rows
+        self._encode_limit = shard_format.encode_rows or self.rotation.max_experiences
         self._pending_shape: tuple[int, int] | None = None
         self._scratch = Scratch()
         self._pending_since: float | None = None
@@ -127,7 +128,7 @@ class ShardWriter(Writer):
         self._failure: str | None = None  # why the destination failed last, until it works again
         self._failures = 0  # consecutive failed attempts
         self._retry_at = 0.0
-        self._stats = {
+        self._stats: dict[str, Any] = {
             "experiences_written": 0,
             "experiences_durable": 0,
             "experiences_skipped": 0,
@@ -242,7 +243,7 @@ class ShardWriter(Writer):
         return self._closed
 
     def stats(self) -> dict:
-        s = dict(self._stats)
+        s: dict[str, Any] = dict(self._stats)
         s["durable_sequence"] = self._durable
         s["shards_pending"] = len(self._sealed)
         shard = self._open  # read once: a sink thread may be writing
@@ -319,6 +320,7 @@ class ShardWriter(Writer):
         them to its staging file; the rows leave the pending ones once encoded."""
         chunk = chunk_of(rows, joined=self.format.joined_chunks, scratch=self._scratch)
         if self._open is None:
+            assert self._pending_since is not None  # rows are pending
             self._open = self._open_shard(chunk, self._pending_since)
         shard = self._open
         shard.encoder.write(chunk)
@@ -350,14 +352,10 @@ class ShardWriter(Writer):
 
     def _next_ordinal(self, partition: str) -> int:
         entries = self._entries(partition)
-        used = [int(m["ordinal"]) for m in (SHARD_NAME.match(e["name"]) for e in entries) if m]
         _, files = self.store.list_dir(partition)
-        used += [int(m["ordinal"]) for m in (SHARD_NAME.match(f) for f in files) if m]
-        used += [
-            int(SHARD_NAME.match(s.name)["ordinal"])
-            for s in self._sealed
-            if s.partition == partition
-        ]
+        names = [e["name"] for e in entries] + files
+        names += [s.name for s in self._sealed if s.partition == partition]
+        used = [int(m["ordinal"]) for m in map(SHARD_NAME.match, names) if m]
         return max(used, default=0) + 1
 
     def _entries(self, partition: str) -> list[dict]:
@@ -368,6 +366,7 @@ class ShardWriter(Writer):
     def _seal(self) -> None:
         """Completes the open shard's encoding and queues it for its commit."""
         shard = self._open
+        assert shard is not None  # sealed only when open
         companions = shard.encoder.finish()
         self._open = None
         games = np.unique(np.concatenate(shard.game_ids))

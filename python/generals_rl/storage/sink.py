@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class BufferSink:
         self._drain = True
         self.error: BaseException | None = None
         self._started_at: float | None = None
-        self._stats = {
+        self._stats: dict[str, Any] = {
             "experiences_read": 0,
             "batches_read": 0,
             "missed": 0,
@@ -104,6 +105,7 @@ class BufferSink:
                     if self.writer.durable_sequence is not None
                     else "oldest"
                 )
+            assert isinstance(self.source, ExperienceBuffer)  # a Cursor source is _cursor
             self._cursor = self.source.cursor(start=start)
         self._started_at = time.monotonic()
         self._thread = threading.Thread(
@@ -124,7 +126,7 @@ class BufferSink:
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise StorageError(f"stop: the sink did not finish within {timeout} s")
-        if self._owns_cursor and not self._cursor.closed:
+        if self._owns_cursor and self._cursor is not None and not self._cursor.closed:
             self._cursor.close()
         if self.error is not None:
             if self.close_writer:
@@ -146,7 +148,7 @@ class BufferSink:
         return self.writer.durable_sequence
 
     def stats(self) -> dict:
-        s = dict(self._stats)
+        s: dict[str, Any] = dict(self._stats)
         s["running"] = self.running
         s["lag"] = (
             self._cursor.lag if self._cursor is not None and not self._cursor.closed else None
@@ -163,6 +165,7 @@ class BufferSink:
 
     def _run(self) -> None:
         cursor = self._cursor
+        assert cursor is not None  # opened by start
         try:
             while not self._stop.is_set():
                 batch = cursor.read_raw(self.batch_size, self.poll_interval)
@@ -226,7 +229,7 @@ def continue_numbering(buffer: ExperienceBuffer, writer: Writer | int) -> int:
             "buffer: continue the numbering of a fresh buffer, before a VecEnv records into it "
             f"({buffer.head} experiences and {stats['total_states']} states appended so far)"
         )
-    empty = {
+    empty: dict[str, Any] = {
         name: np.empty(0, dtype) for name, dtype in {**RECORD_COLUMNS, **STATE_COLUMNS}.items()
     }
     empty.update(

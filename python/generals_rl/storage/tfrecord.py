@@ -33,6 +33,7 @@ import gzip
 import struct
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ class _TFRecordEncoder(ShardEncoder):
         self._encoder = TFRecordEncoder(list(_VARINT_FEATURES), rows)
         # Raw records with masks: the masks come from decoding each part.
         self._decode_masks = fmt.action_mask and fmt.states == "raw"
-        self._sink = out
+        self._sink: ChecksumWriter | gzip.GzipFile = out
         self._gzip = None
         if fmt.compression == "gzip":
             self._gzip = gzip.GzipFile(
@@ -257,7 +258,7 @@ def _read_varint(buf, pos: int) -> tuple[int, int]:
             raise StorageError("malformed varint in Example")
 
 
-def _fields(buf, start: int, stop: int) -> Iterator[tuple[int, int, object]]:
+def _fields(buf, start: int, stop: int) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value or (begin, end)) of a message."""
     pos = start
     while pos < stop:
@@ -318,18 +319,18 @@ def _parse_feature(buf: bytes, span: tuple[int, int]):
             chunks = [buf[v[0] : v[1]] for n, w, v in _fields(buf, *inner) if n == 1]
             return np.frombuffer(b"".join(chunks), dtype="<f4")
         if kind == 3:  # Int64List (packed or not)
-            values = []
+            ints: list[int] = []
             for n, w, v in _fields(buf, *inner):
                 if n != 1:
                     continue
                 if w == 0:
-                    values.append(v)
+                    ints.append(v)
                 else:
                     pos = v[0]
                     while pos < v[1]:
                         value, pos = _read_varint(buf, pos)
-                        values.append(value)
-            return np.array(values, dtype=np.uint64).view(np.int64)
+                        ints.append(value)
+            return np.array(ints, dtype=np.uint64).view(np.int64)
     return None
 
 
@@ -338,7 +339,7 @@ def examples_to_batch(examples: list[dict]) -> RawBatch | DecodedBatch:
     if not examples:
         raise StorageError("empty TFRecord shard")
     try:
-        columns = {}
+        columns: dict[str, Any] = {}
         for name, dtype in RECORD_COLUMNS.items():
             if name == "reward":
                 values = np.concatenate([e["reward"] for e in examples])
@@ -370,7 +371,7 @@ def examples_to_batch(examples: list[dict]) -> RawBatch | DecodedBatch:
                 next_sequence=int(columns["sequence"][-1]) + 1,
             )
         height, width = shape
-        tables = {}
+        tables: dict[str, Any] = {}
         for table, dtype in STATE_TABLES.items():
             suffix = table[len("state_") :]
             rows = [e[f"state_{suffix}"] for e in examples] + [
