@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Backoff:
     """``base_delay * 2**(failures - 1)`` seconds, at most ``max_delay``, times a
     jitter factor drawn from ``jitter`` (low, high), so that clients failing
