@@ -23,10 +23,10 @@ import os
 from .parquet import ParquetWriter  # isort: skip
 from .tfrecord import TFRecordWriter  # isort: skip
 from .npz import NpzWriter  # isort: skip
-from ._options import split_writer_options
+from ._options import format_and_writer_options
 from .dataset import Dataset, open_dataset
 from .errors import StorageError
-from .formats import format_for, format_names, split_format_options
+from .formats import format_for, format_names
 from .local import LocalStore
 from .multi import MultiWriter
 from .s3 import S3Writer
@@ -43,7 +43,7 @@ def open_writer(format: str, destination: str | os.PathLike, **options) -> Shard
     as ``endpoint_url`` then apply). ``options`` are the format's (e.g.
     ``states``, ``compression``) and the writer's (``max_experiences``,
     ``max_bytes``, ``max_age``, ``chunk_size``, ``resume``, retries)."""
-    format_options, writer_options = split_format_options(format, options)
+    format_class = format_for(format)
     text = os.fspath(destination)
     if text.startswith("s3://"):
         return S3Writer(text, format=format, **options)
@@ -51,8 +51,9 @@ def open_writer(format: str, destination: str | os.PathLike, **options) -> Shard
         raise ValueError(
             f"destination: only local paths and s3:// URLs are supported, got {text!r}"
         )
-    shard_format = format_for(format)(**format_options)  # checked before a directory is made
-    return ShardWriter(LocalStore(text), shard_format, **split_writer_options(writer_options))
+    # Options are checked before a directory is made.
+    shard_format, writer_options = format_and_writer_options(format_class, options)
+    return ShardWriter(LocalStore(text), shard_format, **writer_options)
 
 
 __all__ = [

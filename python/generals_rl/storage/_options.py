@@ -1,7 +1,11 @@
-"""Keyword options shared by every writer constructor."""
+"""Keyword options of the writer constructors: a format's, and those every
+shard writer shares."""
 
 from __future__ import annotations
 
+import inspect
+
+from .formats import ShardFormat
 from .writer import RetryPolicy, Rotation
 
 ROTATION_OPTIONS = ("max_experiences", "max_bytes", "max_age", "chunk_size")
@@ -39,3 +43,14 @@ def split_writer_options(options: dict) -> dict:
             )
         out["retry"] = RetryPolicy(**retry)
     return out
+
+
+def format_and_writer_options(
+    format_class: type[ShardFormat], options: dict
+) -> tuple[ShardFormat, dict]:
+    """The format built from the options its constructor names (checked first:
+    ValueError names a bad one), and the ``ShardWriter`` keyword arguments from
+    the rest (``split_writer_options``: TypeError names an unknown one)."""
+    names = [p for p in inspect.signature(format_class.__init__).parameters if p != "self"]
+    shard_format = format_class(**{k: v for k, v in options.items() if k in names})
+    return shard_format, split_writer_options({k: v for k, v in options.items() if k not in names})

@@ -7,7 +7,6 @@ package imports all three, so every format is registered once
 from __future__ import annotations
 
 import abc
-import inspect
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -109,12 +108,3 @@ def format_of_file(name: str) -> type[ShardFormat] | None:
         if match["ext"] in cls.extensions:
             return cls
     return None
-
-
-def split_format_options(format_name: str, options: dict) -> tuple[dict, dict]:
-    """(format options, the rest) for ``format_name``'s format class."""
-    cls = format_for(format_name)
-    names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    return {k: v for k, v in options.items() if k in names}, {
-        k: v for k, v in options.items() if k not in names
-    }

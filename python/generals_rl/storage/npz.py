@@ -29,7 +29,7 @@ from ..experience.batch import (
     RawBatch,
 )
 from ._batches import DECODED_COLUMNS, STATE_FORMS, board_shape, nbytes, stored_form
-from ._options import split_writer_options
+from ._options import format_and_writer_options
 from .checksum import ChecksumWriter
 from .errors import StorageError
 from .formats import ShardEncoder, ShardFormat, register_format
@@ -171,15 +171,6 @@ class NpzWriter(ShardWriter):
     arrays held in memory, as the file is written when the shard closes. Rotation,
     retry and resume options as for ``ShardWriter``."""
 
-    def __init__(
-        self,
-        destination,
-        *,
-        states: str = "raw",
-        compressed: bool = False,
-        army_scaling: str = "linear",
-        army_scale: float = 1000.0,
-        **options,
-    ) -> None:
-        fmt = NpzFormat(states, compressed, army_scaling, army_scale)
-        super().__init__(LocalStore(destination), fmt, **split_writer_options(options))
+    def __init__(self, destination, **options) -> None:
+        shard_format, writer_options = format_and_writer_options(NpzFormat, options)
+        super().__init__(LocalStore(destination), shard_format, **writer_options)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..experience.batch import ROW_COLUMNS, SOURCE_COLUMNS, STATE_TABLES, DecodedBatch, RawBatch
 from ._batches import OBSERVATION_CHANNELS, STATE_FORMS, stored_form
-from ._options import split_writer_options
+from ._options import format_and_writer_options
 from .checksum import ChecksumWriter
 from .errors import StorageError
 from .formats import ShardEncoder, ShardFormat, register_format
@@ -289,19 +289,9 @@ class ParquetWriter(ShardWriter):
     and resume options as for ``ShardWriter`` (``max_experiences``, ``max_bytes``,
     ``max_age``, ``chunk_size`` become a ``Rotation``)."""
 
-    def __init__(
-        self,
-        destination,
-        *,
-        states: str = "raw",
-        compression: str = "zstd",
-        compression_level: int | None = 1,
-        army_scaling: str = "linear",
-        army_scale: float = 1000.0,
-        **options,
-    ) -> None:
-        fmt = ParquetFormat(states, compression, compression_level, army_scaling, army_scale)
-        super().__init__(LocalStore(destination), fmt, **split_writer_options(options))
+    def __init__(self, destination, **options) -> None:
+        shard_format, writer_options = format_and_writer_options(ParquetFormat, options)
+        super().__init__(LocalStore(destination), shard_format, **writer_options)
 
 
 __all__ = ["ParquetFormat", "ParquetWriter", "row_group_batch", "schema"]

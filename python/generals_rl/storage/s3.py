@@ -17,9 +17,9 @@ import os
 import tempfile
 from urllib.parse import urlparse
 
-from ._options import split_writer_options
+from ._options import format_and_writer_options
 from .errors import StorageError
-from .formats import format_for, split_format_options
+from .formats import format_for
 from .shard_writer import ShardWriter
 from .store import Staging, Store
 
@@ -203,9 +203,8 @@ class S3Writer(ShardWriter):
     retry and resume options as for ``ShardWriter``."""
 
     def __init__(self, url: str, *, format: str = "parquet", **options) -> None:
-        format_options, rest = split_format_options(format, options)
-        store_options = {k: rest.pop(k) for k in list(rest) if k in _STORE_OPTIONS}
-        writer_options = split_writer_options(rest)
+        store_options = {k: options.pop(k) for k in list(options) if k in _STORE_OPTIONS}
+        shard_format, writer_options = format_and_writer_options(format_for(format), options)
         store = S3Store(url, **store_options)
         store.check_bucket()
-        super().__init__(store, format_for(format)(**format_options), **writer_options)
+        super().__init__(store, shard_format, **writer_options)

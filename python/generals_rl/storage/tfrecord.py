@@ -47,7 +47,7 @@ from ..experience.batch import (
     RawBatch,
 )
 from ._batches import OBSERVATION_CHANNELS, STATE_FORMS, compact_states
-from ._options import split_writer_options
+from ._options import format_and_writer_options
 from .checksum import ChecksumWriter, masked_crc32c
 from .errors import StorageError
 from .formats import ShardEncoder, ShardFormat, register_format
@@ -401,20 +401,9 @@ class TFRecordWriter(ShardWriter):
     in "raw" mode (it is computed by decoding, which costs time). Rotation, retry
     and resume options as for ``ShardWriter``."""
 
-    def __init__(
-        self,
-        destination,
-        *,
-        states: str = "raw",
-        compression: str | None = None,
-        action_mask: bool = False,
-        gzip_level: int = 6,
-        army_scaling: str = "linear",
-        army_scale: float = 1000.0,
-        **options,
-    ) -> None:
-        fmt = TFRecordFormat(states, compression, action_mask, gzip_level, army_scaling, army_scale)
-        super().__init__(LocalStore(destination), fmt, **split_writer_options(options))
+    def __init__(self, destination, **options) -> None:
+        shard_format, writer_options = format_and_writer_options(TFRecordFormat, options)
+        super().__init__(LocalStore(destination), shard_format, **writer_options)
 
 
 __all__ = ["TFRecordFormat", "TFRecordWriter", "parse_example", "read_records"]
