@@ -32,7 +32,7 @@ from generals_rl.defaults import REWARD_BUCKETS
 from generals_rl.farm import Farm
 from generals_rl.metrics import METRICS
 from generals_rl.service.server import SERVICE_NAME
-from generals_rl.storage.base import INDEX_NAME, partition_of
+from generals_rl.storage.layout import INDEX_NAME, partition_of
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -25,7 +25,8 @@ from generals_rl.service import (
     unpack,
 )
 from generals_rl.service.packing import MAX_COMPRESSION_RATIO, PayloadTooLargeError, pack
-from generals_rl.service.server import EXPERIENCE_READ_BYTES, parse_address
+from generals_rl.service.server import parse_address
+from generals_rl.service.streaming import EXPERIENCE_READ_BYTES
 from service_support import HEIGHT, WIDTH, fill, make_buffer, port_in_use, serving
 
 GIB = 1 << 30

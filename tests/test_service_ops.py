@@ -171,7 +171,7 @@ def test_batches_are_capped_to_the_message_size_limit():
     [
         ({"game_ids": ["xyz"]}, grpc.StatusCode.INVALID_ARGUMENT, "game_ids[0]"),
         ({"player_ids": [3, 16]}, grpc.StatusCode.INVALID_ARGUMENT, "player_ids: [16]"),
-        ({"min_turn": -1}, grpc.StatusCode.INVALID_ARGUMENT, "min_turn"),
+        ({"min_tick": -1}, grpc.StatusCode.INVALID_ARGUMENT, "min_tick"),
         ({"batch_size": 70_000}, grpc.StatusCode.INVALID_ARGUMENT, "batch_size"),
         ({"max_batch_wait_ms": 60_000}, grpc.StatusCode.INVALID_ARGUMENT, "max_batch_wait_ms"),
         ({"start_sequence": 10**9}, grpc.StatusCode.OUT_OF_RANGE, "beyond the buffer's head"),
