@@ -64,7 +64,9 @@ def parse_game_id(text: str) -> int:
 class _Records:
     """The record columns (one value per row) shared by both batch forms.
     ``missed`` counts experiences lost to overwriting before this batch;
-    ``next_sequence`` is where reading resumes."""
+    ``next_sequence`` is where reading resumes. A consumer's batches also name
+    their ``source`` (the stream's key) and the ``buffer_id`` its sequence
+    numbers belong to."""
 
     sequence: np.ndarray
     game_id: np.ndarray
@@ -79,6 +81,8 @@ class _Records:
     stars: np.ndarray | None = None
     missed: int = 0
     next_sequence: int = 0
+    source: str | None = None
+    buffer_id: str | None = None
 
     def __post_init__(self) -> None:
         for name, dtype in SOURCE_COLUMNS.items():

@@ -1,0 +1,320 @@
+"""The farm on a real two-node Ray cluster on loopback: four self-play actors
+spread over both nodes, a consumer following the farm's directory that receives
+every experience once, an actor killed by its pid and restarted with its durable
+experiences intact and its loss counted, the farm grown and shrunk, the DQN
+learner trained from it as a Ray actor, and ``generals-rl farm up/status``."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Ray treats 127.0.0.1 as "this machine" and swaps in its other addresses unless told
+# it runs without a cluster network (read when ray is imported, and by the ray start
+# and command-line processes below, which inherit it): the test stays on loopback.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'generals-rl[ray]'")
+pytest.importorskip("pydantic")
+pytest.importorskip("pyarrow")
+
+from generals_rl.config.farm import parse_config
+from generals_rl.distributed import Farm, LearnerActor, actor_key, farm_addresses, farm_state
+from generals_rl.distributed.actor import actor_config
+from generals_rl.service import ExperienceConsumer
+from generals_rl.storage import open_dataset
+
+pytestmark = pytest.mark.ray
+
+SIDE = 8
+NAMESPACE = "generals-rl-test"
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_node(args: list[str], temp_dir: str) -> subprocess.Popen:
+    """``ray start --block`` (it stops the node's processes when it is signalled)."""
+    agent, agent_grpc, metrics, runtime_env, workers = free_ports(5)
+    command = [
+        RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+        "--object-store-memory=80000000", f"--temp-dir={temp_dir}",
+        f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+        f"--min-worker-port={workers}", f"--max-worker-port={workers + 40}",
+        "--disable-usage-stats", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}  # with the loopback flag above
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.pid, signal.SIGTERM)  # the group of the ray start we launched
+    try:
+        node.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a second node on 127.0.0.1, each with its own temp dir and 2 CPUs."""
+    (port,) = free_ports(1)
+    temp_dirs = [tempfile.mkdtemp(prefix="ray", dir="/tmp") for _ in range(2)]  # short: socket paths
+    nodes = [start_node(["--head", f"--port={port}", "--include-dashboard=false"], temp_dirs[0])]
+    try:
+        address = f"127.0.0.1:{port}"
+        time.sleep(3)
+        nodes.append(start_node([f"--address={address}"], temp_dirs[1]))
+        ray.init(
+            address=address,
+            namespace=NAMESPACE,
+            logging_level="ERROR",
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",  # loopback only, never the machine's other addresses
+        )
+        wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 60, "two live nodes")
+        yield address
+    finally:
+        ray.shutdown()
+        for node in reversed(nodes):
+            stop_node(node)
+
+
+def farm_settings(tmp_path, **collection) -> dict:
+    return {
+        "collection": {
+            "games": 0,
+            "envs": 4,
+            "threads": 1,
+            "board": {"height": SIDE, "width": SIDE},
+            "max_ticks": 150,
+            "buffer_size": 50_000,
+            **collection,
+        },
+        "streaming": {"address": "127.0.0.1:0", "drain_timeout": 2},
+        "storage": {
+            "format": "parquet",
+            "directory": str(tmp_path / "store"),
+            "rotation": {"max_experiences": 2000},
+        },
+    }
+
+
+class Received:
+    """What a consumer delivered: sequence numbers and actions per (actor, buffer)."""
+
+    def __init__(self) -> None:
+        self.sequences = collections.defaultdict(list)
+        self.actions = collections.defaultdict(list)
+
+    def add(self, batch) -> None:
+        key = (batch.source, batch.buffer_id)
+        self.sequences[key].append(batch.sequence.copy())
+        self.actions[key].append(batch.action.copy())
+
+    def of(self, key):
+        return np.concatenate(self.sequences[key]), np.concatenate(self.actions[key])
+
+    def count(self, actor: str) -> int:
+        return sum(sum(map(len, v)) for (a, _), v in self.sequences.items() if a == actor)
+
+    def buffers(self, actor: str) -> list[str]:
+        return [b for a, b in self.sequences if a == actor]
+
+
+def consume(stream, received: Received, until, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    for batch in stream:
+        if len(batch):
+            received.add(batch)
+        if until():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def assert_contiguous(sequences: np.ndarray, first: int, what: str) -> None:
+    assert len(np.unique(sequences)) == len(sequences), f"{what}: duplicates"
+    expected = np.arange(first, first + len(sequences))
+    assert np.array_equal(np.sort(sequences), expected), f"{what}: gaps"
+
+
+def test_actor_config_gives_each_actor_its_games_port_and_storage(tmp_path):
+    config = parse_config(farm_settings(tmp_path))
+    first, again, second = (actor_config(config, i, n) for i, n in ((1, 0), (1, 1), (2, 0)))
+    assert first.storage.directory == str(tmp_path / "store" / "actor-0001")
+    assert second.storage.directory == str(tmp_path / "store" / "actor-0002")
+    assert first.streaming.address == "127.0.0.1:0"
+    assert len({first.collection.seed, again.collection.seed, second.collection.seed}) == 3
+    assert first.collection.envs == config.collection.envs
+
+
+def test_a_farm_of_four_survives_a_killed_actor(cluster, tmp_path):
+    # Play starts once the consumer streams: it receives each actor's experiences from 0.
+    config = parse_config(farm_settings(tmp_path, wait_for_consumers=1))
+    farm = Farm(config, 4, name="farm-a", namespace=NAMESPACE, watch_interval=0.3)
+    farm.start()
+    try:
+        nodes = {a["node"] for a in farm.status()["actors"].values()}
+        assert len(nodes) == 2, "the actors are spread over both nodes"
+        keys = [actor_key(i) for i in range(4)]
+        assert sorted(farm_addresses("farm-a", NAMESPACE)()) == keys
+        received = Received()
+        consumer = ExperienceConsumer(farm_addresses("farm-a", NAMESPACE), discovery_interval=0.3)
+        stream = consumer.stream_experiences(batch_size=512, decode=False)
+        consume(
+            stream, received, lambda: all(received.count(k) >= 3000 for k in keys), 120,
+            "3000 experiences from every actor",
+        )  # fmt: skip
+
+        victim = keys[1]
+        before = farm.status()["actors"][victim]
+        os.kill(before["pid"], signal.SIGKILL)  # the actor's process, on this machine
+        consume(
+            stream, received, lambda: len(received.buffers(victim)) == 2 and farm.restarts, 120,
+            "the restarted actor's experiences",
+        )  # fmt: skip
+        consume(stream, received, lambda: received.count(victim) >= 6000, 120, "more experiences")
+        consumer.close()
+        restart = farm.restarts[0]
+        after = farm.status()["actors"][victim]
+        assert (restart.key, restart.dead_pid, restart.incarnation) == (victim, before["pid"], 1)
+        assert after["pid"] != before["pid"]
+        assert restart.durable_next == after["first_sequence"]
+        assert restart.not_durable_at_least == max(0, restart.head_last_seen - restart.durable_next)
+        (switch,) = consumer.switches
+        assert switch.key == victim and switch.new_first == restart.durable_next
+
+        # Every other stream went on: one buffer each, every experience once, from 0.
+        for key in keys:
+            if key != victim:
+                (buffer_id,) = received.buffers(key)
+                assert_contiguous(received.of((key, buffer_id))[0], 0, key)
+        old_sequences, old_actions = received.of((victim, switch.old_buffer_id))
+        new_sequences, _ = received.of((victim, switch.new_buffer_id))
+        assert_contiguous(old_sequences, 0, "the dead actor")
+        assert_contiguous(new_sequences, restart.durable_next, "the restarted actor")
+        assert len(old_sequences) == switch.delivered_next
+    finally:
+        stored = farm.stop()
+    assert set(stored) == set(keys)
+
+    # Storage holds the victim's experiences without a gap across the restart, and
+    # what the dead actor had made durable is what the consumer received from it.
+    rows = [b for b in open_dataset(tmp_path / "store" / victim)]
+    sequences = np.concatenate([b.sequence for b in rows])
+    actions = np.concatenate([b.action for b in rows])
+    assert_contiguous(sequences, 0, "the victim's storage")
+    assert sequences.max() + 1 == stored[victim]["experiences"] + restart.durable_next
+    durable_old = sequences < restart.durable_next
+    seen = old_sequences < restart.durable_next
+    order = np.argsort(old_sequences[seen])
+    assert np.array_equal(
+        actions[durable_old][np.argsort(sequences[durable_old])], old_actions[seen][order]
+    )
+
+
+def test_the_learner_trains_from_a_farm_that_grows_and_shrinks(cluster, tmp_path):
+    config = parse_config(farm_settings(tmp_path))
+    with Farm(config, 2, name="farm-b", namespace=NAMESPACE, watch_interval=0.3) as farm:
+        learner = LearnerActor.options(num_cpus=1).remote(
+            {
+                "height": SIDE, "width": SIDE, "capacity": 20_000, "batch_size": 32,
+                "steps": 30, "learning_starts": 500, "publish_every": 10, "channels": 4,
+                "blocks": 1,
+            },
+            str(tmp_path / "run"), "farm-b", NAMESPACE, {"discovery_interval": 0.3},
+        )  # fmt: skip
+        training = learner.train.remote(log_every=10, wait_timeout=120)
+        farm.scale(3)
+        assert sorted(farm.addresses()) == [actor_key(i) for i in range(3)]
+        wait_for(lambda: farm.status()["actors"][actor_key(2)]["streams"] >= 1, 60,
+                 "the learner to stream from the new actor")  # fmt: skip
+        row = ray.get(training, timeout=300)
+        farm.scale(1)
+        assert sorted(farm_addresses("farm-b", NAMESPACE)()) == [actor_key(0)]
+        progress = ray.get(learner.progress.remote(), timeout=30)
+    assert row["step"] == 30 and progress["published_version"] >= 3
+    assert progress["consumed"] >= 500
+    assert (tmp_path / "run" / "weights" / "latest.pt").exists()
+
+
+def test_farm_up_and_status_from_the_command_line(cluster, tmp_path):
+    import yaml
+
+    path = tmp_path / "farm.yaml"
+    path.write_text(yaml.safe_dump(farm_settings(tmp_path)))
+    command = [sys.executable, "-m", "generals_rl.cli", "farm"]
+    where = ["--address", cluster, "--node-ip-address", "127.0.0.1", "--namespace", NAMESPACE,
+             "--name", "farm-c"]  # fmt: skip
+    up = subprocess.Popen(
+        [*command, "up", "--config", str(path), "--actors", "2", "--num-cpus", "0.5", *where,
+         "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+
+        def status():
+            done = subprocess.run(
+                [*command, "status", "--json", *where], capture_output=True, text=True, timeout=60
+            )
+            return json.loads(done.stdout) if done.returncode == 0 else None
+
+        state = wait_for(lambda: (s := status()) and len(s["actors"]) == 2 and s, 120, "farm up")
+        assert sorted(state["actors"]) == [actor_key(0), actor_key(1)]
+        up.send_signal(signal.SIGINT)
+        out, err = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, err
+    final = json.loads(out)
+    assert final["restarts"] == [] and set(final["stored"]) == {actor_key(0), actor_key(1)}
+    missing = subprocess.run(
+        [*command, "status", *where[:-1], "nothing"], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        f"generals-rl farm status: no farm named 'nothing' in the Ray namespace {NAMESPACE!r}"
+    )
+
+
+def test_farm_state_names_a_missing_farm(cluster):
+    with pytest.raises(LookupError, match="no farm named 'absent'"):
+        farm_state("absent", NAMESPACE)
