@@ -10,7 +10,8 @@ to at 10 and 1,000 actor pods (docs/scaling.md):
 - network bytes per experience a trainer receives (gRPC stream messages, packed,
   with and without zstd) and so per second.
 
-    python bench/bench_sizing.py [--experiences N] [--seconds S] [--cores-per-pod C] [--pods 10,1000]
+    python bench/bench_sizing.py [--experiences N] [--seconds S] [--cores-per-pod C]
+                                 [--buffer-per-pod N] [--pods 10,1000]
 
 Prints one JSON object.
 """
@@ -95,7 +96,10 @@ def storage(experiences: int) -> dict:
             for root, _, names in os.walk(directory)
             for name in names
         )
-    return {"experiences": int(buffer.head), "parquet_bytes_per_experience": round(stored / buffer.head, 1)}
+    return {
+        "experiences": int(buffer.head),
+        "parquet_bytes_per_experience": round(stored / buffer.head, 1),
+    }
 
 
 def network(experiences: int) -> dict:
@@ -151,7 +155,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiences", type=int, default=500_000, help="buffer filled for memory")
     parser.add_argument("--seconds", type=float, default=20.0, help="self-play timed on one thread")
-    parser.add_argument("--sample", type=int, default=200_000, help="experiences stored and streamed")
+    parser.add_argument(
+        "--sample", type=int, default=200_000, help="experiences stored and streamed"
+    )
     parser.add_argument("--cores-per-pod", type=int, default=2)
     parser.add_argument("--buffer-per-pod", type=int, default=MILLION)
     parser.add_argument("--pods", default="10,1000")

@@ -21,10 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Ray treats 127.0.0.1 as "this machine" and swaps in its other addresses unless told
-# it runs without a cluster network (read when ray is imported, and by the ray start
-# and command-line processes below, which inherit it): the test stays on loopback.
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'generals-rl[ray]'")
 pytest.importorskip("pydantic")
 pytest.importorskip("pyarrow")
@@ -40,6 +36,9 @@ pytestmark = pytest.mark.ray
 SIDE = 8
 NAMESPACE = "generals-rl-test"
 RAY = str(Path(sys.executable).with_name("ray"))
+# Ray swaps 127.0.0.1 (and localhost) for the machine's network address; another
+# loopback address keeps the whole cluster on loopback.
+NODE_IP = "127.0.0.2"
 
 
 def free_ports(count: int) -> list[int]:
@@ -67,14 +66,14 @@ def start_node(args: list[str], temp_dir: str) -> subprocess.Popen:
     """``ray start --block`` (it stops the node's processes when it is signalled)."""
     agent, agent_grpc, metrics, runtime_env, workers = free_ports(5)
     command = [
-        RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+        RAY, "start", "--block", f"--node-ip-address={NODE_IP}", "--num-cpus=2",
         "--object-store-memory=80000000", f"--temp-dir={temp_dir}",
         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
         f"--min-worker-port={workers}", f"--max-worker-port={workers + 40}",
         "--disable-usage-stats", *args,
     ]  # fmt: skip
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}  # with the loopback flag above
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -92,12 +91,14 @@ def stop_node(node: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head and a second node on 127.0.0.1, each with its own temp dir and 2 CPUs."""
+    """A head and a second node on loopback, each with its own temp dir and 2 CPUs."""
     (port,) = free_ports(1)
-    temp_dirs = [tempfile.mkdtemp(prefix="ray", dir="/tmp") for _ in range(2)]  # short: socket paths
+    temp_dirs = [
+        tempfile.mkdtemp(prefix="ray", dir="/tmp") for _ in range(2)
+    ]  # short: socket paths
     nodes = [start_node(["--head", f"--port={port}", "--include-dashboard=false"], temp_dirs[0])]
     try:
-        address = f"127.0.0.1:{port}"
+        address = f"{NODE_IP}:{port}"
         time.sleep(3)
         nodes.append(start_node([f"--address={address}"], temp_dirs[1]))
         ray.init(
@@ -105,7 +106,7 @@ def cluster():
             namespace=NAMESPACE,
             logging_level="ERROR",
             log_to_driver=False,
-            _node_ip_address="127.0.0.1",  # loopback only, never the machine's other addresses
+            _node_ip_address=NODE_IP,
         )
         wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 60, "two live nodes")
         yield address
@@ -280,7 +281,7 @@ def test_farm_up_and_status_from_the_command_line(cluster, tmp_path):
     path = tmp_path / "farm.yaml"
     path.write_text(yaml.safe_dump(farm_settings(tmp_path)))
     command = [sys.executable, "-m", "generals_rl.cli", "farm"]
-    where = ["--address", cluster, "--node-ip-address", "127.0.0.1", "--namespace", NAMESPACE,
+    where = ["--address", cluster, "--node-ip-address", NODE_IP, "--namespace", NAMESPACE,
              "--name", "farm-c"]  # fmt: skip
     up = subprocess.Popen(
         [*command, "up", "--config", str(path), "--actors", "2", "--num-cpus", "0.5", *where,
@@ -290,6 +291,7 @@ def test_farm_up_and_status_from_the_command_line(cluster, tmp_path):
     try:
 
         def status():
+            assert up.poll() is None, up.communicate()[1]
             done = subprocess.run(
                 [*command, "status", "--json", *where], capture_output=True, text=True, timeout=60
             )

@@ -35,7 +35,9 @@ def add_commands(commands) -> None:
     up.add_argument(
         "--memory-mib", type=int, default=None, help="memory Ray reserves per actor (MiB)"
     )
-    up.add_argument("--pack", action="store_true", help="pack actors on few nodes (default: spread)")
+    up.add_argument(
+        "--pack", action="store_true", help="pack actors on few nodes (default: spread)"
+    )
     up.add_argument(
         "--duration",
         type=float,
@@ -55,40 +57,77 @@ def add_commands(commands) -> None:
             metavar="auto|HOST:PORT",
             help="the Ray cluster (default: %(default)s, the one started on this machine)",
         )
-        command.add_argument(
-            "--node-ip-address",
-            default=None,
-            metavar="IP",
-            help="this machine's address in the cluster, as ray start --node-ip-address "
-            "(default: Ray's guess)",
-        )
         command.add_argument("--name", default=None, help="the farm's name (default: farm)")
-        command.add_argument("--namespace", default=None, help="Ray namespace (default: generals-rl)")
+        add_ray_options(command)
 
 
-def _connect(args: argparse.Namespace):
-    """The distributed module, connected to the cluster ``args.address``."""
-    if args.address != "auto":
+def add_ray_options(command: argparse.ArgumentParser) -> None:
+    """The options of every command that connects to a Ray cluster."""
+    command.add_argument(
+        "--node-ip-address",
+        default=None,
+        metavar="IP",
+        help="this machine's address in the cluster, as ray start --node-ip-address "
+        "(default: Ray's guess)",
+    )
+    command.add_argument("--namespace", default=None, help="Ray namespace (default: generals-rl)")
+
+
+def _connect(args: argparse.Namespace, address: str, flag: str = "--address"):
+    """``(generals_rl.distributed, ray)``, connected to the cluster at ``address``."""
+    if address != "auto":
         from .service.server import parse_address
 
         try:
-            parse_address(args.address)
+            parse_address(address)
         except ValueError as exc:
-            raise UsageError(f"--address: expected auto or HOST:PORT: {exc}") from None
+            raise UsageError(f"{flag}: expected auto or HOST:PORT: {exc}") from None
     try:
+        import ray
+
         from . import distributed
     except ImportError as exc:
         raise UsageError(f"needs {exc.name}: {_RAY_HINT}") from None
-    args.name = args.name or distributed.FARM_NAME
+    args.name = getattr(args, "name", None) or distributed.FARM_NAME
     args.namespace = args.namespace or distributed.NAMESPACE
-    distributed.ray.init(
-        address=args.address,
+    ray.init(
+        address=address,
         namespace=args.namespace,
         logging_level="WARNING",
         log_to_driver=False,
         _node_ip_address=args.node_ip_address,
     )
-    return distributed
+    return distributed, ray
+
+
+FARM_PREFIX = "farm:"  # generals-rl train dqn --from farm:NAME
+
+
+def train_dqn_on_farm(args: argparse.Namespace, config) -> int:
+    """``generals-rl train dqn --from farm:NAME``: the learner as a Ray actor that
+    follows the farm NAME (started by ``generals-rl farm up``)."""
+    import dataclasses
+    import os
+
+    args.name = args.sources[len(FARM_PREFIX) :] or None
+    distributed, ray = _connect(args, args.ray_address, "--ray-address")
+    try:
+        learner = distributed.LearnerActor.options(num_cpus=config.torch_threads).remote(
+            dataclasses.asdict(config),
+            os.path.abspath(args.run_dir),  # on the node Ray places the learner on
+            args.name,
+            args.namespace,
+            {"token": args.token},
+        )
+        row = ray.get(
+            learner.train.remote(log_every=args.log_every, wait_timeout=args.wait_timeout)
+        )
+        progress = ray.get(learner.progress.remote())
+    finally:
+        ray.shutdown()
+    if not args.quiet:
+        print(json.dumps({**row, **progress}))
+    return 0
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -103,7 +142,7 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     if args.memory_mib is not None and args.memory_mib < 1:
         raise UsageError(f"--memory-mib: must be at least 1, got {args.memory_mib}")
-    distributed = _connect(args)
+    distributed, ray = _connect(args, args.address)
     try:
         resources = distributed.ActorResources(
             num_cpus=args.num_cpus,
@@ -114,11 +153,15 @@ def _up(args: argparse.Namespace) -> int:
             config, args.actors, resources=resources, name=args.name, namespace=args.namespace
         )
         stop = threading.Event()
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)
+        }
         farm.start()
         try:
             for key, address in farm.addresses().items():
-                print(f"generals-rl farm up: {key} serving on {address}", file=sys.stderr, flush=True)
+                print(
+                    f"generals-rl farm up: {key} serving on {address}", file=sys.stderr, flush=True
+                )
             _watch(farm, stop, args.duration)
         finally:
             state = farm.status()
@@ -126,7 +169,7 @@ def _up(args: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     finally:
-        distributed.ray.shutdown()
+        ray.shutdown()
     state["stored"] = stored
     if args.json:
         print(json.dumps(state))
@@ -154,7 +197,7 @@ def _watch(farm, stop: threading.Event, duration: float) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    distributed = _connect(args)
+    distributed, ray = _connect(args, args.address)
     try:
         try:
             state = distributed.farm_state(args.name, args.namespace)
@@ -162,13 +205,15 @@ def _status(args: argparse.Namespace) -> int:
             print(f"generals-rl farm status: {exc}", file=sys.stderr)
             return 1
     finally:
-        distributed.ray.shutdown()
+        ray.shutdown()
     print(json.dumps(state) if args.json else _format(state))
     return 0
 
 
 def _format(state: dict) -> str:
-    lines = [f"{'actor':<12} {'address':<22} {'pid':>7} {'head':>10} {'durable':>10} {'use':>5}  state"]
+    lines = [
+        f"{'actor':<12} {'address':<22} {'pid':>7} {'head':>10} {'durable':>10} {'use':>5}  state"
+    ]
     for key, actor in state["actors"].items():
         use = actor["resident"] / actor["capacity"] if actor["capacity"] else 0.0
         condition = actor["error"] or ("serving" if actor["serving"] else "not serving")

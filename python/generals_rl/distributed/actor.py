@@ -43,7 +43,9 @@ def actor_config(config, index: int, incarnation: int):
     set_path(data, ["collection", "seed"], actor_seed(config.collection.seed, index, incarnation))
     storage = config.storage
     if storage.type == "s3":
-        set_path(data, ["storage", "s3", "prefix"], "/".join(p for p in (storage.s3.prefix, key) if p))
+        set_path(
+            data, ["storage", "s3", "prefix"], "/".join(p for p in (storage.s3.prefix, key) if p)
+        )
     else:
         set_path(data, ["storage", "directory"], os.path.join(storage.directory, key))
     return parse_config(data)

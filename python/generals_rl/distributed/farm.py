@@ -180,10 +180,13 @@ class Farm:
         with self._lock:
             slots = list(self._slots.values())
             self._slots.clear()
-        stored = dict(zip(
-            (actor_key(s.index) for s in slots),
-            _gather([s.handle.stop.remote(timeout) for s in slots], timeout + 30), strict=True,
-        ))
+        stored = dict(
+            zip(
+                (actor_key(s.index) for s in slots),
+                _gather([s.handle.stop.remote(timeout) for s in slots], timeout + 30),
+                strict=True,
+            )
+        )
         for slot in slots:
             ray.kill(slot.handle)
         if self._directory is not None:
@@ -258,7 +261,9 @@ class Farm:
         died_at = time.time()
         for slot in dead:
             ray.kill(slot.handle)  # frees what Ray still holds for it
-        for old, new in zip(dead, self._spawn([(s.index, s.incarnation + 1) for s in dead]), strict=True):
+        for old, new in zip(
+            dead, self._spawn([(s.index, s.incarnation + 1) for s in dead]), strict=True
+        ):
             self._slots[actor_key(new.index)] = new
             self.restarts.append(
                 Restart(

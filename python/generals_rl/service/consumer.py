@@ -113,7 +113,8 @@ class ExperienceConsumer:
         PEM bytes to connect over TLS (``tls=True`` uses the system roots).
     reconnect_timeout:
         How long a server may stay unreachable before the stream gives up with
-        ``ConsumerError``; reconnection attempts back off up to 2 s apart.
+        ``ConsumerError`` (a server of a DNS name or callable is retried as long
+        as it is listed); reconnection attempts back off up to 2 s apart.
     queue_batches:
         Batches received ahead of the caller (per server): bounds memory, and a
         slow caller slows its streams down instead of piling up data.
@@ -371,7 +372,8 @@ class ExperienceConsumer:
                     return
                 now = time.monotonic()
                 failing_since = failing_since or now
-                if now - failing_since > self._reconnect_timeout:
+                # A listed server of a DNS name or source is retried while it stays listed.
+                if now - failing_since > self._reconnect_timeout and not self._book.dynamic:
                     self._put(
                         out,
                         ConsumerError(
