@@ -76,11 +76,17 @@ def memory(experiences: int) -> dict:
 def throughput(seconds: float) -> dict:
     buffer = ExperienceBuffer(SIDE, SIDE, 4 * MILLION, "overwrite")
     deadline = time.monotonic() + seconds
+    cpu = time.process_time()
     summary = play(buffer, lambda: time.monotonic() >= deadline)
+    cpu = time.process_time() - cpu
     return {
         "seconds": round(summary.seconds, 2),
+        "cpu_seconds": round(cpu, 2),
         "experiences": summary.experiences,
-        "experiences_per_core_second": round(summary.experiences_per_second),
+        # Per CPU second of this process (all its threads): what a dedicated core gives,
+        # however busy the machine was; the wall-clock rate is what this run got.
+        "experiences_per_core_second": round(summary.experiences / cpu),
+        "experiences_per_wall_second": round(summary.experiences_per_second),
         "mean_game_length": round(summary.mean_game_length, 1),
     }
 
@@ -138,6 +144,7 @@ def projection(figures: dict, pods: int, cores_per_pod: int, buffer_per_pod: int
         "pods": pods,
         "cores": pods * cores_per_pod,
         "experiences_per_second": rate,
+        "games_per_second": round(rate / figures["throughput"]["experiences_per_game"]),
         "buffer_memory_gib_per_pod": round(per_million * buffer_per_pod / MILLION / 2**30, 2),
         "storage_gib_per_hour": round(
             rate * 3600 * figures["storage"]["parquet_bytes_per_experience"] / 2**30, 1
@@ -172,6 +179,10 @@ def main() -> None:
         "network": network(args.sample),
     }
     figures["load_average_after"] = os.getloadavg()
+    # Two players: every tick of a game gives two experiences.
+    figures["throughput"]["experiences_per_game"] = round(
+        2 * figures["throughput"]["mean_game_length"], 1
+    )
     figures["projections"] = [
         projection(figures, int(p), args.cores_per_pod, args.buffer_per_pod)
         for p in args.pods.split(",")
