@@ -30,6 +30,7 @@ from generals_rl.distributed import Farm, LearnerActor, actor_key, farm_addresse
 from generals_rl.distributed.actor import actor_config
 from generals_rl.service import ExperienceConsumer
 from generals_rl.storage import open_dataset
+from service_support import assert_contiguous, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -50,16 +51,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def start_node(args: list[str], temp_dir: str) -> subprocess.Popen:
@@ -108,7 +99,7 @@ def cluster():
             log_to_driver=False,
             _node_ip_address=NODE_IP,
         )
-        wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 60, "two live nodes")
+        wait_until(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 60, "two live nodes")
         yield address
     finally:
         ray.shutdown()
@@ -169,12 +160,6 @@ def consume(stream, received: Received, until, timeout: float, what: str) -> Non
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def assert_contiguous(sequences: np.ndarray, first: int, what: str) -> None:
-    assert len(np.unique(sequences)) == len(sequences), f"{what}: duplicates"
-    expected = np.arange(first, first + len(sequences))
-    assert np.array_equal(np.sort(sequences), expected), f"{what}: gaps"
-
-
 def test_actor_config_gives_each_actor_its_games_port_and_storage(tmp_path):
     config = parse_config(farm_settings(tmp_path))
     first, again, second = (actor_config(config, i, n) for i, n in ((1, 0), (1, 1), (2, 0)))
@@ -225,11 +210,13 @@ def test_a_farm_of_four_survives_a_killed_actor(cluster, tmp_path):
         for key in keys:
             if key != victim:
                 (buffer_id,) = received.buffers(key)
-                assert_contiguous(received.of((key, buffer_id))[0], 0, key)
+                sequences = received.of((key, buffer_id))[0]
+                assert_contiguous(sequences, 0, len(sequences))
         old_sequences, old_actions = received.of((victim, switch.old_buffer_id))
         new_sequences, _ = received.of((victim, switch.new_buffer_id))
-        assert_contiguous(old_sequences, 0, "the dead actor")
-        assert_contiguous(new_sequences, restart.durable_next, "the restarted actor")
+        assert_contiguous(old_sequences, 0, len(old_sequences))
+        first = restart.durable_next
+        assert_contiguous(new_sequences, first, first + len(new_sequences))
         assert len(old_sequences) == switch.delivered_next
     finally:
         stored = farm.stop()
@@ -240,7 +227,7 @@ def test_a_farm_of_four_survives_a_killed_actor(cluster, tmp_path):
     rows = [b for b in open_dataset(tmp_path / "store" / victim)]
     sequences = np.concatenate([b.sequence for b in rows])
     actions = np.concatenate([b.action for b in rows])
-    assert_contiguous(sequences, 0, "the victim's storage")
+    assert_contiguous(np.sort(sequences), 0, len(sequences))
     assert sequences.max() + 1 == stored[victim]["experiences"] + restart.durable_next
     durable_old = sequences < restart.durable_next
     seen = old_sequences < restart.durable_next
@@ -264,7 +251,7 @@ def test_the_learner_trains_from_a_farm_that_grows_and_shrinks(cluster, tmp_path
         training = learner.train.remote(log_every=10, wait_timeout=120)
         farm.scale(3)
         assert sorted(farm.addresses()) == [actor_key(i) for i in range(3)]
-        wait_for(lambda: farm.status()["actors"][actor_key(2)]["streams"] >= 1, 60,
+        wait_until(lambda: farm.status()["actors"][actor_key(2)]["streams"] >= 1, 60,
                  "the learner to stream from the new actor")  # fmt: skip
         row = ray.get(training, timeout=300)
         farm.scale(1)
@@ -289,15 +276,19 @@ def test_farm_up_and_status_from_the_command_line(cluster, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        last: list[dict] = []
 
-        def status():
+        def both_listed() -> bool:
             assert up.poll() is None, up.communicate()[1]
             done = subprocess.run(
                 [*command, "status", "--json", *where], capture_output=True, text=True, timeout=60
             )
-            return json.loads(done.stdout) if done.returncode == 0 else None
+            if done.returncode == 0:
+                last[:] = [json.loads(done.stdout)]
+            return bool(last) and len(last[0]["actors"]) == 2
 
-        state = wait_for(lambda: (s := status()) and len(s["actors"]) == 2 and s, 120, "farm up")
+        wait_until(both_listed, 120, "farm status to list both actors")
+        state = last[0]
         assert sorted(state["actors"]) == [actor_key(0), actor_key(1)]
         up.send_signal(signal.SIGINT)
         out, err = up.communicate(timeout=120)

@@ -16,6 +16,7 @@ they die, grown and shrunk.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from ..service.discovery import AddressSource
 from ._ray import FARM_NAME, NAMESPACE, GetTimeoutError, RayActorError, ray
 from .actor import READY_TIMEOUT, SelfPlayActor, actor_key
+
+log = logging.getLogger("generals_rl.distributed")
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class Farm:
         self.watch_interval = watch_interval
         self.ready_timeout = ready_timeout
         self.restarts: list[Restart] = []
+        self.watch_error: str | None = None  # why the last watch round failed, if it did
         self._target = actors
         self._config_data = config.model_dump(mode="json")
         self._slots: dict[str, _Slot] = {}
@@ -230,7 +234,12 @@ class Farm:
             )
             for index, incarnation in wanted
         ]
-        statuses = _gather([h.status.remote() for h in handles], self.ready_timeout)
+        try:
+            statuses = _gather([h.status.remote() for h in handles], self.ready_timeout)
+        except BaseException:
+            for handle in handles:  # none half-started is left behind
+                ray.kill(handle)
+            raise
         return [
             _Slot(index, incarnation, handle, status)
             for (index, incarnation), handle, status in zip(wanted, handles, statuses, strict=True)
@@ -241,7 +250,12 @@ class Farm:
     def _watch(self) -> None:
         while not self._stopping.wait(self.watch_interval):
             with self._lock:
-                self._check()
+                try:
+                    self._check()
+                    self.watch_error = None
+                except Exception as exc:  # e.g. a replacement that did not start: next round
+                    self.watch_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("farm %s: %s", self.name, self.watch_error)
 
     def _check(self) -> None:
         asked = {key: slot.handle.status.remote() for key, slot in self._slots.items()}
@@ -294,6 +308,7 @@ class Farm:
             "actors": {key: dict(slot.status) for key, slot in sorted(self._slots.items())},
             "restarts": [r.to_dict() for r in self.restarts],
             "not_durable_at_least": sum(r.not_durable_at_least for r in self.restarts),
+            "watch_error": self.watch_error,
         }
 
     def _publish(self) -> None:
