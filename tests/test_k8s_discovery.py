@@ -121,3 +121,42 @@ def test_a_consumer_follows_the_records_of_a_headless_service(monkeypatch):
         consumer.close()
         first.stop(grace=0)
         second.stop(grace=0)
+
+
+def test_a_key_whose_server_moves_is_followed_and_its_new_buffer_recorded():
+    """A restarted actor: the same key, a new port, a buffer numbering on from
+    what storage held (300) while the consumer had read 600 of the old one."""
+    from generals_rl.storage import continue_numbering
+
+    old_buffer, new_buffer = make_buffer(), make_buffer()
+    fill(old_buffer, 600)
+    continue_numbering(new_buffer, 300)
+    fill(new_buffer, 900)
+    old = ExperienceServer(old_buffer, "127.0.0.1:0").start()
+    where = {"actor-0001": old.address}
+    consumer = ExperienceConsumer(lambda: dict(where), discovery_interval=0.05)
+    received: dict = {}
+    new = None
+    try:
+        stream = consumer.stream_experiences(batch_size=64, decode=False)
+        count = lambda: sum(map(len, received.get("actor-0001", [])))  # noqa: E731
+        collect(stream, received, lambda: count() >= old_buffer.head)
+        old.stop(grace=0)
+        new = ExperienceServer(new_buffer, "127.0.0.1:0").start()
+        where["actor-0001"] = new.address
+        collect(stream, received, lambda: count() >= old_buffer.head + new_buffer.head - 300)
+        (switch,) = consumer.switches
+        assert switch.key == "actor-0001"
+        assert (switch.old_buffer_id, switch.new_buffer_id) == (old.buffer_id, new.buffer_id)
+        assert (switch.delivered_next, switch.old_head, switch.new_first) == (
+            old_buffer.head, old_buffer.head, 300,
+        )  # fmt: skip
+        assert switch.undelivered == 0
+        sequences = np.concatenate(received["actor-0001"])
+        first = int(old_buffer.head)
+        assert np.array_equal(sequences[:first], np.arange(first))
+        assert np.array_equal(sequences[first:], np.arange(300, new_buffer.head))
+    finally:
+        consumer.close()
+        if new is not None:
+            new.stop(grace=0)

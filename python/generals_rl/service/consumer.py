@@ -269,7 +269,9 @@ class ExperienceConsumer:
             for key, address in found.items():
                 server = self._servers.get(key)
                 if server is None:
-                    server = self._servers[key] = _ServerState(key, address, *self._connect(address))
+                    server = _ServerState(key, address, *self._connect(address))
+                    # A new mapping: readers iterating the old one (positions, lag) go on safely.
+                    self._servers = {**self._servers, key: server}
                 elif server.address != address:
                     old = server.channel
                     server.address = address
