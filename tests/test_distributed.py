@@ -10,6 +10,7 @@ import collections
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,6 +106,8 @@ def cluster():
         ray.shutdown()
         for node in reversed(nodes):
             stop_node(node)
+        for temp_dir in temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def farm_settings(tmp_path, **collection) -> dict:
@@ -311,3 +314,25 @@ def test_farm_up_and_status_from_the_command_line(cluster, tmp_path):
 def test_farm_state_names_a_missing_farm(cluster):
     with pytest.raises(LookupError, match="no farm named 'absent'"):
         farm_state("absent", NAMESPACE)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["up", "--actors", "0"], "generals-rl farm up: --actors: must be at least 1, got 0"),
+        (
+            ["status", "--address", "head"],
+            "generals-rl farm status: --address: expected auto or HOST:PORT: "
+            "address: 'head' is not host:port",
+        ),
+        (
+            ["up", "--memory-mib", "0"],
+            "generals-rl farm up: --memory-mib: must be at least 1, got 0",
+        ),
+    ],
+)
+def test_farm_commands_name_bad_options(args, message, capsys):
+    from generals_rl.cli import main
+
+    assert main(["farm", *args]) == 2
+    assert capsys.readouterr().err.strip() == message
