@@ -71,14 +71,18 @@ def start_node(args: list[str], temp_dir: str) -> subprocess.Popen:
     )
 
 
-def stop_node(node: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(node.pid, signal.SIGTERM)  # the group of the ray start we launched
-    try:
-        node.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(node.pid, signal.SIGKILL)
-        node.wait(10)
+def stop_nodes(nodes: list[subprocess.Popen]) -> None:
+    """Signals the process group of each ray start we launched, then waits for them."""
+    for node in nodes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGTERM)
+    for node in nodes:
+        try:
+            node.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+            node.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +108,7 @@ def cluster():
         yield address
     finally:
         ray.shutdown()
-        for node in reversed(nodes):
-            stop_node(node)
+        stop_nodes(nodes)
         for temp_dir in temp_dirs:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
