@@ -184,19 +184,15 @@ class Farm:
         with self._lock:
             slots = list(self._slots.values())
             self._slots.clear()
-        stored = dict(
-            zip(
-                (actor_key(s.index) for s in slots),
-                _gather([s.handle.stop.remote(timeout) for s in slots], timeout + 30),
-                strict=True,
-            )
-        )
-        for slot in slots:
-            ray.kill(slot.handle)
-        if self._directory is not None:
-            ray.kill(self._directory)
-            self._directory = None
-        return stored
+        try:
+            stored = _gather([s.handle.stop.remote(timeout) for s in slots], timeout + 30)
+        finally:
+            for slot in slots:
+                ray.kill(slot.handle)
+            if self._directory is not None:
+                ray.kill(self._directory)
+                self._directory = None
+        return {actor_key(s.index): what for s, what in zip(slots, stored, strict=True)}
 
     def __enter__(self) -> Farm:
         return self.start()
@@ -210,21 +206,21 @@ class Farm:
         consumers and storage first)."""
         if actors < 0:
             raise ValueError(f"actors: must be >= 0, got {actors}")
-        with self._lock:
+        with self._lock:  # the watcher waits: it neither restarts a leaving actor nor races us
             self._target = actors
             current = sorted(s.index for s in self._slots.values())
-            leaving = [self._slots.pop(actor_key(i)) for i in current[actors:]]
-            self._publish()
-            used = set(current)
-            free = (i for i in range(actors + len(used)) if i not in used)
-            joining = [next(free) for _ in range(max(0, actors - len(current)))]
+            leaving = [self._slots[actor_key(i)] for i in current[actors:]]
+            if leaving:  # stopped while still listed: consumers read what they hold first
+                try:
+                    _gather([s.handle.stop.remote() for s in leaving], self.ready_timeout)
+                finally:
+                    for slot in leaving:
+                        ray.kill(slot.handle)
+                        del self._slots[actor_key(slot.index)]
+            joining = [i for i in range(actors) if actor_key(i) not in self._slots]
             for slot in self._spawn([(i, 0) for i in joining]):
                 self._slots[actor_key(slot.index)] = slot
             self._publish()
-        if leaving:
-            _gather([s.handle.stop.remote() for s in leaving], self.ready_timeout)
-            for slot in leaving:
-                ray.kill(slot.handle)
 
     def _spawn(self, wanted: list[tuple[int, int]]) -> list[_Slot]:
         """Starts actors ``(index, incarnation)`` at once and waits until each serves."""
