@@ -81,8 +81,9 @@ class _Records:
     stars: np.ndarray | None = None
     missed: int = 0
     next_sequence: int = 0
-    source: str | None = None
-    buffer_id: str | None = None
+    # Not fields (no annotation): storage, concat and select leave them out.
+    source = None  # the consumer stream (server key) the batch came from
+    buffer_id = None  # the server buffer its sequence numbers belong to
 
     def __post_init__(self) -> None:
         for name, dtype in SOURCE_COLUMNS.items():
