@@ -2,7 +2,8 @@
 spread over both nodes, a consumer following the farm's directory that receives
 every experience once, an actor killed by its pid and restarted with its durable
 experiences intact and its loss counted, the farm grown and shrunk, the DQN
-learner trained from it as a Ray actor, and ``generals-rl farm up/status``."""
+learner trained from it as a Ray actor, and ``generals-rl farm up/status`` and
+``generals-rl train dqn --from farm:NAME`` as processes."""
 
 from __future__ import annotations
 
@@ -268,7 +269,7 @@ def test_the_learner_trains_from_a_farm_that_grows_and_shrinks(cluster, tmp_path
     assert (tmp_path / "run" / "weights" / "latest.pt").exists()
 
 
-def test_farm_up_and_status_from_the_command_line(cluster, tmp_path):
+def test_farm_up_status_and_train_dqn_from_the_command_line(cluster, tmp_path):
     import yaml
 
     path = tmp_path / "farm.yaml"
@@ -296,6 +297,18 @@ def test_farm_up_and_status_from_the_command_line(cluster, tmp_path):
         wait_until(both_listed, 120, "farm status to list both actors")
         state = last[0]
         assert sorted(state["actors"]) == [actor_key(0), actor_key(1)]
+        learned = subprocess.run(
+            [sys.executable, "-m", "generals_rl.cli", "train", "dqn", "--from", "farm:farm-c",
+             "--ray-address", cluster, "--node-ip-address", NODE_IP, "--namespace", NAMESPACE,
+             "--size", f"{SIDE}x{SIDE}", "--steps", "5", "--publish-every", "5",
+             "--learning-starts", "200", "--batch-size", "16", "--capacity", "5000",
+             "--channels", "4", "--blocks", "1", "--run-dir", str(tmp_path / "dqn")],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert learned.returncode == 0, learned.stderr
+        trained = json.loads(learned.stdout.splitlines()[-1])
+        assert trained["step"] == 5 and trained["published_version"] == 1
+        assert (tmp_path / "dqn" / "weights" / "latest.pt").exists()
         up.send_signal(signal.SIGINT)
         out, err = up.communicate(timeout=120)
     finally:
