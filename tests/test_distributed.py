@@ -341,6 +341,7 @@ def test_farm_state_names_a_missing_farm(cluster):
             "generals-rl farm status: --address: expected auto or HOST:PORT: "
             "address: 'head' is not host:port",
         ),
+        (["up", "--num-cpus", "-1"], "generals-rl farm up: --num-cpus: must be >= 0, got -1.0"),
         (
             ["up", "--memory-mib", "0"],
             "generals-rl farm up: --memory-mib: must be at least 1, got 0",

@@ -140,6 +140,8 @@ def _up(args: argparse.Namespace) -> int:
     config = _load_or_say("farm up", args.config)
     if config is None:
         return 2
+    if not args.num_cpus >= 0:
+        raise UsageError(f"--num-cpus: must be >= 0, got {args.num_cpus}")
     if args.memory_mib is not None and args.memory_mib < 1:
         raise UsageError(f"--memory-mib: must be at least 1, got {args.memory_mib}")
     distributed, ray = _connect(args, args.address)

@@ -234,7 +234,8 @@ class ExperienceConsumer:
         self._decoder = ThreadPoolExecutor(
             self._decode_threads, thread_name_prefix="consumer-decode"
         )
-        out: queue.Queue = queue.Queue(maxsize=self._queue_batches * max(4, len(self._servers)))
+        # Sized for the servers known now (servers found later share it: still bounded).
+        out: queue.Queue = queue.Queue(maxsize=self._queue_batches * max(1, len(self._servers)))
         pumping = (request, start, decode, out)
         for server in self._servers.values():
             self._start_pump(server, pumping)
