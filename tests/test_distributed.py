@@ -73,10 +73,11 @@ def start_node(args: list[str], temp_dir: str) -> subprocess.Popen:
 
 
 def stop_nodes(nodes: list[subprocess.Popen]) -> None:
-    """Signals the process group of each ray start we launched, then waits for them."""
+    """Interrupts the process group of each ray start we launched (ray start --block
+    stops its node at once on SIGINT; SIGTERM leaves it hanging), then waits for them."""
     for node in nodes:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(node.pid, signal.SIGTERM)
+            os.killpg(node.pid, signal.SIGINT)
     for node in nodes:
         try:
             node.wait(15)
