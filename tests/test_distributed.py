@@ -248,6 +248,8 @@ def test_a_farm_of_four_survives_a_killed_actor(cluster, tmp_path):
 def test_the_learner_trains_from_a_farm_that_grows_and_shrinks(cluster, tmp_path):
     config = parse_config(farm_settings(tmp_path))
     with Farm(config, 2, name="farm-b", namespace=NAMESPACE, watch_interval=0.3) as farm:
+        with pytest.raises(RuntimeError, match="a farm named 'farm-b' is already running"):
+            Farm(config, 1, name="farm-b", namespace=NAMESPACE).start()
         learner = LearnerActor.options(num_cpus=1).remote(
             {
                 "height": SIDE, "width": SIDE, "capacity": 20_000, "batch_size": 32,

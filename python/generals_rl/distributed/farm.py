@@ -167,9 +167,16 @@ class Farm:
     def start(self) -> Farm:
         if not ray.is_initialized():
             raise RuntimeError("ray is not initialized: call ray.init(address=...) first")
-        self._directory = FarmDirectory.options(
-            name=self.name, namespace=self.namespace, get_if_exists=True
-        ).remote()
+        try:
+            ray.get_actor(self.name, namespace=self.namespace)
+        except ValueError:  # no such actor: the name is free
+            pass
+        else:
+            raise RuntimeError(
+                f"a farm named {self.name!r} is already running in the Ray namespace "
+                f"{self.namespace!r}; give this one another name"
+            )
+        self._directory = FarmDirectory.options(name=self.name, namespace=self.namespace).remote()
         self.scale(self._target)
         self._watcher = threading.Thread(target=self._watch, name="farm-watcher", daemon=True)
         self._watcher.start()
