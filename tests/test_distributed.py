@@ -87,6 +87,21 @@ def stop_nodes(nodes: list[subprocess.Popen]) -> None:
             node.wait(10)
 
 
+def connect(address: str, timeout: float = 120.0) -> None:
+    """``ray.init`` once the head at ``address`` answers (it takes a while on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ray.init(address=address, namespace=NAMESPACE, logging_level="ERROR",
+                     log_to_driver=False, _node_ip_address=NODE_IP)  # fmt: skip
+            return
+        except (ConnectionError, RuntimeError):
+            ray.shutdown()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A head and a second node on loopback, each with its own temp dir and 2 CPUs."""
@@ -97,16 +112,9 @@ def cluster():
     nodes = [start_node(["--head", f"--port={port}", "--include-dashboard=false"], temp_dirs[0])]
     try:
         address = f"{NODE_IP}:{port}"
-        time.sleep(3)
+        connect(address)  # the head is up: the second node can join it
         nodes.append(start_node([f"--address={address}"], temp_dirs[1]))
-        ray.init(
-            address=address,
-            namespace=NAMESPACE,
-            logging_level="ERROR",
-            log_to_driver=False,
-            _node_ip_address=NODE_IP,
-        )
-        wait_until(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 60, "two live nodes")
+        wait_until(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 120, "two live nodes")
         yield address
     finally:
         ray.shutdown()
@@ -261,7 +269,7 @@ def test_the_learner_trains_from_a_farm_that_grows_and_shrinks(cluster, tmp_path
         training = learner.train.remote(log_every=10, wait_timeout=120)
         farm.scale(3)
         assert sorted(farm.addresses()) == [actor_key(i) for i in range(3)]
-        wait_until(lambda: farm.status()["actors"][actor_key(2)]["streams"] >= 1, 60,
+        wait_until(lambda: farm.status()["actors"][actor_key(2)]["streams"] >= 1, 120,
                  "the learner to stream from the new actor")  # fmt: skip
         row = ray.get(training, timeout=300)
         farm.scale(1)
@@ -306,7 +314,7 @@ def test_farm_up_status_and_train_dqn_from_the_command_line(cluster, tmp_path):
              "--size", f"{SIDE}x{SIDE}", "--steps", "5", "--publish-every", "5",
              "--learning-starts", "200", "--batch-size", "16", "--capacity", "5000",
              "--channels", "4", "--blocks", "1", "--run-dir", str(tmp_path / "dqn")],
-            capture_output=True, text=True, timeout=180,
+            capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert learned.returncode == 0, learned.stderr
         trained = json.loads(learned.stdout.splitlines()[-1])
