@@ -409,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_train import add_commands
 
     add_commands(commands)
+
+    from . import cli_farm
+
+    cli_farm.add_commands(commands)
     return parser
 
 

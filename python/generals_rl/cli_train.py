@@ -178,9 +178,6 @@ def _train_ppo(args: argparse.Namespace) -> int:
 def _train_dqn(args: argparse.Namespace) -> int:
     from .train.dqn import DQNConfig, DQNLearner
 
-    addresses = [a.strip() for a in args.sources.split(",") if a.strip()]
-    if not addresses:
-        raise UsageError("--from: give at least one host:port")
     h, w = args.size
     try:
         config = DQNConfig(
@@ -202,6 +199,13 @@ def _train_dqn(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    from .cli_farm import FARM_PREFIX, train_dqn_on_farm
+
+    if args.sources.startswith(FARM_PREFIX):
+        return train_dqn_on_farm(args, config)
+    addresses = [a.strip() for a in args.sources.split(",") if a.strip()]
+    if not addresses:
+        raise UsageError("--from: give at least one host:port")
     learner = DQNLearner(config, addresses, args.run_dir, consumer_options={"token": args.token})
 
     def log(row: dict) -> None:
@@ -410,8 +414,13 @@ def add_commands(commands) -> None:
         dest="sources",
         required=True,
         metavar="ADDR[,ADDR...]",
-        help="farms to consume from",
+        help="farms to consume from: host:port, dns:///NAME:PORT (every record, followed), "
+        "or farm:NAME (a Ray farm; the learner then runs as a Ray actor)",
     )
+    option("--ray-address", default="auto", metavar="auto|HOST:PORT", help="with --from farm:NAME")
+    from .cli_farm import add_ray_options
+
+    add_ray_options(dqn)
     option("--run-dir", default="runs/dqn")
     option("--size", type=parse_size, default=(20, 20), metavar="HxW", help="the farms' board size")
     option("--steps", type=int, default=10_000, help="gradient steps (default: %(default)s)")

@@ -95,6 +95,11 @@ class Farm:
         self.watcher: ConfigWatcher | None = None  # while running with config_path
         self.metrics: FarmMetrics | None = None  # while running with metrics.address
 
+    @property
+    def first_sequence(self) -> int:
+        """The buffer's first sequence number: after what storage already held."""
+        return self._first_sequence
+
     def subscribe(self, callback: Callable[[ConfigChange], None]) -> None:
         """Calls ``callback(change)`` after every reload of the configuration file."""
         self._callbacks.append(callback)

@@ -69,7 +69,9 @@ def parse_game_id(text: str) -> int:
 class _Records:
     """The record columns (one value per row) shared by both batch forms.
     ``missed`` counts experiences lost to overwriting before this batch;
-    ``next_sequence`` is where reading resumes."""
+    ``next_sequence`` is where reading resumes. A consumer's batches also name
+    their ``source`` (the stream's key) and the ``buffer_id`` its sequence
+    numbers belong to."""
 
     sequence: np.ndarray
     game_id: np.ndarray
@@ -84,6 +86,9 @@ class _Records:
     stars: np.ndarray | None = None
     missed: int = 0
     next_sequence: int = 0
+    # Not fields (no annotation): storage, concat and select leave them out.
+    source = None  # the consumer stream (server key) the batch came from
+    buffer_id = None  # the server buffer its sequence numbers belong to
 
     def __post_init__(self) -> None:
         for name, dtype in SOURCE_COLUMNS.items():

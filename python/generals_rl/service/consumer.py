@@ -22,6 +22,7 @@ from .._proto import experience_pb2_grpc as pb_grpc
 from ..backoff import Backoff
 from ..experience import DecodedBatch, RawBatch, format_game_id
 from . import packing
+from .discovery import AddressBook, AddressSource
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -59,8 +60,29 @@ class ConsumerError(RuntimeError):
         self.code = code
 
 
+class BufferSwitch(NamedTuple):
+    """A stream's server came back with another buffer (a restarted actor):
+    this consumer had delivered the old buffer's experiences up to
+    ``delivered_next`` and last heard of its head at ``old_head``; the new
+    buffer's first experience is ``new_first``."""
+
+    key: str
+    old_buffer_id: str
+    new_buffer_id: str
+    delivered_next: int
+    old_head: int
+    new_first: int
+
+    @property
+    def undelivered(self) -> int:
+        """The old buffer's experiences this consumer never received (at least:
+        its head may have moved on after it last heard)."""
+        return max(0, self.old_head - self.delivered_next)
+
+
 @dataclass
 class _ServerState:
+    key: str  # names the stream for its whole life, across address changes
     address: str
     channel: grpc.Channel
     stub: pb_grpc.ExperienceServiceStub
@@ -70,9 +92,12 @@ class _ServerState:
     missed: int = 0
     reconnects: int = 0
     call: grpc.Call | None = None
+    removed: bool = False  # gone from the address book: its pump ends
+    thread: threading.Thread | None = None
 
 
 _END = object()
+_STARTED = object()  # a pump was added while streaming
 
 
 class ExperienceConsumer:
@@ -81,14 +106,21 @@ class ExperienceConsumer:
     Parameters
     ----------
     address:
-        ``"host:port"`` or a list of them; batches of all are merged.
+        ``"host:port"``, ``"dns:///name:port"`` (every A/AAAA record of the name,
+        e.g. a Kubernetes headless Service), a list of those, or a callable
+        listing servers (see ``generals_rl.service.discovery``); batches of all
+        are merged. DNS names and callables are resolved again every
+        ``discovery_interval`` seconds while streaming: new servers are
+        streamed from, vanished ones dropped (their positions are kept), and a
+        key whose address changed is followed to it.
     token:
         Bearer token sent with every call (when the servers require one).
     root_certificates:
         PEM bytes to connect over TLS (``tls=True`` uses the system roots).
     reconnect_timeout:
         How long a server may stay unreachable before the stream gives up with
-        ``ConsumerError``; reconnection attempts back off up to 2 s apart.
+        ``ConsumerError`` (a server of a DNS name or callable is retried as long
+        as it is listed); reconnection attempts back off up to 2 s apart.
     queue_batches:
         Batches received ahead of the caller (per server): bounds memory, and a
         slow caller slows its streams down instead of piling up data.
@@ -99,7 +131,7 @@ class ExperienceConsumer:
 
     def __init__(
         self,
-        address: str | Sequence[str],
+        address: str | Sequence[str] | AddressSource,
         token: str | None = None,
         *,
         tls: bool = False,
@@ -109,12 +141,12 @@ class ExperienceConsumer:
         queue_batches: int = 4,
         decode_threads: int = 2,
         max_message_bytes: int = 256 << 20,
+        discovery_interval: float = 2.0,
     ) -> None:
-        addresses = [address] if isinstance(address, str) else list(address)
-        if not addresses:
-            raise ValueError("address: give at least one server address")
-        if len(set(addresses)) != len(addresses):
-            raise ValueError(f"address: {addresses} lists a server twice")
+        self._book = AddressBook(address)
+        if not discovery_interval > 0:
+            raise ValueError(f"discovery_interval: must be > 0 seconds, got {discovery_interval}")
+        self._discovery_interval = discovery_interval
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._reconnect_timeout = reconnect_timeout
         self._queue_batches = max(1, queue_batches)
@@ -124,31 +156,35 @@ class ExperienceConsumer:
         self._max_message_bytes = (
             max_message_bytes  # also bounds what a compressed batch may inflate to
         )
-        options: list[tuple[str, int | str]] = [
+        self._channel_options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 20000),
             ("grpc.keepalive_timeout_ms", 10000),
         ]
         if server_name_override:
-            options.append(("grpc.ssl_target_name_override", server_name_override))
-        credentials = (
+            self._channel_options.append(
+                ("grpc.ssl_target_name_override", server_name_override)
+            )
+        self._credentials = (
             grpc.ssl_channel_credentials(root_certificates) if (tls or root_certificates) else None
         )
         self._servers: dict[str, _ServerState] = {}
-        for addr in addresses:
-            channel = (
-                grpc.secure_channel(addr, credentials, options=options)
-                if credentials
-                else grpc.insecure_channel(addr, options=options)
-            )
-            self._servers[addr] = _ServerState(
-                addr, channel, pb_grpc.ExperienceServiceStub(channel)
-            )
+        for key, addr in self._book.resolve().items():
+            self._servers[key] = _ServerState(key, addr, *self._connect(addr))
+        self.switches: list[BufferSwitch] = []
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._follower: threading.Thread | None = None
         self._decoder: ThreadPoolExecutor | None = None
         self._streaming = False
+
+    def _connect(self, address: str) -> tuple[grpc.Channel, pb_grpc.ExperienceServiceStub]:
+        channel = (
+            grpc.secure_channel(address, self._credentials, options=self._channel_options)
+            if self._credentials
+            else grpc.insecure_channel(address, options=self._channel_options)
+        )
+        return channel, pb_grpc.ExperienceServiceStub(channel)
 
     # ---- reading ---------------------------------------------------------------
 
@@ -204,19 +240,55 @@ class ExperienceConsumer:
         self._decoder = ThreadPoolExecutor(
             self._decode_threads, thread_name_prefix="consumer-decode"
         )
-        out: queue.Queue = queue.Queue(maxsize=self._queue_batches * len(self._servers))
-        self._threads = [
-            threading.Thread(
-                target=self._pump,
-                args=(server, request, start, decode, out),
-                name=f"consumer-{server.address}",
-                daemon=True,
+        # Sized for the servers known now (servers found later share it: still bounded).
+        out: queue.Queue = queue.Queue(maxsize=self._queue_batches * max(1, len(self._servers)))
+        pumping = (request, start, decode, out)
+        for server in self._servers.values():
+            self._start_pump(server, pumping)
+        following = self._book.dynamic and request.follow
+        if following:
+            self._follower = threading.Thread(
+                target=self._follow, args=(pumping,), name="consumer-discovery", daemon=True
             )
-            for server in self._servers.values()
-        ]
-        for thread in self._threads:
-            thread.start()
-        yield from self._deliver(out, len(self._threads))
+            self._follower.start()
+        yield from self._deliver(out, len(self._servers), following)
+
+    def _start_pump(self, server: _ServerState, pumping: tuple) -> None:
+        server.removed = False
+        server.thread = threading.Thread(
+            target=self._pump, args=(server, *pumping), name=f"consumer-{server.key}", daemon=True
+        )
+        server.thread.start()
+
+    def _follow(self, pumping: tuple) -> None:
+        """Resolves the address book again and again: streams from servers that
+        appeared, drops vanished ones, reconnects keys whose address changed."""
+        out = pumping[-1]
+        while not self._stop.wait(self._discovery_interval):
+            try:
+                found = self._book.resolve()
+            except Exception:  # a failed lookup keeps the servers known so far
+                continue
+            for key, server in list(self._servers.items()):
+                if key not in found and not server.removed:
+                    server.removed = True
+                    _cancel(server)
+            for key, address in found.items():
+                server = self._servers.get(key)
+                if server is None:
+                    server = _ServerState(key, address, *self._connect(address))
+                    # A new mapping: readers iterating the old one (positions, lag) go on safely.
+                    self._servers = {**self._servers, key: server}
+                elif server.address != address:
+                    old = server.channel
+                    server.address = address
+                    server.channel, server.stub = self._connect(address)
+                    _cancel(server)
+                    old.close()
+                if server.thread is None or (server.removed and not server.thread.is_alive()):
+                    if not self._put(out, _STARTED):
+                        return
+                    self._start_pump(server, pumping)
 
     def _apply_start(self, start) -> None:
         """Sets where each server's stream begins (``received``: resume after it)."""
@@ -278,6 +350,9 @@ class ExperienceConsumer:
         decoder = self._decoder
         assert decoder is not None  # started by _run
         while not self._stop.is_set():
+            if server.removed:
+                self._put(out, _END)
+                return
             request = self._request_for(server, template, start)
             try:
                 call = server.stub.StreamExperienceBatches(request, metadata=self._metadata)
@@ -295,6 +370,8 @@ class ExperienceConsumer:
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     return
+                if server.removed:
+                    continue
                 code = exc.code() if hasattr(exc, "code") else None
                 if code not in RETRYABLE:
                     details = exc.details() if hasattr(exc, "details") else str(exc)
@@ -308,7 +385,8 @@ class ExperienceConsumer:
                 assert code is not None  # retryable
                 now = time.monotonic()
                 failing_since = failing_since or now
-                if now - failing_since > self._reconnect_timeout:
+                # A listed server of a DNS name or source is retried while it stays listed.
+                if now - failing_since > self._reconnect_timeout and not self._book.dynamic:
                     self._put(
                         out,
                         ConsumerError(
@@ -333,9 +411,9 @@ class ExperienceConsumer:
                 continue
         return False
 
-    def _deliver(self, out: queue.Queue, live: int):
+    def _deliver(self, out: queue.Queue, live: int, following: bool):
         try:
-            while live:
+            while live or following:
                 try:
                     item = out.get(timeout=0.1)
                 except queue.Empty:
@@ -345,6 +423,9 @@ class ExperienceConsumer:
                 if item is _END:
                     live -= 1
                     continue
+                if item is _STARTED:
+                    live += 1
+                    continue
                 if isinstance(item, ConsumerError):
                     raise item
                 server, message, work = item
@@ -352,23 +433,39 @@ class ExperienceConsumer:
                     batch = work.result()
                 except packing.PackedBatchError as exc:
                     raise ConsumerError(server.address, None, f"malformed batch: {exc}") from None
+                before = server.delivered
+                if before is not None and before.buffer_id != message.buffer_id:
+                    self.switches.append(
+                        BufferSwitch(
+                            server.key,
+                            before.buffer_id,
+                            message.buffer_id,
+                            before.next_sequence,
+                            server.head,
+                            message.from_sequence,
+                        )
+                    )
+                    server.head = 0  # the new buffer's head
                 server.delivered = StreamPosition(message.buffer_id, message.next_sequence)
                 server.head = max(server.head, message.head_sequence)
                 server.missed += message.missed
                 if batch is not None:
+                    batch.source, batch.buffer_id = server.key, message.buffer_id
                     yield batch
         finally:
             self._halt()
 
     def _halt(self) -> None:
         self._stop.set()
+        if self._follower is not None:
+            self._follower.join(timeout=5)
+            self._follower = None
         for server in self._servers.values():
-            call = server.call
-            if call is not None:
-                call.cancel()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._threads = []
+            _cancel(server)
+        for server in self._servers.values():
+            if server.thread is not None:
+                server.thread.join(timeout=5)
+                server.thread = None
         if self._decoder is not None:
             self._decoder.shutdown(wait=True, cancel_futures=True)
             self._decoder = None
@@ -423,6 +520,12 @@ class ExperienceConsumer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _cancel(server: _ServerState) -> None:
+    call = server.call
+    if call is not None:
+        call.cancel()
 
 
 _local = threading.local()

@@ -129,17 +129,19 @@ def dqn_targets(
 class DQNLearner:
     """Consumes experiences from ``addresses`` on a background thread into a local
     prioritized buffer and trains on samples from it, publishing weights to
-    ``run_dir/weights`` (``latest.pt`` and ``weights_NNNNNN.pt``, atomically, versioned)."""
+    ``run_dir/weights`` (``latest.pt`` and ``weights_NNNNNN.pt``, atomically, versioned).
+    ``addresses`` is anything ``ExperienceConsumer`` takes: ``dns:///`` names and
+    address sources (a Ray farm's ``farm_addresses()``) are followed as they change."""
 
     def __init__(
         self,
         config: DQNConfig,
-        addresses: Sequence[str],
+        addresses: Sequence[str] | Callable[[], object],
         run_dir: str | Path,
         consumer_options: dict | None = None,
     ) -> None:
         self.config = config
-        self.addresses = list(addresses)
+        self.addresses = addresses if callable(addresses) else list(addresses)
         self.run_dir = Path(run_dir)
         self.publish_dir = self.run_dir / "weights"
         self.run_dir.mkdir(parents=True, exist_ok=True)
