@@ -9,6 +9,9 @@ storage figures are read from their stats at scrape time, and the storage
 latencies are observed once per write call and per shard commit.
 
 Needs ``pip install 'generals-rl[farm]'`` (prometheus-client).
+
+Longer than 400 lines: one collector of every metric family, and the HTTP
+endpoints that serve it.
 """
 
 from __future__ import annotations
