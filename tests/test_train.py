@@ -439,9 +439,11 @@ def test_fog_memory_keeps_the_enemy_seen_under_fog_and_points_at_its_general():
     assert not fresh[:7].any()
 
 
-def test_fog_memory_rejects_observations_of_another_shape():
+def test_fog_memory_rejects_observations_and_ticks_of_another_shape():
     with pytest.raises(ValueError, match="observations"):
-        FogMemory(2, 4, 5).update(_observation(), np.array([0]))
+        FogMemory(2, 4, 5).update(_observation(), np.array([0, 0]))
+    with pytest.raises(ValueError, match="ticks"):
+        FogMemory(1, 4, 5).update(_observation(), np.array([0, 0]))
 
 
 def test_a_network_with_memory_needs_the_ticks_and_plays_legal_moves():

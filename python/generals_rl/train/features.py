@@ -53,9 +53,14 @@ class FogMemory:
 
     def reset(self, games: np.ndarray) -> None:
         """Forgets everything of the games selected by the bool mask ``games``."""
-        for plane in (self.seen, self.enemy_land, self.enemy_army, self.mountains):
+        for plane in (
+            self.seen,
+            self.enemy_land,
+            self.enemy_army,
+            self.mountains,
+            self.enemy_general,
+        ):
             plane[games] = 0
-        self.enemy_general[games] = 0
 
     def update(self, observations: np.ndarray, ticks: np.ndarray) -> np.ndarray:
         """Takes this tick's observations ``(N, 9, H, W)`` and ticks ``(N,)``; returns
@@ -63,11 +68,13 @@ class FogMemory:
         memory planes."""
         obs = np.asarray(observations, dtype=np.float32)
         ticks = np.asarray(ticks)
-        if obs.shape[0] != self.seen.shape[0] or obs.shape[2:] != self.seen.shape[1:]:
+        games, height, width = self.seen.shape
+        if obs.ndim != 4 or obs.shape[0] != games or obs.shape[2:] != (height, width):
             raise ValueError(
-                f"observations: expected ({self.seen.shape[0]}, C, {self.seen.shape[1]}, "
-                f"{self.seen.shape[2]}), got {obs.shape}"
+                f"observations: expected ({games}, C, {height}, {width}), got {obs.shape}"
             )
+        if ticks.shape != (games,):
+            raise ValueError(f"ticks: expected shape ({games},), got {ticks.shape}")
         new_games = ticks == 0
         if new_games.any():
             self.reset(new_games)
