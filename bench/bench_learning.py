@@ -40,7 +40,7 @@ CONFIG = {
     "opponent": "random",
     "num_envs": 64,
     "rollout_steps": 64,
-    "total_env_steps": 2_000_000,
+    "total_env_steps": 2_600_000,
     "seed": 1,
     "gamma": 0.99,
     "gae_lambda": 0.95,
