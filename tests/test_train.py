@@ -28,7 +28,9 @@ from generals_rl.train import (
     save_checkpoint,
 )
 from generals_rl.train.evaluate import evaluate, tally, wilson_interval
+from generals_rl.train.features import MEMORY_CHANNELS, FogMemory
 from generals_rl.train.policy import seat_views
+from generals_rl.vec_env import OBSERVATION_CHANNELS
 
 torch.set_num_threads(1)
 
@@ -79,6 +81,25 @@ def test_masked_sampling_never_picks_an_illegal_action():
     assert (greedy[:8] == h * w * 8).all()
     probs = torch.softmax(logits, dim=1)
     assert (probs[~mask] == 0).all()
+
+
+def test_a_policy_without_half_moves_only_moves_whole_armies():
+    env = VecEnv(8, 2, 6, 6, seed=4, max_ticks=40)
+    env.reset()
+    net = PolicyValueNet(NetConfig(channels=8, blocks=1, half_moves=False))
+    with torch.no_grad():  # the half moves are the ones the network likes most
+        net.move_head.bias[4:].fill_(30.0)
+    policy = NetworkPolicy(net, seed=2)
+    seats = np.zeros(8, dtype=np.int64)
+    moves = []
+    for _ in range(20):
+        obs, masks = seat_views(env, seats)
+        chosen = policy.actions(obs, masks)
+        moves.extend(chosen[chosen >= 0])
+        actions = np.full((8, 2), -1, dtype=np.int32)
+        actions[:, 0] = chosen
+        env.step(actions)
+    assert len(moves) > 20 and (np.array(moves) < 6 * 6 * 4).all()  # full moves only
 
 
 def test_network_policy_plays_only_legal_moves_in_a_vec_env():
@@ -326,6 +347,9 @@ def test_ppo_learns_to_beat_the_random_bot_on_a_tiny_board(tmp_path):
         seed=0,
         mountain_fraction=0.0,
         cities=0,
+        half_moves=False,
+        stack_preference=8.0,
+        draw_reward=-1.0,
         reward={**asdict(RewardConfig()), **reward},
     )
     opponent = make_opponent("random", seed=5)
@@ -375,3 +399,78 @@ def test_draw_reward_ends_a_truncated_game_without_bootstrap(tmp_path):
         returns[torch.from_numpy(done)], torch.full((int(done.sum()),), -1.0)
     )
     assert (returns[torch.from_numpy(~done)] > -1.0).all()
+
+
+# ---- observations with memory ------------------------------------------------------------
+
+
+def _observation(height=4, width=5) -> np.ndarray:
+    """One game's bare observation: everything visible, nothing on the board."""
+    obs = np.zeros((1, len(OBSERVATION_CHANNELS), height, width), dtype=np.float32)
+    obs[0, OBSERVATION_CHANNELS.index("visible")] = 1
+    return obs
+
+
+def test_fog_memory_keeps_the_enemy_seen_under_fog_and_points_at_its_general():
+    channel = OBSERVATION_CHANNELS.index
+    memory = FogMemory(1, 4, 5)
+    first = _observation()
+    first[0, channel("enemy_land"), 1, 3] = 1
+    first[0, channel("enemy_army"), 1, 3] = 0.5
+    first[0, channel("cities_and_generals"), 1, 3] = 1
+    planes = memory.update(first, np.array([0]))
+    assert planes.shape == (1, len(OBSERVATION_CHANNELS) + len(MEMORY_CHANNELS), 4, 5)
+    fogged = _observation()
+    fogged[0, channel("visible")] = 0
+    fogged[0, channel("fog")] = 1
+    later = memory.update(fogged, np.array([75]))[0, len(OBSERVATION_CHANNELS) :]
+    plane = dict(zip(MEMORY_CHANNELS, later, strict=True))
+    assert plane["seen"].all()  # seen at tick 0, remembered under fog
+    assert plane["enemy_land_seen"][1, 3] == 1 and plane["enemy_land_seen"].sum() == 1
+    assert plane["enemy_army_seen"][1, 3] == 0.5
+    assert plane["enemy_general_seen"][1, 3] == 1
+    # the compass: from tile (3, 0) the general is 2 rows up and 3 columns right
+    assert plane["enemy_dy"][3, 0] == pytest.approx(-2 / 5)
+    assert plane["enemy_dx"][3, 0] == pytest.approx(3 / 5)
+    assert plane["enemy_dy"][1, 3] == 0 and plane["enemy_dx"][1, 3] == 0
+    assert plane["land_bonus_phase"][0, 0] == pytest.approx(25 / 50)
+    # a new game (tick 0) forgets everything
+    fresh = memory.update(fogged, np.array([0]))[0, len(OBSERVATION_CHANNELS) :]
+    assert not fresh[:7].any()
+
+
+def test_fog_memory_rejects_observations_and_ticks_of_another_shape():
+    with pytest.raises(ValueError, match="observations"):
+        FogMemory(2, 4, 5).update(_observation(), np.array([0, 0]))
+    with pytest.raises(ValueError, match="ticks"):
+        FogMemory(1, 4, 5).update(_observation(), np.array([0, 0]))
+
+
+def test_a_network_with_memory_needs_the_ticks_and_plays_legal_moves():
+    env = VecEnv(4, 2, 6, 6, seed=2, max_ticks=30)
+    env.reset()
+    policy = NetworkPolicy(PolicyValueNet(NetConfig(channels=8, blocks=1, memory=True)), seed=1)
+    obs, masks = seat_views(env, np.zeros(4, dtype=np.int64))
+    with pytest.raises(ValueError, match="ticks"):
+        policy.actions(obs, masks)
+    result = evaluate(policy, make_opponent("random"), 8, 6, 6, seed=5, max_ticks=30, num_envs=4)
+    assert result.games == 8
+
+
+def test_curriculum_moves_to_larger_boards_once_the_win_rate_passes_the_threshold(tmp_path):
+    config = tiny_config(min_side=4, max_side=6, curriculum_win_rate=0.75, window=8)
+    trainer = PPOTrainer(config, tmp_path)
+    trainer.outcomes.extend([(1, 0.0, 10)] * 5 + [(0, 0.0, 60)] * 3)  # 5 of 8: below
+    trainer._advance_curriculum()
+    assert trainer.min_side == 4 and len(trainer.outcomes) == 8
+    trainer.outcomes.extend([(1, 0.0, 10)] * 8)
+    trainer._advance_curriculum()
+    assert trainer.min_side == 5 and not trainer.outcomes  # a fresh window on the new sides
+    trainer.outcomes.extend([(1, 0.0, 10)] * 8)
+    trainer._advance_curriculum()
+    trainer.outcomes.extend([(1, 0.0, 10)] * 8)
+    trainer._advance_curriculum()
+    assert trainer.min_side == 6  # never past max_side
+    trainer.save()
+    resumed = PPOTrainer(PPOConfig(), tmp_path, resume=True)
+    assert resumed.min_side == 6

@@ -94,6 +94,12 @@ _PPO_OPTIONS = {
     "max_side": "max_side",
     "tick_reward": "tick_reward",
     "draw_reward": "draw_reward",
+    "enemy_land_reward": "enemy_land_reward",
+    "curriculum_win_rate": "curriculum_win_rate",
+    "memory": "memory",
+    "half_moves": "half_moves",
+    "stack_preference": "stack_preference",
+    "heading_preference": "heading_preference",
 }
 
 
@@ -381,8 +387,25 @@ def add_commands(commands) -> None:
         ("max_side", int),
         ("tick_reward", float),
         ("draw_reward", float),
+        ("enemy_land_reward", float),
+        ("curriculum_win_rate", float),
+        ("stack_preference", float),
+        ("heading_preference", float),
     ):
         option("--" + name.replace("_", "-"), type=kind, dest=name)
+    option(
+        "--no-memory",
+        dest="memory",
+        action="store_const",
+        const=False,
+        help="feed the network the bare observation (no memory of what was seen under fog)",
+    )
+    option(
+        "--half-moves",
+        dest="half_moves",
+        action=argparse.BooleanOptionalAction,
+        help="whether the policy may split armies (default: yes)",
+    )
     option(
         "--army-scaling",
         choices=("log", "linear"),

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..config import MapConfig
 from ..vec_env import RewardConfig, VecEnv
+from .features import env_ticks
 from .policy import NetworkPolicy, Opponent, seat_views
 
 
@@ -128,7 +129,7 @@ def evaluate(
             frames.append(env.game_state(0))
         opponent.act(env, seats, actions)
         obs, masks = seat_views(env, seats)
-        actions[index, seats] = policy.actions(obs, masks)
+        actions[index, seats] = policy.actions(obs, masks, env_ticks(env))
         _, _, _, _, info = env.step(actions)
         done = info["episode_done"]
         for i in np.flatnonzero(done):

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..vec_env import OBSERVATION_CHANNELS
+from .features import MEMORY_CHANNELS
 
 # Logits of illegal actions: finite (so entropies stay finite), far below any legal one.
 MASKED_LOGIT = -1e9
@@ -23,7 +24,18 @@ MASKED_LOGIT = -1e9
 class NetConfig:
     channels: int = 32
     blocks: int = 2
-    in_channels: int = len(OBSERVATION_CHANNELS)
+    # Whether the input carries FogMemory's planes after the observation's
+    # (then a policy keeps a memory per game and needs the games' ticks).
+    memory: bool = False
+    # Whether the policy may split armies (half moves); without them every move carries
+    # the whole stack, which keeps armies together while a policy is still near random.
+    half_moves: bool = True
+    # The initial weight of a tile's own army (as observed) in its moves' logits: with it
+    # a new policy prefers moving its large stacks, where a uniform one scatters its army.
+    stack_preference: float = 0.0
+    # The initial weight of the memory's compass (the offset to the enemy) in the logit of
+    # the move heading that way (needs ``memory``).
+    heading_preference: float = 0.0
     # The observation encoding the network was trained on (VecEnv's army_scaling, army_scale).
     army_scaling: str = "log"
     army_scale: float = 1000.0
@@ -33,8 +45,14 @@ class NetConfig:
             raise ValueError(f"channels: must be at least 1, got {self.channels}")
         if self.blocks < 0:
             raise ValueError(f"blocks: must be at least 0, got {self.blocks}")
+        if self.heading_preference and not self.memory:
+            raise ValueError("heading_preference: needs memory (the compass is a memory plane)")
         if self.army_scaling not in ("linear", "log"):
             raise ValueError(f"army_scaling: expected 'linear' or 'log', got {self.army_scaling!r}")
+
+    @property
+    def in_channels(self) -> int:
+        return len(OBSERVATION_CHANNELS) + (len(MEMORY_CHANNELS) if self.memory else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,12 +83,31 @@ class PolicyValueNet(nn.Module):
         self.stem = nn.Conv2d(self.config.in_channels, c, 3, padding=1)
         self.blocks = nn.Sequential(*[_Block(c) for _ in range(self.config.blocks)])
         self.move_head = nn.Conv2d(c, 8, 1)  # channel = half * 4 + direction
+        # A linear path from the input planes to the move logits (the army on the tile, the
+        # compass of the memory planes), learned fast.
+        self.input_head = nn.Conv2d(self.config.in_channels, 8, 1)
         self.pass_head = nn.Linear(2 * c, 1)
         self.value_hidden = nn.Linear(2 * c, 64)
         self.value_out = nn.Linear(64, 1)
         # A near-uniform policy over the legal actions at the start.
         nn.init.normal_(self.move_head.weight, std=0.01)
         nn.init.zeros_(self.move_head.bias)
+        nn.init.zeros_(self.input_head.weight)
+        nn.init.zeros_(self.input_head.bias)
+        with torch.no_grad():
+            own_army = OBSERVATION_CHANNELS.index("own_army")
+            self.input_head.weight[:, own_army] = self.config.stack_preference
+            if self.config.memory:
+                dy, dx = (
+                    len(OBSERVATION_CHANNELS) + MEMORY_CHANNELS.index(name)
+                    for name in ("enemy_dy", "enemy_dx")
+                )
+                heading = self.config.heading_preference
+                for half in (0, 4):  # directions: 0 up, 1 down, 2 left, 3 right
+                    self.input_head.weight[half + 0, dy] = -heading
+                    self.input_head.weight[half + 1, dy] = heading
+                    self.input_head.weight[half + 2, dx] = -heading
+                    self.input_head.weight[half + 3, dx] = heading
         nn.init.normal_(self.pass_head.weight, std=0.01)
         nn.init.zeros_(self.pass_head.bias)
         nn.init.normal_(self.value_out.weight, std=0.01)
@@ -82,7 +119,12 @@ class PolicyValueNet(nn.Module):
         b, _, h, w = x.shape
         pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
         # (B, 8, H, W) -> (B, 2, 4, H, W) -> (B, 2, H, W, 4): index half*HW4 + (y*W + x)*4 + d
-        moves = self.move_head(x).view(b, 2, 4, h, w).permute(0, 1, 3, 4, 2).reshape(b, 8 * h * w)
+        moves = (
+            (self.move_head(x) + self.input_head(obs))
+            .view(b, 2, 4, h, w)
+            .permute(0, 1, 3, 4, 2)
+            .reshape(b, 8 * h * w)
+        )
         logits = torch.cat([moves, self.pass_head(pooled)], dim=1)
         if full_mask is not None:
             logits = logits.masked_fill(~full_mask, MASKED_LOGIT)
@@ -90,12 +132,13 @@ class PolicyValueNet(nn.Module):
         return logits, value
 
 
-def full_mask(move_mask: torch.Tensor) -> torch.Tensor:
+def full_mask(move_mask: torch.Tensor, half_moves: bool = True) -> torch.Tensor:
     """The mask over every action (full moves, half moves, pass) from the VecEnv's
-    ``(B, H*W*4)`` full-move mask: a half move is legal when its full move is; the pass
-    always is."""
+    ``(B, H*W*4)`` full-move mask: a half move is legal when its full move is (and
+    ``half_moves``); the pass always is."""
     ones = torch.ones(move_mask.shape[0], 1, dtype=torch.bool, device=move_mask.device)
-    return torch.cat([move_mask, move_mask, ones], dim=1)
+    halves = move_mask if half_moves else torch.zeros_like(move_mask)
+    return torch.cat([move_mask, halves, ones], dim=1)
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:

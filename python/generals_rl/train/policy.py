@@ -14,6 +14,7 @@ from ..actions import from_gym_actions
 from ..bots import HeuristicBot, RandomBot
 from ..vec_env import VecEnv
 from .checkpoint import load_checkpoint
+from .features import FogMemory, env_ticks
 from .model import NetConfig, PolicyValueNet, full_mask, sample
 
 
@@ -32,7 +33,8 @@ class NetworkPolicy:
 
     ``greedy`` takes the most probable legal action; otherwise actions are sampled
     (from ``seed``'s generator). ``epsilon`` replaces that share of actions by a
-    uniformly random legal one (exploration for actors).
+    uniformly random legal one (exploration for actors). A network with memory keeps
+    one :class:`FogMemory` per ``stream`` (one per seat played in the same games).
     """
 
     def __init__(
@@ -42,17 +44,34 @@ class NetworkPolicy:
         self.greedy = greedy
         self.epsilon = epsilon
         self.generator = torch.Generator().manual_seed(seed)
+        self._memories: dict[int, FogMemory] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> NetworkPolicy:
         return cls(net_from_checkpoint(path), **kwargs)
 
-    def actions(self, observations: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    def actions(
+        self,
+        observations: np.ndarray,
+        masks: np.ndarray,
+        ticks: np.ndarray | None = None,
+        stream: int = 0,
+    ) -> np.ndarray:
         """VecEnv actions (int32, -1 passes) for observations ``(B, 9, H, W)`` and
-        full-move masks ``(B, H*W*4)``."""
+        full-move masks ``(B, H*W*4)``; a network with memory needs the games' ``ticks``
+        ``(B,)`` at every call, in the same games each time."""
         h, w = observations.shape[-2:]
+        if self.net.config.memory:
+            if ticks is None:
+                raise ValueError("ticks: a network with memory needs the games' ticks")
+            memory = self._memories.get(stream)
+            if memory is None or memory.seen.shape != (len(observations), h, w):
+                memory = self._memories[stream] = FogMemory(len(observations), h, w)
+            observations = memory.update(observations, ticks)
         obs = torch.from_numpy(np.ascontiguousarray(observations, dtype=np.float32))
-        mask = full_mask(torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)))
+        mask = full_mask(
+            torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)), self.net.config.half_moves
+        )
         with torch.inference_mode():
             logits, _ = self.net(obs, mask)
             chosen, _ = sample(logits, self.generator, greedy=self.greedy)
@@ -108,7 +127,7 @@ class NetworkOpponent(Opponent):
     def act(self, env, agent_seats, out):
         seats = 1 - agent_seats
         obs, masks = seat_views(env, seats)
-        out[np.arange(env.num_envs), seats] = self.policy.actions(obs, masks)
+        out[np.arange(env.num_envs), seats] = self.policy.actions(obs, masks, env_ticks(env))
 
 
 BOT_OPPONENTS = ("random", "heuristic", "passive")
@@ -212,5 +231,7 @@ class CheckpointBot:
         if env.observations is None or env.action_masks is None:
             raise ValueError("a network policy needs a VecEnv with observations and action masks")
         for p in range(env.players) if players is None else players:
-            out[:, p] = self.policy.actions(env.observations[:, p], env.action_masks[:, p])
+            out[:, p] = self.policy.actions(
+                env.observations[:, p], env.action_masks[:, p], env_ticks(env), stream=p
+            )
         return out

@@ -24,8 +24,9 @@ from torch import nn
 
 from ..actions import from_gym_actions
 from ..config import MapConfig
-from ..vec_env import RewardConfig, VecEnv
+from ..vec_env import OBSERVATION_CHANNELS, RewardConfig, VecEnv
 from .checkpoint import load_checkpoint, save_checkpoint
+from .features import FogMemory, env_ticks
 from .model import NetConfig, PolicyValueNet, entropy, full_mask, log_probs, sample
 from .policy import (
     BOT_OPPONENTS,
@@ -49,6 +50,7 @@ METRICS = (
     "episode_return",
     "episode_length",
     "window_episodes",
+    "min_side",
     "policy_loss",
     "value_loss",
     "entropy",
@@ -82,14 +84,24 @@ class PPOConfig:
     blocks: int = 2
     army_scaling: str = "log"  # observations: log1p(army) / log1p(army_scale), or linear
     army_scale: float = 1000.0
+    memory: bool = True  # observations carry FogMemory's planes
+    half_moves: bool = True  # the policy may split armies (NetConfig.half_moves)
+    stack_preference: float = 0.0  # NetConfig.stack_preference
+    heading_preference: float = 0.0  # NetConfig.heading_preference
     reward: dict = field(default_factory=lambda: asdict(RewardConfig()))
     tick_reward: float = 0.0  # added to the agent's reward every tick (negative: hurry)
     draw_reward: float | None = (
         None  # a game cut by max_ticks ends with this; None bootstraps instead
     )
+    # Shaping toward the enemy: a reward per enemy tile the agent takes, annealed linearly
+    # to 0 over total_env_steps.
+    enemy_land_reward: float = 0.0
     # map generation (MapConfig); sides are capped to the board
     min_side: int = 18  # board sides drawn from [min_side, max_side], capped to height x width;
     max_side: int = 23  # smaller boards are padded with mountains (a curriculum of sizes)
+    # Curriculum: min_side rises by one (up to max_side) each time the win rate over a full
+    # window of games on the current sides reaches this; None keeps the sides fixed.
+    curriculum_win_rate: float | None = None
     mountain_fraction: float = 0.2
     cities: int = -1
     min_general_distance: int = -1
@@ -123,6 +135,10 @@ class PPOConfig:
             raise ValueError("minibatches: must divide num_envs * rollout_steps")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError("gamma must be in (0, 1] and gae_lambda in [0, 1]")
+        if self.curriculum_win_rate is not None and not 0 < self.curriculum_win_rate <= 1:
+            raise ValueError(
+                f"curriculum_win_rate: must be in (0, 1], got {self.curriculum_win_rate}"
+            )
         if not self.lr > 0:
             raise ValueError(f"lr: must be positive, got {self.lr}")
         RewardConfig(**self.reward)  # unknown reward fields raise TypeError
@@ -133,12 +149,19 @@ class PPOConfig:
 
     def net_config(self) -> NetConfig:
         return NetConfig(
-            self.channels, self.blocks, army_scaling=self.army_scaling, army_scale=self.army_scale
+            self.channels,
+            self.blocks,
+            memory=self.memory,
+            half_moves=self.half_moves,
+            stack_preference=self.stack_preference,
+            heading_preference=self.heading_preference,
+            army_scaling=self.army_scaling,
+            army_scale=self.army_scale,
         )
 
-    def map_config(self) -> MapConfig:
+    def map_config(self, min_side: int | None = None) -> MapConfig:
         return MapConfig(
-            min_side=self.min_side,
+            min_side=self.min_side if min_side is None else min_side,
             max_side=self.max_side,
             mountain_fraction=self.mountain_fraction,
             cities=self.cities,
@@ -191,6 +214,10 @@ def compute_gae(rewards, values, dones, last_value, gamma: float, lam: float):
     return advantages, advantages + values
 
 
+ENEMY_LAND = OBSERVATION_CHANNELS.index("enemy_land")
+OWN_LAND = OBSERVATION_CHANNELS.index("own_land")
+
+
 class PPOTrainer:
     """Trains a :class:`PolicyValueNet` with PPO; ``run_dir`` holds ``config.json``,
     ``metrics.csv`` and ``checkpoints/`` (``latest.pt`` and one file per segment)."""
@@ -204,6 +231,7 @@ class PPOTrainer:
         self.episodes = 0
         self.wall_time = 0.0
         self.cpu_time = 0.0  # CPU seconds of this process's threads while training
+        self.min_side = config.min_side  # the curriculum's current smallest side
         self.outcomes: deque = deque(maxlen=config.window)  # (result, return, length)
         payload = None
         if resume:
@@ -245,6 +273,7 @@ class PPOTrainer:
                 "episodes": self.episodes,
                 "wall_time": self.wall_time,
                 "cpu_time": self.cpu_time,
+                "min_side": self.min_side,
             },
             "rng": {"sample": self.generator.get_state(), "torch": torch.get_rng_state()},
             "outcomes": [list(o) for o in self.outcomes],
@@ -257,6 +286,7 @@ class PPOTrainer:
         self.update, self.env_steps = counters["update"], counters["env_steps"]
         self.episodes, self.wall_time = counters["episodes"], counters["wall_time"]
         self.cpu_time = counters.get("cpu_time", 0.0)
+        self.min_side = counters.get("min_side", self.config.min_side)
         self.generator.set_state(payload["rng"]["sample"])
         torch.set_rng_state(payload["rng"]["torch"])
         self.outcomes.extend(tuple(o) for o in payload["outcomes"])
@@ -303,6 +333,7 @@ class PPOTrainer:
 
     def _start_segment(self) -> None:
         c = self.config
+        self._advance_curriculum()
         segment = self.update // c.checkpoint_every
         seed = (c.seed * 1_000_003 + segment) % 2**63
         self.env = VecEnv(
@@ -313,17 +344,31 @@ class PPOTrainer:
             seed=seed,
             max_ticks=c.max_ticks,
             num_threads=c.env_threads,
-            map_config=c.map_config(),
+            map_config=c.map_config(self.min_side),
             reward_config=RewardConfig(**c.reward),
             army_scaling=c.army_scaling,
             army_scale=c.army_scale,
         )
         self.seats = (np.arange(c.num_envs) % 2).astype(np.int64)
+        self.memory = FogMemory(c.num_envs, c.height, c.width) if c.memory else None
         if c.opponent == "pool":
             self.opponent = self._pool_opponent(segment, seed)
         else:
             self.opponent = make_opponent(c.opponent, seed=seed)
         self.env.reset()
+
+    def _advance_curriculum(self) -> None:
+        """Raises min_side once a full window of games on the current sides is won
+        often enough; the window then starts afresh on the new sides."""
+        c = self.config
+        if c.curriculum_win_rate is None or self.min_side >= min(c.max_side, c.height, c.width):
+            return
+        window = list(self.outcomes)
+        if len(window) == c.window and sum(o[0] == 1 for o in window) >= (
+            c.curriculum_win_rate * c.window
+        ):
+            self.min_side += 1
+            self.outcomes.clear()
 
     def _pool_opponent(self, segment: int, seed: int) -> NetworkOpponent:
         """League-style: the latest checkpoint with probability ``pool_latest``, else one
@@ -391,11 +436,19 @@ class PPOTrainer:
                     break
         return row
 
+    def _observe(self) -> np.ndarray:
+        """The agent's observations (with memory planes when configured), a copy."""
+        env = self.env
+        raw = env.observations[np.arange(env.num_envs), self.seats]
+        return self.memory.update(raw, env_ticks(env)) if self.memory else raw
+
     def _rollout(self):
         c, env, net = self.config, self.env, self.net
         t_steps, n, h, w = c.rollout_steps, c.num_envs, c.height, c.width
+        channels = net.config.in_channels
         index = np.arange(n)
-        obs_buf = np.empty((t_steps, n, 9, h, w), dtype=np.float32)
+        anneal = max(0.0, 1.0 - self.update / c.total_updates)
+        obs_buf = np.empty((t_steps, n, channels, h, w), dtype=np.float32)
         mask_buf = np.empty((t_steps, n, h * w * 4), dtype=bool)
         actions_buf = np.empty((t_steps, n), dtype=np.int64)
         logp_buf = np.empty((t_steps, n), dtype=np.float32)
@@ -406,11 +459,12 @@ class PPOTrainer:
         finished = []
         net.eval()
         for t in range(t_steps):
-            obs_buf[t] = env.observations[index, self.seats]
+            obs_buf[t] = self._observe()
             mask_buf[t] = env.action_masks[index, self.seats]
             with torch.inference_mode():
                 logits, value = net(
-                    torch.from_numpy(obs_buf[t]), full_mask(torch.from_numpy(mask_buf[t]))
+                    torch.from_numpy(obs_buf[t]),
+                    full_mask(torch.from_numpy(mask_buf[t]), c.half_moves),
                 )
                 chosen, logp = sample(logits, self.generator)
             actions_buf[t] = chosen.numpy()
@@ -422,16 +476,18 @@ class PPOTrainer:
             reward_buf[t] = rewards[index, self.seats] + c.tick_reward
             done = info["episode_done"]
             done_buf[t] = done
+            if c.enemy_land_reward:  # tiles enemy before the step and ours after it
+                own_land = env.observations[index, self.seats, OWN_LAND]
+                taken = ((obs_buf[t, :, ENEMY_LAND] > 0) & (own_land > 0)).sum(axis=(1, 2))
+                reward_buf[t] += anneal * c.enemy_land_reward * np.where(done, 0, taken)
             if done.any():
                 ended = np.flatnonzero(done)
                 cut = ended[truncated[ended]]
                 if len(cut) and c.draw_reward is not None:  # a draw: an outcome like any other
                     reward_buf[t, cut] += c.draw_reward
-                elif len(cut):  # a tick limit is not an outcome: bootstrap from the last state
-                    final = info["final_observations"][cut, self.seats[cut]]
-                    with torch.inference_mode():
-                        _, v = net(torch.from_numpy(np.ascontiguousarray(final)))
-                    reward_buf[t, cut] += c.gamma * v.numpy()
+                elif len(cut):  # a tick limit is not an outcome: bootstrap from the value of
+                    # the state before it (the final state's would need the memory forked)
+                    reward_buf[t, cut] += c.gamma * value_buf[t, cut]
                 for i in ended:
                     winner = int(info["episode_winner"][i])
                     result = 0 if winner < 0 else (1 if winner == self.seats[i] else -1)
@@ -443,13 +499,12 @@ class PPOTrainer:
                         )
                     )
         with torch.inference_mode():
-            obs_last = np.ascontiguousarray(env.observations[index, self.seats])
-            _, last_value = net(torch.from_numpy(obs_last))
+            _, last_value = net(torch.from_numpy(self._observe()))
         advantages, returns = compute_gae(
             reward_buf, value_buf, done_buf, last_value.numpy(), c.gamma, c.gae_lambda
         )
         batch = {
-            "obs": torch.from_numpy(obs_buf.reshape(-1, 9, h, w)),
+            "obs": torch.from_numpy(obs_buf.reshape(-1, channels, h, w)),
             "mask": torch.from_numpy(mask_buf.reshape(-1, h * w * 4)),
             "actions": torch.from_numpy(actions_buf.reshape(-1)),
             "logp": torch.from_numpy(logp_buf.reshape(-1)),
@@ -478,7 +533,7 @@ class PPOTrainer:
             order = torch.randperm(size, generator=self.generator)
             for start in range(0, size, minibatch):
                 mb = order[start : start + minibatch]
-                logits, value = net(batch["obs"][mb], full_mask(batch["mask"][mb]))
+                logits, value = net(batch["obs"][mb], full_mask(batch["mask"][mb], c.half_moves))
                 logp = log_probs(logits).gather(1, batch["actions"][mb, None]).squeeze(1)
                 adv = batch["advantages"][mb]
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -525,6 +580,7 @@ class PPOTrainer:
             "episode_return": sum(o[1] for o in window) / k if k else float("nan"),
             "episode_length": sum(o[2] for o in window) / k if k else float("nan"),
             "window_episodes": k,
+            "min_side": self.min_side,
             **{
                 key: stats[key]
                 for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")

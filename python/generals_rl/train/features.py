@@ -1,0 +1,130 @@
+"""Observations with memory: what a player saw under fog, kept across ticks, in bulk.
+
+A feed-forward network sees only the current fogged board, so it forgets the enemy
+tiles and general it glimpsed a tick ago. :class:`FogMemory` keeps, for every game of a
+batch, the tiles ever seen, the enemy land and army as last seen, the mountains seen and
+where the enemy general was seen, and adds a compass (the offset from each tile to the
+enemy general, or to the centre of the enemy land remembered when the general was not
+seen yet) and the clock (the phase of the 50-tick land bonus, the tick). Everything is
+numpy over the whole batch; a game's memory is cleared when its tick is 0 (a new game,
+after a reset or an automatic one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..vec_env import OBSERVATION_CHANNELS, VecEnv
+
+_CHANNEL = {name: i for i, name in enumerate(OBSERVATION_CHANNELS)}
+MEMORY_CHANNELS = (
+    "seen",
+    "enemy_land_seen",
+    "enemy_army_seen",
+    "mountains_seen",
+    "enemy_general_seen",
+    "enemy_dy",
+    "enemy_dx",
+    "land_bonus_phase",
+    "time",
+)
+LAND_BONUS_TICKS = 50  # every tile's army grows by one every 50 ticks
+TIME_SCALE = 500.0  # ticks mapped to 1.0 in the ``time`` plane
+
+
+def env_ticks(env: VecEnv) -> np.ndarray:
+    """The current tick of every game of ``env`` (int32 ``(num_envs,)``)."""
+    return env.core.outputs()["tick"]
+
+
+class FogMemory:
+    """The memory of one player in each of ``num_envs`` games of ``height x width``."""
+
+    def __init__(self, num_envs: int, height: int, width: int) -> None:
+        shape = (num_envs, height, width)
+        self.seen = np.zeros(shape, dtype=bool)
+        self.enemy_land = np.zeros(shape, dtype=np.float32)
+        self.enemy_army = np.zeros(shape, dtype=np.float32)
+        self.mountains = np.zeros(shape, dtype=np.float32)
+        self.enemy_general = np.zeros(shape, dtype=np.float32)
+        self._ys = np.arange(height, dtype=np.float32)[None, :, None]
+        self._xs = np.arange(width, dtype=np.float32)[None, None, :]
+        self._scale = np.float32(max(height, width))
+
+    def reset(self, games: np.ndarray) -> None:
+        """Forgets everything of the games selected by the bool mask ``games``."""
+        for plane in (
+            self.seen,
+            self.enemy_land,
+            self.enemy_army,
+            self.mountains,
+            self.enemy_general,
+        ):
+            plane[games] = 0
+
+    def update(self, observations: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+        """Takes this tick's observations ``(N, 9, H, W)`` and ticks ``(N,)``; returns
+        float32 ``(N, 9 + len(MEMORY_CHANNELS), H, W)``: the observations then the
+        memory planes."""
+        obs = np.asarray(observations, dtype=np.float32)
+        ticks = np.asarray(ticks)
+        games, height, width = self.seen.shape
+        if obs.ndim != 4 or obs.shape[0] != games or obs.shape[2:] != (height, width):
+            raise ValueError(
+                f"observations: expected ({games}, C, {height}, {width}), got {obs.shape}"
+            )
+        if ticks.shape != (games,):
+            raise ValueError(f"ticks: expected shape ({games},), got {ticks.shape}")
+        new_games = ticks == 0
+        if new_games.any():
+            self.reset(new_games)
+        visible = obs[:, _CHANNEL["visible"]] > 0
+        enemy_land = obs[:, _CHANNEL["enemy_land"]]
+        self.seen |= visible
+        self.enemy_land = np.where(visible, enemy_land, self.enemy_land)
+        self.enemy_army = np.where(visible, obs[:, _CHANNEL["enemy_army"]], self.enemy_army)
+        self.mountains = np.maximum(self.mountains, obs[:, _CHANNEL["mountains"]])
+        general = (obs[:, _CHANNEL["cities_and_generals"]] > 0) & (enemy_land > 0)
+        # A general never moves, so one seen stays known (an enemy city looks the same in
+        # the observation and is kept too: both are worth attacking).
+        self.enemy_general = np.maximum(self.enemy_general, general.astype(np.float32))
+        dy, dx = self._compass()
+        n, _, h, w = obs.shape
+        bonus = np.broadcast_to(
+            ((ticks % LAND_BONUS_TICKS) / LAND_BONUS_TICKS).astype(np.float32)[:, None, None],
+            (n, h, w),
+        )
+        time = np.broadcast_to((ticks / TIME_SCALE).astype(np.float32)[:, None, None], (n, h, w))
+        planes = (
+            self.seen.astype(np.float32),
+            self.enemy_land,
+            self.enemy_army,
+            self.mountains,
+            self.enemy_general,
+            dy,
+            dx,
+            bonus,
+            time,
+        )
+        return np.concatenate([obs, np.stack(planes, axis=1)], axis=1)
+
+    def _compass(self) -> tuple[np.ndarray, np.ndarray]:
+        """The offset (rows, columns; scaled by the board side) from every tile to the
+        target: the enemy general when seen, else the centre of the enemy land
+        remembered; zero when neither is known."""
+        target = np.where(
+            self.enemy_general.any(axis=(1, 2))[:, None, None], self.enemy_general, self.enemy_land
+        )
+        weight = target.sum(axis=(1, 2))
+        known = weight > 0
+        safe = np.where(known, weight, 1.0)
+        ty = (target * self._ys).sum(axis=(1, 2)) / safe
+        tx = (target * self._xs).sum(axis=(1, 2)) / safe
+        dy = (ty[:, None, None] - self._ys) / self._scale
+        dx = (tx[:, None, None] - self._xs) / self._scale
+        shape = target.shape
+        mask = known[:, None, None]
+        return (
+            np.broadcast_to(np.where(mask, dy, 0.0), shape).astype(np.float32),
+            np.broadcast_to(np.where(mask, dx, 0.0), shape).astype(np.float32),
+        )
