@@ -4,11 +4,9 @@
 #include <array>
 #include <bit>
 #include <vector>
-#include <cmath>
 #include <cstring>
 
 #include "game.hpp"
-#include "vectorize.hpp"
 
 namespace grl {
 
@@ -63,64 +61,17 @@ void compute_visibility(const StateView& s, int player, uint8_t* visible) {
   }
 }
 
-// Simple one-channel loops so the compiler vectorizes them.
-
-GRL_VECTOR_CLONES
-void encode_observation(const StateView& s, int player, const ObservationConfig& config, float* out,
-                        uint8_t* scratch) {
-  const int n = s.height * s.width;
-  uint8_t* visible = scratch;
-  uint8_t* mine = scratch + n;
-  uint8_t* enemy = scratch + 2 * n;
-  float* army = reinterpret_cast<float*>(scratch + 4 * ((3 * n + 3) / 4));
-  compute_visibility(s, player, visible);
-  const int16_t* owner = s.owner;
-  const uint8_t* kind = s.kind;
-  const int16_t p = static_cast<int16_t>(player);
-  const uint32_t friendly = owner_bits(team_players(s, player, false));
-  if (config.scale == ObservationConfig::kLog) {
-    const float inv = 1.0f / std::log1p(config.army_scale);
-    for (int t = 0; t < n; ++t) army[t] = std::min(std::log1p(static_cast<float>(s.army[t])) * inv, 1.0f);
-  } else {
-    const float inv = 1.0f / config.army_scale;
-    for (int t = 0; t < n; ++t) army[t] = std::min(static_cast<float>(s.army[t]) * inv, 1.0f);
-  }
-  for (int t = 0; t < n; ++t) {
-    mine[t] = owner[t] == p;
-    enemy[t] = visible[t] & (owner[t] >= 0) & !has_owner(friendly, owner[t]);
-  }
-  float* ch = out;
-  for (int t = 0; t < n; ++t) ch[t] = mine[t] ? army[t] : 0.0f;
-  ch += n;
-  for (int t = 0; t < n; ++t) ch[t] = enemy[t] ? army[t] : 0.0f;
-  ch += n;
-  for (int t = 0; t < n; ++t) ch[t] = mine[t];
-  ch += n;
-  for (int t = 0; t < n; ++t) ch[t] = enemy[t];
-  ch += n;
-  for (int t = 0; t < n; ++t) ch[t] = visible[t] & (owner[t] == kNeutral) & (kind[t] != kMountain);
-  ch += n;
-  for (int t = 0; t < n; ++t) ch[t] = visible[t] & ((kind[t] == kCity) | (kind[t] == kGeneral));
-  ch += n;
-  for (int t = 0; t < n; ++t) ch[t] = visible[t] & (kind[t] == kMountain);
-  ch += n;
-  for (int t = 0; t < n; ++t) ch[t] = visible[t];
-  ch += n;
-  for (int t = 0; t < n; ++t) ch[t] = 1 - visible[t];
-  if (!config.obstacles) return;
-  ch += n;
-  for (int t = 0; t < n; ++t) ch[t] = (1 - visible[t]) & ((kind[t] == kMountain) | (kind[t] == kCity));
+const uint8_t* open_directions_of(const StateView& s) {
+  if (s.open_directions != nullptr) return s.open_directions;
+  thread_local std::vector<uint8_t> computed;
+  computed.resize(static_cast<size_t>(s.height) * s.width);
+  compute_open_directions(s.kind, s.height, s.width, computed.data());
+  return computed.data();
 }
 
 void encode_action_mask(const StateView& s, int player, uint8_t* out) {
   const int n = s.height * s.width;
-  const uint8_t* open = s.open_directions;
-  thread_local std::vector<uint8_t> computed;
-  if (open == nullptr) {
-    computed.resize(static_cast<size_t>(n));
-    compute_open_directions(s.kind, s.height, s.width, computed.data());
-    open = computed.data();
-  }
+  const uint8_t* open = open_directions_of(s);
   // One 4-byte store per tile: the direction bits spread to one bool each
   // (byte d of the little-endian word is direction d).
   static_assert(std::endian::native == std::endian::little, "the mask spreading assumes little-endian");
@@ -133,7 +84,7 @@ void encode_action_mask(const StateView& s, int player, uint8_t* out) {
   }();
   const int16_t p = static_cast<int16_t>(player);
   for (int t = 0; t < n; ++t) {
-    const uint32_t bits = (s.owner[t] == p && s.army[t] >= 2) ? open[t] : 0;
+    const uint32_t bits = movable_directions(s.owner[t], s.army[t], open[t], p);
     std::memcpy(out + 4 * t, &kSpread[bits], 4);
   }
 }

@@ -23,6 +23,7 @@ from .batch import (
     SampledBatch,
     SampledRawBatch,
 )
+from .compact import CompactBatch
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -49,8 +50,9 @@ class Cursor:
     """Reads every experience of the buffer in sequence order (optionally
     filtered), like a log. Create with ``ExperienceBuffer.cursor``."""
 
-    def __init__(self, core: _core.Cursor) -> None:
+    def __init__(self, core: _core.Cursor, army_scale: float = 1000.0) -> None:
         self._cursor = core
+        self._army_scale = army_scale  # the buffer's: whether compact reads need wide armies
 
     def read(self, max_items: int = 1024, timeout: float = 0.0) -> ExperienceBatch:
         """Up to ``max_items`` matching experiences with decoded states. Returns what is
@@ -63,6 +65,15 @@ class Cursor:
     def read_raw(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
         """As ``read`` but with compact states (no float decoding)."""
         return RawBatch.from_dict(self._cursor.read_raw(_positive(max_items, "max_items"), timeout))
+
+    def read_compact(
+        self, max_items: int = 1024, timeout: float = 0.0, *, obstacles: bool = False
+    ) -> CompactBatch:
+        """As ``read`` but with compact views (``CompactBatch``), its ``expand()`` the
+        decoded batch bit for bit."""
+        return CompactBatch.from_raw(
+            self.read_raw(max_items, timeout), army_scale=self._army_scale, obstacles=obstacles
+        )
 
     def read_records(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
         """As ``read_raw`` but without the boards: the record columns only (state
@@ -175,7 +186,9 @@ class ExperienceBuffer:
         # The C++ side checks every value's range, naming the argument.
         games = () if game_ids is None else game_ids
         players = () if player_ids is None else player_ids
-        return Cursor(self._buffer.open_cursor(kind, at, games, players, min_tick))
+        return Cursor(
+            self._buffer.open_cursor(kind, at, games, players, min_tick), self._buffer.army_scale
+        )
 
     def sample(
         self,
@@ -217,6 +230,13 @@ class ExperienceBuffer:
     def sample_raw(self, count: int, seed: int | None = None, **options) -> SampledRawBatch:
         """``sample(..., raw=True)``."""
         return self.sample(count, seed, raw=True, **options)
+
+    def sample_compact(
+        self, count: int, seed: int | None = None, *, obstacles: bool = False, **options
+    ) -> CompactBatch:
+        """``sample`` with compact views (``CompactBatch``; ``options`` as ``sample``'s)."""
+        raw = self.sample(count, seed, raw=True, **options)
+        return CompactBatch.from_raw(raw, army_scale=self._buffer.army_scale, obstacles=obstacles)
 
     def update_priorities(self, sequences, priorities) -> int:
         """Sets the priorities of the experiences ``sequences`` (as sampled) in bulk, in
