@@ -220,3 +220,23 @@ def test_compact_vec_env_expands_to_the_float_env(options):
 def test_vec_env_rejects_unknown_format():
     with pytest.raises(ValueError, match="observation_format"):
         VecEnv(2, observation_format="sparse")
+
+
+def test_random_policy_draws_the_same_moves_from_either_mask_or_none():
+    from generals_rl.bots import RandomBot
+
+    common = dict(num_envs=6, players=3, height=10, width=10, seed=8, max_ticks=40)
+    envs = [
+        VecEnv(**common),
+        VecEnv(**common, observation_format="compact"),
+        VecEnv(**common, observations=False, action_masks=False),
+    ]
+    bots = [RandomBot(seed=5) for _ in envs]
+    moved = 0
+    for _ in range(60):
+        actions = [bot.act(env) for bot, env in zip(bots, envs, strict=True)]
+        assert np.array_equal(actions[0], actions[1]) and np.array_equal(actions[0], actions[2])
+        moved += int((actions[0] >= 0).sum())
+        for env, a in zip(envs, actions, strict=True):
+            env.step(a)
+    assert moved > 100

@@ -72,20 +72,34 @@ void expand_row(const uint8_t* codes, const float* army, size_t n, int channels,
 
 GRL_VECTOR_CLONES
 void encode_codes(const StateView& s, int player, bool obstacles, const uint8_t* visible, uint8_t* codes) {
+  static_assert(kCodeFog == 0 && kCodeFogObstacle == 1, "a hidden tile's code is its obstacle bit");
+  static_assert(kRelationNeutral == 0 && kRelationOwn == 1 && kRelationEnemy == 2);
   const int n = s.height * s.width;
   const int16_t p = static_cast<int16_t>(player);
   const uint32_t friendly = team_players(s, player, false);
-  const uint8_t fog_obstacle = obstacles ? kCodeFogObstacle : kCodeFog;
+  const uint8_t obstacle_bit = obstacles ? 1 : 0;
   const uint8_t* kind = s.kind;
   const int16_t* owner = s.owner;
+  if (friendly == (1u << player)) {
+    // No teammates (free-for-all): the relation is arithmetic on the owner alone.
+    for (int t = 0; t < n; ++t) {
+      const int16_t o = owner[t];
+      const uint8_t k = kind[t];
+      const uint8_t relation = static_cast<uint8_t>((o == p) + 2 * ((o >= 0) & (o != p)));
+      const uint8_t seen = static_cast<uint8_t>(kFirstVisibleCode + 4 * relation + k);
+      const uint8_t hidden = obstacle_bit & ((k == kMountain) | (k == kCity));
+      codes[t] = visible[t] ? seen : hidden;
+    }
+    return;
+  }
   for (int t = 0; t < n; ++t) {
     const int16_t o = owner[t];
     const uint8_t relation = o == p ? kRelationOwn
                              : o < 0 ? kRelationNeutral
                              : (friendly >> (o & 31) & 1u) ? kRelationTeam
-                                                      : kRelationEnemy;
+                                                           : kRelationEnemy;
     const uint8_t seen = static_cast<uint8_t>(kFirstVisibleCode + 4 * relation + kind[t]);
-    const uint8_t hidden = (kind[t] == kMountain) | (kind[t] == kCity) ? fog_obstacle : kCodeFog;
+    const uint8_t hidden = obstacle_bit & ((kind[t] == kMountain) | (kind[t] == kCity));
     codes[t] = visible[t] ? seen : hidden;
   }
 }
@@ -165,13 +179,21 @@ void encode_compact(const StateView& s, int player, bool obstacles, uint8_t* cod
   encode_compact_as(s, player, obstacles, codes, armies, scratch);
 }
 
+namespace {
+
+GRL_VECTOR_CLONES
+void pack_nibbles(const uint8_t* nibbles, int n, uint8_t* out) {
+  for (int j = 0; j < n / 2; ++j) out[j] = static_cast<uint8_t>(nibbles[2 * j] | nibbles[2 * j + 1] << 4);
+  if (n % 2) out[n / 2] = nibbles[n - 1];
+}
+
+}  // namespace
+
 void encode_packed_action_mask(const StateView& s, int player, uint8_t* out) {
-  const int n = s.height * s.width;
-  const uint8_t* open = open_directions_of(s);
-  const int16_t p = static_cast<int16_t>(player);
-  auto bits = [&](int t) { return movable_directions(s.owner[t], s.army[t], open[t], p); };
-  for (int t = 0; t + 1 < n; t += 2) out[t / 2] = static_cast<uint8_t>(bits(t) | bits(t + 1) << 4);
-  if (n % 2) out[n / 2] = bits(n - 1);
+  thread_local std::vector<uint8_t> nibbles;
+  nibbles.resize(static_cast<size_t>(s.height) * s.width);
+  movable_tiles(s, player, nibbles.data());
+  pack_nibbles(nibbles.data(), s.height * s.width, out);
 }
 
 void expand_observations(const uint8_t* codes, const uint16_t* armies, size_t rows, size_t tiles,

@@ -1,12 +1,11 @@
 #include "observation.hpp"
 
 #include <algorithm>
-#include <array>
-#include <bit>
 #include <vector>
-#include <cstring>
 
+#include "compact_observation.hpp"
 #include "game.hpp"
+#include "vectorize.hpp"
 
 namespace grl {
 
@@ -30,35 +29,38 @@ uint32_t team_players(const StateView& s, int player, bool alive_only) {
   return players;
 }
 
+// Flat passes over the board (no per-row loops) so that the compiler
+// vectorizes them whatever the width: the owned tiles, dilated along rows
+// (masks stop it at the row ends), then across rows (through zero rows
+// before the first and after the last).
+GRL_VECTOR_CLONES
 void compute_visibility(const StateView& s, int player, uint8_t* visible) {
-  const int h = s.height, w = s.width;
+  const int h = s.height, w = s.width, n = h * w;
   const uint32_t sight = owner_bits(team_players(s, player, true));
-  // Dilate the owned-tile mask by one tile along rows (through a zero-padded
-  // row), then across rows keeping the previous undilated row. The rows are
-  // as wide as the board, reused by the thread.
-  const size_t row_bytes = static_cast<size_t>(std::max(w, 0));
-  thread_local std::vector<uint8_t> rows;
-  rows.assign(3 * row_bytes + 2, 0);
-  uint8_t* padded = rows.data();
-  uint8_t* prev_row = padded + w + 2;
-  uint8_t* cur_row = prev_row + w;
-  for (int y = 0; y < h; ++y) {
-    const int16_t* own = s.owner + y * w;
-    uint8_t* row = visible + y * w;
-    for (int x = 0; x < w; ++x) padded[x + 1] = has_owner(sight, own[x]);
-    for (int x = 0; x < w; ++x) row[x] = padded[x] | padded[x + 1] | padded[x + 2];
-  }
-  for (int y = 0; y < h; ++y) {
-    uint8_t* row = visible + y * w;
-    std::memcpy(cur_row, row, row_bytes);
-    if (y + 1 < h) {
-      const uint8_t* next = row + w;
-      for (int x = 0; x < w; ++x) row[x] = cur_row[x] | prev_row[x] | next[x];
-    } else {
-      for (int x = 0; x < w; ++x) row[x] = cur_row[x] | prev_row[x];
+  // Per thread: owned tiles with a zero each side, row-dilated tiles with a
+  // zero row each side, and the row-end masks of the last board size seen.
+  thread_local std::vector<uint8_t> owned_store, along_store, not_first, not_last;
+  thread_local int mask_height = -1, mask_width = -1;
+  if (mask_height != h || mask_width != w) {
+    not_first.resize(static_cast<size_t>(n));
+    not_last.resize(static_cast<size_t>(n));
+    for (int t = 0; t < n; ++t) {
+      not_first[t] = t % w != 0;
+      not_last[t] = t % w != w - 1;
     }
-    std::memcpy(prev_row, cur_row, row_bytes);
+    owned_store.assign(static_cast<size_t>(n) + 2, 0);
+    along_store.assign(static_cast<size_t>(n) + 2 * static_cast<size_t>(w), 0);
+    mask_height = h;
+    mask_width = w;
   }
+  uint8_t* owned = owned_store.data() + 1;
+  uint8_t* along = along_store.data() + w;
+  const int16_t* owner = s.owner;
+  const uint8_t* first_ok = not_first.data();
+  const uint8_t* last_ok = not_last.data();
+  for (int t = 0; t < n; ++t) owned[t] = has_owner(sight, owner[t]);
+  for (int t = 0; t < n; ++t) along[t] = owned[t] | (owned[t - 1] & first_ok[t]) | (owned[t + 1] & last_ok[t]);
+  for (int t = 0; t < n; ++t) visible[t] = along[t] | along[t - w] | along[t + w];
 }
 
 const uint8_t* open_directions_of(const StateView& s) {
@@ -69,24 +71,23 @@ const uint8_t* open_directions_of(const StateView& s) {
   return computed.data();
 }
 
-void encode_action_mask(const StateView& s, int player, uint8_t* out) {
+GRL_VECTOR_CLONES
+void movable_tiles(const StateView& s, int player, uint8_t* out) {
   const int n = s.height * s.width;
-  const uint8_t* open = open_directions_of(s);
-  // One 4-byte store per tile: the direction bits spread to one bool each
-  // (byte d of the little-endian word is direction d).
-  static_assert(std::endian::native == std::endian::little, "the mask spreading assumes little-endian");
-  static constexpr auto kSpread = [] {
-    std::array<uint32_t, 16> table{};
-    for (uint32_t bits = 0; bits < 16; ++bits) {
-      for (int d = 0; d < 4; ++d) table[bits] |= ((bits >> d) & 1u) << (8 * d);
-    }
-    return table;
-  }();
   const int16_t p = static_cast<int16_t>(player);
-  for (int t = 0; t < n; ++t) {
-    const uint32_t bits = movable_directions(s.owner[t], s.army[t], open[t], p);
-    std::memcpy(out + 4 * t, &kSpread[bits], 4);
-  }
+  const int16_t* owner = s.owner;
+  const int32_t* army = s.army;
+  const uint8_t* open = open_directions_of(s);
+  for (int t = 0; t < n; ++t) out[t] = (owner[t] == p && army[t] >= 2) ? open[t] : 0;
+}
+
+// The packed mask spread to bools: two tiles per 8-byte store.
+void encode_action_mask(const StateView& s, int player, uint8_t* out) {
+  const size_t tiles = static_cast<size_t>(s.height) * s.width;
+  thread_local std::vector<uint8_t> packed;
+  packed.resize(packed_mask_bytes(tiles));
+  encode_packed_action_mask(s, player, packed.data());
+  unpack_action_masks(packed.data(), 1, tiles, out);
 }
 
 }  // namespace grl

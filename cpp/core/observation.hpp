@@ -53,11 +53,10 @@ void encode_observation(const StateView& s, int player, const ObservationConfig&
 // calling thread (valid until its next call).
 const uint8_t* open_directions_of(const StateView& s);
 
-// The directions a move can take from a tile (bit d: direction d), given its
-// open directions: none unless the player owns it with at least 2 armies.
-inline uint8_t movable_directions(int16_t owner, int32_t army, uint8_t open, int16_t player) {
-  return (owner == player && army >= 2) ? open : 0;
-}
+// Writes height*width bytes: the directions a move can take from each tile
+// (bit d: direction d), its open directions where the player owns it with at
+// least 2 armies, else none.
+void movable_tiles(const StateView& s, int player, uint8_t* out);
 
 // Writes height*width*4 bools: full move (tile, direction) legal now.
 void encode_action_mask(const StateView& s, int player, uint8_t* out);
