@@ -240,3 +240,14 @@ def test_random_policy_draws_the_same_moves_from_either_mask_or_none():
         for env, a in zip(envs, actions, strict=True):
             env.step(a)
     assert moved > 100
+
+
+def test_expand_writes_into_out():
+    rng = np.random.default_rng(2)
+    kind, owner, army = random_board(rng, 3)
+    view, _ = encode_compact(kind, owner, army, 1)
+    out = np.full((9, *kind.shape), np.nan, dtype=np.float32)
+    assert expand(view.tiles, view.armies, out=out) is out
+    assert out.tobytes() == view.expand().tobytes()
+    with pytest.raises(ValueError, match="out: expected a writeable C-contiguous float32"):
+        expand(view.tiles, view.armies, out=np.zeros((10, *kind.shape), dtype=np.float32))

@@ -56,8 +56,22 @@ std::vector<py::ssize_t> shape_of(const py::array& arr) {
   return std::vector<py::ssize_t>(arr.shape(), arr.shape() + arr.ndim());
 }
 
+// `out` when given (a writeable C-contiguous float32 array of the expected
+// shape, checked), else a new array.
+py::array_t<float> output_for(py::handle out, const std::vector<py::ssize_t>& shape) {
+  if (out.is_none()) return py::array_t<float>(shape);
+  auto arr = py::array::ensure(out);
+  const std::string expected = "expected a writeable C-contiguous float32 array of shape " +
+                               py::str(py::tuple(py::cast(shape))).cast<std::string>();
+  if (!arr || !arr.dtype().is(py::dtype::of<float>()) || shape_of(arr) != shape ||
+      !(arr.flags() & py::array::c_style) || !arr.writeable()) {
+    throw py::value_error("out: " + expected);
+  }
+  return py::reinterpret_borrow<py::array_t<float>>(arr);
+}
+
 py::array expand(py::handle codes_in, py::handle armies_in, const std::string& army_scaling, float army_scale,
-                 bool obstacles, int num_threads) {
+                 bool obstacles, int num_threads, py::handle out_in) {
   auto codes = exact_array<uint8_t>(codes_in, "tiles", "uint8 tile codes (..., height, width)");
   if (codes.ndim() < 2) throw py::value_error("tiles: expected an array of shape (..., height, width)");
   const auto [h, w] = grl::bindings::board_shape(codes, codes.ndim() - 2, "tiles");
@@ -76,7 +90,7 @@ py::array expand(py::handle codes_in, py::handle armies_in, const std::string& a
   }
   auto shape = shape_of(codes);
   shape.insert(shape.end() - 2, config.channels());
-  py::array_t<float> out(shape);
+  py::array_t<float> out = output_for(out_in, shape);
   float* dst = out.mutable_data();
   if (armies.dtype().is(py::dtype::of<uint16_t>())) {
     if (grl::needs_wide_armies(config)) {
@@ -177,7 +191,8 @@ void bind_observations(py::module_& m) {
   m.attr("NARROW_ARMY_SCALE_MAX") = grl::kNarrowArmyScaleMax;
 
   m.def("expand_observations", &expand, py::arg("tiles"), py::arg("armies"), py::arg("army_scaling") = "linear",
-        py::arg("army_scale") = 1000.0f, py::arg("obstacles") = false, py::arg("num_threads") = 0);
+        py::arg("army_scale") = 1000.0f, py::arg("obstacles") = false, py::arg("num_threads") = 0,
+        py::arg("out") = py::none());
   m.def("unpack_action_masks", &unpack_masks, py::arg("action_masks"), py::arg("height"), py::arg("width"),
         py::arg("num_threads") = 0);
   m.def("compact_rows", &compact_rows, py::arg("state_kind"), py::arg("state_owner"), py::arg("state_army"),

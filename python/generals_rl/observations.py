@@ -78,12 +78,14 @@ def expand(
     army_scale: float = 1000.0,
     obstacles: bool = False,
     num_threads: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Float32 observations ``(..., channels, H, W)`` of compact views ``tiles``/``armies``
-    (``(..., H, W)``), as the float observation format computes them. ``num_threads``:
+    (``(..., H, W)``), as the float observation format computes them, written into
+    ``out`` when given (reused across batches: no new pages to fault in). ``num_threads``:
     threads for large batches (``None``: every core; 1: the calling thread)."""
     return _core.expand_observations(
-        tiles, armies, army_scaling, army_scale, obstacles, _threads(num_threads)
+        tiles, armies, army_scaling, army_scale, obstacles, _threads(num_threads), out
     )
 
 

@@ -40,15 +40,18 @@ def expand(
     army_scaling: str = "linear",
     army_scale: float = 1000.0,
     obstacles: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Float32 observations ``(..., channels, H, W)`` on the device of ``tiles``
-    (uint8 ``(..., H, W)``) and ``armies`` (uint16 or int32, same shape)."""
+    (uint8 ``(..., H, W)``) and ``armies`` (uint16 or int32, same shape); on the CPU
+    written into ``out`` when given (reused across batches)."""
     _check_pair(tiles, armies)
     if tiles.device.type == "cpu":
-        out = _core.expand_observations(
-            _numpy(tiles), _numpy(armies), army_scaling, army_scale, obstacles, 0
+        target = None if out is None else out.numpy()
+        result = _core.expand_observations(
+            _numpy(tiles), _numpy(armies), army_scaling, army_scale, obstacles, 0, target
         )
-        return torch.from_numpy(out)
+        return out if out is not None else torch.from_numpy(result)
     return _expand_tensor_ops(tiles, armies, army_scaling, army_scale, obstacles)
 
 
@@ -109,17 +112,23 @@ def _expand_tensor_ops(tiles, armies, army_scaling, army_scale, obstacles) -> to
             f"got army_scale {army_scale}: use int32 armies"
         )
     device = tiles.device
-    armies = armies.to(torch.int64)
     if wide and armies.numel() and int(armies.min()) < 0:
         raise ValueError("armies: must be >= 0")
-    values = _army_table(army_scaling, float(army_scale), device)[armies.clamp(max=NARROW_ARMY_MAX)]
+    # index_select with int32 indices: no int64 copy of the batch
+    narrow = armies.to(torch.int32)
+    if wide:
+        narrow = narrow.clamp(max=NARROW_ARMY_MAX)
+    narrow = narrow.flatten()
+    values = _army_table(army_scaling, float(army_scale), device).index_select(0, narrow)
+    values = values.view(armies.shape)
     if wide:
         beyond = armies > NARROW_ARMY_MAX
         if bool(beyond.any()):  # rare: computed by the C++ scaling on the host
             exact = _core.army_values(armies[beyond].cpu().numpy(), army_scaling, army_scale)
             values[beyond] = torch.from_numpy(exact).to(device)
-    out = _channel_table(obstacles, device)[tiles.to(torch.int64)]  # (..., H, W, C)
-    out = out.movedim(-1, -3).contiguous()
+    table = _channel_table(obstacles, device)
+    out = table.index_select(0, tiles.to(torch.int32).flatten())  # (tiles, C)
+    out = out.view(*tiles.shape, table.shape[1]).movedim(-1, -3).contiguous()
     army_channels = _core.ARMY_CHANNELS
     out[..., :army_channels, :, :] *= values.unsqueeze(-3)
     return out
