@@ -43,13 +43,13 @@ void with_pool(int num_threads, Fn fn) {
 // A C-contiguous array of exactly dtype T (no conversion: a copy would cost
 // what the expansion saves), named in the error.
 template <typename T>
-py::array_t<T> exact_array(py::handle value, const char* name, const char* expected) {
+grl::bindings::InputArray<T> exact_array(py::handle value, const char* name, const char* expected) {
   auto arr = py::array::ensure(value);
   if (!arr || !arr.dtype().is(py::dtype::of<T>())) {
     throw py::value_error(std::string(name) + ": expected " + expected + ", got " +
                           (arr ? py::str(arr.dtype()).cast<std::string>() : py::repr(value).cast<std::string>()));
   }
-  return py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(arr);
+  return grl::bindings::InputArray<T>::ensure(arr);  // the dtype is T: a copy only when misaligned or strided
 }
 
 std::vector<py::ssize_t> shape_of(const py::array& arr) {
@@ -61,10 +61,11 @@ std::vector<py::ssize_t> shape_of(const py::array& arr) {
 py::array_t<float> output_for(py::handle out, const std::vector<py::ssize_t>& shape) {
   if (out.is_none()) return py::array_t<float>(shape);
   auto arr = py::array::ensure(out);
-  const std::string expected = "expected a writeable C-contiguous float32 array of shape " +
+  const std::string expected = "expected a writeable, aligned, C-contiguous float32 array of shape " +
                                py::str(py::tuple(py::cast(shape))).cast<std::string>();
   if (!arr || !arr.dtype().is(py::dtype::of<float>()) || shape_of(arr) != shape ||
-      !(arr.flags() & py::array::c_style) || !arr.writeable()) {
+      !(arr.flags() & py::array::c_style) || !(arr.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) ||
+      !arr.writeable()) {
     throw py::value_error("out: " + expected);
   }
   return py::reinterpret_borrow<py::array_t<float>>(arr);
