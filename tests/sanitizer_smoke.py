@@ -105,6 +105,43 @@ def experience(directory: Path) -> None:
     refused(lambda: ExperienceBuffer.load(directory / "cut.grlb"), BufferFileError)
 
 
+def compact() -> None:
+    from generals_rl import ExperienceBuffer, VecEnv
+    from generals_rl.bots import RandomBot
+    from generals_rl.observations import expand, expand_masks
+
+    buffer = ExperienceBuffer(7, 9, capacity=5_000, policy="overwrite", army_scale=1e5)
+    env = VecEnv(
+        4,
+        players=3,
+        height=7,
+        width=9,
+        seed=2,
+        max_ticks=40,
+        buffer=buffer,
+        observation_format="compact",
+        army_scale=1e5,
+        obstacles=True,
+        teams=[0, 0, 1],
+    )
+    bot = RandomBot(seed=3)
+    for _ in range(60):
+        obs, *_, info = env.step(bot.act(env))
+        env.expand(obs)
+        env.expand_masks(info["action_masks"])
+    buffer.cursor().read_compact(1 << 12).expand(army_scale=1e5)
+    buffer.sample_compact(100, seed=1, n_step=2).expand(army_scale=1e5)
+    # Misaligned views (as from a byte buffer) and bad codes.
+    tiles = obs.tiles.reshape(-1, 7, 9)
+    armies = np.frombuffer(b"\0" + obs.armies.tobytes(), dtype=obs.armies.dtype, offset=1)
+    expand(tiles, armies.reshape(tiles.shape), army_scale=1e5)
+    masks = info["action_masks"].reshape(-1, info["action_masks"].shape[-1])
+    expand_masks(
+        np.frombuffer(b"\0" + masks.tobytes(), dtype=np.uint8, offset=1).reshape(masks.shape), 7, 9
+    )
+    refused(lambda: expand(np.full((2, 2), 200, np.uint8), np.zeros((2, 2), np.uint16)))
+
+
 def replays() -> None:
     from generals_rl import replay
 
@@ -159,6 +196,7 @@ def main(core_path: str) -> None:
     games()
     with tempfile.TemporaryDirectory() as directory:
         experience(Path(directory))
+    compact()
     replays()
     hostile_inputs()
     print("sanitizer smoke run: all passed")

@@ -83,6 +83,39 @@ inline std::pair<int, int> board_shape(const py::array& arr, int first, const ch
   return {height, width};
 }
 
+// Every value of `kind` a Tile (observations index tables by it).
+inline void check_tile_kinds(const InputArray<uint8_t>& kind, const char* name) {
+  for (py::ssize_t t = 0; t < kind.size(); ++t) {
+    if (kind.data()[t] > grl::kGeneral) {
+      throw py::value_error(std::string(name) + ": " + std::to_string(kind.data()[t]) + " at flat index " +
+                            std::to_string(t) + " is not a tile kind (0..3)");
+    }
+  }
+}
+
+// One board given as (height, width) kind, owner and army arrays, checked, and a player.
+struct BoardArgs {
+  InputArray<uint8_t> kind;
+  InputArray<int16_t> owner;
+  InputArray<int32_t> army;
+  int height, width;
+  grl::StateView view() const { return {height, width, kind.data(), owner.data(), army.data()}; }
+};
+
+inline BoardArgs board_args(py::handle kind, py::handle owner, py::handle army, int player) {
+  auto k = as_array<uint8_t>(kind, "kind");
+  if (k.ndim() != 2) throw py::value_error("kind: expected a 2-D (height, width) array");
+  const auto [h, w] = board_shape(k, 0, "kind");
+  check_tile_kinds(k, "kind");
+  auto o = as_array<int16_t>(owner, "owner", k.size());
+  auto a = as_array<int32_t>(army, "army", k.size());
+  if (player < 0 || player >= grl::kMaxPlayers) {
+    throw py::value_error("player: expected 0.." + std::to_string(grl::kMaxPlayers - 1) + ", got " +
+                          std::to_string(player));
+  }
+  return {std::move(k), std::move(o), std::move(a), h, w};
+}
+
 // A Python integer within lo..hi as T; raises naming the argument otherwise
 // (pybind11's own conversion reports only "incompatible arguments").
 template <typename T>

@@ -65,7 +65,8 @@ py::dict counters_to_dict(const grl::VecEnvCounters& c, int players) {
 grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint64_t seed, int max_ticks,
                           int num_threads, const grl::MapOptions& map, const py::dict& reward,
                           const std::string& army_scaling, float army_scale, bool observations,
-                          bool action_masks, const std::vector<int32_t>& teams, bool obstacles) {
+                          bool action_masks, const std::vector<int32_t>& teams, bool obstacles,
+                          const std::string& observation_format) {
   grl::VecEnvConfig c;
   c.num_envs = num_envs;
   c.players = players;
@@ -79,6 +80,10 @@ grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint
   c.observation.obstacles = obstacles;
   c.observations = observations;
   c.action_masks = action_masks;
+  if (observation_format == "compact") c.format = grl::VecEnvConfig::Format::kCompact;
+  else if (observation_format != "float") {
+    throw py::value_error("observation_format: expected 'float' or 'compact', got '" + observation_format + "'");
+  }
   c.teams = teams;
   c.reward = grl::bindings::reward_config_from(reward);
   py::gil_scoped_release release;
@@ -95,7 +100,21 @@ py::dict output_views(py::object self) {
     out["final_observations"] =
         view(e.final_observations.data(), {n, p, channels, h, w}, self);
   }
-  if (!e.action_masks.empty()) {
+  if (!e.compact.codes.empty()) {
+    out["observations"] = view(e.compact.codes.data(), {n, p, h, w}, self);
+    out["final_observations"] = view(e.final_compact.codes.data(), {n, p, h, w}, self);
+    if (e.compact.wide) {
+      out["armies"] = view(e.compact.wide_armies.data(), {n, p, h, w}, self);
+      out["final_armies"] = view(e.final_compact.wide_armies.data(), {n, p, h, w}, self);
+    } else {
+      out["armies"] = view(e.compact.armies.data(), {n, p, h, w}, self);
+      out["final_armies"] = view(e.final_compact.armies.data(), {n, p, h, w}, self);
+    }
+  }
+  if (!e.action_masks.empty() && e.config().format == grl::VecEnvConfig::Format::kCompact) {
+    const auto bytes = static_cast<py::ssize_t>(grl::packed_mask_bytes(static_cast<size_t>(h) * w));
+    out["action_masks"] = view(e.action_masks.data(), {n, p, bytes}, self);
+  } else if (!e.action_masks.empty()) {
     out["action_masks"] = view(reinterpret_cast<const bool*>(e.action_masks.data()), {n, p, h * w * 4}, self);
   }
   out["rewards"] = view(e.rewards.data(), {n, p}, self);
@@ -133,7 +152,8 @@ void bind_vec_env(py::module_& m) {
       .def(py::init(&make_vec_env), py::arg("num_envs"), py::arg("players"), py::arg("height"),
            py::arg("width"), py::arg("seed"), py::arg("max_ticks"), py::arg("num_threads"), py::arg("map"),
            py::arg("reward"), py::arg("army_scaling"), py::arg("army_scale"), py::arg("observations"),
-           py::arg("action_masks"), py::arg("teams") = std::vector<int32_t>{}, py::arg("obstacles") = false)
+           py::arg("action_masks"), py::arg("teams") = std::vector<int32_t>{}, py::arg("obstacles") = false,
+           py::arg("observation_format") = "float")
       .def("outputs", &output_views)
       .def(
           "set_reward", [](grl::VecEnv& e, const py::dict& reward) { e.set_reward(grl::bindings::reward_config_from(reward)); },
@@ -208,21 +228,14 @@ void bind_vec_env(py::module_& m) {
       "encode_observation",
       [](py::handle kind, py::handle owner, py::handle army, int player, const std::string& army_scaling,
          float army_scale, bool obstacles) {
-        auto k = as_array<uint8_t>(kind, "kind");
-        if (k.ndim() != 2) throw py::value_error("kind: expected a 2-D (height, width) array");
-        const auto [h, w] = grl::bindings::board_shape(k, 0, "kind");
-        auto o = as_array<int16_t>(owner, "owner", k.size());
-        auto a = as_array<int32_t>(army, "army", k.size());
-        if (player < 0 || player >= grl::kMaxPlayers) {
-          throw py::value_error("player: expected 0.." + std::to_string(grl::kMaxPlayers - 1) + ", got " +
-                                std::to_string(player));
-        }
+        const auto board = grl::bindings::board_args(kind, owner, army, player);
+        const int h = board.height, w = board.width;
         grl::ObservationConfig config = grl::bindings::observation_config(army_scaling, army_scale);
         config.obstacles = obstacles;
         py::array_t<float> obs({config.channels(), h, w});
         py::array_t<bool> mask(static_cast<py::ssize_t>(h) * w * 4);
         std::vector<uint8_t> scratch(static_cast<size_t>(h) * w * grl::kObservationScratchPerTile);
-        const grl::StateView sv{h, w, k.data(), o.data(), a.data()};
+        const grl::StateView sv = board.view();
         grl::encode_observation(sv, player, config, obs.mutable_data(), scratch.data());
         grl::encode_action_mask(sv, player, reinterpret_cast<uint8_t*>(mask.mutable_data()));
         return py::make_tuple(obs, mask);

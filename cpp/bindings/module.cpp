@@ -11,6 +11,7 @@ void bind_game(py::module_& m);
 void bind_vec_env(py::module_& m);
 void bind_buffer(py::module_& m);
 void bind_tfrecord(py::module_& m);
+void bind_observations(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "generals-rl C++ core: engine, batched environments, experience buffer";
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_core, m) {
   bind_vec_env(m);
   bind_buffer(m);
   bind_tfrecord(m);
+  bind_observations(m);
 }

@@ -1,5 +1,8 @@
 #include "bots.hpp"
 
+#include <algorithm>
+#include <bit>
+#include <cstring>
 #include <vector>
 
 #include "observation.hpp"
@@ -34,6 +37,49 @@ int32_t random_move(const Game& g, int player, Rng& rng) {
     for (int d = 0; d < 4; ++d) {
       if ((open[t] >> d & 1) && pick-- == 0) return t * 4 + d;
     }
+  }
+  return kPass;
+}
+
+// random_move drawn from the legal moves the env's mask pass already found
+// (mask entry t * 4 + d is move t * 4 + d): the same draw, without scanning
+// the board again. Packed masks: bit i % 8 of byte i / 8.
+int32_t random_move_packed(const uint8_t* mask, size_t bytes, Rng& rng) {
+  auto word_at = [&](size_t k) {
+    uint64_t word = 0;
+    std::memcpy(&word, mask + 8 * k, std::min<size_t>(8, bytes - 8 * k));
+    return word;
+  };
+  const size_t words = (bytes + 7) / 8;
+  uint32_t count = 0;
+  for (size_t k = 0; k < words; ++k) count += static_cast<uint32_t>(std::popcount(word_at(k)));
+  if (count == 0) return kPass;
+  uint32_t pick = rng.below(count);
+  for (size_t k = 0;; ++k) {
+    uint64_t word = word_at(k);
+    const auto here = static_cast<uint32_t>(std::popcount(word));
+    if (pick >= here) {
+      pick -= here;
+      continue;
+    }
+    for (; pick > 0; --pick) word &= word - 1;  // drop the lower set bits
+    return static_cast<int32_t>(64 * k + std::countr_zero(word));
+  }
+}
+
+GRL_VECTOR_CLONES
+uint32_t count_set(const uint8_t* mask, size_t entries) {
+  uint32_t count = 0;
+  for (size_t i = 0; i < entries; ++i) count += mask[i];
+  return count;
+}
+
+int32_t random_move_bools(const uint8_t* mask, size_t entries, Rng& rng) {
+  const uint32_t count = count_set(mask, entries);
+  if (count == 0) return kPass;
+  uint32_t pick = rng.below(count);
+  for (size_t i = 0; i < entries; ++i) {
+    if (mask[i] && pick-- == 0) return static_cast<int32_t>(i);
   }
   return kPass;
 }
@@ -133,6 +179,11 @@ int32_t heuristic_move(const Game& g, int player, HeuristicScratch& s) {
 
 void random_policy(VecEnv& env, uint64_t seed, uint64_t call, const uint8_t* act_for, int32_t* actions) {
   const int players = env.players();
+  // The env's masks are those of the current boards (written by every reset and step).
+  const bool masks = env.config().action_masks;
+  const bool packed = env.config().format == VecEnvConfig::Format::kCompact;
+  const size_t tiles = static_cast<size_t>(env.height()) * env.width();
+  const size_t mask_size = packed ? packed_mask_bytes(tiles) : tiles * 4;
   env.parallel_for([&](int begin, int end) {
     for (int i = begin; i < end; ++i) {
       uint64_t mix = seed ^ (call * 0x9E3779B97F4A7C15ULL);
@@ -140,7 +191,12 @@ void random_policy(VecEnv& env, uint64_t seed, uint64_t call, const uint8_t* act
       const Game& g = env.game(i);
       for (int p = 0; p < players; ++p) {
         if (!act_for[p]) continue;
-        actions[static_cast<size_t>(i) * players + p] = g.alive(p) ? random_move(g, p, rng) : kPass;
+        const size_t row = static_cast<size_t>(i) * players + p;
+        const uint8_t* mask = masks ? env.action_masks.data() + row * mask_size : nullptr;
+        if (!g.alive(p)) actions[row] = kPass;
+        else if (!mask) actions[row] = random_move(g, p, rng);
+        else if (packed) actions[row] = random_move_packed(mask, mask_size, rng);
+        else actions[row] = random_move_bools(mask, mask_size, rng);
       }
     }
   });

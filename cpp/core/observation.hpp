@@ -49,6 +49,15 @@ void compute_visibility(const StateView& s, int player, uint8_t* visible);
 void encode_observation(const StateView& s, int player, const ObservationConfig& config, float* out,
                         uint8_t* scratch);
 
+// s.open_directions, or compute_open_directions of s.kind into a buffer of the
+// calling thread (valid until its next call).
+const uint8_t* open_directions_of(const StateView& s);
+
+// Writes height*width bytes: the directions a move can take from each tile
+// (bit d: direction d), its open directions where the player owns it with at
+// least 2 armies, else none.
+void movable_tiles(const StateView& s, int player, uint8_t* out);
+
 // Writes height*width*4 bools: full move (tile, direction) legal now.
 void encode_action_mask(const StateView& s, int player, uint8_t* out);
 

@@ -36,6 +36,9 @@ int checked_threads(const VecEnvConfig& c) {
   return c.num_threads;
 }
 
+// The compact views to write, or null when the env writes none.
+CompactViews* views(CompactViews& views) { return views.codes.empty() ? nullptr : &views; }
+
 }  // namespace
 
 VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(checked_threads(config_)) {
@@ -57,10 +60,16 @@ VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(checked_
   validate(c.map);
 
   const size_t n = c.num_envs, p = c.players, tiles = static_cast<size_t>(c.height) * c.width;
-  const size_t obs_size = c.observations ? n * p * c.observation.channels() * tiles : 0;
+  const bool compact_form = c.format == VecEnvConfig::Format::kCompact;
+  const size_t obs_size = c.observations && !compact_form ? n * p * c.observation.channels() * tiles : 0;
   observations.assign(obs_size, 0.0f);
   final_observations.assign(obs_size, 0.0f);
-  action_masks.assign(c.action_masks ? n * p * tiles * 4 : 0, 0);
+  if (c.observations && compact_form) {
+    compact.assign(n * p, tiles, needs_wide_armies(c.observation));
+    final_compact.assign(n * p, tiles, needs_wide_armies(c.observation));
+  }
+  const size_t mask_size = compact_form ? packed_mask_bytes(tiles) : tiles * 4;
+  action_masks.assign(c.action_masks ? n * p * mask_size : 0, 0);
   rewards.assign(n * p, 0.0f);
   terminated.assign(n * p, 0);
   truncated.assign(n, 0);
@@ -110,14 +119,17 @@ void VecEnv::reset_game(int i) {
   std::fill_n(running_return_.begin() + static_cast<size_t>(i) * config_.players, config_.players, 0.0f);
 }
 
-void VecEnv::write_views(int i, float* obs, uint8_t* mask, uint8_t* scratch) {
+void VecEnv::write_views(int i, float* obs, CompactViews* compact_views, uint8_t* mask, uint8_t* scratch) {
   const Game& g = *games_[i];
   const StateView view = g.view();
   const size_t tiles = static_cast<size_t>(g.num_tiles());
+  const bool packed = config_.format == VecEnvConfig::Format::kCompact;
   for (int p = 0; p < config_.players; ++p) {
     const size_t row = static_cast<size_t>(i) * config_.players + p;
     if (obs) encode_observation(view, p, config_.observation, obs + row * config_.observation.channels() * tiles, scratch);
-    if (mask) encode_action_mask(view, p, mask + row * tiles * 4);
+    if (compact_views) compact_views->write(row, view, p, config_.observation.obstacles, scratch);
+    if (mask && packed) encode_packed_action_mask(view, p, mask + row * packed_mask_bytes(tiles));
+    else if (mask) encode_action_mask(view, p, mask + row * tiles * 4);
   }
 }
 
@@ -146,7 +158,7 @@ void VecEnv::reset() {
       std::fill_n(illegal.begin() + static_cast<size_t>(i) * config_.players, config_.players, 0);
       truncated[i] = 0;
       episode_done[i] = 0;
-      write_views(i, config_.observations ? observations.data() : nullptr,
+      write_views(i, observations.empty() ? nullptr : observations.data(), views(compact),
                   config_.action_masks ? action_masks.data() : nullptr, scratch.data());
       write_info(i);
     }
@@ -224,10 +236,13 @@ void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* sc
       episode_army[base + p] = g.army_of(p);
       episode_land[base + p] = g.land_of(p);
     }
-    if (config_.observations) write_views(i, final_observations.data(), nullptr, scratch);
+    if (config_.observations) {
+      write_views(i, final_observations.empty() ? nullptr : final_observations.data(), views(final_compact), nullptr,
+                  scratch);
+    }
     reset_game(i);
   }
-  write_views(i, config_.observations ? observations.data() : nullptr,
+  write_views(i, observations.empty() ? nullptr : observations.data(), views(compact),
               config_.action_masks ? action_masks.data() : nullptr, scratch);
   write_info(i);
 }

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <vector>
 
+#include "compact_observation.hpp"
 #include "game.hpp"
 #include "experience_buffer.hpp"
 #include "mapgen.hpp"
@@ -30,6 +31,9 @@ struct VecEnvConfig {
   RewardConfig reward;
   bool observations = true;
   bool action_masks = true;
+  // kCompact: tile codes and armies (CompactViews) and packed action masks.
+  enum class Format : uint8_t { kFloat, kCompact };
+  Format format = Format::kFloat;
 };
 
 // Running totals of what the steps produced (see VecEnv::counters).
@@ -87,7 +91,8 @@ class VecEnv {
 
   // Outputs (see the Python VecEnv for their shapes).
   std::vector<float> observations, final_observations;
-  std::vector<uint8_t> action_masks;
+  CompactViews compact, final_compact;
+  std::vector<uint8_t> action_masks;  // bools, or packed bits (packed_mask_bytes a view) when compact
   std::vector<float> rewards;
   std::vector<uint8_t> terminated, truncated, illegal;
   std::vector<int32_t> winner, tick;
@@ -106,7 +111,7 @@ class VecEnv {
  private:
   void reset_game(int i);
   void step_game(int i, const int32_t* actions, bool truncate, uint8_t* scratch, VecEnvCounters& counts);
-  void write_views(int i, float* obs, uint8_t* mask, uint8_t* scratch);
+  void write_views(int i, float* obs, CompactViews* compact, uint8_t* mask, uint8_t* scratch);
   void write_info(int i);
 
   VecEnvConfig config_;

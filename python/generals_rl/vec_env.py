@@ -10,6 +10,7 @@ import numpy as np
 from . import _core
 from .config import MapConfig
 from .defaults import MAX_TICKS, REWARD_WEIGHTS
+from .observations import OBSERVATION_FORMATS, CompactObservations, expand_masks
 
 OBSERVATION_CHANNELS = (
     "own_army",
@@ -68,6 +69,13 @@ class VecEnv:
     ``(num_envs, players, height*width*4)`` in ``info["action_masks"]`` (the half move of
     index ``i`` is legal exactly when ``i`` is).
 
+    ``observation_format="compact"`` gives compact views instead
+    (``generals_rl.observations``): observations (and final observations) are
+    ``CompactObservations`` of tile codes uint8 ``(num_envs, players, height, width)``
+    and visible armies of the same shape, and action masks are packed, uint8
+    ``(num_envs, players, packed_mask_bytes)``; ``env.expand(observations)`` and
+    ``env.expand_masks(masks)`` give the float form bit for bit.
+
     ``teams`` (one team number per player, at least two teams, e.g. ``[0, 0, 1, 1]``)
     plays team games: allies merge onto each other's tiles, share vision, and win
     together (``info["winner"]`` is then the winning team); ``None`` is free-for-all.
@@ -97,7 +105,13 @@ class VecEnv:
         buffer_timeout: float = 30.0,
         teams: list[int] | None = None,
         obstacles: bool = False,
+        observation_format: str = "float",
     ) -> None:
+        if observation_format not in OBSERVATION_FORMATS:
+            raise ValueError(
+                f"observation_format: expected one of {OBSERVATION_FORMATS}, "
+                f"got {observation_format!r}"
+            )
         if num_threads is None:
             num_threads = min(os.cpu_count() or 1, num_envs)
         map_config = map_config or MapConfig()
@@ -124,7 +138,14 @@ class VecEnv:
             action_masks,
             list(teams or ()),
             obstacles,
+            observation_format,
         )
+        self.observation_format = observation_format
+        self.observation_options = {
+            "army_scaling": army_scaling,
+            "army_scale": army_scale,
+            "obstacles": obstacles,
+        }
         self.channels = (
             (*OBSERVATION_CHANNELS, OBSTACLES_CHANNEL) if obstacles else OBSERVATION_CHANNELS
         )
@@ -142,8 +163,23 @@ class VecEnv:
         return self._env
 
     @property
-    def observations(self) -> np.ndarray | None:
-        return self._out.get("observations")
+    def observations(self) -> np.ndarray | CompactObservations | None:
+        return self._views("observations", "armies")
+
+    def _views(self, tiles: str, armies: str):
+        if self.observation_format == "compact" and tiles in self._out:
+            return CompactObservations(self._out[tiles], self._out[armies])
+        return self._out.get(tiles)
+
+    def expand(
+        self, observations: CompactObservations, num_threads: int | None = None
+    ) -> np.ndarray:
+        """Float observations of compact ones, with this env's army scaling and obstacles."""
+        return observations.expand(**self.observation_options, num_threads=num_threads)
+
+    def expand_masks(self, action_masks, num_threads: int | None = None) -> np.ndarray:
+        """Bool action masks of packed ones."""
+        return expand_masks(action_masks, self.height, self.width, num_threads=num_threads)
 
     @property
     def action_masks(self) -> np.ndarray | None:
@@ -190,11 +226,15 @@ class VecEnv:
         return self._env.game_state(index)
 
     def _info(self) -> dict:
-        return {
+        info = {
             k: v
             for k, v in self._out.items()
-            if k not in ("observations", "rewards", "terminated", "truncated")
+            if k
+            not in ("observations", "armies", "final_armies", "rewards", "terminated", "truncated")
         }
+        if "final_observations" in info:
+            info["final_observations"] = self._views("final_observations", "final_armies")
+        return info
 
 
 def _as_action_array(actions) -> np.ndarray:

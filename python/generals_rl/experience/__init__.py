@@ -10,10 +10,12 @@ from .batch import (
     parse_game_id,
 )
 from .buffer import BufferFileError, BufferFullError, Cursor, ExperienceBuffer
+from .compact import CompactBatch
 
 __all__ = [
     "BufferFileError",
     "BufferFullError",
+    "CompactBatch",
     "Cursor",
     "DecodedBatch",
     "ExperienceBatch",

@@ -27,6 +27,7 @@ from .batch import (
     SampledBatch,
     SampledRawBatch,
 )
+from .compact import CompactBatch
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -53,8 +54,9 @@ class Cursor:
     """Reads every experience of the buffer in sequence order (optionally
     filtered), like a log. Create with ``ExperienceBuffer.cursor``."""
 
-    def __init__(self, core: _core.Cursor) -> None:
+    def __init__(self, core: _core.Cursor, army_scale: float = 1000.0) -> None:
         self._cursor = core
+        self._army_scale = army_scale  # the buffer's: whether compact reads need wide armies
 
     def read(self, max_items: int = 1024, timeout: float = 0.0) -> DecodedBatch:
         """Up to ``max_items`` matching experiences with decoded states. Returns what is
@@ -67,6 +69,15 @@ class Cursor:
     def read_raw(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
         """As ``read`` but with compact states (no float decoding)."""
         return RawBatch.from_dict(self._cursor.read_raw(_positive(max_items, "max_items"), timeout))
+
+    def read_compact(
+        self, max_items: int = 1024, timeout: float = 0.0, *, obstacles: bool = False
+    ) -> CompactBatch:
+        """As ``read`` but with compact views (``CompactBatch``), its ``expand()`` the
+        decoded batch bit for bit."""
+        return CompactBatch.from_raw(
+            self.read_raw(max_items, timeout), army_scale=self._army_scale, obstacles=obstacles
+        )
 
     def read_records(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
         """As ``read_raw`` but without the boards: the record columns only (state
@@ -181,7 +192,9 @@ class ExperienceBuffer:
         # The C++ side checks every value's range, naming the argument.
         games = () if game_ids is None else game_ids
         players = () if player_ids is None else player_ids
-        return Cursor(self._buffer.open_cursor(kind, at, games, players, min_tick))
+        return Cursor(
+            self._buffer.open_cursor(kind, at, games, players, min_tick), self._buffer.army_scale
+        )
 
     def sample(
         self,
@@ -225,6 +238,13 @@ class ExperienceBuffer:
         batch = self.sample(count, seed, raw=True, **options)
         assert isinstance(batch, SampledRawBatch)
         return batch
+
+    def sample_compact(
+        self, count: int, seed: int | None = None, *, obstacles: bool = False, **options
+    ) -> CompactBatch:
+        """``sample`` with compact views (``CompactBatch``; ``options`` as ``sample``'s)."""
+        raw = self.sample(count, seed, raw=True, **options)
+        return CompactBatch.from_raw(raw, army_scale=self._buffer.army_scale, obstacles=obstacles)
 
     def update_priorities(self, sequences, priorities) -> int:
         """Sets the priorities of the experiences ``sequences`` (as sampled) in bulk, in
