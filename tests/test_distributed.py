@@ -67,9 +67,22 @@ def start_node(args: list[str], temp_dir: str) -> subprocess.Popen:
         "--disable-usage-stats", *args,
     ]  # fmt: skip
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
+    log = Path(temp_dir) / "ray-start.log"
+    with log.open("wb") as out:
+        node = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:  # on a busy machine a node takes from seconds to minutes to come up
+        wait_until(
+            lambda: node.poll() is not None or "Ray runtime started" in log.read_text("latin-1"),
+            240,
+            f"ray start ({log})",
+        )
+        assert node.poll() is None, log.read_text("latin-1")
+    except BaseException:
+        stop_nodes([node])
+        raise
+    return node
 
 
 def stop_nodes(nodes: list[subprocess.Popen]) -> None:
