@@ -8,7 +8,8 @@ env-steps consumed per second (agent moves per second of training, rollouts and
 updates together) and the machine. Target: >= 95% wins over 400 games within 20
 minutes. The learning curve is written to ``--plot``.
 
-    nice python bench/bench_learning.py [--minutes 20] [--run-dir runs/bench-ppo] [--plot docs/ppo_random_10x10.png]
+    nice python bench/bench_learning.py [--minutes 20] [--run-dir runs/bench-ppo] \
+        [--plot docs/ppo_random_10x10.png]
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def main(argv=None) -> int:
         if row["update"] % 10 == 0:
             print(
                 f"update {row['update']} steps {row['env_steps']} t {row['wall_time']:.0f}s "
-                f"{row['steps_per_second']:.0f}/s win {row['win_rate']:.3f} draw {row['draw_rate']:.3f} "
+                f"{row['steps_per_second']:.0f}/s win {row['win_rate']:.3f} "
+                f"draw {row['draw_rate']:.3f} "
                 f"return {row['episode_return']:+.3f} entropy {row['entropy']:.3f}",
                 file=sys.stderr,
                 flush=True,

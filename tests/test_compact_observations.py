@@ -249,5 +249,7 @@ def test_expand_writes_into_out():
     out = np.full((9, *kind.shape), np.nan, dtype=np.float32)
     assert expand(view.tiles, view.armies, out=out) is out
     assert out.tobytes() == view.expand().tobytes()
-    with pytest.raises(ValueError, match="out: expected a writeable, aligned, C-contiguous float32"):
+    with pytest.raises(
+        ValueError, match="out: expected a writeable, aligned, C-contiguous float32"
+    ):
         expand(view.tiles, view.armies, out=np.zeros((10, *kind.shape), dtype=np.float32))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -93,7 +94,7 @@ def _connect(args: argparse.Namespace, address: str, flag: str = "--address"):
     ray.init(
         address=address,
         namespace=args.namespace,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
         log_to_driver=False,
         _node_ip_address=args.node_ip_address,
     )

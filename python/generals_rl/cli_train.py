@@ -163,8 +163,10 @@ def _train_ppo(args: argparse.Namespace) -> int:
         if args.quiet or (row["update"] % args.log_every and row["update"] != c.total_updates):
             return
         print(
-            f"update {row['update']:>5}  steps {row['env_steps']:>9}  {row['steps_per_second']:>7.0f}/s  "
-            f"win {row['win_rate']:.3f} draw {row['draw_rate']:.3f}  return {row['episode_return']:+.3f}  "
+            f"update {row['update']:>5}  steps {row['env_steps']:>9}  "
+            f"{row['steps_per_second']:>7.0f}/s  "
+            f"win {row['win_rate']:.3f} draw {row['draw_rate']:.3f}  "
+            f"return {row['episode_return']:+.3f}  "
             f"entropy {row['entropy']:.3f}  kl {row['approx_kl']:.4f}",
             flush=True,
         )
@@ -217,8 +219,10 @@ def _train_dqn(args: argparse.Namespace) -> int:
     def log(row: dict) -> None:
         if not args.quiet:
             print(
-                f"step {row['step']:>7}  consumed {row['consumed']:>9}  replay ratio {row['replay_ratio']:.2f}  "
-                f"loss {row['loss']:.4f}  q {row['mean_q']:+.3f}  version {row['published_version']}  "
+                f"step {row['step']:>7}  consumed {row['consumed']:>9}  "
+                f"replay ratio {row['replay_ratio']:.2f}  "
+                f"loss {row['loss']:.4f}  q {row['mean_q']:+.3f}  "
+                f"version {row['published_version']}  "
                 f"lag {row['consumer_lag']}",
                 flush=True,
             )
@@ -229,7 +233,8 @@ def _train_dqn(args: argparse.Namespace) -> int:
         learner.stop()
     if not args.quiet:
         print(
-            f"weights: {learner.publish_dir / 'latest.pt'} (version {learner.version}, {learner.step} steps)"
+            f"weights: {learner.publish_dir / 'latest.pt'} "
+            f"(version {learner.version}, {learner.step} steps)"
         )
     return 0
 
@@ -278,7 +283,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"vs {args.opponent} on {h}x{w}: {result.format()}")
         if record:
             print(
-                f"one game ({len(result.frames)} ticks) drawn to {args.gif or Path(args.frames) / 'game.gif'}"
+                f"one game ({len(result.frames)} ticks) drawn to "
+                f"{args.gif or Path(args.frames) / 'game.gif'}"
             )
     return 0
 
@@ -427,9 +433,10 @@ def add_commands(commands) -> None:
     dqn = algorithms.add_parser(
         "dqn",
         help="the distributed learner: double DQN on experiences streamed from farms",
-        description="Consumes experiences from one or more farms (generals-rl selfplay) into a local "
-        "prioritized buffer, trains a dueling double DQN with n-step targets and publishes versioned weights "
-        "to RUN_DIR/weights (play them with selfplay --policies checkpoint:RUN_DIR/weights@EPSILON).",
+        description="Consumes experiences from one or more farms (generals-rl selfplay) into a "
+        "local prioritized buffer, trains a dueling double DQN with n-step targets and publishes "
+        "versioned weights to RUN_DIR/weights (play them with "
+        "selfplay --policies checkpoint:RUN_DIR/weights@EPSILON).",
     )
     option = dqn.add_argument
     option(
@@ -480,8 +487,9 @@ def add_commands(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         help="play a checkpoint against an opponent and count the results",
-        description="Plays exactly --games games (the checkpoint in each seat half the time) and prints "
-        "wins, draws (tick limit) and losses with the 95%% Wilson interval of the win rate.",
+        description="Plays exactly --games games (the checkpoint in each seat half the time) "
+        "and prints wins, draws (tick limit) and losses with the 95%% Wilson interval of the "
+        "win rate.",
     )
     option = evaluate.add_argument
     option("checkpoint", help="a checkpoint file (e.g. RUN_DIR/checkpoints/latest.pt)")

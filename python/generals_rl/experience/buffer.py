@@ -243,7 +243,7 @@ class ExperienceBuffer:
         self, count: int, seed: int | None = None, *, obstacles: bool = False, **options
     ) -> CompactBatch:
         """``sample`` with compact views (``CompactBatch``; ``options`` as ``sample``'s)."""
-        raw = self.sample(count, seed, raw=True, **options)
+        raw = self.sample_raw(count, seed, **options)
         return CompactBatch.from_raw(raw, army_scale=self._buffer.army_scale, obstacles=obstacles)
 
     def update_priorities(self, sequences, priorities) -> int:

@@ -6,6 +6,7 @@ and view instead of 36 or 40), expanded to it bit for bit where the trainer is."
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class CompactBatch(_Records, _SampleColumns):
 
         state_tiles, state_armies, mask = views(raw.state_index, True)
         next_tiles, next_armies, _ = views(raw.next_state_index, False)
-        extra = {f.name: getattr(raw, f.name, None) for f in fields(_SampleColumns)}
+        extra: dict[str, Any] = {f.name: getattr(raw, f.name, None) for f in fields(_SampleColumns)}
         nstep_index = getattr(raw, "nstep_next_state_index", None)
         if nstep_index is not None:
             extra["nstep_next_state_tiles"], extra["nstep_next_state_armies"], _ = views(
@@ -111,7 +112,7 @@ class CompactBatch(_Records, _SampleColumns):
     ) -> ExperienceBatch:
         """The decoded batch (float observations, bool masks), bit for bit as
         ``RawBatch.decode`` gives it."""
-        options = dict(
+        options: dict[str, Any] = dict(
             army_scaling=army_scaling,
             army_scale=army_scale,
             obstacles=obstacles,

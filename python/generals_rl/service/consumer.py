@@ -163,9 +163,7 @@ class ExperienceConsumer:
             ("grpc.keepalive_timeout_ms", 10000),
         ]
         if server_name_override:
-            self._channel_options.append(
-                ("grpc.ssl_target_name_override", server_name_override)
-            )
+            self._channel_options.append(("grpc.ssl_target_name_override", server_name_override))
         self._credentials = (
             grpc.ssl_channel_credentials(root_certificates) if (tls or root_certificates) else None
         )
@@ -274,21 +272,21 @@ class ExperienceConsumer:
                     server.removed = True
                     _cancel(server)
             for key, address in found.items():
-                server = self._servers.get(key)
-                if server is None:
-                    server = _ServerState(key, address, *self._connect(address))
+                known = self._servers.get(key)
+                if known is None:
+                    known = _ServerState(key, address, *self._connect(address))
                     # A new mapping: readers iterating the old one (positions, lag) go on safely.
-                    self._servers = {**self._servers, key: server}
-                elif server.address != address:
-                    old = server.channel
-                    server.address = address
-                    server.channel, server.stub = self._connect(address)
-                    _cancel(server)
+                    self._servers = {**self._servers, key: known}
+                elif known.address != address:
+                    old = known.channel
+                    known.address = address
+                    known.channel, known.stub = self._connect(address)
+                    _cancel(known)
                     old.close()
-                if server.thread is None or (server.removed and not server.thread.is_alive()):
+                if known.thread is None or (known.removed and not known.thread.is_alive()):
                     if not self._put(out, _STARTED):
                         return
-                    self._start_pump(server, pumping)
+                    self._start_pump(known, pumping)
 
     def _apply_start(self, start) -> None:
         """Sets where each server's stream begins (``received``: resume after it)."""
