@@ -68,27 +68,44 @@ void take_pooled(grl::Column<T>& v, size_t n) {
   ColumnPool<T>::get().take(v, n);
 }
 
-// Pooled memory for a raw batch of up to `rows` rows.
-void take_pooled(grl::RawBatch& b, size_t rows, size_t tiles) {
-  for (auto* v : {&b.sequence, &b.game_id}) take_pooled(*v, rows);
-  for (auto* v : {&b.player_id, &b.tick, &b.action, &b.state_index, &b.next_state_index}) take_pooled(*v, rows);
-  for (auto* v : {&b.legal, &b.terminated, &b.truncated}) take_pooled(*v, rows);
-  take_pooled(b.reward, rows);
-  const size_t cells = std::min<size_t>(rows, 1 << 16) * tiles;  // about one board a row
-  take_pooled(b.state_kind, cells);
-  take_pooled(b.state_owner, cells);
-  take_pooled(b.state_army, cells);
+// The number of elements of a column per row (per state for the state tables)
+// on a height x width board, from the schema's shape ("" is one).
+size_t row_elements(const char* shape, size_t tiles) {
+  const std::string dims = shape;
+  if (dims.empty()) return 1;
+  if (dims == "height,width") return tiles;
+  if (dims == "channels,height,width") return grl::kObservationChannels * tiles;
+  if (dims == "moves") return tiles * 4;
+  throw std::logic_error("schema: unknown shape " + dims);
 }
 
-// Pooled memory for a decoded batch of up to `rows` rows.
+// The numpy shape of a column of `rows` rows (states for the state tables).
+std::vector<py::ssize_t> numpy_shape(const char* shape, py::ssize_t rows, py::ssize_t height, py::ssize_t width) {
+  const std::string dims = shape;
+  if (dims.empty()) return {rows};
+  if (dims == "height,width") return {rows, height, width};
+  if (dims == "channels,height,width") return {rows, grl::kObservationChannels, height, width};
+  if (dims == "moves") return {rows, height * width * 4};
+  throw std::logic_error("schema: unknown shape " + dims);
+}
+
+// Pooled memory for a batch of up to `rows` rows: every column a read fills.
+void take_pooled(grl::RawBatch& b, size_t rows, size_t tiles) {
+  const auto take_rows = [rows, tiles](auto info, auto& column) {
+    take_pooled(column, rows * row_elements(info.shape, tiles));
+  };
+  grl::for_each_record_column(b, take_rows);
+  grl::for_each_state_index_column(b, take_rows);
+  const size_t boards = std::min<size_t>(rows, 1 << 16);  // about one board a row
+  grl::for_each_state_table(b, [boards, tiles](auto, auto& column) { take_pooled(column, boards * tiles); });
+}
+
 void take_pooled(grl::DecodedBatch& b, size_t rows, size_t tiles) {
-  for (auto* v : {&b.sequence, &b.game_id}) take_pooled(*v, rows);
-  for (auto* v : {&b.player_id, &b.tick, &b.action}) take_pooled(*v, rows);
-  for (auto* v : {&b.legal, &b.terminated, &b.truncated}) take_pooled(*v, rows);
-  take_pooled(b.reward, rows);
-  take_pooled(b.state, rows * grl::kObservationChannels * tiles);
-  take_pooled(b.next_state, rows * grl::kObservationChannels * tiles);
-  take_pooled(b.action_mask, rows * tiles * 4);
+  const auto take_rows = [rows, tiles](auto info, auto& column) {
+    take_pooled(column, rows * row_elements(info.shape, tiles));
+  };
+  grl::for_each_record_column(b, take_rows);
+  grl::for_each_decoded_column(b, take_rows);
 }
 
 // A numpy array that takes ownership of `values` (returned to the pool when dropped).
@@ -103,55 +120,43 @@ py::array to_numpy(grl::Column<T>&& values, std::vector<py::ssize_t> shape) {
   return py::array_t<Out>(shape, reinterpret_cast<const Out*>(owned->data()), free_when_done);
 }
 
-py::dict fields_of(auto&& b) {
-  const py::ssize_t n = static_cast<py::ssize_t>(b.size());
-  py::dict out;
-  out["sequence"] = to_numpy(std::move(b.sequence), {n});
-  out["game_id"] = to_numpy(std::move(b.game_id), {n});
-  out["player_id"] = to_numpy(std::move(b.player_id), {n});
-  out["tick"] = to_numpy(std::move(b.tick), {n});
-  out["action"] = to_numpy(std::move(b.action), {n});
-  out["reward"] = to_numpy(std::move(b.reward), {n});
-  out["legal"] = to_numpy<uint8_t, bool>(std::move(b.legal), {n});
-  out["terminated"] = to_numpy<uint8_t, bool>(std::move(b.terminated), {n});
-  out["truncated"] = to_numpy<uint8_t, bool>(std::move(b.truncated), {n});
+// A numpy array of a column, moved (no copy), shaped by the schema.
+struct ToNumpy {
+  py::dict& out;
+  py::ssize_t rows, height, width;
+  template <typename Info, typename T>
+  void operator()(Info info, grl::Column<T>& column) const {
+    out[info.name] = to_numpy<T, typename Info::type>(std::move(column), numpy_shape(info.shape, rows, height, width));
+  }
+};
+
+// The columns both forms carry (sample columns when filled) and the counters.
+void add_record_columns(py::dict& out, grl::RecordColumns& b) {
+  const ToNumpy add{out, static_cast<py::ssize_t>(b.size()), b.height, b.width};
+  grl::for_each_record_column(b, add);
+  grl::for_each_sample_column(b, [&add](auto info, auto& column) {
+    if (!column.empty()) add(info, column);
+  });
   out["missed"] = b.missed;
   out["next_sequence"] = b.next_sequence;
-  if (!b.weight.empty()) out["weight"] = to_numpy(std::move(b.weight), {n});
-  if (!b.nstep_length.empty()) {
-    out["nstep_reward"] = to_numpy(std::move(b.nstep_reward), {n});
-    out["nstep_length"] = to_numpy(std::move(b.nstep_length), {n});
-    out["nstep_done"] = to_numpy<uint8_t, bool>(std::move(b.nstep_done), {n});
-  }
-  return out;
 }
 
 py::dict raw_to_dict(grl::RawBatch&& b) {
-  const py::ssize_t h = b.height, w = b.width;
-  const py::ssize_t tiles = h * w;
-  const py::ssize_t states = tiles > 0 ? static_cast<py::ssize_t>(b.state_kind.size()) / tiles : 0;
-  const py::ssize_t n = static_cast<py::ssize_t>(b.size());
   py::dict out;
-  out["state_index"] = to_numpy(std::move(b.state_index), {n});
-  out["next_state_index"] = to_numpy(std::move(b.next_state_index), {n});
-  out["state_kind"] = to_numpy(std::move(b.state_kind), {states, h, w});
-  out["state_owner"] = to_numpy(std::move(b.state_owner), {states, h, w});
-  out["state_army"] = to_numpy(std::move(b.state_army), {states, h, w});
-  if (!b.nstep_next_state_index.empty()) out["nstep_next_state_index"] = to_numpy(std::move(b.nstep_next_state_index), {n});
-  for (auto item : fields_of(b)) out[item.first] = item.second;
+  const ToNumpy add{out, static_cast<py::ssize_t>(b.size()), b.height, b.width};
+  grl::for_each_state_index_column(b, add);
+  if (!b.nstep_next_state_index.empty()) grl::for_each_state_index_sample_column(b, add);
+  grl::for_each_state_table(b, ToNumpy{out, static_cast<py::ssize_t>(b.states()), b.height, b.width});
+  add_record_columns(out, b);
   return out;
 }
 
 py::dict decoded_to_dict(grl::DecodedBatch&& b) {
-  const py::ssize_t h = b.height, w = b.width, n = static_cast<py::ssize_t>(b.size());
   py::dict out;
-  out["state"] = to_numpy(std::move(b.state), {n, grl::kObservationChannels, h, w});
-  out["next_state"] = to_numpy(std::move(b.next_state), {n, grl::kObservationChannels, h, w});
-  out["action_mask"] = to_numpy<uint8_t, bool>(std::move(b.action_mask), {n, h * w * 4});
-  if (!b.nstep_next_state.empty()) {
-    out["nstep_next_state"] = to_numpy(std::move(b.nstep_next_state), {n, grl::kObservationChannels, h, w});
-  }
-  for (auto item : fields_of(b)) out[item.first] = item.second;
+  const ToNumpy add{out, static_cast<py::ssize_t>(b.size()), b.height, b.width};
+  grl::for_each_decoded_column(b, add);
+  if (!b.nstep_next_state.empty()) grl::for_each_decoded_sample_column(b, add);
+  add_record_columns(out, b);
   return out;
 }
 
@@ -174,26 +179,15 @@ grl::RawBatch raw_from_dict(const py::dict& d, int height, int width) {
       std::tie(b.height, b.width) = grl::bindings::board_shape(kind, 1, "state_kind");
     }
   }
-  auto seq = as_array<uint64_t>(d["sequence"], "sequence");
-  const py::ssize_t n = seq.size();
-  b.sequence.assign(seq.data(), seq.data() + n);
-  column(d, "game_id", b.game_id, n);
-  column(d, "player_id", b.player_id, n);
-  column(d, "tick", b.tick, n);
-  column(d, "action", b.action, n);
-  column(d, "reward", b.reward, n);
-  column(d, "legal", b.legal, n);
-  column(d, "terminated", b.terminated, n);
-  column(d, "truncated", b.truncated, n);
-  column(d, "state_index", b.state_index, n);
-  column(d, "next_state_index", b.next_state_index, n);
-  column(d, "state_kind", b.state_kind, -1);
-  column(d, "state_owner", b.state_owner, -1);
-  column(d, "state_army", b.state_army, -1);
+  const py::ssize_t n = as_array<uint64_t>(d["sequence"], "sequence").size();
+  const auto read_rows = [&d, n](auto info, auto& values) { column(d, info.name, values, n); };
+  grl::for_each_record_column(b, read_rows);
+  grl::for_each_state_index_column(b, read_rows);
+  grl::for_each_state_table(b, [&d](auto info, auto& values) { column(d, info.name, values, -1); });
   if (d.contains("next_sequence")) b.next_sequence = to_int<uint64_t>(d["next_sequence"], "next_sequence");
-  if (d.contains("nstep_next_state_index") && !d["nstep_next_state_index"].is_none()) {
-    column(d, "nstep_next_state_index", b.nstep_next_state_index, n);
-  }
+  grl::for_each_state_index_sample_column(b, [&](auto info, auto& values) {
+    if (d.contains(info.name) && !d[info.name].is_none()) column(d, info.name, values, n);
+  });
   return b;
 }
 
@@ -423,26 +417,7 @@ void bind_buffer(py::module_& m) {
                                 std::to_string(in.width) + " boards, expected " + std::to_string(height) + "x" +
                                 std::to_string(width));
         }
-        const size_t tiles = static_cast<size_t>(height) * width;
-        const size_t states = in.state_kind.size() / tiles;
-        if (in.state_kind.size() % tiles || in.state_owner.size() != in.state_kind.size() ||
-            in.state_army.size() != in.state_kind.size()) {
-          throw py::value_error("batch: state tables do not hold whole " + std::to_string(height) + "x" +
-                                std::to_string(width) + " boards");
-        }
-        for (size_t i = 0; i < in.size(); ++i) {
-          const bool nstep_bad = !in.nstep_next_state_index.empty() &&
-                                 (in.nstep_next_state_index[i] < 0 ||
-                                  static_cast<size_t>(in.nstep_next_state_index[i]) >= states);
-          if (in.state_index[i] < 0 || static_cast<size_t>(in.state_index[i]) >= states ||
-              in.next_state_index[i] < 0 || static_cast<size_t>(in.next_state_index[i]) >= states || nstep_bad) {
-            throw py::value_error("batch: row " + std::to_string(i) + " refers to a missing state");
-          }
-          if (in.player_id[i] < 0 || in.player_id[i] >= grl::kMaxPlayers) {
-            throw py::value_error("batch: row " + std::to_string(i) + ": player_id " +
-                                  std::to_string(in.player_id[i]) + " outside 0..15");
-          }
-        }
+        grl::validate_raw_batch(in, height, width);
         const grl::ObservationConfig config = grl::bindings::observation_config(army_scaling, army_scale);
         grl::DecodedBatch out;
         {

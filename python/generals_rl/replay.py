@@ -198,7 +198,9 @@ class Replay:
             raise ReplayError(f"replay {self.id!r}: {exc}") from None
         ticks = [
             {"tick": int(t), "army": a.tolist(), "land": l.tolist(), "alive": int(n)}
-            for t, a, l, n in zip(run["ticks"], run["army"], run["land"], run["alive"], strict=False)
+            for t, a, l, n in zip(
+                run["ticks"], run["army"], run["land"], run["alive"], strict=False
+            )
         ]
         return {
             "replay_id": self.id,
@@ -383,8 +385,10 @@ def from_fields(fields: dict) -> Replay:
         raise ReplayError("replay fields 'cities' and 'cityArmies' differ in length")
     if len(neutrals) != len(neutral_armies):
         raise ReplayError("replay fields 'neutrals' and 'neutralArmies' differ in length")
-    if not 1 <= len(tile_lists["generals"]) <= 16:
-        raise ReplayError(f"replay has {len(tile_lists['generals'])} players, expected 1..16")
+    if not 1 <= len(tile_lists["generals"]) <= _core.MAX_PLAYERS:
+        raise ReplayError(
+            f"replay has {len(tile_lists['generals'])} players, expected 1..{_core.MAX_PLAYERS}"
+        )
     usernames = fields.get("usernames")
     return Replay(
         id=str(fields.get("id", "")),

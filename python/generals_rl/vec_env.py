@@ -11,19 +11,10 @@ from . import _core
 from .config import MapConfig
 from .defaults import MAX_TICKS, REWARD_WEIGHTS
 
-OBSERVATION_CHANNELS = (
-    "own_army",
-    "enemy_army",
-    "own_land",
-    "enemy_land",
-    "neutral_land",
-    "cities_and_generals",
-    "mountains",
-    "visible",
-    "fog",
-)
+# The observation channels, in order (cpp/core/schema.hpp).
+OBSERVATION_CHANNELS = _core.OBSERVATION_CHANNELS
 # The channel VecEnv(obstacles=True) adds after those: fogged mountains and cities.
-OBSTACLES_CHANNEL = "obstacles"
+OBSTACLES_CHANNEL = _core.OBSTACLES_CHANNEL
 
 
 @dataclass(frozen=True)

@@ -397,7 +397,10 @@ def _column_shapes(columns, buffer: ExperienceBuffer) -> dict:
         if not (
             isinstance(shape, list)
             and len(shape) == len(limit)
-            and all(type(side) is int and 0 <= side <= most for side, most in zip(shape, limit, strict=False))
+            and all(
+                type(side) is int and 0 <= side <= most
+                for side, most in zip(shape, limit, strict=False)
+            )
             and shape[1:] == limit[1:]
         ):
             raise ValueError(f"column {name}: shape {shape!r} does not fit the buffer's {fits}")
@@ -414,9 +417,9 @@ def _sample_options(prioritized, alpha, beta, player_ids, n_step, gamma) -> dict
     if n_step is not None and (int(n_step) != n_step or not 1 <= int(n_step) <= 1000):
         raise ValueError(f"n_step: must be an integer in 1..1000, got {n_step}")
     players = [] if player_ids is None else [int(p) for p in player_ids]
-    bad = [p for p in players if not 0 <= p < 16]
+    bad = [p for p in players if not 0 <= p < _core.MAX_PLAYERS]
     if bad:
-        raise ValueError(f"player_ids: {bad} are not players (0..15)")
+        raise ValueError(f"player_ids: {bad} are not players (0..{_core.MAX_PLAYERS - 1})")
     return {
         "prioritized": bool(prioritized),
         "alpha": float(alpha),

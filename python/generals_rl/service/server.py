@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from .. import _core
 from .._proto import experience_pb2 as pb
 from ..defaults import MAX_STREAMS, STREAM_ADDRESS
 from ..experience import (
@@ -86,7 +87,8 @@ def _check_tls(tls: tuple[bytes, bytes]) -> None:
     for name, pem, block in zip(
         ("certificate chain", "private key"),
         tls,
-        (b"-----BEGIN CERTIFICATE-----", b"PRIVATE KEY-----"), strict=False,
+        (b"-----BEGIN CERTIFICATE-----", b"PRIVATE KEY-----"),
+        strict=False,
     ):
         if not pem.strip():
             raise ValueError(f"tls: the {name} is empty")
@@ -389,10 +391,11 @@ class ExperienceServer:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"game_ids[{i}]: {text[:40]!r} is not 16 hex digits",
                 )
-        bad = [p for p in request.player_ids if not 0 <= p <= 15]
+        bad = [p for p in request.player_ids if not 0 <= p < _core.MAX_PLAYERS]
         if bad:
             raise _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"player_ids: {bad[:8]} are not players 0..15"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"player_ids: {bad[:8]} are not players 0..{_core.MAX_PLAYERS - 1}",
             )
         if request.min_turn < 0:
             raise _Abort(
@@ -584,7 +587,8 @@ class ExperienceServer:
             raw.terminated.tolist(),
             raw.truncated.tolist(),
             done.tolist(),
-            (times * 1e9).astype("int64").tolist(), strict=False,
+            (times * 1e9).astype("int64").tolist(),
+            strict=False,
         )
         if compact:
             boards = [

@@ -10,6 +10,8 @@ from dataclasses import fields
 import numpy as np
 
 from ..experience.batch import (
+    DECODED_COLUMNS,
+    OBSERVATION_CHANNELS,
     ROW_COLUMNS,
     STATE_COLUMNS,
     STATE_TABLES,
@@ -17,13 +19,6 @@ from ..experience.batch import (
     RawBatch,
 )
 
-# Decoded form only: name -> dtype.
-DECODED_COLUMNS = {
-    "state": np.float32,  # (n, 9, H, W)
-    "next_state": np.float32,  # (n, 9, H, W)
-    "action_mask": np.bool_,  # (n, H*W*4)
-}
-OBSERVATION_CHANNELS = 9
 STATE_MODES = ("compact", "decoded")
 
 
@@ -285,7 +280,9 @@ def compact_states(*batches: RawBatch, scratch: Scratch | None = None) -> RawBat
     starts = np.cumsum([0, *sizes])
     refs = np.empty((n, 2), dtype=np.int64)
     refs[:, 0] = np.concatenate([b.state_index + o for b, o in zip(batches, starts, strict=False)])
-    refs[:, 1] = np.concatenate([b.next_state_index + o for b, o in zip(batches, starts, strict=False)])
+    refs[:, 1] = np.concatenate(
+        [b.next_state_index + o for b, o in zip(batches, starts, strict=False)]
+    )
     used, first_use, ref_to_used = np.unique(
         refs.reshape(-1), return_index=True, return_inverse=True
     )
