@@ -4,7 +4,7 @@ in the C++ engine the way the game's reference simulator does."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
@@ -261,7 +261,7 @@ class Replay:
             width,
             _core.next_game_id() if game_id is None else game_id,
             first_sequence,
-            asdict(reward_config or RewardConfig()),
+            (reward_config or RewardConfig()).to_core(),
         )
         columns["replay_id"] = np.full(
             len(columns["player_id"]), replay_id, dtype=SOURCE_COLUMNS["replay_id"]

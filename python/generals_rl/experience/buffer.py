@@ -140,15 +140,13 @@ class ExperienceBuffer:
             float(army_scale),
         )
 
-    @property
-    def core(self) -> _core.ExperienceBuffer:
-        return self._buffer
-
     height = property(lambda self: self._buffer.height)
     width = property(lambda self: self._buffer.width)
     capacity = property(lambda self: self._buffer.capacity)
     state_capacity = property(lambda self: self._buffer.state_capacity)
     policy = property(lambda self: self._buffer.policy)
+    army_scaling = property(lambda self: self._buffer.army_scaling)
+    army_scale = property(lambda self: self._buffer.army_scale)
     head = property(lambda self: self._buffer.head, doc="The next sequence number to be appended.")
     oldest = property(lambda self: self._buffer.oldest, doc="The oldest resident sequence number.")
 
@@ -228,6 +226,26 @@ class ExperienceBuffer:
         """The current priorities of ``sequences`` (float32; -1 for those not resident,
         or all before prioritized sampling or updates were first used)."""
         return self._buffer.priorities(sequences)
+
+    def record_steps_of(self, env: _core.VecEnv, timeout: float) -> None:
+        """Records every step of the C++ ``env`` into this buffer (``VecEnv(buffer=...)``
+        calls it); in block mode a step waits up to ``timeout`` seconds for room."""
+        _core.set_buffer(env, self._buffer, timeout)
+
+    def start_at(self, sequence: int) -> None:
+        """Numbers the next experience ``sequence``: a fresh buffer only (nothing
+        appended, no state stored)."""
+        empty = {
+            name: np.empty(0, dtype) for name, dtype in {**RECORD_COLUMNS, **STATE_COLUMNS}.items()
+        }
+        empty.update(
+            {
+                name: np.empty((0, self.height, self.width), dtype)
+                for name, dtype in STATE_TABLES.items()
+            }
+        )
+        empty["next_sequence"] = sequence
+        self._buffer.import_resident(empty)
 
     def append_raw(self, batch: RawBatch) -> int:
         """Appends experiences from elsewhere (new sequence numbers); returns the first."""

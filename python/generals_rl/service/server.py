@@ -536,8 +536,8 @@ class ExperienceServer:
             next_sequence=next_sequence,
             missed=raw.missed,
             head_sequence=self.buffer.head,
-            army_scaling=self.buffer.core.army_scaling,
-            army_scale=self.buffer.core.army_scale,
+            army_scaling=self.buffer.army_scaling,
+            army_scale=self.buffer.army_scale,
         )
         if len(raw):
             first, last = int(raw.sequence[0]), int(raw.sequence[-1])
