@@ -139,7 +139,7 @@ def measure_metrics_overhead(
         metrics cost, unlike wall time hardly moved by other processes on the machine)
         with the C++ counters on or off, and with or without the farm's step hook and
         a scrape every second; and the scrapes made."""
-        env.core.set_counting(counting)
+        env.set_counting(counting)
         env.step = counted_step if farm else plain_step
         stop, scrapes = threading.Event(), [0]
 
@@ -173,7 +173,7 @@ def measure_metrics_overhead(
     for _ in range(20):
         metrics.exposition()
     scrape_ms = (time.perf_counter() - started) / 20 * 1000
-    env.core.set_counting(True)
+    env.set_counting(True)
     paired = sorted(b / a - 1 for a, b in zip(off, on, strict=False))
     return {
         "num_envs": num_envs,

@@ -12,19 +12,10 @@ import generals_rl
 import numpy as np
 from generals_rl.bots import HeuristicBot, RandomBot
 from generals_rl.experience import RawBatch
+from generals_rl.experience.batch import RECORD_COLUMNS, STATE_TABLES
 
-RECORD = (
-    "sequence",
-    "game_id",
-    "player_id",
-    "tick",
-    "action",
-    "reward",
-    "legal",
-    "terminated",
-    "truncated",
-)
-TABLES = ("state_kind", "state_owner", "state_army")
+RECORD = tuple(RECORD_COLUMNS)
+TABLES = tuple(STATE_TABLES)
 SHARD_KEY = re.compile(
     r"^year=(\d{4})/month=(\d{2})/day=(\d{2})/hour=(\d{2})/game_([0-9a-f]{16})_(\d{4,})\.([a-z.]+)$"
 )

@@ -21,7 +21,7 @@ def play(env: VecEnv, steps: int, seed: int = 0):
         actions = bot.act(env).copy()
         heuristic.act(env, players=[0], out=actions)
         actions[rng.random(actions.shape) < 0.1] = 7  # mostly illegal
-        alive.append(env.core.outputs()["alive"].copy())
+        alive.append(env.alive.copy())
         _, r, _, trunc, info = env.step(actions)
         rewards.append(r.copy())
         done = info["episode_done"]
@@ -81,7 +81,7 @@ def test_reward_weights_change_from_the_next_step():
     )
     _, after, *_ = env.step(bot.act(env))
     assert not after.any()
-    assert env.core.reward()["army_advantage"] == 0
+    assert env.engine_reward_config().army_advantage == 0
     with pytest.raises(TypeError, match="reward_config"):
         env.set_reward_config({"win": 1.0})
 

@@ -393,7 +393,7 @@ def test_hot_reload_changes_rewards_between_ticks_and_keeps_cold_keys(tmp_path):
             and "'lots'" in refused.error
         )
         assert farm.config is refused.config and farm.config.rewards.army_advantage == 0.0
-        assert farm.runtime.env.core.reward()["army_advantage"] == 0.0
+        assert farm.runtime.env.engine_reward_config().army_advantage == 0.0
 
 
 def grpc_health(address: str, service: str) -> int:

@@ -185,7 +185,7 @@ def test_two_v_two_self_play_runs_to_team_wins():
     bot = HeuristicBot()
     winners = []
     for _ in range(4000):
-        alive_before = env.core.outputs()["alive"].copy()
+        alive_before = env.alive.copy()
         _, rewards, terminated, _, info = env.step(bot.act(env))
         for i in np.flatnonzero(info["episode_done"]):
             winner = int(info["episode_winner"][i])

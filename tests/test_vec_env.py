@@ -202,7 +202,7 @@ def test_auto_reset_after_truncation():
         assert state["tick"] == 0
         assert not np.array_equal(state["kind"], first_maps[i])
         np.testing.assert_array_equal(
-            state["kind"], _core.generate_map(options, env.core.env_seed(i, 1))["kind"]
+            state["kind"], _core.generate_map(options, env.env_seed(i, 1))["kind"]
         )
         expected, _ = encode_observation(state["kind"], state["owner"], state["army"], 0)
         np.testing.assert_array_equal(obs[i, 0], expected)
@@ -278,7 +278,7 @@ def test_auto_reset_after_elimination():
 
 def test_same_seed_and_actions_give_same_trajectories_on_1_and_2_threads():
     envs = [VecEnv(12, players=2, seed=77, max_ticks=45, num_threads=t) for t in (1, 2)]
-    assert [e.core.num_threads for e in envs] == [1, 2]
+    assert [e.num_threads for e in envs] == [1, 2]
     bot, rng = RandomBot(seed=8), np.random.default_rng(2)
     resets = 0
     for _ in range(200):
@@ -360,7 +360,7 @@ def test_boards_smaller_than_the_env_are_padded_with_mountains():
     for i in range(4):
         kind = env.game_state(i)["kind"]
         assert kind.shape == (20, 24)
-        generated = _core.generate_map(unpadded, env.core.env_seed(i, 0))["kind"]
+        generated = _core.generate_map(unpadded, env.env_seed(i, 0))["kind"]
         h, w = generated.shape
         assert 12 <= h <= 14 and 12 <= w <= 14
         np.testing.assert_array_equal(kind[:h, :w], generated)
@@ -381,7 +381,9 @@ def test_wrong_action_shape_raises_naming_actions():
     with pytest.raises(ValueError, match="actions"):
         env.step(np.zeros((2, 3), dtype=np.int32))
     with pytest.raises(ValueError, match="actions"):
-        env.core.step(np.zeros(5, dtype=np.int32))
+        core_config = _core.VecEnvConfig()
+        core_config.num_envs = 3
+        _core.VecEnv(core_config).step(np.zeros(5, dtype=np.int32))
 
 
 def test_actions_outside_int32_are_illegal_not_wrapped():
@@ -425,21 +427,7 @@ def test_bad_config_raises_naming_the_field(kwargs, field):
 
 def test_bad_reward_term_raises_naming_it():
     with pytest.raises(ValueError, match="bonus"):
-        _core.VecEnv(
-            1,
-            2,
-            20,
-            20,
-            0,
-            0,
-            1,
-            MapConfig().to_core(2, 20, 20),
-            {"bonus": 1.0},
-            "linear",
-            1000.0,
-            True,
-            True,
-        )
+        _core.RewardConfig(bonus=1.0)
     with pytest.raises(TypeError):
         RewardConfig(bonus=1.0)
 

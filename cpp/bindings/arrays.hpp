@@ -11,6 +11,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -152,13 +153,23 @@ inline double timeout_seconds(double value, const char* name) {
   return value;
 }
 
-// The observation settings every binding takes: army_scaling by name (anything
-// else is refused naming the allowed values) and a positive army_scale.
-inline grl::ObservationConfig observation_config(const std::string& army_scaling, float army_scale) {
+// A value of the bound enum E given as itself or as the name of one of its
+// values; anything else is refused naming the argument and the allowed names.
+template <typename E>
+E enum_arg(py::handle value, const char* name) {
+  if (py::isinstance<E>(value)) return value.cast<E>();
+  const py::dict members = py::detail::get_type_handle(typeid(E), true).attr("__members__");
+  if (py::isinstance<py::str>(value) && members.contains(value)) return members[value].template cast<E>();
+  std::string allowed;
+  for (auto item : members) allowed += (allowed.empty() ? "'" : " or '") + item.first.cast<std::string>() + "'";
+  throw py::value_error(std::string(name) + ": expected " + allowed + ", got " + py::repr(value).cast<std::string>());
+}
+
+// The observation settings every binding takes: army_scaling (an ArmyScaling
+// or its name) and a positive army_scale.
+inline grl::ObservationConfig observation_config(py::handle army_scaling, float army_scale) {
   grl::ObservationConfig config;
-  if (army_scaling == "linear") config.scale = grl::ObservationConfig::kLinear;
-  else if (army_scaling == "log") config.scale = grl::ObservationConfig::kLog;
-  else throw py::value_error("army_scaling: expected 'linear' or 'log', got '" + army_scaling + "'");
+  config.scale = enum_arg<grl::ObservationConfig::Scale>(army_scaling, "army_scaling");
   if (!(army_scale > 0)) throw py::value_error("army_scale: must be positive, got " + std::to_string(army_scale));
   config.army_scale = army_scale;
   return config;

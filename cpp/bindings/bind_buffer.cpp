@@ -1,6 +1,5 @@
-// Bindings for the experience buffer, its cursors and batches. Batches move
-// their C++ vectors into numpy arrays without copying; the memory of arrays
-// Python drops serves later reads.
+// Bindings for the experience buffer and its cursors (batches convert in
+// batch_dicts.cpp).
 #include <pybind11/stl.h>
 
 #include <algorithm>
@@ -22,181 +21,6 @@ using grl::bindings::to_ints;
 
 namespace {
 
-// Column memory of batches Python has dropped, kept for the next reads: a read
-// into pages the process already has does not fault fresh ones in (the kernel
-// zeroing each) on every call. Bounded: at most 8 vectors and 128 MB per
-// element type; small vectors are not kept.
-template <typename T>
-class ColumnPool {
- public:
-  static ColumnPool& get() {
-    static auto* pool = new ColumnPool;  // never destroyed: arrays may outlive static destructors
-    return *pool;
-  }
-  void give(grl::Column<T>&& v) {
-    const size_t bytes = v.capacity() * sizeof(T);
-    if (bytes < (64 << 10)) return;
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (free_.size() >= 8 || held_ + bytes > (size_t{128} << 20)) return;
-    held_ += bytes;
-    v.clear();
-    free_.push_back(std::move(v));
-  }
-  // Gives `v` (empty) the pooled vector best fitting `n` elements: the
-  // smallest holding them, else the largest.
-  void take(grl::Column<T>& v, size_t n) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (free_.empty()) return;
-    auto fits = [n](const grl::Column<T>& a) { return a.capacity() >= n; };
-    auto best = std::min_element(free_.begin(), free_.end(), [&](const auto& a, const auto& b) {
-      if (fits(a) != fits(b)) return fits(a);
-      return fits(a) ? a.capacity() < b.capacity() : a.capacity() > b.capacity();
-    });
-    held_ -= best->capacity() * sizeof(T);
-    v = std::move(*best);
-    free_.erase(best);
-  }
-
- private:
-  std::mutex mutex_;
-  std::vector<grl::Column<T>> free_;
-  size_t held_ = 0;
-};
-
-template <typename T>
-void take_pooled(grl::Column<T>& v, size_t n) {
-  ColumnPool<T>::get().take(v, n);
-}
-
-// Pooled memory for a raw batch of up to `rows` rows.
-void take_pooled(grl::RawBatch& b, size_t rows, size_t tiles) {
-  for (auto* v : {&b.sequence, &b.game_id}) take_pooled(*v, rows);
-  for (auto* v : {&b.player_id, &b.tick, &b.action, &b.state_index, &b.next_state_index}) take_pooled(*v, rows);
-  for (auto* v : {&b.legal, &b.terminated, &b.truncated}) take_pooled(*v, rows);
-  take_pooled(b.reward, rows);
-  const size_t cells = std::min<size_t>(rows, 1 << 16) * tiles;  // about one board a row
-  take_pooled(b.state_kind, cells);
-  take_pooled(b.state_owner, cells);
-  take_pooled(b.state_army, cells);
-}
-
-// Pooled memory for a decoded batch of up to `rows` rows.
-void take_pooled(grl::DecodedBatch& b, size_t rows, size_t tiles) {
-  for (auto* v : {&b.sequence, &b.game_id}) take_pooled(*v, rows);
-  for (auto* v : {&b.player_id, &b.tick, &b.action}) take_pooled(*v, rows);
-  for (auto* v : {&b.legal, &b.terminated, &b.truncated}) take_pooled(*v, rows);
-  take_pooled(b.reward, rows);
-  take_pooled(b.state, rows * grl::kObservationChannels * tiles);
-  take_pooled(b.next_state, rows * grl::kObservationChannels * tiles);
-  take_pooled(b.action_mask, rows * tiles * 4);
-}
-
-// A numpy array that takes ownership of `values` (returned to the pool when dropped).
-template <typename T, typename Out = T>
-py::array to_numpy(grl::Column<T>&& values, std::vector<py::ssize_t> shape) {
-  auto* owned = new grl::Column<T>(std::move(values));
-  py::capsule free_when_done(owned, [](void* p) {
-    auto* vector = static_cast<grl::Column<T>*>(p);
-    ColumnPool<T>::get().give(std::move(*vector));
-    delete vector;
-  });
-  return py::array_t<Out>(shape, reinterpret_cast<const Out*>(owned->data()), free_when_done);
-}
-
-py::dict fields_of(auto&& b) {
-  const py::ssize_t n = static_cast<py::ssize_t>(b.size());
-  py::dict out;
-  out["sequence"] = to_numpy(std::move(b.sequence), {n});
-  out["game_id"] = to_numpy(std::move(b.game_id), {n});
-  out["player_id"] = to_numpy(std::move(b.player_id), {n});
-  out["tick"] = to_numpy(std::move(b.tick), {n});
-  out["action"] = to_numpy(std::move(b.action), {n});
-  out["reward"] = to_numpy(std::move(b.reward), {n});
-  out["legal"] = to_numpy<uint8_t, bool>(std::move(b.legal), {n});
-  out["terminated"] = to_numpy<uint8_t, bool>(std::move(b.terminated), {n});
-  out["truncated"] = to_numpy<uint8_t, bool>(std::move(b.truncated), {n});
-  out["missed"] = b.missed;
-  out["next_sequence"] = b.next_sequence;
-  if (!b.weight.empty()) out["weight"] = to_numpy(std::move(b.weight), {n});
-  if (!b.nstep_length.empty()) {
-    out["nstep_reward"] = to_numpy(std::move(b.nstep_reward), {n});
-    out["nstep_length"] = to_numpy(std::move(b.nstep_length), {n});
-    out["nstep_done"] = to_numpy<uint8_t, bool>(std::move(b.nstep_done), {n});
-  }
-  return out;
-}
-
-py::dict raw_to_dict(grl::RawBatch&& b) {
-  const py::ssize_t h = b.height, w = b.width;
-  const py::ssize_t tiles = h * w;
-  const py::ssize_t states = tiles > 0 ? static_cast<py::ssize_t>(b.state_kind.size()) / tiles : 0;
-  const py::ssize_t n = static_cast<py::ssize_t>(b.size());
-  py::dict out;
-  out["state_index"] = to_numpy(std::move(b.state_index), {n});
-  out["next_state_index"] = to_numpy(std::move(b.next_state_index), {n});
-  out["state_kind"] = to_numpy(std::move(b.state_kind), {states, h, w});
-  out["state_owner"] = to_numpy(std::move(b.state_owner), {states, h, w});
-  out["state_army"] = to_numpy(std::move(b.state_army), {states, h, w});
-  if (!b.nstep_next_state_index.empty()) out["nstep_next_state_index"] = to_numpy(std::move(b.nstep_next_state_index), {n});
-  for (auto item : fields_of(b)) out[item.first] = item.second;
-  return out;
-}
-
-py::dict decoded_to_dict(grl::DecodedBatch&& b) {
-  const py::ssize_t h = b.height, w = b.width, n = static_cast<py::ssize_t>(b.size());
-  py::dict out;
-  out["state"] = to_numpy(std::move(b.state), {n, grl::kObservationChannels, h, w});
-  out["next_state"] = to_numpy(std::move(b.next_state), {n, grl::kObservationChannels, h, w});
-  out["action_mask"] = to_numpy<uint8_t, bool>(std::move(b.action_mask), {n, h * w * 4});
-  if (!b.nstep_next_state.empty()) {
-    out["nstep_next_state"] = to_numpy(std::move(b.nstep_next_state), {n, grl::kObservationChannels, h, w});
-  }
-  for (auto item : fields_of(b)) out[item.first] = item.second;
-  return out;
-}
-
-template <typename T>
-void column(const py::dict& d, const char* name, grl::Column<T>& out, py::ssize_t n) {
-  if (!d.contains(name)) throw py::value_error(std::string("batch: missing column '") + name + "'");
-  auto arr = as_array<T>(d[name], name, n);
-  out.assign(arr.data(), arr.data() + arr.size());
-}
-
-// `height` and `width` are the boards expected; state tables of another board
-// size keep theirs, so that the mismatch is reported as such.
-grl::RawBatch raw_from_dict(const py::dict& d, int height, int width) {
-  grl::RawBatch b;
-  b.height = height;
-  b.width = width;
-  if (d.contains("state_kind")) {
-    const auto kind = py::array::ensure(d["state_kind"]);
-    if (kind && kind.ndim() == 3) {
-      std::tie(b.height, b.width) = grl::bindings::board_shape(kind, 1, "state_kind");
-    }
-  }
-  auto seq = as_array<uint64_t>(d["sequence"], "sequence");
-  const py::ssize_t n = seq.size();
-  b.sequence.assign(seq.data(), seq.data() + n);
-  column(d, "game_id", b.game_id, n);
-  column(d, "player_id", b.player_id, n);
-  column(d, "tick", b.tick, n);
-  column(d, "action", b.action, n);
-  column(d, "reward", b.reward, n);
-  column(d, "legal", b.legal, n);
-  column(d, "terminated", b.terminated, n);
-  column(d, "truncated", b.truncated, n);
-  column(d, "state_index", b.state_index, n);
-  column(d, "next_state_index", b.next_state_index, n);
-  column(d, "state_kind", b.state_kind, -1);
-  column(d, "state_owner", b.state_owner, -1);
-  column(d, "state_army", b.state_army, -1);
-  if (d.contains("next_sequence")) b.next_sequence = to_int<uint64_t>(d["next_sequence"], "next_sequence");
-  if (d.contains("nstep_next_state_index") && !d["nstep_next_state_index"].is_none()) {
-    column(d, "nstep_next_state_index", b.nstep_next_state_index, n);
-  }
-  return b;
-}
-
 // ExperienceBuffer.sample (Batch DecodedBatch) and sample_raw (RawBatch).
 template <typename Batch>
 py::dict sample_to_dict(grl::ExperienceBuffer& b, size_t count, uint64_t seed, bool prioritized, double alpha,
@@ -204,9 +28,10 @@ py::dict sample_to_dict(grl::ExperienceBuffer& b, size_t count, uint64_t seed, b
   const grl::SampleOptions options{prioritized, alpha, beta, std::move(player_ids), n_step, gamma};
   Batch out;
   const size_t tiles = static_cast<size_t>(b.height()) * b.width();
-  take_pooled(out, count, tiles);
   if constexpr (std::is_same_v<Batch, grl::DecodedBatch>) {
-    if (n_step > 0) take_pooled(out.nstep_next_state, count * grl::kObservationChannels * tiles);
+    grl::bindings::take_pooled(out, count, tiles, n_step > 0);
+  } else {
+    grl::bindings::take_pooled(out, count, tiles);
   }
   {
     py::gil_scoped_release release;
@@ -217,15 +42,14 @@ py::dict sample_to_dict(grl::ExperienceBuffer& b, size_t count, uint64_t seed, b
     }
   }
   if constexpr (std::is_same_v<Batch, grl::RawBatch>) {
-    return raw_to_dict(std::move(out));
+    return grl::bindings::raw_batch_to_dict(std::move(out));
   } else {
-    return decoded_to_dict(std::move(out));
+    return grl::bindings::decoded_batch_to_dict(std::move(out));
   }
 }
 
 }  // namespace
 
-py::dict grl::bindings::raw_batch_to_dict(grl::RawBatch&& batch) { return raw_to_dict(std::move(batch)); }
 
 void bind_buffer(py::module_& m) {
   py::register_exception<grl::BufferFull>(m, "BufferFullError", PyExc_RuntimeError);
@@ -235,12 +59,12 @@ void bind_buffer(py::module_& m) {
           [](grl::Cursor& c, size_t max_items, double timeout, bool with_states) {
             timeout = grl::bindings::timeout_seconds(timeout, "timeout");
             grl::RawBatch b;
-            take_pooled(b, max_items, c.tiles());
+            grl::bindings::take_pooled(b, max_items, c.tiles());
             {
               py::gil_scoped_release release;
               c.read_raw(max_items, timeout, b, with_states);
             }
-            return raw_to_dict(std::move(b));
+            return grl::bindings::raw_batch_to_dict(std::move(b));
           },
           py::arg("max_items"), py::arg("timeout"), py::arg("with_states") = true)
       .def(
@@ -248,12 +72,12 @@ void bind_buffer(py::module_& m) {
           [](grl::Cursor& c, size_t max_items, double timeout) {
             timeout = grl::bindings::timeout_seconds(timeout, "timeout");
             grl::DecodedBatch b;
-            take_pooled(b, max_items, c.tiles());
+            grl::bindings::take_pooled(b, max_items, c.tiles());
             {
               py::gil_scoped_release release;
               c.read_decoded(max_items, timeout, b);
             }
-            return decoded_to_dict(std::move(b));
+            return grl::bindings::decoded_batch_to_dict(std::move(b));
           },
           py::arg("max_items"), py::arg("timeout"))
       .def("close", &grl::Cursor::close)
@@ -264,12 +88,9 @@ void bind_buffer(py::module_& m) {
 
   auto buffer_class =
       py::class_<grl::ExperienceBuffer, std::shared_ptr<grl::ExperienceBuffer>>(m, "ExperienceBuffer")
-      .def(py::init([](int height, int width, uint64_t capacity, const std::string& policy, uint64_t state_capacity,
-                       const std::string& army_scaling, float army_scale) {
-             grl::FullPolicy p;
-             if (policy == "block") p = grl::FullPolicy::kBlock;
-             else if (policy == "overwrite") p = grl::FullPolicy::kOverwrite;
-             else throw py::value_error("policy: expected 'block' or 'overwrite', got '" + policy + "'");
+      .def(py::init([](int height, int width, uint64_t capacity, py::handle policy, uint64_t state_capacity,
+                       py::handle army_scaling, float army_scale) {
+             const auto p = grl::bindings::enum_arg<grl::FullPolicy>(policy, "policy");
              const grl::ObservationConfig obs = grl::bindings::observation_config(army_scaling, army_scale);
              return std::make_shared<grl::ExperienceBuffer>(height, width, capacity, p, state_capacity, obs);
            }),
@@ -358,17 +179,17 @@ void bind_buffer(py::module_& m) {
                py::gil_scoped_release release;
                b.export_resident(out);
              }
-             return raw_to_dict(std::move(out));
+             return grl::bindings::raw_batch_to_dict(std::move(out));
            })
       .def("import_resident",
            [](grl::ExperienceBuffer& b, const py::dict& raw) {
-             grl::RawBatch in = raw_from_dict(raw, b.height(), b.width());
+             grl::RawBatch in = grl::bindings::raw_batch_from_dict(raw, b.height(), b.width());
              py::gil_scoped_release release;
              b.import_resident(in);
            })
       .def("append_raw",
            [](grl::ExperienceBuffer& b, const py::dict& raw) {
-             grl::RawBatch in = raw_from_dict(raw, b.height(), b.width());
+             grl::RawBatch in = grl::bindings::raw_batch_from_dict(raw, b.height(), b.width());
              py::gil_scoped_release release;
              return b.append_raw(in);
            })
@@ -415,41 +236,22 @@ void bind_buffer(py::module_& m) {
 
   m.def(
       "decode_batch",
-      [](const py::dict& raw, int height, int width, const std::string& army_scaling, float army_scale) {
+      [](const py::dict& raw, int height, int width, py::handle army_scaling, float army_scale) {
         grl::check_board_size(height, width, "batch");
-        grl::RawBatch in = raw_from_dict(raw, height, width);
+        grl::RawBatch in = grl::bindings::raw_batch_from_dict(raw, height, width);
         if (in.height != height || in.width != width) {
           throw py::value_error("batch: state tables hold " + std::to_string(in.height) + "x" +
                                 std::to_string(in.width) + " boards, expected " + std::to_string(height) + "x" +
                                 std::to_string(width));
         }
-        const size_t tiles = static_cast<size_t>(height) * width;
-        const size_t states = in.state_kind.size() / tiles;
-        if (in.state_kind.size() % tiles || in.state_owner.size() != in.state_kind.size() ||
-            in.state_army.size() != in.state_kind.size()) {
-          throw py::value_error("batch: state tables do not hold whole " + std::to_string(height) + "x" +
-                                std::to_string(width) + " boards");
-        }
-        for (size_t i = 0; i < in.size(); ++i) {
-          const bool nstep_bad = !in.nstep_next_state_index.empty() &&
-                                 (in.nstep_next_state_index[i] < 0 ||
-                                  static_cast<size_t>(in.nstep_next_state_index[i]) >= states);
-          if (in.state_index[i] < 0 || static_cast<size_t>(in.state_index[i]) >= states ||
-              in.next_state_index[i] < 0 || static_cast<size_t>(in.next_state_index[i]) >= states || nstep_bad) {
-            throw py::value_error("batch: row " + std::to_string(i) + " refers to a missing state");
-          }
-          if (in.player_id[i] < 0 || in.player_id[i] >= grl::kMaxPlayers) {
-            throw py::value_error("batch: row " + std::to_string(i) + ": player_id " +
-                                  std::to_string(in.player_id[i]) + " outside 0..15");
-          }
-        }
+        grl::validate_raw_batch(in, height, width);
         const grl::ObservationConfig config = grl::bindings::observation_config(army_scaling, army_scale);
         grl::DecodedBatch out;
         {
           py::gil_scoped_release release;
           grl::decode_batch(in, config, out);
         }
-        return decoded_to_dict(std::move(out));
+        return grl::bindings::decoded_batch_to_dict(std::move(out));
       },
       py::arg("raw"), py::arg("height"), py::arg("width"), py::arg("army_scaling") = "linear",
       py::arg("army_scale") = 1000.0f);

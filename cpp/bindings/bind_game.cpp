@@ -86,20 +86,6 @@ grl::bindings::ReplayEvents grl::bindings::replay_events_from(py::handle moves, 
 }
 
 void bind_game(py::module_& m) {
-  py::class_<grl::MapOptions>(m, "MapOptions")
-      .def(py::init<>())
-      .def_readwrite("players", &grl::MapOptions::players)
-      .def_readwrite("min_side", &grl::MapOptions::min_side)
-      .def_readwrite("max_side", &grl::MapOptions::max_side)
-      .def_readwrite("mountain_fraction", &grl::MapOptions::mountain_fraction)
-      .def_readwrite("cities", &grl::MapOptions::cities)
-      .def_readwrite("city_army_min", &grl::MapOptions::city_army_min)
-      .def_readwrite("city_army_max", &grl::MapOptions::city_army_max)
-      .def_readwrite("min_general_distance", &grl::MapOptions::min_general_distance)
-      .def_readwrite("pad_height", &grl::MapOptions::pad_height)
-      .def_readwrite("pad_width", &grl::MapOptions::pad_width)
-      .def("validate", [](const grl::MapOptions& o) { grl::validate(o); });
-
   m.def(
       "generate_map",
       [](const grl::MapOptions& options, uint64_t seed) {
@@ -212,10 +198,10 @@ void bind_game(py::module_& m) {
   m.def(
       "replay_experiences",
       [](grl::Game& game, py::handle moves, py::handle afks, int height, int width, uint64_t game_id,
-         uint64_t first_sequence, const py::dict& reward) {
+         uint64_t first_sequence, const grl::RewardConfig& reward) {
         const auto events = grl::bindings::replay_events_from(moves, afks);
         grl::ReplayExperienceOptions options{height, width, game_id, first_sequence,
-                                             grl::bindings::reward_config_from(reward)};
+                                             reward};
         grl::RawBatch batch;
         {
           py::gil_scoped_release release;

@@ -71,7 +71,7 @@ py::array_t<float> output_for(py::handle out, const std::vector<py::ssize_t>& sh
   return py::reinterpret_borrow<py::array_t<float>>(arr);
 }
 
-py::array expand(py::handle codes_in, py::handle armies_in, const std::string& army_scaling, float army_scale,
+py::array expand(py::handle codes_in, py::handle armies_in, py::handle army_scaling, float army_scale,
                  bool obstacles, int num_threads, py::handle out_in) {
   auto codes = exact_array<uint8_t>(codes_in, "tiles", "uint8 tile codes (..., height, width)");
   if (codes.ndim() < 2) throw py::value_error("tiles: expected an array of shape (..., height, width)");
@@ -201,7 +201,7 @@ void bind_observations(py::module_& m) {
         py::arg("masks") = true, py::arg("num_threads") = 0);
   m.def(
       "army_values",
-      [](py::handle armies, const std::string& army_scaling, float army_scale) {
+      [](py::handle armies, py::handle army_scaling, float army_scale) {
         auto a = as_array<int64_t>(armies, "armies");
         const grl::ObservationConfig config = grl::bindings::observation_config(army_scaling, army_scale);
         py::array_t<float> out(shape_of(a));

@@ -17,39 +17,6 @@ using grl::bindings::view;
 
 namespace {
 
-// The reward terms by their Python names.
-constexpr std::pair<const char*, float grl::RewardConfig::*> kRewardTerms[] = {
-    {"win", &grl::RewardConfig::win},
-    {"loss", &grl::RewardConfig::loss},
-    {"city_captured", &grl::RewardConfig::city_captured},
-    {"city_lost", &grl::RewardConfig::city_lost},
-    {"army_advantage", &grl::RewardConfig::army_advantage},
-    {"land_gained", &grl::RewardConfig::land_gained},
-    {"general_captured", &grl::RewardConfig::general_captured},
-};
-
-}  // namespace
-
-grl::RewardConfig grl::bindings::reward_config_from(const py::dict& reward) {
-  grl::RewardConfig r;
-  for (auto item : reward) {
-    const auto key = item.first.cast<std::string>();
-    auto term = std::find_if(std::begin(kRewardTerms), std::end(kRewardTerms),
-                             [&](const auto& t) { return key == t.first; });
-    if (term == std::end(kRewardTerms)) throw py::value_error("reward: unknown term '" + key + "'");
-    r.*(term->second) = item.second.cast<float>();
-  }
-  return r;
-}
-
-namespace {
-
-py::dict reward_to_dict(const grl::RewardConfig& r) {
-  py::dict d;
-  for (const auto& [name, member] : kRewardTerms) d[name] = r.*member;
-  return d;
-}
-
 py::dict counters_to_dict(const grl::VecEnvCounters& c, int players) {
   py::dict d;
   d["experiences"] = py::array_t<uint64_t>(players, c.experiences);
@@ -60,34 +27,6 @@ py::dict counters_to_dict(const grl::VecEnvCounters& c, int players) {
   d["reward_buckets"] = py::array_t<uint64_t>(grl::VecEnvCounters::kRewardBuckets, c.reward_buckets);
   d["reward_sum"] = c.reward_sum;
   return d;
-}
-
-grl::VecEnv* make_vec_env(int num_envs, int players, int height, int width, uint64_t seed, int max_ticks,
-                          int num_threads, const grl::MapOptions& map, const py::dict& reward,
-                          const std::string& army_scaling, float army_scale, bool observations,
-                          bool action_masks, const std::vector<int32_t>& teams, bool obstacles,
-                          const std::string& observation_format) {
-  grl::VecEnvConfig c;
-  c.num_envs = num_envs;
-  c.players = players;
-  c.height = height;
-  c.width = width;
-  c.seed = seed;
-  c.max_ticks = max_ticks;
-  c.num_threads = num_threads;
-  c.map = map;
-  c.observation = grl::bindings::observation_config(army_scaling, army_scale);
-  c.observation.obstacles = obstacles;
-  c.observations = observations;
-  c.action_masks = action_masks;
-  if (observation_format == "compact") c.format = grl::VecEnvConfig::Format::kCompact;
-  else if (observation_format != "float") {
-    throw py::value_error("observation_format: expected 'float' or 'compact', got '" + observation_format + "'");
-  }
-  c.teams = teams;
-  c.reward = grl::bindings::reward_config_from(reward);
-  py::gil_scoped_release release;
-  return new grl::VecEnv(std::move(c));
 }
 
 py::dict output_views(py::object self) {
@@ -149,16 +88,16 @@ std::pair<grl::bindings::InputArray<uint8_t>, py::array_t<int32_t>> policy_args(
 
 void bind_vec_env(py::module_& m) {
   py::class_<grl::VecEnv>(m, "VecEnv")
-      .def(py::init(&make_vec_env), py::arg("num_envs"), py::arg("players"), py::arg("height"),
-           py::arg("width"), py::arg("seed"), py::arg("max_ticks"), py::arg("num_threads"), py::arg("map"),
-           py::arg("reward"), py::arg("army_scaling"), py::arg("army_scale"), py::arg("observations"),
-           py::arg("action_masks"), py::arg("teams") = std::vector<int32_t>{}, py::arg("obstacles") = false,
-           py::arg("observation_format") = "float")
+      .def(py::init([](grl::VecEnvConfig config) {
+             py::gil_scoped_release release;
+             return new grl::VecEnv(std::move(config));
+           }),
+           py::arg("config"))
       .def("outputs", &output_views)
       .def(
-          "set_reward", [](grl::VecEnv& e, const py::dict& reward) { e.set_reward(grl::bindings::reward_config_from(reward)); },
+          "set_reward", [](grl::VecEnv& e, const grl::RewardConfig& reward) { e.set_reward(reward); },
           py::arg("reward"))
-      .def("reward", [](const grl::VecEnv& e) { return reward_to_dict(e.config().reward); })
+      .def("reward", [](const grl::VecEnv& e) { return e.config().reward; })
       .def("set_counting", &grl::VecEnv::set_counting, py::arg("on"))
       .def("counters", [](const grl::VecEnv& e) {
         grl::VecEnvCounters c;
@@ -202,7 +141,7 @@ void bind_vec_env(py::module_& m) {
     const grl::VecEnvConfig c;
     py::dict d;
     d["max_ticks"] = c.max_ticks;
-    d["reward"] = reward_to_dict(c.reward);
+    d["reward"] = grl::bindings::reward_to_dict(c.reward);
     return d;
   });
   m.attr("REWARD_BUCKET_BOUNDS") = grl::VecEnvCounters::kRewardBounds;
@@ -226,7 +165,7 @@ void bind_vec_env(py::module_& m) {
 
   m.def(
       "encode_observation",
-      [](py::handle kind, py::handle owner, py::handle army, int player, const std::string& army_scaling,
+      [](py::handle kind, py::handle owner, py::handle army, int player, py::handle army_scaling,
          float army_scale, bool obstacles) {
         const auto board = grl::bindings::board_args(kind, owner, army, player);
         const int h = board.height, w = board.width;

@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "batch.hpp"
 #include "game.hpp"
 #include "observation.hpp"
 
@@ -36,8 +37,6 @@ struct BufferFull : std::runtime_error {
 };
 
 enum class FullPolicy : uint8_t { kBlock = 0, kOverwrite = 1 };
-
-enum ExperienceFlags : uint8_t { kLegal = 1, kTerminated = 2, kTruncated = 4 };
 
 // Sequence numbers stay below this (a century at a billion a second): slot
 // stamps are sequence + 1 with the top bit marking a write in progress.
@@ -52,7 +51,7 @@ struct ExperienceRecord {
   int32_t action;  // the flat index submitted; -1 for a pass
   float reward;
   uint8_t player;
-  uint8_t flags;  // ExperienceFlags
+  uint8_t flags;  // ExperienceFlags (schema.hpp)
   uint16_t reserved;
 };
 static_assert(sizeof(ExperienceRecord) == 40);
@@ -67,72 +66,6 @@ struct CursorFilter {
   int32_t min_tick = 0;
   bool matches(const ExperienceRecord& r) const;
 };
-
-// Allocates like std::allocator but leaves elements added by resize
-// uninitialized: batch columns are written in full right after they grow.
-template <typename T>
-struct UninitializedAllocator : std::allocator<T> {
-  template <typename U>
-  struct rebind {
-    using other = UninitializedAllocator<U>;
-  };
-  UninitializedAllocator() = default;
-  template <typename U>
-  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
-  template <typename U>
-  void construct(U* p) noexcept {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-};
-
-// One column of a batch.
-template <typename T>
-using Column = std::vector<T, UninitializedAllocator<T>>;
-
-// The record columns (one value per experience) both batch forms carry.
-struct RecordColumns {
-  int height = 0, width = 0;
-  Column<uint64_t> sequence, game_id;
-  Column<int32_t> player_id, tick, action;
-  Column<float> reward;
-  Column<uint8_t> legal, terminated, truncated;
-  uint64_t missed = 0;         // experiences lost to overwriting before/within this batch
-  uint64_t next_sequence = 0;  // where the cursor resumes
-  // Filled by sampling on request only (empty otherwise): importance weights
-  // (prioritized), and the n-step return, its length and whether it ended in
-  // a termination (the bootstrap state is in the batch's n-step state column).
-  Column<float> weight, nstep_reward;
-  Column<int32_t> nstep_length;
-  Column<uint8_t> nstep_done;
-  size_t size() const { return sequence.size(); }
-};
-
-// A batch in compact form: the records plus the distinct states they refer to.
-struct RawBatch : RecordColumns {
-  Column<int32_t> state_index, next_state_index;  // rows of the state tables
-  Column<int32_t> nstep_next_state_index;           // n-step sampling only
-  Column<uint8_t> state_kind;    // (states, H, W)
-  Column<int16_t> state_owner;   // (states, H, W), -1 neutral
-  Column<int32_t> state_army;    // (states, H, W)
-};
-
-// A batch with states decoded to observation tensors and masks.
-struct DecodedBatch : RecordColumns {
-  Column<float> state, next_state;  // (n, 9, H, W)
-  Column<uint8_t> action_mask;      // (n, H*W*4), of `state`
-  Column<float> nstep_next_state;   // (n, 9, H, W), n-step sampling only
-};
-
-class ThreadPool;
-
-// Decodes a raw batch's states into observation tensors and masks, in bulk;
-// spread over `pool` when given (rows split into contiguous parts).
-void decode_batch(const RawBatch& raw, const ObservationConfig& config, DecodedBatch& out,
-                  ThreadPool* pool = nullptr);
 
 // What to sample and what to compute for each sampled experience.
 struct SampleOptions {
@@ -156,6 +89,7 @@ struct PriorityStats {
 };
 
 class ExperienceBuffer;
+class PriorityTrees;
 
 class Cursor {
  public:
@@ -279,8 +213,10 @@ class ExperienceBuffer {
  private:
   friend class Cursor;
   struct RecordSlot;
-  struct StateScratch;
-  class PriorityTrees;
+  // A state's slot words, copied out under its stamp.
+  struct StateScratch {
+    std::vector<uint64_t> words;
+  };
 
   // Copies record `seq` out of its slot; 1 ok, 0 not yet written, -1 overwritten.
   int load_record(uint64_t seq, ExperienceRecord& out) const;

@@ -20,18 +20,7 @@ void check_board_size(int height, int width, const char* what) {
 }
 
 void compute_open_directions(const uint8_t* kind, int height, int width, uint8_t* out) {
-  for (int y = 0; y < height; ++y) {
-    for (int x = 0; x < width; ++x) {
-      uint8_t bits = 0;
-      for (int d = 0; d < 4; ++d) {
-        const int ny = y + kDy[d], nx = x + kDx[d];
-        if (ny >= 0 && ny < height && nx >= 0 && nx < width && kind[ny * width + nx] != kMountain) {
-          bits |= static_cast<uint8_t>(1u << d);
-        }
-      }
-      out[y * width + x] = bits;
-    }
-  }
+  for (int t = 0; t < height * width; ++t) out[t] = open_directions_of(kind, height, width, t);
 }
 
 Game::Game(MapSpec map, int max_ticks, bool neutral_city_regrowth)

@@ -9,20 +9,12 @@
 #include <vector>
 
 #include "observation.hpp"
+#include "schema.hpp"
 
 namespace grl {
 
-enum Tile : uint8_t { kPlain = 0, kMountain = 1, kCity = 2, kGeneral = 3 };
-
-constexpr int16_t kNeutral = -1;
-constexpr int kMaxPlayers = 16;
+// Tile kinds, kNeutral, kMaxPlayers and the board limits are in schema.hpp.
 constexpr int kPass = -1;
-
-// The largest board side of any board that enters the engine (explicit boards,
-// replays, stored states): keeps tile and action indices (H*W*8) far inside int32.
-constexpr int kMaxBoardSide = 1024;
-// The largest side of generated maps and of VecEnv and buffer boards.
-constexpr int kMaxEnvSide = 256;
 // Armies saturate here instead of wrapping: growth and merges stop adding.
 constexpr int32_t kMaxArmy = INT32_MAX;
 
@@ -53,8 +45,24 @@ struct TickEvents {
   int32_t eliminated[kMaxPlayers] = {};  // 1 when the player died this tick
 };
 
-// Per tile, bit d set when the neighbour in direction d is on the board and not
-// a mountain.
+// The tile next to `tile` in direction d, or -1 off the board.
+inline int neighbor(int tile, int d, int height, int width) {
+  const int y = tile / width + kDy[d], x = tile % width + kDx[d];
+  return y >= 0 && y < height && x >= 0 && x < width ? y * width + x : -1;
+}
+
+// Bit d set when the neighbour of `tile` in direction d is on the board and
+// not a mountain: the directions a move from it can take.
+inline uint8_t open_directions_of(const uint8_t* kind, int height, int width, int tile) {
+  uint8_t bits = 0;
+  for (int d = 0; d < 4; ++d) {
+    const int next = neighbor(tile, d, height, width);
+    if (next >= 0 && kind[next] != kMountain) bits |= static_cast<uint8_t>(1u << d);
+  }
+  return bits;
+}
+
+// open_directions_of every tile.
 void compute_open_directions(const uint8_t* kind, int height, int width, uint8_t* out);
 
 class Game {

@@ -5,9 +5,10 @@
 
 #include <cstdint>
 
+#include "schema.hpp"
+
 namespace grl {
 
-constexpr int kObservationChannels = 9;  // the design's channels; ObservationConfig::obstacles adds one
 constexpr int kObservationScratchPerTile = 12;
 
 struct ObservationConfig {
@@ -17,6 +18,7 @@ struct ObservationConfig {
   // A 10th channel: 1 on tiles in fog holding a mountain or a city, the
   // "obstacles" the real generals.io client shows through the fog.
   bool obstacles = false;
+  // kObservationChannels (schema.hpp), plus one with obstacles.
   int channels() const { return kObservationChannels + (obstacles ? 1 : 0); }
 };
 

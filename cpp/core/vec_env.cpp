@@ -16,11 +16,6 @@ void require(bool ok, const std::string& field, const std::string& message) {
   if (!ok) throw std::invalid_argument(field + ": " + message);
 }
 
-BufferFull buffer_full(double timeout_s) {
-  return BufferFull("experience buffer is full: its open cursors have not read for " + std::to_string(timeout_s) +
-                    " s (read from them, close them, or use the overwrite policy)");
-}
-
 // The histogram bucket of a reward: the first upper bound -1.0 + 0.1 k it does not exceed.
 inline int reward_bucket(float r) {
   const double k = std::ceil((static_cast<double>(r) + 1.0) * 10.0 - 1e-6);
@@ -77,7 +72,6 @@ VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(checked_
   winner.assign(n, -1);
   game_id.assign(n, 0);
   episode_game_id.assign(n, 0);
-  state_ids_.assign(n, 0);
   tick.assign(n, 0);
   army.assign(n * p, 0);
   land.assign(n * p, 0);
@@ -112,10 +106,7 @@ void VecEnv::reset_game(int i) {
   games_[i] = std::make_unique<Game>(std::move(spec), config_.max_ticks);
   episodes_[i] += 1;
   game_id[i] = next_game_id();
-  if (buffer_) {
-    state_ids_[i] = buffer_->append_state(*games_[i]);
-    buffer_->release_state(state_ids_[i]);  // held again by the step that refers to it
-  }
+  if (recorder_) recorder_->start_game(i, *games_[i]);
   std::fill_n(running_return_.begin() + static_cast<size_t>(i) * config_.players, config_.players, 0.0f);
 }
 
@@ -148,7 +139,7 @@ void VecEnv::write_info(int i) {
 void VecEnv::reset() {
   // Every game stores its new board in the buffer: wait for room as step does,
   // instead of blocking without a limit while the cursors do not read.
-  if (buffer_ && !buffer_->wait_for_room(0, config_.num_envs, buffer_timeout_)) throw buffer_full(buffer_timeout_);
+  if (recorder_) recorder_->wait_for_reset(config_.num_envs);
   pool_.parallel_for(config_.num_envs, [this](int begin, int end) {
     std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);
     for (int i = begin; i < end; ++i) {
@@ -174,17 +165,7 @@ void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* sc
   int64_t illegal_before[kMaxPlayers];
   for (int p = 0; p < players; ++p) illegal_before[p] = g.illegal_moves(p);
 
-  // The slot for the board after this tick first, then the board about to be
-  // left is held until this tick's experiences refer to it. When another
-  // producer lapped it, it is stored again, into the slot just reserved.
-  uint64_t next_state = 0;
-  while (buffer_) {
-    next_state = buffer_->reserve_state();
-    if (buffer_->hold_state(state_ids_[i])) break;
-    buffer_->write_state(next_state, g);
-    buffer_->release_state(next_state);  // reserving again holds nothing
-    state_ids_[i] = next_state;
-  }
+  if (recorder_) recorder_->begin_tick(i, g);
 
   const int tick_before = g.tick();
   const bool ended = g.step(actions);
@@ -202,8 +183,7 @@ void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* sc
   episode_done[i] = finished;
   if (counting_) count_step(i, alive_before, finished, game_winner, counts);
 
-  if (buffer_) {
-    buffer_->write_state(next_state, g);
+  if (recorder_) {
     ExperienceRecord records[kMaxPlayers];
     size_t count = 0;
     for (int p = 0; p < players; ++p) {
@@ -211,8 +191,6 @@ void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* sc
       ExperienceRecord& r = records[count++];
       r = ExperienceRecord{};
       r.game_id = game_id[i];
-      r.state_id = state_ids_[i];
-      r.next_state_id = next_state;
       r.tick = tick_before;
       r.action = actions[p];
       r.reward = rewards[base + p];
@@ -220,10 +198,7 @@ void VecEnv::step_game(int i, const int32_t* actions, bool truncate, uint8_t* sc
       r.flags = (illegal[base + p] ? 0 : kLegal) | (terminated[base + p] ? kTerminated : 0) |
                 (truncated[i] && g.alive(p) ? kTruncated : 0);
     }
-    buffer_->append(records, count);
-    buffer_->release_state(state_ids_[i]);
-    buffer_->release_state(next_state);
-    state_ids_[i] = next_state;
+    recorder_->end_tick(i, g, records, count);
   }
 
   if (finished) {
@@ -299,8 +274,7 @@ void VecEnv::set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout
                                   " must be at least 4 x num_envs (" + std::to_string(4 * config_.num_envs) + ")");
     }
   }
-  buffer_ = std::move(buffer);
-  buffer_timeout_ = timeout_s;
+  recorder_ = buffer ? std::make_unique<ExperienceRecorder>(std::move(buffer), config_.num_envs, timeout_s) : nullptr;
   // Replay the same maps as before the buffer was attached: collecting must
   // not change what is played.
   std::fill(episodes_.begin(), episodes_.end(), 0);
@@ -308,11 +282,7 @@ void VecEnv::set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout
 }
 
 void VecEnv::step(const int32_t* actions, bool truncate) {
-  if (buffer_) {
-    const uint64_t n = config_.num_envs;
-    // Per game at most: its board stored again (when lapped), the next board and a reset board.
-    if (!buffer_->wait_for_room(n * config_.players, 3 * n, buffer_timeout_)) throw buffer_full(buffer_timeout_);
-  }
+  if (recorder_) recorder_->wait_for_step(config_.num_envs, config_.players);
   pool_.parallel_for(config_.num_envs, [this, actions, truncate](int begin, int end) {
     std::vector<uint8_t> scratch(static_cast<size_t>(config_.height) * config_.width * kObservationScratchPerTile);
     VecEnvCounters counts;  // this chunk's games, added to the totals once

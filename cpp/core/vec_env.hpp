@@ -12,6 +12,7 @@
 #include "experience_buffer.hpp"
 #include "mapgen.hpp"
 #include "observation.hpp"
+#include "recorder.hpp"
 #include "rewards.hpp"
 #include "thread_pool.hpp"
 
@@ -70,7 +71,7 @@ class VecEnv {
   // `buffer` inside step (nullptr stops). Resets every game. In block mode a
   // step waits up to timeout_s for room, then fails before changing anything.
   void set_buffer(std::shared_ptr<ExperienceBuffer> buffer, double timeout_s);
-  const std::shared_ptr<ExperienceBuffer>& buffer() const { return buffer_; }
+  std::shared_ptr<ExperienceBuffer> buffer() const { return recorder_ ? recorder_->buffer() : nullptr; }
 
   const VecEnvConfig& config() const { return config_; }
   // Replaces the reward weights from the next step on. Not while a step runs:
@@ -119,9 +120,7 @@ class VecEnv {
   std::vector<std::unique_ptr<Game>> games_;
   std::vector<uint64_t> episodes_;
   std::vector<float> running_return_;
-  std::shared_ptr<ExperienceBuffer> buffer_;
-  double buffer_timeout_ = 0;
-  std::vector<uint64_t> state_ids_;  // each game's current state in the buffer
+  std::unique_ptr<ExperienceRecorder> recorder_;  // while a buffer is set
   VecEnvCounters totals_;
   mutable std::mutex totals_mutex_;
   bool counting_ = true;

@@ -2,8 +2,11 @@
 // without locks, several cursors reading concurrently (raw and decoded, some
 // filtered), the sampler, both full-buffer policies and closing cursors, and
 // prioritized sampling with priority updates.
-// Meant to run under ThreadSanitizer too (see .ci/run).
-// Prints one line per failed check and "N passed, N failed" last; exits non-zero on failure.
+// Meant to run under ThreadSanitizer too (see .ci/run). Past 400 lines: the
+// scenarios share the producers, readers and checks at the top, so they stay in
+// one executable (one TSan build).
+#include <doctest/doctest.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -15,13 +18,25 @@
 #include <thread>
 #include <vector>
 
-#include "check.hpp"
 #include "experience_buffer.hpp"
 #include "observation.hpp"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// A hang (a producer or reader waiting forever) ends the run after 100 s,
+// saying so, instead of running into the CI's timeout.
+const struct Watchdog {
+  Watchdog() {
+    std::thread([] {
+      std::this_thread::sleep_for(std::chrono::seconds(100));
+      std::printf("test_buffer_stress: still running after 100 s (a producer or reader hangs)\n");
+      std::fflush(stdout);
+      std::_Exit(2);
+    }).detach();
+  }
+} watchdog;
 
 constexpr int kSide = 6;
 constexpr int kTiles = kSide * kSide;
@@ -157,7 +172,7 @@ bool is_every_sequence_once(std::vector<uint64_t> sequences, uint64_t begin, uin
 // Block policy: a ring far smaller than what is produced; every cursor gets
 // every experience exactly once, nothing is missed, filtered cursors get
 // exactly their games.
-void test_block_many_producers_several_cursors() {
+TEST_CASE("block many producers several cursors") {
   const int producers = 8, ticks = 400;
   const uint64_t total = static_cast<uint64_t>(producers) * ticks * kPlayers;
   grl::ExperienceBuffer buffer(kSide, kSide, 64, grl::FullPolicy::kBlock, 4 * producers + 8);
@@ -197,20 +212,20 @@ void test_block_many_producers_several_cursors() {
       std::printf("  cursor %zu: read %zu, missed %llu\n", k, s.sequences.size(),
                   static_cast<unsigned long long>(s.missed));
     }
-    CHECK(s.consistent && s.in_order && s.decoded_ok);
+    CHECK((s.consistent && s.in_order && s.decoded_ok));
   }
   const Seen& filtered = readers[3].seen;
   CHECK(filtered.sequences.size() == 2u * (ticks - 10));  // 2 games x player 1 x ticks 10..
-  CHECK(filtered.missed == 0 && filtered.consistent && filtered.in_order);
+  CHECK((filtered.missed == 0 && filtered.consistent && filtered.in_order));
   CHECK(readers[3].cursor->position() == total);
   const grl::BufferStats stats = buffer.stats();
-  CHECK(stats.total_appended == total && stats.resident == 64 && stats.total_overwritten == total - 64);
+  CHECK((stats.total_appended == total && stats.resident == 64 && stats.total_overwritten == total - 64));
 }
 
 // Overwrite policy: producers never wait; readers of every speed see sequences
 // in increasing order, untorn, and received + missed accounts for every
 // sequence exactly. The sampler runs alongside.
-void test_overwrite_many_producers_lagging_cursors() {
+TEST_CASE("overwrite many producers lagging cursors") {
   const int producers = 6, ticks = 600;
   const uint64_t total = static_cast<uint64_t>(producers) * ticks * kPlayers;
   grl::ExperienceBuffer buffer(kSide, kSide, 256, grl::FullPolicy::kOverwrite);
@@ -251,7 +266,7 @@ void test_overwrite_many_producers_lagging_cursors() {
     CHECK(std::is_sorted(s.sequences.begin(), s.sequences.end()));
     CHECK(std::adjacent_find(s.sequences.begin(), s.sequences.end()) == s.sequences.end());
     CHECK(s.sequences.size() + s.missed == total);  // every sequence read or reported missed
-    CHECK(s.consistent && s.in_order && s.decoded_ok);
+    CHECK((s.consistent && s.in_order && s.decoded_ok));
     CHECK(cursors[k]->total_missed() == s.missed);
   }
   CHECK(seen[2].missed > 0);  // the slow reader fell behind
@@ -261,12 +276,12 @@ void test_overwrite_many_producers_lagging_cursors() {
   CHECK(sample.size() == 100);
   for (size_t i = 0; i < sample.size(); ++i) CHECK(row_is_consistent(sample, i, ticks));
   const grl::BufferStats stats = buffer.stats();
-  CHECK(stats.resident == 256 && stats.total_overwritten == total - 256);
+  CHECK((stats.resident == 256 && stats.total_overwritten == total - 256));
 }
 
 // Block policy: producers held back by a cursor that stops reading are
 // released when it is closed (and by a cursor destroyed without closing).
-void test_block_closing_cursors_releases_producers() {
+TEST_CASE("block closing cursors releases producers") {
   const int producers = 4, ticks = 300;
   const uint64_t total = static_cast<uint64_t>(producers) * ticks * kPlayers;
   grl::ExperienceBuffer buffer(kSide, kSide, 32, grl::FullPolicy::kBlock, 64);
@@ -288,21 +303,21 @@ void test_block_closing_cursors_releases_producers() {
   dropped.reset();
   for (auto& t : threads) t.join();
   CHECK(buffer.head() == total);
-  CHECK(is_every_sequence_once(seen.sequences, 0, total) && seen.missed == 0);
-  CHECK(seen.consistent && seen.in_order);
+  CHECK((is_every_sequence_once(seen.sequences, 0, total) && seen.missed == 0));
+  CHECK((seen.consistent && seen.in_order));
   CHECK(buffer.stats().cursor_lag.size() == 1);  // closed and destroyed cursors no longer count
   grl::RawBatch rest;
   const auto before = Clock::now();
   stalled->read_raw(1000, 10.0, rest);  // a closed cursor still reads what is resident, without waiting
   CHECK(Clock::now() - before < std::chrono::seconds(5));
   // the last 32 experiences, less those whose boards other games' boards replaced
-  CHECK(rest.size() > 0 && rest.size() + rest.missed == total && rest.next_sequence == total);
-  CHECK(rest.size() == 0 || rest.sequence.front() >= total - 32);
+  CHECK((rest.size() > 0 && rest.size() + rest.missed == total && rest.next_sequence == total));
+  CHECK((rest.size() == 0 || rest.sequence.front() >= total - 32));
 }
 
 // Raw batches appended from several threads (as remote submitters do) while a
 // VecEnv-like producer runs: each batch's rows stay together and intact.
-void test_append_raw_from_several_threads() {
+TEST_CASE("append raw from several threads") {
   const int submitters = 4, batches = 40, rows = 12;
   const uint64_t total = static_cast<uint64_t>(submitters) * batches * rows;
   grl::ExperienceBuffer buffer(kSide, kSide, 128, grl::FullPolicy::kBlock, 256);
@@ -345,8 +360,8 @@ void test_append_raw_from_several_threads() {
   }
   for (auto& t : threads) t.join();
   reader.join();
-  CHECK(is_every_sequence_once(seen.sequences, 0, total) && seen.missed == 0);
-  CHECK(seen.in_order && seen.consistent);
+  CHECK((is_every_sequence_once(seen.sequences, 0, total) && seen.missed == 0));
+  CHECK((seen.in_order && seen.consistent));
 }
 
 // Overwrite policy with prioritized replay: producers append while samplers
@@ -354,7 +369,7 @@ void test_append_raw_from_several_threads() {
 // and updaters set priorities of what they drew. Every sampled row is intact
 // with its n-step return, and once quiet the trees hold exactly the resident
 // experiences' priorities.
-void test_prioritized_samplers_and_updaters() {
+TEST_CASE("prioritized samplers and updaters") {
   const int producers = 4, ticks = 200;
   const uint64_t capacity = 512;
   grl::ExperienceBuffer buffer(kSide, kSide, capacity, grl::FullPolicy::kOverwrite);
@@ -432,7 +447,7 @@ void test_prioritized_samplers_and_updaters() {
   const uint64_t total = buffer.head();
 
   CHECK(total % (ticks * kPlayers) == 0);  // whole games
-  CHECK(sampled.load() > 0 && update_rounds.load() > 0);
+  CHECK((sampled.load() > 0 && update_rounds.load() > 0));
   CHECK(samples_ok.load());
   CHECK(nstep_ok.load());
   CHECK(weights_ok.load());
@@ -451,8 +466,8 @@ void test_prioritized_samplers_and_updaters() {
   const grl::PriorityStats stats = buffer.priority_stats();
   CHECK(all_in);
   CHECK(std::abs(stats.total - sum) <= 1e-6 * sum);
-  CHECK(stats.max_priority == 100.0f || stats.max_priority == 6.5f);
-  CHECK(stats.updates_ignored > 0 && stats.producer_sections > 0);
+  CHECK((stats.max_priority == 100.0f || stats.max_priority == 6.5f));
+  CHECK((stats.updates_ignored > 0 && stats.producer_sections > 0));
   grl::SampleOptions options;
   options.prioritized = true;
   options.alpha = alpha;
@@ -460,7 +475,7 @@ void test_prioritized_samplers_and_updaters() {
   buffer.sample_raw(500, 3, sample, options);
   CHECK(sample.size() == 500);
   for (size_t i = 0; i < sample.size(); ++i) {
-    CHECK(sample.sequence[i] >= buffer.oldest() && row_is_consistent(sample, i, ticks));
+    CHECK((sample.sequence[i] >= buffer.oldest() && row_is_consistent(sample, i, ticks)));
   }
   std::printf("  prioritized: %llu sampled; producers' critical section mean %.0f ns, max %llu ns; updates' max %llu ns\n",
               static_cast<unsigned long long>(sampled.load()),
@@ -470,19 +485,3 @@ void test_prioritized_samplers_and_updaters() {
 }
 
 }  // namespace
-
-int main() {
-  std::thread watchdog([] {
-    std::this_thread::sleep_for(std::chrono::seconds(100));
-    std::printf("test_buffer_stress: still running after 100 s (a producer or reader hangs)\n");
-    std::fflush(stdout);
-    std::_Exit(2);
-  });
-  watchdog.detach();
-  test_block_many_producers_several_cursors();
-  test_overwrite_many_producers_lagging_cursors();
-  test_block_closing_cursors_releases_producers();
-  test_append_raw_from_several_threads();
-  test_prioritized_samplers_and_updaters();
-  return check_summary();
-}

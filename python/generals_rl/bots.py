@@ -6,7 +6,6 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from . import _core
 from .vec_env import VecEnv
 
 
@@ -38,7 +37,7 @@ class RandomBot(_Bot):
         """Actions ``(num_envs, players)`` int32 for ``players`` (default: all); other
         entries of ``out`` are left as they are."""
         act_for, out = self._buffers(env, players, out)
-        _core.random_policy(env.core, self.seed, self._calls, act_for, out)
+        env.random_actions(self.seed, self._calls, act_for, out)
         self._calls += 1
         return out
 
@@ -52,7 +51,7 @@ class HeuristicBot(_Bot):
         self, env: VecEnv, players: Iterable[int] | None = None, out: np.ndarray | None = None
     ) -> np.ndarray:
         act_for, out = self._buffers(env, players, out)
-        _core.heuristic_policy(env.core, act_for, out)
+        env.heuristic_actions(act_for, out)
         return out
 
 

@@ -8,7 +8,7 @@ beside the replay it builds.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
@@ -268,7 +268,7 @@ class Replay:
             width,
             _core.next_game_id() if game_id is None else game_id,
             first_sequence,
-            asdict(reward_config or RewardConfig()),
+            (reward_config or RewardConfig()).to_core(),
         )
         columns["replay_id"] = np.full(
             len(columns["player_id"]), replay_id, dtype=SOURCE_COLUMNS["replay_id"]
@@ -393,8 +393,10 @@ def from_fields(fields: dict) -> Replay:
         raise ReplayError("replay fields 'cities' and 'cityArmies' differ in length")
     if len(neutrals) != len(neutral_armies):
         raise ReplayError("replay fields 'neutrals' and 'neutralArmies' differ in length")
-    if not 1 <= len(tile_lists["generals"]) <= 16:
-        raise ReplayError(f"replay has {len(tile_lists['generals'])} players, expected 1..16")
+    if not 1 <= len(tile_lists["generals"]) <= _core.MAX_PLAYERS:
+        raise ReplayError(
+            f"replay has {len(tile_lists['generals'])} players, expected 1..{_core.MAX_PLAYERS}"
+        )
     usernames = fields.get("usernames")
     return Replay(
         id=str(fields.get("id", "")),

@@ -23,6 +23,7 @@ from typing import Protocol, TextIO
 
 import numpy as np
 
+from . import _core
 from .bots import POLICIES
 from .defaults import DRAIN_TIMEOUT, MAX_STREAMS, MAX_TICKS
 from .experience import BufferFullError, ExperienceBuffer
@@ -83,8 +84,11 @@ class SelfPlayConfig:
                 f"policies: unknown {unknown}; choose from {sorted(POLICIES)} or "
                 "checkpoint:PATH[@EPSILON]"
             )
-        if not 2 <= len(self.policies) <= 16:
-            raise ValueError(f"policies: one per player, 2..16 players, got {len(self.policies)}")
+        if not 2 <= len(self.policies) <= _core.MAX_PLAYERS:
+            raise ValueError(
+                f"policies: one per player, 2..{_core.MAX_PLAYERS} players, "
+                f"got {len(self.policies)}"
+            )
         if self.games is not None and self.games < 1:
             raise ValueError(
                 f"games: must be at least 1 (or None to play until stopped), got {self.games}"

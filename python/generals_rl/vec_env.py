@@ -12,19 +12,10 @@ from .config import MapConfig
 from .defaults import MAX_TICKS, REWARD_WEIGHTS
 from .observations import OBSERVATION_FORMATS, CompactObservations, expand_masks
 
-OBSERVATION_CHANNELS = (
-    "own_army",
-    "enemy_army",
-    "own_land",
-    "enemy_land",
-    "neutral_land",
-    "cities_and_generals",
-    "mountains",
-    "visible",
-    "fog",
-)
+# The observation channels, in order (cpp/core/schema.hpp).
+OBSERVATION_CHANNELS = _core.OBSERVATION_CHANNELS
 # The channel VecEnv(obstacles=True) adds after those: fogged mountains and cities.
-OBSTACLES_CHANNEL = "obstacles"
+OBSTACLES_CHANNEL = _core.OBSTACLES_CHANNEL
 
 
 @dataclass(frozen=True)
@@ -47,6 +38,9 @@ class RewardConfig:
     army_advantage: float = REWARD_WEIGHTS["army_advantage"]
     land_gained: float = REWARD_WEIGHTS["land_gained"]
     general_captured: float = REWARD_WEIGHTS["general_captured"]
+
+    def to_core(self) -> _core.RewardConfig:
+        return _core.RewardConfig(**asdict(self))
 
 
 class VecEnv:
@@ -122,24 +116,17 @@ class VecEnv:
             players
         )  # validates the options as given, before they are capped to the board
         self.reward_config = reward_config or RewardConfig()
-        self._env = _core.VecEnv(
-            num_envs,
-            players,
-            height,
-            width,
-            seed,
-            max_ticks,
-            num_threads,
-            map_config.to_core(players, height, width),
-            asdict(self.reward_config),
-            army_scaling,
-            army_scale,
-            observations,
-            action_masks,
-            list(teams or ()),
-            obstacles,
-            observation_format,
-        )
+        config = _core.VecEnvConfig()
+        config.num_envs, config.players, config.seed = num_envs, players, seed
+        config.height, config.width = height, width
+        config.max_ticks, config.num_threads = max_ticks, num_threads
+        config.map = map_config.to_core(players, height, width)
+        config.reward = self.reward_config.to_core()
+        config.observation = _core.ObservationConfig(army_scaling, army_scale, obstacles)
+        config.observations, config.action_masks = observations, action_masks
+        config.teams = list(teams or ())
+        config.observation_format = observation_format
+        self._env = _core.VecEnv(config)
         self.observation_format = observation_format
         self.observation_options = {
             "army_scaling": army_scaling,
@@ -156,11 +143,37 @@ class VecEnv:
         self._out = self._env.outputs()
         self.buffer = buffer
         if buffer is not None:
-            _core.set_buffer(self._env, buffer.core, buffer_timeout)
+            buffer.record_steps_of(self._env, buffer_timeout)
 
-    @property
-    def core(self) -> _core.VecEnv:
-        return self._env
+    num_threads = property(lambda self: self._env.num_threads, doc="Threads stepping the games.")
+    alive = property(
+        lambda self: self._out["alive"], doc="bool ``(num_envs, players)``: alive now (a view)."
+    )
+    ticks = property(
+        lambda self: self._out["tick"], doc="int32 ``(num_envs,)``: each game's tick now (a view)."
+    )
+
+    def env_seed(self, index: int, episode: int) -> int:
+        """The map seed of game ``index``'s ``episode``-th game (from 0)."""
+        return self._env.env_seed(index, episode)
+
+    def engine_reward_config(self) -> RewardConfig:
+        """The reward weights the C++ env steps with."""
+        return RewardConfig(**self._env.reward().to_dict())
+
+    def set_counting(self, on: bool) -> None:
+        """Counting for ``counters()`` is on by default; off only to measure its cost."""
+        self._env.set_counting(on)
+
+    def random_actions(self, seed: int, call: int, act_for: np.ndarray, out: np.ndarray) -> None:
+        """Writes a uniformly random legal full move (a pass when none) into ``out``
+        ``(num_envs, players)`` int32 for each player whose ``act_for`` flag is set,
+        drawn from ``(seed, call)``; in C++, over the env's games at once."""
+        _core.random_policy(self._env, seed, call, act_for, out)
+
+    def heuristic_actions(self, act_for: np.ndarray, out: np.ndarray) -> None:
+        """As ``random_actions``, with the built-in heuristic bot's moves."""
+        _core.heuristic_policy(self._env, act_for, out)
 
     @property
     def observations(self) -> np.ndarray | CompactObservations | None:
@@ -210,7 +223,7 @@ class VecEnv:
             raise TypeError(
                 f"reward_config: expected a RewardConfig, got {type(reward_config).__name__}"
             )
-        self._env.set_reward(asdict(reward_config))
+        self._env.set_reward(reward_config.to_core())
         self.reward_config = reward_config
 
     def counters(self) -> dict:

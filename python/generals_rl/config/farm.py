@@ -38,6 +38,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
         name=error.name,
     ) from error
 
+from .. import _core
 from ..bots import POLICIES
 from ..defaults import (
     DRAIN_TIMEOUT,
@@ -105,7 +106,9 @@ class Collection(_Section):
         _SELFPLAY["num_threads"], ge=1, description="stepping threads (null: one per core)"
     )
     board: Board = Board()
-    bots: tuple[Policy, ...] = Field(_SELFPLAY["policies"], min_length=2, max_length=16)
+    bots: tuple[Policy, ...] = Field(
+        _SELFPLAY["policies"], min_length=2, max_length=_core.MAX_PLAYERS
+    )
     players: int | None = Field(None, description="optional: must equal the number of bots")
     policy_checkpoint: str | None = None
     max_ticks: int = Field(MAX_TICKS, ge=1)

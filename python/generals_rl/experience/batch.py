@@ -15,18 +15,15 @@ from .. import _core
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-# Columns shared by both forms: name -> dtype.
-RECORD_COLUMNS = {
-    "sequence": np.uint64,
-    "game_id": np.uint64,
-    "player_id": np.int32,
-    "tick": np.int32,
-    "action": np.int32,
-    "reward": np.float32,
-    "legal": np.bool_,
-    "terminated": np.bool_,
-    "truncated": np.bool_,
-}
+
+def _columns(specs: tuple) -> dict[str, type]:
+    """name -> numpy scalar type of a column list of the schema (``_core``)."""
+    return {name: np.dtype(dtype).type for name, dtype, _shape in specs}
+
+
+# The schema is defined once, in C++ (cpp/core/schema.hpp), and read from _core.
+# Columns shared by both forms (one value per experience): name -> dtype.
+RECORD_COLUMNS = _columns(_core.RECORD_COLUMNS)
 # Where an imported experience came from: its replay's id (ASCII, at most
 # REPLAY_ID_BYTES) and the acting player's stars. Self-play and older stored
 # experiences hold SOURCE_DEFAULTS. Stored with every format, not in the buffer.
@@ -39,15 +36,14 @@ SOURCE_DEFAULTS = {"replay_id": b"", "stars": -1}
 # Every per-row column a batch carries.
 ROW_COLUMNS = {**RECORD_COLUMNS, **SOURCE_COLUMNS}
 # Raw form only: each row's state and next_state as rows of the state tables.
-STATE_COLUMNS = {
-    "state_index": np.int32,
-    "next_state_index": np.int32,
-}
-STATE_TABLES = {
-    "state_kind": np.uint8,  # (states, H, W): 0 plain, 1 mountain, 2 city, 3 general
-    "state_owner": np.int16,  # (states, H, W): -1 neutral, else the player
-    "state_army": np.int32,  # (states, H, W)
-}
+STATE_COLUMNS = _columns(_core.STATE_INDEX_COLUMNS)
+# Raw form only, (states, H, W) each: kind (TILE_* of _core), owner (-1 neutral,
+# else the player) and army of every tile of each distinct state.
+STATE_TABLES = _columns(_core.STATE_TABLES)
+# Decoded form only: observation tensors (n, OBSERVATION_CHANNELS, H, W) of each
+# row's state and next_state, and the action mask (n, H*W*4) of its state.
+DECODED_COLUMNS = _columns(_core.DECODED_COLUMNS)
+OBSERVATION_CHANNELS = len(_core.OBSERVATION_CHANNELS)
 
 
 _GAME_ID = re.compile(r"[0-9a-fA-F]{16}")

@@ -13,7 +13,7 @@ import os
 import struct
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -155,10 +155,6 @@ class ExperienceBuffer:
             float(army_scale),
         )
 
-    @property
-    def core(self) -> _core.ExperienceBuffer:
-        return self._buffer
-
     height = property(lambda self: self._buffer.height)
     width = property(lambda self: self._buffer.width)
     capacity = property(lambda self: self._buffer.capacity)
@@ -256,6 +252,26 @@ class ExperienceBuffer:
         """The current priorities of ``sequences`` (float32; -1 for those not resident,
         or all before prioritized sampling or updates were first used)."""
         return self._buffer.priorities(sequences)
+
+    def record_steps_of(self, env: _core.VecEnv, timeout: float) -> None:
+        """Records every step of the C++ ``env`` into this buffer (``VecEnv(buffer=...)``
+        calls it); in block mode a step waits up to ``timeout`` seconds for room."""
+        _core.set_buffer(env, self._buffer, timeout)
+
+    def start_at(self, sequence: int) -> None:
+        """Numbers the next experience ``sequence``: a fresh buffer only (nothing
+        appended, no state stored)."""
+        empty: dict[str, Any] = {
+            name: np.empty(0, dtype) for name, dtype in {**RECORD_COLUMNS, **STATE_COLUMNS}.items()
+        }
+        empty.update(
+            {
+                name: np.empty((0, self.height, self.width), dtype)
+                for name, dtype in STATE_TABLES.items()
+            }
+        )
+        empty["next_sequence"] = sequence
+        self._buffer.import_resident(empty)
 
     def append_raw(self, batch: RawBatch) -> int:
         """Appends experiences from elsewhere (new sequence numbers); returns the first."""
@@ -448,9 +464,9 @@ def _sample_options(prioritized, alpha, beta, player_ids, n_step, gamma) -> dict
     if n_step is not None and (int(n_step) != n_step or not 1 <= int(n_step) <= 1000):
         raise ValueError(f"n_step: must be an integer in 1..1000, got {n_step}")
     players = [] if player_ids is None else [int(p) for p in player_ids]
-    bad = [p for p in players if not 0 <= p < 16]
+    bad = [p for p in players if not 0 <= p < _core.MAX_PLAYERS]
     if bad:
-        raise ValueError(f"player_ids: {bad} are not players (0..15)")
+        raise ValueError(f"player_ids: {bad} are not players (0..{_core.MAX_PLAYERS - 1})")
     return {
         "prioritized": bool(prioritized),
         "alpha": float(alpha),

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from .. import _core
 from .._proto import experience_pb2 as pb
 from ..experience.batch import RawBatch
 
@@ -47,7 +48,14 @@ STATE_COLUMNS = {
     "state_code": ("|u1",),
     "state_army": ("<u2", "<i4"),
 }
-FLAG_LEGAL, FLAG_TERMINATED, FLAG_TRUNCATED = 1, 2, 4
+# The flag bits and the tile code (kind << TILE_KIND_SHIFT | owner + 1) are the
+# buffer's own (cpp/core/schema.hpp).
+FLAG_LEGAL, FLAG_TERMINATED, FLAG_TRUNCATED = (
+    _core.FLAG_LEGAL,
+    _core.FLAG_TERMINATED,
+    _core.FLAG_TRUNCATED,
+)
+_ALL_FLAGS = FLAG_LEGAL | FLAG_TERMINATED | FLAG_TRUNCATED
 
 # Limits of a compressed payload, checked on its declared sizes before anything
 # is inflated (a 33 KB zstd frame can hold a GiB): at most `max_bytes` (the
@@ -82,11 +90,13 @@ def packed_arrays(raw: RawBatch) -> list[tuple[str, np.ndarray]]:
         | raw.terminated.view(np.uint8) * np.uint8(FLAG_TERMINATED)
         | raw.truncated.view(np.uint8) * np.uint8(FLAG_TRUNCATED)
     )
-    code = (raw.state_kind << np.uint8(5)) | (raw.state_owner + 1).astype(np.uint8)
+    code = (raw.state_kind << np.uint8(_core.TILE_KIND_SHIFT)) | (raw.state_owner + 1).astype(
+        np.uint8
+    )
     army = raw.state_army
     army = (
         army.astype(np.uint16)
-        if army.size == 0 or int(army.max()) <= 0xFFFF
+        if army.size == 0 or int(army.max()) <= _core.MAX_COMPACT_ARMY
         else army.astype(np.int32)
     )
     return [
@@ -188,18 +198,22 @@ def unpack(
         if n and (int(index.min()) < 0 or int(index.max()) >= states):
             raise PackedBatchError(f"packed: {name} refers to a state outside 0..{states - 1}")
     flags = arrays["flags"]
-    if n and int(flags.max()) > 7:
+    if n and int(flags.max()) > _ALL_FLAGS:
         raise PackedBatchError("packed: flags has bits other than legal, terminated, truncated")
     code = arrays["state_code"]
-    kind = np.right_shift(code, np.uint8(5))
-    owner = np.bitwise_and(code, np.uint8(31), dtype=np.int16)
+    kind = np.right_shift(code, np.uint8(_core.TILE_KIND_SHIFT))
+    owner = np.bitwise_and(code, np.uint8(_core.TILE_OWNER_MASK), dtype=np.int16)
     owner -= 1
     army = arrays["state_army"].astype(np.int32)
     if check_tiles and code.size:
-        if int(kind.max()) > 3:
-            raise PackedBatchError("packed: state_code holds a tile kind above 3")
-        if int(owner.max()) > 15:
-            raise PackedBatchError("packed: state_code holds an owner above 15")
+        if int(kind.max()) > _core.TILE_GENERAL:
+            raise PackedBatchError(
+                f"packed: state_code holds a tile kind above {_core.TILE_GENERAL}"
+            )
+        if int(owner.max()) >= _core.MAX_PLAYERS:
+            raise PackedBatchError(
+                f"packed: state_code holds an owner above {_core.MAX_PLAYERS - 1}"
+            )
         if int(army.min()) < 0:
             raise PackedBatchError("packed: state_army holds a negative army")
     return RawBatch(

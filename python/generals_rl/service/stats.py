@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import _core
 from .._background import BackgroundLoop
 from .._proto import experience_pb2 as pb
 from ..experience import Cursor, ExperienceBuffer, RawBatch, format_game_id
@@ -76,7 +77,9 @@ class StatsSnapshot:
     done_experiences: int = 0
     missed: int = 0
     games_seen: int = 0
-    per_player: np.ndarray = field(default_factory=lambda: np.zeros(16, dtype=np.int64))
+    per_player: np.ndarray = field(
+        default_factory=lambda: np.zeros(_core.MAX_PLAYERS, dtype=np.int64)
+    )
     per_game: dict[int, int] = field(default_factory=dict)  # resident games, most recent last
     reward_sum: float = 0.0
     reward_min: float = float("inf")
@@ -142,7 +145,7 @@ class StatsCollector(BackgroundLoop):
         )
         newest = raw.sequence[::-1][first_index]
         order = np.argsort(newest)  # oldest first, so the most recent end up last
-        players = np.bincount(raw.player_id, minlength=16)[:16]
+        players = np.bincount(raw.player_id, minlength=_core.MAX_PLAYERS)[: _core.MAX_PLAYERS]
         done = int(np.count_nonzero(raw.terminated | raw.truncated))
         with self._lock:
             s = self._stats

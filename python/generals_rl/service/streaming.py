@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from .. import _core
 from .._proto import experience_pb2 as pb
 from ..experience import Cursor, ExperienceBuffer, parse_game_id
 from ..vec_env import OBSERVATION_CHANNELS
@@ -28,7 +29,7 @@ MAX_BATCH_SIZE = 65536
 DEFAULT_BATCH_WAIT_MS = 5
 MAX_BATCH_WAIT_MS = 5000
 MAX_FILTER_GAMES = 4096
-MAX_PLAYER_ID = 15
+MAX_PLAYER_ID = _core.MAX_PLAYERS - 1
 HEARTBEAT_SECONDS = 1.0  # a follow stream with nothing to send still sends its position this often
 # StreamExperiences decodes what it reads and sends it one experience at a time:
 # a read is capped to this many bytes of decoded tensors (at least one

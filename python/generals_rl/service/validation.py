@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _core
 from .._proto import experience_pb2 as pb
 from ..experience.batch import RawBatch, parse_game_id
 from ..vec_env import encode_observation
 
 MAX_EXPERIENCE_ID_BYTES = 128
-OBSERVATION_CHANNELS = 9
+OBSERVATION_CHANNELS = len(_core.OBSERVATION_CHANNELS)
+_PLAYERS = f"0..{_core.MAX_PLAYERS - 1}"  # the player ids, as messages name them
 
 
 @dataclass
@@ -69,10 +71,10 @@ class _Board:
                     "general)",
                 )
             )
-        if int(self.owner.min()) < -1 or int(self.owner.max()) > 15:
-            bad = self.owner[(self.owner < -1) | (self.owner > 15)][0]
+        if int(self.owner.min()) < -1 or int(self.owner.max()) >= _core.MAX_PLAYERS:
+            bad = self.owner[(self.owner < -1) | (self.owner >= _core.MAX_PLAYERS)][0]
             self.problems.append(
-                ("owner", f"owner {int(bad)} is not -1 (neutral) or a player 0..15")
+                ("owner", f"owner {int(bad)} is not -1 (neutral) or a player {_PLAYERS}")
             )
         if int(self.army.min()) < 0:
             self.problems.append(("army", f"army {int(self.army.min())} is negative"))
@@ -101,7 +103,12 @@ def row_problems(
         np.asarray, (player_id, tick, action, reward, legal)
     )
     rules = (
-        ("player_id", (player_id < 0) | (player_id > 15), player_id, "{} is not a player 0..15"),
+        (
+            "player_id",
+            (player_id < 0) | (player_id >= _core.MAX_PLAYERS),
+            player_id,
+            "{} is not a player " + _PLAYERS,
+        ),
         ("tick", tick < 0, tick, "{} is negative"),
         # The engine records any submitted index; one off the board is an illegal no-op.
         (

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..experience.batch import (
+    DECODED_COLUMNS,
+    OBSERVATION_CHANNELS,
     ROW_COLUMNS,
     STATE_COLUMNS,
     STATE_TABLES,
@@ -17,13 +19,6 @@ from ..experience.batch import (
     RawBatch,
 )
 
-# Decoded form only: name -> dtype.
-DECODED_COLUMNS = {
-    "state": np.float32,  # (n, 9, H, W)
-    "next_state": np.float32,  # (n, 9, H, W)
-    "action_mask": np.bool_,  # (n, H*W*4)
-}
-OBSERVATION_CHANNELS = 9
 # The two forms a shard stores its states in (the batch forms RawBatch and
 # DecodedBatch). Shards written before 0.2 record the raw form as "compact".
 STATE_FORMS = ("raw", "decoded")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _core
 from ..experience.batch import DecodedBatch, RawBatch
 from ._batches import join
 from .checksum import checksum_text, crc32c
@@ -198,7 +199,7 @@ def open_dataset(
     if t_start is not None and t_end is not None and t_end <= t_start:
         raise ValueError(f"end: {end!r} is not after start {start!r}")
     games = _id_set(game_ids, "game_ids", 0, 2**64 - 1)
-    players = _id_set(player_ids, "player_ids", 0, 15)
+    players = _id_set(player_ids, "player_ids", 0, _core.MAX_PLAYERS - 1)
     options: dict[str, Any] = {
         "form": form,
         "game_ids": games,

@@ -8,9 +8,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
-
-from ..experience.batch import RECORD_COLUMNS, STATE_COLUMNS, STATE_TABLES
 from ..experience.buffer import Cursor, ExperienceBuffer
 from .errors import StorageError
 from .writer import RetryPolicy, Writer
@@ -229,15 +226,5 @@ def continue_numbering(buffer: ExperienceBuffer, writer: Writer | int) -> int:
             "buffer: continue the numbering of a fresh buffer, before a VecEnv records into it "
             f"({buffer.head} experiences and {stats['total_states']} states appended so far)"
         )
-    empty: dict[str, Any] = {
-        name: np.empty(0, dtype) for name, dtype in {**RECORD_COLUMNS, **STATE_COLUMNS}.items()
-    }
-    empty.update(
-        {
-            name: np.empty((0, buffer.height, buffer.width), dtype)
-            for name, dtype in STATE_TABLES.items()
-        }
-    )
-    empty["next_sequence"] = start
-    buffer.core.import_resident(empty)
+    buffer.start_at(start)
     return int(buffer.head)

@@ -34,7 +34,7 @@ TIME_SCALE = 500.0  # ticks mapped to 1.0 in the ``time`` plane
 
 def env_ticks(env: VecEnv) -> np.ndarray:
     """The current tick of every game of ``env`` (int32 ``(num_envs,)``)."""
-    return env.core.outputs()["tick"]
+    return env.ticks
 
 
 class FogMemory:
