@@ -163,26 +163,23 @@ def expected_columns(fmt: str, states: str) -> set[str]:
     return set(ROW_COLUMNS) | set(STATE_COLUMNS) | set(STATE_TABLES)
 
 
-@pytest.mark.parametrize("states", ["compact", "decoded"])
+@pytest.mark.parametrize("states", ["raw", "decoded"])
 @pytest.mark.parametrize("fmt", ["parquet", "npz", "tfrecord"])
 def test_every_storage_format_stores_and_reads_back_exactly_the_schema(tmp_path, fmt, states):
     batches = played()[:3]
-    # TFRecord names the two forms after its features (bytes and float lists) and
-    # stores the masks only when asked.
     options = {"states": states}
-    if fmt == "tfrecord":
-        tfrecord_states = {"compact": "bytes", "decoded": "float"}[states]
-        options = {"states": tfrecord_states, "action_mask": states == "decoded"}
+    if fmt == "tfrecord":  # TFRecord stores the masks only when asked
+        options["action_mask"] = states == "decoded"
     writer = open_writer(fmt, tmp_path, **options)
     for batch in batches:
-        writer.write(batch if states == "compact" else batch.decode())
+        writer.write(batch if states == "raw" else batch.decode())
     writer.close()
     shards = [p for p in tmp_path.rglob("game_*") if p.is_file() and not p.name.endswith(".index")]
     assert shards
     for shard in shards:
         assert stored_columns(fmt, shard) == expected_columns(fmt, states), shard.name
-    back = open_dataset(tmp_path, form="raw" if states == "compact" else "decoded").read()
-    expected = {**ROW_COLUMNS, **(STATE_TABLES if states == "compact" else DECODED_COLUMNS)}
+    back = open_dataset(tmp_path, form=states).read()
+    expected = {**ROW_COLUMNS, **(STATE_TABLES if states == "raw" else DECODED_COLUMNS)}
     for name, dtype in expected.items():
         assert getattr(back, name).dtype == np.dtype(dtype), name
     assert len(back) == sum(len(b) for b in batches)
