@@ -82,6 +82,7 @@ class Submissions:
         status.details.add().Pack(bad_request)
         status.details.add().Pack(response)
         context.abort_with_status(rpc_status.to_status(status))
+        raise AssertionError("abort_with_status returns only by raising")
 
     def _check_rows(self, field: str, count: int) -> None:
         limit = min(MAX_SUBMIT_EXPERIENCES, self.buffer.capacity)
