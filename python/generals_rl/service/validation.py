@@ -16,11 +16,10 @@ import numpy as np
 
 from .. import _core
 from .._proto import experience_pb2 as pb
-from ..experience.batch import RawBatch, parse_game_id
+from ..experience.batch import OBSERVATION_CHANNELS, RawBatch, parse_game_id
 from ..vec_env import encode_observation
 
 MAX_EXPERIENCE_ID_BYTES = 128
-OBSERVATION_CHANNELS = len(_core.OBSERVATION_CHANNELS)
 _PLAYERS = f"0..{_core.MAX_PLAYERS - 1}"  # the player ids, as messages name them
 
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from ..config import MapConfig
 from ..vec_env import RewardConfig, VecEnv
-from .features import env_ticks
 from .policy import NetworkPolicy, Opponent, seat_views
 
 
@@ -129,7 +128,7 @@ def evaluate(
             frames.append(env.game_state(0))
         opponent.act(env, seats, actions)
         obs, masks = seat_views(env, seats)
-        actions[index, seats] = policy.actions(obs, masks, env_ticks(env))
+        actions[index, seats] = policy.actions(obs, masks, env.ticks)
         _, _, _, _, info = env.step(actions)
         done = info["episode_done"]
         for i in np.flatnonzero(done):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..vec_env import OBSERVATION_CHANNELS, VecEnv
+from ..vec_env import OBSERVATION_CHANNELS
 
 _CHANNEL = {name: i for i, name in enumerate(OBSERVATION_CHANNELS)}
 MEMORY_CHANNELS = (
@@ -30,11 +30,6 @@ MEMORY_CHANNELS = (
 )
 LAND_BONUS_TICKS = 50  # every tile's army grows by one every 50 ticks
 TIME_SCALE = 500.0  # ticks mapped to 1.0 in the ``time`` plane
-
-
-def env_ticks(env: VecEnv) -> np.ndarray:
-    """The current tick of every game of ``env`` (int32 ``(num_envs,)``)."""
-    return env.ticks
 
 
 class FogMemory:

@@ -14,7 +14,7 @@ from ..actions import from_gym_actions
 from ..bots import HeuristicBot, RandomBot
 from ..vec_env import VecEnv
 from .checkpoint import load_checkpoint
-from .features import FogMemory, env_ticks
+from .features import FogMemory
 from .model import NetConfig, PolicyValueNet, full_mask, sample
 
 
@@ -127,7 +127,7 @@ class NetworkOpponent(Opponent):
     def act(self, env, agent_seats, out):
         seats = 1 - agent_seats
         obs, masks = seat_views(env, seats)
-        out[np.arange(env.num_envs), seats] = self.policy.actions(obs, masks, env_ticks(env))
+        out[np.arange(env.num_envs), seats] = self.policy.actions(obs, masks, env.ticks)
 
 
 BOT_OPPONENTS = ("random", "heuristic", "passive")
@@ -232,6 +232,6 @@ class CheckpointBot:
             raise ValueError("a network policy needs a VecEnv with observations and action masks")
         for p in range(env.players) if players is None else players:
             out[:, p] = self.policy.actions(
-                env.observations[:, p], env.action_masks[:, p], env_ticks(env), stream=p
+                env.observations[:, p], env.action_masks[:, p], env.ticks, stream=p
             )
         return out

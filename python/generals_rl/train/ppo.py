@@ -26,7 +26,7 @@ from ..actions import from_gym_actions
 from ..config import MapConfig
 from ..vec_env import OBSERVATION_CHANNELS, RewardConfig, VecEnv
 from .checkpoint import load_checkpoint, save_checkpoint
-from .features import FogMemory, env_ticks
+from .features import FogMemory
 from .model import NetConfig, PolicyValueNet, entropy, full_mask, log_probs, sample
 from .policy import (
     BOT_OPPONENTS,
@@ -440,7 +440,7 @@ class PPOTrainer:
         """The agent's observations (with memory planes when configured), a copy."""
         env = self.env
         raw = env.observations[np.arange(env.num_envs), self.seats]
-        return self.memory.update(raw, env_ticks(env)) if self.memory else raw
+        return self.memory.update(raw, env.ticks) if self.memory else raw
 
     def _rollout(self):
         c, env, net = self.config, self.env, self.net
