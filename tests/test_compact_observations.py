@@ -253,3 +253,38 @@ def test_expand_writes_into_out():
         ValueError, match="out: expected a writeable, aligned, C-contiguous float32"
     ):
         expand(view.tiles, view.armies, out=np.zeros((10, *kind.shape), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda k, o, a: _core.encode_compact(k, np.full_like(o, 200), a, 0),
+            ValueError,
+            r"owner: 200 at flat index 0 is not -1 \(neutral\) or a player 0\.\.15",
+        ),
+        (
+            lambda k, o, a: _core.encode_compact(k, o, np.full_like(a, -3), 0),
+            ValueError,
+            r"army: -3 at flat index 0 is negative",
+        ),
+        (
+            lambda k, o, a: _core.expand_observations(
+                k[None], a[None].astype(np.uint16), num_threads=-5
+            ),
+            ValueError,
+            r"num_threads: must be 0 \(every core\) or more, got -5",
+        ),
+        (
+            lambda k, o, a: _core.RewardConfig(win="x"),
+            TypeError,
+            r"reward: term 'win' expects a number, got 'x'",
+        ),
+    ],
+)
+def test_hostile_arguments_are_refused_naming_the_field(call, error, match):
+    kind = np.zeros((4, 4), np.uint8)
+    owner = np.full((4, 4), -1, np.int16)
+    army = np.zeros((4, 4), np.int32)
+    with pytest.raises(error, match=match):
+        call(kind, owner, army)

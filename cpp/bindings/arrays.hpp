@@ -110,6 +110,17 @@ inline BoardArgs board_args(py::handle kind, py::handle owner, py::handle army, 
   check_tile_kinds(k, "kind");
   auto o = as_array<int16_t>(owner, "owner", k.size());
   auto a = as_array<int32_t>(army, "army", k.size());
+  // Owners index per-player tables and armies are counts: the C++ encoders trust both.
+  for (py::ssize_t t = 0; t < k.size(); ++t) {
+    if (o.data()[t] < grl::kNeutral || o.data()[t] >= grl::kMaxPlayers) {
+      throw py::value_error("owner: " + std::to_string(o.data()[t]) + " at flat index " + std::to_string(t) +
+                            " is not -1 (neutral) or a player 0.." + std::to_string(grl::kMaxPlayers - 1));
+    }
+    if (a.data()[t] < 0) {
+      throw py::value_error("army: " + std::to_string(a.data()[t]) + " at flat index " + std::to_string(t) +
+                            " is negative");
+    }
+  }
   if (player < 0 || player >= grl::kMaxPlayers) {
     throw py::value_error("player: expected 0.." + std::to_string(grl::kMaxPlayers - 1) + ", got " +
                           std::to_string(player));

@@ -36,6 +36,10 @@ grl::RewardConfig reward_config_from(const py::kwargs& terms) {
     auto term = std::find_if(std::begin(kRewardTerms), std::end(kRewardTerms),
                              [&](const auto& t) { return key == t.first; });
     if (term == std::end(kRewardTerms)) throw py::value_error("reward: unknown term '" + key + "'");
+    if (!py::isinstance<py::float_>(item.second) && !py::isinstance<py::int_>(item.second)) {
+      throw py::type_error("reward: term '" + key + "' expects a number, got " +
+                           py::repr(item.second).cast<std::string>());
+    }
     r.*(term->second) = item.second.cast<float>();
   }
   return r;

@@ -30,6 +30,9 @@ ExpandPool& expand_pool() {
 // Runs fn(pool or nullptr) without the GIL, on the shared pool when it is free.
 template <typename Fn>
 void with_pool(int num_threads, Fn fn) {
+  if (num_threads < 0) {
+    throw py::value_error("num_threads: must be 0 (every core) or more, got " + std::to_string(num_threads));
+  }
   py::gil_scoped_release release;
   if (num_threads == 1) return fn(nullptr);
   ExpandPool& shared = expand_pool();
