@@ -1,11 +1,13 @@
-"""Destinations that fill up, on a real small filesystem: a tmpfs the test mounts
-(so these tests run as root, and are skipped otherwise) and filled with a file.
+"""Destinations that fill up or cannot be written, on a real small filesystem: a
+tmpfs the test mounts (so these tests run as root, and are skipped otherwise),
+filled with a file or mounted read-only.
 
 A write that fails loses nothing it took and raises; what the writer reports
 durable reads back with independent readers (pyarrow, numpy, the ``tfrecord``
 package), with sizes and checksums as indexed and no gap or duplicate; when space
 returns everything is stored. ``generals-rl selfplay`` stops on a full disk with
-one line and exit code 1, and loses nothing when space returns in time."""
+one line and exit code 1, and loses nothing when space returns in time; into a
+read-only filesystem or below a regular file it stops the same way."""
 
 from __future__ import annotations
 
@@ -260,3 +262,33 @@ def test_a_multiwriter_with_a_full_destination_has_no_gap_or_duplicate(mount_tmp
     for root in (tmp_path / "data", fs / "data"):
         np.testing.assert_array_equal(stored_sequences(root, "tfrecord"), np.arange(len(expected)))
         assert_same_raw(open_dataset(root).read(), expected)
+
+
+def one_storage_line(err: str) -> str:
+    """The single line a failed run ends with; progress lines aside, there is no other."""
+    lines = err.strip().splitlines()
+    noise = ("games ", "generals-rl selfplay: serving")
+    assert [line for line in lines if not line.startswith(noise)] == lines[-1:], err
+    return lines[-1]
+
+
+def test_selfplay_into_a_read_only_filesystem_is_one_line_and_exit_code_1(mount_tmpfs):
+    fs = mount_tmpfs("8m")
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    process = selfplay(fs / "data", "parquet", "--games", "4", "--max-ticks", "50")
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 1, err
+    line = one_storage_line(err)
+    assert line.startswith("generals-rl selfplay: storage: "), line
+    assert "Read-only file system" in line and str(fs / "data") in line, line
+    assert out == ""
+
+
+def test_selfplay_below_a_regular_file_is_one_line_and_exit_code_1(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    process = selfplay(tmp_path / "file" / "data", "npz", "--games", "4", "--max-ticks", "50")
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 1, err
+    line = one_storage_line(err)
+    assert "Not a directory" in line and str(tmp_path / "file") in line, line
+    assert out == ""
