@@ -228,3 +228,19 @@ def test_run_selfplay_refuses_bad_arguments_before_serving(option, value):
         run_selfplay(
             SelfPlayConfig(games=1, num_envs=1, height=6, width=6), "127.0.0.1:0", **{option: value}
         )
+
+
+def test_ctrl_c_while_starting_up_is_one_line_and_exit_code_130(monkeypatch, capsys):
+    """SIGINT before self-play installs its handler (here, while the buffer is being
+    allocated) ends the command with one line, not a traceback."""
+    import generals_rl.experience.buffer as buffer_module
+    from generals_rl.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(buffer_module._core, "ExperienceBuffer", interrupted)
+    assert main(["selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", "none"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "generals-rl: interrupted\n"
+    assert captured.out == ""

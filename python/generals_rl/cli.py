@@ -2,7 +2,8 @@
 
 A mistake in what the user gave (options, paths, files) ends with one line on
 stderr and exit code 2; a failure outside (a port in use, storage that cannot
-be written) with one line and exit code 1. Neither shows a traceback.
+be written) with one line and exit code 1; Ctrl-C before a command has started
+with one line and exit code 130. None shows a traceback.
 
 Longer than 400 lines: most of it is the argument parser, one option after
 another, which reads best in one place.
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .storage import BufferSink
 
 USAGE_ERROR, RUNTIME_ERROR = 2, 1
+INTERRUPTED = 128 + 2  # the shell's code for a process ended by SIGINT
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -417,15 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    from .storage import StorageError
-
     try:
-        return args.run(args)
-    except (OSError, StorageError) as exc:  # outside failures: the message says what and where
-        print(f"generals-rl {args.command}: {exc}", file=sys.stderr)
-        return RUNTIME_ERROR
+        args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        from .storage import StorageError
+
+        try:
+            return args.run(args)
+        except (OSError, StorageError) as exc:  # outside failures: the message says what and where
+            print(f"generals-rl {args.command}: {exc}", file=sys.stderr)
+            return RUNTIME_ERROR
+    except KeyboardInterrupt:
+        # Ctrl-C before a command installs its own handler (while starting up): nothing
+        # was accepted yet, so there is nothing to save.
+        print("generals-rl: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":
