@@ -7,6 +7,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 from generals_rl import ExperienceBuffer, VecEnv
@@ -52,7 +53,8 @@ def fill(
 
 class Producer(threading.Thread):
     """Plays random games into a buffer on a background thread until ``target``
-    experiences (or ``stop()``), at most ``rate`` experiences per second."""
+    experiences (or ``stop()``), at most ``rate`` experiences per second and, with
+    ``paced_by`` (a reader's position), at most ``max_lead`` experiences ahead of it."""
 
     def __init__(
         self,
@@ -62,9 +64,12 @@ class Producer(threading.Thread):
         num_envs: int = 8,
         seed: int = 1,
         max_ticks: int = 300,
+        paced_by: Callable[[], int] | None = None,
+        max_lead: int = 0,
     ) -> None:
         super().__init__(daemon=True)
         self.buffer, self.target, self.rate = buffer, target, rate
+        self.paced_by, self.max_lead = paced_by, max_lead
         self.env = make_env(buffer, num_envs, seed, max_ticks)
         self.bot = RandomBot(seed)
         self.blocked_steps = 0
@@ -76,6 +81,9 @@ class Producer(threading.Thread):
         while not self._stop_event.is_set() and (
             self.target is None or self.buffer.head < self.target
         ):
+            if self.paced_by is not None and self.buffer.head - self.paced_by() > self.max_lead:
+                time.sleep(0.001)
+                continue
             try:
                 self.env.step(self.bot.act(self.env))
             except BufferFullError:

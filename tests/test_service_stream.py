@@ -200,38 +200,50 @@ def test_follow_stream_ends_cleanly_when_the_server_shuts_down_after_sending_eve
 
 
 def test_overwrite_slow_consumer_is_told_its_gap_and_does_not_stall_the_others():
-    # The ring holds half a second of production: the fast consumer never falls that far behind.
-    buffer = make_buffer(capacity=16_384, policy="overwrite")
+    # The producer stays within half the ring of what the fast consumer has read, so
+    # the fast one never falls a ring behind however loaded the machine is, while the
+    # slow one stops reading until the ring has turned over three times.
+    capacity = 16_384
+    buffer = make_buffer(capacity=capacity, policy="overwrite")
     fill(buffer, 10)
     target = 100_000
-    producer = Producer(buffer, target=target, rate=30_000)
+    fast_read = [0]
+    producer = Producer(
+        buffer, target=target, paced_by=lambda: fast_read[0], max_lead=capacity // 2
+    )
     with serving(buffer) as server:
         slow_batches, fast_batches = [], []
 
-        def run(batches, stall):
-            deadline = time.monotonic() + 25
+        def run(batches, slow):
+            deadline = time.monotonic() + 60
             with ExperienceConsumer(server.address) as consumer:
                 stream = consumer.stream_experiences(
                     follow=True, batch_size=256, start="oldest", decode=False
                 )
                 for batch in stream:
                     batches.append(batch)
-                    if stall and len(batches) == 1:
-                        time.sleep(stall)  # stops reading while the ring turns over many times
+                    if slow and len(batches) == 1:
+                        wait_until(
+                            lambda at=batch.next_sequence: buffer.head > at + 3 * capacity,
+                            timeout=30,
+                            what="the ring to turn over while the slow consumer stalls",
+                        )
+                    if not slow:
+                        fast_read[0] = batch.next_sequence
                     if time.monotonic() > deadline:
                         break
                     # The fast one reads everything; the slow one until it is told about its gap.
-                    if batch.missed if stall else batch.next_sequence >= target:
+                    if batch.missed if slow else batch.next_sequence >= target:
                         break
 
-        slow = threading.Thread(target=run, args=(slow_batches, 3.0))
-        fast = threading.Thread(target=run, args=(fast_batches, 0.0))
+        slow = threading.Thread(target=run, args=(slow_batches, True))
+        fast = threading.Thread(target=run, args=(fast_batches, False))
         slow.start()
         fast.start()
         wait_until(lambda: server.active_streams == 2)
         producer.start()
-        fast.join(timeout=30)
-        slow.join(timeout=30)
+        fast.join(timeout=70)
+        slow.join(timeout=70)
         producer.stop()
     fast_sequences = np.concatenate([b.sequence for b in fast_batches])
     assert sum(b.missed for b in fast_batches) == 0
