@@ -27,8 +27,6 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
-import grpc
-
 from .defaults import DRAIN_TIMEOUT, MAX_STREAMS, STORAGE_DIRECTORY, STORAGE_FORMAT, STREAM_ADDRESS
 from .selfplay import SelfPlayConfig
 
@@ -40,6 +38,7 @@ if TYPE_CHECKING:
     from .metrics import FarmMetrics
     from .selfplay import SelfPlay
     from .service import ExperienceServer
+    from .service.submit import SubmissionOutcome
     from .storage import BufferSink
     from .vec_env import VecEnv
 
@@ -356,64 +355,20 @@ class SubmissionCounts:
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self._lock = threading.Lock()
-        inner = server.submissions.submit_or_abort  # wraps this server's only
+        server.submissions.observe(self._record)
 
-        def counted(request, context):
-            try:
-                response = inner(request, _RecordingContext(context, self))
-            except Exception as exc:
-                code = getattr(exc, "code", None)
-                if isinstance(code, grpc.StatusCode):
-                    self._reject(code.name.lower(), max(1, len(request.experiences)))
-                raise
-            self._count(response.accepted_count, [], 0)
-            return response
-
-        server.submissions.submit_or_abort = counted
-
-    def _reject(self, reason: str, count: int) -> None:
+    def _record(self, outcome: SubmissionOutcome) -> None:
         with self._lock:
-            self.rejected[reason] = self.rejected.get(reason, 0) + count
-
-    def _count(self, accepted: int, fields: list[str], rejected: int) -> None:
-        with self._lock:
-            self.accepted += accepted
-            for field in fields:
+            self.accepted += outcome.accepted
+            if outcome.refused is not None:
+                reason = outcome.refused.name.lower()
+                self.rejected[reason] = self.rejected.get(reason, 0) + outcome.rejected
+                return
+            for field in outcome.rejected_fields:
                 self.rejected[field] = self.rejected.get(field, 0) + 1
-            if rejected > len(fields):
-                self.rejected["unitemized"] = (
-                    self.rejected.get("unitemized", 0) + rejected - len(fields)
-                )
-
-
-class _RecordingContext:
-    """A servicer context that reads the response out of a rich error status
-    before passing the abort on."""
-
-    def __init__(self, context, counts: SubmissionCounts) -> None:
-        self._context = context
-        self._counts = counts
-
-    def __getattr__(self, name: str):
-        return getattr(self._context, name)
-
-    def abort_with_status(self, status):
-        from google.rpc import status_pb2
-
-        from ._proto import experience_pb2 as pb
-
-        details = dict(status.trailing_metadata or ()).get("grpc-status-details-bin")
-        if details is not None:
-            for detail in status_pb2.Status.FromString(details).details:
-                if detail.Is(pb.SubmitExperiencesResponse.DESCRIPTOR):
-                    response = pb.SubmitExperiencesResponse()
-                    detail.Unpack(response)
-                    first_problem: dict[int, str] = {}  # an experience may fail on several fields
-                    for r in response.rejections:
-                        first_problem.setdefault(r.index, r.field or "unknown")
-                    fields = list(first_problem.values())
-                    self._counts._count(response.accepted_count, fields, response.rejected_count)
-        return self._context.abort_with_status(status)
+            unitemized = outcome.rejected - len(outcome.rejected_fields)
+            if unitemized > 0:
+                self.rejected["unitemized"] = self.rejected.get("unitemized", 0) + unitemized
 
 
 def _set_log_level(level: str) -> None:
