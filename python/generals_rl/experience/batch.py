@@ -102,8 +102,10 @@ class _Records:
     def from_core(cls, batch: _core.RawBatch | _core.DecodedBatch, **columns: Any) -> Self:
         """The batch a C++ call returned, its columns viewing the C++ batch's memory
         (no copy; they keep it alive), with ``columns`` added (the source columns)."""
-        names = [f.name for f in fields(cls) if f.name not in columns and hasattr(batch, f.name)]
-        return cls(**{name: getattr(batch, name) for name in names}, **columns)
+        # Each attribute read once: every read makes a new view.
+        names = [f.name for f in fields(cls) if f.name not in columns]
+        read = {name: getattr(batch, name, None) for name in names}
+        return cls(**{name: value for name, value in read.items() if value is not None}, **columns)
 
     # Fields that are not one value per row: kept whole when rows are taken.
     _BATCH_FIELDS: ClassVar[tuple[str, ...]] = ("missed", "next_sequence")
