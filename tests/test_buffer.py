@@ -595,11 +595,11 @@ BAD_BATCHES = {
     "short column": (_with(reward=lambda b: b.reward[:-1]), "reward: expected 10 elements, got 9"),
     "state index": (
         _with(state_index=lambda b: b.state_index + 50),
-        "row 0: state index out of range",
+        "row 0: state_index refers to a state outside",
     ),
     "next state index": (
         _with(next_state_index=lambda b: b.next_state_index * 0 - 1),
-        "row 0: state index out of range",
+        "row 0: next_state_index refers to a state outside",
     ),
     "player": (_with(player_id=lambda b: b.player_id + 15), "row 1: player_id 16 outside 0..15"),
     "kind": (_set("state_kind", 7), "state 1 tile 19: invalid kind 7"),
@@ -661,7 +661,7 @@ def test_append_raw_rejects_a_bad_batch_naming_the_problem_and_keeps_the_content
 @pytest.mark.parametrize(
     "column, change, message",
     [
-        ("next_state_index", lambda v: v + 10, "row 0 refers to a missing state"),
+        ("next_state_index", lambda v: v + 10, "row 0: next_state_index refers to a state outside"),
         ("player_id", lambda v: v - 1, "row 0: player_id -1 outside 0..15"),
     ],
 )

@@ -12,9 +12,9 @@ pytest.importorskip("yaml")
 from conftest import PROJECT_ROOT
 from generals_rl import RewardConfig
 from generals_rl.cli import build_parser, main
+from generals_rl.cli_config import cli_defaults, explicit_flags, flag_overrides
 from generals_rl.config import ConfigError, FarmConfig, load_config
 from generals_rl.config.farm import apply_hot, changed_keys
-from generals_rl.farm import cli_defaults, explicit_flags, flag_overrides
 from generals_rl.selfplay import SelfPlayConfig
 from generals_rl.storage import Rotation
 

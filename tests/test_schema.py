@@ -40,8 +40,16 @@ def core_buffer() -> _core.ExperienceBuffer:
         army_scaling="linear",
         army_scale=1000.0,
     )
-    buffer.append_raw(batch.to_dict())
+    buffer.append_raw(batch)
     return buffer
+
+
+def columns_of(batch) -> dict:
+    """The columns a batch object of the bindings holds (name -> array), after
+    checking that it has the batch counters."""
+    assert all(isinstance(getattr(batch, name), int) for name in BATCH_COUNTERS)
+    attributes = {name: getattr(batch, name) for name in dir(batch) if not name.startswith("_")}
+    return {name: value for name, value in attributes.items() if isinstance(value, np.ndarray)}
 
 
 def assert_columns(columns: dict, schema: dict) -> None:
@@ -80,22 +88,15 @@ def test_the_tile_code_and_flags_match_the_engine():
 
 def test_cursor_batches_of_the_bindings_carry_exactly_the_schema():
     buffer = core_buffer()
-    raw = buffer.open_cursor("oldest", 0, (), (), 0).read_raw(1 << 20, 0.0)
-    assert set(raw) >= BATCH_COUNTERS
-    assert_columns(
-        {k: v for k, v in raw.items() if k not in BATCH_COUNTERS},
-        {**RECORD_COLUMNS, **STATE_COLUMNS, **STATE_TABLES},
-    )
+    raw = columns_of(buffer.open_cursor("oldest", 0, (), (), 0).read_raw(1 << 20, 0.0))
+    assert_columns(raw, {**RECORD_COLUMNS, **STATE_COLUMNS, **STATE_TABLES})
     n, states = len(raw["sequence"]), raw["state_kind"].shape[0]
     side = (buffer.height, buffer.width)
     assert n > 0
     assert all(raw[name].shape == (n,) for name in (*RECORD_COLUMNS, *STATE_COLUMNS))
     assert all(raw[name].shape == (states, *side) for name in STATE_TABLES)
-    decoded = buffer.open_cursor("oldest", 0, (), (), 0).read_decoded(1 << 20, 0.0)
-    assert_columns(
-        {k: v for k, v in decoded.items() if k not in BATCH_COUNTERS},
-        {**RECORD_COLUMNS, **DECODED_COLUMNS},
-    )
+    decoded = columns_of(buffer.open_cursor("oldest", 0, (), (), 0).read_decoded(1 << 20, 0.0))
+    assert_columns(decoded, {**RECORD_COLUMNS, **DECODED_COLUMNS})
     assert decoded["state"].shape == (n, OBSERVATION_CHANNELS, *side)
     assert decoded["action_mask"].shape == (n, side[0] * side[1] * 4)
 
@@ -110,16 +111,10 @@ def test_sampled_batches_of_the_bindings_add_exactly_the_sample_columns(raw):
     sample = buffer.sample_raw if raw else buffer.sample
     form = (_core.STATE_INDEX_COLUMNS, _core.STATE_TABLES) if raw else (_core.DECODED_COLUMNS,)
     form_sample = _core.STATE_INDEX_SAMPLE_COLUMNS if raw else _core.DECODED_SAMPLE_COLUMNS
-    plain = sample(16, 1)
-    assert_columns(
-        {k: v for k, v in plain.items() if k not in BATCH_COUNTERS},
-        specs(_core.RECORD_COLUMNS, *form),
-    )
-    full = sample(16, 1, prioritized=True, n_step=3)
-    assert_columns(
-        {k: v for k, v in full.items() if k not in BATCH_COUNTERS},
-        specs(_core.RECORD_COLUMNS, *form, _core.SAMPLE_COLUMNS, form_sample),
-    )
+    plain = columns_of(sample(16, 1))
+    assert_columns(plain, specs(_core.RECORD_COLUMNS, *form))
+    full = columns_of(sample(16, 1, prioritized=True, n_step=3))
+    assert_columns(full, specs(_core.RECORD_COLUMNS, *form, _core.SAMPLE_COLUMNS, form_sample))
     for name in specs(_core.SAMPLE_COLUMNS, form_sample):
         assert len(full[name]) == 16, name
 

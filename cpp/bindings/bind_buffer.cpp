@@ -1,5 +1,5 @@
-// Bindings for the experience buffer and its cursors (batches convert in
-// batch_dicts.cpp).
+// Bindings for the experience buffer and its cursors (batches are the objects
+// of batch_objects.cpp).
 #include <pybind11/stl.h>
 
 #include <algorithm>
@@ -23,7 +23,7 @@ namespace {
 
 // ExperienceBuffer.sample (Batch DecodedBatch) and sample_raw (RawBatch).
 template <typename Batch>
-py::dict sample_to_dict(grl::ExperienceBuffer& b, size_t count, uint64_t seed, bool prioritized, double alpha,
+auto sample(grl::ExperienceBuffer& b, size_t count, uint64_t seed, bool prioritized, double alpha,
                         double beta, std::vector<int32_t> player_ids, int n_step, double gamma) {
   const grl::SampleOptions options{prioritized, alpha, beta, std::move(player_ids), n_step, gamma};
   Batch out;
@@ -41,11 +41,7 @@ py::dict sample_to_dict(grl::ExperienceBuffer& b, size_t count, uint64_t seed, b
       b.sample(count, seed, out, options);
     }
   }
-  if constexpr (std::is_same_v<Batch, grl::RawBatch>) {
-    return grl::bindings::raw_batch_to_dict(std::move(out));
-  } else {
-    return grl::bindings::decoded_batch_to_dict(std::move(out));
-  }
+  return grl::bindings::to_python(std::move(out));
 }
 
 }  // namespace
@@ -64,7 +60,7 @@ void bind_buffer(py::module_& m) {
               py::gil_scoped_release release;
               c.read_raw(max_items, timeout, b, with_states);
             }
-            return grl::bindings::raw_batch_to_dict(std::move(b));
+            return grl::bindings::to_python(std::move(b));
           },
           py::arg("max_items"), py::arg("timeout"), py::arg("with_states") = true)
       .def(
@@ -77,7 +73,7 @@ void bind_buffer(py::module_& m) {
               py::gil_scoped_release release;
               c.read_decoded(max_items, timeout, b);
             }
-            return grl::bindings::decoded_batch_to_dict(std::move(b));
+            return grl::bindings::to_python(std::move(b));
           },
           py::arg("max_items"), py::arg("timeout"))
       .def("close", &grl::Cursor::close)
@@ -179,20 +175,24 @@ void bind_buffer(py::module_& m) {
                py::gil_scoped_release release;
                b.export_resident(out);
              }
-             return grl::bindings::raw_batch_to_dict(std::move(out));
+             return grl::bindings::to_python(std::move(out));
            })
-      .def("import_resident",
-           [](grl::ExperienceBuffer& b, const py::dict& raw) {
-             grl::RawBatch in = grl::bindings::raw_batch_from_dict(raw, b.height(), b.width());
-             py::gil_scoped_release release;
-             b.import_resident(in);
-           })
-      .def("append_raw",
-           [](grl::ExperienceBuffer& b, const py::dict& raw) {
-             grl::RawBatch in = grl::bindings::raw_batch_from_dict(raw, b.height(), b.width());
-             py::gil_scoped_release release;
-             return b.append_raw(in);
-           })
+      .def(
+          "import_resident",
+          [](grl::ExperienceBuffer& b, py::handle raw) {
+            const grl::RawBatch in = grl::bindings::RawBatchInput(raw).copy();
+            py::gil_scoped_release release;
+            b.import_resident(in);
+          },
+          py::arg("raw"))
+      .def(
+          "append_raw",
+          [](grl::ExperienceBuffer& b, py::handle raw) {
+            const grl::RawBatch in = grl::bindings::RawBatchInput(raw).copy();
+            py::gil_scoped_release release;
+            return b.append_raw(in);
+          },
+          py::arg("raw"))
       .def("stats",
            [](const grl::ExperienceBuffer& b) {
              const grl::BufferStats s = b.stats();
@@ -231,27 +231,28 @@ void bind_buffer(py::module_& m) {
                      py::arg("alpha") = 0.6, py::arg("beta") = 0.4, py::arg("player_ids") = std::vector<int32_t>{},
                      py::arg("n_step") = 0, py::arg("gamma") = 0.99);
   };
-  def_sampler("sample", &sample_to_dict<grl::DecodedBatch>);
-  def_sampler("sample_raw", &sample_to_dict<grl::RawBatch>);
+  def_sampler("sample", &sample<grl::DecodedBatch>);
+  def_sampler("sample_raw", &sample<grl::RawBatch>);
 
   m.def(
       "decode_batch",
-      [](const py::dict& raw, int height, int width, py::handle army_scaling, float army_scale) {
+      [](py::handle raw, int height, int width, py::handle army_scaling, float army_scale) {
         grl::check_board_size(height, width, "batch");
-        grl::RawBatch in = grl::bindings::raw_batch_from_dict(raw, height, width);
-        if (in.height != height || in.width != width) {
-          throw py::value_error("batch: state tables hold " + std::to_string(in.height) + "x" +
-                                std::to_string(in.width) + " boards, expected " + std::to_string(height) + "x" +
-                                std::to_string(width));
+        const grl::bindings::RawBatchInput input(raw);
+        if (input.view.height != height || input.view.width != width) {
+          throw py::value_error("batch: state tables hold " + std::to_string(input.view.height) + "x" +
+                                std::to_string(input.view.width) + " boards, expected " + std::to_string(height) +
+                                "x" + std::to_string(width));
         }
-        grl::validate_raw_batch(in, height, width);
+        grl::validate_raw_batch(input.view, height, width);
+        const grl::RawBatch in = input.copy();
         const grl::ObservationConfig config = grl::bindings::observation_config(army_scaling, army_scale);
         grl::DecodedBatch out;
         {
           py::gil_scoped_release release;
           grl::decode_batch(in, config, out);
         }
-        return grl::bindings::decoded_batch_to_dict(std::move(out));
+        return grl::bindings::to_python(std::move(out));
       },
       py::arg("raw"), py::arg("height"), py::arg("width"), py::arg("army_scaling") = "linear",
       py::arg("army_scale") = 1000.0f);

@@ -207,11 +207,11 @@ void bind_game(py::module_& m) {
           py::gil_scoped_release release;
           grl::replay_experiences(game, events.moves, events.afks, options, batch);
         }
-        return grl::bindings::raw_batch_to_dict(std::move(batch));
+        return grl::bindings::to_python(std::move(batch));
       },
       py::arg("game"), py::arg("moves"), py::arg("afks"), py::arg("height"), py::arg("width"),
       py::arg("game_id"), py::arg("first_sequence"), py::arg("reward"),
-      "One experience per alive player per tick of a replay, as a raw batch's columns.");
+      "One experience per alive player per tick of a replay, as a raw batch.");
 
   m.attr("LZSTRING_MAX_OUTPUT") = grl::kLzStringMaxOutput;
   m.def(

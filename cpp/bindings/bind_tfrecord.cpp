@@ -147,7 +147,7 @@ void bind_tfrecord(py::module_& m) {
         const py::buffer_info info = contiguous_bytes(data);
         const auto size = static_cast<size_t>(info.size * info.itemsize);
         py::gil_scoped_release release;
-        return tfr::crc32c(static_cast<const uint8_t*>(info.ptr), size, value);
+        return grl::crc32c(static_cast<const uint8_t*>(info.ptr), size, value);
       },
       py::arg("data"), py::arg("value") = 0,
       "CRC32C (Castagnoli) of a contiguous buffer, continuing from value; hardware accelerated when the CPU "
@@ -156,7 +156,7 @@ void bind_tfrecord(py::module_& m) {
       "crc32c_portable",
       [](const py::buffer& data, uint32_t value) {
         const py::buffer_info info = contiguous_bytes(data);
-        return tfr::crc32c_portable(static_cast<const uint8_t*>(info.ptr),
+        return grl::crc32c_portable(static_cast<const uint8_t*>(info.ptr),
                                     static_cast<size_t>(info.size * info.itemsize), value);
       },
       py::arg("data"), py::arg("value") = 0, "The table-driven CRC32C used on CPUs without SSE4.2.");

@@ -4,6 +4,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <memory>
 #include <vector>
 
 #include "experience_buffer.hpp"
@@ -14,19 +15,32 @@ namespace grl::bindings {
 
 namespace py = pybind11;
 
-// ---- batches (batch_dicts.cpp) ----
+// ---- batches (batch_objects.cpp) ----
 // Gives the (empty) columns of a batch of up to `rows` rows on boards of
 // `tiles` tiles pooled memory (the n-step observations too with `nstep`).
 void take_pooled(RawBatch& batch, size_t rows, size_t tiles);
 void take_pooled(DecodedBatch& batch, size_t rows, size_t tiles, bool nstep = false);
-// A batch as the dict of numpy columns the Python batch classes take; the
-// columns move into the arrays.
-py::dict raw_batch_to_dict(RawBatch&& batch);
-py::dict decoded_batch_to_dict(DecodedBatch&& batch);
-// The raw batch of a dict of columns (converted when no value changes, else
-// ValueError naming the column); boards `height` x `width` unless the state
-// tables say otherwise (the mismatch is then reported by validation).
-RawBatch raw_batch_from_dict(const py::dict& columns, int height, int width);
+// A batch handed to Python (_core.RawBatch, _core.DecodedBatch), whose columns
+// are numpy views of its memory; they return to a pool with it.
+template <typename Batch>
+struct PyBatch {
+  Batch batch;
+  ~PyBatch();
+};
+std::unique_ptr<PyBatch<RawBatch>> to_python(RawBatch&& batch);
+std::unique_ptr<PyBatch<DecodedBatch>> to_python(DecodedBatch&& batch);
+// A raw batch given from Python: the columns of `batch` (attributes named as in
+// the schema), converted when no value changes (else ValueError naming the
+// column), viewed in place; boards as the state tables hold them.
+class RawBatchInput {
+ public:
+  explicit RawBatchInput(py::handle batch);
+  RawBatchView view;
+  RawBatch copy() const;  // for the calls that keep or decode the batch
+
+ private:
+  std::vector<py::object> arrays_;  // what `view` points into
+};
 
 // A RewardConfig's terms by name (bind_config.cpp).
 py::dict reward_to_dict(const RewardConfig& reward);

@@ -54,6 +54,7 @@ void export_schema(py::module_& m) {
 }  // namespace
 
 void bind_config(py::module_& m);
+void bind_batches(py::module_& m);
 void bind_game(py::module_& m);
 void bind_vec_env(py::module_& m);
 void bind_buffer(py::module_& m);
@@ -71,7 +72,8 @@ PYBIND11_MODULE(_core, m) {
   m.attr("MAX_SEQUENCE") = grl::kMaxSequence;
   m.attr("MAX_IDLE_TICKS") = grl::kMaxIdleTicks;
   m.attr("MAX_SNAPSHOT_CELLS") = grl::kMaxSnapshotCells;
-  bind_config(m);  // first: the other areas' signatures name its types
+  bind_config(m);  // first: the other areas' signatures name its types and the batches
+  bind_batches(m);
   bind_game(m);
   bind_vec_env(m);
   bind_buffer(m);

@@ -18,7 +18,40 @@ void clear_rows(RawBatch& b, int height, int width) {
   b.next_sequence = 0;
 }
 
-void validate_raw_batch(const RawBatch& b, int height, int width) {
+namespace {
+
+// What is wrong with tile `t` (flat over the state tables) of `b`.
+std::string tile_problem(const RawBatchView& b, size_t t) {
+  const std::string where = "state " + std::to_string(t / b.tiles()) + " tile " + std::to_string(t % b.tiles()) + ": ";
+  if (b.state_kind[t] > kGeneral) {
+    return where + "invalid kind " + std::to_string(b.state_kind[t]) + " (a tile kind above " +
+           std::to_string(kGeneral) + ")";
+  }
+  if (b.state_owner[t] < kNeutral || b.state_owner[t] >= kMaxPlayers) {
+    return where + "invalid owner " + std::to_string(b.state_owner[t]) +
+           (b.state_owner[t] < kNeutral ? " (an owner below -1, neutral)"
+                                        : " (an owner above " + std::to_string(kMaxPlayers - 1) + ")");
+  }
+  return where + "invalid army " + std::to_string(b.state_army[t]) + " (a negative army)";
+}
+
+}  // namespace
+
+RawBatchView view_of(const RawBatch& b) {
+  RawBatchView view;
+  view.height = b.height;
+  view.width = b.width;
+  view.next_sequence = b.next_sequence;
+#define GRL_VIEW_COLUMN(name, Stored, Exposed, dtype, shape) view.name = b.name;
+  GRL_RECORD_COLUMNS(GRL_VIEW_COLUMN)
+  GRL_STATE_INDEX_COLUMNS(GRL_VIEW_COLUMN)
+  GRL_STATE_INDEX_SAMPLE_COLUMNS(GRL_VIEW_COLUMN)
+  GRL_STATE_TABLES(GRL_VIEW_COLUMN)
+#undef GRL_VIEW_COLUMN
+  return view;
+}
+
+void validate_raw_batch(const RawBatchView& b, int height, int width, bool check_values) {
   if (b.height != height || b.width != width) {
     throw std::invalid_argument("batch board is " + std::to_string(b.height) + "x" + std::to_string(b.width) +
                                 ", the buffer's is " + std::to_string(height) + "x" + std::to_string(width));
@@ -39,27 +72,26 @@ void validate_raw_batch(const RawBatch& b, int height, int width) {
                                 std::to_string(width) + " boards");
   }
   const int64_t states = static_cast<int64_t>(b.states());
-  const auto outside = [states](int32_t index) { return index < 0 || index >= states; };
-  for (size_t i = 0; i < n; ++i) {
-    if (outside(b.state_index[i]) || outside(b.next_state_index[i]) ||
-        (!b.nstep_next_state_index.empty() && outside(b.nstep_next_state_index[i]))) {
-      throw std::invalid_argument("row " + std::to_string(i) + ": state index out of range (row " +
-                                  std::to_string(i) + " refers to a missing state)");
+  const auto check_index = [states](size_t row, const char* name, int32_t index) {
+    if (index < 0 || index >= states) {
+      throw std::invalid_argument("row " + std::to_string(row) + ": " + name + " refers to a state outside 0.." +
+                                  std::to_string(states - 1) + ": " + std::to_string(index));
     }
-    if (b.player_id[i] < 0 || b.player_id[i] >= kMaxPlayers) {
+  };
+  for (size_t i = 0; i < n; ++i) {
+    check_index(i, "state_index", b.state_index[i]);
+    check_index(i, "next_state_index", b.next_state_index[i]);
+    if (!b.nstep_next_state_index.empty()) check_index(i, "nstep_next_state_index", b.nstep_next_state_index[i]);
+    if (check_values && (b.player_id[i] < 0 || b.player_id[i] >= kMaxPlayers)) {
       throw std::invalid_argument("row " + std::to_string(i) + ": player_id " + std::to_string(b.player_id[i]) +
                                   " outside 0.." + std::to_string(kMaxPlayers - 1));
     }
   }
+  if (!check_values) return;
   for (size_t t = 0; t < b.state_kind.size(); ++t) {
-    const char* bad = b.state_kind[t] > kGeneral                                      ? "kind"
-                      : b.state_owner[t] < kNeutral || b.state_owner[t] >= kMaxPlayers ? "owner"
-                      : b.state_army[t] < 0                                            ? "army"
-                                                                                       : nullptr;
-    if (bad) {
-      const int64_t value = bad[0] == 'k' ? b.state_kind[t] : bad[0] == 'o' ? b.state_owner[t] : b.state_army[t];
-      throw std::invalid_argument("state " + std::to_string(t / tiles) + " tile " + std::to_string(t % tiles) +
-                                  ": invalid " + bad + " " + std::to_string(value));
+    if (b.state_kind[t] > kGeneral || b.state_owner[t] < kNeutral || b.state_owner[t] >= kMaxPlayers ||
+        b.state_army[t] < 0) {
+      throw std::invalid_argument(tile_problem(b, t));
     }
   }
 }

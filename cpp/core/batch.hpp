@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "observation.hpp"
@@ -69,6 +70,24 @@ struct DecodedBatch : RecordColumns {
 
 #undef GRL_DECLARE_COLUMN
 
+// A raw batch's columns viewed where they are (a RawBatch, numpy arrays): what
+// validation reads.
+#define GRL_DECLARE_SPAN(name, Stored, Exposed, dtype, shape) std::span<const Stored> name;
+struct RawBatchView {
+  int height = 0, width = 0;
+  GRL_RECORD_COLUMNS(GRL_DECLARE_SPAN)
+  GRL_STATE_INDEX_COLUMNS(GRL_DECLARE_SPAN)
+  GRL_STATE_INDEX_SAMPLE_COLUMNS(GRL_DECLARE_SPAN)
+  GRL_STATE_TABLES(GRL_DECLARE_SPAN)
+  uint64_t next_sequence = 0;
+  size_t size() const { return sequence.size(); }
+  size_t tiles() const { return static_cast<size_t>(height) * width; }
+  size_t states() const { return tiles() ? state_kind.size() / tiles() : 0; }
+};
+#undef GRL_DECLARE_SPAN
+
+RawBatchView view_of(const RawBatch& batch);
+
 // Empties a batch (every column), keeping the memory of its columns, for a
 // height x width board.
 void clear_rows(RawBatch& batch, int height, int width);
@@ -76,8 +95,13 @@ void clear_rows(RawBatch& batch, int height, int width);
 // Throws std::invalid_argument naming the first problem unless `batch` is a
 // well-formed raw batch of height x width boards: columns of one length, whole
 // boards in the state tables, state indices (n-step ones too) inside them,
-// players, kinds, owners and armies in range.
-void validate_raw_batch(const RawBatch& batch, int height, int width);
+// players, kinds, owners and armies in range (those values only with
+// `check_values`). The one raw-batch check: the buffer, decoding, storage
+// writers and the wire's unpacking all call it.
+void validate_raw_batch(const RawBatchView& batch, int height, int width, bool check_values = true);
+inline void validate_raw_batch(const RawBatch& batch, int height, int width) {
+  validate_raw_batch(view_of(batch), height, width);
+}
 
 class ThreadPool;
 

@@ -1,14 +1,8 @@
 #include "tfrecord.hpp"
 
-#include <array>
 #include <bit>
 #include <cstring>
 #include <stdexcept>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <nmmintrin.h>
-#define GRL_CRC32C_SSE42 1
-#endif
 
 static_assert(std::endian::native == std::endian::little, "TFRecord encoding assumes a little-endian host");
 
@@ -16,42 +10,7 @@ namespace grl::tfrecord {
 
 namespace {
 
-constexpr uint32_t kCastagnoli = 0x82F63B78;  // reflected polynomial
 constexpr uint32_t kMaskDelta = 0xA282EAD8;
-
-// Slicing-by-8 tables: kTables[k][b] is the CRC of byte b followed by k zero bytes.
-constexpr std::array<std::array<uint32_t, 256>, 8> make_tables() {
-  std::array<std::array<uint32_t, 256>, 8> tables{};
-  for (uint32_t b = 0; b < 256; ++b) {
-    uint32_t crc = b;
-    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ ((crc & 1) ? kCastagnoli : 0);
-    tables[0][b] = crc;
-  }
-  for (size_t k = 1; k < 8; ++k) {
-    for (uint32_t b = 0; b < 256; ++b) tables[k][b] = (tables[k - 1][b] >> 8) ^ tables[0][tables[k - 1][b] & 0xFF];
-  }
-  return tables;
-}
-constexpr auto kTables = make_tables();
-
-#ifdef GRL_CRC32C_SSE42
-__attribute__((target("sse4.2"))) uint32_t crc32c_sse42(const uint8_t* data, size_t size, uint32_t crc) {
-  uint64_t state = ~crc;
-  for (; size >= 8; size -= 8, data += 8) {
-    uint64_t word;
-    std::memcpy(&word, data, 8);
-    state = _mm_crc32_u64(state, word);
-  }
-  auto narrow = static_cast<uint32_t>(state);
-  for (; size > 0; --size, ++data) narrow = _mm_crc32_u8(narrow, *data);
-  return ~narrow;
-}
-
-const bool kHasSse42 = [] {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("sse4.2") != 0;
-}();
-#endif
 
 size_t varint_size(uint64_t value) {
   size_t size = 1;
@@ -100,27 +59,6 @@ std::string feature_prefix(const std::string& name, ListKind kind, size_t payloa
 void store_le32(uint8_t* out, uint32_t value) { std::memcpy(out, &value, 4); }
 
 }  // namespace
-
-uint32_t crc32c_portable(const uint8_t* data, size_t size, uint32_t crc) {
-  crc = ~crc;
-  for (; size >= 8; size -= 8, data += 8) {
-    uint64_t word;
-    std::memcpy(&word, data, 8);
-    word ^= crc;
-    crc = kTables[7][word & 0xFF] ^ kTables[6][(word >> 8) & 0xFF] ^ kTables[5][(word >> 16) & 0xFF] ^
-          kTables[4][(word >> 24) & 0xFF] ^ kTables[3][(word >> 32) & 0xFF] ^ kTables[2][(word >> 40) & 0xFF] ^
-          kTables[1][(word >> 48) & 0xFF] ^ kTables[0][word >> 56];
-  }
-  for (; size > 0; --size, ++data) crc = (crc >> 8) ^ kTables[0][(crc ^ *data) & 0xFF];
-  return ~crc;
-}
-
-uint32_t crc32c(const uint8_t* data, size_t size, uint32_t crc) {
-#ifdef GRL_CRC32C_SSE42
-  if (kHasSse42) return crc32c_sse42(data, size, crc);
-#endif
-  return crc32c_portable(data, size, crc);
-}
 
 uint32_t mask_crc(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + kMaskDelta; }
 

@@ -1,6 +1,5 @@
-// TFRecord files of tf.train.Example records, built in bulk: CRC32C (hardware
-// when the CPU has SSE4.2, a table otherwise) and an Example encoder that frames
-// many records into one buffer.
+// TFRecord files of tf.train.Example records, built in bulk: an Example encoder
+// that frames many records into one buffer, with their CRC32C (crc32c.hpp).
 //
 // A record is `uint64 length, masked CRC32C of the length, data, masked CRC32C
 // of the data`, all little-endian; the data is a serialized Example whose
@@ -13,12 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "crc32c.hpp"
+
 namespace grl::tfrecord {
 
-// CRC32C (Castagnoli) of `size` bytes, continuing from `crc` (0 to start).
-uint32_t crc32c(const uint8_t* data, size_t size, uint32_t crc = 0);
-// The table-driven CRC32C, whatever the CPU (crc32c uses it without SSE4.2).
-uint32_t crc32c_portable(const uint8_t* data, size_t size, uint32_t crc = 0);
 // The TFRecord masking of a CRC: rotate right by 15, add 0xa282ead8.
 uint32_t mask_crc(uint32_t crc);
 

@@ -59,7 +59,7 @@ TEST_CASE("bad raw batches are refused naming the problem") {
     CHECK_THROWS_WITH_AS(target.append_raw(bad), doctest::Contains(message), std::invalid_argument);
   };
   refused([](grl::RawBatch& b) { b.reward.pop_back(); }, "columns differ in length: reward");
-  refused([](grl::RawBatch& b) { b.state_index[1] = 99; }, "row 1: state index out of range");
+  refused([](grl::RawBatch& b) { b.state_index[1] = 99; }, "row 1: state_index refers to a state outside");
   refused([](grl::RawBatch& b) { b.player_id[0] = grl::kMaxPlayers; }, "row 0: player_id 16 outside 0..15");
   refused([](grl::RawBatch& b) { b.state_kind[5] = 9; }, "state 0 tile 5: invalid kind 9");
   refused([](grl::RawBatch& b) { b.state_owner[3] = -2; }, "state 0 tile 3: invalid owner -2");

@@ -10,7 +10,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VecEnv', 'VecEnvConfig', 'army_values', 'compact_rows', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'unpack_action_masks', 'vec_env_defaults']
+__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_rows', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'unpack_action_masks', 'vec_env_defaults']
 class FullPolicy:
     """
     What producers do when the buffer is full
@@ -358,6 +358,158 @@ class VecEnvConfig:
     @width.setter
     def width(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
+class RawBatch:
+    """
+    A batch in raw form as C++ made it: the record columns, and state_index and next_state_index into the state tables (states, height, width). Its columns are numpy arrays viewing its memory.
+    """
+    def __len__(self) -> int:
+        ...
+    @property
+    def action(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def game_id(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def height(self) -> int:
+        ...
+    @property
+    def legal(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def missed(self) -> int:
+        """
+        Experiences lost to overwriting before or within this batch.
+        """
+    @property
+    def next_sequence(self) -> int:
+        """
+        Where reading resumes.
+        """
+    @property
+    def next_state_index(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def nstep_done(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]] | None:
+        ...
+    @property
+    def nstep_length(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]] | None:
+        ...
+    @property
+    def nstep_next_state_index(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]] | None:
+        ...
+    @property
+    def nstep_reward(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]] | None:
+        ...
+    @property
+    def player_id(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def reward(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def sequence(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def state_army(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def state_index(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def state_kind(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def state_owner(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def terminated(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def tick(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def truncated(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def weight(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]] | None:
+        ...
+    @property
+    def width(self) -> int:
+        ...
+class DecodedBatch:
+    """
+    A batch in decoded form as C++ made it: the record columns, observation tensors and action masks. Its columns are numpy arrays viewing its memory.
+    """
+    def __len__(self) -> int:
+        ...
+    @property
+    def action(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def action_mask(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def game_id(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def height(self) -> int:
+        ...
+    @property
+    def legal(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def missed(self) -> int:
+        """
+        Experiences lost to overwriting before or within this batch.
+        """
+    @property
+    def next_sequence(self) -> int:
+        """
+        Where reading resumes.
+        """
+    @property
+    def next_state(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def nstep_done(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]] | None:
+        ...
+    @property
+    def nstep_length(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]] | None:
+        ...
+    @property
+    def nstep_next_state(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]] | None:
+        ...
+    @property
+    def nstep_reward(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]] | None:
+        ...
+    @property
+    def player_id(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def reward(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def sequence(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def state(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def terminated(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def tick(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def truncated(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    @property
+    def weight(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]] | None:
+        ...
+    @property
+    def width(self) -> int:
+        ...
 class Game:
     @staticmethod
     def generate(options: MapOptions, seed: typing.SupportsInt | typing.SupportsIndex, max_ticks: typing.SupportsInt | typing.SupportsIndex = 0, teams: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> Game:
@@ -474,9 +626,9 @@ class BufferFullError(RuntimeError):
 class Cursor:
     def close(self) -> None:
         ...
-    def read_decoded(self, max_items: typing.SupportsInt | typing.SupportsIndex, timeout: typing.SupportsFloat | typing.SupportsIndex) -> dict:
+    def read_decoded(self, max_items: typing.SupportsInt | typing.SupportsIndex, timeout: typing.SupportsFloat | typing.SupportsIndex) -> DecodedBatch:
         ...
-    def read_raw(self, max_items: typing.SupportsInt | typing.SupportsIndex, timeout: typing.SupportsFloat | typing.SupportsIndex, with_states: bool = True) -> dict:
+    def read_raw(self, max_items: typing.SupportsInt | typing.SupportsIndex, timeout: typing.SupportsFloat | typing.SupportsIndex, with_states: bool = True) -> RawBatch:
         ...
     @property
     def closed(self) -> bool:
@@ -493,11 +645,11 @@ class Cursor:
 class ExperienceBuffer:
     def __init__(self, height: typing.SupportsInt | typing.SupportsIndex, width: typing.SupportsInt | typing.SupportsIndex, capacity: typing.SupportsInt | typing.SupportsIndex, policy: typing.Any, state_capacity: typing.SupportsInt | typing.SupportsIndex, army_scaling: typing.Any, army_scale: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
-    def append_raw(self, arg0: dict) -> int:
+    def append_raw(self, raw: typing.Any) -> int:
         ...
-    def export_resident(self) -> dict:
+    def export_resident(self) -> RawBatch:
         ...
-    def import_resident(self, arg0: dict) -> None:
+    def import_resident(self, raw: typing.Any) -> None:
         ...
     def open_cursor(self, start: str, at: typing.Any, game_ids: typing.Any, player_ids: typing.Any, min_tick: typing.Any) -> Cursor:
         ...
@@ -507,9 +659,9 @@ class ExperienceBuffer:
         ...
     def restore_priorities(self, sequences: typing.Any, priorities: typing.Any, max_priority: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
-    def sample(self, count: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, prioritized: bool = False, alpha: typing.SupportsFloat | typing.SupportsIndex = 0.6, beta: typing.SupportsFloat | typing.SupportsIndex = 0.4, player_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = [], n_step: typing.SupportsInt | typing.SupportsIndex = 0, gamma: typing.SupportsFloat | typing.SupportsIndex = 0.99) -> dict:
+    def sample(self, count: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, prioritized: bool = False, alpha: typing.SupportsFloat | typing.SupportsIndex = 0.6, beta: typing.SupportsFloat | typing.SupportsIndex = 0.4, player_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = [], n_step: typing.SupportsInt | typing.SupportsIndex = 0, gamma: typing.SupportsFloat | typing.SupportsIndex = 0.99) -> DecodedBatch:
         ...
-    def sample_raw(self, count: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, prioritized: bool = False, alpha: typing.SupportsFloat | typing.SupportsIndex = 0.6, beta: typing.SupportsFloat | typing.SupportsIndex = 0.4, player_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = [], n_step: typing.SupportsInt | typing.SupportsIndex = 0, gamma: typing.SupportsFloat | typing.SupportsIndex = 0.99) -> dict:
+    def sample_raw(self, count: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, prioritized: bool = False, alpha: typing.SupportsFloat | typing.SupportsIndex = 0.6, beta: typing.SupportsFloat | typing.SupportsIndex = 0.4, player_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = [], n_step: typing.SupportsInt | typing.SupportsIndex = 0, gamma: typing.SupportsFloat | typing.SupportsIndex = 0.99) -> RawBatch:
         ...
     def stats(self) -> dict:
         ...
@@ -559,6 +711,10 @@ class TFRecordEncoder:
         ...
 def army_values(armies: typing.Any, army_scaling: typing.Any = 'linear', army_scale: typing.SupportsFloat | typing.SupportsIndex = 1000.0) -> numpy.typing.NDArray[numpy.float32]:
     ...
+def check_raw_batch(batch: typing.Any, check_values: bool = True) -> None:
+    """
+    ValueError naming the first problem unless batch (any object with the raw form's columns as attributes) is a well-formed raw batch: columns of one length and convertible dtypes, whole boards in the state tables, state indices inside them and, with check_values, players, tile kinds, owners and armies in range.
+    """
 def compact_rows(state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, wide: bool = False, masks: bool = True, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple:
     ...
 def crc32c(data: typing_extensions.Buffer, value: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
@@ -569,7 +725,7 @@ def crc32c_portable(data: typing_extensions.Buffer, value: typing.SupportsInt | 
     """
     The table-driven CRC32C used on CPUs without SSE4.2.
     """
-def decode_batch(raw: dict, height: typing.SupportsInt | typing.SupportsIndex, width: typing.SupportsInt | typing.SupportsIndex, army_scaling: typing.Any = 'linear', army_scale: typing.SupportsFloat | typing.SupportsIndex = 1000.0) -> dict:
+def decode_batch(raw: typing.Any, height: typing.SupportsInt | typing.SupportsIndex, width: typing.SupportsInt | typing.SupportsIndex, army_scaling: typing.Any = 'linear', army_scale: typing.SupportsFloat | typing.SupportsIndex = 1000.0) -> DecodedBatch:
     ...
 def encode_compact(kind: typing.Any, owner: typing.Any, army: typing.Any, player: typing.SupportsInt | typing.SupportsIndex, obstacles: bool = False, wide: bool = False, teams: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> tuple[numpy.typing.NDArray[numpy.uint8], numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], numpy.typing.NDArray[numpy.uint8]]:
     ...
@@ -589,9 +745,9 @@ def next_game_id() -> int:
     ...
 def random_policy(env: VecEnv, seed: typing.SupportsInt | typing.SupportsIndex, call: typing.SupportsInt | typing.SupportsIndex, act_for: typing.Any, out: typing.Any) -> None:
     ...
-def replay_experiences(game: Game, moves: typing.Any, afks: typing.Any, height: typing.SupportsInt | typing.SupportsIndex, width: typing.SupportsInt | typing.SupportsIndex, game_id: typing.SupportsInt | typing.SupportsIndex, first_sequence: typing.SupportsInt | typing.SupportsIndex, reward: RewardConfig) -> dict:
+def replay_experiences(game: Game, moves: typing.Any, afks: typing.Any, height: typing.SupportsInt | typing.SupportsIndex, width: typing.SupportsInt | typing.SupportsIndex, game_id: typing.SupportsInt | typing.SupportsIndex, first_sequence: typing.SupportsInt | typing.SupportsIndex, reward: RewardConfig) -> RawBatch:
     """
-    One experience per alive player per tick of a replay, as a raw batch's columns.
+    One experience per alive player per tick of a replay, as a raw batch.
     """
 def run_replay(game: Game, moves: typing.Any, afks: typing.Any, snapshot_every: typing.SupportsInt | typing.SupportsIndex = 100) -> dict:
     ...

@@ -111,7 +111,7 @@ def _allocators_for_a_long_run() -> None:
 
 def _selfplay(args: argparse.Namespace) -> int:
     _allocators_for_a_long_run()
-    from .farm import run_farm_cli, wants_farm
+    from .cli_config import print_summary, run_farm_cli, wants_farm
 
     if wants_farm(args):
         return run_farm_cli(args, args.argv)
@@ -160,19 +160,7 @@ def _selfplay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"generals-rl selfplay: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    result = summary.to_dict()
-    if storage:
-        result["stored"] = storage.report()
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(summary.format())
-        if storage:
-            stored = result["stored"]
-            print(
-                f"stored: {stored['experiences']} experiences as {stored['format']} in "
-                f"{stored['destination']}"
-            )
+    print_summary(summary, storage.report() if storage else None, args.json)
     return 0
 
 
@@ -403,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     option("--json", action="store_true", help="print the summary as JSON")
     selfplay.set_defaults(run=_selfplay)
-    from .farm import add_config_command, add_selfplay_options
+    from .cli_config import add_config_command, add_selfplay_options
 
     add_selfplay_options(selfplay)
     add_config_command(commands)

@@ -132,13 +132,13 @@ def train_dqn_on_farm(args: argparse.Namespace, config) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from .farm import _load_or_say
+    from .cli_config import load_or_say
 
     if args.actors < 1:
         raise UsageError(f"--actors: must be at least 1, got {args.actors}")
     if args.duration < 0:
         raise UsageError(f"--duration: must be >= 0 seconds, got {args.duration}")
-    config = _load_or_say("farm up", args.config)
+    config = load_or_say("farm up", args.config)
     if config is None:
         return 2
     if not args.num_cpus >= 0:

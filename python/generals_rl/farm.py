@@ -8,29 +8,18 @@
     farm.subscribe(lambda change: print(change.applied, change.needs_restart))
     summary = farm.run()
 
-Also the command-line side: ``generals-rl selfplay --config FILE`` and
-``generals-rl config show|check``. This module imports pydantic, PyYAML,
+Its command line is ``cli_config.py``. This module imports pydantic, PyYAML,
 prometheus-client and watchfiles (the ``farm`` extra) only when a farm runs.
-
-Longer than 400 lines: the farm's runtime and the command-line entry that
-builds it from flags and files share their option tables.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
-
-import grpc
-
-from .defaults import DRAIN_TIMEOUT, MAX_STREAMS, STORAGE_DIRECTORY, STORAGE_FORMAT, STREAM_ADDRESS
-from .selfplay import SelfPlayConfig
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from .config.farm import FarmConfig
@@ -40,6 +29,7 @@ if TYPE_CHECKING:
     from .metrics import FarmMetrics
     from .selfplay import SelfPlay
     from .service import ExperienceServer
+    from .service.submit import SubmissionOutcome
     from .storage import BufferSink
     from .vec_env import VecEnv
 
@@ -356,64 +346,20 @@ class SubmissionCounts:
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self._lock = threading.Lock()
-        inner = server.submissions.submit_or_abort  # wraps this server's only
+        server.submissions.observe(self._record)
 
-        def counted(request, context):
-            try:
-                response = inner(request, _RecordingContext(context, self))
-            except Exception as exc:
-                code = getattr(exc, "code", None)
-                if isinstance(code, grpc.StatusCode):
-                    self._reject(code.name.lower(), max(1, len(request.experiences)))
-                raise
-            self._count(response.accepted_count, [], 0)
-            return response
-
-        server.submissions.submit_or_abort = counted
-
-    def _reject(self, reason: str, count: int) -> None:
+    def _record(self, outcome: SubmissionOutcome) -> None:
         with self._lock:
-            self.rejected[reason] = self.rejected.get(reason, 0) + count
-
-    def _count(self, accepted: int, fields: list[str], rejected: int) -> None:
-        with self._lock:
-            self.accepted += accepted
-            for field in fields:
+            self.accepted += outcome.accepted
+            if outcome.refused is not None:
+                reason = outcome.refused.name.lower()
+                self.rejected[reason] = self.rejected.get(reason, 0) + outcome.rejected
+                return
+            for field in outcome.rejected_fields:
                 self.rejected[field] = self.rejected.get(field, 0) + 1
-            if rejected > len(fields):
-                self.rejected["unitemized"] = (
-                    self.rejected.get("unitemized", 0) + rejected - len(fields)
-                )
-
-
-class _RecordingContext:
-    """A servicer context that reads the response out of a rich error status
-    before passing the abort on."""
-
-    def __init__(self, context, counts: SubmissionCounts) -> None:
-        self._context = context
-        self._counts = counts
-
-    def __getattr__(self, name: str):
-        return getattr(self._context, name)
-
-    def abort_with_status(self, status):
-        from google.rpc import status_pb2
-
-        from ._proto import experience_pb2 as pb
-
-        details = dict(status.trailing_metadata or ()).get("grpc-status-details-bin")
-        if details is not None:
-            for detail in status_pb2.Status.FromString(details).details:
-                if detail.Is(pb.SubmitExperiencesResponse.DESCRIPTOR):
-                    response = pb.SubmitExperiencesResponse()
-                    detail.Unpack(response)
-                    first_problem: dict[int, str] = {}  # an experience may fail on several fields
-                    for r in response.rejections:
-                        first_problem.setdefault(r.index, r.field or "unknown")
-                    fields = list(first_problem.values())
-                    self._counts._count(response.accepted_count, fields, response.rejected_count)
-        return self._context.abort_with_status(status)
+            unitemized = outcome.rejected - len(outcome.rejected_fields)
+            if unitemized > 0:
+                self.rejected["unitemized"] = self.rejected.get("unitemized", 0) + unitemized
 
 
 def _set_log_level(level: str) -> None:
@@ -426,202 +372,3 @@ def _read_tls(config) -> tuple[bytes, bytes] | None:
         return None
     with open(tls.cert, "rb") as cert, open(tls.key, "rb") as key:
         return cert.read(), key.read()
-
-
-# ---- the command line --------------------------------------------------------------
-
-# selfplay flag -> configuration key (flags mapped by hand below: output, policies, tls)
-_FLAG_KEYS = {
-    "games": "collection.games",
-    "num_envs": "collection.envs",
-    "height": "collection.board.height",
-    "width": "collection.board.width",
-    "threads": "collection.threads",
-    "seed": "collection.seed",
-    "max_ticks": "collection.max_ticks",
-    "capacity": "collection.buffer_size",
-    "buffer_policy": "collection.buffer_policy",
-    "wait_for_consumers": "collection.wait_for_consumers",
-    "address": "streaming.address",
-    "max_streams": "streaming.max_connections",
-    "keep_running": "streaming.keep_running",
-    "drain_timeout": "streaming.drain_timeout",
-    "format": "storage.format",
-    "tls_cert": "streaming.tls.cert",
-    "tls_key": "streaming.tls.key",
-    "metrics_address": "metrics.address",
-}
-
-
-def cli_defaults() -> dict:
-    """The selfplay flags' defaults, from the library's (one source)."""
-    play: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(SelfPlayConfig)}
-    return {
-        "policies": ",".join(play["policies"]),
-        "games": play["games"],
-        "num_envs": play["num_envs"],
-        "height": play["height"],
-        "width": play["width"],
-        "threads": play["num_threads"],
-        "seed": play["seed"],
-        "max_ticks": play["max_ticks"],
-        "capacity": play["capacity"],
-        "buffer_policy": play["buffer_policy"],
-        "address": STREAM_ADDRESS,
-        "max_streams": MAX_STREAMS,
-        "drain_timeout": DRAIN_TIMEOUT,
-        "output": STORAGE_DIRECTORY,
-        "format": STORAGE_FORMAT,
-    }
-
-
-def add_selfplay_options(selfplay: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--metrics-address``, and the library's defaults for the other flags."""
-    selfplay.add_argument(
-        "--config",
-        metavar="FARM.yaml",
-        default=None,
-        help="read the farm configuration from this file (hot keys reload while running); "
-        "flags given override it, and GENERALS_RL__SECTION__KEY variables override the file",
-    )
-    selfplay.add_argument(
-        "--metrics-address",
-        metavar="HOST:PORT",
-        default=None,
-        help="serve Prometheus /metrics, /healthz and /readyz here (needs the farm extra)",
-    )
-    selfplay.set_defaults(**cli_defaults())
-
-
-def add_config_command(commands) -> None:
-    config = commands.add_parser("config", help="show or check a farm configuration")
-    actions = config.add_subparsers(dest="config_command", required=True)
-    show = actions.add_parser(
-        "show", help="print the effective configuration (defaults, FILE, environment)"
-    )
-    show.add_argument("file", nargs="?", default=None)
-    show.set_defaults(run=_config_show)
-    check = actions.add_parser("check", help="validate FILE (and the GENERALS_RL__* variables)")
-    check.add_argument("file")
-    check.set_defaults(run=_config_check)
-
-
-def _config_show(args: argparse.Namespace) -> int:
-    return _config_command(args, show=True)
-
-
-def _config_check(args: argparse.Namespace) -> int:
-    return _config_command(args, show=False)
-
-
-def _load_or_say(command: str, path: str | None, overrides: Mapping | None = None):
-    """The configuration, or None after printing why there is none."""
-    try:
-        from .config.farm import ConfigError, load_config
-
-        return load_config(path, overrides=overrides)
-    except ImportError as exc:
-        print(f"generals-rl {command}: {exc}", file=sys.stderr)
-    except ConfigError as exc:
-        print(f"generals-rl {command}: invalid configuration:\n{exc}", file=sys.stderr)
-    return None
-
-
-def _config_command(args: argparse.Namespace, show: bool) -> int:
-    config = _load_or_say("config", args.file)
-    if config is None:
-        return 2
-    if show:
-        sys.stdout.write(config.to_yaml())
-    else:
-        print(f"{args.file}: ok")
-    return 0
-
-
-def wants_farm(args: argparse.Namespace) -> bool:
-    """Whether ``generals-rl selfplay`` runs as a farm: with ``--config``,
-    ``--metrics-address`` or any ``GENERALS_RL__*`` variable set."""
-    from_env = any(name.startswith("GENERALS_RL__") for name in os.environ)
-    return bool(getattr(args, "config", None) or getattr(args, "metrics_address", None) or from_env)
-
-
-def explicit_flags(argv: list[str]) -> dict:
-    """The selfplay flags given in ``argv`` (not their defaults)."""
-    from .cli import build_parser
-
-    parser = build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    selfplay = commands.choices["selfplay"]
-    for action in selfplay._actions:
-        action.default = argparse.SUPPRESS
-    selfplay._defaults.clear()
-    given = vars(parser.parse_args(argv))
-    return {k: v for k, v in given.items() if k not in ("command", "run")}
-
-
-def flag_overrides(flags: Mapping) -> dict:
-    """Configuration overrides from selfplay flags."""
-    from .config.farm import set_path
-    from .selfplay import parse_policies
-
-    out: dict = {}
-    for name, value in flags.items():
-        if name in _FLAG_KEYS:
-            if name == "games" and value == 0:
-                value = None
-            set_path(out, _FLAG_KEYS[name].split("."), value)
-        elif name == "policies":
-            set_path(out, ["collection", "bots"], list(parse_policies(value)))
-        elif name == "output":
-            if value == "none":
-                set_path(out, ["storage", "enabled"], False)
-            elif value.startswith("s3://"):
-                bucket, _, prefix = value[len("s3://") :].partition("/")
-                set_path(out, ["storage", "type"], "s3")
-                set_path(out, ["storage", "s3", "bucket"], bucket)
-                set_path(out, ["storage", "s3", "prefix"], prefix)
-            else:
-                set_path(out, ["storage", "type"], "file")
-                set_path(out, ["storage", "directory"], value)
-    return out
-
-
-def run_farm_cli(args: argparse.Namespace, argv: list[str]) -> int:
-    """``generals-rl selfplay`` as a farm: configuration from ``--config``, the
-    environment and the flags given."""
-    import json
-
-    overrides = flag_overrides(explicit_flags(argv))
-    config = _load_or_say("selfplay", args.config, overrides)
-    if config is None:
-        return 2
-    farm = Farm(config, config_path=args.config, overrides=overrides, token=args.token)
-    try:
-        summary = farm.run()
-    except ImportError as exc:
-        print(
-            f"generals-rl selfplay: storage.format {config.storage.format} needs {exc.name}: "
-            "pip install 'generals-rl[storage]' "
-            "(or storage.format: npz, or storage.enabled: false)",
-            file=sys.stderr,
-        )
-        return 2
-    except (OSError, ValueError) as exc:
-        print(f"generals-rl selfplay: {exc}", file=sys.stderr)
-        return 2
-    if summary is None:
-        return 0
-    result = summary.to_dict()
-    if farm.stored is not None:
-        result["stored"] = farm.stored
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(summary.format())
-        if farm.stored is not None:
-            stored = farm.stored
-            print(
-                f"stored: {stored['experiences']} experiences as {stored['format']} in "
-                f"{stored['destination']}"
-            )
-    return 0

@@ -43,12 +43,30 @@ class Game:
 
     @classmethod
     def from_map(
-        cls, kind, owner, army, generals, *, max_ticks: int = 0, teams: Sequence[int] | None = None
+        cls,
+        kind,
+        owner,
+        army,
+        generals,
+        *,
+        max_ticks: int = 0,
+        teams: Sequence[int] | None = None,
+        neutral_city_regrowth: bool = False,
     ) -> Game:
         """A game on a given board: ``kind`` (0 plain, 1 mountain, 2 city, 3 general),
-        ``owner`` (-1 neutral or a player), ``army`` and one general tile index per player."""
+        ``owner`` (-1 neutral or a player), ``army`` and one general tile index per player.
+        ``neutral_city_regrowth``: neutral cities regrow their army (replays before
+        version 6 recorded that rule)."""
         return cls(
-            _core_game=_core.Game(kind, owner, army, generals, max_ticks, teams=list(teams or ()))
+            _core_game=_core.Game(
+                kind,
+                owner,
+                army,
+                generals,
+                max_ticks,
+                neutral_city_regrowth,
+                teams=list(teams or ()),
+            )
         )
 
     def step(self, moves: Sequence) -> bool:
@@ -79,6 +97,30 @@ class Game:
                 # Indices beyond int32 are out of range like any other: counted no-ops.
                 actions[p] = min(max(index, _INT32_MIN), _INT32_MAX)
         return self._game.step(actions)
+
+    def play_recorded(self, moves: np.ndarray, afks: np.ndarray, snapshot_every: int = 100) -> dict:
+        """Plays a replay's recorded ``moves`` and ``afks`` (``Replay.moves``/``afks``)
+        from this game's state to the end, in C++: per tick the armies, land and
+        players alive, and the board every ``snapshot_every`` ticks."""
+        return _core.run_replay(self._game, moves, afks, snapshot_every)
+
+    def recorded_experiences(
+        self,
+        moves: np.ndarray,
+        afks: np.ndarray,
+        *,
+        height: int,
+        width: int,
+        game_id: int,
+        first_sequence: int,
+        reward_config: _core.RewardConfig,
+    ) -> _core.RawBatch:
+        """The raw batch of playing ``moves`` and ``afks`` from this game's state: one
+        experience per alive player per tick, on boards padded to ``height x width``
+        (``Replay.to_experiences`` describes them)."""
+        return _core.replay_experiences(
+            self._game, moves, afks, height, width, game_id, first_sequence, reward_config
+        )
 
     def visibility(self, player: int) -> np.ndarray:
         """Fog of war: True on every tile within the 3x3 square around a tile ``player`` owns."""

@@ -155,8 +155,6 @@ def save_animation(
 def replay_states(replay, every: int = 1) -> list[dict]:
     """Board states of a recorded replay every ``every`` ticks and at the end. A captured
     general is drawn as the city it becomes."""
-    from . import _core
-
     game = replay.initial_game()
     h, w = game.height, game.width
     kind0 = np.array(game.kind, dtype=np.uint8)
@@ -169,7 +167,7 @@ def replay_states(replay, every: int = 1) -> list[dict]:
             "tick": 0,
         }
     ]
-    run = _core.run_replay(game._game, replay.moves, replay.afks, every)
+    run = game.play_recorded(replay.moves, replay.afks, every)
     for tick, owner, army in run["snapshots"]:
         if tick <= states[-1]["tick"]:
             continue

@@ -179,25 +179,23 @@ class Replay:
             kind[tile], owner[tile], army[tile] = TILE_GENERAL, player, 1
         shape = (self.height, self.width)
         try:
-            core = _core.Game(
+            return Game.from_map(
                 kind.reshape(shape),
                 owner.reshape(shape),
                 army.reshape(shape),
                 np.asarray(self.generals, dtype=np.int32),
-                0,
-                self.version < 6,
-                self.teams or [],
+                teams=self.teams,
+                neutral_city_regrowth=self.version < 6,
             )
         except ValueError as exc:
             raise ReplayError(f"replay {self.id!r} has an inconsistent board: {exc}") from None
-        return Game(_core_game=core)
 
     def trace(self, snapshot_every: int = 100) -> dict:
         """Replays the game and returns the tick-by-tick trace (the schema of the
         shared ``*.expected.json`` files)."""
         game = self.initial_game()
         try:
-            run = _core.run_replay(game._game, self.moves, self.afks, snapshot_every)
+            run = game.play_recorded(self.moves, self.afks, snapshot_every)
         except ValueError as exc:  # beyond the cost limits of a trace
             raise ReplayError(f"replay {self.id!r}: {exc}") from None
         ticks = [
@@ -260,23 +258,20 @@ class Replay:
                 f"replay id {self.id!r} is longer than the {REPLAY_ID_BYTES} bytes "
                 "stored per experience"
             )
-        columns = _core.replay_experiences(
-            self.initial_game()._game,
+        batch = self.initial_game().recorded_experiences(
             self.moves,
             self.afks,
-            height,
-            width,
-            _core.next_game_id() if game_id is None else game_id,
-            first_sequence,
-            (reward_config or RewardConfig()).to_core(),
+            height=height,
+            width=width,
+            game_id=_core.next_game_id() if game_id is None else game_id,
+            first_sequence=first_sequence,
+            reward_config=(reward_config or RewardConfig()).to_core(),
         )
-        columns["replay_id"] = np.full(
-            len(columns["player_id"]), replay_id, dtype=SOURCE_COLUMNS["replay_id"]
+        return RawBatch.from_core(
+            batch,
+            replay_id=np.full(len(batch), replay_id, dtype=SOURCE_COLUMNS["replay_id"]),
+            stars=np.asarray(self.stars, dtype=SOURCE_COLUMNS["stars"])[batch.player_id],
         )
-        columns["stars"] = np.asarray(self.stars, dtype=SOURCE_COLUMNS["stars"])[
-            columns["player_id"]
-        ]
-        return RawBatch.from_dict(columns)
 
 
 def to_experiences(path_or_replay: str | Path | Replay, **options) -> RawBatch:

@@ -98,6 +98,15 @@ class _Records:
     def from_dict(cls, d: dict) -> Self:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
+    @classmethod
+    def from_core(cls, batch: _core.RawBatch | _core.DecodedBatch, **columns: Any) -> Self:
+        """The batch a C++ call returned, its columns viewing the C++ batch's memory
+        (no copy; they keep it alive), with ``columns`` added (the source columns)."""
+        # Each attribute read once: every read makes a new view.
+        names = [f.name for f in fields(cls) if f.name not in columns]
+        read = {name: getattr(batch, name, None) for name in names}
+        return cls(**{name: value for name, value in read.items() if value is not None}, **columns)
+
     # Fields that are not one value per row: kept whole when rows are taken.
     _BATCH_FIELDS: ClassVar[tuple[str, ...]] = ("missed", "next_sequence")
 
@@ -182,11 +191,11 @@ class RawBatch(_Records):
 
     def decode(self, army_scaling: str = "linear", army_scale: float = 1000.0) -> DecodedBatch:
         """The decoded batch (observation tensors and masks computed in C++)."""
-        out = _core.decode_batch(self.to_dict(), self.height, self.width, army_scaling, army_scale)
-        return self._decoded({**out, **{name: getattr(self, name) for name in SOURCE_COLUMNS}})
+        out = _core.decode_batch(self, self.height, self.width, army_scaling, army_scale)
+        return self._decoded(out, {name: getattr(self, name) for name in SOURCE_COLUMNS})
 
-    def _decoded(self, columns: dict) -> DecodedBatch:
-        return DecodedBatch.from_dict(columns)
+    def _decoded(self, out: _core.DecodedBatch, columns: dict) -> DecodedBatch:
+        return DecodedBatch.from_core(out, **columns)
 
     def select(self, rows: np.ndarray) -> RawBatch:
         """The rows picked by a boolean mask or index array, keeping only their states."""
@@ -263,6 +272,6 @@ class SampledRawBatch(RawBatch, _SampleColumns):
 
     nstep_next_state_index: np.ndarray | None = None
 
-    def _decoded(self, columns: dict) -> SampledBatch:
+    def _decoded(self, out: _core.DecodedBatch, columns: dict) -> SampledBatch:
         extra = {f.name: getattr(self, f.name) for f in fields(_SampleColumns)}
-        return SampledBatch.from_dict({**columns, **extra})
+        return SampledBatch.from_core(out, **columns, **extra)

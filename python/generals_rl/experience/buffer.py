@@ -62,13 +62,13 @@ class Cursor:
         """Up to ``max_items`` matching experiences with decoded states. Returns what is
         there at once; when nothing is, waits up to ``timeout`` seconds for the first
         (0: no waiting)."""
-        return DecodedBatch.from_dict(
+        return DecodedBatch.from_core(
             self._cursor.read_decoded(_positive(max_items, "max_items"), timeout)
         )
 
     def read_raw(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
         """As ``read`` but with compact states (no float decoding)."""
-        return RawBatch.from_dict(self._cursor.read_raw(_positive(max_items, "max_items"), timeout))
+        return RawBatch.from_core(self._cursor.read_raw(_positive(max_items, "max_items"), timeout))
 
     def read_compact(
         self, max_items: int = 1024, timeout: float = 0.0, *, obstacles: bool = False
@@ -82,7 +82,7 @@ class Cursor:
     def read_records(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
         """As ``read_raw`` but without the boards: the record columns only (state
         indices are -1 and the state tables empty), for readers that count or filter."""
-        return RawBatch.from_dict(
+        return RawBatch.from_core(
             self._cursor.read_raw(_positive(max_items, "max_items"), timeout, False)
         )
 
@@ -227,7 +227,7 @@ class ExperienceBuffer:
             _seed(seed),
             **_sample_options(prioritized, alpha, beta, player_ids, n_step, gamma),
         )
-        return SampledRawBatch.from_dict(out) if raw else SampledBatch.from_dict(out)
+        return SampledRawBatch.from_core(out) if raw else SampledBatch.from_core(out)
 
     def sample_raw(self, count: int, seed: int | None = None, **options) -> SampledRawBatch:
         """``sample(..., raw=True)``."""
@@ -270,12 +270,11 @@ class ExperienceBuffer:
                 for name, dtype in STATE_TABLES.items()
             }
         )
-        empty["next_sequence"] = sequence
-        self._buffer.import_resident(empty)
+        self._buffer.import_resident(RawBatch(**empty, next_sequence=sequence))
 
     def append_raw(self, batch: RawBatch) -> int:
         """Appends experiences from elsewhere (new sequence numbers); returns the first."""
-        return self._buffer.append_raw(batch.to_dict())
+        return self._buffer.append_raw(batch)
 
     def decode(self, batch: RawBatch) -> DecodedBatch:
         return batch.decode(self._buffer.army_scaling, self._buffer.army_scale)
@@ -299,12 +298,13 @@ class ExperienceBuffer:
 
         raw = self._buffer.export_resident()
         columns = {**RECORD_COLUMNS, **STATE_COLUMNS, **STATE_TABLES}
+        values = {name: getattr(raw, name) for name in columns}
         prioritized = self._buffer.priority_stats()
         if prioritized["enabled"]:  # -1 for experiences outside the trees
-            raw[_PRIORITY_COLUMN] = self._buffer.priorities(raw["sequence"])
+            values[_PRIORITY_COLUMN] = self._buffer.priorities(raw.sequence)
             columns[_PRIORITY_COLUMN] = np.float32
         arrays: list[np.ndarray] = [
-            np.ascontiguousarray(raw[name], dtype=dtype) for name, dtype in columns.items()
+            np.ascontiguousarray(values[name], dtype=dtype) for name, dtype in columns.items()
         ]
         payload = zstandard.ZstdCompressor(level=3).compress(b"".join(a.tobytes() for a in arrays))
         header = {
@@ -315,7 +315,7 @@ class ExperienceBuffer:
             "policy": self.policy,
             "army_scaling": self._buffer.army_scaling,
             "army_scale": self._buffer.army_scale,
-            "next_sequence": raw["next_sequence"],
+            "next_sequence": raw.next_sequence,
             "max_priority": prioritized["max_priority"] if prioritized["enabled"] else None,
             "columns": [
                 [name, np.dtype(dtype).str, list(a.shape)]
@@ -386,16 +386,14 @@ class ExperienceBuffer:
                     shape
                 )
                 offset += count * np.dtype(dtype).itemsize
-            raw["next_sequence"] = header["next_sequence"]
-            buffer._buffer.import_resident(raw)
-            if _PRIORITY_COLUMN in raw:
-                if raw[_PRIORITY_COLUMN].shape != raw["sequence"].shape:
+            priority = raw.pop(_PRIORITY_COLUMN, None)
+            buffer._buffer.import_resident(RawBatch(**raw, next_sequence=header["next_sequence"]))
+            if priority is not None:
+                if priority.shape != raw["sequence"].shape:
                     raise BufferFileError(f"{path}: the priorities do not match the experiences")
-                kept = raw[_PRIORITY_COLUMN] >= 0  # -1: outside the trees when saved
+                kept = priority >= 0  # -1: outside the trees when saved
                 buffer._buffer.restore_priorities(
-                    raw["sequence"][kept],
-                    raw[_PRIORITY_COLUMN][kept],
-                    float(header["max_priority"]),
+                    raw["sequence"][kept], priority[kept], float(header["max_priority"])
                 )
         except BufferFileError:
             raise

@@ -157,13 +157,14 @@ def unpack(
     max_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> RawBatch:
     """The ``RawBatch`` a packed batch holds. Checks the structure (columns,
-    dtypes, shapes, sizes, state references) and, with ``check_tiles``, every
-    tile's kind, owner and army; raises ``PackedBatchError`` naming the first
-    problem, ``PayloadTooLargeError`` when a compressed payload would inflate
-    beyond ``max_bytes`` or ``MAX_COMPRESSION_RATIO`` (checked before
-    inflating). ``payload`` may be given when the caller already holds the
-    payload bytes (saves a copy). Row values (players, ticks, rewards, legal
-    actions) are checked by ``submit.row_problems``."""
+    dtypes, shapes, sizes, flags) and, with the core's raw-batch check, the state
+    references and, with ``check_tiles``, every row's player and every tile's
+    kind, owner and army; raises ``PackedBatchError`` naming the first problem,
+    ``PayloadTooLargeError`` when a compressed payload would inflate beyond
+    ``max_bytes`` or ``MAX_COMPRESSION_RATIO`` (checked before inflating).
+    ``payload`` may be given when the caller already holds the payload bytes
+    (saves a copy). A server checks the row values field by field first
+    (``validation.row_problems``), then the tiles as the buffer appends them."""
     if payload is None:
         payload = packed.payload
     n, states, height, width = packed.count, packed.state_count, packed.height, packed.width
@@ -193,30 +194,13 @@ def unpack(
             shape
         )
         arrays[name] = array if _LITTLE else array.astype(dtype.newbyteorder("="))
-    for name in ("state_index", "next_state_index"):
-        index = arrays[name]
-        if n and (int(index.min()) < 0 or int(index.max()) >= states):
-            raise PackedBatchError(f"packed: {name} refers to a state outside 0..{states - 1}")
     flags = arrays["flags"]
     if n and int(flags.max()) > _ALL_FLAGS:
         raise PackedBatchError("packed: flags has bits other than legal, terminated, truncated")
     code = arrays["state_code"]
-    kind = np.right_shift(code, np.uint8(_core.TILE_KIND_SHIFT))
     owner = np.bitwise_and(code, np.uint8(_core.TILE_OWNER_MASK), dtype=np.int16)
     owner -= 1
-    army = arrays["state_army"].astype(np.int32)
-    if check_tiles and code.size:
-        if int(kind.max()) > _core.TILE_GENERAL:
-            raise PackedBatchError(
-                f"packed: state_code holds a tile kind above {_core.TILE_GENERAL}"
-            )
-        if int(owner.max()) >= _core.MAX_PLAYERS:
-            raise PackedBatchError(
-                f"packed: state_code holds an owner above {_core.MAX_PLAYERS - 1}"
-            )
-        if int(army.min()) < 0:
-            raise PackedBatchError("packed: state_army holds a negative army")
-    return RawBatch(
+    raw = RawBatch(
         sequence=arrays["sequence"],
         game_id=arrays["game_id"],
         player_id=arrays["player_id"].astype(np.int32),
@@ -228,10 +212,16 @@ def unpack(
         truncated=(flags & FLAG_TRUNCATED) != 0,
         state_index=arrays["state_index"],
         next_state_index=arrays["next_state_index"],
-        state_kind=kind,
+        state_kind=np.right_shift(code, np.uint8(_core.TILE_KIND_SHIFT)),
         state_owner=owner,
-        state_army=army,
+        state_army=arrays["state_army"].astype(np.int32),
     )
+    if states or n:  # an empty batch may come without a board size
+        try:
+            _core.check_raw_batch(raw, check_tiles)
+        except ValueError as exc:
+            raise PackedBatchError(f"packed: {exc}") from None
+    return raw
 
 
 def _columns(packed: pb.PackedBatch) -> dict[str, tuple[pb.Column, np.dtype, tuple]]:

@@ -4,6 +4,9 @@ appended to the buffer, with what was rejected detailed in the status."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -19,14 +22,37 @@ REJECTIONS_IN_STATUS = 8  # rejections detailed in the status (the count is alwa
 MAX_REASON_CHARS = 200
 
 
+@dataclass(frozen=True)
+class SubmissionOutcome:
+    """What became of one request: experiences ``accepted`` and ``rejected``, the
+    field each itemized rejected experience first failed on (the first
+    ``REJECTIONS_IN_STATUS`` are itemized), or, for a request refused whole, its
+    status code (``refused``; ``rejected`` then counts its experiences, at least 1)."""
+
+    accepted: int
+    rejected: int = 0
+    rejected_fields: tuple[str, ...] = ()
+    refused: grpc.StatusCode | None = None
+
+
 class Submissions:
     """Appends submitted experiences to ``buffer``; requests of at most
-    ``max_message_bytes`` (a packed payload inflates to no more)."""
+    ``max_message_bytes`` (a packed payload inflates to no more). Each callback
+    given to ``observe`` is told the outcome of every request."""
 
     def __init__(self, buffer: ExperienceBuffer, buffer_id: str, max_message_bytes: int) -> None:
         self.buffer = buffer
         self.buffer_id = buffer_id
         self.max_message_bytes = max_message_bytes
+        self._observers: list[Callable[[SubmissionOutcome], None]] = []
+
+    def observe(self, callback: Callable[[SubmissionOutcome], None]) -> None:
+        """Calls ``callback`` with the ``SubmissionOutcome`` of every later request."""
+        self._observers.append(callback)
+
+    def _notify(self, outcome: SubmissionOutcome) -> None:
+        for callback in self._observers:
+            callback(outcome)
 
     def submit(self, request: pb.SubmitExperiencesRequest, context) -> pb.SubmitExperiencesResponse:
         with aborting(context):
@@ -35,6 +61,19 @@ class Submissions:
     def submit_or_abort(self, request, context) -> pb.SubmitExperiencesResponse:
         """The response, or Abort for a request refused whole; a request with
         rejected experiences aborts the call with the details in its status."""
+        try:
+            response = self._respond(request, context)
+        except Abort as abort:
+            self._notify(
+                SubmissionOutcome(
+                    accepted=0, rejected=max(1, len(request.experiences)), refused=abort.code
+                )
+            )
+            raise
+        self._notify(SubmissionOutcome(accepted=response.accepted_count))
+        return response
+
+    def _respond(self, request, context) -> pb.SubmitExperiencesResponse:
         response = pb.SubmitExperiencesResponse(buffer_id=self.buffer_id)
         if request.experiences and request.HasField("packed"):
             raise Abort(
@@ -81,6 +120,16 @@ class Submissions:
         )
         status.details.add().Pack(bad_request)
         status.details.add().Pack(response)
+        first_problem: dict[int, str] = {}  # an experience may fail on several fields
+        for r in shown:
+            first_problem.setdefault(r.index, r.field or "unknown")
+        self._notify(
+            SubmissionOutcome(
+                accepted=response.accepted_count,
+                rejected=response.rejected_count,
+                rejected_fields=tuple(first_problem.values()),
+            )
+        )
         context.abort_with_status(rpc_status.to_status(status))
         raise AssertionError("abort_with_status returns only by raising")
 
@@ -113,7 +162,9 @@ class Submissions:
                 f"the server's buffer holds {height}x{width} boards",
             )
         try:
-            raw = packing.unpack(packed, max_bytes=self.max_message_bytes)
+            # The tiles are checked as the buffer appends the batch (_append), after
+            # the row values are, field by field.
+            raw = packing.unpack(packed, max_bytes=self.max_message_bytes, check_tiles=False)
         except packing.PayloadTooLargeError as exc:
             raise Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except packing.PackedBatchError as exc:

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .. import _core
 from ..experience.batch import (
     DECODED_COLUMNS,
     OBSERVATION_CHANNELS,
     ROW_COLUMNS,
-    STATE_COLUMNS,
+    SOURCE_COLUMNS,
     STATE_TABLES,
     DecodedBatch,
     RawBatch,
@@ -32,8 +33,9 @@ def stored_form(recorded: str) -> str:
 
 def check_batch(batch, states: str) -> RawBatch | DecodedBatch:
     """``batch`` with every column of its form present, one-dimensional record
-    columns of one length and state tables of whole boards; TypeError/ValueError
-    name what is wrong. A writer storing ``states="raw"`` takes only RawBatch."""
+    columns of one length, and for a RawBatch everything the core's raw-batch
+    check (``_core.check_raw_batch``) asks; TypeError/ValueError name what is
+    wrong. A writer storing ``states="raw"`` takes only RawBatch."""
     if states == "raw":
         if not isinstance(batch, RawBatch):
             raise TypeError(
@@ -44,39 +46,21 @@ def check_batch(batch, states: str) -> RawBatch | DecodedBatch:
         raise TypeError(
             f"write: expected a RawBatch or an DecodedBatch, got {type(batch).__name__}"
         )
-    n = None
-    for name in ROW_COLUMNS:
+    if isinstance(batch, RawBatch):
+        try:
+            _core.check_raw_batch(batch)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"write: {exc}") from None
+    # The source columns are Python's own; a decoded batch's record columns too.
+    row_columns = SOURCE_COLUMNS if isinstance(batch, RawBatch) else ROW_COLUMNS
+    n = len(batch.sequence)
+    for name in row_columns:
         column = getattr(batch, name, None)
         if not isinstance(column, np.ndarray) or column.ndim != 1:
             raise ValueError(f"write: column {name!r} must be a one-dimensional numpy array")
-        if n is None:
-            n = len(column)
-        elif len(column) != n:
+        if len(column) != n:
             raise ValueError(f"write: column {name!r} has {len(column)} rows, 'sequence' has {n}")
-    if isinstance(batch, RawBatch):
-        for name in STATE_COLUMNS:
-            column = batch.state_index if name == "state_index" else batch.next_state_index
-            if not isinstance(column, np.ndarray) or column.shape != (n,):
-                raise ValueError(f"write: column {name!r} must hold one index per row ({n})")
-        shape = np.shape(batch.state_kind)
-        if len(shape) != 3:
-            raise ValueError(
-                f"write: state tables must be (states, height, width), got shape {shape}"
-            )
-        for name in STATE_TABLES:
-            if np.shape(getattr(batch, name)) != shape:
-                raise ValueError(
-                    f"write: state table {name!r} has shape {np.shape(getattr(batch, name))}, "
-                    f"state_kind has {shape}"
-                )
-        if n:
-            low = min(batch.state_index.min(), batch.next_state_index.min())
-            high = max(batch.state_index.max(), batch.next_state_index.max())
-            if low < 0 or high >= shape[0]:
-                raise ValueError(
-                    f"write: state indices {low}..{high} fall outside the {shape[0]} states"
-                )
-    else:
+    if isinstance(batch, DecodedBatch):
         for name in DECODED_COLUMNS:
             column = getattr(batch, name, None)
             if not isinstance(column, np.ndarray) or len(column) != n:
