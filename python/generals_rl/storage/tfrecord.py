@@ -38,6 +38,7 @@ together so that they cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import struct
 import zlib
@@ -157,7 +158,7 @@ class _TFRecordEncoder(ShardEncoder):
         encoder = self._encoder
         value_dtype: np.dtype = np.dtype("uint32")
         if self.fmt.states == "compact_views":
-            chunk = CompactBatch.from_raw(chunk, obstacles=True, wide=True)
+            chunk = CompactBatch.from_raw(_narrowed(chunk), obstacles=True, wide=True)
             largest = max(chunk.state_armies.max(), chunk.next_state_armies.max())
             if largest >= _NARROW_VIEW_ARMIES:
                 encoder, value_dtype = self._wide_encoder, np.dtype("uint64")
@@ -265,6 +266,24 @@ class TFRecordFormat(ShardFormat):
     def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | DecodedBatch | CompactBatch]:
         records = read_records(data)
         yield examples_to_batch([parse_example(r) for r in records])
+
+
+def _narrowed(part: RawBatch) -> RawBatch:
+    """``part`` with its state tables cut to the range of states its rows use (views,
+    no copy). The parts of a written batch share its whole table, and making views
+    checks the table given: this keeps that proportional to the part."""
+    if not len(part):
+        return part
+    low = int(min(part.state_index.min(), part.next_state_index.min()))
+    high = int(max(part.state_index.max(), part.next_state_index.max())) + 1
+    if low == 0 and high == part.state_kind.shape[0]:
+        return part
+    return dataclasses.replace(
+        part,
+        state_index=part.state_index - np.int32(low),
+        next_state_index=part.next_state_index - np.int32(low),
+        **{name: getattr(part, name)[low:high] for name in STATE_TABLES},
+    )
 
 
 def view_values(tiles: np.ndarray, armies: np.ndarray, dtype=np.uint32) -> np.ndarray:
