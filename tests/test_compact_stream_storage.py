@@ -159,3 +159,24 @@ def test_the_raw_stream_still_round_trips_the_compact_form():
     streamed = CompactBatch.from_raw(RawBatch.concat(batches))
     assert_same_compact(streamed, CompactBatch.from_raw(truth))
     assert_same_decoded(streamed.expand(army_scaling="log"), buffer.decode(truth))
+
+
+def test_compact_view_tfrecords_read_with_the_tfrecord_package(tmp_path):
+    tfrecord = pytest.importorskip("tfrecord", reason="the tfrecord package is not installed")
+    batches = played()[:3]
+    with TFRecordWriter(tmp_path, states="compact_views") as writer:
+        for batch in batches:
+            writer.write(batch)
+    (path,) = [p for p in tmp_path.rglob("*.tfrecord")]
+    records = list(tfrecord.tfrecord_loader(str(path), None, None))
+    truth = CompactBatch.from_raw(joined(batches), obstacles=True, wide=True)
+    assert len(records) == len(truth)
+    assert np.array_equal(np.concatenate([r["sequence"] for r in records]), truth.sequence)
+    assert list(records[0]["state_shape"]) == [20, 20]
+    for name in ("state", "next_state"):
+        values = np.stack([r[f"{name}_view"] for r in records])
+        tiles, armies = getattr(truth, f"{name}_tiles"), getattr(truth, f"{name}_armies")
+        assert np.array_equal(values & 31, tiles.reshape(len(truth), -1)), name
+        assert np.array_equal(values >> 5, armies.reshape(len(truth), -1)), name
+    masks = np.stack([np.frombuffer(r["action_mask"], np.uint8) for r in records])
+    assert np.array_equal(masks, truth.action_mask)
