@@ -23,7 +23,7 @@ Features of every record (int64 unless said otherwise):
   ``next_state_view`` int64 lists of H*W values ``army << 5 | tile code``
   (row-major; varints, so a fogged tile or a small army is one byte) and
   ``action_mask`` bytes (the packed mask of the state, ``(H*W*4 + 7) // 8``).
-  About 1.2 KB a record on 20x20 1v1 (bench/bench_storage.py);
+  About 1.4 KB a record on 20x20 1v1 (bench/bench_storage.py);
   ``generals_rl.tensorflow.parse_compact_examples`` expands them to the float
   observations inside ``tf.data``.
 
