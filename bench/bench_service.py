@@ -2,8 +2,16 @@
 
 Throughput: a buffer pre-filled by self-play (heuristic vs random) is streamed
 (follow=False, from the oldest) to 1 and 4 consumer processes, decoded to
-numpy observation tensors or left compact (``decode=False``), with and without
-zstd. Bytes on the wire per experience are the serialized batch messages.
+numpy observation tensors, as raw boards (``decode=False``) or as compact player
+views handed to torch without a copy (``compact=True``, then
+``generals_rl.torch.as_tensor`` of every view column: what a trainer feeds its
+network), with and without zstd. Bytes on the wire per experience are the
+serialized batch messages.
+
+Where the compact path's time goes: each stage of one batch timed in this
+process (reading the raw rows, making the views, packing and serializing,
+parsing without copying the payload, unpacking, zstd both ways), in
+microseconds per experience.
 
 Latency: a producer appends at a fixed rate while one consumer process follows
 with batch_size 256; each experience's latency is the time from the end of the
@@ -14,6 +22,7 @@ In-process peers in the same run: reading the buffer directly through a
 cursor, compact and decoded, with no network or serialization.
 
     python bench/bench_service.py [--experiences 200000] [--height 20 --width 20]
+        [--compact-only]   (the compact runs, and the raw and decoded ones beside them)
 """
 
 from __future__ import annotations
@@ -67,7 +76,7 @@ def _in_process(buffer, batch_size: int) -> dict:
     return result
 
 
-def _wire_bytes(server, buffer, batch_size: int, compression: bool) -> float:
+def _wire_bytes(server, buffer, batch_size: int, compression: bool, compact: bool) -> float:
     """Bytes per experience of the batch messages the server sends (the same code path)."""
     import zstandard
 
@@ -78,12 +87,83 @@ def _wire_bytes(server, buffer, batch_size: int, compression: bool) -> float:
         raw = cursor.read_raw(batch_size)
         if not len(raw):
             break
-        total += (
-            len(server.encoder.batch_message(raw, 0, raw.next_sequence, compressor)) + 5
-        )  # + gRPC message header
+        message = server.encoder.batch_message(
+            raw, 0, raw.next_sequence, compressor, compact_views=compact
+        )
+        total += len(message) + 5  # + gRPC message header
         count += len(raw)
     cursor.close()
     return total / count
+
+
+def _run_name(form: str, batch_size: int, compression: bool) -> str:
+    return f"{form}_batch_{batch_size}_{'zstd' if compression else 'plain'}"
+
+
+def _compact_stages(server, buffer, batch_size: int, compression: bool) -> dict:
+    """Microseconds per experience of each stage of the compact path, one batch at a
+    time in this process (no network): where the time goes."""
+    import zstandard
+    from generals_rl._proto import experience_pb2 as pb
+    from generals_rl.experience import CompactBatch
+    from generals_rl.service.compact_packing import pack_compact, unpack_compact
+    from generals_rl.service.consumer import _SPLIT_BATCH
+    from generals_rl.torch import as_tensor
+
+    compressor = zstandard.ZstdCompressor(level=1) if compression else None
+    decompressor = zstandard.ZstdDecompressor()
+    stages = dict.fromkeys(
+        [
+            "read_raw",
+            "make_views",
+            "pack_payload",
+            "serialize_message",
+            "parse_without_payload_copy",
+            "unpack_to_compact_batch",
+            "as_tensor",
+        ],
+        0.0,
+    )
+    cursor = buffer.cursor(start="oldest")
+    count = 0
+    while True:
+        t0 = time.perf_counter()
+        raw = cursor.read_raw(batch_size)
+        if not len(raw):
+            break
+        t1 = time.perf_counter()
+        views = CompactBatch.from_raw(raw, army_scale=buffer.army_scale)
+        t2 = time.perf_counter()
+        pack_compact(views, False, compressor)
+        t3 = time.perf_counter()
+        data = server.encoder.batch_message(
+            raw, 0, raw.next_sequence, compressor, compact_views=True
+        )
+        t4 = time.perf_counter()
+        message, payload = _SPLIT_BATCH(data)
+        t5 = time.perf_counter()
+        batch = unpack_compact(message.packed, decompressor, payload, check_tiles=False)
+        t6 = time.perf_counter()
+        for name in ("state_tiles", "state_armies", "next_state_tiles", "next_state_armies"):
+            as_tensor(getattr(batch, name))
+        as_tensor(batch.action_mask)
+        t7 = time.perf_counter()
+        assert message.packed.layout == pb.PACKED_LAYOUT_COMPACT
+        stages["read_raw"] += t1 - t0
+        stages["make_views"] += t2 - t1
+        stages["pack_payload"] += t3 - t2
+        # batch_message makes the views and packs again: its own share is the rest
+        stages["serialize_message"] += max(0.0, (t4 - t3) - (t3 - t1))
+        stages["parse_without_payload_copy"] += t5 - t4
+        stages["unpack_to_compact_batch"] += t6 - t5
+        stages["as_tensor"] += t7 - t6
+        count += len(raw)
+    cursor.close()
+    return {
+        "batch_size": batch_size,
+        "compression": compression,
+        **{f"{name}_us": round(seconds / count * 1e6, 3) for name, seconds in stages.items()},
+    }
 
 
 def _run_workers(args: list[list[str]]) -> list[dict]:
@@ -103,9 +183,9 @@ def _run_workers(args: list[list[str]]) -> list[dict]:
 
 
 def _throughput(
-    address: str, consumers: int, batch_size: int, compression: bool, decode: bool
+    address: str, consumers: int, batch_size: int, compression: bool, form: str
 ) -> dict:
-    worker = ["throughput", address, str(batch_size), str(int(compression)), str(int(decode))]
+    worker = ["throughput", address, str(batch_size), str(int(compression)), form]
     results = _run_workers([worker] * consumers)
     seconds = max(r["seconds"] for r in results)
     total = sum(r["experiences"] for r in results)
@@ -113,7 +193,7 @@ def _throughput(
         "consumers": consumers,
         "batch_size": batch_size,
         "compression": compression,
-        "decoded": decode,
+        "form": form,
         "experiences_per_second_each": [round(r["experiences"] / r["seconds"]) for r in results],
         "experiences_per_second_total": round(total / seconds),
     }
@@ -196,15 +276,27 @@ def _worker(argv: list[str]) -> None:
     kind, address = argv[0], argv[1]
     with ExperienceConsumer(address) as consumer:
         if kind == "throughput":
-            batch_size, compression, decode = int(argv[2]), argv[3] == "1", argv[4] == "1"
+            batch_size, compression, form = int(argv[2]), argv[3] == "1", argv[4]
+            if form == "compact":
+                from generals_rl.torch import as_tensor
             start, count = time.perf_counter(), 0
             for batch in consumer.stream_experiences(
                 follow=False,
                 batch_size=batch_size,
                 compression=compression,
-                decode=decode,
+                decode=form == "decoded",
+                compact=form == "compact",
                 start="oldest",
             ):
+                if form == "compact":  # what a trainer feeds its network
+                    for name in (
+                        "state_tiles",
+                        "state_armies",
+                        "next_state_tiles",
+                        "next_state_armies",
+                        "action_mask",
+                    ):
+                        as_tensor(getattr(batch, name))
                 count += len(batch)
             print(json.dumps({"experiences": count, "seconds": time.perf_counter() - start}))
         else:
@@ -243,6 +335,11 @@ def main() -> None:
         "--wait-ms", type=int, default=5, help="max_batch_wait_ms of the following consumer"
     )
     parser.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
+    parser.add_argument(
+        "--compact-only",
+        action="store_true",
+        help="only the compact runs and one consumer's raw and decoded runs beside them",
+    )
     args = parser.parse_args()
 
     from generals_rl import ExperienceBuffer
@@ -261,21 +358,38 @@ def main() -> None:
         "experiences_streamed": buffer.head,
         "in_process_peer": {"batch_size": 1024, **_in_process(buffer, 1024)},
         "bytes_per_experience": {
-            f"batch_{size}_{'zstd' if compression else 'plain'}": round(
-                _wire_bytes(server, buffer, size, compression), 1
+            _run_name("compact" if compact else "raw", size, compression): round(
+                _wire_bytes(server, buffer, size, compression, compact), 1
             )
-            for size in (256, 1024)
+            for compact in (False, True)
+            for size in (256, 1024, 8192)
             for compression in (False, True)
         },
+        "compact_stages": [
+            _compact_stages(server, buffer, 8192, compression) for compression in (False, True)
+        ],
         "throughput": [],
     }
-    runs = [(c, 1024, z, d) for c in (1, 4) for z in (False, True) for d in (True, False)]
-    runs += [(1, 256, False, True), (1, 256, False, False)]
-    for consumers, batch_size, compression, decode in [] if args.latency_only else runs:
+    compact_runs = [(1, size, z, "compact") for size in (1024, 8192) for z in (False, True)]
+    compact_runs += [(1, 8192, False, "raw"), (1, 1024, False, "decoded")]
+    if args.compact_only:
+        runs = compact_runs
+    else:
+        runs = [
+            (c, 1024, z, form)
+            for c in (1, 4)
+            for z in (False, True)
+            for form in ("decoded", "raw", "compact")
+        ]
+        runs += [(1, 256, False, "decoded"), (1, 256, False, "raw"), *compact_runs]
+    for consumers, batch_size, compression, form in [] if args.latency_only else runs:
         report["throughput"].append(
-            _throughput(server.address, consumers, batch_size, compression, decode)
+            _throughput(server.address, consumers, batch_size, compression, form)
         )
     server.stop()
+    if args.compact_only:
+        print(json.dumps(report, indent=2))
+        return
 
     report["latency"] = []
     for decode, rate in (

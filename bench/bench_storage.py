@@ -35,8 +35,10 @@ FORMATS = {
     "tfrecord_gzip": ("tfrecord", {"compression": "gzip"}),
     "parquet_decoded": ("parquet", {"states": "decoded"}),
     "tfrecord_decoded": ("tfrecord", {"states": "decoded"}),
+    "tfrecord_compact_views": ("tfrecord", {"states": "compact_views"}),
+    "tfrecord_compact_views_gzip": ("tfrecord", {"states": "compact_views", "compression": "gzip"}),
 }
-THROUGHPUT_FORMATS = ("parquet_zstd", "tfrecord_bytes", "npz")
+THROUGHPUT_FORMATS = ("parquet_zstd", "tfrecord_bytes", "npz", "tfrecord_compact_views")
 
 
 def collect(experiences: int, envs: int, bot: str, max_ticks: int) -> list:
@@ -154,7 +156,11 @@ def main() -> None:
             pinned = allowed[-1]
             os.sched_setaffinity(0, {pinned})
         writers = bench_writers(heuristic, root, args.repeats, names)
-        random_names = [name for name in ("parquet_zstd", "npz_compressed") if name in names]
+        random_names = [
+            name
+            for name in ("parquet_zstd", "npz_compressed", "tfrecord_compact_views")
+            if name in names
+        ]
         sizes_random = {
             name: v["bytes_per_experience"]
             for name, v in bench_writers(random_play, root, 1, random_names).items()
@@ -182,6 +188,7 @@ def main() -> None:
         "targets": {
             "experiences_per_second": 500_000,
             "parquet_zstd_bytes_per_experience": 150,
+            "tfrecord_compact_views_bytes_per_experience": 1500,
         },
         "destination": str(root),
         "cpu_count": os.cpu_count(),

@@ -171,11 +171,11 @@ def test_the_consumer_refuses_a_batch_inflating_beyond_its_limit():
 
     message = pb.ExperienceBatch(packed=bomb(zero_rows(65536)), next_sequence=65536)
     with pytest.raises(PayloadTooLargeError):
-        _batch_of(message, False, 256 << 20)
+        _batch_of(message, "raw", 256 << 20)
     honest = pb.ExperienceBatch(packed=pack_message(zero_rows(100), zstandard.ZstdCompressor()))
-    assert len(_batch_of(honest, False, 1 << 20)) == 100
+    assert len(_batch_of(honest, "raw", 1 << 20)) == 100
     with pytest.raises(PayloadTooLargeError, match="above the limit 1000"):
-        _batch_of(honest, False, 1000)
+        _batch_of(honest, "raw", 1000)
 
 
 # ---- packed submissions: the per-experience rules --------------------------------

@@ -18,11 +18,18 @@ namespace tfr = grl::tfrecord;
 
 namespace {
 
-tfr::ListKind list_kind(const std::string& kind, const std::string& name) {
-  if (kind == "bytes") return tfr::ListKind::kBytes;
-  if (kind == "float") return tfr::ListKind::kFloat;
-  if (kind == "int64") return tfr::ListKind::kInt64;
-  throw py::value_error("feature " + name + ": kind must be 'bytes', 'float' or 'int64', got '" + kind + "'");
+// A row feature of its Python kind: "bytes", "float", "int64" (the payload is
+// its varints), or "uint32 values"/"uint64 values" (an int64 list of the
+// row's values, written as varints).
+tfr::RowFeature row_feature(const std::string& name, const std::string& kind, size_t row_bytes) {
+  if (kind == "bytes") return {name, tfr::ListKind::kBytes, row_bytes};
+  if (kind == "float") return {name, tfr::ListKind::kFloat, row_bytes};
+  if (kind == "int64") return {name, tfr::ListKind::kInt64, row_bytes};
+  if (kind == "uint32 values") return {name, tfr::ListKind::kInt64, row_bytes, 4};
+  if (kind == "uint64 values") return {name, tfr::ListKind::kInt64, row_bytes, 8};
+  throw py::value_error("feature " + name +
+                        ": kind must be 'bytes', 'float', 'int64', 'uint32 values' or 'uint64 values', got '" +
+                        kind + "'");
 }
 
 py::buffer_info contiguous_bytes(const py::buffer& data) {
@@ -126,7 +133,7 @@ class BlockEncoder {
   std::vector<tfr::RowFeature> row_features(const std::vector<std::tuple<std::string, std::string, size_t>>& rows) {
     std::vector<tfr::RowFeature> out;
     for (const auto& [name, kind, size] : rows) {
-      out.push_back({name, list_kind(kind, name), size});
+      out.push_back(row_feature(name, kind, size));
       row_bytes_.push_back(size);
     }
     return out;
@@ -165,8 +172,9 @@ void bind_tfrecord(py::module_& m) {
                            "value) and row features (a fixed-size payload per record from a table row).")
       .def(py::init<std::vector<std::string>, const std::vector<std::tuple<std::string, std::string, size_t>>&>(),
            py::arg("varint_features"), py::arg("row_features"),
-           "varint_features: names; row_features: (name, 'bytes'|'float'|'int64', payload bytes) triples "
-           "(an 'int64' payload is the packed varints).")
+           "varint_features: names; row_features: (name, kind, table row bytes) triples, kind 'bytes', "
+           "'float', 'int64' (the row is the payload: for 'int64' its packed varints), or 'uint32 values' / "
+           "'uint64 values' (the row's little-endian values, written as an int64 list).")
       .def("encode", &BlockEncoder::encode, py::arg("varint_columns"), py::arg("row_sources"),
            "(records, lengths): the framed records of one block as a uint8 array and each record's length. "
            "varint_columns: one int64 or uint64 array per varint feature; row_sources: one (table, index) pair "

@@ -243,12 +243,22 @@ void encode_compact_rows(const StateTable& states, const int32_t* state_index, c
   const size_t tiles = static_cast<size_t>(states.height) * states.width;
   auto run = [&](size_t begin, size_t end) {
     std::vector<uint8_t> scratch(tiles * kObservationScratchPerTile);
+    // The open directions of the last state: the players of one tick are adjacent rows.
+    std::vector<uint8_t> open(tiles);
+    int64_t open_state = -1;
     for (size_t r = begin; r < end; ++r) {
       const size_t at = static_cast<size_t>(state_index[r]) * tiles;
-      const StateView view{states.height, states.width, states.kind + at, states.owner + at, states.army + at};
+      StateView view{states.height, states.width, states.kind + at, states.owner + at, states.army + at};
       if (wide_armies) encode_compact(view, player[r], obstacles, codes + r * tiles, wide_armies + r * tiles, scratch.data());
       else encode_compact(view, player[r], obstacles, codes + r * tiles, armies + r * tiles, scratch.data());
-      if (masks) encode_packed_action_mask(view, player[r], masks + r * packed_mask_bytes(tiles));
+      if (masks) {
+        if (open_state != state_index[r]) {
+          compute_open_directions(view.kind, view.height, view.width, open.data());
+          open_state = state_index[r];
+        }
+        view.open_directions = open.data();
+        encode_packed_action_mask(view, player[r], masks + r * packed_mask_bytes(tiles));
+      }
     }
   };
   if (pool && pool->size() > 1 && rows * tiles >= kParallelTiles) {

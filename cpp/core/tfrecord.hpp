@@ -3,8 +3,9 @@
 //
 // A record is `uint64 length, masked CRC32C of the length, data, masked CRC32C
 // of the data`, all little-endian; the data is a serialized Example whose
-// features are either one varint (an int64 list of one value) or a fixed-size
-// payload per record taken from a row of a table.
+// features are either one varint (an int64 list of one value), a fixed-size
+// payload per record taken from a row of a table, or a row of a table of
+// unsigned values written as an int64 list (packed varints, so its size varies).
 #pragma once
 
 #include <cstddef>
@@ -29,7 +30,10 @@ enum class ListKind : uint8_t {
 struct RowFeature {
   std::string name;
   ListKind kind;
-  size_t row_bytes;  // payload bytes of every record
+  size_t row_bytes;  // bytes of a table row: the payload of every record, unless value_bytes
+  // 4 or 8: the row holds little-endian unsigned values of that size, written
+  // as the varints of an int64 list (kind kInt64); 0: the row is the payload.
+  size_t value_bytes = 0;
 };
 
 // Where the payloads of a row feature come from: record i uses row index[i] of
@@ -62,9 +66,12 @@ class ExampleEncoder {
   // Each varint feature's map entry up to its value, for a value of 1..10 bytes
   // (the prefixes differ only in the length bytes, so they have one size).
   std::vector<std::vector<std::string>> varint_prefixes_;
-  std::vector<std::string> row_prefixes_;
+  std::vector<std::string> row_prefixes_;  // fixed payloads only
+  std::vector<std::string> row_keys_;      // each row feature's map key, encoded
   std::vector<size_t> row_bytes_;
-  size_t row_block_bytes_ = 0;  // every row feature's prefix and payload
+  std::vector<size_t> value_bytes_;
+  size_t row_block_bytes_ = 0;     // every fixed row feature's prefix and payload
+  size_t max_varint_bytes_ = 0;    // the most every value row feature can take
 };
 
 }  // namespace grl::tfrecord

@@ -53,6 +53,27 @@ class CompactBatch(_Records, _SampleColumns):
     def next_state(self) -> CompactObservations:
         return CompactObservations(self.next_state_tiles, self.next_state_armies)
 
+    def select(self, rows) -> CompactBatch:
+        """The rows picked by a boolean mask or index array."""
+        return self.take(rows)
+
+    @staticmethod
+    def concat(batches: list[CompactBatch]) -> CompactBatch:
+        """One batch holding the rows of all, in order (armies in the widest dtype)."""
+        if not batches:
+            raise ValueError("batches: need at least one batch to concatenate")
+        if len(batches) == 1:
+            return batches[0]
+        columns: dict[str, Any] = {}
+        for name in CompactBatch.row_fields():
+            parts = [getattr(b, name) for b in batches]
+            columns[name] = None if any(p is None for p in parts) else np.concatenate(parts)
+        return CompactBatch(
+            **columns,
+            missed=sum(b.missed for b in batches),
+            next_sequence=batches[-1].next_sequence,
+        )
+
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -64,10 +85,12 @@ class CompactBatch(_Records, _SampleColumns):
         army_scale: float = 1000.0,
         obstacles: bool = False,
         num_threads: int | None = None,
+        wide: bool | None = None,
     ) -> CompactBatch:
         """The compact views of a raw batch's rows (int32 armies when ``army_scale``
-        needs the wide form), computed in C++."""
-        wide = army_dtype(army_scale) == np.int32
+        needs the wide form, or with ``wide=True``: every army exact), computed in C++."""
+        if wide is None:
+            wide = army_dtype(army_scale) == np.int32
         threads = 0 if num_threads is None else num_threads
 
         def views(index, masks: bool):

@@ -20,12 +20,20 @@ import grpc
 from .._proto import experience_pb2 as pb
 from .._proto import experience_pb2_grpc as pb_grpc
 from ..backoff import Backoff
-from ..experience import DecodedBatch, RawBatch, format_game_id
+from ..experience import CompactBatch, DecodedBatch, RawBatch, format_game_id
 from . import packing
+from .compact_packing import unpack_compact
 from .discovery import AddressBook, AddressSource
+from .wire import NestedBytesSplitter
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+# The batches' stream, its messages parsed without copying their payload.
+_BATCHES_METHOD = "/{}/StreamExperienceBatches".format(
+    pb.DESCRIPTOR.services_by_name["ExperienceService"].full_name
+)
+_SPLIT_BATCH = NestedBytesSplitter(pb.ExperienceBatch, "packed", "payload")
 
 # Waits between reconnection attempts: 0.05 s doubling to 2 s, each +-50%.
 RECONNECT_BACKOFF = Backoff(base_delay=0.05, max_delay=2.0, jitter=(0.5, 1.5))
@@ -197,11 +205,19 @@ class ExperienceConsumer:
         compression: bool = False,
         decode: bool = True,
         max_batch_wait_ms: int = 5,
-    ) -> Iterator[DecodedBatch] | Iterator[RawBatch]:
+        *,
+        compact: bool = False,
+        obstacles: bool = False,
+    ) -> Iterator[DecodedBatch] | Iterator[RawBatch] | Iterator[CompactBatch]:
         """Yields batches of the matching experiences: ``DecodedBatch`` (float
         observations and masks decoded in C++) or, with ``decode=False``,
-        ``RawBatch`` (compact states). A batch's ``missed`` counts experiences
-        its server lost to overwriting before it (a batch may then hold no rows).
+        ``RawBatch`` (raw boards). With ``compact=True`` (``decode`` is then not
+        used) the server sends each row's compact player views and the batches
+        are ``CompactBatch``es whose arrays are views of the received bytes, for
+        ``generals_rl.torch.as_tensor`` without a copy (``obstacles``: the
+        observation option they are made with); the trainer's fast path. A
+        batch's ``missed`` counts experiences its server lost to overwriting
+        before it (a batch may then hold no rows).
 
         ``start``: ``"oldest"`` (what is resident), ``"newest"`` (only what comes
         next), a sequence number (one server), or the ``positions`` of an earlier
@@ -225,11 +241,13 @@ class ExperienceConsumer:
             batch_size=batch_size,
             enable_compression=compression,
             max_batch_wait_ms=max_batch_wait_ms,
+            compact_views=compact,
+            obstacles=obstacles,
         )
         self._apply_start(start)
-        return self._run(request, start, decode)
+        return self._run(request, start, "compact" if compact else "decoded" if decode else "raw")
 
-    def _run(self, request: pb.StreamExperiencesRequest, start, decode: bool):
+    def _run(self, request: pb.StreamExperiencesRequest, start, form: str):
         """Starts one receiving thread per server on first use and yields what they deliver."""
         if self._streaming:
             raise RuntimeError("this consumer is already streaming; use one consumer per stream")
@@ -240,7 +258,7 @@ class ExperienceConsumer:
         )
         # Sized for the servers known now (servers found later share it: still bounded).
         out: queue.Queue = queue.Queue(maxsize=self._queue_batches * max(1, len(self._servers)))
-        pumping = (request, start, decode, out)
+        pumping = (request, start, form, out)
         for server in self._servers.values():
             self._start_pump(server, pumping)
         following = self._book.dynamic and request.follow
@@ -340,7 +358,7 @@ class ExperienceConsumer:
             request.start_position = pb.START_OLDEST
         return request
 
-    def _pump(self, server: _ServerState, template, start, decode: bool, out: queue.Queue) -> None:
+    def _pump(self, server: _ServerState, template, start, form: str, out: queue.Queue) -> None:
         """Receives one server's batches (decoding them off the caller's thread)
         and reconnects when the stream breaks."""
         failures = 0  # consecutive failed connections
@@ -353,12 +371,17 @@ class ExperienceConsumer:
                 return
             request = self._request_for(server, template, start)
             try:
-                call = server.stub.StreamExperienceBatches(request, metadata=self._metadata)
+                batches = server.channel.unary_stream(
+                    _BATCHES_METHOD,
+                    request_serializer=pb.StreamExperiencesRequest.SerializeToString,
+                    response_deserializer=_SPLIT_BATCH,
+                )
+                call = batches(request, metadata=self._metadata)
                 server.call = call
-                for message in call:
+                for message, payload in call:
                     failing_since, failures = None, 0
                     work = decoder.submit(
-                        _batch_of, message, decode, self._max_message_bytes
+                        _batch_of, message, form, self._max_message_bytes, payload
                     )  # in order, decoded in parallel
                     server.received = StreamPosition(message.buffer_id, message.next_sequence)
                     if not self._put(out, (server, message, work)):
@@ -529,8 +552,10 @@ def _cancel(server: _ServerState) -> None:
 _local = threading.local()
 
 
-def _batch_of(message: pb.ExperienceBatch, decode: bool, max_bytes: int):
-    """The batch to deliver, or None for a message that only moves the position."""
+def _batch_of(message: pb.ExperienceBatch, form: str, max_bytes: int, payload=None):
+    """The batch to deliver in ``form`` ("raw", "decoded" or "compact"), or None for
+    a message that only moves the position. ``payload``: the packed payload when
+    it was kept out of the parsed message."""
     if message.packed.count == 0 and message.missed == 0:
         return None
     decompressor = None
@@ -540,13 +565,24 @@ def _batch_of(message: pb.ExperienceBatch, decode: bool, max_bytes: int):
             import zstandard
 
             decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    batch: RawBatch | DecodedBatch | CompactBatch
     # The server checked the tiles; the sizes are checked before inflating.
-    raw = packing.unpack(message.packed, decompressor, check_tiles=False, max_bytes=max_bytes)
-    batch: RawBatch | DecodedBatch = raw
-    if decode:
-        try:
-            batch = raw.decode(message.army_scaling or "linear", message.army_scale or 1000.0)
-        except ValueError as exc:  # the decoder's own checks of what the server checks
-            raise packing.PackedBatchError(f"packed: {exc}") from None
+    if form == "compact":
+        if message.packed.layout != pb.PACKED_LAYOUT_COMPACT:
+            raise packing.PackedBatchError(
+                "packed: compact views were asked for, the server sent raw boards "
+                "(a server from before compact views?)"
+            )
+        batch = unpack_compact(message.packed, decompressor, payload, max_bytes, check_tiles=False)
+    else:
+        raw = packing.unpack(
+            message.packed, decompressor, payload, check_tiles=False, max_bytes=max_bytes
+        )
+        batch = raw
+        if form == "decoded":
+            try:
+                batch = raw.decode(message.army_scaling or "linear", message.army_scale or 1000.0)
+            except ValueError as exc:  # the decoder's own checks of what the server checks
+                raise packing.PackedBatchError(f"packed: {exc}") from None
     batch.missed, batch.next_sequence = message.missed, message.next_sequence
     return batch

@@ -1,14 +1,17 @@
 """The two encoders of what streams send: ``pb.ExperienceBatch`` messages (the
-fast path: a header serialized by protobuf, then the packed columns written
-around the buffers they are in) and one ``Experience`` message per row (the
-simple path: decoded tensors, or raw states)."""
+fast path: a header serialized by protobuf, then the packed columns, raw boards
+or compact views, written around the buffers they are in) and one
+``Experience`` message per row (the simple path: decoded tensors, or raw
+states)."""
 
 from __future__ import annotations
 
 from .._proto import experience_pb2 as pb
 from ..experience import ExperienceBuffer, RawBatch, format_game_id
+from ..experience.compact import CompactBatch
 from ..vec_env import OBSERVATION_CHANNELS
 from . import packing
+from .compact_packing import pack_compact
 from .stats import CollectionClock
 from .wire import LengthDelimitedField
 
@@ -51,12 +54,26 @@ class MessageEncoder:
         return header
 
     def batch_message(
-        self, raw: RawBatch, from_sequence: int, next_sequence: int, compressor=None
+        self,
+        raw: RawBatch,
+        from_sequence: int,
+        next_sequence: int,
+        compressor=None,
+        compact_views: bool = False,
+        obstacles: bool = False,
     ) -> bytes:
         """The serialized ``pb.ExperienceBatch``: the header by protobuf, then the
-        packed field written around the column buffers (one copy of the data)."""
+        packed field written around the column buffers (one copy of the data).
+        ``compact_views``: the rows' compact player views (``obstacles`` as the
+        observation option, computed in C++) instead of the raw boards."""
         header = self.batch_header(raw, from_sequence, next_sequence)
-        packed, payload = packing.pack(raw, compressor)
+        if compact_views:
+            views = CompactBatch.from_raw(
+                raw, army_scale=self.buffer.army_scale, obstacles=obstacles
+            )
+            packed, payload = pack_compact(views, obstacles, compressor)
+        else:
+            packed, payload = packing.pack(raw, compressor)
         packed_fields = [packed.SerializeToString(), *_PAYLOAD.parts(payload)]
         return b"".join([header.SerializeToString(), *_PACKED.parts(packed_fields)])
 

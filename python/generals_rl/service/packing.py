@@ -9,6 +9,7 @@ per experience or per tile in Python.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -83,13 +84,45 @@ def _little(array: np.ndarray) -> np.ndarray:
     return array.astype(array.dtype.newbyteorder("<"))
 
 
+def packed_rows(batch) -> list[tuple[str, np.ndarray]]:
+    """The packed row columns of a batch of any form, sequence to flags."""
+    flags = (
+        batch.legal.view(np.uint8) * np.uint8(FLAG_LEGAL)
+        | batch.terminated.view(np.uint8) * np.uint8(FLAG_TERMINATED)
+        | batch.truncated.view(np.uint8) * np.uint8(FLAG_TRUNCATED)
+    )
+    return [
+        ("sequence", batch.sequence.astype(np.uint64, copy=False)),
+        ("game_id", batch.game_id.astype(np.uint64, copy=False)),
+        ("player_id", batch.player_id.astype(np.uint8)),
+        ("tick", batch.tick.astype(np.int32, copy=False)),
+        ("action", batch.action.astype(np.int32, copy=False)),
+        ("reward", batch.reward.astype(np.float32, copy=False)),
+        ("flags", flags),
+    ]
+
+
+def record_columns(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The record columns of a batch from its unpacked row columns (the flags
+    split, checked)."""
+    flags = arrays["flags"]
+    if flags.size and int(flags.max()) > _ALL_FLAGS:
+        raise PackedBatchError("packed: flags has bits other than legal, terminated, truncated")
+    return {
+        "sequence": arrays["sequence"],
+        "game_id": arrays["game_id"],
+        "player_id": arrays["player_id"].astype(np.int32),
+        "tick": arrays["tick"],
+        "action": arrays["action"],
+        "reward": arrays["reward"],
+        "legal": (flags & FLAG_LEGAL) != 0,
+        "terminated": (flags & FLAG_TERMINATED) != 0,
+        "truncated": (flags & FLAG_TRUNCATED) != 0,
+    }
+
+
 def packed_arrays(raw: RawBatch) -> list[tuple[str, np.ndarray]]:
     """The packed form's columns of ``raw``, in payload order."""
-    flags = (
-        raw.legal.view(np.uint8) * np.uint8(FLAG_LEGAL)
-        | raw.terminated.view(np.uint8) * np.uint8(FLAG_TERMINATED)
-        | raw.truncated.view(np.uint8) * np.uint8(FLAG_TRUNCATED)
-    )
     code = (raw.state_kind << np.uint8(_core.TILE_KIND_SHIFT)) | (raw.state_owner + 1).astype(
         np.uint8
     )
@@ -100,13 +133,7 @@ def packed_arrays(raw: RawBatch) -> list[tuple[str, np.ndarray]]:
         else army.astype(np.int32)
     )
     return [
-        ("sequence", raw.sequence.astype(np.uint64, copy=False)),
-        ("game_id", raw.game_id.astype(np.uint64, copy=False)),
-        ("player_id", raw.player_id.astype(np.uint8)),
-        ("tick", raw.tick.astype(np.int32, copy=False)),
-        ("action", raw.action.astype(np.int32, copy=False)),
-        ("reward", raw.reward.astype(np.float32, copy=False)),
-        ("flags", flags),
+        *packed_rows(raw),
         ("state_index", raw.state_index.astype(np.int32, copy=False)),
         ("next_state_index", raw.next_state_index.astype(np.int32, copy=False)),
         ("state_code", code),
@@ -121,8 +148,15 @@ def pack(raw: RawBatch, compressor=None) -> tuple[pb.PackedBatch, list]:
     packed = pb.PackedBatch(
         count=len(raw), state_count=raw.state_kind.shape[0], height=raw.height, width=raw.width
     )
+    return packed, pack_columns(packed, packed_arrays(raw), compressor)
+
+
+def pack_columns(packed: pb.PackedBatch, arrays, compressor=None) -> list:
+    """Describes ``arrays`` (``(name, array)`` in payload order) in ``packed`` and
+    returns the payload as a list of buffers, one zstd frame with ``compressor``
+    when it pays."""
     parts, offset = [], 0
-    for name, array in packed_arrays(raw):
+    for name, array in arrays:
         array = _little(array)
         packed.columns.add(
             name=name,
@@ -139,7 +173,7 @@ def pack(raw: RawBatch, compressor=None) -> tuple[pb.PackedBatch, list]:
         if offset <= MAX_COMPRESSION_RATIO * len(compressed):  # what `unpack` accepts
             packed.compression = pb.COMPRESSION_ZSTD
             parts = [compressed]
-    return packed, parts
+    return parts
 
 
 def pack_message(raw: RawBatch, compressor=None) -> pb.PackedBatch:
@@ -165,51 +199,21 @@ def unpack(
     ``payload`` may be given when the caller already holds the payload bytes
     (saves a copy). A server checks the row values field by field first
     (``validation.row_problems``), then the tiles as the buffer appends them."""
-    if payload is None:
-        payload = packed.payload
-    n, states, height, width = packed.count, packed.state_count, packed.height, packed.width
-    if not (2 <= height <= 256 and 2 <= width <= 256) and not (n == 0 and states == 0):
-        raise PackedBatchError(f"packed: board {height}x{width} is outside 2..256")
-    columns = _columns(packed)
-    # The payload is the columns: its size follows from the header alone.
-    needed = sum(column.size for column, _, _ in columns.values())
-    if packed.uncompressed_size != needed:
+    if packed.layout != pb.PACKED_LAYOUT_RAW:
         raise PackedBatchError(
-            f"packed: uncompressed_size says {packed.uncompressed_size} bytes, the columns hold "
-            f"{needed}"
+            f"packed: layout {packed.layout} is not PACKED_LAYOUT_RAW (raw boards)"
         )
-    if packed.compression == pb.COMPRESSION_ZSTD:
-        payload = _decompress(payload, packed.uncompressed_size, decompressor, max_bytes)
-    elif packed.compression != pb.COMPRESSION_NONE:
-        raise PackedBatchError(f"packed: unknown compression {packed.compression}")
-    if len(payload) != packed.uncompressed_size:
-        raise PackedBatchError(
-            f"packed: payload holds {len(payload)} bytes, uncompressed_size says "
-            f"{packed.uncompressed_size}"
-        )
-    arrays = {}
-    for name, (column, dtype, shape) in columns.items():
-        count = int(np.prod(shape, dtype=np.int64))
-        array = np.frombuffer(payload, dtype=dtype, count=count, offset=column.offset).reshape(
-            shape
-        )
-        arrays[name] = array if _LITTLE else array.astype(dtype.newbyteorder("="))
-    flags = arrays["flags"]
-    if n and int(flags.max()) > _ALL_FLAGS:
-        raise PackedBatchError("packed: flags has bits other than legal, terminated, truncated")
+    n, states = packed.count, packed.state_count
+    shapes: dict[str, tuple[int, ...]] = {name: (packed.count,) for name in ROW_COLUMNS}
+    shapes.update({name: (states, packed.height, packed.width) for name in STATE_COLUMNS})
+    arrays = unpack_columns(
+        packed, {**ROW_COLUMNS, **STATE_COLUMNS}, shapes, decompressor, payload, max_bytes
+    )
     code = arrays["state_code"]
     owner = np.bitwise_and(code, np.uint8(_core.TILE_OWNER_MASK), dtype=np.int16)
     owner -= 1
     raw = RawBatch(
-        sequence=arrays["sequence"],
-        game_id=arrays["game_id"],
-        player_id=arrays["player_id"].astype(np.int32),
-        tick=arrays["tick"],
-        action=arrays["action"],
-        reward=arrays["reward"],
-        legal=(flags & FLAG_LEGAL) != 0,
-        terminated=(flags & FLAG_TERMINATED) != 0,
-        truncated=(flags & FLAG_TRUNCATED) != 0,
+        **record_columns(arrays),
         state_index=arrays["state_index"],
         next_state_index=arrays["next_state_index"],
         state_kind=np.right_shift(code, np.uint8(_core.TILE_KIND_SHIFT)),
@@ -224,7 +228,53 @@ def unpack(
     return raw
 
 
-def _columns(packed: pb.PackedBatch) -> dict[str, tuple[pb.Column, np.dtype, tuple]]:
+def unpack_columns(
+    packed: pb.PackedBatch,
+    dtypes: dict[str, tuple[str, ...]],
+    shapes: dict[str, tuple[int, ...]],
+    decompressor=None,
+    payload=None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> dict[str, np.ndarray]:
+    """The columns of a packed batch (name -> the dtypes it may have, and its
+    shape) as arrays over the payload (no copy of an uncompressed one), checked
+    against the header before any payload byte is looked at; raises as
+    ``unpack``. ``payload``: the payload bytes when the caller holds them."""
+    if payload is None:
+        payload = packed.payload
+    height, width = packed.height, packed.width
+    if not (2 <= height <= 256 and 2 <= width <= 256) and (packed.count or packed.state_count):
+        raise PackedBatchError(f"packed: board {height}x{width} is outside 2..256")
+    columns = _columns(packed, dtypes, shapes)
+    # The payload is the columns: its size follows from the header alone.
+    needed = sum(column.size for column, _, _ in columns.values())
+    if packed.uncompressed_size != needed:
+        raise PackedBatchError(
+            f"packed: uncompressed_size says {packed.uncompressed_size} bytes, the columns hold "
+            f"{needed}"
+        )
+    if packed.compression == pb.COMPRESSION_ZSTD:
+        payload = _decompress(payload, packed.uncompressed_size, decompressor, max_bytes)
+    elif packed.compression != pb.COMPRESSION_NONE:
+        raise PackedBatchError(f"packed: unknown compression {packed.compression}")
+    if memoryview(payload).nbytes != packed.uncompressed_size:
+        raise PackedBatchError(
+            f"packed: payload holds {memoryview(payload).nbytes} bytes, uncompressed_size says "
+            f"{packed.uncompressed_size}"
+        )
+    arrays = {}
+    for name, (column, dtype, shape) in columns.items():
+        count = int(np.prod(shape, dtype=np.int64))
+        array = np.frombuffer(payload, dtype=dtype, count=count, offset=column.offset).reshape(
+            shape
+        )
+        arrays[name] = array if _LITTLE else array.astype(dtype.newbyteorder("="))
+    return arrays
+
+
+def _columns(
+    packed: pb.PackedBatch, dtypes: dict[str, tuple[str, ...]], shapes: dict[str, tuple[int, ...]]
+) -> dict[str, tuple[pb.Column, np.dtype, tuple]]:
     """Each column's description, dtype and shape, checked against the header
     (before any payload byte is looked at)."""
     described = {}
@@ -233,17 +283,12 @@ def _columns(packed: pb.PackedBatch) -> dict[str, tuple[pb.Column, np.dtype, tup
             raise PackedBatchError(f"packed: column {column.name!r} appears twice")
         described[column.name] = column
     columns = {}
-    for name, dtypes in {**ROW_COLUMNS, **STATE_COLUMNS}.items():
-        shape = (
-            (packed.count,)
-            if name in ROW_COLUMNS
-            else (packed.state_count, packed.height, packed.width)
-        )
+    for name, allowed in dtypes.items():
         column = described.pop(name, None)
         columns[name] = (
             column,
-            _column_dtype(column, name, dtypes, shape, packed.uncompressed_size),
-            shape,
+            _column_dtype(column, name, allowed, shapes[name], packed.uncompressed_size),
+            shapes[name],
         )
     if described:
         raise PackedBatchError(f"packed: unknown columns {sorted(described)}")

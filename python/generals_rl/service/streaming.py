@@ -48,6 +48,8 @@ class StreamParams:
     compress: bool
     start: str | int
     raw_states: bool
+    compact_views: bool
+    obstacles: bool
 
 
 class Stream:
@@ -77,8 +79,9 @@ class Streams:
         self.max_streams = max_streams
         self.batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS  # when a request does not say
         tiles = buffer.height * buffer.width
-        # A row and at most two boards of up to 5 bytes a tile, plus headers.
-        self._max_rows = max(1, (max_message_bytes - (64 << 10)) // (64 + 10 * tiles))
+        # A row and at most two boards (or views) of up to 5 bytes a tile and a
+        # packed mask, plus headers.
+        self._max_rows = max(1, (max_message_bytes - (64 << 10)) // (64 + 11 * tiles))
         # Decoded: two float32 observations and a mask of 4 moves a tile.
         decoded_bytes = tiles * (2 * len(OBSERVATION_CHANNELS) * 4 + 4)
         self._max_experience_rows = max(1, EXPERIENCE_READ_BYTES // decoded_bytes)
@@ -97,9 +100,22 @@ class Streams:
 
                 compressor = zstandard.ZstdCompressor(level=1)
             for raw, from_sequence, next_sequence in self._read_batches(stream, params, context):
-                yield self.encoder.batch_message(raw, from_sequence, next_sequence, compressor)
+                yield self.encoder.batch_message(
+                    raw,
+                    from_sequence,
+                    next_sequence,
+                    compressor,
+                    compact_views=params.compact_views,
+                    obstacles=params.obstacles,
+                )
 
     def stream_experiences(self, request: pb.StreamExperiencesRequest, context):
+        if request.compact_views:
+            with aborting(context):
+                raise Abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "compact_views: only StreamExperienceBatches carries compact views",
+                )
         with self._streaming(request, context, self._max_experience_rows) as (params, stream):
             missed = 0
             for raw, _, _ in self._read_batches(stream, params, context):
@@ -181,6 +197,8 @@ class Streams:
             compress=request.enable_compression,
             start=self._start(request),
             raw_states=request.raw_states,
+            compact_views=request.compact_views,
+            obstacles=request.obstacles,
         )
 
     def _start(self, request: pb.StreamExperiencesRequest) -> str | int:

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _core
 from ..experience.batch import DecodedBatch, RawBatch
+from ..experience.compact import CompactBatch
 from ._batches import join
 from .checksum import checksum_text, crc32c
 from .errors import StorageError
@@ -21,7 +22,7 @@ from .local import LocalStore
 from .s3 import S3Store
 from .store import Store
 
-FORMS = ("raw", "decoded")
+FORMS = ("raw", "decoded", "compact")
 
 
 def _timestamp(value, name: str) -> float | None:
@@ -107,10 +108,14 @@ class Dataset:
                 # Whatever the shard's bytes make a reader or the decoder trip on is damage.
                 raise StorageError(f"{key}: {exc}") from None
 
-    def read(self) -> RawBatch | DecodedBatch | None:
+    def read(self) -> RawBatch | DecodedBatch | CompactBatch | None:
         """Every selected experience as one batch (None when there are none)."""
         batches = list(self)
-        return join(batches) if batches else None
+        if not batches:
+            return None
+        if self.form == "compact":
+            return CompactBatch.concat(batches)  # type: ignore[arg-type]
+        return join(batches)
 
     def _shards(self) -> Iterator[tuple[str, type[ShardFormat], bytes]]:
         if self._files is not None:
@@ -154,6 +159,21 @@ class Dataset:
         return batch.select(keep)
 
     def _convert(self, batch, key: str):
+        if isinstance(batch, CompactBatch):  # compact_views TFRecords
+            if self.form == "compact":
+                return batch
+            if self.form == "decoded":
+                return batch.expand(self.army_scaling, self.army_scale)
+            raise StorageError(
+                f"{key}: holds compact views only (no raw boards); open the dataset with "
+                "form='compact' or 'decoded'"
+            )
+        if self.form == "compact":
+            if not isinstance(batch, RawBatch):
+                raise StorageError(
+                    f"{key}: holds decoded states only; open the dataset with form='decoded'"
+                )
+            return CompactBatch.from_raw(batch, army_scale=self.army_scale)
         if self.form == "decoded":
             return (
                 batch.decode(self.army_scaling, self.army_scale)
@@ -188,13 +208,15 @@ def open_dataset(
     shards begun in ``[start, end)`` (a shard's time is that of its first
     experience, which also names its partition), pruning whole partitions by their
     hour first; ``game_ids`` (ints or 16-hex-digit strings) and ``player_ids`` keep
-    only those rows. ``form`` "raw" yields RawBatch (compact states), "decoded"
-    DecodedBatch (decoded with ``army_scaling``/``army_scale``). ``verify``
+    only those rows. ``form`` "raw" yields RawBatch (raw boards), "decoded"
+    DecodedBatch (decoded with ``army_scaling``/``army_scale``), "compact"
+    CompactBatch (the acting players' compact views; ``army_scale`` chooses their
+    army width). ``verify``
     checks each shard's size and CRC32C against the index. S3 options:
     ``endpoint_url``, ``client``, ``region_name``.
     """
     if form not in FORMS:
-        raise ValueError(f"form: expected 'raw' or 'decoded', got {form!r}")
+        raise ValueError(f"form: expected 'raw', 'decoded' or 'compact', got {form!r}")
     t_start, t_end = _timestamp(start, "start"), _timestamp(end, "end")
     if t_start is not None and t_end is not None and t_end <= t_start:
         raise ValueError(f"end: {end!r} is not after start {start!r}")

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from typing import TypeVar
 
 from ..experience.batch import DecodedBatch, RawBatch
+from ..experience.compact import CompactBatch
+from ._batches import STATE_FORMS
 from .checksum import ChecksumWriter
 from .layout import SHARD_NAME
 
@@ -41,6 +43,7 @@ class ShardFormat(abc.ABC):
     name: str
     extensions: tuple[str, ...]  # the first is what the writer uses
     states: str = "raw"
+    state_forms: tuple[str, ...] = STATE_FORMS  # the values ``states`` may take
     # Whether a chunk reaches the encoder as one joined batch (one compact, sorted
     # state table) rather than as the batches written.
     joined_chunks: bool = True
@@ -67,7 +70,7 @@ class ShardFormat(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | DecodedBatch]:
+    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | DecodedBatch | CompactBatch]:
         """The batches of one shard's bytes; StorageError if it is malformed. With
         ``game_ids`` (a sorted uint64 array) a format may skip chunks holding none
         of them (rows are filtered by the caller)."""

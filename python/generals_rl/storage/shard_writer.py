@@ -23,7 +23,6 @@ import numpy as np
 
 from ..experience.batch import DecodedBatch, RawBatch
 from ._batches import (
-    STATE_FORMS,
     BatchQueue,
     ChunkBuffer,
     Scratch,
@@ -104,8 +103,10 @@ class ShardWriter(Writer):
         resume: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if shard_format.states not in STATE_FORMS:
-            raise ValueError(f"states: expected one of {STATE_FORMS}, got {shard_format.states!r}")
+        if shard_format.states not in shard_format.state_forms:
+            raise ValueError(
+                f"states: expected one of {shard_format.state_forms}, got {shard_format.states!r}"
+            )
         self.store = store
         self.format = shard_format
         self.rotation = rotation or Rotation()

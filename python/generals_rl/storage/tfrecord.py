@@ -16,7 +16,16 @@ Features of every record (int64 unless said otherwise):
   ``action_mask=True`` also ``action_mask`` bytes (uint8 0/1, ``H*W*4``);
 * ``states="decoded"``: ``state_shape`` ``[9, H, W]``, ``state`` and
   ``next_state`` float lists (9*H*W, channels first) and ``action_mask`` int64
-  list (H*W*4 of 0/1).
+  list (H*W*4 of 0/1);
+* ``states="compact_views"``: the acting player's compact views
+  (``generals_rl.observations``, made with ``obstacles=True``, so they expand
+  to either observation option): ``state_shape`` ``[H, W]``, ``state_view`` and
+  ``next_state_view`` int64 lists of H*W values ``army << 5 | tile code``
+  (row-major; varints, so a fogged tile or a small army is one byte) and
+  ``action_mask`` bytes (the packed mask of the state, ``(H*W*4 + 7) // 8``).
+  About 1.4 KB a record on 20x20 1v1 (bench/bench_storage.py);
+  ``generals_rl.tensorflow.parse_compact_examples`` expands them to the float
+  observations inside ``tf.data``.
 
 Records are framed in C++ (``_core.TFRecordEncoder``), a block at a time and
 without the GIL: every part of an Example that does not depend on the values is
@@ -29,6 +38,7 @@ together so that they cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import struct
 import zlib
@@ -38,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .._core import TFRecordEncoder
+from .._varint import read_varint
 from ..experience.batch import (
     RECORD_COLUMNS,
     REPLAY_ID_BYTES,
@@ -46,6 +57,8 @@ from ..experience.batch import (
     DecodedBatch,
     RawBatch,
 )
+from ..experience.compact import CompactBatch
+from ..observations import TILE_CODES, packed_mask_bytes
 from ._batches import OBSERVATION_CHANNELS, STATE_FORMS, compact_states
 from ._options import format_and_writer_options
 from .checksum import ChecksumWriter, masked_crc32c
@@ -66,6 +79,13 @@ _VARINT_FEATURES = (
     "stars",
 )
 _BLOCK = 512  # records framed at a time: a few MB, so they are still cached when written
+# The forms records hold their states in: a shard form, or the compact views.
+RECORD_STATE_FORMS = (*STATE_FORMS, "compact_views")
+# A compact view value: army << VIEW_ARMY_SHIFT | tile code.
+VIEW_ARMY_SHIFT = 5
+assert TILE_CODES <= 1 << VIEW_ARMY_SHIFT
+# Armies below this make values that fit in uint32 (encoded from uint32 tables).
+_NARROW_VIEW_ARMIES = 1 << (32 - VIEW_ARMY_SHIFT)
 
 
 def _packed_varints(values) -> bytes:
@@ -107,6 +127,15 @@ class _TFRecordEncoder(ShardEncoder):
                     )
             if fmt.action_mask:
                 rows.append(("action_mask", "bytes", tiles * 4))
+        elif fmt.states == "compact_views":
+            views = [("state_view", tiles), ("next_state_view", tiles)]
+            mask = [("action_mask", "bytes", packed_mask_bytes(height, width))]
+            # Values of uint32 tables, or of uint64 ones for armies of 2**27 and more.
+            self._wide_encoder = TFRecordEncoder(
+                list(_VARINT_FEATURES),
+                rows + [(name, "uint64 values", 8 * n) for name, n in views] + mask,
+            )
+            rows += [(name, "uint32 values", 4 * n) for name, n in views] + mask
         else:
             rows += [
                 ("state", "float", OBSERVATION_CHANNELS * tiles * 4),
@@ -126,16 +155,27 @@ class _TFRecordEncoder(ShardEncoder):
         self._index: list[np.ndarray] = []  # record lengths, block by block
 
     def write(self, chunk) -> None:
-        records, lengths = self._encoder.encode(
-            [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk)
+        encoder = self._encoder
+        value_dtype: np.dtype = np.dtype("uint32")
+        if self.fmt.states == "compact_views":
+            chunk = CompactBatch.from_raw(_narrowed(chunk), obstacles=True, wide=True)
+            largest = max(chunk.state_armies.max(), chunk.next_state_armies.max())
+            if largest >= _NARROW_VIEW_ARMIES:
+                encoder, value_dtype = self._wide_encoder, np.dtype("uint64")
+        records, lengths = encoder.encode(
+            [getattr(chunk, name) for name in _VARINT_FEATURES],
+            self._row_sources(chunk, value_dtype),
         )
         self._sink.write(records)
         del records  # unreferenced, its memory is reused for the next block
         self._index.append(lengths)
 
-    def _row_sources(self, part) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def _row_sources(
+        self, part, value_dtype: np.dtype
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(table, index) per row feature for the whole part: record i takes row
-        index[i] of the table, or row i when index is None."""
+        index[i] of the table, or row i when index is None; compact view values
+        in ``value_dtype``."""
         n = len(part)
         sources = [
             (np.ascontiguousarray(part.reward, dtype="<f4"), None),
@@ -149,6 +189,13 @@ class _TFRecordEncoder(ShardEncoder):
             if self._decode_masks:
                 mask = part.decode(self.fmt.army_scaling, self.fmt.army_scale).action_mask
                 sources.append((mask.view(np.uint8), None))
+        elif self.fmt.states == "compact_views":
+            for tiles, armies in (
+                (part.state_tiles, part.state_armies),
+                (part.next_state_tiles, part.next_state_armies),
+            ):
+                sources.append((view_values(tiles, armies, value_dtype).reshape(n, -1), None))
+            sources.append((part.action_mask, None))
         else:
             sources += [
                 (part.state, None),
@@ -171,6 +218,7 @@ class TFRecordFormat(ShardFormat):
     name = "tfrecord"
     extensions = ("tfrecord", "tfrecord.gz")
     joined_chunks = False  # each record holds its own boards: no table to compact
+    state_forms = RECORD_STATE_FORMS
     encode_rows = _BLOCK
 
     def __init__(
@@ -182,15 +230,17 @@ class TFRecordFormat(ShardFormat):
         army_scaling: str = "linear",
         army_scale: float = 1000.0,
     ) -> None:
-        if states not in STATE_FORMS:
-            raise ValueError(f"states: expected 'raw' or 'decoded', got {states!r}")
+        if states not in RECORD_STATE_FORMS:
+            raise ValueError(
+                f"states: expected 'raw', 'decoded' or 'compact_views', got {states!r}"
+            )
         if compression not in (None, "gzip"):
             raise ValueError(f"compression: expected None or 'gzip', got {compression!r}")
         if not 0 <= int(gzip_level) <= 9:
             raise ValueError(f"gzip_level: expected 0..9, got {gzip_level}")
         self.states = states
         self.compression = compression
-        self.action_mask = bool(action_mask) or states == "decoded"
+        self.action_mask = bool(action_mask) or states != "raw"
         self.gzip_level = int(gzip_level)
         self.army_scaling, self.army_scale = army_scaling, float(army_scale)
         if compression == "gzip":
@@ -202,15 +252,47 @@ class TFRecordFormat(ShardFormat):
     def prepare(self, batch):
         if isinstance(batch, RawBatch) and self.states == "decoded":
             return batch.decode(self.army_scaling, self.army_scale)
+        if self.states == "compact_views" and not isinstance(batch, RawBatch):
+            raise TypeError(
+                "write: a compact_views writer takes a RawBatch (the views are made from its "
+                f"boards), got {type(batch).__name__}"
+            )
         return batch
 
     def options(self) -> dict:
         return {"compression": self.compression or "none"}
 
     @classmethod
-    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | DecodedBatch]:
+    def read(cls, data: bytes, game_ids=None) -> Iterator[RawBatch | DecodedBatch | CompactBatch]:
         records = read_records(data)
         yield examples_to_batch([parse_example(r) for r in records])
+
+
+def _narrowed(part: RawBatch) -> RawBatch:
+    """``part`` with its state tables cut to the range of states its rows use (views,
+    no copy). The parts of a written batch share its whole table, and making views
+    checks the table given: this keeps that proportional to the part."""
+    if not len(part):
+        return part
+    low = int(min(part.state_index.min(), part.next_state_index.min()))
+    high = int(max(part.state_index.max(), part.next_state_index.max())) + 1
+    if low == 0 and high == part.state_kind.shape[0]:
+        return part
+    return dataclasses.replace(
+        part,
+        state_index=part.state_index - np.int32(low),
+        next_state_index=part.next_state_index - np.int32(low),
+        **{name: getattr(part, name)[low:high] for name in STATE_TABLES},
+    )
+
+
+def view_values(tiles: np.ndarray, armies: np.ndarray, dtype=np.uint32) -> np.ndarray:
+    """The stored values of compact views: ``army << VIEW_ARMY_SHIFT | tile code``
+    in ``dtype`` (uint32 holds armies below 2**27)."""
+    values = armies.astype(dtype)
+    values <<= values.dtype.type(VIEW_ARMY_SHIFT)
+    values |= tiles
+    return values
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -245,31 +327,18 @@ def read_records(data: bytes, verify: bool = True) -> list[memoryview]:
     return out
 
 
-def _read_varint(buf, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise StorageError("malformed varint in Example")
-
-
 def _fields(buf, start: int, stop: int) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value or (begin, end)) of a message."""
     pos = start
     while pos < stop:
-        key, pos = _read_varint(buf, pos)
+        key, pos = read_varint(buf, pos)
         number, wire = key >> 3, key & 7
         if wire == 2:
-            length, pos = _read_varint(buf, pos)
+            length, pos = read_varint(buf, pos)
             yield number, wire, (pos, pos + length)
             pos += length
         elif wire == 0:
-            value, pos = _read_varint(buf, pos)
+            value, pos = read_varint(buf, pos)
             yield number, wire, value
         elif wire == 5:
             yield number, wire, (pos, pos + 4)
@@ -303,7 +372,7 @@ def parse_example(record) -> dict:
                         value = _parse_feature(buf, item)
                 if key is not None:
                     out[key] = value
-    except (IndexError, UnicodeDecodeError) as exc:
+    except (IndexError, UnicodeDecodeError, ValueError) as exc:
         raise StorageError(f"malformed Example ({exc})") from None
     return out
 
@@ -319,22 +388,34 @@ def _parse_feature(buf: bytes, span: tuple[int, int]):
             chunks = [buf[v[0] : v[1]] for n, w, v in _fields(buf, *inner) if n == 1]
             return np.frombuffer(b"".join(chunks), dtype="<f4")
         if kind == 3:  # Int64List (packed or not)
-            ints: list[int] = []
+            lists: list[np.ndarray] = []
             for n, w, v in _fields(buf, *inner):
                 if n != 1:
                     continue
                 if w == 0:
-                    ints.append(v)
+                    lists.append(np.array([v], dtype=np.uint64))
                 else:
-                    pos = v[0]
-                    while pos < v[1]:
-                        value, pos = _read_varint(buf, pos)
-                        ints.append(value)
-            return np.array(ints, dtype=np.uint64).view(np.int64)
+                    lists.append(_packed_varint_values(buf, *v))
+            ints = np.concatenate(lists) if lists else np.zeros(0, np.uint64)
+            return ints.view(np.int64)
     return None
 
 
-def examples_to_batch(examples: list[dict]) -> RawBatch | DecodedBatch:
+def _packed_varint_values(buf: bytes, begin: int, end: int) -> np.ndarray:
+    """The uint64 values of packed varints ``buf[begin:end]``, decoded with numpy."""
+    data = np.frombuffer(buf, dtype=np.uint8, count=end - begin, offset=begin)
+    last = (data & 0x80) == 0  # the final byte of each value
+    if data.size and not last[-1]:
+        raise StorageError("malformed varint in Example (truncated)")
+    starts = np.flatnonzero(np.concatenate(([True], last[:-1])))
+    position = np.arange(data.size) - np.repeat(starts, np.diff(np.append(starts, data.size)))
+    if data.size and int(position.max()) > 9:
+        raise StorageError("malformed varint in Example (more than 10 bytes)")
+    shifted = (data & 0x7F).astype(np.uint64) << (7 * position).astype(np.uint64)
+    return np.add.reduceat(shifted, starts) if starts.size else np.zeros(0, np.uint64)
+
+
+def examples_to_batch(examples: list[dict]) -> RawBatch | DecodedBatch | CompactBatch:
     """The batch of parsed Examples written by ``TFRecordWriter``."""
     if not examples:
         raise StorageError("empty TFRecord shard")
@@ -359,6 +440,8 @@ def examples_to_batch(examples: list[dict]) -> RawBatch | DecodedBatch:
             )
         n = len(examples)
         shape = tuple(int(s) for s in examples[0]["state_shape"])
+        if "state_view" in examples[0]:
+            return _compact_batch(examples, columns, shape)
         if "state" in examples[0]:
             state = np.stack([e["state"] for e in examples]).reshape(n, *shape)
             next_state = np.stack([e["next_state"] for e in examples]).reshape(n, *shape)
@@ -394,9 +477,34 @@ def examples_to_batch(examples: list[dict]) -> RawBatch | DecodedBatch:
     return compact_states(raw)
 
 
+def _compact_batch(examples: list[dict], columns: dict, shape: tuple) -> CompactBatch:
+    """The CompactBatch of parsed compact-view Examples (int32 armies: exact for any
+    army scale)."""
+    n = len(examples)
+    views = {}
+    for prefix in ("state", "next_state"):
+        values = (
+            np.stack([e[f"{prefix}_view"] for e in examples]).view(np.uint64).reshape(n, *shape)
+        )
+        tiles = values & np.uint64((1 << VIEW_ARMY_SHIFT) - 1)
+        armies = values >> np.uint64(VIEW_ARMY_SHIFT)
+        if n and (int(tiles.max()) >= TILE_CODES or int(armies.max()) > np.iinfo(np.int32).max):
+            raise StorageError(f"{prefix}_view holds a tile code or an army out of range")
+        views[f"{prefix}_tiles"] = tiles.astype(np.uint8)
+        views[f"{prefix}_armies"] = armies.astype(np.int32)
+    mask = np.frombuffer(b"".join(e["action_mask"] for e in examples), dtype=np.uint8)
+    return CompactBatch(
+        **columns,
+        **views,
+        action_mask=mask.reshape(n, -1),
+        next_sequence=int(columns["sequence"][-1]) + 1,
+    )
+
+
 class TFRecordWriter(ShardWriter):
     """TFRecord shards in a local directory. ``states``: "raw" (the boards as
-    bytes, default) or "decoded" (observation float lists and masks);
+    bytes, default), "decoded" (observation float lists and masks) or
+    "compact_views" (the acting player's compact views and packed mask);
     ``compression``: None or "gzip"; ``action_mask``: also store the mask as bytes
     in "raw" mode (it is computed by decoding, which costs time). Rotation, retry
     and resume options as for ``ShardWriter``."""
