@@ -411,6 +411,12 @@ def _observation(height=4, width=5) -> np.ndarray:
     return obs
 
 
+def _memory_planes(memory: FogMemory, observation: np.ndarray, tick: int) -> dict:
+    """The memory planes of game 0 by name, after ``observation`` at ``tick``."""
+    planes = memory.update(observation, np.array([tick]))[0, len(OBSERVATION_CHANNELS) :]
+    return dict(zip(MEMORY_CHANNELS, planes, strict=True))
+
+
 def test_fog_memory_keeps_the_enemy_seen_under_fog_and_points_at_its_general():
     channel = OBSERVATION_CHANNELS.index
     memory = FogMemory(1, 4, 5)
@@ -434,9 +440,39 @@ def test_fog_memory_keeps_the_enemy_seen_under_fog_and_points_at_its_general():
     assert plane["enemy_dx"][3, 0] == pytest.approx(3 / 5)
     assert plane["enemy_dy"][1, 3] == 0 and plane["enemy_dx"][1, 3] == 0
     assert plane["land_bonus_phase"][0, 0] == pytest.approx(25 / 50)
-    # a new game (tick 0) forgets everything
+    # seen again and ours (a city taken), the tile stops being a target
+    taken = _observation()
+    taken[0, channel("own_land"), 1, 3] = 1
+    taken[0, channel("cities_and_generals"), 1, 3] = 1
+    plane = _memory_planes(memory, taken, 76)
+    assert not plane["enemy_general_seen"].any() and not plane["enemy_dy"].any()
+    # a new game (tick 0) forgets everything; with nothing seen the compass points at
+    # the centre of the board
     fresh = memory.update(fogged, np.array([0]))[0, len(OBSERVATION_CHANNELS) :]
-    assert not fresh[:7].any()
+    assert not fresh[:5].any()
+    plane = dict(zip(MEMORY_CHANNELS, fresh, strict=True))
+    assert plane["enemy_dy"][0, 0] == pytest.approx(1.5 / 5)
+    assert plane["enemy_dx"][0, 0] == pytest.approx(2 / 5)
+
+
+def test_fog_memory_points_at_the_unexplored_tiles_until_an_enemy_is_seen():
+    channel = OBSERVATION_CHANNELS.index
+    memory = FogMemory(1, 4, 5)
+    left = _observation()
+    left[0, channel("visible"), :, 2:] = 0  # columns 2-4 never seen: centre (1.5, 3)
+    plane = _memory_planes(memory, left, 1)
+    assert plane["enemy_dy"][0, 0] == pytest.approx(1.5 / 5)
+    assert plane["enemy_dx"][0, 0] == pytest.approx(3 / 5)
+    assert plane["enemy_dx"][0, 4] == pytest.approx(-1 / 5)
+    # enemy land seen (at (3, 4)) takes over from the unexplored tiles
+    left[0, channel("visible"), 3, 4] = 1
+    left[0, channel("enemy_land"), 3, 4] = 1
+    plane = _memory_planes(memory, left, 2)
+    assert plane["enemy_dy"][0, 0] == pytest.approx(3 / 5)
+    assert plane["enemy_dx"][0, 0] == pytest.approx(4 / 5)
+    # the whole board seen and no enemy: no direction
+    plane = _memory_planes(FogMemory(1, 4, 5), _observation(), 1)
+    assert not plane["enemy_dy"].any() and not plane["enemy_dx"].any()
 
 
 def test_fog_memory_rejects_observations_and_ticks_of_another_shape():

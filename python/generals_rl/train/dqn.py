@@ -254,7 +254,13 @@ class DQNLearner:
     def publish(self) -> Path:
         """Writes the current weights as the next version (atomically), then ``latest.pt``."""
         self.version += 1
-        payload = {
+        payload = self._weights_payload()
+        path = save_checkpoint(self.publish_dir / f"weights_{self.version:06d}.pt", payload)
+        save_checkpoint(self.publish_dir / "latest.pt", payload)
+        return path
+
+    def _weights_payload(self) -> dict:
+        return {
             "kind": "dqn",
             "version": self.version,
             "net_config": self.net.config.to_dict(),
@@ -262,9 +268,6 @@ class DQNLearner:
             "config": _plain(asdict(self.config)),
             "counters": {"step": self.step, "consumed": self.consumed},
         }
-        path = save_checkpoint(self.publish_dir / f"weights_{self.version:06d}.pt", payload)
-        save_checkpoint(self.publish_dir / "latest.pt", payload)
-        return path
 
     def train(
         self,
@@ -275,6 +278,8 @@ class DQNLearner:
         """Runs ``config.steps`` gradient steps (waiting first for ``learning_starts``
         experiences), then stops consuming and publishes the final weights."""
         c = self.config
+        if self.version == 0:  # actors play the initial weights until the first version
+            save_checkpoint(self.publish_dir / "latest.pt", self._weights_payload())
         if self._thread is None:
             self.start()
         started = time.monotonic()

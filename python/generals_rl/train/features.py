@@ -5,9 +5,10 @@ tiles and general it glimpsed a tick ago. :class:`FogMemory` keeps, for every ga
 batch, the tiles ever seen, the enemy land and army as last seen, the mountains seen and
 where the enemy general was seen, and adds a compass (the offset from each tile to the
 enemy general, or to the centre of the enemy land remembered when the general was not
-seen yet) and the clock (the phase of the 50-tick land bonus, the tick). Everything is
-numpy over the whole batch; a game's memory is cleared when its tick is 0 (a new game,
-after a reset or an automatic one).
+seen yet, or to the centre of the tiles never seen while no enemy was) and the clock
+(the phase of the 50-tick land bonus, the tick). Everything is numpy over the whole
+batch; a game's memory is cleared when its tick is 0 (a new game, after a reset or an
+automatic one).
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ class FogMemory:
         self.enemy_army = np.where(visible, obs[:, _CHANNEL["enemy_army"]], self.enemy_army)
         self.mountains = np.maximum(self.mountains, obs[:, _CHANNEL["mountains"]])
         general = (obs[:, _CHANNEL["cities_and_generals"]] > 0) & (enemy_land > 0)
-        # A general never moves, so one seen stays known (an enemy city looks the same in
-        # the observation and is kept too: both are worth attacking).
-        self.enemy_general = np.maximum(self.enemy_general, general.astype(np.float32))
+        # A general never moves, so one seen stays known until its tile is seen again not
+        # the enemy's (an enemy city looks the same in the observation and is kept too: both
+        # are worth attacking; one taken stops drawing the compass).
+        self.enemy_general = np.where(visible, general, self.enemy_general).astype(np.float32)
         dy, dx = self._compass()
         n, _, h, w = obs.shape
         bonus = np.broadcast_to(
@@ -106,9 +108,13 @@ class FogMemory:
     def _compass(self) -> tuple[np.ndarray, np.ndarray]:
         """The offset (rows, columns; scaled by the board side) from every tile to the
         target: the enemy general when seen, else the centre of the enemy land
-        remembered; zero when neither is known."""
+        remembered, else the centre of the tiles never seen (where the enemy must be);
+        zero when the whole board was seen and no enemy."""
+        unexplored = (~self.seen).astype(np.float32)
         target = np.where(
-            self.enemy_general.any(axis=(1, 2))[:, None, None], self.enemy_general, self.enemy_land
+            self.enemy_general.any(axis=(1, 2))[:, None, None],
+            self.enemy_general,
+            np.where(self.enemy_land.any(axis=(1, 2))[:, None, None], self.enemy_land, unexplored),
         )
         weight = target.sum(axis=(1, 2))
         known = weight > 0
