@@ -46,7 +46,7 @@ CONFIG = {
     "opponent": "random",
     "num_envs": 64,
     "rollout_steps": 64,
-    "total_env_steps": 2_600_000,
+    "total_env_steps": 3_600_000,
     "seed": 1,
     "gamma": 0.995,
     "gae_lambda": 0.95,

@@ -488,7 +488,7 @@ def add_commands(commands) -> None:
         "evaluate",
         help="play a checkpoint against an opponent and count the results",
         description="Plays exactly --games games (the checkpoint in each seat half the time) "
-        "and prints wins, draws (tick limit) and losses with the 95%% Wilson interval of the "
+        "and prints wins, draws (tick limit) and losses with the 95% Wilson interval of the "
         "win rate.",
     )
     option = evaluate.add_argument
