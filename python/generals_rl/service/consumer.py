@@ -380,9 +380,14 @@ class ExperienceConsumer:
                 server.call = call
                 for message, payload in call:
                     failing_since, failures = None, 0
-                    work = decoder.submit(
-                        _batch_of, message, form, self._max_message_bytes, payload
-                    )  # in order, decoded in parallel
+                    try:
+                        work = decoder.submit(
+                            _batch_of, message, form, self._max_message_bytes, payload
+                        )  # in order, decoded in parallel
+                    except RuntimeError:
+                        if self._stop.is_set():
+                            return  # halted while the batch arrived: the decoder is shut down
+                        raise
                     server.received = StreamPosition(message.buffer_id, message.next_sequence)
                     if not self._put(out, (server, message, work)):
                         return
