@@ -78,7 +78,17 @@ int32_t random_move_bools(const uint8_t* mask, size_t entries, Rng& rng) {
   const uint32_t count = count_set(mask, entries);
   if (count == 0) return kPass;
   uint32_t pick = rng.below(count);
-  for (size_t i = 0; i < entries; ++i) {
+  // Entries are 0 or 1, so a word's popcount is the number of its 8 entries set:
+  // whole words before the pick are skipped, the last one is scanned.
+  size_t i = 0;
+  for (; i + 8 <= entries; i += 8) {
+    uint64_t word = 0;
+    std::memcpy(&word, mask + i, 8);
+    const auto here = static_cast<uint32_t>(std::popcount(word));
+    if (pick < here) break;
+    pick -= here;
+  }
+  for (; i < entries; ++i) {
     if (mask[i] && pick-- == 0) return static_cast<int32_t>(i);
   }
   return kPass;
