@@ -149,32 +149,40 @@ class Replay(Target):
 
 
 class Dataset(Target):
-    """``open_dataset`` over one shard file of each format, raw and decoded. The
-    first byte picks the format and form."""
+    """``open_dataset`` over one shard file of each format (and a TFRecord of
+    compact views), read as raw, decoded or compact batches. The first byte picks
+    the file (bits 0-1 the format, bit 3 the compact-view TFRecord instead) and
+    the form (bit 2 decoded, bit 4 compact, else raw)."""
+
+    VARIANTS = [(fmt, fmt, {}) for fmt in FORMATS] + [
+        ("tfrecord_compact_views", "tfrecord", {"states": "compact_views"})
+    ]
 
     def setup(self, work, replays):
         self.work = work
         raw = _everything(_buffer())
         seeds, self.names = [], {}
-        for code, fmt in enumerate(FORMATS):
-            with open_writer(fmt, work / fmt) as writer:
+        for name, fmt, options in self.VARIANTS:
+            with open_writer(fmt, work / name, **options) as writer:
                 writer.write(raw)
-            for shard in sorted((work / fmt).rglob("game_*")):
+            for shard in sorted((work / name).rglob("game_*")):
                 if format_of_file(shard.name) is None:
                     continue  # a side file, such as a TFRecord index
-                self.names[fmt] = "game_0000000000000001_0000" + shard.name[shard.name.index(".") :]
-                seeds += [
-                    bytes([code]) + shard.read_bytes(),
-                    bytes([code | 4]) + shard.read_bytes(),
-                ]
+                self.names[name] = (
+                    "game_0000000000000001_0000" + shard.name[shard.name.index(".") :]
+                )
+                code = 8 if name not in FORMATS else FORMATS.index(name)
+                seeds += [bytes([code | form]) + shard.read_bytes() for form in (0, 4, 16)]
         return seeds
 
     def one(self, data):
         if not data:
             return
-        path = self.work / self.names[FORMATS[(data[0] & 3) % len(FORMATS)]]
+        name = "tfrecord_compact_views" if data[0] & 8 else FORMATS[(data[0] & 3) % len(FORMATS)]
+        form = "compact" if data[0] & 16 else "decoded" if data[0] & 4 else "raw"
+        path = self.work / self.names[name]
         path.write_bytes(data[1:])
-        for batch in open_dataset(path, form="decoded" if data[0] & 4 else "raw"):
+        for batch in open_dataset(path, form=form):
             len(batch)
 
 
