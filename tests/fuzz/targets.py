@@ -20,8 +20,10 @@ from generals_rl._proto import experience_pb2 as pb
 from generals_rl.bots import RandomBot
 from generals_rl.experience import BufferFileError, ExperienceBuffer
 from generals_rl.experience.buffer import _DIGEST_SIZE, _digest
+from generals_rl.experience.compact import CompactBatch
 from generals_rl.replay import _ARRAY_FIELDS, ReplayError, load
 from generals_rl.service import consumer, packing, server, status
+from generals_rl.service.compact_packing import pack_compact
 from generals_rl.storage import FORMATS, StorageError, open_dataset, open_writer
 from generals_rl.storage.formats import format_of_file
 from google.protobuf.message import DecodeError
@@ -199,7 +201,7 @@ class _Context:
 class Submit(Target):
     """A ``SubmitExperiencesRequest`` (packed or per experience) through the
     server's checks into a buffer, and a packed batch through the consumer's
-    unpacking and decoding."""
+    unpacking and decoding (raw boards) or unpacking (compact views)."""
 
     def setup(self, work, replays):
         self.server = server.ExperienceServer(
@@ -228,6 +230,11 @@ class Submit(Target):
             for i in range(4)
         ]
         seeds.append(pb.SubmitExperiencesRequest(experiences=experiences).SerializeToString())
+        for compressor in (None, zstandard.ZstdCompressor(level=1)):  # as a compact stream sends
+            views = CompactBatch.from_raw(raw.select(np.arange(20)), army_scale=1000.0)
+            packed, payload = pack_compact(views, False, compressor)
+            packed.payload = b"".join(bytes(part) for part in payload)
+            seeds.append(pb.SubmitExperiencesRequest(packed=packed).SerializeToString())
         return seeds
 
     def one(self, data):
@@ -239,7 +246,8 @@ class Submit(Target):
             self.server.submissions.submit_or_abort(request, _Context())
         if request.HasField("packed"):
             message = pb.ExperienceBatch(packed=request.packed)
-            batch = consumer._batch_of(message, True, 64 << 20)
+            compact = request.packed.layout == pb.PACKED_LAYOUT_COMPACT
+            batch = consumer._batch_of(message, "compact" if compact else "decoded", 64 << 20)
             if batch is not None:
                 len(batch)
 
