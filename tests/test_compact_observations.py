@@ -288,3 +288,19 @@ def test_hostile_arguments_are_refused_naming_the_field(call, error, match):
     army = np.zeros((4, 4), np.int32)
     with pytest.raises(error, match=match):
         call(kind, owner, army)
+
+
+@pytest.mark.parametrize("flat_index", [0, 777, 3 * 20 * 20 - 1])
+def test_compact_rows_name_a_bad_tile_kind_and_where_it_is(flat_index):
+    kind = np.zeros((3, 20, 20), dtype=np.uint8)
+    kind.reshape(-1)[flat_index] = 4
+    owner = np.full(kind.shape, -1, dtype=np.int16)
+    army = np.zeros(kind.shape, dtype=np.int32)
+    rows = np.zeros(2, dtype=np.int32)
+    with pytest.raises(
+        ValueError, match=f"state_kind: 4 at flat index {flat_index} is not a tile kind"
+    ):
+        _core.compact_rows(kind, owner, army, rows, rows, False, False, True, 1)
+    kind.reshape(-1)[flat_index] = 3  # every kind up to a general passes
+    tiles, _, _ = _core.compact_rows(kind, owner, army, rows, rows, False, False, True, 1)
+    assert tiles.shape == (2, 20, 20)
