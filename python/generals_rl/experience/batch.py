@@ -126,6 +126,31 @@ class _Records:
         shared = {name: getattr(self, name) for name in self._BATCH_FIELDS}
         return type(self)(**columns, **shared)
 
+    def select(self, rows) -> Self:
+        """The rows picked by a boolean mask or index array."""
+        return self.take(rows)
+
+    @classmethod
+    def concat(cls, batches: list[Self]) -> Self:
+        """One batch holding the rows of all, in order: a column missing from any
+        part is left out, and mixed dtypes (16- and 32-bit armies) widen."""
+        if not batches:
+            raise ValueError("batches: need at least one batch to concatenate")
+        if len(batches) == 1:
+            return batches[0]
+        columns: dict[str, Any] = {}
+        for name in cls.row_fields():
+            parts = [getattr(b, name) for b in batches]
+            columns[name] = None if any(p is None for p in parts) else np.concatenate(parts)
+        return cls(
+            **columns,
+            missed=sum(b.missed for b in batches),
+            next_sequence=batches[-1].next_sequence,
+        )
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
 
 @dataclass(kw_only=True)
 class DecodedBatch(_Records):
@@ -140,27 +165,6 @@ class DecodedBatch(_Records):
     @property
     def done(self) -> np.ndarray:
         return self.terminated | self.truncated
-
-    def select(self, rows) -> DecodedBatch:
-        """The rows picked by a boolean mask or index array."""
-        return self.take(rows)
-
-    @staticmethod
-    def concat(batches: list[DecodedBatch]) -> DecodedBatch:
-        """One batch holding the rows of all, in order."""
-        if not batches:
-            raise ValueError("batches: need at least one batch to concatenate")
-        if len(batches) == 1:
-            return batches[0]
-        columns = {
-            name: np.concatenate([getattr(b, name) for b in batches])
-            for name in DecodedBatch.row_fields()
-        }
-        return DecodedBatch(
-            **columns,
-            missed=sum(b.missed for b in batches),
-            next_sequence=batches[-1].next_sequence,
-        )
 
 
 @dataclass(kw_only=True)
@@ -185,9 +189,6 @@ class RawBatch(_Records):
     @property
     def width(self) -> int:
         return self.state_kind.shape[2]
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def decode(self, army_scaling: str = "linear", army_scale: float = 1000.0) -> DecodedBatch:
         """The decoded batch (observation tensors and masks computed in C++)."""
@@ -217,9 +218,9 @@ class RawBatch(_Records):
             next_sequence=self.next_sequence,
         )
 
-    @staticmethod
-    def concat(batches: list[RawBatch]) -> RawBatch:
-        """One batch holding the rows of all, in order."""
+    @classmethod
+    def concat(cls, batches: list[RawBatch]) -> RawBatch:
+        """One batch holding the rows of all, in order, with their state tables."""
         if not batches:
             raise ValueError("batches: need at least one batch to concatenate")
         offsets = np.cumsum([0] + [len(b.state_kind) for b in batches[:-1]])

@@ -53,30 +53,6 @@ class CompactBatch(_Records, _SampleColumns):
     def next_state(self) -> CompactObservations:
         return CompactObservations(self.next_state_tiles, self.next_state_armies)
 
-    def select(self, rows) -> CompactBatch:
-        """The rows picked by a boolean mask or index array."""
-        return self.take(rows)
-
-    @staticmethod
-    def concat(batches: list[CompactBatch]) -> CompactBatch:
-        """One batch holding the rows of all, in order (armies in the widest dtype)."""
-        if not batches:
-            raise ValueError("batches: need at least one batch to concatenate")
-        if len(batches) == 1:
-            return batches[0]
-        columns: dict[str, Any] = {}
-        for name in CompactBatch.row_fields():
-            parts = [getattr(b, name) for b in batches]
-            columns[name] = None if any(p is None for p in parts) else np.concatenate(parts)
-        return CompactBatch(
-            **columns,
-            missed=sum(b.missed for b in batches),
-            next_sequence=batches[-1].next_sequence,
-        )
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
     @classmethod
     def from_raw(
         cls,
