@@ -5,6 +5,7 @@ that appear are streamed from and pods that vanish are dropped."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import numpy as np
@@ -75,14 +76,20 @@ def test_a_source_listing_a_bad_address_is_named():
     assert not AddressBook("127.0.0.1:5").dynamic and AddressBook(f"dns:///{NAME}:5").dynamic
 
 
-def collect(stream, received: dict, until, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    for batch in stream:
-        if len(batch):
-            received.setdefault(batch.source, []).append(batch.sequence.copy())
-        if until():
-            return
-        assert time.monotonic() < deadline, "timed out"
+def collect(consumer, stream, received: dict, until, timeout: float = 30.0) -> None:
+    """Reads ``stream`` until ``until()``; a stream that stalls is closed after
+    ``timeout`` seconds (ending the iteration), so the test fails instead of hanging."""
+    watchdog = threading.Timer(timeout, consumer.close)
+    watchdog.start()
+    try:
+        for batch in stream:
+            if len(batch):
+                received.setdefault(batch.source, []).append(batch.sequence.copy())
+            if until():
+                return
+    finally:
+        watchdog.cancel()
+    raise AssertionError(f"the stream stalled or ended before the condition held ({timeout} s)")
 
 
 def test_a_consumer_follows_the_records_of_a_headless_service(monkeypatch):
@@ -105,9 +112,9 @@ def test_a_consumer_follows_the_records_of_a_headless_service(monkeypatch):
     try:
         stream = consumer.stream_experiences(batch_size=64, decode=False)
         count = lambda key: sum(map(len, received.get(key, [])))  # noqa: E731
-        collect(stream, received, lambda: count(keys[0]) >= heads[0])
+        collect(consumer, stream, received, lambda: count(keys[0]) >= heads[0])
         dns.records = ["127.0.0.1", "127.0.0.3"]  # a pod became ready
-        collect(stream, received, lambda: count(keys[1]) >= heads[1])
+        collect(consumer, stream, received, lambda: count(keys[1]) >= heads[1])
         dns.records = ["127.0.0.3"]  # the first pod went away
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and consumer._servers[keys[0]].thread.is_alive():
@@ -140,11 +147,13 @@ def test_a_key_whose_server_moves_is_followed_and_its_new_buffer_recorded():
     try:
         stream = consumer.stream_experiences(batch_size=64, decode=False)
         count = lambda: sum(map(len, received.get("actor-0001", [])))  # noqa: E731
-        collect(stream, received, lambda: count() >= old_buffer.head)
+        collect(consumer, stream, received, lambda: count() >= old_buffer.head)
         old.stop(grace=0)
         new = ExperienceServer(new_buffer, "127.0.0.1:0").start()
         where["actor-0001"] = new.address
-        collect(stream, received, lambda: count() >= old_buffer.head + new_buffer.head - 300)
+        collect(
+            consumer, stream, received, lambda: count() >= old_buffer.head + new_buffer.head - 300
+        )
         (switch,) = consumer.switches
         assert switch.key == "actor-0001"
         assert (switch.old_buffer_id, switch.new_buffer_id) == (old.buffer_id, new.buffer_id)

@@ -101,6 +101,9 @@ class _ServerState:
     reconnects: int = 0
     call: grpc.Call | None = None
     removed: bool = False  # gone from the address book: its pump ends
+    # Its address changed and no call has been opened to the new one yet: a pump
+    # that ended before it saw the change is started again.
+    moved: bool = False
     thread: threading.Thread | None = None
 
 
@@ -299,9 +302,11 @@ class ExperienceConsumer:
                     old = known.channel
                     known.address = address
                     known.channel, known.stub = self._connect(address)
+                    known.moved = True
                     _cancel(known)
                     old.close()
-                if known.thread is None or (known.removed and not known.thread.is_alive()):
+                ended = known.thread is not None and not known.thread.is_alive()
+                if known.thread is None or (ended and (known.removed or known.moved)):
                     if not self._put(out, _STARTED):
                         return
                     self._start_pump(known, pumping)
@@ -369,6 +374,7 @@ class ExperienceConsumer:
             if server.removed:
                 self._put(out, _END)
                 return
+            server.moved = False  # the call below goes to the current address
             request = self._request_for(server, template, start)
             try:
                 batches = server.channel.unary_stream(
