@@ -163,17 +163,24 @@ def test_empty_tls_key_is_named(tmp_path):
     )
 
 
-def test_a_missing_storage_extra_names_the_package(tmp_path):
-    result = run(
-        "selfplay",
-        *SMALL,
-        "--address",
-        "127.0.0.1:0",
-        "--output",
-        str(tmp_path / "out"),
-        prelude="import sys; sys.modules['pyarrow'] = None",
+@pytest.mark.parametrize("command", ["selfplay", "selfplay --config", "import-replays"])
+def test_a_missing_storage_extra_names_the_package(tmp_path, command):
+    out = str(tmp_path / "out")
+    if command == "selfplay":
+        args = ["selfplay", *SMALL, "--address", "127.0.0.1:0", "--output", out]
+        setting, instead = f"--format parquet --output {out}", "--output none"
+    elif command == "selfplay --config":
+        config = tmp_path / "farm.yaml"
+        config.write_text(f"storage:\n  format: parquet\n  directory: {out}\n")
+        args = ["selfplay", "--config", str(config)]
+        setting, instead = "storage.format parquet", "storage.format: npz"
+    else:
+        args = ["import-replays", str(tmp_path), "--output", out]
+        setting, instead = "--format parquet", "--format npz"
+    result = run(*args, prelude="import sys; sys.modules['pyarrow'] = None")
+    assert_one_line(
+        result, 2, f"{setting}: Parquet storage needs pyarrow", "generals-rl[storage]", instead
     )
-    assert_one_line(result, 2, "needs pyarrow", "generals-rl[storage]")
 
 
 # ---- outside failures: exit 1 ------------------------------------------------------

@@ -47,6 +47,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _import_replays(args: argparse.Namespace) -> int:
+    from .cli_config import say_storage_failure
     from .replay_import import ReplayFilter, import_replays, parse_size
     from .storage import open_writer
 
@@ -60,16 +61,10 @@ def _import_replays(args: argparse.Namespace) -> int:
     try:
         size = parse_size(args.size) if args.size else None
         writer = open_writer(args.format, args.output)
-    except ImportError as exc:
-        print(
-            f"generals-rl import-replays: --format {args.format} needs {exc.name}: "
-            "pip install 'generals-rl[storage]' (or --format npz)",
-            file=sys.stderr,
+    except (ImportError, OSError, ValueError) as exc:
+        return say_storage_failure(
+            "import-replays", exc, setting=f"--format {args.format}", instead="--format npz"
         )
-        return 2
-    except (OSError, ValueError) as exc:
-        print(f"generals-rl import-replays: {exc}", file=sys.stderr)
-        return 2
     with writer:
         summary = import_replays(
             args.sources,
@@ -183,14 +178,14 @@ class _StorageOutput:
         self._first = 0
 
     def sink(self, buffer):
+        from .cli_config import missing_extra
         from .storage import BufferSink, continue_numbering, open_writer
 
         try:
             writer = open_writer(self.format, self.destination)
-        except ImportError as exc:  # its message names the package and the extra
-            raise ValueError(
-                f"--format {self.format} --output {self.destination}: {exc} (or --output none)"
-            ) from None
+        except ImportError as exc:
+            setting = f"--format {self.format} --output {self.destination}"
+            raise ValueError(missing_extra(setting, exc, "--output none")) from None
         self._first = continue_numbering(buffer, writer)
         self._buffer = buffer
         self._sink = BufferSink(buffer, writer)

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from .cli import USAGE_ERROR
 from .defaults import DRAIN_TIMEOUT, MAX_STREAMS, STORAGE_DIRECTORY, STORAGE_FORMAT, STREAM_ADDRESS
 from .selfplay import SelfPlayConfig
 
@@ -100,6 +101,20 @@ def _config_check(args: argparse.Namespace) -> int:
     return _config_command(args, show=False)
 
 
+def missing_extra(setting: str, exc: ImportError, instead: str) -> str:
+    """``<setting>: <what needs which package, and the pip line> (or <instead>)``:
+    the storage modules' ImportErrors name the package and the extra."""
+    return f"{setting}: {exc} (or {instead})"
+
+
+def say_storage_failure(command: str, exc: Exception, setting: str, instead: str) -> int:
+    """Print in one line why a command's writer could not be opened; the exit
+    code of a usage error."""
+    why = missing_extra(setting, exc, instead) if isinstance(exc, ImportError) else str(exc)
+    print(f"generals-rl {command}: {why}", file=sys.stderr)
+    return USAGE_ERROR
+
+
 def load_or_say(command: str, path: str | None, overrides: Mapping | None = None):
     """The configuration, or None after printing why there is none."""
     try:
@@ -116,7 +131,7 @@ def load_or_say(command: str, path: str | None, overrides: Mapping | None = None
 def _config_command(args: argparse.Namespace, show: bool) -> int:
     config = load_or_say("config", args.file)
     if config is None:
-        return 2
+        return USAGE_ERROR
     if show:
         sys.stdout.write(config.to_yaml())
     else:
@@ -180,21 +195,17 @@ def run_farm_cli(args: argparse.Namespace, argv: list[str]) -> int:
     overrides = flag_overrides(explicit_flags(argv))
     config = load_or_say("selfplay", args.config, overrides)
     if config is None:
-        return 2
+        return USAGE_ERROR
     farm = Farm(config, config_path=args.config, overrides=overrides, token=args.token)
     try:
         summary = farm.run()
-    except ImportError as exc:
-        print(
-            f"generals-rl selfplay: storage.format {config.storage.format} needs {exc.name}: "
-            "pip install 'generals-rl[storage]' "
-            "(or storage.format: npz, or storage.enabled: false)",
-            file=sys.stderr,
+    except (ImportError, OSError, ValueError) as exc:
+        return say_storage_failure(
+            "selfplay",
+            exc,
+            setting=f"storage.format {config.storage.format}",
+            instead="storage.format: npz, or storage.enabled: false",
         )
-        return 2
-    except (OSError, ValueError) as exc:
-        print(f"generals-rl selfplay: {exc}", file=sys.stderr)
-        return 2
     if summary is None:
         return 0
     print_summary(summary, farm.stored, args.json)

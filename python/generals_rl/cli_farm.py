@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+from .cli import RUNTIME_ERROR, USAGE_ERROR
 from .cli_train import UsageError, _run
 
 _RAY_HINT = "pip install 'generals-rl[ray]'"
@@ -140,7 +141,7 @@ def _up(args: argparse.Namespace) -> int:
         raise UsageError(f"--duration: must be >= 0 seconds, got {args.duration}")
     config = load_or_say("farm up", args.config)
     if config is None:
-        return 2
+        return USAGE_ERROR
     if not args.num_cpus >= 0:
         raise UsageError(f"--num-cpus: must be >= 0, got {args.num_cpus}")
     if args.memory_mib is not None and args.memory_mib < 1:
@@ -206,7 +207,7 @@ def _status(args: argparse.Namespace) -> int:
             state = distributed.farm_state(args.name, args.namespace)
         except LookupError as exc:
             print(f"generals-rl farm status: {exc}", file=sys.stderr)
-            return 1
+            return RUNTIME_ERROR
     finally:
         ray.shutdown()
     print(json.dumps(state) if args.json else _format(state))
