@@ -251,3 +251,27 @@ def test_ctrl_c_while_starting_up_is_one_line_and_exit_code_130(monkeypatch, cap
     captured = capsys.readouterr()
     assert captured.err == "generals-rl: interrupted\n"
     assert captured.out == ""
+
+
+def test_the_command_line_starts_before_numpy_the_core_or_grpc_are_imported():
+    """Everything heavy is imported inside ``main``, where Ctrl-C is answered with one
+    line: importing the entry point loads none of it."""
+    heavy = ["numpy", "generals_rl._core", "grpc", "generals_rl.vec_env"]
+    probe = f"import sys, generals_rl.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_every_package_export_resolves_to_its_module_object():
+    import importlib
+
+    import generals_rl
+
+    for name, module in generals_rl._EXPORTED_FROM.items():
+        expected = getattr(importlib.import_module(f"generals_rl.{module}"), name)
+        assert getattr(generals_rl, name) is expected, name
+    assert set(generals_rl.__all__) <= set(dir(generals_rl))
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        _ = generals_rl.NoSuchThing

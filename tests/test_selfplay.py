@@ -44,7 +44,8 @@ class _Selfplay:
         self.log: list[str] = []
         self._served = threading.Event()
         self.address = None
-        threading.Thread(target=self._read_log, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
         if not self._served.wait(30):
             self.process.kill()
             raise AssertionError(f"selfplay did not start serving: {self.log}")
@@ -58,11 +59,16 @@ class _Selfplay:
                 self._served.set()
 
     def finish(self, timeout: float = 60) -> tuple[int, str]:
+        """The exit code and stdout (a summary: far below a pipe's buffer, so waiting
+        first cannot block). stderr stays with the log reader, which has every line
+        once the process is gone."""
         try:
-            out, _ = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout)
         finally:
             if self.process.poll() is None:
                 self.process.kill()
+        out = self.process.stdout.read()
+        self._reader.join(10)
         return self.process.returncode, out
 
 
