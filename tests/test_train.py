@@ -287,6 +287,18 @@ def test_tally_counts_results():
     assert result.to_dict()["win_rate_ci95"] == list(wilson_interval(4, 8))
 
 
+def test_results_within_a_shorter_tick_limit_count_later_decisions_as_draws():
+    result = tally([1, -1, 1, 0, 1], [120, 700, 1500, 2000, 1000])
+    within = result.within(1000)
+    assert (within.wins, within.draws, within.losses) == (2, 2, 1)
+    assert within.lengths == [120, 700, 1000, 1000, 1000]
+    assert result.within(2000).to_dict() == result.to_dict()
+    with pytest.raises(ValueError, match="played to 2000 ticks"):
+        result.within(2001)
+    with pytest.raises(ValueError, match="lengths"):
+        tally([1, 0], [10])
+
+
 @pytest.mark.parametrize("games,num_envs", [(7, 3), (10, 64)])
 def test_evaluate_plays_exactly_the_games_asked(games, num_envs):
     net = PolicyValueNet(NetConfig(channels=8, blocks=1))
@@ -300,7 +312,9 @@ def test_evaluate_plays_exactly_the_games_asked(games, num_envs):
         num_envs=num_envs,
         record=True,
     )
-    assert result.games == games == len(result.lengths)
+    assert result.games == games == len(result.lengths) == len(result.outcomes)
+    assert result.outcomes.count(1) == result.wins and result.outcomes.count(0) == result.draws
+    assert result.to_dict(per_game=True)["lengths"] == result.lengths
     assert all(1 <= n <= 30 for n in result.lengths)
     assert result.frames and result.frames[0]["tick"] == 0
     assert [f["tick"] for f in result.frames] == list(range(len(result.frames)))
@@ -399,6 +413,35 @@ def test_draw_reward_ends_a_truncated_game_without_bootstrap(tmp_path):
         returns[torch.from_numpy(done)], torch.full((int(done.sum()),), -1.0)
     )
     assert (returns[torch.from_numpy(~done)] > -1.0).all()
+
+
+def test_explore_reward_pays_for_the_tiles_first_seen_in_each_game(tmp_path):
+    """With no other reward, gamma = lambda = 1 and games cut without a draw reward, the
+    return from a game's first step is the tiles seen by its last observation less those
+    seen at its start."""
+    zero = {name: 0.0 for name in asdict(RewardConfig())}
+    config = tiny_config(
+        max_ticks=5,
+        opponent="passive",
+        reward=zero,
+        draw_reward=0.0,
+        gamma=1.0,
+        gae_lambda=1.0,
+        memory=True,
+        explore_reward=1.0,
+    )
+    trainer = PPOTrainer(config, tmp_path)
+    trainer._start_segment()
+    batch, _ = trainer._rollout()
+    steps, games = config.rollout_steps, config.num_envs
+    returns = batch["returns"].view(steps, games)
+    seen_plane = len(OBSERVATION_CHANNELS) + MEMORY_CHANNELS.index("seen")
+    seen = batch["obs"][:, seen_plane].sum(dim=(1, 2)).view(steps, games)
+    for start in range(0, steps - 4, 5):  # the games wholly inside the rollout
+        torch.testing.assert_close(returns[start], seen[start + 4] - seen[start])
+    assert (returns[0] > 0).any()  # a moving policy sees new tiles
+    with pytest.raises(ValueError, match="explore_reward"):
+        tiny_config(memory=False, explore_reward=0.1)
 
 
 # ---- observations with memory ------------------------------------------------------------
