@@ -26,7 +26,7 @@ from ..actions import from_gym_actions
 from ..config import MapConfig
 from ..vec_env import OBSERVATION_CHANNELS, RewardConfig, VecEnv
 from .checkpoint import load_checkpoint, save_checkpoint
-from .features import MEMORY_CHANNELS, FogMemory
+from .features import FogMemory
 from .model import NetConfig, PolicyValueNet, entropy, full_mask, log_probs, sample
 from .policy import (
     BOT_OPPONENTS,
@@ -96,9 +96,6 @@ class PPOConfig:
     # Shaping toward the enemy: a reward per enemy tile the agent takes, annealed linearly
     # to 0 over total_env_steps.
     enemy_land_reward: float = 0.0
-    # Shaping toward exploration: a reward per tile the agent sees for the first time in a
-    # game (FogMemory's ``seen`` plane; needs ``memory``), annealed like enemy_land_reward.
-    explore_reward: float = 0.0
     # map generation (MapConfig); sides are capped to the board
     min_side: int = 18  # board sides drawn from [min_side, max_side], capped to height x width;
     max_side: int = 23  # smaller boards are padded with mountains (a curriculum of sizes)
@@ -142,8 +139,6 @@ class PPOConfig:
             raise ValueError(
                 f"curriculum_win_rate: must be in (0, 1], got {self.curriculum_win_rate}"
             )
-        if self.explore_reward and not self.memory:
-            raise ValueError("explore_reward: needs memory (tiles seen are a memory plane)")
         if not self.lr > 0:
             raise ValueError(f"lr: must be positive, got {self.lr}")
         RewardConfig(**self.reward)  # unknown reward fields raise TypeError
@@ -221,7 +216,6 @@ def compute_gae(rewards, values, dones, last_value, gamma: float, lam: float):
 
 ENEMY_LAND = OBSERVATION_CHANNELS.index("enemy_land")
 OWN_LAND = OBSERVATION_CHANNELS.index("own_land")
-SEEN = len(OBSERVATION_CHANNELS) + MEMORY_CHANNELS.index("seen")
 
 
 class PPOTrainer:
@@ -504,12 +498,8 @@ class PPOTrainer:
                             int(info["episode_length"][i]),
                         )
                     )
-        last_obs = self._observe()
-        if c.explore_reward:  # tiles first seen after each step (none across a new game)
-            seen = np.concatenate([obs_buf[:, :, SEEN], last_obs[None, :, SEEN]]).sum(axis=(2, 3))
-            reward_buf += anneal * c.explore_reward * np.diff(seen, axis=0) * (1 - done_buf)
         with torch.inference_mode():
-            _, last_value = net(torch.from_numpy(last_obs))
+            _, last_value = net(torch.from_numpy(self._observe()))
         advantages, returns = compute_gae(
             reward_buf, value_buf, done_buf, last_value.numpy(), c.gamma, c.gae_lambda
         )
