@@ -35,7 +35,8 @@ from generals_rl.train.plot import plot_run
 # The benchmark's settings: a small net whose input carries a memory of what was seen under
 # fog (FogMemory) and whose moves start out preferring large stacks heading for the enemy
 # seen; whole-army moves only; shaped rewards (a little for land gained, more for enemy land
-# taken, annealed away; a draw at the tick limit as bad as a loss); board sides from 4
+# taken, annealed away; a small cost per tick and a draw at the tick limit as bad as a
+# loss, so games are won sooner); board sides from 4
 # to 10 (padded to 10x10 with mountains), the smallest side rising with the win rate (a
 # curriculum). Evaluation is on full 10x10 boards.
 EVAL_MAX_TICKS = 500  # evaluation games end in a draw at the standard tick limit
@@ -91,6 +92,7 @@ CONFIG = {
     },
     "enemy_land_reward": 0.05,
     "draw_reward": -1.0,
+    "tick_reward": -0.002,
 }
 
 

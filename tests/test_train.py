@@ -472,15 +472,10 @@ def test_fog_memory_keeps_the_enemy_seen_under_fog_and_points_at_its_general():
     assert plane["enemy_land_seen"][1, 3] == 1 and plane["enemy_land_seen"].sum() == 1
     assert plane["enemy_army_seen"][1, 3] == 0.5
     assert plane["enemy_general_seen"][1, 3] == 1
-    # the compass: from tile (3, 0) the general is 2 rows up and 3 columns right, 5 moves
-    # (a board side); from (1, 1), 2 columns right: the same pull along its one axis
+    # the compass: from tile (3, 0) the general is 2 rows up and 3 columns right
     assert plane["enemy_dy"][3, 0] == pytest.approx(-2 / 5)
     assert plane["enemy_dx"][3, 0] == pytest.approx(3 / 5)
-    assert plane["enemy_distance"][3, 0] == pytest.approx(5 / 5)
-    assert plane["enemy_dy"][1, 1] == 0 and plane["enemy_dx"][1, 1] == pytest.approx(1)
-    assert plane["enemy_distance"][1, 1] == pytest.approx(2 / 5)
-    on_target = [plane[name][1, 3] for name in ("enemy_dy", "enemy_dx", "enemy_distance")]
-    assert on_target == [0, 0, 0]
+    assert plane["enemy_dy"][1, 3] == 0 and plane["enemy_dx"][1, 3] == 0
     assert plane["land_bonus_phase"][0, 0] == pytest.approx(25 / 50)
     # seen again and ours (a city taken), the tile stops being a target
     taken = _observation()
@@ -493,9 +488,8 @@ def test_fog_memory_keeps_the_enemy_seen_under_fog_and_points_at_its_general():
     fresh = memory.update(fogged, np.array([0]))[0, len(OBSERVATION_CHANNELS) :]
     assert not fresh[:5].any()
     plane = dict(zip(MEMORY_CHANNELS, fresh, strict=True))
-    assert plane["enemy_dy"][0, 0] == pytest.approx(1.5 / 3.5)
-    assert plane["enemy_dx"][0, 0] == pytest.approx(2 / 3.5)
-    assert plane["enemy_distance"][0, 0] == pytest.approx(3.5 / 5)
+    assert plane["enemy_dy"][0, 0] == pytest.approx(1.5 / 5)
+    assert plane["enemy_dx"][0, 0] == pytest.approx(2 / 5)
 
 
 def test_fog_memory_points_at_the_unexplored_tiles_until_an_enemy_is_seen():
@@ -504,20 +498,18 @@ def test_fog_memory_points_at_the_unexplored_tiles_until_an_enemy_is_seen():
     left = _observation()
     left[0, channel("visible"), :, 2:] = 0  # columns 2-4 never seen: centre (1.5, 3)
     plane = _memory_planes(memory, left, 1)
-    assert plane["enemy_dy"][0, 0] == pytest.approx(1.5 / 4.5)
-    assert plane["enemy_dx"][0, 0] == pytest.approx(3 / 4.5)
-    assert plane["enemy_dx"][0, 4] == pytest.approx(-1 / 2.5)
+    assert plane["enemy_dy"][0, 0] == pytest.approx(1.5 / 5)
+    assert plane["enemy_dx"][0, 0] == pytest.approx(3 / 5)
+    assert plane["enemy_dx"][0, 4] == pytest.approx(-1 / 5)
     # enemy land seen (at (3, 4)) takes over from the unexplored tiles
     left[0, channel("visible"), 3, 4] = 1
     left[0, channel("enemy_land"), 3, 4] = 1
     plane = _memory_planes(memory, left, 2)
-    assert plane["enemy_dy"][0, 0] == pytest.approx(3 / 7)
-    assert plane["enemy_dx"][0, 0] == pytest.approx(4 / 7)
-    assert plane["enemy_distance"][0, 0] == pytest.approx(7 / 5)
+    assert plane["enemy_dy"][0, 0] == pytest.approx(3 / 5)
+    assert plane["enemy_dx"][0, 0] == pytest.approx(4 / 5)
     # the whole board seen and no enemy: no direction
     plane = _memory_planes(FogMemory(1, 4, 5), _observation(), 1)
     assert not plane["enemy_dy"].any() and not plane["enemy_dx"].any()
-    assert not plane["enemy_distance"].any()
 
 
 def test_fog_memory_rejects_observations_and_ticks_of_another_shape():

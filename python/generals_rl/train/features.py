@@ -5,8 +5,7 @@ tiles and general it glimpsed a tick ago. :class:`FogMemory` keeps, for every ga
 batch, the tiles ever seen, the enemy land and army as last seen, the mountains seen and
 where the enemy general was seen, and adds a compass (the offset from each tile to the
 enemy general, or to the centre of the enemy land remembered when the general was not
-seen yet, or to the centre of the tiles never seen while no enemy was: the direction, as
-the share of the remaining moves to make along each axis, and the distance) and the clock
+seen yet, or to the centre of the tiles never seen while no enemy was) and the clock
 (the phase of the 50-tick land bonus, the tick). Everything is numpy over the whole
 batch; a game's memory is cleared when its tick is 0 (a new game, after a reset or an
 automatic one).
@@ -27,7 +26,6 @@ MEMORY_CHANNELS = (
     "enemy_general_seen",
     "enemy_dy",
     "enemy_dx",
-    "enemy_distance",
     "land_bonus_phase",
     "time",
 )
@@ -87,7 +85,7 @@ class FogMemory:
         # the enemy's (an enemy city looks the same in the observation and is kept too: both
         # are worth attacking; one taken stops drawing the compass).
         self.enemy_general = np.where(visible, general, self.enemy_general).astype(np.float32)
-        dy, dx, distance = self._compass()
+        dy, dx = self._compass()
         n, _, h, w = obs.shape
         bonus = np.broadcast_to(
             ((ticks % LAND_BONUS_TICKS) / LAND_BONUS_TICKS).astype(np.float32)[:, None, None],
@@ -102,19 +100,16 @@ class FogMemory:
             self.enemy_general,
             dy,
             dx,
-            distance,
             bonus,
             time,
         )
         return np.concatenate([obs, np.stack(planes, axis=1)], axis=1)
 
-    def _compass(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """From every tile to the target (the enemy general when seen, else the centre of
-        the enemy land remembered, else the centre of the tiles never seen, where the
-        enemy must be): the direction (rows and columns over the length in moves, so it
-        is as strong next to the target as far from it) and the length in moves, scaled
-        by the board side; all zero on the target, and when the whole board was seen and
-        no enemy."""
+    def _compass(self) -> tuple[np.ndarray, np.ndarray]:
+        """The offset (rows, columns; scaled by the board side) from every tile to the
+        target: the enemy general when seen, else the centre of the enemy land
+        remembered, else the centre of the tiles never seen (where the enemy must be);
+        zero when the whole board was seen and no enemy."""
         unexplored = (~self.seen).astype(np.float32)
         target = np.where(
             self.enemy_general.any(axis=(1, 2))[:, None, None],
@@ -122,16 +117,15 @@ class FogMemory:
             np.where(self.enemy_land.any(axis=(1, 2))[:, None, None], self.enemy_land, unexplored),
         )
         weight = target.sum(axis=(1, 2))
-        known = (weight > 0)[:, None, None]
-        safe = np.where(weight > 0, weight, 1.0)
+        known = weight > 0
+        safe = np.where(known, weight, 1.0)
         ty = (target * self._ys).sum(axis=(1, 2)) / safe
         tx = (target * self._xs).sum(axis=(1, 2)) / safe
-        dy = np.where(known, ty[:, None, None] - self._ys, 0.0)
-        dx = np.where(known, tx[:, None, None] - self._xs, 0.0)
-        moves = np.abs(dy) + np.abs(dx)
-        per_move = np.where(moves > 0, 1.0 / np.maximum(moves, 1e-6), 0.0)
+        dy = (ty[:, None, None] - self._ys) / self._scale
+        dx = (tx[:, None, None] - self._xs) / self._scale
+        shape = target.shape
+        mask = known[:, None, None]
         return (
-            (dy * per_move).astype(np.float32),
-            (dx * per_move).astype(np.float32),
-            (moves / self._scale).astype(np.float32),
+            np.broadcast_to(np.where(mask, dy, 0.0), shape).astype(np.float32),
+            np.broadcast_to(np.where(mask, dx, 0.0), shape).astype(np.float32),
         )
