@@ -123,6 +123,29 @@ def test_network_policy_plays_only_legal_moves_in_a_vec_env():
         assert not info["illegal"][np.arange(16), seats].any()
 
 
+def test_a_low_temperature_plays_like_greedy_and_a_high_one_spreads_the_choice():
+    env = VecEnv(64, 2, 6, 6, seed=9, max_ticks=80, num_threads=1)
+    env.reset()
+    for _ in range(4):  # the generals grow an army to move
+        env.step(np.full((64, 2), -1, dtype=np.int32))
+    obs, masks = seat_views(env, np.zeros(64, dtype=np.int64))
+    assert masks.any(axis=1).all()
+    net = PolicyValueNet(NetConfig(channels=8, blocks=1))
+    greedy = NetworkPolicy(net, greedy=True).actions(obs, masks)
+    sharp = NetworkPolicy(net, seed=1, temperature=1e-6).actions(obs, masks)
+    np.testing.assert_array_equal(sharp, greedy)
+    with torch.no_grad():
+        net.move_head.bias.copy_(torch.linspace(-4, 4, 8))  # far from uniform
+    policies = {t: NetworkPolicy(net, seed=2, temperature=t) for t in (0.5, 50.0)}
+    distinct = {  # actions seen per game over 20 draws, summed over the games
+        t: sum(len(set(game)) for game in np.stack([p.actions(obs, masks) for _ in range(20)]).T)
+        for t, p in policies.items()
+    }
+    assert distinct[50.0] > distinct[0.5]
+    with pytest.raises(ValueError, match="temperature"):
+        NetworkPolicy(net, temperature=0.0)
+
+
 def test_action_and_mask_conversions_round_trip():
     from generals_rl.actions import from_gym_actions, to_gym_actions
 
@@ -287,6 +310,18 @@ def test_tally_counts_results():
     assert result.to_dict()["win_rate_ci95"] == list(wilson_interval(4, 8))
 
 
+def test_results_within_a_shorter_tick_limit_count_later_decisions_as_draws():
+    result = tally([1, -1, 1, 0, 1], [120, 700, 1500, 2000, 1000])
+    within = result.within(1000)
+    assert (within.wins, within.draws, within.losses) == (2, 2, 1)
+    assert within.lengths == [120, 700, 1000, 1000, 1000]
+    assert result.within(2000).to_dict() == result.to_dict()
+    with pytest.raises(ValueError, match="played to 2000 ticks"):
+        result.within(2001)
+    with pytest.raises(ValueError, match="lengths"):
+        tally([1, 0], [10])
+
+
 @pytest.mark.parametrize("games,num_envs", [(7, 3), (10, 64)])
 def test_evaluate_plays_exactly_the_games_asked(games, num_envs):
     net = PolicyValueNet(NetConfig(channels=8, blocks=1))
@@ -300,7 +335,9 @@ def test_evaluate_plays_exactly_the_games_asked(games, num_envs):
         num_envs=num_envs,
         record=True,
     )
-    assert result.games == games == len(result.lengths)
+    assert result.games == games == len(result.lengths) == len(result.outcomes)
+    assert result.outcomes.count(1) == result.wins and result.outcomes.count(0) == result.draws
+    assert result.to_dict(per_game=True)["lengths"] == result.lengths
     assert all(1 <= n <= 30 for n in result.lengths)
     assert result.frames and result.frames[0]["tick"] == 0
     assert [f["tick"] for f in result.frames] == list(range(len(result.frames)))

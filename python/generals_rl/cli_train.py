@@ -252,7 +252,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not Path(args.checkpoint).exists():
         raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint")
     try:
-        policy = NetworkPolicy.from_checkpoint(args.checkpoint, greedy=args.greedy, seed=args.seed)
+        policy = NetworkPolicy.from_checkpoint(
+            args.checkpoint, greedy=args.greedy, seed=args.seed, temperature=args.temperature
+        )
         opponent = make_opponent(args.opponent, seed=args.seed + 1)
     except CheckpointError as exc:
         raise RuntimeError(str(exc)) from None
@@ -511,6 +513,13 @@ def add_commands(commands) -> None:
     option("--num-envs", type=int, default=64, help="games played at once")
     option("--seed", type=int, default=12345)
     option("--greedy", action="store_true", help="the most probable action instead of sampling")
+    option(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sample from the policy sharpened by this (below 1: closer to greedy; "
+        "default: %(default)s)",
+    )
     option(
         "--gif", metavar="OUT.gif", help="draw one game (the agent's fog) into this animated GIF"
     )

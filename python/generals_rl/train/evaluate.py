@@ -32,7 +32,8 @@ class EvaluationResult:
     wins: int = 0
     draws: int = 0
     losses: int = 0
-    lengths: list[int] = field(default_factory=list)
+    outcomes: list[int] = field(default_factory=list)  # per game: +1 win, 0 draw, -1 loss
+    lengths: list[int] = field(default_factory=list)  # per game: the tick it ended at
     frames: list[dict] = field(default_factory=list)  # boards of one recorded game
     recorded_player: int = 0
 
@@ -47,8 +48,22 @@ class EvaluationResult:
     def interval(self) -> tuple[float, float]:
         return wilson_interval(self.wins, self.games)
 
-    def to_dict(self) -> dict:
+    def within(self, max_ticks: int) -> EvaluationResult:
+        """The results the same games give with a tick limit of ``max_ticks`` (no more
+        than the one played): a game decided after it is a draw."""
+        drawn = [n for r, n in zip(self.outcomes, self.lengths, strict=True) if r == 0]
+        if drawn and max_ticks > min(drawn):  # past the limit played, the outcome is unknown
+            raise ValueError(f"max_ticks: the games were played to {min(drawn)} ticks")
+        return tally(
+            [r if n <= max_ticks else 0 for r, n in zip(self.outcomes, self.lengths, strict=True)],
+            [min(n, max_ticks) for n in self.lengths],
+        )
+
+    def to_dict(self, per_game: bool = False) -> dict:
+        """The counts, the win rate and its interval; with ``per_game``, every game's
+        outcome and length too."""
         low, high = self.interval()
+        games = {"outcomes": self.outcomes, "lengths": self.lengths} if per_game else {}
         return {
             "games": self.games,
             "wins": self.wins,
@@ -57,6 +72,7 @@ class EvaluationResult:
             "win_rate": self.win_rate,
             "win_rate_ci95": [low, high],
             "mean_length": float(np.mean(self.lengths)) if self.lengths else float("nan"),
+            **games,
         }
 
     def format(self) -> str:
@@ -67,9 +83,13 @@ class EvaluationResult:
         )
 
 
-def tally(results) -> EvaluationResult:
-    """Counts results given as +1 (win), 0 (draw: tick limit) and -1 (loss)."""
-    out = EvaluationResult()
+def tally(results, lengths=None) -> EvaluationResult:
+    """Counts results given as +1 (win), 0 (draw: tick limit) and -1 (loss), each game
+    with its length in ticks when ``lengths`` is given."""
+    results = list(results)
+    out = EvaluationResult(outcomes=results, lengths=[] if lengths is None else list(lengths))
+    if lengths is not None and len(out.lengths) != len(results):
+        raise ValueError(f"lengths: expected {len(results)}, got {len(out.lengths)}")
     for r in results:
         if r > 0:
             out.wins += 1
@@ -140,8 +160,7 @@ def evaluate(
             winner = int(info["episode_winner"][i])
             results.append(0 if winner < 0 else (1 if winner == seats[i] else -1))
             lengths.append(int(info["episode_length"][i]))
-    out = tally(results)
-    out.lengths = lengths
+    out = tally(results, lengths)
     out.frames = frames
     out.recorded_player = int(seats[0])
     return out

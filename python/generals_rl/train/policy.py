@@ -32,17 +32,27 @@ class NetworkPolicy:
     """A network choosing one action per game, in one batched forward pass.
 
     ``greedy`` takes the most probable legal action; otherwise actions are sampled
-    (from ``seed``'s generator). ``epsilon`` replaces that share of actions by a
-    uniformly random legal one (exploration for actors). A network with memory keeps
+    (from ``seed``'s generator) from the policy sharpened by ``temperature`` (below 1:
+    closer to greedy; an evaluation setting, training samples at 1). ``epsilon``
+    replaces that share of actions by a uniformly random legal one (exploration for
+    actors). A network with memory keeps
     one :class:`FogMemory` per ``stream`` (one per seat played in the same games).
     """
 
     def __init__(
-        self, net: PolicyValueNet, greedy: bool = False, seed: int = 0, epsilon: float = 0.0
+        self,
+        net: PolicyValueNet,
+        greedy: bool = False,
+        seed: int = 0,
+        epsilon: float = 0.0,
+        temperature: float = 1.0,
     ) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature: must be positive, got {temperature}")
         self.net = net
         self.greedy = greedy
         self.epsilon = epsilon
+        self.temperature = temperature
         self.generator = torch.Generator().manual_seed(seed)
         self._memories: dict[int, FogMemory] = {}
 
@@ -74,6 +84,8 @@ class NetworkPolicy:
         )
         with torch.inference_mode():
             logits, _ = self.net(obs, mask)
+            if self.temperature != 1.0:
+                logits = logits / self.temperature
             chosen, _ = sample(logits, self.generator, greedy=self.greedy)
             if self.epsilon > 0:
                 explore = torch.rand(len(chosen), generator=self.generator) < self.epsilon
