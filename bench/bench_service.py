@@ -9,9 +9,10 @@ network), with and without zstd. Bytes on the wire per experience are the
 serialized batch messages.
 
 Where the compact path's time goes: each stage of one batch timed in this
-process (reading the raw rows, making the views, packing and serializing,
-parsing without copying the payload, unpacking, zstd both ways), in
-microseconds per experience.
+process (reading the raw rows, making the views and the message, parsing
+without copying the payload, unpacking, zstd both ways), in microseconds of
+CPU time per experience; and each throughput run's CPU time per
+experience in the serving process and in the consumers.
 
 Latency: a producer appends at a fixed rate while one consumer process follows
 with batch_size 256; each experience's latency is the time from the end of the
@@ -102,11 +103,12 @@ def _run_name(form: str, batch_size: int, compression: bool) -> str:
 
 def _compact_stages(server, buffer, batch_size: int, compression: bool) -> dict:
     """Microseconds per experience of each stage of the compact path, one batch at a
-    time in this process (no network): where the time goes."""
+    time in this process (no network): where the time goes. CPU time of the
+    process (a pool's threads count too), so that other work on the machine
+    does not count."""
     import zstandard
     from generals_rl._proto import experience_pb2 as pb
-    from generals_rl.experience import CompactBatch
-    from generals_rl.service.compact_packing import pack_compact, unpack_compact
+    from generals_rl.service.compact_packing import unpack_compact
     from generals_rl.service.consumer import _SPLIT_BATCH
     from generals_rl.torch import as_tensor
 
@@ -115,9 +117,7 @@ def _compact_stages(server, buffer, batch_size: int, compression: bool) -> dict:
     stages = dict.fromkeys(
         [
             "read_raw",
-            "make_views",
-            "pack_payload",
-            "serialize_message",
+            "views_and_message",  # what the server does per batch after reading it
             "parse_without_payload_copy",
             "unpack_to_compact_batch",
             "as_tensor",
@@ -127,36 +127,27 @@ def _compact_stages(server, buffer, batch_size: int, compression: bool) -> dict:
     cursor = buffer.cursor(start="oldest")
     count = 0
     while True:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         raw = cursor.read_raw(batch_size)
         if not len(raw):
             break
-        t1 = time.perf_counter()
-        views = CompactBatch.from_raw(raw, army_scale=buffer.army_scale)
-        t2 = time.perf_counter()
-        pack_compact(views, False, compressor)
-        t3 = time.perf_counter()
+        t1 = time.process_time()
         data = server.encoder.batch_message(
             raw, 0, raw.next_sequence, compressor, compact_views=True
         )
-        t4 = time.perf_counter()
+        t2 = time.process_time()
         message, payload = _SPLIT_BATCH(data)
-        t5 = time.perf_counter()
+        t3 = time.process_time()
         batch = unpack_compact(message.packed, decompressor, payload, check_tiles=False)
-        t6 = time.perf_counter()
+        t4 = time.process_time()
         for name in ("state_tiles", "state_armies", "next_state_tiles", "next_state_armies"):
             as_tensor(getattr(batch, name))
         as_tensor(batch.action_mask)
-        t7 = time.perf_counter()
+        t5 = time.process_time()
         assert message.packed.layout == pb.PACKED_LAYOUT_COMPACT
-        stages["read_raw"] += t1 - t0
-        stages["make_views"] += t2 - t1
-        stages["pack_payload"] += t3 - t2
-        # batch_message makes the views and packs again: its own share is the rest
-        stages["serialize_message"] += max(0.0, (t4 - t3) - (t3 - t1))
-        stages["parse_without_payload_copy"] += t5 - t4
-        stages["unpack_to_compact_batch"] += t6 - t5
-        stages["as_tensor"] += t7 - t6
+        spans = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)
+        for name, seconds in zip(stages, spans, strict=True):
+            stages[name] += seconds
         count += len(raw)
     cursor.close()
     return {
@@ -186,10 +177,16 @@ def _throughput(
     address: str, consumers: int, batch_size: int, compression: bool, form: str
 ) -> dict:
     worker = ["throughput", address, str(batch_size), str(int(compression)), form]
+    server_cpu = time.process_time()  # this process serves: the rest of it is idle
     results = _run_workers([worker] * consumers)
+    server_cpu = time.process_time() - server_cpu
     seconds = max(r["seconds"] for r in results)
     total = sum(r["experiences"] for r in results)
     return {
+        # CPU time per experience of the serving process and of each consumer
+        # process: what the machine's load does not change much
+        "server_cpu_us": round(server_cpu / total * 1e6, 3),
+        "consumer_cpu_us": round(sum(r["cpu_seconds"] for r in results) / total * 1e6, 3),
         "consumers": consumers,
         "batch_size": batch_size,
         "compression": compression,
@@ -279,7 +276,7 @@ def _worker(argv: list[str]) -> None:
             batch_size, compression, form = int(argv[2]), argv[3] == "1", argv[4]
             if form == "compact":
                 from generals_rl.torch import as_tensor
-            start, count = time.perf_counter(), 0
+            start, cpu, count = time.perf_counter(), time.process_time(), 0
             for batch in consumer.stream_experiences(
                 follow=False,
                 batch_size=batch_size,
@@ -298,7 +295,8 @@ def _worker(argv: list[str]) -> None:
                     ):
                         as_tensor(getattr(batch, name))
                 count += len(batch)
-            print(json.dumps({"experiences": count, "seconds": time.perf_counter() - start}))
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            print(json.dumps({"experiences": count, "seconds": seconds, "cpu_seconds": cpu}))
         else:
             batch_size, decode, wait_ms = int(argv[2]), argv[3] == "1", int(argv[4])
             batches = []

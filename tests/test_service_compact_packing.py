@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zstandard
+from generals_rl import _core
 from generals_rl._proto import experience_pb2 as pb
 from generals_rl.experience import CompactBatch
 from generals_rl.service import PackedBatchError, unpack
@@ -131,3 +132,72 @@ def test_the_single_experience_stream_refuses_compact_views():
             list(stream)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "compact_views" in error.value.details()
+
+
+class _FixedClock:
+    """Collection times that do not move, so two encodings of a batch compare."""
+
+    def time_of(self, sequence: int) -> float:
+        return 1_000.0 + sequence
+
+    def times_of(self, sequences: np.ndarray) -> np.ndarray:
+        return 1_000.0 + sequences.astype(np.float64)
+
+
+def _rows(raw, which: str):
+    if which == "all":
+        return raw
+    if which == "shuffled":  # next states found at other places, or not at all
+        return raw.select(np.random.default_rng(3).permutation(len(raw))[: len(raw) // 3])
+    return raw.select(np.zeros(len(raw), dtype=bool))
+
+
+@pytest.mark.parametrize("which", ["all", "shuffled", "empty"])
+@pytest.mark.parametrize("army_scale", [1000.0, 100_000.0])
+@pytest.mark.parametrize("obstacles", [False, True])
+def test_views_written_into_the_message_equal_the_packed_views(raw, which, army_scale, obstacles):
+    from generals_rl.service.messages import _PACKED, _PAYLOAD, MessageEncoder
+
+    buffer = make_buffer(capacity=10, army_scale=army_scale)
+    encoder = MessageEncoder(buffer, "b", _FixedClock())  # type: ignore[arg-type]
+    rows = _rows(raw, which)
+    fused = encoder.batch_message(rows, 0, 7, compact_views=True, obstacles=obstacles)
+    views = CompactBatch.from_raw(rows, army_scale=army_scale, obstacles=obstacles)
+    packed, payload = pack_compact(views, obstacles)
+    header = encoder.batch_header(rows, 0, 7).SerializeToString()
+    expected = b"".join(
+        [header, *_PACKED.parts([packed.SerializeToString(), *_PAYLOAD.parts(payload)])]
+    )
+    assert fused == expected
+    if which == "all":  # the views themselves, against views made one at a time
+        for name, index in (("state", rows.state_index), ("next_state", rows.next_state_index)):
+            tiles, armies, _ = _core.compact_rows(
+                rows.state_kind,
+                rows.state_owner,
+                rows.state_army,
+                index,
+                rows.player_id,
+                obstacles,
+                army_scale > _core.NARROW_ARMY_SCALE_MAX,
+                False,
+                1,
+            )
+            np.testing.assert_array_equal(getattr(views, f"{name}_tiles"), tiles)
+            np.testing.assert_array_equal(getattr(views, f"{name}_armies"), armies)
+
+
+def test_message_views_refuse_bad_input_naming_it(raw):
+    tables = (raw.state_kind, raw.state_owner, raw.state_army)
+    rows = (raw.state_index, raw.next_state_index, raw.player_id)
+    with pytest.raises(ValueError, match=r"head\[1\]: expected bytes, got memoryview"):
+        _core.compact_message([b"x", memoryview(b"y")], *tables, *rows)
+    bad_next = raw.next_state_index.copy()
+    bad_next[4] = raw.state_kind.shape[0]
+    with pytest.raises(ValueError, match="next_state_index: row 4 refers to state"):
+        _core.compact_message([], *tables, raw.state_index, bad_next, raw.player_id)
+    with pytest.raises(ValueError, match="next_state_index: expected"):
+        _core.compact_message([], *tables, raw.state_index, bad_next[:-1], raw.player_id)
+    bad_player = raw.player_id.copy()
+    bad_player[2] = _core.MAX_PLAYERS
+    with pytest.raises(ValueError, match="player_id: row 2"):
+        _core.compact_experiences(*tables, raw.state_index, raw.next_state_index, bad_player)

@@ -4,6 +4,7 @@ and clear errors for bad arguments."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import google_crc32c
@@ -119,3 +120,31 @@ def test_an_empty_table_of_many_rows_is_not_taken_for_a_full_one():
     encoder = TFRecordEncoder([], [("board", "bytes", 1 << 30)])
     with pytest.raises(ValueError, match=f"rows must hold {1 << 30} bytes"):
         encoder.encode([], [(np.zeros((1 << 40, 0), np.uint8), None)])
+
+
+@pytest.mark.parametrize("huge_army", [False, True])
+def test_compact_view_values_are_the_views_combined(huge_army):
+    """The records' view values (one C++ pass, next-state views shared) equal the
+    compact views made row by row and combined in numpy; armies too large for uint32
+    values take the uint64 path."""
+    from generals_rl.experience import CompactBatch
+    from generals_rl.storage.tfrecord import _view_values, view_values
+    from storage_support import joined, played
+
+    raw = joined(played(heuristic=True))
+    if huge_army:  # on a copy: the played batches are shared
+        raw = dataclasses.replace(raw, state_army=raw.state_army.copy())
+        raw.state_army[0, 0, 0] = 1 << 28
+    values, next_values, mask = _view_values(raw)
+    dtype = np.uint64 if huge_army else np.uint32
+    assert values.dtype == dtype
+    want = CompactBatch.from_raw(raw, obstacles=True, wide=True)
+    n = len(raw)
+    np.testing.assert_array_equal(
+        values, view_values(want.state_tiles, want.state_armies, dtype).reshape(n, -1)
+    )
+    np.testing.assert_array_equal(
+        next_values,
+        view_values(want.next_state_tiles, want.next_state_armies, dtype).reshape(n, -1),
+    )
+    np.testing.assert_array_equal(mask, want.action_mask)

@@ -2,9 +2,13 @@
 // float observations and bool masks (GIL released, on a pool for large batches).
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 #include "arrays.hpp"
 #include "compact_observation.hpp"
@@ -137,33 +141,60 @@ py::array unpack_masks(py::handle packed_in, int height, int width, int num_thre
   return out;
 }
 
-// Compact views of rows of state tables (see encode_compact_rows): codes,
-// armies and (with masks) packed masks, as numpy arrays.
-py::tuple compact_rows(py::handle kind_in, py::handle owner_in, py::handle army_in, py::handle state_index_in,
-                       py::handle player_in, bool obstacles, bool wide, bool masks, int num_threads) {
-  auto kind = as_array<uint8_t>(kind_in, "state_kind");
-  if (kind.ndim() != 3) throw py::value_error("state_kind: expected an array of shape (states, height, width)");
-  const auto [h, w] = grl::bindings::board_shape(kind, 1, "state_kind");
-  grl::bindings::check_tile_kinds(kind, "state_kind");
-  auto owner = as_array<int16_t>(owner_in, "state_owner", kind.size());
-  auto army = as_array<int32_t>(army_in, "state_army", kind.size());
-  auto state_index = as_array<int32_t>(state_index_in, "state_index");
-  auto player = as_array<int32_t>(player_in, "player_id", state_index.size());
-  const py::ssize_t rows = state_index.size(), states = kind.shape(0);
-  for (py::ssize_t r = 0; r < rows; ++r) {
-    if (state_index.data()[r] < 0 || state_index.data()[r] >= states) {
-      throw py::value_error("state_index: row " + std::to_string(r) + " refers to state " +
-                            std::to_string(state_index.data()[r]) + " of " + std::to_string(states));
-    }
-    if (player.data()[r] < 0 || player.data()[r] >= grl::kMaxPlayers) {
-      throw py::value_error("player_id: row " + std::to_string(r) + ": " + std::to_string(player.data()[r]) +
-                            " outside 0.." + std::to_string(grl::kMaxPlayers - 1));
+// Rows of state tables to make compact views of (see encode_compact_rows),
+// every index checked.
+struct ViewRows {
+  grl::bindings::InputArray<uint8_t> kind;
+  grl::bindings::InputArray<int16_t> owner;
+  grl::bindings::InputArray<int32_t> army;
+  grl::bindings::InputArray<int32_t> player;
+  int height = 0, width = 0;
+
+  ViewRows(py::handle kind_in, py::handle owner_in, py::handle army_in, py::handle player_in)
+      : kind(as_array<uint8_t>(kind_in, "state_kind")) {
+    if (kind.ndim() != 3) throw py::value_error("state_kind: expected an array of shape (states, height, width)");
+    std::tie(height, width) = grl::bindings::board_shape(kind, 1, "state_kind");
+    grl::bindings::check_tile_kinds(kind, "state_kind");
+    owner = as_array<int16_t>(owner_in, "state_owner", kind.size());
+    army = as_array<int32_t>(army_in, "state_army", kind.size());
+    player = as_array<int32_t>(player_in, "player_id");
+    for (py::ssize_t r = 0; r < player.size(); ++r) {
+      if (player.data()[r] < 0 || player.data()[r] >= grl::kMaxPlayers) {
+        throw py::value_error("player_id: row " + std::to_string(r) + ": " + std::to_string(player.data()[r]) +
+                              " outside 0.." + std::to_string(grl::kMaxPlayers - 1));
+      }
     }
   }
+
+  py::ssize_t rows() const { return player.size(); }
+  size_t tiles() const { return static_cast<size_t>(height) * width; }
+  grl::StateTable table() const { return {height, width, kind.data(), owner.data(), army.data()}; }
+
+  // A state index column of these rows, each index checked.
+  grl::bindings::InputArray<int32_t> index(py::handle value, const char* name) const {
+    auto index = as_array<int32_t>(value, name, rows());
+    const py::ssize_t states = kind.shape(0);
+    for (py::ssize_t r = 0; r < index.size(); ++r) {
+      if (index.data()[r] < 0 || index.data()[r] >= states) {
+        throw py::value_error(std::string(name) + ": row " + std::to_string(r) + " refers to state " +
+                              std::to_string(index.data()[r]) + " of " + std::to_string(states));
+      }
+    }
+    return index;
+  }
+};
+
+// Compact views of rows of state tables: codes, armies and (with masks)
+// packed masks, as numpy arrays.
+py::tuple compact_rows(py::handle kind_in, py::handle owner_in, py::handle army_in, py::handle state_index_in,
+                       py::handle player_in, bool obstacles, bool wide, bool masks, int num_threads) {
+  const ViewRows view_rows(kind_in, owner_in, army_in, player_in);
+  auto state_index = view_rows.index(state_index_in, "state_index");
+  const py::ssize_t rows = view_rows.rows(), h = view_rows.height, w = view_rows.width;
   const std::vector<py::ssize_t> shape{rows, h, w};
   py::array_t<uint8_t> codes(shape);
   py::array armies = wide ? py::array(py::array_t<int32_t>(shape)) : py::array(py::array_t<uint16_t>(shape));
-  const auto mask_bytes = static_cast<py::ssize_t>(grl::packed_mask_bytes(static_cast<size_t>(h) * w));
+  const auto mask_bytes = static_cast<py::ssize_t>(grl::packed_mask_bytes(view_rows.tiles()));
   py::object packed = py::none();
   uint8_t* mask_data = nullptr;
   if (masks) {
@@ -171,15 +202,106 @@ py::tuple compact_rows(py::handle kind_in, py::handle owner_in, py::handle army_
     mask_data = m.mutable_data();
     packed = m;
   }
-  const grl::StateTable table{h, w, kind.data(), owner.data(), army.data()};
   uint8_t* code_data = codes.mutable_data();
   void* army_data = armies.mutable_data();
   with_pool(num_threads, [&](grl::ThreadPool* pool) {
-    grl::encode_compact_rows(table, state_index.data(), player.data(), static_cast<size_t>(rows), obstacles, code_data,
-                             wide ? nullptr : static_cast<uint16_t*>(army_data),
-                             wide ? static_cast<int32_t*>(army_data) : nullptr, mask_data, pool);
+    grl::encode_compact_rows(view_rows.table(), state_index.data(), view_rows.player.data(), static_cast<size_t>(rows),
+                             obstacles, code_data, army_data, wide, mask_data, pool);
   });
   return py::make_tuple(codes, armies, packed);
+}
+
+// Compact views of experiences (see encode_compact_experiences): state codes,
+// state armies, next state codes, next state armies and packed masks of the
+// state, as numpy arrays.
+py::tuple compact_experiences(py::handle kind_in, py::handle owner_in, py::handle army_in, py::handle state_index_in,
+                              py::handle next_state_index_in, py::handle player_in, bool obstacles, bool wide,
+                              int num_threads) {
+  const ViewRows view_rows(kind_in, owner_in, army_in, player_in);
+  auto state_index = view_rows.index(state_index_in, "state_index");
+  auto next_state_index = view_rows.index(next_state_index_in, "next_state_index");
+  const py::ssize_t rows = view_rows.rows();
+  const std::vector<py::ssize_t> shape{rows, view_rows.height, view_rows.width};
+  auto new_armies = [&] { return wide ? py::array(py::array_t<int32_t>(shape)) : py::array(py::array_t<uint16_t>(shape)); };
+  py::array_t<uint8_t> codes(shape), next_codes(shape);
+  py::array armies = new_armies(), next_armies = new_armies();
+  py::array_t<uint8_t> masks({rows, static_cast<py::ssize_t>(grl::packed_mask_bytes(view_rows.tiles()))});
+  const grl::CompactRowsOut state{codes.mutable_data(), armies.mutable_data(), wide};
+  const grl::CompactRowsOut next{next_codes.mutable_data(), next_armies.mutable_data(), wide};
+  uint8_t* mask_data = masks.mutable_data();
+  with_pool(num_threads, [&](grl::ThreadPool* pool) {
+    grl::encode_compact_experiences(view_rows.table(), state_index.data(), next_state_index.data(),
+                                    view_rows.player.data(), static_cast<size_t>(rows), obstacles, state, next,
+                                    mask_data, pool);
+  });
+  return py::make_tuple(codes, armies, next_codes, next_armies, masks);
+}
+
+// Compact views as TFRecord's view values (see encode_compact_view_values):
+// state values, next state values (uint32, (rows, tiles)) and packed masks of
+// the state; None when an army of the table does not fit a uint32 value.
+py::object compact_view_values(py::handle kind_in, py::handle owner_in, py::handle army_in, py::handle state_index_in,
+                               py::handle next_state_index_in, py::handle player_in, bool obstacles,
+                               int num_threads) {
+  const ViewRows view_rows(kind_in, owner_in, army_in, player_in);
+  auto state_index = view_rows.index(state_index_in, "state_index");
+  auto next_state_index = view_rows.index(next_state_index_in, "next_state_index");
+  const int32_t* army = view_rows.army.data();
+  const size_t cells = static_cast<size_t>(view_rows.army.size());
+  if (cells && *std::max_element(army, army + cells) >= grl::kViewValueArmies) return py::none();
+  const py::ssize_t rows = view_rows.rows(), tiles = static_cast<py::ssize_t>(view_rows.tiles());
+  py::array_t<uint32_t> values({rows, tiles}), next_values({rows, tiles});
+  py::array_t<uint8_t> masks({rows, static_cast<py::ssize_t>(grl::packed_mask_bytes(view_rows.tiles()))});
+  uint32_t* value_data = values.mutable_data();
+  uint32_t* next_data = next_values.mutable_data();
+  uint8_t* mask_data = masks.mutable_data();
+  with_pool(num_threads, [&](grl::ThreadPool* pool) {
+    grl::encode_compact_view_values(view_rows.table(), state_index.data(), next_state_index.data(),
+                                    view_rows.player.data(), static_cast<size_t>(rows), obstacles, value_data,
+                                    next_data, mask_data, pool);
+  });
+  return py::make_tuple(values, next_values, masks);
+}
+
+// One bytes object: the `head` buffers joined, then the compact views of the
+// rows written straight after them (state codes, state armies, next state
+// codes, next state armies, packed masks of the state): a wire message whose
+// payload ends with the views, built without an intermediate copy.
+py::bytes compact_message(const py::list& head, py::handle kind_in, py::handle owner_in, py::handle army_in,
+                          py::handle state_index_in, py::handle next_state_index_in, py::handle player_in,
+                          bool obstacles, bool wide, int num_threads) {
+  const ViewRows view_rows(kind_in, owner_in, army_in, player_in);
+  auto state_index = view_rows.index(state_index_in, "state_index");
+  auto next_state_index = view_rows.index(next_state_index_in, "next_state_index");
+  std::vector<std::pair<const char*, size_t>> parts;
+  size_t head_size = 0;
+  for (size_t i = 0; i < head.size(); ++i) {
+    PyObject* part = head[i].ptr();
+    if (!PyBytes_Check(part)) {
+      throw py::value_error("head[" + std::to_string(i) + "]: expected bytes, got " +
+                            py::str(py::type::handle_of(head[i]).attr("__name__")).cast<std::string>());
+    }
+    parts.emplace_back(PyBytes_AS_STRING(part), static_cast<size_t>(PyBytes_GET_SIZE(part)));
+    head_size += parts.back().second;
+  }
+  const size_t rows = static_cast<size_t>(view_rows.rows()), tiles = view_rows.tiles();
+  const size_t codes = rows * tiles, armies = codes * (wide ? sizeof(int32_t) : sizeof(uint16_t));
+  const size_t total = head_size + 2 * (codes + armies) + rows * grl::packed_mask_bytes(tiles);
+  PyObject* bytes = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(total));
+  if (!bytes) throw py::error_already_set();
+  auto message = py::reinterpret_steal<py::bytes>(bytes);
+  auto* out = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(bytes));
+  with_pool(num_threads, [&](grl::ThreadPool* pool) {
+    for (const auto& [data, size] : parts) {
+      if (size) std::memcpy(out, data, size);
+      out += size;
+    }
+    uint8_t* next = out + codes + armies;
+    grl::encode_compact_experiences(view_rows.table(), state_index.data(), next_state_index.data(),
+                                    view_rows.player.data(), rows, obstacles, {out, out + codes, wide},
+                                    {next, next + codes, wide}, next + codes + armies, pool);
+  });
+  return message;
 }
 
 }  // namespace
@@ -193,6 +315,7 @@ void bind_observations(py::module_& m) {
   m.attr("ARMY_CHANNELS") = grl::kArmyChannels;
   m.attr("NARROW_ARMY_MAX") = grl::kNarrowArmyMax;
   m.attr("NARROW_ARMY_SCALE_MAX") = grl::kNarrowArmyScaleMax;
+  m.attr("VIEW_ARMY_SHIFT") = grl::kViewArmyShift;
 
   m.def("expand_observations", &expand, py::arg("tiles"), py::arg("armies"), py::arg("army_scaling") = "linear",
         py::arg("army_scale") = 1000.0f, py::arg("obstacles") = false, py::arg("num_threads") = 0,
@@ -202,6 +325,15 @@ void bind_observations(py::module_& m) {
   m.def("compact_rows", &compact_rows, py::arg("state_kind"), py::arg("state_owner"), py::arg("state_army"),
         py::arg("state_index"), py::arg("player_id"), py::arg("obstacles") = false, py::arg("wide") = false,
         py::arg("masks") = true, py::arg("num_threads") = 0);
+  m.def("compact_experiences", &compact_experiences, py::arg("state_kind"), py::arg("state_owner"),
+        py::arg("state_army"), py::arg("state_index"), py::arg("next_state_index"), py::arg("player_id"),
+        py::arg("obstacles") = false, py::arg("wide") = false, py::arg("num_threads") = 0);
+  m.def("compact_view_values", &compact_view_values, py::arg("state_kind"), py::arg("state_owner"),
+        py::arg("state_army"), py::arg("state_index"), py::arg("next_state_index"), py::arg("player_id"),
+        py::arg("obstacles") = false, py::arg("num_threads") = 0);
+  m.def("compact_message", &compact_message, py::arg("head"), py::arg("state_kind"), py::arg("state_owner"),
+        py::arg("state_army"), py::arg("state_index"), py::arg("next_state_index"), py::arg("player_id"),
+        py::arg("obstacles") = false, py::arg("wide") = false, py::arg("num_threads") = 1);
   m.def(
       "army_values",
       [](py::handle armies, py::handle army_scaling, float army_scale) {

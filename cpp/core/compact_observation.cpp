@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -237,20 +238,34 @@ void CompactViews::write(size_t row, const StateView& s, int player, bool obstac
   else encode_compact(s, player, obstacles, row_codes, armies.data() + row * tiles, scratch);
 }
 
-void encode_compact_rows(const StateTable& states, const int32_t* state_index, const int32_t* player, size_t rows,
-                         bool obstacles, uint8_t* codes, uint16_t* armies, int32_t* wide_armies, uint8_t* masks,
-                         ThreadPool* pool) {
+namespace {
+
+// Views of rows `selected[0 .. count)` (every row 0 .. count when null), each
+// written at its own row of the outputs.
+void encode_selected_rows(const StateTable& states, const int32_t* state_index, const int32_t* player,
+                          const size_t* selected, size_t count, bool obstacles, CompactRowsOut out, uint8_t* masks,
+                          ThreadPool* pool) {
   const size_t tiles = static_cast<size_t>(states.height) * states.width;
+  const size_t army_size = out.wide ? sizeof(int32_t) : sizeof(uint16_t);
+  auto* army_bytes = static_cast<uint8_t*>(out.armies);
+  const bool aligned = reinterpret_cast<uintptr_t>(out.armies) % army_size == 0;
   auto run = [&](size_t begin, size_t end) {
     std::vector<uint8_t> scratch(tiles * kObservationScratchPerTile);
+    // Misaligned armies are written to this row first, then copied.
+    std::vector<int32_t> army_row(aligned ? 0 : tiles);
     // The open directions of the last state: the players of one tick are adjacent rows.
     std::vector<uint8_t> open(tiles);
     int64_t open_state = -1;
-    for (size_t r = begin; r < end; ++r) {
+    for (size_t i = begin; i < end; ++i) {
+      const size_t r = selected ? selected[i] : i;
       const size_t at = static_cast<size_t>(state_index[r]) * tiles;
       StateView view{states.height, states.width, states.kind + at, states.owner + at, states.army + at};
-      if (wide_armies) encode_compact(view, player[r], obstacles, codes + r * tiles, wide_armies + r * tiles, scratch.data());
-      else encode_compact(view, player[r], obstacles, codes + r * tiles, armies + r * tiles, scratch.data());
+      uint8_t* row_armies = army_bytes + r * tiles * army_size;
+      void* target = aligned ? static_cast<void*>(row_armies) : static_cast<void*>(army_row.data());
+      uint8_t* codes = out.codes + r * tiles;
+      if (out.wide) encode_compact(view, player[r], obstacles, codes, static_cast<int32_t*>(target), scratch.data());
+      else encode_compact(view, player[r], obstacles, codes, static_cast<uint16_t*>(target), scratch.data());
+      if (!aligned) std::memcpy(row_armies, army_row.data(), tiles * army_size);
       if (masks) {
         if (open_state != state_index[r]) {
           compute_open_directions(view.kind, view.height, view.width, open.data());
@@ -261,11 +276,72 @@ void encode_compact_rows(const StateTable& states, const int32_t* state_index, c
       }
     }
   };
-  if (pool && pool->size() > 1 && rows * tiles >= kParallelTiles) {
-    pool->parallel_for(static_cast<int>(rows), [&](int begin, int end) { run(begin, end); });
+  if (pool && pool->size() > 1 && count * tiles >= kParallelTiles) {
+    pool->parallel_for(static_cast<int>(count), [&](int begin, int end) { run(begin, end); });
   } else {
-    run(0, rows);
+    run(0, count);
   }
+}
+
+}  // namespace
+
+void encode_compact_rows(const StateTable& states, const int32_t* state_index, const int32_t* player, size_t rows,
+                         bool obstacles, uint8_t* codes, void* armies, bool wide, uint8_t* masks,
+                         ThreadPool* pool) {
+  encode_selected_rows(states, state_index, player, nullptr, rows, obstacles, {codes, armies, wide}, masks, pool);
+}
+
+void encode_compact_experiences(const StateTable& states, const int32_t* state_index, const int32_t* next_state_index,
+                                const int32_t* player, size_t rows, bool obstacles, CompactRowsOut state,
+                                CompactRowsOut next_state, uint8_t* masks, ThreadPool* pool) {
+  encode_selected_rows(states, state_index, player, nullptr, rows, obstacles, state, masks, pool);
+  if (rows == 0) return;
+  // The first row of each (state, player), by state * kMaxPlayers + player.
+  const size_t states_seen = static_cast<size_t>(*std::max_element(state_index, state_index + rows)) + 1;
+  std::vector<int32_t> first_row(states_seen * kMaxPlayers, -1);
+  for (size_t r = rows; r-- > 0;) first_row[static_cast<size_t>(state_index[r]) * kMaxPlayers + player[r]] = static_cast<int32_t>(r);
+  const size_t tiles = static_cast<size_t>(states.height) * states.width;
+  const size_t army_row = tiles * (state.wide ? sizeof(int32_t) : sizeof(uint16_t));
+  const auto* state_armies = static_cast<const uint8_t*>(state.armies);
+  auto* next_armies = static_cast<uint8_t*>(next_state.armies);
+  std::vector<size_t> computed;  // rows whose next state no row has as its state
+  for (size_t r = 0; r < rows; ++r) {
+    const auto next = static_cast<size_t>(next_state_index[r]);
+    const int32_t source = next < states_seen ? first_row[next * kMaxPlayers + player[r]] : -1;
+    if (source < 0) {
+      computed.push_back(r);
+      continue;
+    }
+    std::memcpy(next_state.codes + r * tiles, state.codes + static_cast<size_t>(source) * tiles, tiles);
+    std::memcpy(next_armies + r * army_row, state_armies + static_cast<size_t>(source) * army_row, army_row);
+  }
+  encode_selected_rows(states, next_state_index, player, computed.data(), computed.size(), obstacles, next_state,
+                       nullptr, pool);
+}
+
+namespace {
+
+GRL_VECTOR_CLONES
+void combine_view_values(const uint8_t* codes, const int32_t* armies, size_t n, uint32_t* values) {
+  for (size_t t = 0; t < n; ++t) values[t] = static_cast<uint32_t>(armies[t]) << kViewArmyShift | codes[t];
+}
+
+}  // namespace
+
+void encode_compact_view_values(const StateTable& states, const int32_t* state_index, const int32_t* next_state_index,
+                                const int32_t* player, size_t rows, bool obstacles, uint32_t* state_values,
+                                uint32_t* next_state_values, uint8_t* masks, ThreadPool* pool) {
+  const size_t n = rows * static_cast<size_t>(states.height) * states.width;
+  // Per thread and reused: no fresh pages to fault in for every block of records.
+  thread_local std::vector<uint8_t> codes;
+  thread_local std::vector<int32_t> armies;
+  codes.resize(2 * n);
+  armies.resize(2 * n);
+  encode_compact_experiences(states, state_index, next_state_index, player, rows, obstacles,
+                             {codes.data(), armies.data(), true}, {codes.data() + n, armies.data() + n, true}, masks,
+                             pool);
+  combine_view_values(codes.data(), armies.data(), n, state_values);
+  combine_view_values(codes.data() + n, armies.data() + n, n, next_state_values);
 }
 
 int64_t find_invalid_code(const uint8_t* codes, size_t count) {

@@ -111,7 +111,8 @@ struct CompactViews {
 // Compact views of rows of a state table (each state kind/owner/army of
 // `tiles` tiles; rows name a state and a player): codes and armies of each
 // row's state, and with `masks` its packed action mask. Indices are checked
-// by the caller.
+// by the caller. `armies` holds uint16 armies, or int32 ones when `wide`, at
+// any alignment (the views of a wire message land wherever its header ends).
 struct StateTable {
   int height, width;
   const uint8_t* kind;
@@ -119,8 +120,38 @@ struct StateTable {
   const int32_t* army;
 };
 void encode_compact_rows(const StateTable& states, const int32_t* state_index, const int32_t* player, size_t rows,
-                         bool obstacles, uint8_t* codes, uint16_t* armies, int32_t* wide_armies, uint8_t* masks,
+                         bool obstacles, uint8_t* codes, void* armies, bool wide, uint8_t* masks,
                          ThreadPool* pool = nullptr);
+
+// Where compact views of rows go: codes (rows, tiles), and armies (rows,
+// tiles) as uint16, or int32 when `wide`, at any alignment.
+struct CompactRowsOut {
+  uint8_t* codes;
+  void* armies;
+  bool wide;
+};
+
+// Compact views of experiences: each row's state (and with `masks` its packed
+// action mask) and its next state. A next state that is some row's state for
+// the same player is copied from that row's views instead of being computed
+// again (in a batch read from the buffer, almost all of them are). Both
+// outputs hold armies of the same width.
+void encode_compact_experiences(const StateTable& states, const int32_t* state_index, const int32_t* next_state_index,
+                                const int32_t* player, size_t rows, bool obstacles, CompactRowsOut state,
+                                CompactRowsOut next_state, uint8_t* masks, ThreadPool* pool = nullptr);
+
+// Compact views stored as one value a tile (TFRecord's compact records):
+// army << kViewArmyShift | tile code, in uint32 for armies below kViewValueArmies.
+constexpr int kViewArmyShift = 5;
+static_assert(kTileCodes <= 1 << kViewArmyShift);
+constexpr int64_t kViewValueArmies = int64_t{1} << (32 - kViewArmyShift);
+
+// encode_compact_experiences as view values: (rows, tiles) for the states and
+// for the next states, and the packed masks of the states. Every army of the
+// table must be below kViewValueArmies (checked by the caller).
+void encode_compact_view_values(const StateTable& states, const int32_t* state_index, const int32_t* next_state_index,
+                                const int32_t* player, size_t rows, bool obstacles, uint32_t* state_values,
+                                uint32_t* next_state_values, uint8_t* masks, ThreadPool* pool = nullptr);
 
 // Index of the first code >= kTileCodes, or -1.
 int64_t find_invalid_code(const uint8_t* codes, size_t count);

@@ -10,7 +10,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_rows', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'unpack_action_masks', 'vec_env_defaults']
+__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VIEW_ARMY_SHIFT', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_experiences', 'compact_message', 'compact_rows', 'compact_view_values', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'unpack_action_masks', 'vec_env_defaults']
 class FullPolicy:
     """
     What producers do when the buffer is full
@@ -700,7 +700,7 @@ class TFRecordEncoder:
     """
     def __init__(self, varint_features: collections.abc.Sequence[str], row_features: collections.abc.Sequence[tuple[str, str, typing.SupportsInt | typing.SupportsIndex]]) -> None:
         """
-        varint_features: names; row_features: (name, 'bytes'|'float'|'int64', payload bytes) triples (an 'int64' payload is the packed varints).
+        varint_features: names; row_features: (name, kind, table row bytes) triples, kind 'bytes', 'float', 'int64' (the row is the payload: for 'int64' its packed varints), or 'uint32 values' / 'uint64 values' (the row's little-endian values, written as an int64 list).
         """
     def encode(self, varint_columns: collections.abc.Sequence, row_sources: collections.abc.Sequence) -> tuple:
         """
@@ -715,7 +715,13 @@ def check_raw_batch(batch: typing.Any, check_values: bool = True) -> None:
     """
     ValueError naming the first problem unless batch (any object with the raw form's columns as attributes) is a well-formed raw batch: columns of one length and convertible dtypes, whole boards in the state tables, state indices inside them and, with check_values, players, tile kinds, owners and armies in range.
     """
+def compact_experiences(state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, next_state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, wide: bool = False, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple:
+    ...
+def compact_message(head: list, state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, next_state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, wide: bool = False, num_threads: typing.SupportsInt | typing.SupportsIndex = 1) -> bytes:
+    ...
 def compact_rows(state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, wide: bool = False, masks: bool = True, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple:
+    ...
+def compact_view_values(state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, next_state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> typing.Any:
     ...
 def crc32c(data: typing_extensions.Buffer, value: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
     """
@@ -794,3 +800,4 @@ TILE_KIND_SHIFT: int = 5
 TILE_MOUNTAIN: int = 1
 TILE_OWNER_MASK: int = 31
 TILE_PLAIN: int = 0
+VIEW_ARMY_SHIFT: int = 5

@@ -24,6 +24,22 @@ COMPACT_COLUMNS = {
 }
 
 
+_Arrays6 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def view_sources(raw: RawBatch) -> _Arrays6:
+    """What ``_core``'s compact views of experiences are made from: the raw
+    batch's state tables, state and next state indices, and players."""
+    return (
+        raw.state_kind,
+        raw.state_owner,
+        raw.state_army,
+        raw.state_index,
+        raw.next_state_index,
+        raw.player_id,
+    )
+
+
 @dataclass(kw_only=True)
 class CompactBatch(_Records, _SampleColumns):
     """Record columns plus the compact columns (``COMPACT_COLUMNS``); sampled batches
@@ -69,26 +85,24 @@ class CompactBatch(_Records, _SampleColumns):
             wide = army_dtype(army_scale) == np.int32
         threads = 0 if num_threads is None else num_threads
 
-        def views(index, masks: bool):
-            return _core.compact_rows(
-                raw.state_kind,
-                raw.state_owner,
-                raw.state_army,
-                index,
-                raw.player_id,
-                obstacles,
-                wide,
-                masks,
-                threads,
-            )
-
-        state_tiles, state_armies, mask = views(raw.state_index, True)
-        next_tiles, next_armies, _ = views(raw.next_state_index, False)
+        state_tiles, state_armies, next_tiles, next_armies, mask = _core.compact_experiences(
+            *view_sources(raw), obstacles, wide, threads
+        )
         extra: dict[str, Any] = {f.name: getattr(raw, f.name, None) for f in fields(_SampleColumns)}
         nstep_index = getattr(raw, "nstep_next_state_index", None)
         if nstep_index is not None:
-            extra["nstep_next_state_tiles"], extra["nstep_next_state_armies"], _ = views(
-                nstep_index, False
+            extra["nstep_next_state_tiles"], extra["nstep_next_state_armies"], _ = (
+                _core.compact_rows(
+                    raw.state_kind,
+                    raw.state_owner,
+                    raw.state_army,
+                    nstep_index,
+                    raw.player_id,
+                    obstacles,
+                    wide,
+                    False,
+                    threads,
+                )
             )
         return cls(
             **{name: getattr(raw, name) for name in ROW_COLUMNS},

@@ -10,14 +10,19 @@ nothing is left to compute where the trainer is (bench/bench_service.py).
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _core
 from .._proto import experience_pb2 as pb
+from ..experience.batch import RawBatch
 from ..experience.compact import CompactBatch
-from ..observations import packed_mask_bytes
+from ..observations import army_dtype, packed_mask_bytes
 from .packing import (
     MAX_PAYLOAD_BYTES,
     ROW_COLUMNS,
     PackedBatchError,
+    describe_columns,
+    little_endian,
     pack_columns,
     packed_rows,
     record_columns,
@@ -39,20 +44,50 @@ VIEW_COLUMNS = {
 }
 
 
-def pack_compact(
-    batch: CompactBatch, obstacles: bool, compressor=None
-) -> tuple[pb.PackedBatch, list]:
-    """The ``PackedBatch`` (compact layout) of ``batch`` without its payload, and
-    the payload as buffers to join; ``obstacles``: the option its views were made with."""
-    packed = pb.PackedBatch(
+def _compact_packed(batch: RawBatch | CompactBatch, obstacles: bool) -> pb.PackedBatch:
+    return pb.PackedBatch(
         count=len(batch),
         height=batch.height,
         width=batch.width,
         layout=pb.PACKED_LAYOUT_COMPACT,
         obstacles=obstacles,
     )
+
+
+def pack_compact(
+    batch: CompactBatch, obstacles: bool, compressor=None
+) -> tuple[pb.PackedBatch, list]:
+    """The ``PackedBatch`` (compact layout) of ``batch`` without its payload, and
+    the payload as buffers to join; ``obstacles``: the option its views were made with."""
+    packed = _compact_packed(batch, obstacles)
     arrays = packed_rows(batch) + [(name, getattr(batch, name)) for name in VIEW_COLUMNS]
     return packed, pack_columns(packed, arrays, compressor)
+
+
+def pack_compact_rows(
+    raw: RawBatch, obstacles: bool, army_scale: float
+) -> tuple[pb.PackedBatch, list[bytes]]:
+    """The complete ``PackedBatch`` (compact layout, uncompressed) of ``raw``'s
+    compact views without its payload, and the payload's row columns as bytes:
+    the views that end the payload are left to ``_core.compact_message``, which
+    writes them straight into the message (``pack_compact`` makes the same
+    payload from a ``CompactBatch``)."""
+    packed = _compact_packed(raw, obstacles)
+    rows = [(name, little_endian(array)) for name, array in packed_rows(raw)]
+    board = (len(raw), raw.height, raw.width)
+    armies = army_dtype(army_scale).newbyteorder("<")
+    mask = (len(raw), packed_mask_bytes(raw.height, raw.width))
+    # In the order _core.compact_message writes them.
+    views = [
+        (
+            name,
+            armies if name.endswith("armies") else np.dtype(dtypes[0]),
+            mask if name == "action_mask" else board,
+        )
+        for name, dtypes in VIEW_COLUMNS.items()
+    ]
+    describe_columns(packed, [(name, array.dtype, array.shape) for name, array in rows] + views)
+    return packed, [array.tobytes() for _, array in rows]
 
 
 def unpack_compact(

@@ -6,12 +6,16 @@ states)."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from .. import _core
 from .._proto import experience_pb2 as pb
 from ..experience import ExperienceBuffer, RawBatch, format_game_id
-from ..experience.compact import CompactBatch
+from ..experience.compact import CompactBatch, view_sources
+from ..observations import army_dtype
 from ..vec_env import OBSERVATION_CHANNELS
 from . import packing
-from .compact_packing import pack_compact
+from .compact_packing import pack_compact, pack_compact_rows
 from .stats import CollectionClock
 from .wire import LengthDelimitedField
 
@@ -66,7 +70,9 @@ class MessageEncoder:
         packed field written around the column buffers (one copy of the data).
         ``compact_views``: the rows' compact player views (``obstacles`` as the
         observation option, computed in C++) instead of the raw boards."""
-        header = self.batch_header(raw, from_sequence, next_sequence)
+        header = self.batch_header(raw, from_sequence, next_sequence).SerializeToString()
+        if compact_views and compressor is None:
+            return self._compact_message(header, raw, obstacles)
         if compact_views:
             views = CompactBatch.from_raw(
                 raw, army_scale=self.buffer.army_scale, obstacles=obstacles
@@ -75,7 +81,23 @@ class MessageEncoder:
         else:
             packed, payload = packing.pack(raw, compressor)
         packed_fields = [packed.SerializeToString(), *_PAYLOAD.parts(payload)]
-        return b"".join([header.SerializeToString(), *_PACKED.parts(packed_fields)])
+        return b"".join([header, *_PACKED.parts(packed_fields)])
+
+    def _compact_message(self, header: bytes, raw: RawBatch, obstacles: bool) -> bytes:
+        """The uncompressed compact message: the views are made in C++ (GIL
+        released) straight into the message's memory after its other fields."""
+        packed, rows = pack_compact_rows(raw, obstacles, self.buffer.army_scale)
+        descriptor = packed.SerializeToString()
+        payload_key = _PAYLOAD.key(packed.uncompressed_size)
+        head = [
+            header,
+            _PACKED.key(len(descriptor) + len(payload_key) + packed.uncompressed_size),
+            descriptor,
+            payload_key,
+            *rows,
+        ]
+        wide = army_dtype(self.buffer.army_scale) == np.int32
+        return _core.compact_message(head, *view_sources(raw), obstacles, wide)
 
     def experience_messages(self, raw: RawBatch, raw_states: bool, missed_before: int):
         """One serialized ``Experience`` per row."""

@@ -77,7 +77,8 @@ class PayloadTooLargeError(PackedBatchError):
     """A packed batch whose payload would inflate beyond a limit."""
 
 
-def _little(array: np.ndarray) -> np.ndarray:
+def little_endian(array: np.ndarray) -> np.ndarray:
+    """``array`` C-contiguous and little-endian (itself when it already is)."""
     array = np.ascontiguousarray(array)
     if _LITTLE or array.dtype.byteorder in ("<", "|"):
         return array
@@ -151,26 +152,30 @@ def pack(raw: RawBatch, compressor=None) -> tuple[pb.PackedBatch, list]:
     return packed, pack_columns(packed, packed_arrays(raw), compressor)
 
 
+def describe_columns(packed: pb.PackedBatch, columns) -> None:
+    """Describes ``columns`` (``(name, dtype, shape)`` in payload order, dtypes
+    little-endian) in ``packed``, back to back, and sets its uncompressed size."""
+    offset = 0
+    for name, dtype, shape in columns:
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        packed.columns.add(
+            name=name, dtype=_DTYPE_CODES[dtype], shape=shape, offset=offset, size=size
+        )
+        offset += size
+    packed.uncompressed_size = offset
+
+
 def pack_columns(packed: pb.PackedBatch, arrays, compressor=None) -> list:
     """Describes ``arrays`` (``(name, array)`` in payload order) in ``packed`` and
     returns the payload as a list of buffers, one zstd frame with ``compressor``
     when it pays."""
-    parts, offset = [], 0
-    for name, array in arrays:
-        array = _little(array)
-        packed.columns.add(
-            name=name,
-            dtype=_DTYPE_CODES[array.dtype],
-            shape=array.shape,
-            offset=offset,
-            size=array.nbytes,
-        )
-        parts.append(memoryview(array.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
-        offset += array.nbytes
-    packed.uncompressed_size = offset
+    arrays = [(name, little_endian(array)) for name, array in arrays]
+    describe_columns(packed, [(name, array.dtype, array.shape) for name, array in arrays])
+    parts = [memoryview(array.reshape(-1).view(np.uint8)) for _, array in arrays]
     if compressor is not None:
         compressed = compressor.compress(b"".join(parts))
-        if offset <= MAX_COMPRESSION_RATIO * len(compressed):  # what `unpack` accepts
+        # what `unpack` accepts
+        if packed.uncompressed_size <= MAX_COMPRESSION_RATIO * len(compressed):
             packed.compression = pb.COMPRESSION_ZSTD
             parts = [compressed]
     return parts

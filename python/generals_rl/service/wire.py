@@ -52,8 +52,11 @@ class LengthDelimitedField:
     def parts(self, parts: list) -> list:
         """The field holding the concatenation of ``parts`` (buffers), as a list
         of buffers to join."""
-        length = sum(memoryview(p).nbytes for p in parts)
-        return [self._key, varint(length), *parts]
+        return [self.key(sum(memoryview(p).nbytes for p in parts)), *parts]
+
+    def key(self, length: int) -> bytes:
+        """The field's key and length, for a value of ``length`` bytes written after it."""
+        return self._key + varint(length)
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _core
 from .._core import TFRecordEncoder
 from .._varint import read_varint
 from ..experience.batch import (
@@ -57,7 +58,7 @@ from ..experience.batch import (
     DecodedBatch,
     RawBatch,
 )
-from ..experience.compact import CompactBatch
+from ..experience.compact import CompactBatch, view_sources
 from ..observations import TILE_CODES, packed_mask_bytes
 from ._batches import OBSERVATION_CHANNELS, STATE_FORMS, compact_states
 from ._options import format_and_writer_options
@@ -82,10 +83,7 @@ _BLOCK = 512  # records framed at a time: a few MB, so they are still cached whe
 # The forms records hold their states in: a shard form, or the compact views.
 RECORD_STATE_FORMS = (*STATE_FORMS, "compact_views")
 # A compact view value: army << VIEW_ARMY_SHIFT | tile code.
-VIEW_ARMY_SHIFT = 5
-assert TILE_CODES <= 1 << VIEW_ARMY_SHIFT
-# Armies below this make values that fit in uint32 (encoded from uint32 tables).
-_NARROW_VIEW_ARMIES = 1 << (32 - VIEW_ARMY_SHIFT)
+VIEW_ARMY_SHIFT = _core.VIEW_ARMY_SHIFT
 
 
 def _packed_varints(values) -> bytes:
@@ -156,26 +154,22 @@ class _TFRecordEncoder(ShardEncoder):
 
     def write(self, chunk) -> None:
         encoder = self._encoder
-        value_dtype: np.dtype = np.dtype("uint32")
+        views = None
         if self.fmt.states == "compact_views":
-            chunk = CompactBatch.from_raw(_narrowed(chunk), obstacles=True, wide=True)
-            largest = max(chunk.state_armies.max(), chunk.next_state_armies.max())
-            if largest >= _NARROW_VIEW_ARMIES:
-                encoder, value_dtype = self._wide_encoder, np.dtype("uint64")
+            views = _view_values(_narrowed(chunk))
+            if views[0].dtype == np.uint64:
+                encoder = self._wide_encoder
         records, lengths = encoder.encode(
-            [getattr(chunk, name) for name in _VARINT_FEATURES],
-            self._row_sources(chunk, value_dtype),
+            [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk, views)
         )
         self._sink.write(records)
         del records  # unreferenced, its memory is reused for the next block
         self._index.append(lengths)
 
-    def _row_sources(
-        self, part, value_dtype: np.dtype
-    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def _row_sources(self, part, views=None) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(table, index) per row feature for the whole part: record i takes row
-        index[i] of the table, or row i when index is None; compact view values
-        in ``value_dtype``."""
+        index[i] of the table, or row i when index is None; ``views``: the
+        part's view values and packed masks (``_view_values``)."""
         n = len(part)
         sources = [
             (np.ascontiguousarray(part.reward, dtype="<f4"), None),
@@ -189,13 +183,8 @@ class _TFRecordEncoder(ShardEncoder):
             if self._decode_masks:
                 mask = part.decode(self.fmt.army_scaling, self.fmt.army_scale).action_mask
                 sources.append((mask.view(np.uint8), None))
-        elif self.fmt.states == "compact_views":
-            for tiles, armies in (
-                (part.state_tiles, part.state_armies),
-                (part.next_state_tiles, part.next_state_armies),
-            ):
-                sources.append((view_values(tiles, armies, value_dtype).reshape(n, -1), None))
-            sources.append((part.action_mask, None))
+        elif views is not None:
+            sources += [(table, None) for table in views]
         else:
             sources += [
                 (part.state, None),
@@ -283,6 +272,22 @@ def _narrowed(part: RawBatch) -> RawBatch:
         state_index=part.state_index - np.int32(low),
         next_state_index=part.next_state_index - np.int32(low),
         **{name: getattr(part, name)[low:high] for name in STATE_TABLES},
+    )
+
+
+def _view_values(part: RawBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The view values of the part's states and next states, ``(rows, tiles)``, and
+    its packed masks: uint32 values made in one C++ pass, or uint64 ones when an
+    army is too large for them."""
+    values = _core.compact_view_values(*view_sources(part), True)
+    if values is not None:
+        return values
+    views = CompactBatch.from_raw(part, obstacles=True, wide=True)
+    n = len(part)
+    return (
+        view_values(views.state_tiles, views.state_armies, np.uint64).reshape(n, -1),
+        view_values(views.next_state_tiles, views.next_state_armies, np.uint64).reshape(n, -1),
+        views.action_mask,
     )
 
 
