@@ -52,7 +52,7 @@ class LengthDelimitedField:
     def parts(self, parts: list) -> list:
         """The field holding the concatenation of ``parts`` (buffers), as a list
         of buffers to join."""
-        return [self.key(sum(memoryview(p).nbytes for p in parts)), *parts]
+        return [self._key, varint(sum(memoryview(p).nbytes for p in parts)), *parts]
 
     def key(self, length: int) -> bytes:
         """The field's key and length, for a value of ``length`` bytes written after it."""
