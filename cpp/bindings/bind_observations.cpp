@@ -184,6 +184,11 @@ struct ViewRows {
   }
 };
 
+// A new array of compact armies: int32 when `wide`, else uint16.
+py::array army_array(const std::vector<py::ssize_t>& shape, bool wide) {
+  return wide ? py::array(py::array_t<int32_t>(shape)) : py::array(py::array_t<uint16_t>(shape));
+}
+
 // Compact views of rows of state tables: codes, armies and (with masks)
 // packed masks, as numpy arrays.
 py::tuple compact_rows(py::handle kind_in, py::handle owner_in, py::handle army_in, py::handle state_index_in,
@@ -193,7 +198,7 @@ py::tuple compact_rows(py::handle kind_in, py::handle owner_in, py::handle army_
   const py::ssize_t rows = view_rows.rows(), h = view_rows.height, w = view_rows.width;
   const std::vector<py::ssize_t> shape{rows, h, w};
   py::array_t<uint8_t> codes(shape);
-  py::array armies = wide ? py::array(py::array_t<int32_t>(shape)) : py::array(py::array_t<uint16_t>(shape));
+  py::array armies = army_array(shape, wide);
   const auto mask_bytes = static_cast<py::ssize_t>(grl::packed_mask_bytes(view_rows.tiles()));
   py::object packed = py::none();
   uint8_t* mask_data = nullptr;
@@ -206,7 +211,7 @@ py::tuple compact_rows(py::handle kind_in, py::handle owner_in, py::handle army_
   void* army_data = armies.mutable_data();
   with_pool(num_threads, [&](grl::ThreadPool* pool) {
     grl::encode_compact_rows(view_rows.table(), state_index.data(), view_rows.player.data(), static_cast<size_t>(rows),
-                             obstacles, code_data, army_data, wide, mask_data, pool);
+                             obstacles, {code_data, army_data, wide}, mask_data, pool);
   });
   return py::make_tuple(codes, armies, packed);
 }
@@ -222,9 +227,8 @@ py::tuple compact_experiences(py::handle kind_in, py::handle owner_in, py::handl
   auto next_state_index = view_rows.index(next_state_index_in, "next_state_index");
   const py::ssize_t rows = view_rows.rows();
   const std::vector<py::ssize_t> shape{rows, view_rows.height, view_rows.width};
-  auto new_armies = [&] { return wide ? py::array(py::array_t<int32_t>(shape)) : py::array(py::array_t<uint16_t>(shape)); };
   py::array_t<uint8_t> codes(shape), next_codes(shape);
-  py::array armies = new_armies(), next_armies = new_armies();
+  py::array armies = army_array(shape, wide), next_armies = army_array(shape, wide);
   py::array_t<uint8_t> masks({rows, static_cast<py::ssize_t>(grl::packed_mask_bytes(view_rows.tiles()))});
   const grl::CompactRowsOut state{codes.mutable_data(), armies.mutable_data(), wide};
   const grl::CompactRowsOut next{next_codes.mutable_data(), next_armies.mutable_data(), wide};

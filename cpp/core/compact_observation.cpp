@@ -286,9 +286,8 @@ void encode_selected_rows(const StateTable& states, const int32_t* state_index, 
 }  // namespace
 
 void encode_compact_rows(const StateTable& states, const int32_t* state_index, const int32_t* player, size_t rows,
-                         bool obstacles, uint8_t* codes, void* armies, bool wide, uint8_t* masks,
-                         ThreadPool* pool) {
-  encode_selected_rows(states, state_index, player, nullptr, rows, obstacles, {codes, armies, wide}, masks, pool);
+                         bool obstacles, CompactRowsOut out, uint8_t* masks, ThreadPool* pool) {
+  encode_selected_rows(states, state_index, player, nullptr, rows, obstacles, out, masks, pool);
 }
 
 void encode_compact_experiences(const StateTable& states, const int32_t* state_index, const int32_t* next_state_index,

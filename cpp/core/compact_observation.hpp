@@ -108,28 +108,28 @@ struct CompactViews {
   void write(size_t row, const StateView& s, int player, bool obstacles, uint8_t* scratch);
 };
 
-// Compact views of rows of a state table (each state kind/owner/army of
-// `tiles` tiles; rows name a state and a player): codes and armies of each
-// row's state, and with `masks` its packed action mask. Indices are checked
-// by the caller. `armies` holds uint16 armies, or int32 ones when `wide`, at
-// any alignment (the views of a wire message land wherever its header ends).
+// A state table: each state's kind/owner/army of height*width tiles.
 struct StateTable {
   int height, width;
   const uint8_t* kind;
   const int16_t* owner;
   const int32_t* army;
 };
-void encode_compact_rows(const StateTable& states, const int32_t* state_index, const int32_t* player, size_t rows,
-                         bool obstacles, uint8_t* codes, void* armies, bool wide, uint8_t* masks,
-                         ThreadPool* pool = nullptr);
 
 // Where compact views of rows go: codes (rows, tiles), and armies (rows,
-// tiles) as uint16, or int32 when `wide`, at any alignment.
+// tiles) as uint16, or int32 when `wide`, at any alignment (the views of a
+// wire message land wherever its header ends).
 struct CompactRowsOut {
   uint8_t* codes;
   void* armies;
   bool wide;
 };
+
+// Compact views of rows of a state table (rows name a state and a player):
+// codes and armies of each row's state, and with `masks` its packed action
+// mask. Indices are checked by the caller.
+void encode_compact_rows(const StateTable& states, const int32_t* state_index, const int32_t* player, size_t rows,
+                         bool obstacles, CompactRowsOut out, uint8_t* masks, ThreadPool* pool = nullptr);
 
 // Compact views of experiences: each row's state (and with `masks` its packed
 // action mask) and its next state. A next state that is some row's state for
