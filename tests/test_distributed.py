@@ -279,12 +279,12 @@ def test_the_learner_trains_from_a_farm_that_grows_and_shrinks(cluster, tmp_path
             },
             str(tmp_path / "run"), "farm-b", NAMESPACE, {"discovery_interval": 0.3},
         )  # fmt: skip
-        training = learner.train.remote(log_every=10, wait_timeout=120)
+        training = learner.train.remote(log_every=10, wait_timeout=300)
         farm.scale(3)
         assert sorted(farm.addresses()) == [actor_key(i) for i in range(3)]
-        wait_until(lambda: farm.status()["actors"][actor_key(2)]["streams"] >= 1, 120,
+        wait_until(lambda: farm.status()["actors"][actor_key(2)]["streams"] >= 1, 300,
                  "the learner to stream from the new actor")  # fmt: skip
-        row = ray.get(training, timeout=300)
+        row = ray.get(training, timeout=600)
         farm.scale(1)
         assert sorted(farm_addresses("farm-b", NAMESPACE)()) == [actor_key(0)]
         progress = ray.get(learner.progress.remote(), timeout=30)

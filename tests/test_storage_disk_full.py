@@ -165,7 +165,7 @@ def test_selfplay_stops_on_a_full_disk_with_one_line_and_exit_code_1(mount_tmpfs
         fill(fs, leave=1 << 20)
         runs[fmt] = (fs / "data", selfplay(fs / "data", fmt, "--games", "0"))
     for fmt, (root, process) in runs.items():
-        out, err = process.communicate(timeout=240)
+        out, err = process.communicate(timeout=480)
         assert process.returncode == 1, (fmt, err)
         lines = err.strip().splitlines()
         last = lines[-1]
@@ -201,7 +201,7 @@ def test_selfplay_loses_nothing_when_space_returns_within_the_retry_budget(mount
         time.sleep(1.0)
         filler.unlink()
     for fmt, (root, _, process) in runs.items():
-        out, err = process.communicate(timeout=240)
+        out, err = process.communicate(timeout=480)
         assert process.returncode == 0, (fmt, err)
         summary = json.loads(out)
         assert summary["stored"]["experiences"] == summary["experiences"] > 0
@@ -276,7 +276,7 @@ def test_selfplay_into_a_read_only_filesystem_is_one_line_and_exit_code_1(mount_
     fs = mount_tmpfs("8m")
     subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
     process = selfplay(fs / "data", "parquet", "--games", "4", "--max-ticks", "50")
-    out, err = process.communicate(timeout=240)
+    out, err = process.communicate(timeout=480)
     assert process.returncode == 1, err
     line = one_storage_line(err)
     assert line.startswith("generals-rl selfplay: storage: "), line
@@ -287,7 +287,7 @@ def test_selfplay_into_a_read_only_filesystem_is_one_line_and_exit_code_1(mount_
 def test_selfplay_below_a_regular_file_is_one_line_and_exit_code_1(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     process = selfplay(tmp_path / "file" / "data", "npz", "--games", "4", "--max-ticks", "50")
-    out, err = process.communicate(timeout=240)
+    out, err = process.communicate(timeout=480)
     assert process.returncode == 1, err
     line = one_storage_line(err)
     assert "Not a directory" in line and str(tmp_path / "file") in line, line
