@@ -32,9 +32,10 @@ from generals_rl.train import NetworkPolicy, PPOConfig, PPOTrainer, make_opponen
 from generals_rl.train.evaluate import evaluate
 from generals_rl.train.plot import plot_run
 
-# The benchmark's settings: a small net whose input carries a memory of what was seen under
-# fog (FogMemory) and whose moves start out preferring large stacks heading for the enemy
-# seen; whole-army moves only; shaped rewards (a little for land gained, more for enemy land
+# The benchmark's settings: a small net (its convolutions in bfloat16) whose input carries a
+# memory of what was seen under fog (FogMemory) and which chooses the tile to move first,
+# then its move, starting out preferring large stacks heading for the enemy seen;
+# whole-army moves only; shaped rewards (a little for land gained, more for enemy land
 # taken, annealed away; a small cost per tick and a draw at the tick limit as bad as a
 # loss, so games are won sooner); board sides from 4
 # to 10 (padded to 10x10 with mountains), the smallest side rising with the win rate (a
@@ -75,6 +76,8 @@ CONFIG = {
     "half_moves": False,
     "stack_preference": 8.0,
     "heading_preference": 4.0,
+    "action_head": "factorised",
+    "bfloat16_trunk": True,
     "checkpoint_every": 20,
     "min_side": 4,
     "max_side": 10,

@@ -4,6 +4,7 @@ counts and intervals, and a short PPO wiring run against a passive opponent."""
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import asdict
 
 import numpy as np
@@ -29,6 +30,7 @@ from generals_rl.train import (
 )
 from generals_rl.train.evaluate import evaluate, tally, wilson_interval
 from generals_rl.train.features import MEMORY_CHANNELS, FogMemory
+from generals_rl.train.model import entropy, log_probs
 from generals_rl.train.policy import seat_views
 from generals_rl.vec_env import OBSERVATION_CHANNELS
 
@@ -58,11 +60,14 @@ def tiny_config(**changes) -> PPOConfig:
 # ---- the masked policy -------------------------------------------------------------------
 
 
-def test_masked_sampling_never_picks_an_illegal_action():
-    net = PolicyValueNet(NetConfig(channels=8, blocks=1))
-    with torch.no_grad():  # make the moves the network likes most the illegal ones
+@pytest.mark.parametrize("action_head", ["joint", "factorised"])
+def test_masked_sampling_never_picks_an_illegal_action(action_head):
+    net = PolicyValueNet(NetConfig(channels=8, blocks=1, action_head=action_head))
+    with torch.no_grad():  # make the moves (and tiles) the network likes most the illegal ones
         net.move_head.bias.fill_(30.0)
         net.pass_head.bias.fill_(-30.0)
+        if action_head == "factorised":
+            net.source_head.bias.fill_(30.0)
     rng = np.random.default_rng(0)
     h, w = 5, 4
     obs = torch.from_numpy(rng.random((64, 9, h, w), dtype=np.float32))
@@ -81,6 +86,87 @@ def test_masked_sampling_never_picks_an_illegal_action():
     assert (greedy[:8] == h * w * 8).all()
     probs = torch.softmax(logits, dim=1)
     assert (probs[~mask] == 0).all()
+    assert torch.allclose(probs.sum(dim=1), torch.ones(64))
+
+
+def slow_factorised_log_prob(net, obs, mask, game, action):
+    """log p(source tile) + log p(move | tile) of one action, from the head's pieces."""
+    h, w = obs.shape[-2:]
+    with torch.no_grad():
+        x = net.blocks(torch.relu(net.stem(obs[game : game + 1])))
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+        source = (net.source_head(x) + net.source_input_head(obs[game : game + 1]))[0, 0]
+        moves = (net.move_head(x) + net.input_head(obs[game : game + 1]))[0]  # (half*4+d, y, x)
+        pass_logit = float(net.pass_head(pooled)[0, 0])
+    legal = mask[game]
+
+    def move_legal(y, x, k):
+        return bool(legal[(k // 4) * h * w * 4 + (y * w + x) * 4 + k % 4])
+
+    tiles = [
+        (y, x) for y in range(h) for x in range(w) if any(move_legal(y, x, k) for k in range(8))
+    ]
+    source_total = math.exp(pass_logit) + sum(math.exp(float(source[y, x])) for y, x in tiles)
+    if action == h * w * 8:
+        return math.log(math.exp(pass_logit) / source_total)
+    half, rest = divmod(action, h * w * 4)
+    cell, direction = divmod(rest, 4)
+    y, x = divmod(cell, w)
+    move_total = sum(math.exp(float(moves[k, y, x])) for k in range(8) if move_legal(y, x, k))
+    p_source = math.exp(float(source[y, x])) / source_total
+    p_move = math.exp(float(moves[half * 4 + direction, y, x])) / move_total
+    return math.log(p_source * p_move)
+
+
+@pytest.mark.parametrize("half_moves", [True, False])
+def test_the_factorised_joint_log_probability_and_entropy_equal_a_slow_reference(half_moves):
+    torch.manual_seed(4)
+    net = PolicyValueNet(
+        NetConfig(channels=8, blocks=1, action_head="factorised", stack_preference=2.0)
+    )
+    with torch.no_grad():  # a policy far from uniform
+        for head in (net.move_head, net.source_head, net.pass_head):
+            head.weight.normal_(std=0.5)
+            head.bias.normal_(std=0.5)
+    rng = np.random.default_rng(2)
+    h, w = 4, 3
+    obs = torch.from_numpy(rng.random((6, 9, h, w), dtype=np.float32))
+    mask = full_mask(torch.from_numpy(rng.random((6, h * w * 4)) < 0.3), half_moves)
+    with torch.no_grad():
+        logits, _ = net(obs, mask)
+    logp = log_probs(logits)
+    for game in range(6):
+        legal = torch.nonzero(mask[game]).squeeze(1).tolist()
+        reference = [slow_factorised_log_prob(net, obs, mask, game, a) for a in legal]
+        assert np.allclose(logp[game, legal].detach().numpy(), reference, atol=1e-5)
+        assert math.isclose(
+            float(entropy(logits)[game]),
+            -sum(math.exp(lp) * lp for lp in reference),
+            abs_tol=1e-5,
+        )
+
+
+def test_a_bfloat16_trunk_keeps_float32_outputs_close_to_the_float32_network():
+    torch.manual_seed(6)
+    exact = PolicyValueNet(NetConfig(channels=8, blocks=2, stack_preference=4.0))
+    fast = PolicyValueNet(
+        NetConfig(channels=8, blocks=2, stack_preference=4.0, bfloat16_trunk=True)
+    )
+    fast.load_state_dict(exact.state_dict())
+    with torch.no_grad():  # a policy far from uniform, so the trunk matters
+        exact.move_head.weight.normal_(std=0.5)
+        fast.move_head.weight.copy_(exact.move_head.weight)
+    rng = np.random.default_rng(3)
+    obs = torch.from_numpy(rng.random((16, 9, 6, 5), dtype=np.float32))
+    mask = full_mask(torch.from_numpy(rng.random((16, 6 * 5 * 4)) < 0.2))
+    with torch.no_grad():
+        (logits, value), (fast_logits, fast_value) = exact(obs, mask), fast(obs, mask)
+    assert fast_logits.dtype == torch.float32 and fast_value.dtype == torch.float32
+    assert (torch.softmax(fast_logits, dim=1)[~mask] == 0).all()
+    legal_logp = log_probs(logits)[mask]
+    assert not torch.equal(log_probs(fast_logits)[mask], legal_logp)  # bfloat16 was used
+    assert torch.allclose(log_probs(fast_logits)[mask], legal_logp, atol=0.05)
+    assert torch.allclose(fast_value, value, atol=0.02)
 
 
 def test_a_policy_without_half_moves_only_moves_whole_armies():

@@ -100,6 +100,8 @@ _PPO_OPTIONS = {
     "half_moves": "half_moves",
     "stack_preference": "stack_preference",
     "heading_preference": "heading_preference",
+    "action_head": "action_head",
+    "bfloat16_trunk": "bfloat16_trunk",
 }
 
 
@@ -413,6 +415,18 @@ def add_commands(commands) -> None:
         dest="half_moves",
         action=argparse.BooleanOptionalAction,
         help="whether the policy may split armies (default: yes)",
+    )
+    option(
+        "--action-head",
+        help="joint: one logit per move; factorised: the source tile, then its move "
+        "(default joint)",
+    )
+    option(
+        "--bfloat16-trunk",
+        dest="bfloat16_trunk",
+        action=argparse.BooleanOptionalAction,
+        help="compute the network's convolutional trunk in bfloat16 (faster on CPUs with "
+        "AVX512-BF16 or AMX; default no)",
     )
     option(
         "--army-scaling",

@@ -18,6 +18,7 @@ from .features import MEMORY_CHANNELS
 
 # Logits of illegal actions: finite (so entropies stay finite), far below any legal one.
 MASKED_LOGIT = -1e9
+ACTION_HEADS = ("joint", "factorised")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class NetConfig:
     # The initial weight of the memory's compass (the offset to the enemy) in the logit of
     # the move heading that way (needs ``memory``).
     heading_preference: float = 0.0
+    # How the policy lays out a move: "joint" (one logit per tile, direction and split) or
+    # "factorised" (a distribution over the source tiles, then one over that tile's moves:
+    # the network weighs which stack to move apart from where it goes).
+    action_head: str = "joint"
+    # Whether the convolutional trunk computes in bfloat16 (autocast; its weights, the
+    # heads, logits and value stay float32): ~1.6x faster forward and backward passes on
+    # CPUs with AVX512-BF16 or AMX, the cost PPO spends most on.
+    bfloat16_trunk: bool = False
     # The observation encoding the network was trained on (VecEnv's army_scaling, army_scale).
     army_scaling: str = "log"
     army_scale: float = 1000.0
@@ -47,6 +56,10 @@ class NetConfig:
             raise ValueError(f"blocks: must be at least 0, got {self.blocks}")
         if self.heading_preference and not self.memory:
             raise ValueError("heading_preference: needs memory (the compass is a memory plane)")
+        if self.action_head not in ACTION_HEADS:
+            raise ValueError(
+                f"action_head: expected one of {', '.join(ACTION_HEADS)}, got {self.action_head!r}"
+            )
         if self.army_scaling not in ("linear", "log"):
             raise ValueError(f"army_scaling: expected 'linear' or 'log', got {self.army_scaling!r}")
 
@@ -86,6 +99,10 @@ class PolicyValueNet(nn.Module):
         # A linear path from the input planes to the move logits (the army on the tile, the
         # compass of the memory planes), learned fast.
         self.input_head = nn.Conv2d(self.config.in_channels, 8, 1)
+        self.factorised = self.config.action_head == "factorised"
+        if self.factorised:  # the source tile's logit: its features, and a linear path again
+            self.source_head = nn.Conv2d(c, 1, 1)
+            self.source_input_head = nn.Conv2d(self.config.in_channels, 1, 1)
         self.pass_head = nn.Linear(2 * c, 1)
         self.value_hidden = nn.Linear(2 * c, 64)
         self.value_out = nn.Linear(64, 1)
@@ -96,7 +113,14 @@ class PolicyValueNet(nn.Module):
         nn.init.zeros_(self.input_head.bias)
         with torch.no_grad():
             own_army = OBSERVATION_CHANNELS.index("own_army")
-            self.input_head.weight[:, own_army] = self.config.stack_preference
+            if self.factorised:  # the preference picks the tile; its moves share it
+                nn.init.normal_(self.source_head.weight, std=0.01)
+                nn.init.zeros_(self.source_head.bias)
+                nn.init.zeros_(self.source_input_head.weight)
+                nn.init.zeros_(self.source_input_head.bias)
+                self.source_input_head.weight[:, own_army] = self.config.stack_preference
+            else:
+                self.input_head.weight[:, own_army] = self.config.stack_preference
             if self.config.memory:
                 dy, dx = (
                     len(OBSERVATION_CHANNELS) + MEMORY_CHANNELS.index(name)
@@ -114,22 +138,38 @@ class PolicyValueNet(nn.Module):
         nn.init.zeros_(self.value_out.bias)
 
     def forward(self, obs: torch.Tensor, full_mask: torch.Tensor | None = None):
-        x = F.relu(self.stem(obs))
-        x = self.blocks(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bfloat16_trunk):
+            x = self.blocks(F.relu(self.stem(obs)))
+        x = x.float()
         b, _, h, w = x.shape
         pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+        moves = self.move_head(x) + self.input_head(obs)  # (B, half * 4 + direction, H, W)
+        pass_logit = self.pass_head(pooled)
+        if self.factorised:
+            moves, pass_logit = self._factorised_log_probs(x, obs, moves, pass_logit, full_mask)
         # (B, 8, H, W) -> (B, 2, 4, H, W) -> (B, 2, H, W, 4): index half*HW4 + (y*W + x)*4 + d
-        moves = (
-            (self.move_head(x) + self.input_head(obs))
-            .view(b, 2, 4, h, w)
-            .permute(0, 1, 3, 4, 2)
-            .reshape(b, 8 * h * w)
-        )
-        logits = torch.cat([moves, self.pass_head(pooled)], dim=1)
+        moves = moves.view(b, 2, 4, h, w).permute(0, 1, 3, 4, 2).reshape(b, 8 * h * w)
+        logits = torch.cat([moves, pass_logit], dim=1)
         if full_mask is not None:
             logits = logits.masked_fill(~full_mask, MASKED_LOGIT)
         value = self.value_out(F.relu(self.value_hidden(pooled))).squeeze(1)
         return logits, value
+
+    def _factorised_log_probs(self, x, obs, moves, pass_logit, full_mask):
+        """The log-probabilities of choosing a source tile and then one of that tile's
+        legal moves, log p(tile) + log p(move | tile), laid out as ``moves`` (B, 8, H, W),
+        and of the pass (the other choice of source). Normalised already, so sampling,
+        log-probabilities and the entropy of the joint work on them as on any logits."""
+        b, _, h, w = moves.shape
+        source = (self.source_head(x) + self.source_input_head(obs)).view(b, h * w)
+        if full_mask is not None:  # (B, half, tile, direction) -> (B, half * 4 + direction, H, W)
+            legal = full_mask[:, :-1].view(b, 2, h, w, 4).permute(0, 1, 4, 2, 3)
+            legal = legal.reshape(moves.shape)
+            moves = moves.masked_fill(~legal, MASKED_LOGIT)
+            source = source.masked_fill(~legal.any(dim=1).view(b, h * w), MASKED_LOGIT)
+        source_logp = torch.log_softmax(torch.cat([source, pass_logit], dim=1), dim=1)
+        tiles_logp = source_logp[:, :-1].view(b, 1, h, w)
+        return torch.log_softmax(moves, dim=1) + tiles_logp, source_logp[:, -1:]
 
 
 def full_mask(move_mask: torch.Tensor, half_moves: bool = True) -> torch.Tensor:

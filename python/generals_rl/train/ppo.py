@@ -88,6 +88,8 @@ class PPOConfig:
     half_moves: bool = True  # the policy may split armies (NetConfig.half_moves)
     stack_preference: float = 0.0  # NetConfig.stack_preference
     heading_preference: float = 0.0  # NetConfig.heading_preference
+    action_head: str = "joint"  # NetConfig.action_head
+    bfloat16_trunk: bool = False  # NetConfig.bfloat16_trunk
     reward: dict = field(default_factory=lambda: asdict(RewardConfig()))
     tick_reward: float = 0.0  # added to the agent's reward every tick (negative: hurry)
     draw_reward: float | None = (
@@ -155,6 +157,8 @@ class PPOConfig:
             half_moves=self.half_moves,
             stack_preference=self.stack_preference,
             heading_preference=self.heading_preference,
+            action_head=self.action_head,
+            bfloat16_trunk=self.bfloat16_trunk,
             army_scaling=self.army_scaling,
             army_scale=self.army_scale,
         )
