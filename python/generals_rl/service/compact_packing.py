@@ -4,8 +4,8 @@ columns of one payload: the row columns, each row's state and next state view
 index, each distinct (state, player) view once, and each row's packed action mask.
 
 Almost every next state is another row's state, so a row costs about one view: on
-20x20 about 1.0 KB with uint8 armies (chosen when every army of the batch fits),
-1.4 KB with uint16, against 2.6 KB for two views a row (bench/bench_service.py).
+20x20 about 1.1 KB with uint8 armies (chosen when every army of the batch fits),
+1.6 KB with uint16, against 2.6 KB for two views a row (bench/bench_service.py).
 The consumer's arrays are views of the received payload (no copy when it is not
 compressed), ready for ``generals_rl.torch.as_tensor``.
 """
