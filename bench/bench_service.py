@@ -4,9 +4,11 @@ Throughput: a buffer pre-filled by self-play (heuristic vs random) is streamed
 (follow=False, from the oldest) to 1 and 4 consumer processes, decoded to
 numpy observation tensors, as raw boards (``decode=False``) or as compact player
 views handed to torch without a copy (``compact=True``, then
-``generals_rl.torch.as_tensor`` of every view column: what a trainer feeds its
-network), with and without zstd. Bytes on the wire per experience are the
-serialized batch messages.
+``generals_rl.torch.as_tensor`` of the distinct views, each row's view indices and
+the packed masks: what a trainer feeds its network, gathering rows on its device;
+"compact_gathered" gathers each row's views on the consumer's CPU instead), with
+and without zstd. Bytes on the wire per experience are the serialized batch
+messages.
 
 Where the compact path's time goes: each stage of one batch timed in this
 process (reading the raw rows, making the views and the message, parsing
@@ -101,6 +103,17 @@ def _run_name(form: str, batch_size: int, compression: bool) -> str:
     return f"{form}_batch_{batch_size}_{'zstd' if compression else 'plain'}"
 
 
+_ROW_VIEWS = ("state_tiles", "state_armies", "next_state_tiles", "next_state_armies")
+
+
+def _trainer_tensors(batch, as_tensor) -> list:
+    """The tensors a trainer takes from a compact batch: the distinct views, each
+    row's view indices and the packed masks (it gathers rows on its own device)."""
+    views = batch.views
+    arrays = (views.tiles, views.armies, views.state_view, views.next_state_view)
+    return [as_tensor(array) for array in (*arrays, batch.action_mask)]
+
+
 def _compact_stages(server, buffer, batch_size: int, compression: bool) -> dict:
     """Microseconds per experience of each stage of the compact path, one batch at a
     time in this process (no network): where the time goes. CPU time of the
@@ -121,6 +134,7 @@ def _compact_stages(server, buffer, batch_size: int, compression: bool) -> dict:
             "parse_without_payload_copy",
             "unpack_to_compact_batch",
             "as_tensor",
+            "gather_rows",  # the per-row columns, for a trainer that wants them on the CPU
         ],
         0.0,
     )
@@ -140,12 +154,13 @@ def _compact_stages(server, buffer, batch_size: int, compression: bool) -> dict:
         t3 = time.process_time()
         batch = unpack_compact(message.packed, decompressor, payload, check_tiles=False)
         t4 = time.process_time()
-        for name in ("state_tiles", "state_armies", "next_state_tiles", "next_state_armies"):
-            as_tensor(getattr(batch, name))
-        as_tensor(batch.action_mask)
+        _trainer_tensors(batch, as_tensor)
         t5 = time.process_time()
+        for name in _ROW_VIEWS:
+            getattr(batch, name)
+        t6 = time.process_time()
         assert message.packed.layout == pb.PACKED_LAYOUT_COMPACT
-        spans = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)
+        spans = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
         for name, seconds in zip(stages, spans, strict=True):
             stages[name] += seconds
         count += len(raw)
@@ -274,7 +289,7 @@ def _worker(argv: list[str]) -> None:
     with ExperienceConsumer(address) as consumer:
         if kind == "throughput":
             batch_size, compression, form = int(argv[2]), argv[3] == "1", argv[4]
-            if form == "compact":
+            if form.startswith("compact"):
                 from generals_rl.torch import as_tensor
             start, cpu, count = time.perf_counter(), time.process_time(), 0
             for batch in consumer.stream_experiences(
@@ -282,17 +297,13 @@ def _worker(argv: list[str]) -> None:
                 batch_size=batch_size,
                 compression=compression,
                 decode=form == "decoded",
-                compact=form == "compact",
+                compact=form.startswith("compact"),
                 start="oldest",
             ):
                 if form == "compact":  # what a trainer feeds its network
-                    for name in (
-                        "state_tiles",
-                        "state_armies",
-                        "next_state_tiles",
-                        "next_state_armies",
-                        "action_mask",
-                    ):
+                    _trainer_tensors(batch, as_tensor)
+                elif form == "compact_gathered":
+                    for name in (*_ROW_VIEWS, "action_mask"):
                         as_tensor(getattr(batch, name))
                 count += len(batch)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -369,6 +380,7 @@ def main() -> None:
         "throughput": [],
     }
     compact_runs = [(1, size, z, "compact") for size in (1024, 8192) for z in (False, True)]
+    compact_runs += [(1, 8192, False, "compact_gathered")]
     compact_runs += [(1, 8192, False, "raw"), (1, 1024, False, "decoded")]
     if args.compact_only:
         runs = compact_runs

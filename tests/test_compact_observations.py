@@ -304,3 +304,29 @@ def test_compact_rows_name_a_bad_tile_kind_and_where_it_is(flat_index):
     kind.reshape(-1)[flat_index] = 3  # every kind up to a general passes
     tiles, _, _ = _core.compact_rows(kind, owner, army, rows, rows, False, False, True, 1)
     assert tiles.shape == (2, 20, 20)
+
+
+@pytest.mark.parametrize("flat_index", [0, 555, 3 * 20 * 20 - 1])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda k, o, a, rows: _core.compact_rows(k, o, a, rows, rows),
+        lambda k, o, a, rows: _core.compact_experiences(k, o, a, rows, rows, rows),
+        lambda k, o, a, rows: _core.compact_view_values(k, o, a, rows, rows, rows),
+        lambda k, o, a, rows: _core.compact_views(k, o, a, rows, rows, 2),
+        lambda k, o, a, rows: _core.compact_message([b"head"], k, o, a, rows, rows, 2),
+    ],
+    ids=["rows", "experiences", "view_values", "views", "message"],
+)
+def test_views_of_state_tables_refuse_a_negative_army_naming_it(call, flat_index):
+    kind = np.zeros((3, 20, 20), dtype=np.uint8)
+    owner = np.zeros(kind.shape, dtype=np.int16)
+    army = np.full(kind.shape, 7, dtype=np.int32)
+    army.reshape(-1)[flat_index] = -3
+    rows = np.zeros(2, dtype=np.int32)
+    with pytest.raises(
+        ValueError, match=f"state_army: -3 at flat index {flat_index} is below the minimum army 0"
+    ):
+        call(kind, owner, army, rows)
+    army.reshape(-1)[flat_index] = 0  # the minimum passes
+    assert len(call(kind, owner, army, rows)) > 0

@@ -55,6 +55,19 @@ def test_torch_expand_is_bit_identical(army_scaling, army_scale, wide, obstacles
     )
 
 
+@pytest.mark.parametrize("army_scaling,army_scale", [("linear", 100.0), ("log", 1e6)])
+def test_byte_armies_expand_as_the_same_armies_in_uint16(army_scaling, army_scale):
+    tiles, armies, _ = random_views(3, 200, False)
+    armies = np.minimum(armies, 255)
+    options = dict(army_scaling=army_scaling, army_scale=army_scale, obstacles=True)
+    want = expand(tiles, armies.astype(np.int32), **options)
+    byte_tiles, byte_armies = gtorch.as_tensor(tiles), gtorch.as_tensor(armies.astype(np.uint8))
+    assert expand(tiles, armies.astype(np.uint8), **options).tobytes() == want.tobytes()
+    assert gtorch.expand(byte_tiles, byte_armies, **options).numpy().tobytes() == want.tobytes()
+    ops = gtorch._expand_tensor_ops(byte_tiles, byte_armies, army_scaling, army_scale, True)
+    assert ops.numpy().tobytes() == want.tobytes()
+
+
 def test_torch_expand_of_vec_env_output_equals_float_env():
     common = dict(num_envs=4, players=2, height=10, width=10, seed=9, army_scaling="log")
     float_env = VecEnv(**common)
@@ -70,7 +83,7 @@ def test_torch_expand_of_vec_env_output_equals_float_env():
 
 def test_torch_expand_rejects_bad_input():
     tiles = torch.zeros((3, 3), dtype=torch.uint8)
-    with pytest.raises(ValueError, match="armies: expected uint16 or int32"):
+    with pytest.raises(ValueError, match="armies: expected uint8, uint16 or int32"):
         gtorch.expand(tiles, torch.zeros((3, 3), dtype=torch.int64))
     with pytest.raises(ValueError, match="armies: expected the shape"):
         gtorch.expand(tiles, torch.zeros((2, 3), dtype=torch.int32))

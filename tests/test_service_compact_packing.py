@@ -1,5 +1,6 @@
-"""The compact layout of packed batches: lossless, its arrays views of the payload,
-and every malformed part named; the raw unpacker and submissions refuse it."""
+"""The compact layout of packed batches: lossless (each distinct view once, armies as
+narrow as the batch allows), its arrays views of the payload, and every malformed part
+named; the raw unpacker and submissions refuse it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ from generals_rl import _core
 from generals_rl._proto import experience_pb2 as pb
 from generals_rl.experience import CompactBatch
 from generals_rl.service import PackedBatchError, unpack
-from generals_rl.service.compact_packing import pack_compact, unpack_compact
+from generals_rl.service.compact_packing import (
+    COMPACT_LAYOUT_VERSION,
+    pack_compact,
+    unpack_compact,
+)
 from service_support import everything, fill, make_buffer, serving
 
 COMPACT = ("state_tiles", "state_armies", "next_state_tiles", "next_state_armies", "action_mask")
+RECORDS = ("sequence", "game_id", "player_id", "tick", "action", "reward", "legal")
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +40,53 @@ def _message(views: CompactBatch, compressor=None) -> pb.PackedBatch:
     return packed
 
 
+@pytest.mark.parametrize("indexed", [False, True])
 @pytest.mark.parametrize("compress", [False, True])
-def test_round_trip_is_lossless(views, compress):
-    packed = _message(views, zstandard.ZstdCompressor() if compress else None)
+def test_round_trip_is_lossless(raw, views, compress, indexed):
+    sent = CompactBatch.from_raw(raw, obstacles=True, indexed=True) if indexed else views
+    packed = _message(sent, zstandard.ZstdCompressor() if compress else None)
     assert packed.layout == pb.PACKED_LAYOUT_COMPACT and packed.obstacles
+    assert packed.layout_version == COMPACT_LAYOUT_VERSION
     got = unpack_compact(packed)
-    for name in ("sequence", "game_id", "player_id", "tick", "action", "reward", "legal", *COMPACT):
+    assert got.views is not None
+    for name in (*RECORDS, *COMPACT):
         np.testing.assert_array_equal(getattr(got, name), getattr(views, name), err_msg=name)
-    assert got.state_armies.dtype == np.uint16
+    assert got.state_armies.dtype == np.uint16  # byte armies widen as they are gathered
+    np.testing.assert_array_equal(got.expand().state, views.expand().state)
+
+
+def test_indexed_views_hold_each_state_view_once_with_armies_as_narrow_as_they_fit(raw, views):
+    indexed = CompactBatch.from_raw(raw, obstacles=True, indexed=True)
+    assert indexed.views is not None
+    n = len(raw)
+    np.testing.assert_array_equal(indexed.views.state_view, np.arange(n))
+    # A row's next state is mostly another row's state: only each game's last one is extra.
+    games = len(np.unique(raw.game_id))
+    assert n < len(indexed.views.tiles) <= n + 2 * games
+    assert indexed.views.armies.dtype == (
+        np.uint8 if int(raw.state_army.max()) <= 255 else np.uint16
+    )
+    for name in COMPACT:
+        np.testing.assert_array_equal(getattr(indexed, name), getattr(views, name), err_msg=name)
+    # take and concat see the per-row columns
+    both = CompactBatch.concat([indexed.take(slice(0, 10)), indexed.take(slice(10, None))])
+    assert both.views is None
+    np.testing.assert_array_equal(both.next_state_armies, views.next_state_armies)
+
+
+@pytest.mark.parametrize("army", [255, 256, 70_000])
+def test_the_army_width_follows_the_largest_army(raw, army):
+    big = raw.select(np.arange(40))
+    big.state_army = big.state_army.copy()
+    big.state_army[big.state_kind == _core.TILE_GENERAL] = army
+    indexed = CompactBatch.from_raw(big, army_scale=100_000.0, indexed=True)
+    assert indexed.views is not None
+    expected = np.uint8 if army <= 255 else np.int32
+    assert indexed.views.armies.dtype == expected
+    per_row = CompactBatch.from_raw(big, army_scale=100_000.0)
+    got = unpack_compact(_message(indexed))
+    for name in COMPACT:
+        np.testing.assert_array_equal(getattr(got, name), getattr(per_row, name), err_msg=name)
 
 
 def test_wide_armies_travel_as_int32(raw):
@@ -55,11 +100,26 @@ def test_uncompressed_arrays_are_views_of_the_payload(views):
     packed = _message(views)
     payload = memoryview(packed.payload)
     got = unpack_compact(packed, payload=payload)
+    assert got.views is not None
     base = np.frombuffer(payload, np.uint8).ctypes.data
-    for name in COMPACT:
-        offset = getattr(got, name).ctypes.data - base
+    arrays = dict(got.views.__dict__, action_mask=got.action_mask)
+    for name, array in arrays.items():
+        offset = array.ctypes.data - base
         assert 0 <= offset < len(payload), name
-        assert not getattr(got, name).flags.writeable, name
+        assert not array.flags.writeable, name
+
+
+def _column(packed: pb.PackedBatch, name: str):
+    return next(c for c in packed.columns if c.name == name)
+
+
+def _poke(packed: pb.PackedBatch, name: str, value: np.ndarray, at: int = 0) -> None:
+    """Writes ``value`` at element ``at`` of column ``name`` of the payload."""
+    column = _column(packed, name)
+    payload = bytearray(packed.payload)
+    start = column.offset + at * value.itemsize
+    payload[start : start + value.itemsize] = value.tobytes()
+    packed.payload = bytes(payload)
 
 
 def _corrupt(packed: pb.PackedBatch, how: str) -> pb.PackedBatch:
@@ -70,10 +130,21 @@ def _corrupt(packed: pb.PackedBatch, how: str) -> pb.PackedBatch:
     elif how == "shape":
         packed.columns[-1].shape[1] += 1
     elif how == "code":
-        column = next(c for c in packed.columns if c.name == "next_state_tiles")
-        payload = bytearray(packed.payload)
-        payload[column.offset + 5] = 31
-        packed.payload = bytes(payload)
+        _poke(packed, "view_tiles", np.uint8(31), at=5)
+    elif how == "version":
+        packed.layout_version = 0
+    elif how == "view_count":
+        packed.view_count = 1 << 31
+    elif how == "columns":  # view_count cut with the columns: sizes no longer add up
+        packed.view_count -= 1
+        for name in ("view_tiles", "view_armies"):
+            _column(packed, name).shape[0] -= 1
+    elif how == "index":
+        _poke(packed, "next_state_view", np.int32(packed.view_count), at=3)
+    elif how == "negative_index":
+        _poke(packed, "state_view", np.int32(-1), at=7)
+    elif how == "truncated":
+        packed.payload = packed.payload[:-1]
     elif how == "flags":
         column = next(c for c in packed.columns if c.name == "flags")
         payload = bytearray(packed.payload)
@@ -88,13 +159,27 @@ def _corrupt(packed: pb.PackedBatch, how: str) -> pb.PackedBatch:
         ("layout", "not PACKED_LAYOUT_COMPACT"),
         ("state_count", "no state tables"),
         ("shape", "column 'action_mask' has shape"),
-        ("code", "next_state_tiles holds tile code 31"),
+        ("code", "view_tiles holds tile code 31"),
+        ("version", "layout_version 0 of the compact layout, this reader reads version 1"),
+        ("view_count", "view_count 2147483648 is more than two views a row"),
+        ("columns", "column 'view_tiles' is .* bytes, its shape needs"),
+        ("index", "next_state_view holds view .*, the batch has"),
+        ("negative_index", "state_view holds view -1"),
+        ("truncated", "payload holds .* bytes, uncompressed_size says"),
         ("flags", "flags has bits other than"),
     ],
 )
 def test_malformed_compact_batches_are_named(views, how, words):
     with pytest.raises(PackedBatchError, match=words):
         unpack_compact(_corrupt(_message(views), how))
+
+
+def test_negative_wide_armies_are_named(raw):
+    wide = CompactBatch.from_raw(raw, wide=True, indexed=True)
+    packed = _message(wide)
+    _poke(packed, "view_armies", np.int32(-5), at=11)
+    with pytest.raises(PackedBatchError, match="view_armies holds army -5"):
+        unpack_compact(packed)
 
 
 def test_the_raw_unpacker_and_submissions_refuse_compact_views(views):
@@ -162,7 +247,7 @@ def test_views_written_into_the_message_equal_the_packed_views(raw, which, army_
     encoder = MessageEncoder(buffer, "b", _FixedClock())  # type: ignore[arg-type]
     rows = _rows(raw, which)
     fused = encoder.batch_message(rows, 0, 7, compact_views=True, obstacles=obstacles)
-    views = CompactBatch.from_raw(rows, army_scale=army_scale, obstacles=obstacles)
+    views = CompactBatch.from_raw(rows, army_scale=army_scale, obstacles=obstacles, indexed=True)
     packed, payload = pack_compact(views, obstacles)
     header = encoder.batch_header(rows, 0, 7).SerializeToString()
     expected = b"".join(
@@ -188,15 +273,26 @@ def test_views_written_into_the_message_equal_the_packed_views(raw, which, army_
 
 def test_message_views_refuse_bad_input_naming_it(raw):
     tables = (raw.state_kind, raw.state_owner, raw.state_army)
-    rows = (raw.state_index, raw.next_state_index, raw.player_id)
+    states = raw.state_kind.shape[0]
+    views = (raw.state_index, raw.player_id)
     with pytest.raises(ValueError, match=r"head\[1\]: expected bytes, got memoryview"):
-        _core.compact_message([b"x", memoryview(b"y")], *tables, *rows)
-    bad_next = raw.next_state_index.copy()
-    bad_next[4] = raw.state_kind.shape[0]
+        _core.compact_message([b"x", memoryview(b"y")], *tables, *views, 0)
+    bad_state = raw.state_index.copy()
+    bad_state[4] = states
+    with pytest.raises(ValueError, match="view_state: row 4 refers to state"):
+        _core.compact_message([], *tables, bad_state, raw.player_id, 0)
+    with pytest.raises(ValueError, match="view_state: expected"):
+        _core.compact_message([], *tables, bad_state[:-1], raw.player_id, 0)
+    with pytest.raises(ValueError, match="view_player: row 0"):
+        _core.compact_message([], *tables, raw.state_index, raw.player_id * 0 - 1, 0)
+    with pytest.raises(ValueError, match=r"masked_views: expected 0\.\."):
+        _core.compact_message([], *tables, *views, len(raw) + 1)
+    with pytest.raises(ValueError, match="army_bytes: expected 1, 2 or 4, got 3"):
+        _core.compact_views(*tables, *views, 0, False, 3)
     with pytest.raises(ValueError, match="next_state_index: row 4 refers to state"):
-        _core.compact_message([], *tables, raw.state_index, bad_next, raw.player_id)
-    with pytest.raises(ValueError, match="next_state_index: expected"):
-        _core.compact_message([], *tables, raw.state_index, bad_next[:-1], raw.player_id)
+        _core.compact_view_plan(raw.state_index, bad_state, raw.player_id, states)
+    with pytest.raises(ValueError, match="state_index: expected"):
+        _core.compact_view_plan(bad_state[:-1], raw.state_index, raw.player_id, states)
     bad_player = raw.player_id.copy()
     bad_player[2] = _core.MAX_PLAYERS
     with pytest.raises(ValueError, match="player_id: row 2"):

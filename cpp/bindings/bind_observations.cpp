@@ -100,19 +100,24 @@ py::array expand(py::handle codes_in, py::handle armies_in, py::handle army_scal
   shape.insert(shape.end() - 2, config.channels());
   py::array_t<float> out = output_for(out_in, shape);
   float* dst = out.mutable_data();
-  if (armies.dtype().is(py::dtype::of<uint16_t>())) {
+  if (armies.dtype().is(py::dtype::of<uint8_t>())) {
+    auto a = exact_array<uint8_t>(armies, "armies", "uint8, uint16 or int32");
+    with_pool(num_threads, [&](grl::ThreadPool* pool) {
+      grl::expand_observations(codes.data(), a.data(), rows, tiles, config, dst, pool);
+    });
+  } else if (armies.dtype().is(py::dtype::of<uint16_t>())) {
     if (grl::needs_wide_armies(config)) {
       throw py::value_error("armies: uint16 armies saturate at " + std::to_string(grl::kNarrowArmyMax) +
                             " and expand exactly only up to army_scale " +
                             std::to_string(static_cast<int>(grl::kNarrowArmyScaleMax)) + ", got army_scale " +
                             std::to_string(army_scale) + ": use int32 armies");
     }
-    auto a = exact_array<uint16_t>(armies, "armies", "uint16 or int32");
+    auto a = exact_array<uint16_t>(armies, "armies", "uint8, uint16 or int32");
     with_pool(num_threads, [&](grl::ThreadPool* pool) {
       grl::expand_observations(codes.data(), a.data(), rows, tiles, config, dst, pool);
     });
   } else {
-    auto a = exact_array<int32_t>(armies, "armies", "uint16 or int32");
+    auto a = exact_array<int32_t>(armies, "armies", "uint8, uint16 or int32");
     if (a.size() > 0 && a.attr("min")().cast<int64_t>() < 0) {
       throw py::value_error("armies: must be >= 0, got " + py::str(a.attr("min")()).cast<std::string>());
     }
@@ -141,6 +146,45 @@ py::array unpack_masks(py::handle packed_in, int height, int width, int num_thre
   return out;
 }
 
+// Armies are counts: the encoders trust them to be >= 0 (a negative one would
+// wrap in a narrow view and expand to a wrong value).
+void check_armies(const grl::bindings::InputArray<int32_t>& army) {
+  // A branch-free minimum first (it vectorizes); the offending index is looked for only on failure.
+  const int32_t* data = army.data();
+  const py::ssize_t n = army.size();
+  int32_t lowest = 0;
+  for (py::ssize_t t = 0; t < n; ++t) lowest = std::min(lowest, data[t]);
+  if (lowest >= 0) return;
+  for (py::ssize_t t = 0; t < n; ++t) {
+    if (data[t] < 0) {
+      throw py::value_error("state_army: " + std::to_string(data[t]) + " at flat index " + std::to_string(t) +
+                            " is below the minimum army 0");
+    }
+  }
+}
+
+void check_players(const grl::bindings::InputArray<int32_t>& player, const char* name) {
+  for (py::ssize_t r = 0; r < player.size(); ++r) {
+    if (player.data()[r] < 0 || player.data()[r] >= grl::kMaxPlayers) {
+      throw py::value_error(std::string(name) + ": row " + std::to_string(r) + ": " + std::to_string(player.data()[r]) +
+                            " outside 0.." + std::to_string(grl::kMaxPlayers - 1));
+    }
+  }
+}
+
+// A state index column of `rows` rows, each index below `states`.
+grl::bindings::InputArray<int32_t> state_indices(py::handle value, const char* name, py::ssize_t rows,
+                                                 py::ssize_t states) {
+  auto index = as_array<int32_t>(value, name, rows);
+  for (py::ssize_t r = 0; r < index.size(); ++r) {
+    if (index.data()[r] < 0 || index.data()[r] >= states) {
+      throw py::value_error(std::string(name) + ": row " + std::to_string(r) + " refers to state " +
+                            std::to_string(index.data()[r]) + " of " + std::to_string(states));
+    }
+  }
+  return index;
+}
+
 // Rows of state tables to make compact views of (see encode_compact_rows),
 // every index checked.
 struct ViewRows {
@@ -150,20 +194,17 @@ struct ViewRows {
   grl::bindings::InputArray<int32_t> player;
   int height = 0, width = 0;
 
-  ViewRows(py::handle kind_in, py::handle owner_in, py::handle army_in, py::handle player_in)
+  ViewRows(py::handle kind_in, py::handle owner_in, py::handle army_in, py::handle player_in,
+           const char* player_name = "player_id")
       : kind(as_array<uint8_t>(kind_in, "state_kind")) {
     if (kind.ndim() != 3) throw py::value_error("state_kind: expected an array of shape (states, height, width)");
     std::tie(height, width) = grl::bindings::board_shape(kind, 1, "state_kind");
     grl::bindings::check_tile_kinds(kind, "state_kind");
     owner = as_array<int16_t>(owner_in, "state_owner", kind.size());
     army = as_array<int32_t>(army_in, "state_army", kind.size());
-    player = as_array<int32_t>(player_in, "player_id");
-    for (py::ssize_t r = 0; r < player.size(); ++r) {
-      if (player.data()[r] < 0 || player.data()[r] >= grl::kMaxPlayers) {
-        throw py::value_error("player_id: row " + std::to_string(r) + ": " + std::to_string(player.data()[r]) +
-                              " outside 0.." + std::to_string(grl::kMaxPlayers - 1));
-      }
-    }
+    check_armies(army);
+    player = as_array<int32_t>(player_in, player_name);
+    check_players(player, player_name);
   }
 
   py::ssize_t rows() const { return player.size(); }
@@ -172,21 +213,29 @@ struct ViewRows {
 
   // A state index column of these rows, each index checked.
   grl::bindings::InputArray<int32_t> index(py::handle value, const char* name) const {
-    auto index = as_array<int32_t>(value, name, rows());
-    const py::ssize_t states = kind.shape(0);
-    for (py::ssize_t r = 0; r < index.size(); ++r) {
-      if (index.data()[r] < 0 || index.data()[r] >= states) {
-        throw py::value_error(std::string(name) + ": row " + std::to_string(r) + " refers to state " +
-                              std::to_string(index.data()[r]) + " of " + std::to_string(states));
-      }
-    }
-    return index;
+    return state_indices(value, name, rows(), kind.shape(0));
   }
 };
 
-// A new array of compact armies: int32 when `wide`, else uint16.
-py::array army_array(const std::vector<py::ssize_t>& shape, bool wide) {
-  return wide ? py::array(py::array_t<int32_t>(shape)) : py::array(py::array_t<uint16_t>(shape));
+grl::ArmyWidth army_width(bool wide) { return wide ? grl::ArmyWidth::kWide : grl::ArmyWidth::kNarrow; }
+
+grl::ArmyWidth army_width_of_bytes(int bytes) {
+  switch (bytes) {
+    case 1: return grl::ArmyWidth::kByte;
+    case 2: return grl::ArmyWidth::kNarrow;
+    case 4: return grl::ArmyWidth::kWide;
+    default: throw py::value_error("army_bytes: expected 1, 2 or 4, got " + std::to_string(bytes));
+  }
+}
+
+// A new array of compact armies of `width`: uint8, uint16 or int32.
+py::array army_array(const std::vector<py::ssize_t>& shape, grl::ArmyWidth width) {
+  switch (width) {
+    case grl::ArmyWidth::kByte: return py::array_t<uint8_t>(shape);
+    case grl::ArmyWidth::kNarrow: return py::array_t<uint16_t>(shape);
+    case grl::ArmyWidth::kWide: break;
+  }
+  return py::array_t<int32_t>(shape);
 }
 
 // Compact views of rows of state tables: codes, armies and (with masks)
@@ -198,7 +247,7 @@ py::tuple compact_rows(py::handle kind_in, py::handle owner_in, py::handle army_
   const py::ssize_t rows = view_rows.rows(), h = view_rows.height, w = view_rows.width;
   const std::vector<py::ssize_t> shape{rows, h, w};
   py::array_t<uint8_t> codes(shape);
-  py::array armies = army_array(shape, wide);
+  py::array armies = army_array(shape, army_width(wide));
   const auto mask_bytes = static_cast<py::ssize_t>(grl::packed_mask_bytes(view_rows.tiles()));
   py::object packed = py::none();
   uint8_t* mask_data = nullptr;
@@ -211,7 +260,7 @@ py::tuple compact_rows(py::handle kind_in, py::handle owner_in, py::handle army_
   void* army_data = armies.mutable_data();
   with_pool(num_threads, [&](grl::ThreadPool* pool) {
     grl::encode_compact_rows(view_rows.table(), state_index.data(), view_rows.player.data(), static_cast<size_t>(rows),
-                             obstacles, {code_data, army_data, wide}, mask_data, pool);
+                             obstacles, {code_data, army_data, army_width(wide)}, mask_data, pool);
   });
   return py::make_tuple(codes, armies, packed);
 }
@@ -228,10 +277,10 @@ py::tuple compact_experiences(py::handle kind_in, py::handle owner_in, py::handl
   const py::ssize_t rows = view_rows.rows();
   const std::vector<py::ssize_t> shape{rows, view_rows.height, view_rows.width};
   py::array_t<uint8_t> codes(shape), next_codes(shape);
-  py::array armies = army_array(shape, wide), next_armies = army_array(shape, wide);
+  py::array armies = army_array(shape, army_width(wide)), next_armies = army_array(shape, army_width(wide));
   py::array_t<uint8_t> masks({rows, static_cast<py::ssize_t>(grl::packed_mask_bytes(view_rows.tiles()))});
-  const grl::CompactRowsOut state{codes.mutable_data(), armies.mutable_data(), wide};
-  const grl::CompactRowsOut next{next_codes.mutable_data(), next_armies.mutable_data(), wide};
+  const grl::CompactRowsOut state{codes.mutable_data(), armies.mutable_data(), army_width(wide)};
+  const grl::CompactRowsOut next{next_codes.mutable_data(), next_armies.mutable_data(), army_width(wide)};
   uint8_t* mask_data = masks.mutable_data();
   with_pool(num_threads, [&](grl::ThreadPool* pool) {
     grl::encode_compact_experiences(view_rows.table(), state_index.data(), next_state_index.data(),
@@ -267,16 +316,94 @@ py::object compact_view_values(py::handle kind_in, py::handle owner_in, py::hand
   return py::make_tuple(values, next_values, masks);
 }
 
-// One bytes object: the `head` buffers joined, then the compact views of the
-// rows written straight after them (state codes, state armies, next state
-// codes, next state armies, packed masks of the state): a wire message whose
-// payload ends with the views, built without an intermediate copy.
+// The distinct views of experiences (see plan_experience_views): per row the
+// view of its next state, and per view its state and player, as numpy arrays.
+py::tuple compact_view_plan(py::handle state_index_in, py::handle next_state_index_in, py::handle player_in,
+                            py::ssize_t states) {
+  auto player = as_array<int32_t>(player_in, "player_id");
+  check_players(player, "player_id");
+  const py::ssize_t rows = player.size();
+  auto state_index = state_indices(state_index_in, "state_index", rows, states);
+  auto next_state_index = state_indices(next_state_index_in, "next_state_index", rows, states);
+  grl::ExperienceViews plan;
+  {
+    py::gil_scoped_release release;
+    plan = grl::plan_experience_views(state_index.data(), next_state_index.data(), player.data(),
+                                      static_cast<size_t>(rows));
+  }
+  auto array_of = [](const std::vector<int32_t>& values) {
+    py::array_t<int32_t> out(static_cast<py::ssize_t>(values.size()));
+    if (!values.empty()) std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(int32_t));
+    return out;
+  };
+  return py::make_tuple(array_of(plan.next_state_view), array_of(plan.view_state), array_of(plan.view_player));
+}
+
+// Views of state tables (a state and a player each) as the compact stream
+// sends them: codes, armies of `army_bytes`, and the packed action masks of
+// the first `masked_views`.
+struct StreamViews {
+  ViewRows views;
+  grl::bindings::InputArray<int32_t> state;
+  size_t masked;
+  grl::ArmyWidth width;
+
+  StreamViews(py::handle kind, py::handle owner, py::handle army, py::handle view_state, py::handle view_player,
+              py::ssize_t masked_views, int army_bytes)
+      : views(kind, owner, army, view_player, "view_player"),
+        state(views.index(view_state, "view_state")),
+        masked(static_cast<size_t>(masked_views)),
+        width(army_width_of_bytes(army_bytes)) {
+    if (masked_views < 0 || masked_views > views.rows()) {
+      throw py::value_error("masked_views: expected 0.." + std::to_string(views.rows()) + ", got " +
+                            std::to_string(masked_views));
+    }
+  }
+
+  size_t count() const { return static_cast<size_t>(views.rows()); }
+  size_t codes_bytes() const { return count() * views.tiles(); }
+  size_t armies_bytes() const { return codes_bytes() * grl::army_bytes(width); }
+  size_t mask_bytes() const { return masked * grl::packed_mask_bytes(views.tiles()); }
+
+  // Writes codes, armies and masks (GIL released; any alignment).
+  void write(uint8_t* codes, void* army_data, uint8_t* masks, bool obstacles, grl::ThreadPool* pool) const {
+    auto* armies = static_cast<uint8_t*>(army_data);
+    const grl::StateTable table = views.table();
+    const int32_t* player = views.player.data();
+    grl::encode_compact_rows(table, state.data(), player, masked, obstacles, {codes, armies, width}, masks, pool);
+    const size_t tiles = views.tiles(), rest = count() - masked;
+    grl::encode_compact_rows(table, state.data() + masked, player + masked, rest, obstacles,
+                             {codes + masked * tiles, armies + masked * tiles * grl::army_bytes(width), width}, nullptr,
+                             pool);
+  }
+};
+
+// StreamViews as numpy arrays: codes (views, H, W), armies, packed masks.
+py::tuple compact_views(py::handle kind_in, py::handle owner_in, py::handle army_in, py::handle view_state_in,
+                        py::handle view_player_in, py::ssize_t masked_views, bool obstacles, int army_bytes,
+                        int num_threads) {
+  const StreamViews views(kind_in, owner_in, army_in, view_state_in, view_player_in, masked_views, army_bytes);
+  const auto count = static_cast<py::ssize_t>(views.count());
+  const std::vector<py::ssize_t> shape{count, views.views.height, views.views.width};
+  py::array_t<uint8_t> codes(shape);
+  py::array armies = army_array(shape, views.width);
+  py::array_t<uint8_t> masks({static_cast<py::ssize_t>(views.masked),
+                              static_cast<py::ssize_t>(grl::packed_mask_bytes(views.views.tiles()))});
+  uint8_t* code_data = codes.mutable_data();
+  void* army_data = armies.mutable_data();
+  uint8_t* mask_data = masks.mutable_data();
+  with_pool(num_threads,
+            [&](grl::ThreadPool* pool) { views.write(code_data, army_data, mask_data, obstacles, pool); });
+  return py::make_tuple(codes, armies, masks);
+}
+
+// One bytes object: the `head` buffers joined, then StreamViews written
+// straight after them (codes, armies, masks): a wire message whose payload
+// ends with the views, built without an intermediate copy.
 py::bytes compact_message(const py::list& head, py::handle kind_in, py::handle owner_in, py::handle army_in,
-                          py::handle state_index_in, py::handle next_state_index_in, py::handle player_in,
-                          bool obstacles, bool wide, int num_threads) {
-  const ViewRows view_rows(kind_in, owner_in, army_in, player_in);
-  auto state_index = view_rows.index(state_index_in, "state_index");
-  auto next_state_index = view_rows.index(next_state_index_in, "next_state_index");
+                          py::handle view_state_in, py::handle view_player_in, py::ssize_t masked_views,
+                          bool obstacles, int army_bytes, int num_threads) {
+  const StreamViews views(kind_in, owner_in, army_in, view_state_in, view_player_in, masked_views, army_bytes);
   std::vector<std::pair<const char*, size_t>> parts;
   size_t head_size = 0;
   for (size_t i = 0; i < head.size(); ++i) {
@@ -288,9 +415,7 @@ py::bytes compact_message(const py::list& head, py::handle kind_in, py::handle o
     parts.emplace_back(PyBytes_AS_STRING(part), static_cast<size_t>(PyBytes_GET_SIZE(part)));
     head_size += parts.back().second;
   }
-  const size_t rows = static_cast<size_t>(view_rows.rows()), tiles = view_rows.tiles();
-  const size_t codes = rows * tiles, armies = codes * (wide ? sizeof(int32_t) : sizeof(uint16_t));
-  const size_t total = head_size + 2 * (codes + armies) + rows * grl::packed_mask_bytes(tiles);
+  const size_t total = head_size + views.codes_bytes() + views.armies_bytes() + views.mask_bytes();
   PyObject* bytes = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(total));
   if (!bytes) throw py::error_already_set();
   auto message = py::reinterpret_steal<py::bytes>(bytes);
@@ -300,10 +425,7 @@ py::bytes compact_message(const py::list& head, py::handle kind_in, py::handle o
       if (size) std::memcpy(out, data, size);
       out += size;
     }
-    uint8_t* next = out + codes + armies;
-    grl::encode_compact_experiences(view_rows.table(), state_index.data(), next_state_index.data(),
-                                    view_rows.player.data(), rows, obstacles, {out, out + codes, wide},
-                                    {next, next + codes, wide}, next + codes + armies, pool);
+    views.write(out, out + views.codes_bytes(), out + views.codes_bytes() + views.armies_bytes(), obstacles, pool);
   });
   return message;
 }
@@ -319,6 +441,7 @@ void bind_observations(py::module_& m) {
   m.attr("ARMY_CHANNELS") = grl::kArmyChannels;
   m.attr("NARROW_ARMY_MAX") = grl::kNarrowArmyMax;
   m.attr("NARROW_ARMY_SCALE_MAX") = grl::kNarrowArmyScaleMax;
+  m.attr("BYTE_ARMY_MAX") = grl::kByteArmyMax;
   m.attr("VIEW_ARMY_SHIFT") = grl::kViewArmyShift;
 
   m.def("expand_observations", &expand, py::arg("tiles"), py::arg("armies"), py::arg("army_scaling") = "linear",
@@ -335,9 +458,14 @@ void bind_observations(py::module_& m) {
   m.def("compact_view_values", &compact_view_values, py::arg("state_kind"), py::arg("state_owner"),
         py::arg("state_army"), py::arg("state_index"), py::arg("next_state_index"), py::arg("player_id"),
         py::arg("obstacles") = false, py::arg("num_threads") = 0);
+  m.def("compact_view_plan", &compact_view_plan, py::arg("state_index"), py::arg("next_state_index"),
+        py::arg("player_id"), py::arg("states"));
+  m.def("compact_views", &compact_views, py::arg("state_kind"), py::arg("state_owner"), py::arg("state_army"),
+        py::arg("view_state"), py::arg("view_player"), py::arg("masked_views"), py::arg("obstacles") = false,
+        py::arg("army_bytes") = 2, py::arg("num_threads") = 0);
   m.def("compact_message", &compact_message, py::arg("head"), py::arg("state_kind"), py::arg("state_owner"),
-        py::arg("state_army"), py::arg("state_index"), py::arg("next_state_index"), py::arg("player_id"),
-        py::arg("obstacles") = false, py::arg("wide") = false, py::arg("num_threads") = 1);
+        py::arg("state_army"), py::arg("view_state"), py::arg("view_player"), py::arg("masked_views"),
+        py::arg("obstacles") = false, py::arg("army_bytes") = 2, py::arg("num_threads") = 1);
   m.def(
       "army_values",
       [](py::handle armies, py::handle army_scaling, float army_scale) {

@@ -31,6 +31,11 @@ const float* log_army_table(const ObservationConfig& config) {
 }
 
 GRL_VECTOR_CLONES
+void linear_armies(const uint8_t* armies, size_t n, float inv, float* out) {
+  for (size_t t = 0; t < n; ++t) out[t] = std::min(static_cast<float>(armies[t]) * inv, 1.0f);
+}
+
+GRL_VECTOR_CLONES
 void linear_armies(const uint16_t* armies, size_t n, float inv, float* out) {
   for (size_t t = 0; t < n; ++t) out[t] = std::min(static_cast<float>(armies[t]) * inv, 1.0f);
 }
@@ -41,7 +46,9 @@ void linear_armies(const int32_t* armies, size_t n, float inv, float* out) {
 }
 
 // Every tile's scaled army, as army_value computes it.
-void scaled_armies(const uint16_t* armies, size_t n, const ObservationConfig& config, float* out) {
+template <typename Army>
+void scaled_armies(const Army* armies, size_t n, const ObservationConfig& config, float* out) {
+  static_assert(sizeof(Army) <= sizeof(uint16_t), "unsigned armies within the table");
   if (config.scale == ObservationConfig::kLinear) return linear_armies(armies, n, 1.0f / config.army_scale, out);
   const float* table = log_army_table(config);
   for (size_t t = 0; t < n; ++t) out[t] = table[armies[t]];
@@ -103,6 +110,11 @@ void encode_codes(const StateView& s, int player, bool obstacles, const uint8_t*
     const uint8_t hidden = obstacle_bit & ((kind[t] == kMountain) | (kind[t] == kCity));
     codes[t] = visible[t] ? seen : hidden;
   }
+}
+
+GRL_VECTOR_CLONES
+void visible_armies(const int32_t* army, const uint8_t* visible, int n, uint8_t* out) {
+  for (int t = 0; t < n; ++t) out[t] = visible[t] ? static_cast<uint8_t>(std::min(army[t], kByteArmyMax)) : 0;
 }
 
 GRL_VECTOR_CLONES
@@ -170,6 +182,11 @@ void encode_observation(const StateView& s, int player, const ObservationConfig&
   expand_row(codes, army, n, config.channels(), out);
 }
 
+void encode_compact(const StateView& s, int player, bool obstacles, uint8_t* codes, uint8_t* armies,
+                    uint8_t* scratch) {
+  encode_compact_as(s, player, obstacles, codes, armies, scratch);
+}
+
 void encode_compact(const StateView& s, int player, bool obstacles, uint8_t* codes, uint16_t* armies,
                     uint8_t* scratch) {
   encode_compact_as(s, player, obstacles, codes, armies, scratch);
@@ -195,6 +212,11 @@ void encode_packed_action_mask(const StateView& s, int player, uint8_t* out) {
   nibbles.resize(static_cast<size_t>(s.height) * s.width);
   movable_tiles(s, player, nibbles.data());
   pack_nibbles(nibbles.data(), s.height * s.width, out);
+}
+
+void expand_observations(const uint8_t* codes, const uint8_t* armies, size_t rows, size_t tiles,
+                         const ObservationConfig& config, float* out, ThreadPool* pool) {
+  expand_as(codes, armies, rows, tiles, config, out, pool);
 }
 
 void expand_observations(const uint8_t* codes, const uint16_t* armies, size_t rows, size_t tiles,
@@ -246,8 +268,8 @@ void encode_selected_rows(const StateTable& states, const int32_t* state_index, 
                           const size_t* selected, size_t count, bool obstacles, CompactRowsOut out, uint8_t* masks,
                           ThreadPool* pool) {
   const size_t tiles = static_cast<size_t>(states.height) * states.width;
-  const size_t army_size = out.wide ? sizeof(int32_t) : sizeof(uint16_t);
-  auto* army_bytes = static_cast<uint8_t*>(out.armies);
+  const size_t army_size = army_bytes(out.width);
+  auto* armies = static_cast<uint8_t*>(out.armies);
   const bool aligned = reinterpret_cast<uintptr_t>(out.armies) % army_size == 0;
   auto run = [&](size_t begin, size_t end) {
     std::vector<uint8_t> scratch(tiles * kObservationScratchPerTile);
@@ -260,11 +282,20 @@ void encode_selected_rows(const StateTable& states, const int32_t* state_index, 
       const size_t r = selected ? selected[i] : i;
       const size_t at = static_cast<size_t>(state_index[r]) * tiles;
       StateView view{states.height, states.width, states.kind + at, states.owner + at, states.army + at};
-      uint8_t* row_armies = army_bytes + r * tiles * army_size;
+      uint8_t* row_armies = armies + r * tiles * army_size;
       void* target = aligned ? static_cast<void*>(row_armies) : static_cast<void*>(army_row.data());
       uint8_t* codes = out.codes + r * tiles;
-      if (out.wide) encode_compact(view, player[r], obstacles, codes, static_cast<int32_t*>(target), scratch.data());
-      else encode_compact(view, player[r], obstacles, codes, static_cast<uint16_t*>(target), scratch.data());
+      switch (out.width) {
+        case ArmyWidth::kByte:
+          encode_compact(view, player[r], obstacles, codes, static_cast<uint8_t*>(target), scratch.data());
+          break;
+        case ArmyWidth::kNarrow:
+          encode_compact(view, player[r], obstacles, codes, static_cast<uint16_t*>(target), scratch.data());
+          break;
+        case ArmyWidth::kWide:
+          encode_compact(view, player[r], obstacles, codes, static_cast<int32_t*>(target), scratch.data());
+          break;
+      }
       if (!aligned) std::memcpy(row_armies, army_row.data(), tiles * army_size);
       if (masks) {
         if (open_state != state_index[r]) {
@@ -290,29 +321,49 @@ void encode_compact_rows(const StateTable& states, const int32_t* state_index, c
   encode_selected_rows(states, state_index, player, nullptr, rows, obstacles, out, masks, pool);
 }
 
+ExperienceViews plan_experience_views(const int32_t* state_index, const int32_t* next_state_index,
+                                      const int32_t* player, size_t rows) {
+  ExperienceViews plan;
+  plan.next_state_view.resize(rows);
+  plan.view_state.assign(state_index, state_index + rows);
+  plan.view_player.assign(player, player + rows);
+  if (rows == 0) return plan;
+  // The view of each (state, player) seen so far, by state * kMaxPlayers + player.
+  const size_t states_seen = static_cast<size_t>(std::max(*std::max_element(state_index, state_index + rows),
+                                                          *std::max_element(next_state_index, next_state_index + rows))) +
+                             1;
+  std::vector<int32_t> view_of(states_seen * kMaxPlayers, -1);
+  for (size_t r = rows; r-- > 0;) view_of[static_cast<size_t>(state_index[r]) * kMaxPlayers + player[r]] = static_cast<int32_t>(r);
+  for (size_t r = 0; r < rows; ++r) {
+    int32_t& view = view_of[static_cast<size_t>(next_state_index[r]) * kMaxPlayers + player[r]];
+    if (view < 0) {
+      view = static_cast<int32_t>(plan.view_state.size());
+      plan.view_state.push_back(next_state_index[r]);
+      plan.view_player.push_back(player[r]);
+    }
+    plan.next_state_view[r] = view;
+  }
+  return plan;
+}
+
 void encode_compact_experiences(const StateTable& states, const int32_t* state_index, const int32_t* next_state_index,
                                 const int32_t* player, size_t rows, bool obstacles, CompactRowsOut state,
                                 CompactRowsOut next_state, uint8_t* masks, ThreadPool* pool) {
   encode_selected_rows(states, state_index, player, nullptr, rows, obstacles, state, masks, pool);
-  if (rows == 0) return;
-  // The first row of each (state, player), by state * kMaxPlayers + player.
-  const size_t states_seen = static_cast<size_t>(*std::max_element(state_index, state_index + rows)) + 1;
-  std::vector<int32_t> first_row(states_seen * kMaxPlayers, -1);
-  for (size_t r = rows; r-- > 0;) first_row[static_cast<size_t>(state_index[r]) * kMaxPlayers + player[r]] = static_cast<int32_t>(r);
+  const ExperienceViews plan = plan_experience_views(state_index, next_state_index, player, rows);
   const size_t tiles = static_cast<size_t>(states.height) * states.width;
-  const size_t army_row = tiles * (state.wide ? sizeof(int32_t) : sizeof(uint16_t));
+  const size_t army_row = tiles * army_bytes(state.width);
   const auto* state_armies = static_cast<const uint8_t*>(state.armies);
   auto* next_armies = static_cast<uint8_t*>(next_state.armies);
   std::vector<size_t> computed;  // rows whose next state no row has as its state
   for (size_t r = 0; r < rows; ++r) {
-    const auto next = static_cast<size_t>(next_state_index[r]);
-    const int32_t source = next < states_seen ? first_row[next * kMaxPlayers + player[r]] : -1;
-    if (source < 0) {
+    const auto source = static_cast<size_t>(plan.next_state_view[r]);
+    if (source >= rows) {
       computed.push_back(r);
       continue;
     }
-    std::memcpy(next_state.codes + r * tiles, state.codes + static_cast<size_t>(source) * tiles, tiles);
-    std::memcpy(next_armies + r * army_row, state_armies + static_cast<size_t>(source) * army_row, army_row);
+    std::memcpy(next_state.codes + r * tiles, state.codes + source * tiles, tiles);
+    std::memcpy(next_armies + r * army_row, state_armies + source * army_row, army_row);
   }
   encode_selected_rows(states, next_state_index, player, computed.data(), computed.size(), obstacles, next_state,
                        nullptr, pool);
@@ -337,7 +388,8 @@ void encode_compact_view_values(const StateTable& states, const int32_t* state_i
   codes.resize(2 * n);
   armies.resize(2 * n);
   encode_compact_experiences(states, state_index, next_state_index, player, rows, obstacles,
-                             {codes.data(), armies.data(), true}, {codes.data() + n, armies.data() + n, true}, masks,
+                             {codes.data(), armies.data(), ArmyWidth::kWide},
+                             {codes.data() + n, armies.data() + n, ArmyWidth::kWide}, masks,
                              pool);
   combine_view_values(codes.data(), armies.data(), n, state_values);
   combine_view_values(codes.data() + n, armies.data() + n, n, next_state_values);

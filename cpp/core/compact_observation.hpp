@@ -66,6 +66,12 @@ constexpr std::array<uint32_t, kMaxObservationChannels> kChannelCodes = [] {
 constexpr int32_t kNarrowArmyMax = 65535;
 constexpr float kNarrowArmyScaleMax = 32768.0f;
 inline bool needs_wide_armies(const ObservationConfig& config) { return config.army_scale > kNarrowArmyScaleMax; }
+// Byte armies (the stream's views when every army of a batch fits) never saturate.
+constexpr int32_t kByteArmyMax = 255;
+
+// The width of compact armies: bytes, narrow (uint16, saturating) or wide (int32).
+enum class ArmyWidth : uint8_t { kByte = 1, kNarrow = 2, kWide = 4 };
+constexpr size_t army_bytes(ArmyWidth width) { return static_cast<size_t>(width); }
 
 // Bytes of one packed action mask of `tiles` tiles: 4 bits a tile, bit
 // i % 8 of byte i / 8 for mask entry i (numpy's bitorder="little").
@@ -73,6 +79,8 @@ constexpr size_t packed_mask_bytes(size_t tiles) { return (tiles * 4 + 7) / 8; }
 
 // Writes the player's tile codes and visible armies (0 in fog; narrow ones
 // saturated) for one board. `scratch` holds kObservationScratchPerTile bytes a tile.
+void encode_compact(const StateView& s, int player, bool obstacles, uint8_t* codes, uint8_t* armies,
+                    uint8_t* scratch);
 void encode_compact(const StateView& s, int player, bool obstacles, uint8_t* codes, uint16_t* armies,
                     uint8_t* scratch);
 void encode_compact(const StateView& s, int player, bool obstacles, uint8_t* codes, int32_t* armies,
@@ -87,6 +95,8 @@ float army_value(int64_t army, const ObservationConfig& config);
 // Expands `rows` compact views of `tiles` tiles each into float observations
 // (rows, config.channels(), tiles). Codes must be below kTileCodes (checked by
 // the caller). Spread over `pool` when given and the batch is large.
+void expand_observations(const uint8_t* codes, const uint8_t* armies, size_t rows, size_t tiles,
+                         const ObservationConfig& config, float* out, ThreadPool* pool = nullptr);
 void expand_observations(const uint8_t* codes, const uint16_t* armies, size_t rows, size_t tiles,
                          const ObservationConfig& config, float* out, ThreadPool* pool = nullptr);
 void expand_observations(const uint8_t* codes, const int32_t* armies, size_t rows, size_t tiles,
@@ -117,12 +127,12 @@ struct StateTable {
 };
 
 // Where compact views of rows go: codes (rows, tiles), and armies (rows,
-// tiles) as uint16, or int32 when `wide`, at any alignment (the views of a
-// wire message land wherever its header ends).
+// tiles) of `width`, at any alignment (the views of a wire message land
+// wherever its header ends).
 struct CompactRowsOut {
   uint8_t* codes;
   void* armies;
-  bool wide;
+  ArmyWidth width;
 };
 
 // Compact views of rows of a state table (rows name a state and a player):
@@ -139,6 +149,19 @@ void encode_compact_rows(const StateTable& states, const int32_t* state_index, c
 void encode_compact_experiences(const StateTable& states, const int32_t* state_index, const int32_t* next_state_index,
                                 const int32_t* player, size_t rows, bool obstacles, CompactRowsOut state,
                                 CompactRowsOut next_state, uint8_t* masks, ThreadPool* pool = nullptr);
+
+// The distinct (state, player) views of experiences, as the compact stream
+// sends them: views 0 .. rows-1 are the rows' state views, in row order; a
+// next state that is no row's state for the same player gets a view after
+// them (in a batch read from the buffer only the last tick of each game does).
+struct ExperienceViews {
+  std::vector<int32_t> next_state_view;  // per row: the view of its next state
+  std::vector<int32_t> view_state;       // per view: its state and player
+  std::vector<int32_t> view_player;
+};
+// Indices are checked by the caller.
+ExperienceViews plan_experience_views(const int32_t* state_index, const int32_t* next_state_index,
+                                      const int32_t* player, size_t rows);
 
 // Compact views stored as one value a tile (TFRecord's compact records):
 // army << kViewArmyShift | tile code, in uint32 for armies below kViewValueArmies.

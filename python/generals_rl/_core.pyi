@@ -10,7 +10,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VIEW_ARMY_SHIFT', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_experiences', 'compact_message', 'compact_rows', 'compact_view_values', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'unpack_action_masks', 'vec_env_defaults']
+__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BYTE_ARMY_MAX', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VIEW_ARMY_SHIFT', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_experiences', 'compact_message', 'compact_rows', 'compact_view_plan', 'compact_view_values', 'compact_views', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'unpack_action_masks', 'vec_env_defaults']
 class FullPolicy:
     """
     What producers do when the buffer is full
@@ -717,11 +717,15 @@ def check_raw_batch(batch: typing.Any, check_values: bool = True) -> None:
     """
 def compact_experiences(state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, next_state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, wide: bool = False, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple:
     ...
-def compact_message(head: list, state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, next_state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, wide: bool = False, num_threads: typing.SupportsInt | typing.SupportsIndex = 1) -> bytes:
+def compact_message(head: list, state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, view_state: typing.Any, view_player: typing.Any, masked_views: typing.SupportsInt | typing.SupportsIndex, obstacles: bool = False, army_bytes: typing.SupportsInt | typing.SupportsIndex = 2, num_threads: typing.SupportsInt | typing.SupportsIndex = 1) -> bytes:
     ...
 def compact_rows(state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, wide: bool = False, masks: bool = True, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple:
     ...
+def compact_view_plan(state_index: typing.Any, next_state_index: typing.Any, player_id: typing.Any, states: typing.SupportsInt | typing.SupportsIndex) -> tuple:
+    ...
 def compact_view_values(state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, next_state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> typing.Any:
+    ...
+def compact_views(state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, view_state: typing.Any, view_player: typing.Any, masked_views: typing.SupportsInt | typing.SupportsIndex, obstacles: bool = False, army_bytes: typing.SupportsInt | typing.SupportsIndex = 2, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple:
     ...
 def crc32c(data: typing_extensions.Buffer, value: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
     """
@@ -764,6 +768,7 @@ def unpack_action_masks(action_masks: typing.Any, height: typing.SupportsInt | t
 def vec_env_defaults() -> dict:
     ...
 ARMY_CHANNELS: int = 2
+BYTE_ARMY_MAX: int = 255
 CHANNEL_CODES: list = [960, 15360, 960, 15360, 52, 209712, 34952, 262140, 3, 2]
 CODE_FOG: int = 0
 CODE_FOG_OBSTACLE: int = 1

@@ -5,7 +5,8 @@ A compact view of a ``height x width`` board is ``tiles`` (uint8 ``(H, W)``, one
 code each) and ``armies`` (the visible army, 0 in fog): uint16, saturating at
 ``NARROW_ARMY_MAX``, or int32 (the wide form) when the army scale is above
 ``NARROW_ARMY_SCALE_MAX`` (below it every army from ``NARROW_ARMY_MAX`` up expands to
-1.0, so uint16 armies expand exactly). Its action mask is ``(H*W*4 + 7) // 8`` bytes,
+1.0, so uint16 armies expand exactly); uint8 armies (up to ``BYTE_ARMY_MAX``, exact)
+expand too. Its action mask is ``(H*W*4 + 7) // 8`` bytes,
 mask entry ``i`` at bit ``i % 8`` of byte ``i // 8`` (``np.unpackbits(...,
 bitorder="little")`` order).
 
@@ -39,6 +40,9 @@ CHANNEL_CODES = tuple(_core.CHANNEL_CODES)
 ARMY_CHANNELS = _core.ARMY_CHANNELS
 NARROW_ARMY_MAX = _core.NARROW_ARMY_MAX
 NARROW_ARMY_SCALE_MAX = _core.NARROW_ARMY_SCALE_MAX
+# The largest uint8 army: byte armies (the compact stream's, when every army of a
+# batch fits) hold exact values.
+BYTE_ARMY_MAX = _core.BYTE_ARMY_MAX
 OBSERVATION_FORMATS = ("float", "compact")
 
 

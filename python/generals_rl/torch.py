@@ -43,7 +43,7 @@ def expand(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Float32 observations ``(..., channels, H, W)`` on the device of ``tiles``
-    (uint8 ``(..., H, W)``) and ``armies`` (uint16 or int32, same shape); on the CPU
+    (uint8 ``(..., H, W)``) and ``armies`` (uint8, uint16 or int32, same shape); on the CPU
     written into ``out`` when given (reused across batches)."""
     _check_pair(tiles, armies)
     if tiles.device.type == "cpu":
@@ -70,8 +70,8 @@ def _check_pair(tiles, armies) -> None:
             raise TypeError(f"{name}: expected a tensor, got {type(value).__name__}")
     if tiles.dtype != torch.uint8:
         raise ValueError(f"tiles: expected uint8 tile codes, got {tiles.dtype}")
-    if armies.dtype not in (torch.uint16, torch.int32):
-        raise ValueError(f"armies: expected uint16 or int32, got {armies.dtype}")
+    if armies.dtype not in (torch.uint8, torch.uint16, torch.int32):
+        raise ValueError(f"armies: expected uint8, uint16 or int32, got {armies.dtype}")
     if tiles.shape != armies.shape or tiles.dim() < 2:
         raise ValueError(
             f"armies: expected the shape of tiles {tuple(tiles.shape)} (..., height, width), "
@@ -106,7 +106,7 @@ def _expand_tensor_ops(tiles, armies, army_scaling, army_scale, obstacles) -> to
     if tiles.numel() and int(tiles.max()) >= _core.TILE_CODES:
         raise ValueError(f"tiles: codes must be below {_core.TILE_CODES}")
     wide = armies.dtype == torch.int32
-    if not wide and army_scale > NARROW_ARMY_SCALE_MAX:
+    if armies.dtype == torch.uint16 and army_scale > NARROW_ARMY_SCALE_MAX:
         raise ValueError(
             f"armies: uint16 armies expand exactly only up to army_scale {NARROW_ARMY_SCALE_MAX}, "
             f"got army_scale {army_scale}: use int32 armies"

@@ -3,7 +3,7 @@
     python tests/fuzz/run.py TARGET [--seconds 25] [--out build/fuzz]
                              [--replays ../shared/replays]
 
-TARGET is one of targets.TARGETS (replay, dataset, submit, buffer). The corpus
+TARGET is one of targets.TARGETS (replay, dataset, submit, compact_stream, buffer). The corpus
 is seeded from the target's own seeds into OUT/TARGET/corpus; an input that
 fails is written to OUT/TARGET/ and the run exits non-zero. Coverage is that of
 the generals_rl Python code (the C++ core is exercised, not instrumented).

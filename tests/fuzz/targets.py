@@ -22,7 +22,7 @@ from generals_rl.experience import BufferFileError, ExperienceBuffer
 from generals_rl.experience.buffer import _DIGEST_SIZE, _digest
 from generals_rl.experience.compact import CompactBatch
 from generals_rl.replay import _ARRAY_FIELDS, ReplayError, load
-from generals_rl.service import consumer, packing, server, status
+from generals_rl.service import compact_packing, consumer, packing, server, status
 from generals_rl.service.compact_packing import pack_compact
 from generals_rl.storage import FORMATS, StorageError, open_dataset, open_writer
 from generals_rl.storage.formats import format_of_file
@@ -252,6 +252,39 @@ class Submit(Target):
                 len(batch)
 
 
+class CompactStream(Target):
+    """A serialized ``ExperienceBatch`` of the compact stream, as a consumer receives
+    it: split without copying the payload, unpacked to the indexed views, each row's
+    views gathered and the batch expanded to float observations and masks."""
+
+    def setup(self, work, replays):
+        import zstandard
+        from generals_rl.service.messages import MessageEncoder
+        from generals_rl.service.stats import CollectionClock
+
+        buffer = _buffer()
+        raw = _everything(buffer)
+        encoder = MessageEncoder(buffer, "fuzz", CollectionClock())
+        big = raw.select(np.arange(12))
+        big.state_army = np.where(big.state_army > 0, big.state_army + 300, 0).astype(np.int32)
+        return [
+            encoder.batch_message(part, 0, 99, compressor, compact_views=True, obstacles=obstacles)
+            for part in (raw.select(np.arange(30)), big)  # byte and uint16 armies
+            for compressor in (None, zstandard.ZstdCompressor(level=1))
+            for obstacles in (False, True)
+        ]
+
+    def one(self, data):
+        try:
+            message, payload = consumer._SPLIT_BATCH(data)
+        except (DecodeError, ValueError):
+            return  # the consumer's stream refuses what does not parse before any unpacking
+        batch = consumer._batch_of(message, "compact", 64 << 20, payload)
+        if batch is not None and len(batch):
+            compact_packing.unpack_compact(message.packed, payload=payload)  # the tile codes too
+            batch.expand()
+
+
 def _board(raw, row) -> pb.RawState:
     return pb.RawState(
         height=HEIGHT,
@@ -284,6 +317,7 @@ TARGETS = {
     "replay": Replay("replay", (ReplayError,)),
     "dataset": Dataset("dataset", (StorageError,)),
     "submit": Submit("submit", (packing.PackedBatchError,)),
+    "compact_stream": CompactStream("compact_stream", (packing.PackedBatchError,)),
     "buffer": BufferFile("buffer", (BufferFileError,)),
 }
 

@@ -215,8 +215,9 @@ class ExperienceConsumer:
         """Yields batches of the matching experiences: ``DecodedBatch`` (float
         observations and masks decoded in C++) or, with ``decode=False``,
         ``RawBatch`` (raw boards). With ``compact=True`` (``decode`` is then not
-        used) the server sends each row's compact player views and the batches
-        are ``CompactBatch``es whose arrays are views of the received bytes, for
+        used) the server sends the rows' compact player views and the batches
+        are indexed ``CompactBatch``es: each distinct view once and each row's
+        view indices (``batch.views``), arrays over the received bytes for
         ``generals_rl.torch.as_tensor`` without a copy (``obstacles``: the
         observation option they are made with); the trainer's fast path. A
         batch's ``missed`` counts experiences its server lost to overwriting

@@ -6,13 +6,10 @@ states)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import _core
 from .._proto import experience_pb2 as pb
 from ..experience import ExperienceBuffer, RawBatch, format_game_id
-from ..experience.compact import CompactBatch, view_sources
-from ..observations import army_dtype
+from ..experience.compact import CompactBatch, plan_views
 from ..vec_env import OBSERVATION_CHANNELS
 from . import packing
 from .compact_packing import pack_compact, pack_compact_rows
@@ -75,7 +72,7 @@ class MessageEncoder:
             return self._compact_message(header, raw, obstacles)
         if compact_views:
             views = CompactBatch.from_raw(
-                raw, army_scale=self.buffer.army_scale, obstacles=obstacles
+                raw, army_scale=self.buffer.army_scale, obstacles=obstacles, indexed=True
             )
             packed, payload = pack_compact(views, obstacles, compressor)
         else:
@@ -86,7 +83,8 @@ class MessageEncoder:
     def _compact_message(self, header: bytes, raw: RawBatch, obstacles: bool) -> bytes:
         """The uncompressed compact message: the views are made in C++ (GIL
         released) straight into the message's memory after its other fields."""
-        packed, rows = pack_compact_rows(raw, obstacles, self.buffer.army_scale)
+        plan = plan_views(raw, self.buffer.army_scale)
+        packed, rows = pack_compact_rows(raw, obstacles, plan)
         descriptor = packed.SerializeToString()
         payload_key = _PAYLOAD.key(packed.uncompressed_size)
         head = [
@@ -96,8 +94,7 @@ class MessageEncoder:
             payload_key,
             *rows,
         ]
-        wide = army_dtype(self.buffer.army_scale) == np.int32
-        return _core.compact_message(head, *view_sources(raw), obstacles, wide)
+        return _core.compact_message(head, *plan.sources(raw), obstacles, plan.army_dtype.itemsize)
 
     def experience_messages(self, raw: RawBatch, raw_states: bool, missed_before: int):
         """One serialized ``Experience`` per row."""
