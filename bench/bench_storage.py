@@ -98,15 +98,16 @@ def allowed_cpus(name: str, pinned: int | None) -> set[int] | None:
     return {pinned}
 
 
-def bench_writers(batches: list, root: Path, repeats: int, names, cpus: dict) -> dict:
-    """Each format's figures, its writer on ``cpus[name]`` (a set of CPUs, or None
-    for no pinning)."""
+def bench_writers(batches: list, root: Path, repeats: int, names, cpu_sets: dict) -> dict:
+    """Each format's figures, its writer on ``cpu_sets[name]`` (a set of CPUs, or
+    None for no pinning)."""
     n = sum(len(b) for b in batches)
     out = {}
     for name in names:
         fmt, options = FORMATS[name]
-        if cpus[name] is not None:
-            os.sched_setaffinity(0, cpus[name])
+        allowed = cpu_sets[name]
+        if allowed is not None:
+            os.sched_setaffinity(0, allowed)
         runs = [
             write_once(fmt, options, batches, root / name)
             for _ in range(repeats if name in THROUGHPUT_FORMATS else 1)
@@ -122,7 +123,7 @@ def bench_writers(batches: list, root: Path, repeats: int, names, cpus: dict) ->
             "cpu_seconds_per_wall_second": round(runs[-1][1] / runs[-1][0], 2),
             "bytes_per_experience": round(on_disk(root / name) / n, 1),
             "shards": stats["shards_committed"],
-            "cpus": len(cpus[name]) if cpus[name] is not None else os.cpu_count(),
+            "cpus": len(allowed) if allowed is not None else os.cpu_count(),
         }
         shutil.rmtree(root / name, ignore_errors=True)
     return out

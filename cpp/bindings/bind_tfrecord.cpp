@@ -152,11 +152,22 @@ class BlockEncoder {
     for (size_t f = 0; f < encoder_.varint_features(); ++f) {
       py::object column = varint_columns[f];
       const auto array = py::array::ensure(column);
+      const std::string name = "varint column " + std::to_string(f);
       if (array && array.dtype().kind() == 'u' && array.dtype().itemsize() == 8) {
         column = array.attr("view")("int64");  // uint64 values by their bit pattern
       }
-      const std::string name = "varint column " + std::to_string(f);
-      columns.push_back(as_array<int64_t>(column, name.c_str(), n));
+      const bool fits = array && std::string("biu").find(array.dtype().kind()) != std::string::npos &&
+                        array.dtype().itemsize() <= 8;
+      if (fits) {
+        // Booleans and integers of up to 64 bits always fit: converted without a range check.
+        columns.push_back(InputArray<int64_t>::ensure(column));
+        if (n >= 0 && columns.back().size() != n) {
+          throw py::value_error(name + ": expected " + std::to_string(n) + " elements, got " +
+                                std::to_string(columns.back().size()));
+        }
+      } else {
+        columns.push_back(as_array<int64_t>(column, name.c_str(), n));
+      }
       if (columns.back().ndim() != 1) throw py::value_error(name + ": expected a one-dimensional array");
       n = columns.back().size();
       column_data.push_back(columns.back().data());
