@@ -222,3 +222,28 @@ def test_bad_views_are_clear_errors():
         TFRecordEncoder([], [("a", "state views", 4), ("b", "state masks", 6)])
     with pytest.raises(ValueError, match="num_threads: must be 0"):
         view_encoder(tiles, -1)
+
+
+def test_a_writer_on_two_threads_writes_the_same_files(tmp_path):
+    from generals_rl.storage import TFRecordWriter
+    from storage_support import played
+
+    shards = {}
+    for threads in (1, 2):
+        writer = TFRecordWriter(
+            tmp_path / str(threads), states="compact_views", encode_threads=threads
+        )
+        for batch in played(heuristic=True):
+            writer.write(batch)
+        writer.close()
+        files = sorted(p for p in (tmp_path / str(threads)).rglob("*.tfrecord*"))
+        shards[threads] = [(p.name, p.read_bytes()) for p in files]
+    assert shards[1] and shards[1] == shards[2]
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
+def test_a_bad_thread_count_names_the_option(tmp_path, value):
+    from generals_rl.storage import TFRecordWriter
+
+    with pytest.raises(ValueError, match="encode_threads"):
+        TFRecordWriter(tmp_path, states="compact_views", encode_threads=value)
