@@ -1,3 +1,5 @@
+// The Example encoder of tfrecord.hpp. Longer than 400 lines: the record layout,
+// its framing and the compact views written into it are kept together.
 #include "tfrecord.hpp"
 
 #include <algorithm>
@@ -368,6 +370,15 @@ size_t ExampleEncoder::encode_range(size_t begin, size_t end, const int64_t* con
 size_t ExampleEncoder::encode(size_t n, const int64_t* const* varint_columns, const RowSource* rows, uint8_t* out,
                               int64_t* lengths, const ViewTables* views, ThreadPool* pool) const {
   if (uses_views() && views == nullptr) throw std::invalid_argument("encode: view features need the state tables");
+  if (views != nullptr) {
+    const size_t tiles = static_cast<size_t>(views->states.height) * views->states.width;
+    for (size_t f = 0; f < contents_.size(); ++f) {
+      const size_t wanted = contents_[f] == RowContent::kStateMask ? packed_mask_bytes(tiles)
+                            : contents_[f] == RowContent::kTable   ? row_bytes_[f]
+                                                                   : 8 * tiles;
+      if (row_bytes_[f] != wanted) throw std::invalid_argument("encode: the state tables' boards are not the features'");
+    }
+  }
   // Below this many records a second thread costs more than it saves.
   constexpr size_t kParallelRecords = 256;
   if (pool == nullptr || pool->size() < 2 || n < kParallelRecords) {

@@ -122,6 +122,12 @@ TEST_CASE("records made from state tables equal those of the same views given as
                              player.data()};
   const tf::RowSource unused[3] = {};
   CHECK_THROWS_AS(made.encode(n, varints, unused, want.data(), want_lengths.data()), std::invalid_argument);
+  const tf::ViewTables other_board{{width, height + 1, kind.data(), owner.data(), army.data()},
+                                   state_index.data(),
+                                   next_state_index.data(),
+                                   player.data()};
+  CHECK_THROWS_AS(made.encode(n, varints, unused, want.data(), want_lengths.data(), &other_board),
+                  std::invalid_argument);
   for (const int threads : {1, 2, 3}) {
     grl::ThreadPool pool(threads);
     std::vector<uint8_t> got(n * made.max_record_bytes());
