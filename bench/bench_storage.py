@@ -1,13 +1,14 @@
-"""Storage throughput and size: experiences/s written on one core by each format
-with compact states, and bytes per experience on disk, for 20x20 1v1 self-play.
+"""Storage throughput and size: experiences/s written by each format with compact
+states, and bytes per experience on disk, for 20x20 1v1 self-play.
 
     python bench/bench_storage.py [--experiences N] [--repeats R] [--dir PATH] [--formats A,B]
 
 Prints one JSON object. ``writer`` figures time ``Writer.write`` + ``close`` over
 batches as a cursor delivers them (pre-collected, so self-play does not compete),
-with the process pinned to one CPU; ``sink`` figures run a BufferSink on live
-self-play (the games stepped on the other threads), so they are bounded by how
-fast the games produce experiences.
+with the process pinned to one CPU, except the ``_2_threads`` formats, which
+encode on two threads and may use every CPU (``cpus`` says how many it could);
+``sink`` figures run a BufferSink on live self-play (the games stepped on the
+other threads), so they are bounded by how fast the games produce experiences.
 """
 
 from __future__ import annotations
@@ -36,9 +37,19 @@ FORMATS = {
     "parquet_decoded": ("parquet", {"states": "decoded"}),
     "tfrecord_decoded": ("tfrecord", {"states": "decoded"}),
     "tfrecord_compact_views": ("tfrecord", {"states": "compact_views"}),
+    "tfrecord_compact_views_2_threads": (
+        "tfrecord",
+        {"states": "compact_views", "encode_threads": 2},
+    ),
     "tfrecord_compact_views_gzip": ("tfrecord", {"states": "compact_views", "compression": "gzip"}),
 }
-THROUGHPUT_FORMATS = ("parquet_zstd", "tfrecord_bytes", "npz", "tfrecord_compact_views")
+THROUGHPUT_FORMATS = (
+    "parquet_zstd",
+    "tfrecord_bytes",
+    "npz",
+    "tfrecord_compact_views",
+    "tfrecord_compact_views_2_threads",
+)
 
 
 def collect(experiences: int, envs: int, bot: str, max_ticks: int) -> list:
@@ -78,11 +89,25 @@ def write_once(
     return time.perf_counter() - wall, time.process_time() - cpu, writer.stats()
 
 
-def bench_writers(batches: list, root: Path, repeats: int, names) -> dict:
+def allowed_cpus(name: str, pinned: int | None) -> set[int] | None:
+    """The CPUs a format's writer runs on: one, unless it encodes on threads."""
+    if pinned is None:
+        return None
+    if FORMATS[name][1].get("encode_threads", 1) != 1:
+        return set(os.sched_getaffinity(0)) | {pinned}
+    return {pinned}
+
+
+def bench_writers(batches: list, root: Path, repeats: int, names, cpu_sets: dict) -> dict:
+    """Each format's figures, its writer on ``cpu_sets[name]`` (a set of CPUs, or
+    None for no pinning)."""
     n = sum(len(b) for b in batches)
     out = {}
     for name in names:
         fmt, options = FORMATS[name]
+        allowed = cpu_sets[name]
+        if allowed is not None:
+            os.sched_setaffinity(0, allowed)
         runs = [
             write_once(fmt, options, batches, root / name)
             for _ in range(repeats if name in THROUGHPUT_FORMATS else 1)
@@ -98,6 +123,7 @@ def bench_writers(batches: list, root: Path, repeats: int, names) -> dict:
             "cpu_seconds_per_wall_second": round(runs[-1][1] / runs[-1][0], 2),
             "bytes_per_experience": round(on_disk(root / name) / n, 1),
             "shards": stats["shards_committed"],
+            "cpus": len(allowed) if allowed is not None else os.cpu_count(),
         }
         shutil.rmtree(root / name, ignore_errors=True)
     return out
@@ -154,8 +180,8 @@ def main() -> None:
         if hasattr(os, "sched_setaffinity"):
             allowed = sorted(os.sched_getaffinity(0))
             pinned = allowed[-1]
-            os.sched_setaffinity(0, {pinned})
-        writers = bench_writers(heuristic, root, args.repeats, names)
+        cpus = {name: allowed_cpus(name, pinned) for name in FORMATS}
+        writers = bench_writers(heuristic, root, args.repeats, names, cpus)
         random_names = [
             name
             for name in ("parquet_zstd", "npz_compressed", "tfrecord_compact_views")
@@ -163,7 +189,7 @@ def main() -> None:
         ]
         sizes_random = {
             name: v["bytes_per_experience"]
-            for name, v in bench_writers(random_play, root, 1, random_names).items()
+            for name, v in bench_writers(random_play, root, 1, random_names, cpus).items()
         }
         if pinned is not None:
             os.sched_setaffinity(0, set(allowed))

@@ -1,6 +1,7 @@
 """The C++ TFRecord encoder: CRC32C against google-crc32c, records read back by
 the ``tfrecord`` package's Example parser and checked with an independent CRC,
-and clear errors for bad arguments."""
+views made from state tables against the compact views, and clear errors for
+bad arguments."""
 
 from __future__ import annotations
 
@@ -122,29 +123,127 @@ def test_an_empty_table_of_many_rows_is_not_taken_for_a_full_one():
         encoder.encode([], [(np.zeros((1 << 40, 0), np.uint8), None)])
 
 
+def view_encoder(tiles: int, num_threads: int = 1) -> TFRecordEncoder:
+    return TFRecordEncoder(
+        ["tick"],
+        [
+            ("state_view", "state views", tiles),
+            ("next_state_view", "next state views", tiles),
+            ("action_mask", "state masks", tiles),
+        ],
+        num_threads,
+    )
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
 @pytest.mark.parametrize("huge_army", [False, True])
-def test_compact_view_values_are_the_views_combined(huge_army):
-    """The records' view values (one C++ pass, next-state views shared) equal the
-    compact views made row by row and combined in numpy; armies too large for uint32
-    values take the uint64 path."""
+def test_views_made_from_the_tables_are_the_compact_views(huge_army, num_threads):
+    """Records whose views the encoder makes from the state tables hold the compact
+    views made row by row (``army << VIEW_ARMY_SHIFT | tile code``, armies beyond
+    uint32 values included) and the packed masks, on any number of threads."""
+    from generals_rl._core import VIEW_ARMY_SHIFT
     from generals_rl.experience import CompactBatch
-    from generals_rl.storage.tfrecord import _view_values, view_values
+    from generals_rl.experience.compact import view_sources
     from storage_support import joined, played
 
     raw = joined(played(heuristic=True))
     if huge_army:  # on a copy: the played batches are shared
         raw = dataclasses.replace(raw, state_army=raw.state_army.copy())
-        raw.state_army[0, 0, 0] = 1 << 28
-    values, next_values, mask = _view_values(raw)
-    dtype = np.uint64 if huge_army else np.uint32
-    assert values.dtype == dtype
+        raw.state_army[:, 0, :] = (1 << 31) - 1
+    n, tiles = len(raw), raw.state_kind[0].size
+    records, lengths = view_encoder(tiles, num_threads).encode(
+        [raw.tick], [None, None, None], view_sources(raw)
+    )
     want = CompactBatch.from_raw(raw, obstacles=True, wide=True)
-    n = len(raw)
-    np.testing.assert_array_equal(
-        values, view_values(want.state_tiles, want.state_armies, dtype).reshape(n, -1)
+    state = want.state_armies.reshape(n, -1).astype(np.uint64) << np.uint64(VIEW_ARMY_SHIFT)
+    state |= want.state_tiles.reshape(n, -1)
+    following = want.next_state_armies.reshape(n, -1).astype(np.uint64) << np.uint64(
+        VIEW_ARMY_SHIFT
     )
-    np.testing.assert_array_equal(
-        next_values,
-        view_values(want.next_state_tiles, want.next_state_armies, dtype).reshape(n, -1),
-    )
-    np.testing.assert_array_equal(mask, want.action_mask)
+    following |= want.next_state_tiles.reshape(n, -1)
+    for i, data in enumerate(split_records(records.tobytes(), lengths)):
+        feature = example_pb2.Example.FromString(data).features.feature
+        assert feature["tick"].int64_list.value[0] == raw.tick[i]
+        assert list(feature["state_view"].int64_list.value) == state[i].tolist()
+        assert list(feature["next_state_view"].int64_list.value) == following[i].tolist()
+        assert feature["action_mask"].bytes_list.value[0] == want.action_mask[i].tobytes()
+
+
+def test_bad_views_are_clear_errors():
+    from generals_rl.experience.compact import view_sources
+    from storage_support import joined, played
+
+    raw = joined(played(steps=5, envs=2))
+    tiles = raw.state_kind[0].size
+    encoder = view_encoder(tiles)
+    columns = [raw.tick]
+
+    def encode(**changes):
+        sources = list(view_sources(dataclasses.replace(raw, **changes)))
+        return encoder.encode(columns, [None, None, None], sources)
+
+    with pytest.raises(ValueError, match="need the state tables"):
+        encoder.encode(columns, [None, None, None])
+    with pytest.raises(ValueError, match="made from the views, expected None"):
+        encoder.encode(columns, [(raw.state_kind, None)] * 3, view_sources(raw))
+    with pytest.raises(ValueError, match="views: expected"):
+        encoder.encode(columns, [None, None, None], view_sources(raw)[:5])
+    with pytest.raises(ValueError, match="state_kind: boards of 3x4"):
+        encode(state_kind=np.zeros((2, 3, 4), np.uint8))
+    with pytest.raises(ValueError, match="state_kind: 9 at flat index 0"):
+        kind = raw.state_kind.copy()
+        kind[0, 0, 0] = 9
+        encode(state_kind=kind)
+    with pytest.raises(ValueError, match="state_army: armies must be >= 0, got -5"):
+        army = raw.state_army.copy()
+        army[0, 0, 0] = -5
+        encode(state_army=army)
+    with pytest.raises(ValueError, match="state_owner: expected"):
+        encode(state_owner=raw.state_owner[:1])
+    with pytest.raises(ValueError, match="state_army: expected integers"):
+        encode(state_army=raw.state_army.astype(np.float64) + 0.5)
+    with pytest.raises(ValueError, match="next_state_index: row 1 refers to state -1"):
+        index = raw.next_state_index.copy()
+        index[1] = -1
+        encode(next_state_index=index)
+    with pytest.raises(ValueError, match="state_index: row 0 refers to state 1000000"):
+        index = raw.state_index.copy()
+        index[0] = 1_000_000
+        encode(state_index=index)
+    with pytest.raises(ValueError, match="player_id: row 2: 99 outside"):
+        player = raw.player_id.astype(np.int32)
+        player[2] = 99
+        encode(player_id=player)
+    with pytest.raises(ValueError, match="player_id: expected"):
+        encode(player_id=raw.player_id[:1])
+    with pytest.raises(ValueError, match="a board of 1"):
+        view_encoder(0)
+    with pytest.raises(ValueError, match="one number of tiles"):
+        TFRecordEncoder([], [("a", "state views", 4), ("b", "state masks", 6)])
+    with pytest.raises(ValueError, match="num_threads: must be 0"):
+        view_encoder(tiles, -1)
+
+
+def test_a_writer_on_two_threads_writes_the_same_files(tmp_path):
+    from generals_rl.storage import TFRecordWriter
+    from storage_support import played
+
+    shards = {}
+    for threads in (1, 2):
+        writer = TFRecordWriter(
+            tmp_path / str(threads), states="compact_views", encode_threads=threads
+        )
+        for batch in played(heuristic=True):
+            writer.write(batch)
+        writer.close()
+        files = sorted(p for p in (tmp_path / str(threads)).rglob("*.tfrecord*"))
+        shards[threads] = [(p.name, p.read_bytes()) for p in files]
+    assert shards[1] and shards[1] == shards[2]
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
+def test_a_bad_thread_count_names_the_option(tmp_path, value):
+    from generals_rl.storage import TFRecordWriter
+
+    with pytest.raises(ValueError, match="encode_threads"):
+        TFRecordWriter(tmp_path, states="compact_views", encode_threads=value)

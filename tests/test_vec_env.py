@@ -449,3 +449,27 @@ def test_encode_observation_rejects_mismatched_arrays():
         encode_observation(kind, np.zeros(8, dtype=np.int16), np.zeros(9, dtype=np.int32), 0)
     with pytest.raises(ValueError, match="kind"):
         encode_observation(np.zeros(9, dtype=np.uint8), np.zeros(9, dtype=np.int16), np.zeros(9), 0)
+
+
+def test_float_observations_too_large_to_cache_are_the_compact_ones_expanded():
+    """600 games of 20x20 hold 17 MB of float observations: written with streaming
+    stores, they equal the compact env's views expanded, finals included."""
+    common = dict(num_envs=600, height=20, width=20, seed=5, max_ticks=4, num_threads=2)
+    float_env = VecEnv(**common, map_config=MapConfig(min_side=20, max_side=20))
+    compact_env = VecEnv(
+        **common, map_config=MapConfig(min_side=20, max_side=20), observation_format="compact"
+    )
+    assert float_env.reset()[0].nbytes >= 16 << 20
+    compact_env.reset()
+    bot = RandomBot(seed=2)
+    finals = 0
+    for _ in range(6):
+        actions = bot.act(float_env)
+        obs_f, *_, info_f = float_env.step(actions)
+        obs_c, *_, info_c = compact_env.step(actions)
+        assert compact_env.expand(obs_c).tobytes() == obs_f.tobytes()
+        done = info_f["episode_done"]
+        finals += int(done.sum())
+        got = compact_env.expand(info_c["final_observations"])[done]
+        assert got.tobytes() == info_f["final_observations"][done].tobytes()
+    assert finals > 0

@@ -43,7 +43,10 @@ int32_t random_move(const Game& g, int player, Rng& rng) {
 
 // random_move drawn from the legal moves the env's mask pass already found
 // (mask entry t * 4 + d is move t * 4 + d): the same draw, without scanning
-// the board again. Packed masks: bit i % 8 of byte i / 8.
+// the board again. Packed masks: bit i % 8 of byte i / 8. Cloned so that
+// popcount is the CPU's instruction, not a library call (baseline x86-64
+// lacks it).
+GRL_VECTOR_CLONES
 int32_t random_move_packed(const uint8_t* mask, size_t bytes, Rng& rng) {
   auto word_at = [&](size_t k) {
     uint64_t word = 0;
@@ -74,6 +77,7 @@ uint32_t count_set(const uint8_t* mask, size_t entries) {
   return count;
 }
 
+GRL_VECTOR_CLONES  // popcount, as above
 int32_t random_move_bools(const uint8_t* mask, size_t entries, Rng& rng) {
   const uint32_t count = count_set(mask, entries);
   if (count == 0) return kPass;

@@ -1,7 +1,13 @@
 #include "observation.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "compact_observation.hpp"
 #include "game.hpp"
@@ -88,6 +94,20 @@ void encode_action_mask(const StateView& s, int player, uint8_t* out) {
   packed.resize(packed_mask_bytes(tiles));
   encode_packed_action_mask(s, player, packed.data());
   unpack_action_masks(packed.data(), 1, tiles, out);
+}
+
+void stream_floats(float* out, const float* in, size_t count) {
+#if defined(__SSE2__)
+  size_t t = 0;
+  for (; t < count && reinterpret_cast<uintptr_t>(out + t) % 16 != 0; ++t) out[t] = in[t];
+  for (; t + 16 <= count; t += 16) {
+    for (size_t k = 0; k < 16; k += 4) _mm_stream_ps(out + t + k, _mm_loadu_ps(in + t + k));
+  }
+  for (; t < count; ++t) out[t] = in[t];
+  _mm_sfence();
+#else
+  std::memcpy(out, in, count * sizeof(float));
+#endif
 }
 
 }  // namespace grl

@@ -3,6 +3,7 @@
 // code serves live environments and experiences decoded from storage.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "schema.hpp"
@@ -50,6 +51,12 @@ void compute_visibility(const StateView& s, int player, uint8_t* visible);
 // mountain or a city). `scratch` holds kObservationScratchPerTile*height*width bytes.
 void encode_observation(const StateView& s, int player, const ObservationConfig& config, float* out,
                         uint8_t* scratch);
+
+// Copies `count` floats with non-temporal (streaming) stores where the CPU has
+// them: the destination's cache lines are neither read before they are
+// overwritten nor kept, which halves the memory traffic of outputs too large
+// to stay cached. Fenced: the floats are visible to other threads on return.
+void stream_floats(float* out, const float* in, size_t count);
 
 // s.open_directions, or compute_open_directions of s.kind into a buffer of the
 // calling thread (valid until its next call).

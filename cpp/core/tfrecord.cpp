@@ -1,8 +1,18 @@
+// The Example encoder of tfrecord.hpp. Longer than 400 lines: the record layout,
+// its framing and the compact views written into it are kept together.
 #include "tfrecord.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
+
+#include "game.hpp"
+#include "observation.hpp"
+#include "thread_pool.hpp"
+#include "vectorize.hpp"
 
 static_assert(std::endian::native == std::endian::little, "TFRecord encoding assumes a little-endian host");
 
@@ -104,6 +114,89 @@ uint8_t* put_varints(uint8_t* out, const uint8_t* row, size_t count) {
 }
 void store_le32(uint8_t* out, uint32_t value) { std::memcpy(out, &value, 4); }
 
+// Tiles whose view value fits one varint byte (army < 4; fog, most empty
+// tiles) as those bytes; `small[t]` says which did.
+GRL_VECTOR_CLONES
+void one_byte_view_values(const uint8_t* codes, const int32_t* armies, size_t n, uint8_t* bytes, uint8_t* small) {
+  for (size_t t = 0; t < n; ++t) {
+    bytes[t] = static_cast<uint8_t>(static_cast<uint32_t>(armies[t]) << kViewArmyShift | codes[t]);
+    small[t] = static_cast<uint32_t>(armies[t]) < (0x80u >> kViewArmyShift);
+  }
+}
+
+// The varints of a view's values (army << kViewArmyShift | code, as uint64:
+// armies are >= 0, so the values of the wide and narrow forms agree), blocks
+// of 16 one-byte values copied whole.
+uint8_t* put_view_values(uint8_t* out, const uint8_t* codes, const int32_t* armies, size_t n, uint8_t* bytes,
+                         uint8_t* small) {
+  one_byte_view_values(codes, armies, n, bytes, small);
+  constexpr size_t kBlock = 16;
+  size_t t = 0;
+  for (; t + kBlock <= n; t += kBlock) {
+    uint64_t halves[2];
+    std::memcpy(halves, small + t, kBlock);
+    if ((halves[0] & halves[1]) == 0x0101010101010101ull) {
+      std::memcpy(out, bytes + t, kBlock);
+      out += kBlock;
+      continue;
+    }
+    for (size_t k = t; k < t + kBlock; ++k) {
+      out = small[k] ? (*out = bytes[k], out + 1)
+                     : put_varint(out, static_cast<uint64_t>(armies[k]) << kViewArmyShift | codes[k]);
+    }
+  }
+  for (; t < n; ++t) {
+    out = small[t] ? (*out = bytes[t], out + 1)
+                   : put_varint(out, static_cast<uint64_t>(armies[t]) << kViewArmyShift | codes[t]);
+  }
+  return out;
+}
+
+// Where the encoded view of a (state, player) was written already, so that a
+// next state that is a later record's state is encoded once: direct-mapped
+// (a collision only costs encoding the view again).
+class ViewCache {
+ public:
+  ViewCache() { std::fill(std::begin(slots_), std::end(slots_), Slot{-1, nullptr, 0}); }
+  static int64_t key(int32_t state, int32_t player) { return int64_t{state} * kMaxPlayers + player; }
+  const uint8_t* find(int64_t key, size_t& size) const {
+    const Slot& slot = slots_[slot_of(key)];
+    if (slot.key != key) return nullptr;
+    size = slot.size;
+    return slot.data;
+  }
+  void put(int64_t key, const uint8_t* data, size_t size) { slots_[slot_of(key)] = {key, data, size}; }
+
+ private:
+  struct Slot {
+    int64_t key;
+    const uint8_t* data;
+    size_t size;
+  };
+  static constexpr int kBits = 10;  // 1,024 views: a few ticks of 64 two-player games
+  static size_t slot_of(int64_t key) {
+    return static_cast<size_t>(static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull >> (64 - kBits));
+  }
+  Slot slots_[size_t{1} << kBits];
+};
+
+// What one thread needs to make a record's views: the board's codes, armies,
+// scratch, packed mask and open directions (of the last state seen).
+struct ViewScratch {
+  std::vector<uint8_t> codes, scratch, bytes, small, mask, open;
+  std::vector<int32_t> armies;
+  int64_t open_state = -1;
+
+  explicit ViewScratch(size_t tiles)
+      : codes(tiles),
+        scratch(tiles * kObservationScratchPerTile),
+        bytes(tiles),
+        small(tiles),
+        mask(packed_mask_bytes(tiles)),
+        open(tiles),
+        armies(tiles) {}
+};
+
 }  // namespace
 
 uint32_t mask_crc(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + kMaskDelta; }
@@ -119,6 +212,13 @@ ExampleEncoder::ExampleEncoder(std::vector<std::string> varint_names, std::vecto
     if (feature.kind != ListKind::kBytes && feature.kind != ListKind::kFloat && feature.kind != ListKind::kInt64) {
       throw std::invalid_argument("feature " + feature.name + ": unknown list kind");
     }
+    const bool view = feature.content == RowContent::kStateView || feature.content == RowContent::kNextStateView;
+    if (view && (feature.value_bytes != 8 || feature.kind != ListKind::kInt64)) {
+      throw std::invalid_argument("feature " + feature.name + ": views are 8-byte values in an int64 list");
+    }
+    if (feature.content == RowContent::kStateMask && (feature.value_bytes != 0 || feature.kind != ListKind::kBytes)) {
+      throw std::invalid_argument("feature " + feature.name + ": masks are bytes");
+    }
     if (feature.value_bytes != 0) {
       if ((feature.value_bytes != 4 && feature.value_bytes != 8) || feature.kind != ListKind::kInt64 ||
           feature.row_bytes % feature.value_bytes != 0) {
@@ -132,6 +232,7 @@ ExampleEncoder::ExampleEncoder(std::vector<std::string> varint_names, std::vecto
     row_keys_.push_back(map_key(feature.name));
     row_bytes_.push_back(feature.row_bytes);
     value_bytes_.push_back(feature.value_bytes);
+    contents_.push_back(feature.content);
     if (feature.value_bytes == 0) row_block_bytes_ += row_prefixes_.back().size() + feature.row_bytes;
   }
 }
@@ -142,70 +243,169 @@ size_t ExampleEncoder::max_record_bytes() const {
   return 12 + 1 + varint_size(features) + features + 4;
 }
 
-size_t ExampleEncoder::encode(size_t n, const int64_t* const* varint_columns, const RowSource* rows, uint8_t* out,
-                              int64_t* lengths) const {
+bool ExampleEncoder::uses_views() const {
+  return std::any_of(contents_.begin(), contents_.end(), [](RowContent c) { return c != RowContent::kTable; });
+}
+
+uint8_t* ExampleEncoder::put_record(const uint64_t* values, const Part* parts, uint8_t* out, uint8_t** placed) const {
   const size_t varints = varint_prefixes_.size();
   const size_t row_count = row_prefixes_.size();
-  // The value rows' varints of the record being written, encoded once before
-  // its lengths are known: each feature's at its own offset of `encoded`.
-  std::vector<size_t> payloads(row_count), offsets(row_count);
+  size_t features_len = row_block_bytes_;
+  for (size_t f = 0; f < varints; ++f) {
+    const size_t k = varint_size(values[f]);
+    features_len += varint_prefixes_[f][k - 1].size() + k;
+  }
+  for (size_t f = 0; f < row_count; ++f) {
+    if (value_bytes_[f] != 0) features_len += put_int64_prefix(nullptr, row_keys_[f], parts[f].size) + parts[f].size;
+  }
+  const uint64_t data_len = 1 + varint_size(features_len) + features_len;
+  uint8_t* const record = out;
+  std::memcpy(record, &data_len, 8);
+  store_le32(record + 8, mask_crc(crc32c(record, 8)));
+  uint8_t* p = record + 12;
+  *p++ = 0x0A;  // Example.features
+  p = put_varint(p, features_len);
+  for (size_t f = 0; f < varints; ++f) {
+    const std::string& prefix = varint_prefixes_[f][varint_size(values[f]) - 1];
+    std::memcpy(p, prefix.data(), prefix.size());
+    p = put_varint(p + prefix.size(), values[f]);
+  }
+  for (size_t f = 0; f < row_count; ++f) {
+    if (value_bytes_[f] != 0) {
+      p += put_int64_prefix(p, row_keys_[f], parts[f].size);
+      placed[f] = p;
+      std::memcpy(p, parts[f].data, parts[f].size);
+      p += parts[f].size;
+      continue;
+    }
+    const std::string& prefix = row_prefixes_[f];
+    std::memcpy(p, prefix.data(), prefix.size());
+    p += prefix.size();
+    std::memcpy(p, parts[f].data, row_bytes_[f]);
+    p += row_bytes_[f];
+  }
+  store_le32(p, mask_crc(crc32c(record + 12, data_len)));
+  return p + 4;
+}
+
+size_t ExampleEncoder::encode_range(size_t begin, size_t end, const int64_t* const* varint_columns,
+                                    const RowSource* rows, const ViewTables* views, uint8_t* out,
+                                    int64_t* lengths) const {
+  const size_t varints = varint_prefixes_.size();
+  const size_t row_count = row_prefixes_.size();
+  // The value rows' varints of the record being written, encoded before its
+  // lengths are known: each feature's at its own offset of `encoded`.
+  std::vector<size_t> offsets(row_count);
   size_t encoded_bytes = 0;
   for (size_t f = 0; f < row_count; ++f) {
     offsets[f] = encoded_bytes;
     if (value_bytes_[f] != 0) encoded_bytes += row_bytes_[f] / value_bytes_[f] * 10;
   }
   std::vector<uint8_t> encoded(encoded_bytes);
-  uint8_t* const begin = out;
-  for (size_t i = 0; i < n; ++i) {
-    size_t features_len = row_block_bytes_;
-    for (size_t f = 0; f < varints; ++f) {
-      const size_t k = varint_size(static_cast<uint64_t>(varint_columns[f][i]));
-      features_len += varint_prefixes_[f][k - 1].size() + k;
-    }
+  std::vector<uint64_t> values(varints);
+  std::vector<Part> parts(row_count);
+  std::vector<uint8_t*> placed(row_count);
+  std::vector<int64_t> view_keys(row_count, -1);  // views encoded for this record, to remember
+  const size_t tiles = views ? static_cast<size_t>(views->states.height) * views->states.width : 0;
+  std::unique_ptr<ViewScratch> scratch = views ? std::make_unique<ViewScratch>(tiles) : nullptr;
+  std::unique_ptr<ViewCache> cache = views ? std::make_unique<ViewCache>() : nullptr;
+  uint8_t* const first = out;
+  for (size_t i = begin; i < end; ++i) {
+    for (size_t f = 0; f < varints; ++f) values[f] = static_cast<uint64_t>(varint_columns[f][i]);
     for (size_t f = 0; f < row_count; ++f) {
-      if (value_bytes_[f] == 0) continue;
-      const size_t row = rows[f].index != nullptr ? static_cast<size_t>(rows[f].index[i]) : i;
-      const uint8_t* values = rows[f].table + row * row_bytes_[f];
-      const size_t count = row_bytes_[f] / value_bytes_[f];
-      uint8_t* const target = encoded.data() + offsets[f];
-      const uint8_t* end = value_bytes_[f] == 4 ? put_varints<uint32_t>(target, values, count)
-                                                : put_varints<uint64_t>(target, values, count);
-      payloads[f] = static_cast<size_t>(end - target);
-      features_len += put_int64_prefix(nullptr, row_keys_[f], payloads[f]) + payloads[f];
-    }
-    const uint64_t data_len = 1 + varint_size(features_len) + features_len;
-    uint8_t* const record = out;
-    std::memcpy(record, &data_len, 8);
-    store_le32(record + 8, mask_crc(crc32c(record, 8)));
-    uint8_t* p = record + 12;
-    *p++ = 0x0A;  // Example.features
-    p = put_varint(p, features_len);
-    for (size_t f = 0; f < varints; ++f) {
-      const auto value = static_cast<uint64_t>(varint_columns[f][i]);
-      const std::string& prefix = varint_prefixes_[f][varint_size(value) - 1];
-      std::memcpy(p, prefix.data(), prefix.size());
-      p = put_varint(p + prefix.size(), value);
-    }
-    for (size_t f = 0; f < row_count; ++f) {
-      const size_t row = rows[f].index != nullptr ? static_cast<size_t>(rows[f].index[i]) : i;
-      const uint8_t* source = rows[f].table + row * row_bytes_[f];
-      if (value_bytes_[f] != 0) {
-        p += put_int64_prefix(p, row_keys_[f], payloads[f]);
-        std::memcpy(p, encoded.data() + offsets[f], payloads[f]);
-        p += payloads[f];
+      view_keys[f] = -1;
+      if (contents_[f] == RowContent::kTable) {
+        const size_t row = rows[f].index != nullptr ? static_cast<size_t>(rows[f].index[i]) : i;
+        const uint8_t* source = rows[f].table + row * row_bytes_[f];
+        if (value_bytes_[f] == 0) {
+          parts[f] = {source, row_bytes_[f]};
+          continue;
+        }
+        const size_t count = row_bytes_[f] / value_bytes_[f];
+        uint8_t* const target = encoded.data() + offsets[f];
+        const uint8_t* stop = value_bytes_[f] == 4 ? put_varints<uint32_t>(target, source, count)
+                                                   : put_varints<uint64_t>(target, source, count);
+        parts[f] = {target, static_cast<size_t>(stop - target)};
         continue;
       }
-      const std::string& prefix = row_prefixes_[f];
-      std::memcpy(p, prefix.data(), prefix.size());
-      p += prefix.size();
-      std::memcpy(p, source, row_bytes_[f]);
-      p += row_bytes_[f];
+      const int32_t state =
+          contents_[f] == RowContent::kNextStateView ? views->next_state_index[i] : views->state_index[i];
+      const int32_t player = views->player[i];
+      const size_t at = static_cast<size_t>(state) * tiles;
+      const StateTable& table = views->states;
+      StateView view{table.height, table.width, table.kind + at, table.owner + at, table.army + at};
+      if (contents_[f] == RowContent::kStateMask) {
+        if (scratch->open_state != state) {
+          compute_open_directions(view.kind, view.height, view.width, scratch->open.data());
+          scratch->open_state = state;
+        }
+        view.open_directions = scratch->open.data();
+        encode_packed_action_mask(view, player, scratch->mask.data());
+        parts[f] = {scratch->mask.data(), row_bytes_[f]};
+        continue;
+      }
+      const int64_t key = ViewCache::key(state, player);
+      size_t size = 0;
+      if (const uint8_t* known = cache->find(key, size)) {
+        parts[f] = {known, size};
+        continue;
+      }
+      encode_compact(view, player, true, scratch->codes.data(), scratch->armies.data(), scratch->scratch.data());
+      uint8_t* const target = encoded.data() + offsets[f];
+      const uint8_t* stop = put_view_values(target, scratch->codes.data(), scratch->armies.data(), tiles,
+                                            scratch->bytes.data(), scratch->small.data());
+      parts[f] = {target, static_cast<size_t>(stop - target)};
+      view_keys[f] = key;
     }
-    store_le32(p, mask_crc(crc32c(record + 12, data_len)));
-    out = p + 4;
+    uint8_t* const record = out;
+    out = put_record(values.data(), parts.data(), out, placed.data());
+    for (size_t f = 0; f < row_count; ++f) {
+      if (view_keys[f] >= 0) cache->put(view_keys[f], placed[f], parts[f].size);
+    }
     lengths[i] = static_cast<int64_t>(out - record);
   }
-  return static_cast<size_t>(out - begin);
+  return static_cast<size_t>(out - first);
+}
+
+size_t ExampleEncoder::encode(size_t n, const int64_t* const* varint_columns, const RowSource* rows, uint8_t* out,
+                              int64_t* lengths, const ViewTables* views, ThreadPool* pool) const {
+  if (uses_views() && views == nullptr) throw std::invalid_argument("encode: view features need the state tables");
+  if (views != nullptr) {
+    const size_t tiles = static_cast<size_t>(views->states.height) * views->states.width;
+    for (size_t f = 0; f < contents_.size(); ++f) {
+      const size_t wanted = contents_[f] == RowContent::kStateMask ? packed_mask_bytes(tiles)
+                            : contents_[f] == RowContent::kTable   ? row_bytes_[f]
+                                                                   : 8 * tiles;
+      if (row_bytes_[f] != wanted) throw std::invalid_argument("encode: the state tables' boards are not the features'");
+    }
+  }
+  // Below this many records a second thread costs more than it saves.
+  constexpr size_t kParallelRecords = 256;
+  if (pool == nullptr || pool->size() < 2 || n < kParallelRecords) {
+    return encode_range(0, n, varint_columns, rows, views, out, lengths);
+  }
+  // Each range is written at its own bound (begin * max_record_bytes), then
+  // moved down behind the ranges before it.
+  const size_t bound = max_record_bytes();
+  struct Range {
+    size_t begin, bytes;
+  };
+  std::vector<Range> ranges;
+  std::mutex ranges_mutex;
+  pool->parallel_for(static_cast<int>(n), [&](int begin, int end) {
+    const auto first = static_cast<size_t>(begin);
+    const size_t bytes =
+        encode_range(first, static_cast<size_t>(end), varint_columns, rows, views, out + first * bound, lengths);
+    const std::lock_guard<std::mutex> lock(ranges_mutex);
+    ranges.push_back({first, bytes});
+  });
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  size_t used = 0;
+  for (const Range& range : ranges) {
+    std::memmove(out + used, out + range.begin * bound, range.bytes);
+    used += range.bytes;
+  }
+  return used;
 }
 
 }  // namespace grl::tfrecord

@@ -5,7 +5,9 @@
 // of the data`, all little-endian; the data is a serialized Example whose
 // features are either one varint (an int64 list of one value), a fixed-size
 // payload per record taken from a row of a table, or a row of a table of
-// unsigned values written as an int64 list (packed varints, so its size varies).
+// unsigned values written as an int64 list (packed varints, so its size varies),
+// or a compact view or packed action mask made from state tables as the record
+// is written (compact_observation.hpp), so no array of views exists.
 #pragma once
 
 #include <cstddef>
@@ -13,7 +15,12 @@
 #include <string>
 #include <vector>
 
+#include "compact_observation.hpp"
 #include "crc32c.hpp"
+
+namespace grl {
+class ThreadPool;
+}
 
 namespace grl::tfrecord {
 
@@ -27,6 +34,12 @@ enum class ListKind : uint8_t {
   kInt64 = 3,  // int64_list, packed: the payload is the values' varints
 };
 
+// Where a row feature's payload comes from: a row of a table (RowSource), or
+// the acting player's compact view of the record's state or next state
+// (view values army << kViewArmyShift | tile code, obstacles on, as an int64
+// list) or the packed action mask of its state (bytes), made from ViewTables.
+enum class RowContent : uint8_t { kTable, kStateView, kNextStateView, kStateMask };
+
 struct RowFeature {
   std::string name;
   ListKind kind;
@@ -34,6 +47,9 @@ struct RowFeature {
   // 4 or 8: the row holds little-endian unsigned values of that size, written
   // as the varints of an int64 list (kind kInt64); 0: the row is the payload.
   size_t value_bytes = 0;
+  // Not kTable: made from ViewTables; row_bytes is then 8 bytes a tile for
+  // views (value_bytes 8, kInt64), packed_mask_bytes(tiles) for masks (kBytes).
+  RowContent content = RowContent::kTable;
 };
 
 // Where the payloads of a row feature come from: record i uses row index[i] of
@@ -42,6 +58,16 @@ struct RowSource {
   const uint8_t* table;
   size_t table_rows;
   const int32_t* index;
+};
+
+// The states compact-view features are made from: record i takes the views of
+// player[i] in states state_index[i] and next_state_index[i] of the table.
+// Indices, players, tile kinds and armies (>= 0) are checked by the caller.
+struct ViewTables {
+  StateTable states;
+  const int32_t* state_index;
+  const int32_t* next_state_index;
+  const int32_t* player;
 };
 
 // Encodes framed Example records; features appear in each record in the order
@@ -58,11 +84,28 @@ class ExampleEncoder {
   // Writes `n` framed records to `out` (room for n * max_record_bytes()) and
   // each record's framed length to `lengths`; returns the bytes written.
   // `varint_columns[f][i]` is feature f's value in record i (uint64 bit
-  // patterns as int64); every index of `rows` must be below its table_rows.
+  // patterns as int64); every index of `rows` must be below its table_rows
+  // (the rows of view features are not read). `views` is required when a
+  // feature is made from views. With a pool, ranges of records are encoded
+  // in parallel and joined: the bytes are the same.
   size_t encode(size_t n, const int64_t* const* varint_columns, const RowSource* rows, uint8_t* out,
-                int64_t* lengths) const;
+                int64_t* lengths, const ViewTables* views = nullptr, ThreadPool* pool = nullptr) const;
+
+  // Whether some feature is made from ViewTables.
+  bool uses_views() const;
 
  private:
+  struct Part {
+    const uint8_t* data;
+    size_t size;
+  };
+  // Records [begin, end) written from `out`; returns the bytes written.
+  size_t encode_range(size_t begin, size_t end, const int64_t* const* varint_columns, const RowSource* rows,
+                      const ViewTables* views, uint8_t* out, int64_t* lengths) const;
+  // One framed record of the varint `values` and each row feature's payload;
+  // `placed[f]` receives where value feature f's payload landed. Returns its end.
+  uint8_t* put_record(const uint64_t* values, const Part* parts, uint8_t* out, uint8_t** placed) const;
+
   // Each varint feature's map entry up to its value, for a value of 1..10 bytes
   // (the prefixes differ only in the length bytes, so they have one size).
   std::vector<std::vector<std::string>> varint_prefixes_;
@@ -70,6 +113,7 @@ class ExampleEncoder {
   std::vector<std::string> row_keys_;      // each row feature's map key, encoded
   std::vector<size_t> row_bytes_;
   std::vector<size_t> value_bytes_;
+  std::vector<RowContent> contents_;
   size_t row_block_bytes_ = 0;     // every fixed row feature's prefix and payload
   size_t max_varint_bytes_ = 0;    // the most every value row feature can take
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "rng.hpp"
 
@@ -11,6 +12,9 @@ namespace grl {
 namespace {
 
 constexpr int kMaxThreads = 1024;
+// Float observations of at least this many bytes (about the last-level cache
+// of a small machine) are written with streaming stores.
+constexpr size_t kStreamedObservationBytes = size_t{16} << 20;
 
 void require(bool ok, const std::string& field, const std::string& message) {
   if (!ok) throw std::invalid_argument(field + ": " + message);
@@ -59,6 +63,7 @@ VecEnv::VecEnv(VecEnvConfig config) : config_(std::move(config)), pool_(checked_
   const size_t obs_size = c.observations && !compact_form ? n * p * c.observation.channels() * tiles : 0;
   observations.assign(obs_size, 0.0f);
   final_observations.assign(obs_size, 0.0f);
+  stream_observations_ = obs_size * sizeof(float) >= kStreamedObservationBytes;
   if (c.observations && compact_form) {
     compact.assign(n * p, tiles, needs_wide_armies(c.observation));
     final_compact.assign(n * p, tiles, needs_wide_armies(c.observation));
@@ -117,7 +122,19 @@ void VecEnv::write_views(int i, float* obs, CompactViews* compact_views, uint8_t
   const bool packed = config_.format == VecEnvConfig::Format::kCompact;
   for (int p = 0; p < config_.players; ++p) {
     const size_t row = static_cast<size_t>(i) * config_.players + p;
-    if (obs) encode_observation(view, p, config_.observation, obs + row * config_.observation.channels() * tiles, scratch);
+    if (obs) {
+      const size_t size = static_cast<size_t>(config_.observation.channels()) * tiles;
+      float* target = obs + row * size;
+      if (stream_observations_) {
+        // Made in a cached buffer, then streamed out.
+        thread_local std::vector<float> staged;
+        staged.resize(size);
+        encode_observation(view, p, config_.observation, staged.data(), scratch);
+        stream_floats(target, staged.data(), size);
+      } else {
+        encode_observation(view, p, config_.observation, target, scratch);
+      }
+    }
     if (compact_views) compact_views->write(row, view, p, config_.observation.obstacles, scratch);
     if (mask && packed) encode_packed_action_mask(view, p, mask + row * packed_mask_bytes(tiles));
     else if (mask) encode_action_mask(view, p, mask + row * tiles * 4);

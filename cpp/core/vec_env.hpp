@@ -124,6 +124,9 @@ class VecEnv {
   VecEnvCounters totals_;
   mutable std::mutex totals_mutex_;
   bool counting_ = true;
+  // Float observations written with streaming stores (stream_floats): the
+  // observations of all games are too large to stay cached.
+  bool stream_observations_ = false;
   void count_step(int i, const uint8_t* alive_before, bool finished, int game_winner, VecEnvCounters& counts) const;
 };
 

@@ -1,12 +1,15 @@
 // TFRecord framing: the CRC masking and the framed Example records the
-// encoder writes.
+// encoder writes, with views made from state tables or given as tables.
 #include <doctest/doctest.h>
 
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "compact_observation.hpp"
 #include "tfrecord.hpp"
+#include "thread_pool.hpp"
 
 namespace tf = grl::tfrecord;
 
@@ -49,5 +52,88 @@ TEST_CASE("framed records carry their length, data and checksums") {
     CHECK(record.find(std::string(reinterpret_cast<const char*>(table + 3 * index[r]), 3)) != std::string::npos);
     CHECK(record.find("tick") != std::string::npos);
     at += lengths[r];
+  }
+}
+
+TEST_CASE("records made from state tables equal those of the same views given as tables, on any threads") {
+  // Random boards (wide armies among them) and records naming a state, a next state and a player.
+  const int height = 7, width = 9, states = 6, players = 2;
+  const size_t tiles = static_cast<size_t>(height) * width;
+  std::vector<uint8_t> kind(states * tiles);
+  std::vector<int16_t> owner(states * tiles);
+  std::vector<int32_t> army(states * tiles);
+  uint64_t seed = 12345;
+  auto next = [&seed](uint64_t bound) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    return (seed >> 33) % bound;
+  };
+  for (size_t t = 0; t < kind.size(); ++t) {
+    kind[t] = static_cast<uint8_t>(next(4));
+    owner[t] = static_cast<int16_t>(static_cast<int>(next(players + 1)) - 1);
+    const uint64_t pick = next(10);
+    army[t] = static_cast<int32_t>(pick < 5 ? next(4) : pick < 9 ? next(2000) : (int64_t{1} << 28) + next(1000));
+  }
+  const size_t n = 300;  // above the size a pool splits
+  std::vector<int32_t> state_index(n), next_state_index(n), player(n);
+  std::vector<int64_t> ticks(n);
+  for (size_t i = 0; i < n; ++i) {
+    state_index[i] = static_cast<int32_t>(next(states));
+    next_state_index[i] = static_cast<int32_t>(next(states));
+    player[i] = static_cast<int32_t>(next(players));
+    ticks[i] = static_cast<int64_t>(i * 977);
+  }
+  // The same views as tables: values (uint64) and packed masks, row by row.
+  std::vector<uint64_t> values(n * tiles), next_values(n * tiles);
+  std::vector<uint8_t> masks(n * grl::packed_mask_bytes(tiles));
+  std::vector<uint8_t> codes(tiles), scratch(tiles * grl::kObservationScratchPerTile);
+  std::vector<int32_t> armies(tiles);
+  for (size_t i = 0; i < n; ++i) {
+    for (const auto& [index, out] : {std::pair{&state_index, &values}, std::pair{&next_state_index, &next_values}}) {
+      const size_t at = static_cast<size_t>((*index)[i]) * tiles;
+      const grl::StateView view{height, width, kind.data() + at, owner.data() + at, army.data() + at};
+      grl::encode_compact(view, player[i], true, codes.data(), armies.data(), scratch.data());
+      for (size_t t = 0; t < tiles; ++t) {
+        (*out)[i * tiles + t] = static_cast<uint64_t>(armies[t]) << grl::kViewArmyShift | codes[t];
+      }
+    }
+    const size_t at = static_cast<size_t>(state_index[i]) * tiles;
+    const grl::StateView view{height, width, kind.data() + at, owner.data() + at, army.data() + at};
+    grl::encode_packed_action_mask(view, player[i], masks.data() + i * grl::packed_mask_bytes(tiles));
+  }
+  const size_t mask_bytes = grl::packed_mask_bytes(tiles);
+  const tf::ExampleEncoder tabled(
+      {"tick"}, {{"state_view", tf::ListKind::kInt64, 8 * tiles, 8},
+                 {"next_state_view", tf::ListKind::kInt64, 8 * tiles, 8},
+                 {"action_mask", tf::ListKind::kBytes, mask_bytes}});
+  const tf::ExampleEncoder made(
+      {"tick"}, {{"state_view", tf::ListKind::kInt64, 8 * tiles, 8, tf::RowContent::kStateView},
+                 {"next_state_view", tf::ListKind::kInt64, 8 * tiles, 8, tf::RowContent::kNextStateView},
+                 {"action_mask", tf::ListKind::kBytes, mask_bytes, 0, tf::RowContent::kStateMask}});
+  const int64_t* varints[1] = {ticks.data()};
+  const tf::RowSource tables[3] = {{reinterpret_cast<const uint8_t*>(values.data()), n, nullptr},
+                                   {reinterpret_cast<const uint8_t*>(next_values.data()), n, nullptr},
+                                   {masks.data(), n, nullptr}};
+  std::vector<uint8_t> want(n * tabled.max_record_bytes());
+  std::vector<int64_t> want_lengths(n);
+  want.resize(tabled.encode(n, varints, tables, want.data(), want_lengths.data()));
+  const tf::ViewTables views{{height, width, kind.data(), owner.data(), army.data()},
+                             state_index.data(),
+                             next_state_index.data(),
+                             player.data()};
+  const tf::RowSource unused[3] = {};
+  CHECK_THROWS_AS(made.encode(n, varints, unused, want.data(), want_lengths.data()), std::invalid_argument);
+  const tf::ViewTables other_board{{width, height + 1, kind.data(), owner.data(), army.data()},
+                                   state_index.data(),
+                                   next_state_index.data(),
+                                   player.data()};
+  CHECK_THROWS_AS(made.encode(n, varints, unused, want.data(), want_lengths.data(), &other_board),
+                  std::invalid_argument);
+  for (const int threads : {1, 2, 3}) {
+    grl::ThreadPool pool(threads);
+    std::vector<uint8_t> got(n * made.max_record_bytes());
+    std::vector<int64_t> lengths(n);
+    got.resize(made.encode(n, varints, unused, got.data(), lengths.data(), &views, &pool));
+    CHECK(got == want);
+    CHECK(lengths == want_lengths);
   }
 }

@@ -698,13 +698,13 @@ class TFRecordEncoder:
     """
     Frames blocks of tf.train.Example records: varint features (an int64 list of one value) and row features (a fixed-size payload per record from a table row).
     """
-    def __init__(self, varint_features: collections.abc.Sequence[str], row_features: collections.abc.Sequence[tuple[str, str, typing.SupportsInt | typing.SupportsIndex]]) -> None:
+    def __init__(self, varint_features: collections.abc.Sequence[str], row_features: collections.abc.Sequence[tuple[str, str, typing.SupportsInt | typing.SupportsIndex]], num_threads: typing.SupportsInt | typing.SupportsIndex = 1) -> None:
         """
-        varint_features: names; row_features: (name, kind, table row bytes) triples, kind 'bytes', 'float', 'int64' (the row is the payload: for 'int64' its packed varints), or 'uint32 values' / 'uint64 values' (the row's little-endian values, written as an int64 list).
+        varint_features: names; row_features: (name, kind, size) triples, kind 'bytes', 'float', 'int64' (the table row is the payload: for 'int64' its packed varints), 'uint32 values' / 'uint64 values' (the row's little-endian values, written as an int64 list), size the table row's bytes; or kind 'state views' / 'next state views' (the acting player's compact view values, army << VIEW_ARMY_SHIFT | tile code, obstacles on, as an int64 list) / 'state masks' (the packed action mask of the state, bytes), made from encode's views, size the board's tiles. num_threads: threads a block is encoded on (0: every core); the bytes do not depend on it.
         """
-    def encode(self, varint_columns: collections.abc.Sequence, row_sources: collections.abc.Sequence) -> tuple:
+    def encode(self, varint_columns: collections.abc.Sequence, row_sources: collections.abc.Sequence, views: typing.Any = None) -> tuple:
         """
-        (records, lengths): the framed records of one block as a uint8 array and each record's length. varint_columns: one int64 or uint64 array per varint feature; row_sources: one (table, index) pair per row feature, record i taking row index[i] of the table (row i when index is None).
+        (records, lengths): the framed records of one block as a uint8 array and each record's length. varint_columns: one int64 or uint64 array per varint feature; row_sources: one (table, index) pair per row feature, record i taking row index[i] of the table (row i when index is None), None for a feature made from views; views: (state_kind, state_owner, state_army, state_index, next_state_index, player_id) of the records when a feature is made from them, else None.
         """
     @property
     def max_record_bytes(self) -> int:

@@ -59,7 +59,7 @@ from ..experience.batch import (
     RawBatch,
 )
 from ..experience.compact import CompactBatch, view_sources
-from ..observations import TILE_CODES, packed_mask_bytes
+from ..observations import TILE_CODES
 from ._batches import OBSERVATION_CHANNELS, STATE_FORMS, compact_states
 from ._options import format_and_writer_options
 from .checksum import ChecksumWriter, masked_crc32c
@@ -80,6 +80,9 @@ _VARINT_FEATURES = (
     "stars",
 )
 _BLOCK = 512  # records framed at a time: a few MB, so they are still cached when written
+# Compact-view records are about 1.4 KB and need no intermediate arrays: a
+# larger block costs less Python per record.
+_COMPACT_BLOCK = 2048
 # The forms records hold their states in: a shard form, or the compact views.
 RECORD_STATE_FORMS = (*STATE_FORMS, "compact_views")
 # A compact view value: army << VIEW_ARMY_SHIFT | tile code.
@@ -126,21 +129,19 @@ class _TFRecordEncoder(ShardEncoder):
             if fmt.action_mask:
                 rows.append(("action_mask", "bytes", tiles * 4))
         elif fmt.states == "compact_views":
-            views = [("state_view", tiles), ("next_state_view", tiles)]
-            mask = [("action_mask", "bytes", packed_mask_bytes(height, width))]
-            # Values of uint32 tables, or of uint64 ones for armies of 2**27 and more.
-            self._wide_encoder = TFRecordEncoder(
-                list(_VARINT_FEATURES),
-                rows + [(name, "uint64 values", 8 * n) for name, n in views] + mask,
-            )
-            rows += [(name, "uint32 values", 4 * n) for name, n in views] + mask
+            # Made in C++ from the state tables as each record is written.
+            rows += [
+                ("state_view", "state views", tiles),
+                ("next_state_view", "next state views", tiles),
+                ("action_mask", "state masks", tiles),
+            ]
         else:
             rows += [
                 ("state", "float", OBSERVATION_CHANNELS * tiles * 4),
                 ("next_state", "float", OBSERVATION_CHANNELS * tiles * 4),
                 ("action_mask", "int64", tiles * 4),
             ]  # 0/1: one varint byte each
-        self._encoder = TFRecordEncoder(list(_VARINT_FEATURES), rows)
+        self._encoder = TFRecordEncoder(list(_VARINT_FEATURES), rows, fmt.encode_threads)
         # Raw records with masks: the masks come from decoding each part.
         self._decode_masks = fmt.action_mask and fmt.states == "raw"
         self._sink: ChecksumWriter | gzip.GzipFile = out
@@ -153,25 +154,23 @@ class _TFRecordEncoder(ShardEncoder):
         self._index: list[np.ndarray] = []  # record lengths, block by block
 
     def write(self, chunk) -> None:
-        encoder = self._encoder
         views = None
         if self.fmt.states == "compact_views":
-            views = _view_values(_narrowed(chunk))
-            if views[0].dtype == np.uint64:
-                encoder = self._wide_encoder
-        records, lengths = encoder.encode(
-            [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk, views)
+            chunk = _narrowed(chunk)
+            views = view_sources(chunk)
+        records, lengths = self._encoder.encode(
+            [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk), views
         )
         self._sink.write(records)
         del records  # unreferenced, its memory is reused for the next block
         self._index.append(lengths)
 
-    def _row_sources(self, part, views=None) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def _row_sources(self, part) -> list[tuple[np.ndarray, np.ndarray | None] | None]:
         """(table, index) per row feature for the whole part: record i takes row
-        index[i] of the table, or row i when index is None; ``views``: the
-        part's view values and packed masks (``_view_values``)."""
+        index[i] of the table, or row i when index is None; None for the features
+        made from the views."""
         n = len(part)
-        sources = [
+        sources: list[tuple[np.ndarray, np.ndarray | None] | None] = [
             (np.ascontiguousarray(part.reward, dtype="<f4"), None),
             (self._shape, np.zeros(n, np.int32)),
             (np.ascontiguousarray(part.replay_id).view(np.uint8).reshape(n, REPLAY_ID_BYTES), None),
@@ -183,8 +182,8 @@ class _TFRecordEncoder(ShardEncoder):
             if self._decode_masks:
                 mask = part.decode(self.fmt.army_scaling, self.fmt.army_scale).action_mask
                 sources.append((mask.view(np.uint8), None))
-        elif views is not None:
-            sources += [(table, None) for table in views]
+        elif self.fmt.states == "compact_views":
+            sources += [None, None, None]
         else:
             sources += [
                 (part.state, None),
@@ -218,7 +217,14 @@ class TFRecordFormat(ShardFormat):
         gzip_level: int = 6,
         army_scaling: str = "linear",
         army_scale: float = 1000.0,
+        encode_threads: int = 1,
     ) -> None:
+        if isinstance(encode_threads, bool) or not isinstance(encode_threads, (int, np.integer)):
+            raise ValueError(f"encode_threads: expected an integer, got {encode_threads!r}")
+        if encode_threads < 0:
+            raise ValueError(
+                f"encode_threads: must be 0 (every core) or more, got {encode_threads}"
+            )
         if states not in RECORD_STATE_FORMS:
             raise ValueError(
                 f"states: expected 'raw', 'decoded' or 'compact_views', got {states!r}"
@@ -232,6 +238,9 @@ class TFRecordFormat(ShardFormat):
         self.action_mask = bool(action_mask) or states != "raw"
         self.gzip_level = int(gzip_level)
         self.army_scaling, self.army_scale = army_scaling, float(army_scale)
+        self.encode_threads = int(encode_threads)
+        if states == "compact_views":
+            self.encode_rows = _COMPACT_BLOCK
         if compression == "gzip":
             self.extensions = ("tfrecord.gz", "tfrecord")
 
@@ -259,7 +268,7 @@ class TFRecordFormat(ShardFormat):
 
 def _narrowed(part: RawBatch) -> RawBatch:
     """``part`` with its state tables cut to the range of states its rows use (views,
-    no copy). The parts of a written batch share its whole table, and making views
+    no copy). The parts of a written batch share its whole table, and the encoder
     checks the table given: this keeps that proportional to the part."""
     if not len(part):
         return part
@@ -273,31 +282,6 @@ def _narrowed(part: RawBatch) -> RawBatch:
         next_state_index=part.next_state_index - np.int32(low),
         **{name: getattr(part, name)[low:high] for name in STATE_TABLES},
     )
-
-
-def _view_values(part: RawBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The view values of the part's states and next states, ``(rows, tiles)``, and
-    its packed masks: uint32 values made in one C++ pass, or uint64 ones when an
-    army is too large for them."""
-    values = _core.compact_view_values(*view_sources(part), True)
-    if values is not None:
-        return values
-    views = CompactBatch.from_raw(part, obstacles=True, wide=True)
-    n = len(part)
-    return (
-        view_values(views.state_tiles, views.state_armies, np.uint64).reshape(n, -1),
-        view_values(views.next_state_tiles, views.next_state_armies, np.uint64).reshape(n, -1),
-        views.action_mask,
-    )
-
-
-def view_values(tiles: np.ndarray, armies: np.ndarray, dtype=np.uint32) -> np.ndarray:
-    """The stored values of compact views: ``army << VIEW_ARMY_SHIFT | tile code``
-    in ``dtype`` (uint32 holds armies below 2**27)."""
-    values = armies.astype(dtype)
-    values <<= values.dtype.type(VIEW_ARMY_SHIFT)
-    values |= tiles
-    return values
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -511,8 +495,10 @@ class TFRecordWriter(ShardWriter):
     bytes, default), "decoded" (observation float lists and masks) or
     "compact_views" (the acting player's compact views and packed mask);
     ``compression``: None or "gzip"; ``action_mask``: also store the mask as bytes
-    in "raw" mode (it is computed by decoding, which costs time). Rotation, retry
-    and resume options as for ``ShardWriter``."""
+    in "raw" mode (it is computed by decoding, which costs time);
+    ``encode_threads``: threads each block of records is encoded on (0: every
+    core; the bytes are the same whatever the number). Rotation, retry and resume
+    options as for ``ShardWriter``."""
 
     def __init__(self, destination, **options) -> None:
         shard_format, writer_options = format_and_writer_options(TFRecordFormat, options)
