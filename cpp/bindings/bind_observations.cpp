@@ -290,32 +290,6 @@ py::tuple compact_experiences(py::handle kind_in, py::handle owner_in, py::handl
   return py::make_tuple(codes, armies, next_codes, next_armies, masks);
 }
 
-// Compact views as TFRecord's view values (see encode_compact_view_values):
-// state values, next state values (uint32, (rows, tiles)) and packed masks of
-// the state; None when an army of the table does not fit a uint32 value.
-py::object compact_view_values(py::handle kind_in, py::handle owner_in, py::handle army_in, py::handle state_index_in,
-                               py::handle next_state_index_in, py::handle player_in, bool obstacles,
-                               int num_threads) {
-  const ViewRows view_rows(kind_in, owner_in, army_in, player_in);
-  auto state_index = view_rows.index(state_index_in, "state_index");
-  auto next_state_index = view_rows.index(next_state_index_in, "next_state_index");
-  const int32_t* army = view_rows.army.data();
-  const size_t cells = static_cast<size_t>(view_rows.army.size());
-  if (cells && *std::max_element(army, army + cells) >= grl::kViewValueArmies) return py::none();
-  const py::ssize_t rows = view_rows.rows(), tiles = static_cast<py::ssize_t>(view_rows.tiles());
-  py::array_t<uint32_t> values({rows, tiles}), next_values({rows, tiles});
-  py::array_t<uint8_t> masks({rows, static_cast<py::ssize_t>(grl::packed_mask_bytes(view_rows.tiles()))});
-  uint32_t* value_data = values.mutable_data();
-  uint32_t* next_data = next_values.mutable_data();
-  uint8_t* mask_data = masks.mutable_data();
-  with_pool(num_threads, [&](grl::ThreadPool* pool) {
-    grl::encode_compact_view_values(view_rows.table(), state_index.data(), next_state_index.data(),
-                                    view_rows.player.data(), static_cast<size_t>(rows), obstacles, value_data,
-                                    next_data, mask_data, pool);
-  });
-  return py::make_tuple(values, next_values, masks);
-}
-
 // The distinct views of experiences (see plan_experience_views): per row the
 // view of its next state, and per view its state and player, as numpy arrays.
 py::tuple compact_view_plan(py::handle state_index_in, py::handle next_state_index_in, py::handle player_in,
@@ -455,9 +429,6 @@ void bind_observations(py::module_& m) {
   m.def("compact_experiences", &compact_experiences, py::arg("state_kind"), py::arg("state_owner"),
         py::arg("state_army"), py::arg("state_index"), py::arg("next_state_index"), py::arg("player_id"),
         py::arg("obstacles") = false, py::arg("wide") = false, py::arg("num_threads") = 0);
-  m.def("compact_view_values", &compact_view_values, py::arg("state_kind"), py::arg("state_owner"),
-        py::arg("state_army"), py::arg("state_index"), py::arg("next_state_index"), py::arg("player_id"),
-        py::arg("obstacles") = false, py::arg("num_threads") = 0);
   m.def("compact_view_plan", &compact_view_plan, py::arg("state_index"), py::arg("next_state_index"),
         py::arg("player_id"), py::arg("states"));
   m.def("compact_views", &compact_views, py::arg("state_kind"), py::arg("state_owner"), py::arg("state_army"),

@@ -369,32 +369,6 @@ void encode_compact_experiences(const StateTable& states, const int32_t* state_i
                        nullptr, pool);
 }
 
-namespace {
-
-GRL_VECTOR_CLONES
-void combine_view_values(const uint8_t* codes, const int32_t* armies, size_t n, uint32_t* values) {
-  for (size_t t = 0; t < n; ++t) values[t] = static_cast<uint32_t>(armies[t]) << kViewArmyShift | codes[t];
-}
-
-}  // namespace
-
-void encode_compact_view_values(const StateTable& states, const int32_t* state_index, const int32_t* next_state_index,
-                                const int32_t* player, size_t rows, bool obstacles, uint32_t* state_values,
-                                uint32_t* next_state_values, uint8_t* masks, ThreadPool* pool) {
-  const size_t n = rows * static_cast<size_t>(states.height) * states.width;
-  // Per thread and reused: no fresh pages to fault in for every block of records.
-  thread_local std::vector<uint8_t> codes;
-  thread_local std::vector<int32_t> armies;
-  codes.resize(2 * n);
-  armies.resize(2 * n);
-  encode_compact_experiences(states, state_index, next_state_index, player, rows, obstacles,
-                             {codes.data(), armies.data(), ArmyWidth::kWide},
-                             {codes.data() + n, armies.data() + n, ArmyWidth::kWide}, masks,
-                             pool);
-  combine_view_values(codes.data(), armies.data(), n, state_values);
-  combine_view_values(codes.data() + n, armies.data() + n, n, next_state_values);
-}
-
 int64_t find_invalid_code(const uint8_t* codes, size_t count) {
   // Vectorized scan for "any", then the first position only when there is one.
   uint8_t any = 0;

@@ -164,17 +164,9 @@ ExperienceViews plan_experience_views(const int32_t* state_index, const int32_t*
                                       const int32_t* player, size_t rows);
 
 // Compact views stored as one value a tile (TFRecord's compact records):
-// army << kViewArmyShift | tile code, in uint32 for armies below kViewValueArmies.
+// army << kViewArmyShift | tile code.
 constexpr int kViewArmyShift = 5;
 static_assert(kTileCodes <= 1 << kViewArmyShift);
-constexpr int64_t kViewValueArmies = int64_t{1} << (32 - kViewArmyShift);
-
-// encode_compact_experiences as view values: (rows, tiles) for the states and
-// for the next states, and the packed masks of the states. Every army of the
-// table must be below kViewValueArmies (checked by the caller).
-void encode_compact_view_values(const StateTable& states, const int32_t* state_index, const int32_t* next_state_index,
-                                const int32_t* player, size_t rows, bool obstacles, uint32_t* state_values,
-                                uint32_t* next_state_values, uint8_t* masks, ThreadPool* pool = nullptr);
 
 // Index of the first code >= kTileCodes, or -1.
 int64_t find_invalid_code(const uint8_t* codes, size_t count);
