@@ -26,6 +26,7 @@ from generals_rl.storage import (
     open_dataset,
     open_writer,
 )
+from generals_rl.storage.npz import NpzFormat
 from storage_support import SHARD_KEY, TABLES, assert_same_decoded, assert_same_raw, joined, played
 
 
@@ -515,6 +516,19 @@ def test_damaged_shards_and_indexes_are_named(tmp_path):
     index.write_text("{not json")
     with pytest.raises(StorageError, match="malformed index"):
         open_dataset(tmp_path)
+
+
+def test_an_npz_shard_with_an_encrypted_member_is_named_not_raised_as_is(tmp_path):
+    write_all(NpzWriter(tmp_path, max_experiences=2000), played()[:2])
+    data = bytearray((tmp_path / committed_entries(tmp_path)[0]["key"]).read_bytes())
+    # Set the "encrypted" flag of every member, in the local and the central headers.
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = data.find(signature)
+        while start >= 0:
+            data[start + flag_offset] |= 1
+            start = data.find(signature, start + 4)
+    with pytest.raises(StorageError, match=r"not an NPZ experience shard: .*encrypted"):
+        list(NpzFormat.read(bytes(data)))
 
 
 def test_state_tables_are_compacted_sorted_and_merged_only_when_equal():

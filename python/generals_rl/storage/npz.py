@@ -146,10 +146,12 @@ class NpzFormat(ShardFormat):
                     batch = DecodedBatch(**columns, **extra)
         except StorageError:
             raise
-        # zipfile raises NotImplementedError for a version or compression it does not know;
-        # numpy parses an array's header as Python literals (SyntaxError, TokenError).
+        # zipfile raises NotImplementedError for a version or compression it does not know
+        # and RuntimeError for an encrypted member; numpy parses an array's header as Python
+        # literals (SyntaxError, TokenError).
         except (
             OSError,
+            RuntimeError,
             ValueError,
             KeyError,
             zipfile.BadZipFile,
