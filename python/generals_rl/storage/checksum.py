@@ -3,6 +3,7 @@ checksumming file-like every shard is encoded into."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import BinaryIO
 
@@ -33,7 +34,8 @@ def write_all(file, data) -> None:
 class ChecksumWriter:
     """The file-like an encoder writes a shard into. It counts the bytes and
     computes their CRC32C, and holds them in memory until ``drain`` appends them to
-    the staging file (an unbuffered file of its own).
+    the staging file (an unbuffered file of its own); ``write_block`` holds an
+    immutable block without copying it.
 
     So an encoder never sees a failing file (pyarrow's writer, for one, closes for
     good on the first failed write), and a failed ``drain`` cuts the file back to
@@ -45,13 +47,29 @@ class ChecksumWriter:
         self.raw = raw
         self.bytes_written = 0
         self.crc = 0
-        self._held = bytearray()
+        # Bytes not yet in the file, in order: copies of what ``write`` was given,
+        # and blocks handed over whole by ``write_block``.
+        self._held: list[bytearray | memoryview] = []
         self._on_file = 0
         self._torn = False  # a failed drain could not cut the file back
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
-        self._held += view
+        last = self._held[-1] if self._held else None
+        if not isinstance(last, bytearray):
+            last = bytearray()
+            self._held.append(last)
+        last += view  # a copy: writers may reuse their buffer once this returns
+        return self._count(view)
+
+    def write_block(self, block) -> int:
+        """``write`` without the copy, for a buffer nobody changes while it is held
+        (an encoder's block, whose memory is reused only once unreferenced)."""
+        view = memoryview(block).cast("B")
+        self._held.append(view)
+        return self._count(view)
+
+    def _count(self, view: memoryview) -> int:
         self.crc = crc32c(view, self.crc)
         self.bytes_written += len(view)
         return len(view)
@@ -59,7 +77,7 @@ class ChecksumWriter:
     @property
     def bytes_held(self) -> int:
         """Bytes encoded but not yet in the file."""
-        return len(self._held)
+        return sum(len(chunk) for chunk in self._held)
 
     def drain(self) -> None:
         """Appends the held bytes to the file; on failure the file is as before."""
@@ -67,18 +85,29 @@ class ChecksumWriter:
             self._cut_back()
         if not self._held:
             return
+        held = self.bytes_held
         try:
-            write_all(self.raw, self._held)
+            for chunk in self._held:
+                write_all(self.raw, chunk)
         except BaseException:
-            # A copy: the failed write's views of the old one live on in the traceback.
-            self._held = bytearray(self._held)
+            # The chunks stay held; a bytearray that a failed write's view (alive in
+            # the traceback) still exports cannot grow, so later writes start anew.
+            self._held.append(bytearray())
             try:
                 self._cut_back()
             except OSError:
                 self._torn = True
             raise
-        self._on_file += len(self._held)
-        self._held = bytearray()
+        self._start_write_back(self._on_file, held)
+        self._on_file += held
+        self._held = []
+
+    def _start_write_back(self, offset: int, length: int) -> None:
+        """Asks the kernel to start writing the drained bytes to disk now (Linux
+        starts write-back on this advice), so the commit's fsync waits for less."""
+        # Advice only: not every platform has it, nor every file a descriptor.
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.posix_fadvise(self.raw.fileno(), offset, length, os.POSIX_FADV_DONTNEED)
 
     def _cut_back(self) -> None:
         self.raw.truncate(self._on_file)

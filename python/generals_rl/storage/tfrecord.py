@@ -144,13 +144,11 @@ class _TFRecordEncoder(ShardEncoder):
         self._encoder = TFRecordEncoder(list(_VARINT_FEATURES), rows, fmt.encode_threads)
         # Raw records with masks: the masks come from decoding each part.
         self._decode_masks = fmt.action_mask and fmt.states == "raw"
-        self._sink: ChecksumWriter | gzip.GzipFile = out
         self._gzip = None
         if fmt.compression == "gzip":
             self._gzip = gzip.GzipFile(
                 fileobj=out, mode="wb", compresslevel=fmt.gzip_level, mtime=0
             )
-            self._sink = self._gzip
         self._index: list[np.ndarray] = []  # record lengths, block by block
 
     def write(self, chunk) -> None:
@@ -161,8 +159,11 @@ class _TFRecordEncoder(ShardEncoder):
         records, lengths = self._encoder.encode(
             [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk), views
         )
-        self._sink.write(records)
-        del records  # unreferenced, its memory is reused for the next block
+        if self._gzip is None:
+            self.out.write_block(records)  # held until drained, then its memory is reused
+        else:
+            self._gzip.write(records)
+        del records
         self._index.append(lengths)
 
     def _row_sources(self, part) -> list[tuple[np.ndarray, np.ndarray | None] | None]:
