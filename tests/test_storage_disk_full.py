@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -211,15 +212,35 @@ def test_selfplay_loses_nothing_when_space_returns_within_the_retry_budget(mount
         assert staging_files(root) == []
 
 
+def wait_for_line(process: subprocess.Popen, prefix: str, timeout: float) -> str:
+    """Reads the process's stderr until a line starts with ``prefix``; returns what
+    it read."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 0.5)
+        if not ready:
+            continue
+        line = process.stderr.readline()
+        if not line:
+            break  # the process ended
+        seen.append(line)
+        if line.startswith(prefix):
+            return "".join(seen)
+    raise AssertionError(f"no line starting {prefix!r} within {timeout} s: {''.join(seen)}")
+
+
 def test_selfplay_stopped_stores_everything_with_every_games_end_marked(tmp_path):
     """A run stopped by SIGINT (how a farm ends) stores every experience, and the
     last experience of each player in each game is terminated or truncated,
     including the games still running at the stop."""
     process = selfplay(tmp_path / "data", "parquet", "--games", "0", "--max-ticks", "2000")
-    time.sleep(4)
+    # Stopped once play runs (its first progress line), not while it is still starting.
+    seen = wait_for_line(process, "games ", timeout=240)
+    time.sleep(2)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err
+    assert process.returncode == 0, seen + err
     summary = json.loads(out)
     np.testing.assert_array_equal(
         stored_sequences(tmp_path / "data", "parquet"), np.arange(summary["experiences"])
