@@ -3,6 +3,8 @@ slow reference, and a short run consuming a served stream and publishing weights
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from generals_rl import ExperienceBuffer, ExperienceServer, VecEnv
 from generals_rl.bots import RandomBot
-from generals_rl.train import NetConfig, PolicyValueNet, load_checkpoint
+from generals_rl.train import NetConfig, PolicyValueNet, load_checkpoint, save_checkpoint
 from generals_rl.train.dqn import (
     DQNConfig,
     DQNLearner,
@@ -19,7 +21,7 @@ from generals_rl.train.dqn import (
     q_values,
 )
 from generals_rl.train.model import full_mask
-from generals_rl.train.policy import CheckpointBot
+from generals_rl.train.policy import CheckpointBot, NetworkPolicy
 
 
 @pytest.mark.parametrize("scaling", ["log", "linear"])
@@ -98,3 +100,113 @@ def test_learner_consumes_trains_and_publishes(tmp_path):
     finally:
         learner.stop()
         server.stop()
+
+
+def _served_buffer(ticks: int = 200):
+    buffer = ExperienceBuffer(6, 6, capacity=50_000, policy="overwrite")
+    env = VecEnv(8, 2, 6, 6, seed=1, max_ticks=60, buffer=buffer, num_threads=1)
+    bot = RandomBot(seed=0)
+    env.reset()
+    for _ in range(ticks):
+        env.step(bot.act(env))
+    return buffer, ExperienceServer(buffer, "127.0.0.1:0").start()
+
+
+def _small_config(**overrides) -> DQNConfig:
+    values = dict(
+        height=6,
+        width=6,
+        capacity=20_000,
+        batch_size=32,
+        steps=20,
+        learning_starts=500,
+        publish_every=10,
+        target_every=10,
+        channels=4,
+        blocks=1,
+    )
+    return DQNConfig(**{**values, **overrides})
+
+
+def test_the_replay_ratio_holds_the_consumer_back_until_the_learner_trains(tmp_path):
+    buffer, server = _served_buffer()  # 3,200 experiences served
+    ratio = 2.0
+    learner = DQNLearner(
+        _small_config(batch_size=64, replay_ratio=ratio), [server.address], tmp_path
+    )
+    try:
+        learner.start()
+        deadline = time.monotonic() + 30
+        while learner.consumed < 500 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # time to read everything, were it not held back
+        held = learner.consumed
+        # Without a step, one more batch of the stream past learning_starts at most.
+        assert 500 <= held < 3_200
+        for _ in range(20):
+            learner.train_step()
+        deadline = time.monotonic() + 30
+        allowed = 500 + 20 * 64 / ratio
+        while learner.consumed <= held and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert held < learner.consumed
+        # Read in batches, so at most one batch beyond what the steps allow.
+        assert learner.consumed - allowed <= 1_024
+    finally:
+        learner.stop()
+        server.stop()
+
+
+def test_an_interrupted_learner_publishes_its_last_steps(tmp_path, monkeypatch):
+    buffer, server = _served_buffer()
+    learner = DQNLearner(_small_config(steps=1_000), [server.address], tmp_path)
+    train_step = learner.train_step
+
+    def interrupted_at_13():
+        if learner.step == 13:
+            raise KeyboardInterrupt
+        return train_step()
+
+    monkeypatch.setattr(learner, "train_step", interrupted_at_13)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            learner.train(log_every=5)
+        latest = load_checkpoint(tmp_path / "weights" / "latest.pt")
+        assert latest["counters"]["step"] == 13 and latest["version"] == 2
+        assert not learner._thread.is_alive()  # the consumer stopped with it
+    finally:
+        learner.stop()
+        server.stop()
+
+
+def test_dqn_checkpoints_play_greedily_and_whole_army_moves_only(tmp_path):
+    buffer, server = _served_buffer()
+    config = _small_config(steps=10, half_moves=False, stack_preference=2.0)
+    learner = DQNLearner(config, [server.address], tmp_path)
+    try:
+        learner.train()
+    finally:
+        learner.stop()
+        server.stop()
+    assert not learner.net.config.half_moves and learner.net.config.stack_preference == 2.0
+    latest = tmp_path / "weights" / "latest.pt"
+    assert NetworkPolicy.from_checkpoint(latest).greedy  # a Q-network's argmax
+    assert not NetworkPolicy.from_checkpoint(latest, greedy=False).greedy
+    actor = CheckpointBot(tmp_path / "weights", seed=3)
+    assert actor.policy.greedy
+    env = VecEnv(16, 2, 6, 6, seed=5, max_ticks=100, num_threads=1)
+    env.reset()
+    cells = 6 * 6 * 4
+    for _ in range(40):
+        actions = actor.act(env, players=[0])
+        legal = env.action_masks[:, 0].reshape(16, cells)
+        for game, action in enumerate(actions[:, 0]):
+            if action >= 0:  # a legal full move: VecEnv full moves come first
+                assert action < cells and legal[game, action]
+        env.step(actions)
+    # A PPO checkpoint keeps sampling.
+    ppo = PolicyValueNet(NetConfig(4, 1))
+    payload = {"kind": "ppo", "net_config": ppo.config.to_dict(), "model": ppo.state_dict()}
+    save_checkpoint(tmp_path / "ppo.pt", payload)
+    assert not NetworkPolicy.from_checkpoint(tmp_path / "ppo.pt").greedy

@@ -104,7 +104,8 @@ def test_config_show_prints_the_effective_config(tmp_path, monkeypatch, capsys):
         ),
         (
             "collection:\n  bots: [heuristic, alphago]\n",
-            "collection.bots[1]: input should be 'heuristic' or 'random' (got 'alphago')",
+            "collection.bots[1]: a policy is one of heuristic, random or "
+            "checkpoint:PATH[@EPSILON] (got 'alphago')",
         ),
         (
             "storage:\n  formt: npz\n",
@@ -199,12 +200,17 @@ def test_hot_keys_apply_and_cold_keys_are_kept():
     assert apply_hot(old, three)[1:] == ([], ["collection.bots"])
 
 
-def test_policy_checkpoint_is_refused_until_supported():
-    with pytest.raises(
-        ConfigError,
-        match=r"collection\.policy_checkpoint: playing a policy checkpoint is not supported",
-    ):
-        load_config(environ={}, overrides={"collection": {"policy_checkpoint": "model.pt"}})
+def test_bots_take_a_checkpoint_and_refuse_unknown_names():
+    config = load_config(
+        environ={}, overrides={"collection": {"bots": ["checkpoint:runs/x/weights@0.1", "random"]}}
+    )
+    assert config.selfplay_config().policies == ("checkpoint:runs/x/weights@0.1", "random")
+    for bad in ("checkpoint:", "alphago"):
+        with pytest.raises(
+            ConfigError,
+            match=r"collection\.bots\[0\]: .*a policy is one of heuristic, random or checkpoint",
+        ):
+            load_config(environ={}, overrides={"collection": {"bots": [bad, "random"]}})
 
 
 def test_selfplay_with_an_invalid_config_exits_2_naming_the_key(tmp_path, capsys):

@@ -203,3 +203,39 @@ def test_progress_reports_games_and_rates():
     assert all(b.experiences >= a.experiences for a, b in itertools.pairwise(reports))
     assert max(r.experiences_per_second for r in reports) > 0
     assert summary.experiences_per_second > 0 and summary.mean_game_length > 0
+
+
+def test_a_stalled_step_retries_the_same_actions_without_asking_the_bots_again():
+    config = SelfPlayConfig(
+        policies=("random", "random"),
+        games=None,
+        num_envs=4,
+        height=6,
+        width=6,
+        capacity=64,
+        buffer_policy="block",
+    )
+    selfplay = SelfPlay(config)
+    cursor = selfplay.buffer.cursor()  # never read: the ring fills and holds play back
+    calls = []
+    for bot in selfplay.bots:
+        act = bot.act
+
+        def counted(*args, _act=act, **kwargs):
+            calls.append(1)
+            return _act(*args, **kwargs)
+
+        bot.act = counted
+    stop = threading.Event()
+    timer = threading.Timer(1.2, stop.set)
+    timer.start()
+    try:
+        summary = selfplay.run(stop)
+    finally:
+        timer.cancel()
+        cursor.close()
+    # 64 experiences of room, 8 a step: 8 steps went through, then every try stalled.
+    assert summary.experiences == 64 and summary.stalled_steps >= 3
+    # Two bots, asked once a step: 8 steps, the stalled one (however often it was tried)
+    # and the final truncating step.
+    assert len(calls) == 2 * (8 + 1 + 1)

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from .cli import INTERRUPTED, RUNTIME_ERROR, USAGE_ERROR
+
 _EXTRA_HINT = "pip install 'generals-rl[train]'"
 
 
@@ -32,14 +34,14 @@ def _run(command: str, body, args) -> int:
     try:
         return body(args)
     except UsageError as exc:
-        return _fail(command, str(exc), 2)
+        return _fail(command, str(exc), USAGE_ERROR)
     except ImportError as exc:
         missing = exc.name or str(exc)
-        return _fail(command, f"needs {missing}: {_EXTRA_HINT}", 1)
+        return _fail(command, f"needs {missing}: {_EXTRA_HINT}", RUNTIME_ERROR)
     except KeyboardInterrupt:
-        return _fail(command, "interrupted", 1)
+        return _fail(command, "interrupted", INTERRUPTED)
     except (OSError, ValueError, RuntimeError) as exc:
-        return _fail(command, str(exc) or exc.__class__.__name__, 1)
+        return _fail(command, str(exc) or exc.__class__.__name__, RUNTIME_ERROR)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -206,6 +208,11 @@ def _train_dqn(args: argparse.Namespace) -> int:
             blocks=args.blocks,
             seed=args.seed,
             torch_threads=args.torch_threads,
+            player_ids=tuple(args.player_ids) if args.player_ids else None,
+            half_moves=not args.whole_army_moves,
+            stack_preference=args.stack_preference,
+            bfloat16_trunk=args.bfloat16_trunk,
+            replay_ratio=args.replay_ratio,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -486,6 +493,34 @@ def add_commands(commands) -> None:
     option("--publish-every", type=int, default=100, metavar="STEPS")
     option("--channels", type=int, default=16)
     option("--blocks", type=int, default=2)
+    option(
+        "--whole-army-moves",
+        action="store_true",
+        help="value only moves that carry the whole stack (no half moves)",
+    )
+    option(
+        "--stack-preference",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="initial weight of a tile's army in its moves' values (default: %(default)s)",
+    )
+    option("--bfloat16-trunk", action="store_true", help="the convolutions in bfloat16")
+    option(
+        "--replay-ratio",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="samples trained per experience consumed: the learner stops reading while behind, "
+        "and farms in block mode wait (default: 0, read as fast as farms play)",
+    )
+    option(
+        "--player-ids",
+        type=int,
+        nargs="+",
+        metavar="ID",
+        help="learn from these seats' experiences only (default: every seat)",
+    )
     option("--seed", type=int, default=0)
     option("--torch-threads", type=int, default=1)
     option("--token", default=None, help="bearer token for the farms")
@@ -526,7 +561,12 @@ def add_commands(commands) -> None:
     )
     option("--num-envs", type=int, default=64, help="games played at once")
     option("--seed", type=int, default=12345)
-    option("--greedy", action="store_true", help="the most probable action instead of sampling")
+    option(
+        "--greedy",
+        action="store_true",
+        default=None,
+        help="the most probable action instead of sampling (a DQN checkpoint's is always)",
+    )
     option(
         "--temperature",
         type=float,

@@ -308,17 +308,22 @@ class Farm:
             self._pending = config
 
     def _apply_to_play(self, config: FarmConfig) -> None:
-        from .bots import POLICIES
+        from .selfplay import CHECKPOINT_POLICY, make_policy
 
         selfplay = self.runtime.selfplay
         assert selfplay is not None  # applied from a step of it
         selfplay.env.set_reward_config(config.reward_config())
         seed = selfplay.config.seed
         for player, name in enumerate(config.collection.bots):
-            if type(selfplay.bots[player]) is not POLICIES[name]:
-                selfplay.bots[player] = (
-                    POLICIES[name](seed=seed + player) if name == "random" else POLICIES[name]()
-                )
+            current = selfplay.policy_names[player]
+            if name == current:
+                continue
+            if name.startswith(CHECKPOINT_POLICY) or current.startswith(CHECKPOINT_POLICY):
+                # The env's observations are encoded for the networks it started with.
+                self._say(f"collection.bots: player {player} plays a network; restart to change it")
+                continue
+            selfplay.bots[player] = make_policy(name, seed + player)
+            selfplay.policy_names[player] = name
 
 
 def count_steps(env, runtime: FarmRuntime, before_step: Callable[[], None]) -> None:

@@ -47,7 +47,12 @@ class Sink(Protocol):
 CHECKPOINT_POLICY = "checkpoint:"
 
 
-def _make_policy(name: str, seed: int):
+def is_policy_name(name: str) -> bool:
+    """A built-in bot's name or ``checkpoint:PATH[@EPSILON]``."""
+    return name in POLICIES or (name.startswith(CHECKPOINT_POLICY) and name != CHECKPOINT_POLICY)
+
+
+def make_policy(name: str, seed: int):
     if name.startswith(CHECKPOINT_POLICY):
         from .train.policy import CheckpointBot
 
@@ -76,9 +81,7 @@ class SelfPlayConfig:
     buffer_policy: str = "block"
 
     def __post_init__(self) -> None:
-        unknown = [
-            p for p in self.policies if p not in POLICIES and not p.startswith(CHECKPOINT_POLICY)
-        ]
+        unknown = [p for p in self.policies if not is_policy_name(p)]
         if unknown:
             raise ValueError(
                 f"policies: unknown {unknown}; choose from {sorted(POLICIES)} or "
@@ -183,8 +186,9 @@ class SelfPlay:
         self.buffer = buffer or config.make_buffer()
         num_envs = min(config.num_envs, config.games) if config.games else config.num_envs
         self.bots = [
-            _make_policy(name, config.seed + player) for player, name in enumerate(config.policies)
+            make_policy(name, config.seed + player) for player, name in enumerate(config.policies)
         ]
+        self.policy_names = list(config.policies)  # as hot reloads change them
         # Observations encoded as the (first) network was trained.
         scaling = next(
             (b.army_scaling for b in self.bots if hasattr(b, "army_scaling")), ("linear", 1000.0)
@@ -224,8 +228,9 @@ class SelfPlay:
         first_sequence = last_experiences = self.buffer.head
         waiting = False
         while not stop.is_set() and (config.games is None or games < config.games):
-            for player, bot in enumerate(self.bots):
-                bot.act(self.env, players=[player], out=actions)
+            if not waiting:  # after a stall the same actions are tried again: nothing changed
+                for player, bot in enumerate(self.bots):
+                    bot.act(self.env, players=[player], out=actions)
             try:
                 _, _, _, _, info = self.env.step(actions)
                 waiting = False

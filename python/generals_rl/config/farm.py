@@ -20,11 +20,12 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Annotated, Any, Literal
 
 try:
     import yaml
     from pydantic import (
+        AfterValidator,
         BaseModel,
         ConfigDict,
         Field,
@@ -48,7 +49,7 @@ from ..defaults import (
     STORAGE_DIRECTORY,
     STORAGE_FORMAT,
 )
-from ..selfplay import SelfPlayConfig
+from ..selfplay import SelfPlayConfig, is_policy_name
 from ..service.server import DEFAULT_ADDRESS
 from ..service.streaming import DEFAULT_BATCH_WAIT_MS, MAX_BATCH_WAIT_MS
 from ..storage.writer import Rotation
@@ -68,10 +69,18 @@ HOT_KEYS = (
 
 _SELFPLAY: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(SelfPlayConfig)}
 _ROTATION: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Rotation)}
-if TYPE_CHECKING:
-    Policy = str
-else:  # the built-in policies' names, from the one table of them
-    Policy = Literal[tuple(sorted(POLICIES))]
+
+
+def _policy(name: str) -> str:
+    if not is_policy_name(name):
+        raise ValueError(
+            f"a policy is one of {', '.join(sorted(POLICIES))} or checkpoint:PATH[@EPSILON]"
+        )
+    return name
+
+
+# A built-in bot's name or a network's checkpoint (``checkpoint:PATH[@EPSILON]``).
+Policy = Annotated[str, AfterValidator(_policy)]
 
 
 class ConfigError(ValueError):
@@ -110,7 +119,6 @@ class Collection(_Section):
         _SELFPLAY["policies"], min_length=2, max_length=_core.MAX_PLAYERS
     )
     players: int | None = Field(None, description="optional: must equal the number of bots")
-    policy_checkpoint: str | None = None
     max_ticks: int = Field(MAX_TICKS, ge=1)
     seed: int = Field(_SELFPLAY["seed"], ge=0)
     buffer_size: int = Field(_SELFPLAY["capacity"], ge=1)
@@ -124,11 +132,6 @@ class Collection(_Section):
                 f"players: {self.players} does not match bots ({len(self.bots)}: "
                 f"{', '.join(self.bots)}); "
                 "give one bot per player"
-            )
-        if self.policy_checkpoint is not None:
-            raise ValueError(
-                "policy_checkpoint: playing a policy checkpoint is not supported yet; "
-                f"use bots ({', '.join(sorted(POLICIES))})"
             )
         return self
 

@@ -66,15 +66,34 @@ class DQNConfig:
     seed: int = 0
     torch_threads: int = 1
     player_ids: tuple[int, ...] | None = None  # learn from these players' experiences only
+    # Whether the network may split armies; without half moves every move carries the
+    # whole stack (half the actions to value, and armies kept together while exploring).
+    half_moves: bool = True
+    # The initial weight of a tile's army in its moves' advantages (NetConfig's): a new
+    # network moves its largest stack, where a uniform one scatters its army.
+    stack_preference: float = 0.0
+    bfloat16_trunk: bool = False
+    # Samples trained per experience consumed, held by pausing the consumer while the
+    # learner is behind (farms in block mode then wait for it); 0 consumes as fast as
+    # the farms produce.
+    replay_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("capacity", "batch_size", "n_step", "steps", "target_every", "publish_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not self.replay_ratio >= 0:
+            raise ValueError(f"replay_ratio: must be at least 0, got {self.replay_ratio}")
 
     def net_config(self) -> NetConfig:
         return NetConfig(
-            self.channels, self.blocks, army_scaling=self.army_scaling, army_scale=self.army_scale
+            self.channels,
+            self.blocks,
+            half_moves=self.half_moves,
+            stack_preference=self.stack_preference,
+            bfloat16_trunk=self.bfloat16_trunk,
+            army_scaling=self.army_scaling,
+            army_scale=self.army_scale,
         )
 
 
@@ -166,6 +185,7 @@ class DQNLearner:
         self._consumer_options = consumer_options or {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._consumer = None  # the ExperienceConsumer while consuming
         self._error: BaseException | None = None
 
     # ---- the consumer thread --------------------------------------------------------------
@@ -180,6 +200,7 @@ class DQNLearner:
 
         try:
             with ExperienceConsumer(self.addresses, **self._consumer_options) as consumer:
+                self._consumer = consumer
                 for batch in consumer.stream_experiences(
                     batch_size=1024, follow=True, decode=False, player_ids=self.config.player_ids
                 ):
@@ -187,13 +208,36 @@ class DQNLearner:
                         self.buffer.append_raw(batch)
                         self.consumed += len(batch)
                     self.consumer_lag = consumer.lag
+                    self._wait_for_learner()
                     if self._stop.is_set():
                         break
         except Exception as exc:
             self._error = exc
 
-    def stop(self) -> None:
+    def _wait_for_learner(self) -> None:
+        """Holds the consumer (the stream unread) while the samples trained fall short of
+        ``replay_ratio`` times the experiences consumed since learning started."""
+        c = self.config
+        if not c.replay_ratio:
+            return
+        while not self._stop.is_set() and self.step * c.batch_size < c.replay_ratio * (
+            self.consumed - c.learning_starts
+        ):
+            self._stop.wait(0.005)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stops consuming: cancels the streams and waits for the consumer thread, so
+        that nothing is left reading into the buffer when the process exits."""
         self._stop.set()
+        consumer = self._consumer
+        if consumer is not None:
+            consumer.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _check_consumer(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"consuming experiences failed: {self._error}") from self._error
 
     # ---- learning -------------------------------------------------------------------------
 
@@ -218,7 +262,9 @@ class DQNLearner:
         obs = torch.from_numpy(np.ascontiguousarray(batch.state))
         actions = torch.from_numpy(to_gym_actions(batch.action, h, w))
         next_obs = torch.from_numpy(np.ascontiguousarray(batch.nstep_next_state))
-        next_mask = full_mask(masks_from_observations(next_obs, c.army_scaling, c.army_scale))
+        next_mask = full_mask(
+            masks_from_observations(next_obs, c.army_scaling, c.army_scale), c.half_moves
+        )
         targets = dqn_targets(
             self.net,
             self.target,
@@ -276,7 +322,8 @@ class DQNLearner:
         wait_timeout: float = 600.0,
     ) -> dict:
         """Runs ``config.steps`` gradient steps (waiting first for ``learning_starts``
-        experiences), then stops consuming and publishes the final weights."""
+        experiences), then stops consuming and publishes the final weights (also when
+        interrupted: a learner stopped by Ctrl-C or SIGINT leaves its last step's weights)."""
         c = self.config
         if self.version == 0:  # actors play the initial weights until the first version
             save_checkpoint(self.publish_dir / "latest.pt", self._weights_payload())
@@ -284,43 +331,48 @@ class DQNLearner:
             self.start()
         started = time.monotonic()
         while self.resident() < c.learning_starts:
-            if self._error is not None:
-                raise RuntimeError(f"consuming experiences failed: {self._error}") from self._error
+            self._check_consumer()
             if time.monotonic() - started > wait_timeout:
                 raise TimeoutError(
                     f"fewer than {c.learning_starts} experiences after {wait_timeout:.0f} s"
                 )
             time.sleep(0.05)
-        row: dict = {}
-        t0 = time.monotonic()
         metrics_path = self.run_dir / "metrics.csv"
         with metrics_path.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=DQN_METRICS)
             writer.writeheader()
-            while self.step < c.steps:
-                stats = self.train_step()
-                if self.step % log_every == 0 or self.step == c.steps:
-                    elapsed = time.monotonic() - t0
-                    row = {
-                        "step": self.step,
-                        "consumed": self.consumed,
-                        "resident": self.resident(),
-                        "replay_ratio": round(self.step * c.batch_size / max(1, self.consumed), 3),
-                        **stats,
-                        "published_version": self.version,
-                        "consumer_lag": self.consumer_lag,
-                        "wall_time": round(elapsed, 3),
-                        "samples_per_second": round(
-                            self.step * c.batch_size / max(elapsed, 1e-9), 1
-                        ),
-                    }
-                    writer.writerow(row)
-                    f.flush()
-                    if log:
-                        log(row)
-        self.stop()
-        if self.step % c.publish_every:
-            self.publish()
+            try:
+                row = self._train_steps(writer, f, log, log_every)
+            finally:
+                self.stop()
+                if self.step % c.publish_every:
+                    self.publish()
+        return row
+
+    def _train_steps(self, writer: csv.DictWriter, f, log, log_every: int) -> dict:
+        c = self.config
+        row: dict = {}
+        t0 = time.monotonic()
+        while self.step < c.steps:
+            self._check_consumer()
+            stats = self.train_step()
+            if self.step % log_every == 0 or self.step == c.steps:
+                elapsed = time.monotonic() - t0
+                row = {
+                    "step": self.step,
+                    "consumed": self.consumed,
+                    "resident": self.resident(),
+                    "replay_ratio": round(self.step * c.batch_size / max(1, self.consumed), 3),
+                    **stats,
+                    "published_version": self.version,
+                    "consumer_lag": self.consumer_lag,
+                    "wall_time": round(elapsed, 3),
+                    "samples_per_second": round(self.step * c.batch_size / max(elapsed, 1e-9), 1),
+                }
+                writer.writerow(row)
+                f.flush()
+                if log:
+                    log(row)
         return row
 
 

@@ -7,6 +7,8 @@ on any board size. Policy logits are laid out in the Gymnasium encoding of
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import asdict, dataclass
 
 import torch
@@ -43,7 +45,8 @@ class NetConfig:
     action_head: str = "joint"
     # Whether the convolutional trunk computes in bfloat16 (autocast; its weights, the
     # heads, logits and value stay float32): ~1.6x faster forward and backward passes on
-    # CPUs with AVX512-BF16 or AMX, the cost PPO spends most on.
+    # CPUs with AVX512-BF16 or AMX, the cost PPO spends most on. Elsewhere bfloat16 is
+    # emulated, ~15x slower than float32, so there the trunk stays float32.
     bfloat16_trunk: bool = False
     # The observation encoding the network was trained on (VecEnv's army_scaling, army_scale).
     army_scaling: str = "log"
@@ -100,6 +103,7 @@ class PolicyValueNet(nn.Module):
         # compass of the memory planes), learned fast.
         self.input_head = nn.Conv2d(self.config.in_channels, 8, 1)
         self.factorised = self.config.action_head == "factorised"
+        self._bfloat16 = self.config.bfloat16_trunk and native_bfloat16()
         if self.factorised:  # the source tile's logit: its features, and a linear path again
             self.source_head = nn.Conv2d(c, 1, 1)
             self.source_input_head = nn.Conv2d(self.config.in_channels, 1, 1)
@@ -138,7 +142,7 @@ class PolicyValueNet(nn.Module):
         nn.init.zeros_(self.value_out.bias)
 
     def forward(self, obs: torch.Tensor, full_mask: torch.Tensor | None = None):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bfloat16_trunk):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bfloat16):
             x = self.blocks(F.relu(self.stem(obs)))
         x = x.float()
         b, _, h, w = x.shape
@@ -170,6 +174,18 @@ class PolicyValueNet(nn.Module):
         source_logp = torch.log_softmax(torch.cat([source, pass_logit], dim=1), dim=1)
         tiles_logp = source_logp[:, :-1].view(b, 1, h, w)
         return torch.log_softmax(moves, dim=1) + tiles_logp, source_logp[:, -1:]
+
+
+@functools.cache
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 convolutions natively (AVX512-BF16 or AMX)."""
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if not native:
+        logging.getLogger(__name__).warning(
+            "bfloat16_trunk: this CPU has no native bfloat16 (AVX512-BF16 or AMX); "
+            "the trunk computes in float32"
+        )
+    return native
 
 
 def full_mask(move_mask: torch.Tensor, half_moves: bool = True) -> torch.Tensor:

@@ -28,6 +28,12 @@ def net_from_checkpoint(path_or_payload) -> PolicyValueNet:
     return net
 
 
+def acts_greedily(payload: dict) -> bool:
+    """Whether a checkpoint's network is a Q-network (the DQN learner's), whose best
+    action is its argmax: the softmax of values a few hundredths apart is near uniform."""
+    return payload.get("kind") == "dqn"
+
+
 class NetworkPolicy:
     """A network choosing one action per game, in one batched forward pass.
 
@@ -58,7 +64,12 @@ class NetworkPolicy:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> NetworkPolicy:
-        return cls(net_from_checkpoint(path), **kwargs)
+        """A policy playing a checkpoint; a Q-network's (``greedy`` not given) plays
+        greedily, since the softmax of its advantages is no policy."""
+        payload = load_checkpoint(path)
+        if kwargs.get("greedy") is None:
+            kwargs["greedy"] = acts_greedily(payload)
+        return cls(net_from_checkpoint(payload), **kwargs)
 
     def actions(
         self,
@@ -146,7 +157,8 @@ BOT_OPPONENTS = ("random", "heuristic", "passive")
 
 
 def make_opponent(spec: str, seed: int = 0) -> Opponent:
-    """``random``, ``heuristic``, ``passive`` or ``checkpoint:PATH`` (sampling, seeded)."""
+    """``random``, ``heuristic``, ``passive`` or ``checkpoint:PATH`` (seeded; sampling,
+    or greedy for a Q-network)."""
     if spec in ("random", "heuristic"):
         return BotOpponent(spec, seed)
     if spec == "passive":
@@ -166,6 +178,7 @@ class CheckpointBot:
     ``latest.pt``); every ``check_every`` seconds the file is looked at again and
     reloaded when it changed (files are replaced atomically, so a reload never sees half
     a file). ``epsilon`` is the share of uniformly random legal actions (exploration);
+    ``greedy`` None plays a Q-network greedily and samples any other network.
     ``version`` is the weight version in use.
     """
 
@@ -174,7 +187,7 @@ class CheckpointBot:
         path: str | Path,
         seed: int = 0,
         epsilon: float = 0.0,
-        greedy: bool = False,
+        greedy: bool | None = None,
         check_every: float = 1.0,
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
@@ -214,12 +227,11 @@ class CheckpointBot:
             return False
         payload = load_checkpoint(self.path)
         net = net_from_checkpoint(payload)
+        greedy = acts_greedily(payload) if self.greedy is None else self.greedy
         if self.policy is None:
-            self.policy = NetworkPolicy(
-                net, greedy=self.greedy, seed=self.seed, epsilon=self.epsilon
-            )
+            self.policy = NetworkPolicy(net, greedy=greedy, seed=self.seed, epsilon=self.epsilon)
         else:
-            self.policy.net = net
+            self.policy.net, self.policy.greedy = net, greedy
         counters = payload.get("counters", {})
         self.version = int(payload.get("version", counters.get("update", 0)))
         self._stamp = stamp

@@ -1,0 +1,324 @@
+"""The distributed learner's benchmark: double DQN against RandomBot on 10x10, the learner
+and two actor farms in three processes talking gRPC on loopback.
+
+    python bench/bench_dqn.py --minutes 30
+
+Starts ``generals-rl train dqn`` (the learner writes its initial weights first), then
+``--actors`` farms (``generals-rl selfplay --config``), each playing the published weights
+with its own epsilon against RandomBot and serving both seats' experiences; the learner
+reads seat 0 (the network's) at a fixed replay ratio, which holds the farms back (block
+mode) while it trains. After ``--minutes`` of wall time from the learner's start, every
+process is stopped with SIGINT (the learner publishes its last weights), and the final
+weights are evaluated greedily over ``--eval-games`` games on 10x10 with 500 ticks.
+``--curve-points`` earlier published versions are evaluated too (fewer games each), for
+the learning curve PNG. Target: >= 80% wins within 30 minutes. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from generals_rl.train import NetworkPolicy, make_opponent
+from generals_rl.train.checkpoint import load_checkpoint
+from generals_rl.train.evaluate import evaluate
+
+TARGET = 0.80
+EVAL_MAX_TICKS = 500
+# The learner's settings (``generals-rl train dqn`` flags).
+LEARNER = {
+    "batch-size": 128,
+    "lr": 5e-4,
+    "gamma": 0.99,
+    "n-step": 5,
+    "capacity": 200_000,
+    "learning-starts": 5_000,
+    "target-every": 1_000,
+    "publish-every": 200,
+    "channels": 16,
+    "blocks": 2,
+    "stack-preference": 4.0,
+    "replay-ratio": 8.0,
+    "torch-threads": 1,
+}
+LEARNER_FLAGS = ("whole-army-moves", "bfloat16-trunk")
+# The farms' rewards: the outcome, cities, and a little for every tile gained (enemy tiles
+# taken count for both players), so that expanding toward the enemy pays before a first win.
+REWARDS = {
+    "win": 1.0,
+    "loss": -1.0,
+    "city_captured": 0.05,
+    "city_lost": -0.05,
+    "army_advantage": 0.0,
+    "land_gained": 0.01,
+    "general_captured": 0.0,
+}
+ACTOR_ENVS = 32
+ACTOR_BUFFER = 16_384  # small, so that a learner holding back its reading holds the farm back
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def actor_config(run: Path, index: int, epsilon: float, port: int) -> Path:
+    config = {
+        "log_level": "warning",
+        "collection": {
+            "games": 0,
+            "envs": ACTOR_ENVS,
+            "threads": 1,
+            "board": {"height": 10, "width": 10},
+            "bots": [f"checkpoint:{run / 'weights'}@{epsilon}", "random"],
+            "max_ticks": EVAL_MAX_TICKS,
+            "seed": 1000 + index,
+            "buffer_size": ACTOR_BUFFER,
+            "buffer_policy": "block",
+        },
+        "streaming": {"address": f"127.0.0.1:{port}", "drain_timeout": 0},
+        "storage": {"enabled": False},
+        "rewards": REWARDS,
+    }
+    path = run / f"actor{index}.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def stop(process: subprocess.Popen, timeout: float = 60.0) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def evaluate_weights(path: Path, games: int, seed: int = 10_000_019) -> dict:
+    policy = NetworkPolicy.from_checkpoint(path, seed=777)
+    result = evaluate(
+        policy,
+        make_opponent("random", seed=4242),
+        games,
+        10,
+        10,
+        seed=seed,
+        max_ticks=EVAL_MAX_TICKS,
+        num_envs=64,
+        num_threads=1,
+    )
+    return result.to_dict()
+
+
+def version_times(run: Path) -> dict[int, float]:
+    """Wall time (s since the first step) at each logged step of the learner."""
+    with (run / "metrics.csv").open() as f:
+        return {int(r["step"]): float(r["wall_time"]) for r in csv.DictReader(f)}
+
+
+def plot_curve(points: list[dict], run: Path, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with (run / "metrics.csv").open() as f:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    minutes = [p["minutes"] for p in points]
+    ax.errorbar(
+        minutes,
+        [p["win_rate"] for p in points],
+        yerr=[
+            [p["win_rate"] - p["win_rate_ci95"][0] for p in points],
+            [p["win_rate_ci95"][1] - p["win_rate"] for p in points],
+        ],
+        marker="o",
+        capsize=3,
+    )
+    ax.axhline(TARGET, color="grey", linestyle="--", label=f"target {TARGET:.0%}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("learner wall time (min)")
+    ax.set_ylabel("greedy win rate vs RandomBot, 10x10")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    t = [r["wall_time"] / 60 for r in rows]
+    ax.plot(t, [r["mean_q"] for r in rows], label="mean Q of the batch")
+    ax.plot(t, [r["loss"] for r in rows], label="TD loss")
+    ax.set_xlabel("learner wall time (min)")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.suptitle("Distributed double DQN vs RandomBot (learner + 2 actor farms over gRPC)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--run-dir", default="runs/bench-dqn")
+    parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument(
+        "--epsilons", default="0.02,0.1", help="each actor's exploration, comma-separated"
+    )
+    parser.add_argument("--eval-games", type=int, default=400)
+    parser.add_argument("--curve-points", type=int, default=5)
+    parser.add_argument("--curve-games", type=int, default=100)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FLAG=VALUE",
+        help="override a learner flag, e.g. --set n-step=3 (VALUE 'off' drops a flag)",
+    )
+    parser.add_argument("--plot", default=None, help="curve PNG (default: RUN_DIR/curve.png)")
+    args = parser.parse_args(argv)
+    epsilons = [float(e) for e in args.epsilons.split(",")]
+    if len(epsilons) != args.actors:
+        parser.error(f"--epsilons: give {args.actors} values, got {len(epsilons)}")
+    learner_options: dict = {**LEARNER, **{flag: True for flag in LEARNER_FLAGS}}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        learner_options[name] = value
+    learner_options = {k: v for k, v in learner_options.items() if v != "off"}
+
+    run = Path(args.run_dir)
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    ports = [free_port() for _ in range(args.actors)]
+    cli = [sys.executable, "-m", "generals_rl.cli"]
+    learner_cmd = [
+        *cli,
+        "train",
+        "dqn",
+        "--from",
+        ",".join(f"127.0.0.1:{p}" for p in ports),
+        "--size",
+        "10x10",
+        "--run-dir",
+        str(run),
+        "--steps",
+        "100000000",
+        "--player-ids",
+        "0",
+        "--log-every",
+        "200",
+    ]
+    for name, value in learner_options.items():
+        learner_cmd += [f"--{name}"] if value is True else [f"--{name}", str(value)]
+    load_at_start = os.getloadavg()
+    learner_log = (run / "learner.log").open("w")
+    learner = subprocess.Popen(learner_cmd, stdout=learner_log, stderr=subprocess.STDOUT)
+    started = time.monotonic()
+    actors: list[subprocess.Popen] = []
+    try:
+        while not (run / "weights" / "latest.pt").exists():
+            if learner.poll() is not None:
+                raise SystemExit(f"the learner exited with {learner.returncode}: see {run}")
+            time.sleep(0.1)
+        for i, (epsilon, port) in enumerate(zip(epsilons, ports, strict=True)):
+            log = (run / f"actor{i}.log").open("w")
+            actors.append(
+                subprocess.Popen(
+                    [*cli, "selfplay", "--config", str(actor_config(run, i, epsilon, port))],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        deadline = started + args.minutes * 60
+        while time.monotonic() < deadline:
+            if learner.poll() is not None:
+                raise SystemExit(f"the learner exited with {learner.returncode}: see {run}")
+            time.sleep(1.0)
+    finally:
+        codes = {"learner": stop(learner)}
+        for i, actor in enumerate(actors):
+            codes[f"actor{i}"] = stop(actor)
+    wall = time.monotonic() - started
+    load_at_end = os.getloadavg()
+
+    torch.set_num_threads(2)
+    final = run / "weights" / "latest.pt"
+    payload = load_checkpoint(final)
+    counters = payload["counters"]
+    with (run / "metrics.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    evaluation = evaluate_weights(final, args.eval_games)
+    times = version_times(run)
+    versions = sorted(run.glob("weights/weights_*.pt"))
+    picks = [
+        versions[round(k * (len(versions) - 1) / args.curve_points)]
+        for k in range(args.curve_points)
+    ]
+    curve = []
+    for path in picks:
+        step = load_checkpoint(path)["counters"]["step"]
+        logged = [s for s in times if s <= step]
+        point = evaluate_weights(path, args.curve_games, seed=20_000_003)
+        curve.append(
+            {
+                "version": path.name,
+                "step": step,
+                "minutes": times[max(logged)] / 60 if logged else 0.0,
+                **point,
+            }
+        )
+    curve.append(
+        {
+            "version": "final",
+            "step": counters["step"],
+            "minutes": float(last["wall_time"]) / 60,
+            **evaluation,
+        }
+    )
+    plot = plot_curve(curve, run, Path(args.plot) if args.plot else run / "curve.png")
+    print(
+        json.dumps(
+            {
+                "benchmark": "dqn_distributed_vs_random_10x10",
+                "learner": learner_options,
+                "rewards": REWARDS,
+                "actors": {"count": args.actors, "epsilons": epsilons, "envs": ACTOR_ENVS},
+                "wall_time_s": round(wall, 1),
+                "gradient_steps": counters["step"],
+                "experiences_consumed": counters["consumed"],
+                "learner_samples_per_second": float(last["samples_per_second"]),
+                "experiences_consumed_per_second": round(counters["consumed"] / wall, 1),
+                "replay_ratio": float(last["replay_ratio"]),
+                "published_versions": payload["version"],
+                "exit_codes": codes,
+                "evaluation_greedy": evaluation,
+                "target_met": evaluation["win_rate"] >= TARGET,
+                "curve": curve,
+                "curve_png": str(plot),
+                "load_average": {"start": load_at_start, "end": load_at_end},
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
