@@ -102,14 +102,14 @@ def test_learner_consumes_trains_and_publishes(tmp_path):
         server.stop()
 
 
-def _served_buffer(ticks: int = 200):
+def _serve_random_play(ticks: int = 200) -> ExperienceServer:
     buffer = ExperienceBuffer(6, 6, capacity=50_000, policy="overwrite")
     env = VecEnv(8, 2, 6, 6, seed=1, max_ticks=60, buffer=buffer, num_threads=1)
     bot = RandomBot(seed=0)
     env.reset()
     for _ in range(ticks):
         env.step(bot.act(env))
-    return buffer, ExperienceServer(buffer, "127.0.0.1:0").start()
+    return ExperienceServer(buffer, "127.0.0.1:0").start()
 
 
 def _small_config(**overrides) -> DQNConfig:
@@ -129,7 +129,7 @@ def _small_config(**overrides) -> DQNConfig:
 
 
 def test_the_replay_ratio_holds_the_consumer_back_until_the_learner_trains(tmp_path):
-    buffer, server = _served_buffer()  # 3,200 experiences served
+    server = _serve_random_play()  # 3,200 experiences served
     ratio = 2.0
     learner = DQNLearner(
         _small_config(batch_size=64, replay_ratio=ratio), [server.address], tmp_path
@@ -159,7 +159,7 @@ def test_the_replay_ratio_holds_the_consumer_back_until_the_learner_trains(tmp_p
 
 
 def test_an_interrupted_learner_publishes_its_last_steps(tmp_path, monkeypatch):
-    buffer, server = _served_buffer()
+    server = _serve_random_play()
     learner = DQNLearner(_small_config(steps=1_000), [server.address], tmp_path)
     train_step = learner.train_step
 
@@ -181,7 +181,7 @@ def test_an_interrupted_learner_publishes_its_last_steps(tmp_path, monkeypatch):
 
 
 def test_dqn_checkpoints_play_greedily_and_whole_army_moves_only(tmp_path):
-    buffer, server = _served_buffer()
+    server = _serve_random_play()
     config = _small_config(steps=10, half_moves=False, stack_preference=2.0)
     learner = DQNLearner(config, [server.address], tmp_path)
     try:
