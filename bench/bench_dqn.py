@@ -41,7 +41,7 @@ LEARNER = {
     "batch-size": 128,
     "lr": 5e-4,
     "gamma": 0.99,
-    "n-step": 5,
+    "n-step": 8,
     "capacity": 200_000,
     "learning-starts": 5_000,
     "target-every": 1_000,
@@ -50,18 +50,21 @@ LEARNER = {
     "blocks": 2,
     "stack-preference": 4.0,
     "replay-ratio": 8.0,
+    "tick-reward": -0.002,
+    "enemy-land-reward": 0.05,
     "torch-threads": 1,
 }
 LEARNER_FLAGS = ("whole-army-moves", "bfloat16-trunk")
-# The farms' rewards: the outcome, cities, and a little for every tile gained (enemy tiles
-# taken count for both players), so that expanding toward the enemy pays before a first win.
+# The farms' rewards: the outcome, cities, and a little for every tile gained, so that
+# expanding pays before a first win (the learner adds a cost per tick and more for enemy
+# tiles taken).
 REWARDS = {
     "win": 1.0,
     "loss": -1.0,
     "city_captured": 0.05,
     "city_lost": -0.05,
     "army_advantage": 0.0,
-    "land_gained": 0.01,
+    "land_gained": 0.005,
     "general_captured": 0.0,
 }
 ACTOR_ENVS = 32
@@ -108,8 +111,13 @@ def stop(process: subprocess.Popen, timeout: float = 60.0) -> int:
     return process.returncode
 
 
-def evaluate_weights(path: Path, games: int, seed: int = 10_000_019) -> dict:
-    policy = NetworkPolicy.from_checkpoint(path, seed=777)
+# The final weights are evaluated greedily (the headline) and epsilon-greedily, as DQN
+# agents usually are (a greedy policy can repeat itself forever).
+EVAL_POLICIES = {"greedy": {}, "epsilon_0.05": {"epsilon": 0.05}}
+
+
+def evaluate_weights(path: Path, games: int, seed: int = 10_000_019, **policy_options) -> dict:
+    policy = NetworkPolicy.from_checkpoint(path, seed=777, **policy_options)
     result = evaluate(
         policy,
         make_opponent("random", seed=4242),
@@ -263,7 +271,11 @@ def main(argv=None) -> int:
     counters = payload["counters"]
     with (run / "metrics.csv").open() as f:
         last = list(csv.DictReader(f))[-1]
-    evaluation = evaluate_weights(final, args.eval_games)
+    evaluations = {
+        name: evaluate_weights(final, args.eval_games, **options)
+        for name, options in EVAL_POLICIES.items()
+    }
+    evaluation = evaluations["greedy"]
     times = version_times(run)
     versions = sorted(run.glob("weights/weights_*.pt"))
     picks = [
@@ -307,7 +319,7 @@ def main(argv=None) -> int:
                 "replay_ratio": float(last["replay_ratio"]),
                 "published_versions": payload["version"],
                 "exit_codes": codes,
-                "evaluation_greedy": evaluation,
+                "evaluation": evaluations,
                 "target_met": evaluation["win_rate"] >= TARGET,
                 "curve": curve,
                 "curve_png": str(plot),

@@ -210,3 +210,26 @@ def test_dqn_checkpoints_play_greedily_and_whole_army_moves_only(tmp_path):
     payload = {"kind": "ppo", "net_config": ppo.config.to_dict(), "model": ppo.state_dict()}
     save_checkpoint(tmp_path / "ppo.pt", payload)
     assert not NetworkPolicy.from_checkpoint(tmp_path / "ppo.pt").greedy
+
+
+def test_the_learners_shaping_equals_a_slow_reference(tmp_path):
+    config = _small_config(gamma=0.9, tick_reward=-0.01, enemy_land_reward=0.5)
+    learner = DQNLearner(config, ["127.0.0.1:1"], tmp_path)  # never started
+    rng = np.random.default_rng(4)
+    obs = torch.zeros(5, 9, 6, 6)
+    next_obs = torch.zeros(5, 9, 6, 6)
+    obs[:, 3] = torch.from_numpy(rng.random((5, 6, 6)) < 0.3).float()  # enemy land
+    next_obs[:, 2] = torch.from_numpy(rng.random((5, 6, 6)) < 0.5).float()  # own land
+    length = torch.tensor([1, 2, 3, 3, 1])
+    done = torch.tensor([False, False, True, False, False])
+    got = learner._shaping(obs, next_obs, length, done)
+    for i in range(5):
+        ticks = sum(0.9**k for k in range(int(length[i])))
+        taken = sum(
+            1
+            for y in range(6)
+            for x in range(6)
+            if obs[i, 3, y, x] > 0 and next_obs[i, 2, y, x] > 0
+        )
+        expected = -0.01 * ticks + (0.0 if done[i] else 0.5 * taken)
+        assert got[i].item() == pytest.approx(expected, abs=1e-6)

@@ -213,6 +213,8 @@ def _train_dqn(args: argparse.Namespace) -> int:
             stack_preference=args.stack_preference,
             bfloat16_trunk=args.bfloat16_trunk,
             replay_ratio=args.replay_ratio,
+            tick_reward=args.tick_reward,
+            enemy_land_reward=args.enemy_land_reward,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -513,6 +515,20 @@ def add_commands(commands) -> None:
         metavar="R",
         help="samples trained per experience consumed: the learner stops reading while behind, "
         "and farms in block mode wait (default: 0, read as fast as farms play)",
+    )
+    option(
+        "--tick-reward",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="shaping added per tick (negative: hurry; default: %(default)s)",
+    )
+    option(
+        "--enemy-land-reward",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="shaping added per enemy tile taken (default: %(default)s)",
     )
     option(
         "--player-ids",

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from ..actions import to_gym_actions
 from ..experience import ExperienceBuffer
 from .checkpoint import save_checkpoint
+from .features import enemy_tiles_taken
 from .model import MASKED_LOGIT, NetConfig, PolicyValueNet, full_mask
 
 DQN_METRICS = (
@@ -77,11 +78,18 @@ class DQNConfig:
     # learner is behind (farms in block mode then wait for it); 0 consumes as fast as
     # the farms produce.
     replay_ratio: float = 0.0
+    # Shaping added by the learner to the farms' rewards (the farms' RewardConfig is the
+    # rest): per tick of the n steps (negative: hurry), and per enemy tile taken between
+    # an experience's state and its n-step next state.
+    tick_reward: float = 0.0
+    enemy_land_reward: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("capacity", "batch_size", "n_step", "steps", "target_every", "publish_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma: must be in (0, 1], got {self.gamma}")
         if not self.replay_ratio >= 0:
             raise ValueError(f"replay_ratio: must be at least 0, got {self.replay_ratio}")
 
@@ -265,15 +273,12 @@ class DQNLearner:
         next_mask = full_mask(
             masks_from_observations(next_obs, c.army_scaling, c.army_scale), c.half_moves
         )
+        length = torch.from_numpy(np.asarray(batch.nstep_length))
+        done = torch.from_numpy(np.asarray(batch.nstep_done, dtype=bool))
+        reward = torch.from_numpy(np.asarray(batch.nstep_reward, dtype=np.float32))
+        reward = reward + self._shaping(obs, next_obs, length, done)
         targets = dqn_targets(
-            self.net,
-            self.target,
-            next_obs,
-            next_mask,
-            torch.from_numpy(np.asarray(batch.nstep_reward, dtype=np.float32)),
-            torch.from_numpy(np.asarray(batch.nstep_length)),
-            torch.from_numpy(np.asarray(batch.nstep_done, dtype=bool)),
-            c.gamma,
+            self.net, self.target, next_obs, next_mask, reward, length, done, c.gamma
         )
         q = q_values(self.net, obs).gather(1, actions[:, None]).squeeze(1)
         td = targets - q
@@ -296,6 +301,21 @@ class DQNLearner:
             "mean_q": q.mean().item(),
             "mean_weight": float(weights.mean()),
         }
+
+    def _shaping(self, obs, next_obs, length, done) -> torch.Tensor | float:
+        """The learner's shaping of n-step rewards: ``tick_reward`` discounted over the
+        n ticks, ``enemy_land_reward`` per enemy tile taken (not at the game's end, where
+        taking the general hands over all its land)."""
+        c = self.config
+        shaping: torch.Tensor | float = 0.0
+        if c.tick_reward:
+            ticks = length.to(torch.float32)
+            discounted = (1 - c.gamma**ticks) / (1 - c.gamma) if c.gamma < 1 else ticks
+            shaping = c.tick_reward * discounted
+        if c.enemy_land_reward:
+            taken = enemy_tiles_taken(obs, next_obs).to(torch.float32)
+            shaping = shaping + c.enemy_land_reward * taken.masked_fill(done, 0.0)
+        return shaping
 
     def publish(self) -> Path:
         """Writes the current weights as the next version (atomically), then ``latest.pt``."""

@@ -129,3 +129,11 @@ class FogMemory:
             np.broadcast_to(np.where(mask, dy, 0.0), shape).astype(np.float32),
             np.broadcast_to(np.where(mask, dx, 0.0), shape).astype(np.float32),
         )
+
+
+def enemy_tiles_taken(before, after):
+    """Per row, the tiles that are the enemy's in observations ``before`` ``(N, C, H, W)``
+    and the player's own in ``after`` (numpy arrays or torch tensors)."""
+    return ((before[:, _CHANNEL["enemy_land"]] > 0) & (after[:, _CHANNEL["own_land"]] > 0)).sum(
+        axis=(1, 2)
+    )

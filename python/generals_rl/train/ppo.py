@@ -24,9 +24,9 @@ from torch import nn
 
 from ..actions import from_gym_actions
 from ..config import MapConfig
-from ..vec_env import OBSERVATION_CHANNELS, RewardConfig, VecEnv
+from ..vec_env import RewardConfig, VecEnv
 from .checkpoint import load_checkpoint, save_checkpoint
-from .features import FogMemory
+from .features import FogMemory, enemy_tiles_taken
 from .model import NetConfig, PolicyValueNet, entropy, full_mask, log_probs, sample
 from .policy import (
     BOT_OPPONENTS,
@@ -216,10 +216,6 @@ def compute_gae(rewards, values, dones, last_value, gamma: float, lam: float):
         advantages[t] = running
         next_value = values[t]
     return advantages, advantages + values
-
-
-ENEMY_LAND = OBSERVATION_CHANNELS.index("enemy_land")
-OWN_LAND = OBSERVATION_CHANNELS.index("own_land")
 
 
 class PPOTrainer:
@@ -481,8 +477,7 @@ class PPOTrainer:
             done = info["episode_done"]
             done_buf[t] = done
             if c.enemy_land_reward:  # tiles enemy before the step and ours after it
-                own_land = env.observations[index, self.seats, OWN_LAND]
-                taken = ((obs_buf[t, :, ENEMY_LAND] > 0) & (own_land > 0)).sum(axis=(1, 2))
+                taken = enemy_tiles_taken(obs_buf[t], env.observations[index, self.seats])
                 reward_buf[t] += anneal * c.enemy_land_reward * np.where(done, 0, taken)
             if done.any():
                 ended = np.flatnonzero(done)
