@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from generals_rl import RewardConfig, VecEnv
 from generals_rl.actions import from_gym_masks, to_gym_masks
+from generals_rl.bots import RandomBot
 from generals_rl.train import (
     CheckpointError,
     NetConfig,
@@ -29,7 +30,7 @@ from generals_rl.train import (
     save_checkpoint,
 )
 from generals_rl.train.evaluate import evaluate, tally, wilson_interval
-from generals_rl.train.features import MEMORY_CHANNELS, FogMemory
+from generals_rl.train.features import MEMORY_CHANNELS, FogMemory, observed_compass
 from generals_rl.train.model import entropy, log_probs
 from generals_rl.train.policy import seat_views
 from generals_rl.vec_env import OBSERVATION_CHANNELS
@@ -633,3 +634,48 @@ def test_curriculum_moves_to_larger_boards_once_the_win_rate_passes_the_threshol
     trainer.save()
     resumed = PPOTrainer(PPOConfig(), tmp_path, resume=True)
     assert resumed.min_side == 6
+
+
+def _slow_compass(observation: np.ndarray) -> np.ndarray:
+    """One observation ``(9, H, W)``: the target tiles by the documented order, their
+    centre, every tile's offset to it scaled by the longer side."""
+    c = {name: i for i, name in enumerate(OBSERVATION_CHANNELS)}
+    _, h, w = observation.shape
+    enemy = observation[c["enemy_land"]] > 0
+    general = enemy & (observation[c["cities_and_generals"]] > 0)
+    fog = observation[c["fog"]] > 0
+    target = general if general.any() else enemy if enemy.any() else fog
+    out = np.zeros((2, h, w))
+    if target.any():
+        ty, tx = np.argwhere(target).mean(axis=0)
+        for y in range(h):
+            for x in range(w):
+                out[:, y, x] = (ty - y) / max(h, w), (tx - x) / max(h, w)
+    return out
+
+
+def test_the_observed_compass_equals_a_slow_reference_and_steers_the_first_moves():
+    env = VecEnv(8, 2, 7, 9, seed=11, max_ticks=400, num_threads=1)
+    env.reset()
+    bot = RandomBot(seed=3)
+    seen = set()
+    for t in range(300):
+        obs = np.array(env.observations[:, 0])
+        got = observed_compass(torch.from_numpy(obs)).numpy()
+        for game in range(8):
+            assert np.allclose(got[game], _slow_compass(obs[game]), atol=1e-6), (t, game)
+            enemy = obs[game, OBSERVATION_CHANNELS.index("enemy_land")] > 0
+            seen.add("enemy" if enemy.any() else "fog")
+        env.step(bot.act(env))
+    assert seen == {"enemy", "fog"}  # both kinds of target were met
+    # The heading preference alone: from a lone stack, the best move heads for the target.
+    config = NetConfig(4, 1, compass=True, heading_preference=4.0, half_moves=False)
+    net = PolicyValueNet(config)
+    assert config.in_channels == len(OBSERVATION_CHANNELS) + 2 and config.input_channels == 9
+    obs = np.zeros((1, 9, 5, 5), dtype=np.float32)
+    obs[0, OBSERVATION_CHANNELS.index("fog")] = 1.0
+    obs[0, OBSERVATION_CHANNELS.index("fog"), :, :3] = 0.0  # in fog: the two right columns
+    with torch.no_grad():
+        logits, _ = net(torch.from_numpy(obs))
+    moves = logits[0, : 5 * 5 * 4].view(5, 5, 4)  # direction: up, down, left, right
+    assert (moves[2, 0].argmax() == 3).item()  # the centre of the fog is to the right

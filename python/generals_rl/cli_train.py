@@ -211,6 +211,8 @@ def _train_dqn(args: argparse.Namespace) -> int:
             player_ids=tuple(args.player_ids) if args.player_ids else None,
             half_moves=not args.whole_army_moves,
             stack_preference=args.stack_preference,
+            compass=args.compass or bool(args.heading_preference),
+            heading_preference=args.heading_preference,
             bfloat16_trunk=args.bfloat16_trunk,
             replay_ratio=args.replay_ratio,
             tick_reward=args.tick_reward,
@@ -506,6 +508,20 @@ def add_commands(commands) -> None:
         default=0.0,
         metavar="W",
         help="initial weight of a tile's army in its moves' values (default: %(default)s)",
+    )
+    option(
+        "--compass",
+        action="store_true",
+        help="the network adds a compass from each observation: the offset to the enemy in "
+        "sight, else to the tiles in fog",
+    )
+    option(
+        "--heading-preference",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="initial weight of the compass in the values of moves heading its way "
+        "(implies --compass; default: %(default)s)",
     )
     option("--bfloat16-trunk", action="store_true", help="the convolutions in bfloat16")
     option(

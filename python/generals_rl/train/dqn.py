@@ -73,6 +73,10 @@ class DQNConfig:
     # The initial weight of a tile's army in its moves' advantages (NetConfig's): a new
     # network moves its largest stack, where a uniform one scatters its army.
     stack_preference: float = 0.0
+    # The network's own compass from each observation (NetConfig's; the learner's samples
+    # carry no history for a memory), and the initial weight of moves heading by it.
+    compass: bool = False
+    heading_preference: float = 0.0
     bfloat16_trunk: bool = False
     # Samples trained per experience consumed, held by pausing the consumer while the
     # learner is behind (farms in block mode then wait for it); 0 consumes as fast as
@@ -99,6 +103,8 @@ class DQNConfig:
             self.blocks,
             half_moves=self.half_moves,
             stack_preference=self.stack_preference,
+            compass=self.compass,
+            heading_preference=self.heading_preference,
             bfloat16_trunk=self.bfloat16_trunk,
             army_scaling=self.army_scaling,
             army_scale=self.army_scale,

@@ -137,3 +137,36 @@ def enemy_tiles_taken(before, after):
     return ((before[:, _CHANNEL["enemy_land"]] > 0) & (after[:, _CHANNEL["own_land"]] > 0)).sum(
         axis=(1, 2)
     )
+
+
+COMPASS_CHANNELS = ("target_dy", "target_dx")
+
+
+def observed_compass(obs):
+    """The compass of one observation, for a network without memory: torch ``(B, 2, H,
+    W)``, the offset (rows, columns; scaled by the longer side) from every tile to the
+    enemy general in sight, else to the centre of the enemy land in sight, else to the
+    centre of the tiles in fog (where the enemy must be); zero where there is none.
+    ``obs`` is a torch tensor ``(B, C, H, W)`` whose first planes are the observation's."""
+    import torch
+
+    _, _, height, width = obs.shape
+    enemy = obs[:, _CHANNEL["enemy_land"]] > 0
+    general = enemy & (obs[:, _CHANNEL["cities_and_generals"]] > 0)
+    fog = obs[:, _CHANNEL["fog"]] > 0
+
+    def seen(plane):
+        return plane.flatten(1).any(dim=1)[:, None, None]
+
+    target = torch.where(seen(general), general, torch.where(seen(enemy), enemy, fog))
+    target = target.to(obs.dtype)
+    weight = target.sum(dim=(1, 2))
+    ys = torch.arange(height, dtype=obs.dtype, device=obs.device)[None, :, None]
+    xs = torch.arange(width, dtype=obs.dtype, device=obs.device)[None, None, :]
+    safe = weight.clamp(min=1.0)[:, None, None]
+    scale = float(max(height, width))
+    known = (weight > 0)[:, None, None]
+    dy = ((target * ys).sum(dim=(1, 2), keepdim=True) / safe - ys) / scale
+    dx = ((target * xs).sum(dim=(1, 2), keepdim=True) / safe - xs) / scale
+    planes = [torch.where(known, d, 0.0).expand(-1, height, width) for d in (dy, dx)]
+    return torch.stack(planes, dim=1)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..vec_env import OBSERVATION_CHANNELS
-from .features import MEMORY_CHANNELS
+from .features import COMPASS_CHANNELS, MEMORY_CHANNELS, observed_compass
 
 # Logits of illegal actions: finite (so entropies stay finite), far below any legal one.
 MASKED_LOGIT = -1e9
@@ -36,8 +36,12 @@ class NetConfig:
     # The initial weight of a tile's own army (as observed) in its moves' logits: with it
     # a new policy prefers moving its large stacks, where a uniform one scatters its army.
     stack_preference: float = 0.0
-    # The initial weight of the memory's compass (the offset to the enemy) in the logit of
-    # the move heading that way (needs ``memory``).
+    # Whether the network adds a compass of its own, from the observation alone (the
+    # offset to the enemy general or land in sight, else to the tiles in fog): for a
+    # network without memory, whose samples carry no history (the DQN learner's).
+    compass: bool = False
+    # The initial weight of the compass (the memory's, else the network's own) in the
+    # logit of the move heading that way (needs ``memory`` or ``compass``).
     heading_preference: float = 0.0
     # How the policy lays out a move: "joint" (one logit per tile, direction and split) or
     # "factorised" (a distribution over the source tiles, then one over that tile's moves:
@@ -57,8 +61,8 @@ class NetConfig:
             raise ValueError(f"channels: must be at least 1, got {self.channels}")
         if self.blocks < 0:
             raise ValueError(f"blocks: must be at least 0, got {self.blocks}")
-        if self.heading_preference and not self.memory:
-            raise ValueError("heading_preference: needs memory (the compass is a memory plane)")
+        if self.heading_preference and not (self.memory or self.compass):
+            raise ValueError("heading_preference: needs memory or compass (a compass to head by)")
         if self.action_head not in ACTION_HEADS:
             raise ValueError(
                 f"action_head: expected one of {', '.join(ACTION_HEADS)}, got {self.action_head!r}"
@@ -67,8 +71,26 @@ class NetConfig:
             raise ValueError(f"army_scaling: expected 'linear' or 'log', got {self.army_scaling!r}")
 
     @property
-    def in_channels(self) -> int:
+    def input_channels(self) -> int:
+        """The planes a caller passes: the observation's, then the memory's."""
         return len(OBSERVATION_CHANNELS) + (len(MEMORY_CHANNELS) if self.memory else 0)
+
+    @property
+    def in_channels(self) -> int:
+        """The planes the network reads: the caller's, then its own compass."""
+        return self.input_channels + (len(COMPASS_CHANNELS) if self.compass else 0)
+
+    @property
+    def compass_channels(self) -> tuple[int, int] | None:
+        """The input planes of the compass the heading preference reads (rows, columns)."""
+        if self.memory:
+            first = len(OBSERVATION_CHANNELS) + MEMORY_CHANNELS.index("enemy_dy")
+            assert MEMORY_CHANNELS.index("enemy_dx") == MEMORY_CHANNELS.index("enemy_dy") + 1
+        elif self.compass:
+            first = self.input_channels
+        else:
+            return None
+        return first, first + 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,11 +147,8 @@ class PolicyValueNet(nn.Module):
                 self.source_input_head.weight[:, own_army] = self.config.stack_preference
             else:
                 self.input_head.weight[:, own_army] = self.config.stack_preference
-            if self.config.memory:
-                dy, dx = (
-                    len(OBSERVATION_CHANNELS) + MEMORY_CHANNELS.index(name)
-                    for name in ("enemy_dy", "enemy_dx")
-                )
+            if self.config.compass_channels is not None:
+                dy, dx = self.config.compass_channels
                 heading = self.config.heading_preference
                 for half in (0, 4):  # directions: 0 up, 1 down, 2 left, 3 right
                     self.input_head.weight[half + 0, dy] = -heading
@@ -142,6 +161,8 @@ class PolicyValueNet(nn.Module):
         nn.init.zeros_(self.value_out.bias)
 
     def forward(self, obs: torch.Tensor, full_mask: torch.Tensor | None = None):
+        if self.config.compass:
+            obs = torch.cat([obs, observed_compass(obs)], dim=1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bfloat16):
             x = self.blocks(F.relu(self.stem(obs)))
         x = x.float()

@@ -445,7 +445,7 @@ class PPOTrainer:
     def _rollout(self):
         c, env, net = self.config, self.env, self.net
         t_steps, n, h, w = c.rollout_steps, c.num_envs, c.height, c.width
-        channels = net.config.in_channels
+        channels = net.config.input_channels
         index = np.arange(n)
         anneal = max(0.0, 1.0 - self.update / c.total_updates)
         obs_buf = np.empty((t_steps, n, channels, h, w), dtype=np.float32)
