@@ -44,7 +44,7 @@ LEARNER = {
     "n-step": 8,
     "capacity": 200_000,
     "learning-starts": 5_000,
-    "target-every": 1_000,
+    "target-every": 250,
     "publish-every": 200,
     "channels": 16,
     "blocks": 2,
