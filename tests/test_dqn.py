@@ -233,3 +233,26 @@ def test_the_learners_shaping_equals_a_slow_reference(tmp_path):
         )
         expected = -0.01 * ticks + (0.0 if done[i] else 0.5 * taken)
         assert got[i].item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--replay-ratio", "-1"], "replay_ratio: must be at least 0, got -1.0"),
+        (["--gamma", "1.5"], "gamma: must be in (0, 1], got 1.5"),
+        (["--heading-preference", "2"], None),  # implies --compass: accepted
+    ],
+)
+def test_train_dqn_refuses_bad_options_in_one_line(tmp_path, capsys, option, message):
+    from generals_rl.cli import main
+
+    if message is None:  # accepted: the learner then waits for a farm that is not there
+        args = ["--wait-timeout", "0.2", "--run-dir", str(tmp_path / "run")]
+        code = main(["train", "dqn", "--from", "127.0.0.1:1", "--size", "6x6", *option, *args])
+        assert code == 1 and "fewer than 2000 experiences" in capsys.readouterr().err
+        payload = load_checkpoint(tmp_path / "run" / "weights" / "latest.pt")
+        assert payload["net_config"]["compass"] and payload["net_config"]["heading_preference"] == 2
+        return
+    code = main(["train", "dqn", "--from", "127.0.0.1:1", "--run-dir", str(tmp_path), *option])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"generals-rl train dqn: {message}\n"
