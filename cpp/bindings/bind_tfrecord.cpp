@@ -5,8 +5,10 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <future>
+#include <condition_variable>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -153,8 +155,14 @@ class BlockEncoder {
   BlockEncoder(const BlockEncoder&) = delete;
   BlockEncoder& operator=(const BlockEncoder&) = delete;
   ~BlockEncoder() {
-    // The background thread reads the block's arrays: it ends before they go.
-    if (running_.valid()) running_.wait();
+    // The background thread reads the block's arrays: it ends (after its block) before they go.
+    if (!worker_.joinable()) return;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    changed_.notify_all();
+    worker_.join();
   }
 
   py::tuple encode(const py::sequence& varint_columns, const py::sequence& row_sources, const py::object& views) {
@@ -174,27 +182,32 @@ class BlockEncoder {
 
   void start(const py::sequence& varint_columns, const py::sequence& row_sources, const py::object& views) {
     check_idle("start");
-    started_ = std::make_unique<Block>(prepare(varint_columns, row_sources, views));
+    auto block = std::make_unique<Block>(prepare(varint_columns, row_sources, views));
+    // One thread for the encoder's life: a thread per block would wait to be scheduled each time.
+    if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
+    // The block's Python objects stay with started_, released with the GIL held.
+    started_ = std::move(block);
     busy_ = true;
-    try {
-      // The block's Python objects stay with started_, released with the GIL held.
-      running_ = std::async(std::launch::async, [this, block = started_.get()] { run(*block); });
-    } catch (...) {
-      started_.reset();
-      busy_ = false;
-      throw;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      job_ = started_.get();
+      error_ = nullptr;
     }
+    changed_.notify_all();
   }
 
   py::tuple finish() {
     if (!started_) throw py::value_error("finish: no block was started");
+    std::exception_ptr error;
     {
       py::gil_scoped_release release;
-      running_.wait();
+      std::unique_lock<std::mutex> lock(mutex_);
+      changed_.wait(lock, [this] { return job_ == nullptr; });
+      error = error_;
     }
     busy_ = false;
     const std::unique_ptr<Block> block = std::move(started_);
-    running_.get();  // an encoding error, raised here
+    if (error) std::rethrow_exception(error);  // an encoding error, raised here
     return result(*block);
   }
 
@@ -299,6 +312,26 @@ class BlockEncoder {
     return block;
   }
 
+  // The background thread: encodes each block start() hands it.
+  void work() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+      changed_.wait(lock, [this] { return job_ != nullptr || stop_; });
+      if (job_ == nullptr) return;
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        run(*job_);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      error_ = error;
+      job_ = nullptr;
+      changed_.notify_all();
+    }
+  }
+
   // Without the GIL: touches no Python object.
   void run(Block& block) const {
     block.used = encoder_.encode(block.records, block.column_data.data(), block.sources.data(), block.memory.get(),
@@ -359,7 +392,12 @@ class BlockEncoder {
   // Changed with the GIL held: a block is being encoded (its pool and memory in use).
   bool busy_ = false;
   std::unique_ptr<Block> started_;  // the block start() handed to the background thread
-  std::future<void> running_;
+  std::thread worker_;
+  std::mutex mutex_;  // guards job_, error_ and stop_
+  std::condition_variable changed_;
+  Block* job_ = nullptr;  // the block the background thread is to encode, until it is done
+  std::exception_ptr error_;
+  bool stop_ = false;
   std::vector<Memory> memory_;
 };
 
