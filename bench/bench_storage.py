@@ -90,12 +90,10 @@ def write_once(
 
 
 def allowed_cpus(name: str, pinned: int | None) -> set[int] | None:
-    """The CPUs a format's writer runs on: one, unless it runs threads (TFRecord
-    encodes each block on a thread of its own while the writer writes the one before)."""
+    """The CPUs a format's writer runs on: one, unless it encodes on threads."""
     if pinned is None:
         return None
-    fmt, options = FORMATS[name]
-    if fmt == "tfrecord" or options.get("encode_threads", 1) != 1:
+    if FORMATS[name][1].get("encode_threads", 1) != 1:
         return set(os.sched_getaffinity(0)) | {pinned}
     return {pinned}
 

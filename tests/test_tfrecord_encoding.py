@@ -94,40 +94,6 @@ def test_a_block_held_by_python_is_not_overwritten():
     assert len(empty) == 0 and len(lengths) == 0
 
 
-def test_a_started_block_is_the_encoded_block():
-    rng = np.random.default_rng(4)
-    table = rng.integers(0, 256, (9, 40), dtype=np.uint8)
-    encoder = TFRecordEncoder(["x"], [("board", "bytes", 40)])
-    expected = []
-    for k in range(3):
-        index = rng.integers(0, 9, 500).astype(np.int32)
-        column = rng.integers(-(2**40), 2**40, 500)
-        records, lengths = encoder.encode([column], [(table, index)])
-        expected.append((records.tobytes(), lengths.tolist()))
-        encoder.start([column], [(table, index)])
-        assert encoder.started
-        started, started_lengths = encoder.finish()
-        assert not encoder.started
-        assert (started.tobytes(), started_lengths.tolist()) == expected[k]
-    # The block being encoded in the background is held while another is read.
-    encoder.start([np.arange(5)], [(table, np.zeros(5, np.int32))])
-    with pytest.raises(ValueError, match="a started block was not finished"):
-        encoder.encode([np.arange(5)], [(table, np.zeros(5, np.int32))])
-    with pytest.raises(ValueError, match="a started block was not finished"):
-        encoder.start([np.arange(5)], [(table, np.zeros(5, np.int32))])
-    records, _ = encoder.finish()
-    assert len(records) > 0
-    with pytest.raises(ValueError, match="no block was started"):
-        encoder.finish()
-    # Bad arguments are refused by start itself, and nothing is started.
-    with pytest.raises(ValueError, match="index 9 outside the table's 9 rows"):
-        encoder.start([np.arange(1)], [(table, np.array([9], np.int32))])
-    assert not encoder.started
-    # An encoder dropped with a block under way waits for it.
-    encoder.start([np.arange(500)], [(table, np.zeros(500, np.int32))])
-    del encoder
-
-
 def test_an_unpickled_array_of_the_wanted_dtype_is_not_scanned():
     # Its dtype equals int32 but is another object: such arrays were checked value by
     # value (a min and a max over the array) before being used as they are.

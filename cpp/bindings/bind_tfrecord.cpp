@@ -5,8 +5,6 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -122,25 +120,9 @@ py::buffer_info contiguous_bytes(const py::buffer& data) {
   return info;
 }
 
-// One block's inputs, converted and checked with the GIL held, and where its
-// records go: everything the encoder reads while the GIL is released.
-struct Block {
-  std::vector<grl::bindings::InputArray<int64_t>> columns;
-  std::vector<const int64_t*> column_data;
-  std::vector<py::array> tables;
-  std::vector<grl::bindings::InputArray<int32_t>> indexes;
-  std::vector<tfr::RowSource> sources;
-  std::unique_ptr<ViewArrays> views;
-  size_t records = 0;
-  std::shared_ptr<uint8_t[]> memory;
-  py::array_t<int64_t> lengths;
-  size_t used = 0;  // bytes written, once encoded
-};
-
-// The encoder and the memory of its blocks: a block stays alive while Python
-// holds the array returned for it, and its memory is reused only when nobody
-// does. A block is encoded either at once (encode) or on a background thread
-// (start, then finish), so the caller can write the previous block meanwhile.
+// The encoder and the memory its last block was built in: the block stays
+// alive while Python holds the array returned for it; a new block reuses the
+// memory only when nobody does.
 class BlockEncoder {
  public:
   BlockEncoder(std::vector<std::string> varint_names, const std::vector<std::tuple<std::string, std::string, size_t>>& rows,
@@ -152,75 +134,11 @@ class BlockEncoder {
     const int threads = num_threads > 0 ? num_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     if (threads > 1) pool_ = std::make_unique<grl::ThreadPool>(threads);
   }
-  BlockEncoder(const BlockEncoder&) = delete;
-  BlockEncoder& operator=(const BlockEncoder&) = delete;
-  ~BlockEncoder() {
-    // The background thread reads the block's arrays: it ends (after its block) before they go.
-    if (!worker_.joinable()) return;
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    changed_.notify_all();
-    worker_.join();
-  }
 
   py::tuple encode(const py::sequence& varint_columns, const py::sequence& row_sources, const py::object& views) {
-    check_idle("encode");
-    Block block = prepare(varint_columns, row_sources, views);
-    busy_ = true;  // the GIL is released below: a second caller must not share the pool
-    try {
-      py::gil_scoped_release release;
-      run(block);
-    } catch (...) {
-      busy_ = false;
-      throw;
-    }
-    busy_ = false;
-    return result(block);
-  }
-
-  void start(const py::sequence& varint_columns, const py::sequence& row_sources, const py::object& views) {
-    check_idle("start");
-    auto block = std::make_unique<Block>(prepare(varint_columns, row_sources, views));
-    // One thread for the encoder's life: a thread per block would wait to be scheduled each time.
-    if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
-    // The block's Python objects stay with started_, released with the GIL held.
-    started_ = std::move(block);
-    busy_ = true;
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      job_ = started_.get();
-      error_ = nullptr;
-    }
-    changed_.notify_all();
-  }
-
-  py::tuple finish() {
-    if (!started_) throw py::value_error("finish: no block was started");
-    std::exception_ptr error;
-    {
-      py::gil_scoped_release release;
-      std::unique_lock<std::mutex> lock(mutex_);
-      changed_.wait(lock, [this] { return job_ == nullptr; });
-      error = error_;
-    }
-    busy_ = false;
-    const std::unique_ptr<Block> block = std::move(started_);
-    if (error) std::rethrow_exception(error);  // an encoding error, raised here
-    return result(*block);
-  }
-
-  bool started() const { return static_cast<bool>(started_); }
-  size_t max_record_bytes() const { return encoder_.max_record_bytes(); }
-
- private:
-  void check_idle(const char* what) const {
-    if (started_) throw py::value_error(std::string(what) + ": a started block was not finished");
-    if (busy_) throw py::value_error(std::string(what) + ": this encoder is encoding on another thread");
-  }
-
-  Block prepare(const py::sequence& varint_columns, const py::sequence& row_sources, const py::object& views) {
+    // The block memory and the pool serve one call at a time.
+    const std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) throw py::value_error("encode: this encoder is encoding on another thread");
     if (static_cast<size_t>(py::len(varint_columns)) != encoder_.varint_features()) {
       throw py::value_error("encode: expected " + std::to_string(encoder_.varint_features()) +
                             " varint columns, got " + std::to_string(py::len(varint_columns)));
@@ -229,7 +147,8 @@ class BlockEncoder {
       throw py::value_error("encode: expected " + std::to_string(encoder_.row_features()) + " row sources, got " +
                             std::to_string(py::len(row_sources)));
     }
-    Block block;
+    std::vector<grl::bindings::InputArray<int64_t>> columns;
+    std::vector<const int64_t*> column_data;
     py::ssize_t n = -1;
     for (size_t f = 0; f < encoder_.varint_features(); ++f) {
       py::object column = varint_columns[f];
@@ -242,23 +161,26 @@ class BlockEncoder {
                         array.dtype().itemsize() <= 8;
       if (fits) {
         // Booleans and integers of up to 64 bits always fit: converted without a range check.
-        block.columns.push_back(InputArray<int64_t>::ensure(column));
-        if (n >= 0 && block.columns.back().size() != n) {
+        columns.push_back(InputArray<int64_t>::ensure(column));
+        if (n >= 0 && columns.back().size() != n) {
           throw py::value_error(name + ": expected " + std::to_string(n) + " elements, got " +
-                                std::to_string(block.columns.back().size()));
+                                std::to_string(columns.back().size()));
         }
       } else {
-        block.columns.push_back(as_array<int64_t>(column, name.c_str(), n));
+        columns.push_back(as_array<int64_t>(column, name.c_str(), n));
       }
-      if (block.columns.back().ndim() != 1) throw py::value_error(name + ": expected a one-dimensional array");
-      n = block.columns.back().size();
-      block.column_data.push_back(block.columns.back().data());
+      if (columns.back().ndim() != 1) throw py::value_error(name + ": expected a one-dimensional array");
+      n = columns.back().size();
+      column_data.push_back(columns.back().data());
     }
+    std::vector<py::array> tables;
+    std::vector<grl::bindings::InputArray<int32_t>> indexes;
+    std::vector<tfr::RowSource> sources;
     for (size_t f = 0; f < encoder_.row_features(); ++f) {
       const std::string name = "row source " + std::to_string(f);
       if (view_tiles_[f] != 0) {
         if (!row_sources[f].is_none()) throw py::value_error(name + ": made from the views, expected None");
-        block.sources.push_back({nullptr, 0, nullptr});
+        sources.push_back({nullptr, 0, nullptr});
         continue;
       }
       const auto source = row_sources[f].cast<py::sequence>();
@@ -287,81 +209,42 @@ class BlockEncoder {
           }
         }
         index = idx.data();
-        block.indexes.push_back(std::move(idx));
+        indexes.push_back(std::move(idx));
       }
-      block.sources.push_back({static_cast<const uint8_t*>(table.data()), table_rows, index});
-      block.tables.push_back(std::move(table));
+      sources.push_back({static_cast<const uint8_t*>(table.data()), table_rows, index});
+      tables.push_back(std::move(table));
     }
     if (n < 0) n = 0;
+    std::unique_ptr<ViewArrays> view_arrays;
     if (views.is_none() == encoder_.uses_views()) {
       throw py::value_error(encoder_.uses_views() ? "views: the view features need the state tables"
                                                   : "views: no feature is made from views, expected None");
     }
     if (!views.is_none()) {
       const size_t tiles = *std::max_element(view_tiles_.begin(), view_tiles_.end());
-      block.views = std::make_unique<ViewArrays>(views.cast<py::sequence>(), tiles, n);
+      view_arrays = std::make_unique<ViewArrays>(views.cast<py::sequence>(), tiles, n);
     }
-    try {
-      encoder_.check_views(block.views ? &block.views->tables : nullptr);
-    } catch (const std::invalid_argument& error) {
-      throw py::value_error(error.what());
+    const size_t bound = static_cast<size_t>(n) * encoder_.max_record_bytes();
+    if (!block_ || block_.use_count() > 1 || capacity_ < bound) {
+      capacity_ = std::max(bound, capacity_);
+      block_ = std::shared_ptr<uint8_t[]>(new uint8_t[capacity_]);
     }
-    block.records = static_cast<size_t>(n);
-    block.memory = memory_for(block.records * encoder_.max_record_bytes());
-    block.lengths = py::array_t<int64_t>(n);
-    return block;
-  }
-
-  // The background thread: encodes each block start() hands it.
-  void work() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (true) {
-      changed_.wait(lock, [this] { return job_ != nullptr || stop_; });
-      if (job_ == nullptr) return;
-      lock.unlock();
-      std::exception_ptr error;
-      try {
-        run(*job_);
-      } catch (...) {
-        error = std::current_exception();
-      }
-      lock.lock();
-      error_ = error;
-      job_ = nullptr;
-      changed_.notify_all();
+    py::array_t<int64_t> lengths(n);
+    size_t used = 0;
+    {
+      py::gil_scoped_release release;
+      used = encoder_.encode(static_cast<size_t>(n), column_data.data(), sources.data(), block_.get(),
+                             lengths.mutable_data(), view_arrays ? &view_arrays->tables : nullptr, pool_.get());
     }
-  }
-
-  // Without the GIL: touches no Python object.
-  void run(Block& block) const {
-    block.used = encoder_.encode(block.records, block.column_data.data(), block.sources.data(), block.memory.get(),
-                                 block.lengths.mutable_data(), block.views ? &block.views->tables : nullptr,
-                                 pool_.get());
-  }
-
-  py::tuple result(Block& block) {
-    auto* keep = new std::shared_ptr<uint8_t[]>(block.memory);
+    auto* keep = new std::shared_ptr<uint8_t[]>(block_);
     py::capsule owner(keep, [](void* p) { delete static_cast<std::shared_ptr<uint8_t[]>*>(p); });
-    py::array_t<uint8_t> records(static_cast<py::ssize_t>(block.used), block.memory.get(), owner);
-    return py::make_tuple(records, block.lengths);
+    py::array_t<uint8_t> records(static_cast<py::ssize_t>(used), block_.get(), owner);
+    return py::make_tuple(records, lengths);
   }
 
-  // Memory of at least `bytes` that no block in use holds: a kept one nobody
-  // else references (the previous block's, once written), else a new one.
-  std::shared_ptr<uint8_t[]> memory_for(size_t bytes) {
-    for (Memory& kept : memory_) {
-      if (kept.data.use_count() == 1 && kept.capacity >= bytes) return kept.data;
-    }
-    // Two blocks in turn (one written while the next is encoded), and a spare.
-    constexpr size_t kKept = 3;
-    auto free = std::find_if(memory_.begin(), memory_.end(), [](const Memory& m) { return m.data.use_count() == 1; });
-    if (free == memory_.end() && memory_.size() < kKept) free = memory_.emplace(memory_.end());
-    if (free == memory_.end()) free = memory_.begin();  // every kept one is held: the holders keep it alive
-    const size_t capacity = std::max(bytes, free->capacity);
-    *free = {std::shared_ptr<uint8_t[]>(new uint8_t[capacity]), capacity};
-    return free->data;
-  }
+  size_t max_record_bytes() const { return encoder_.max_record_bytes(); }
 
+ private:
   std::vector<tfr::RowFeature> row_features(const std::vector<std::tuple<std::string, std::string, size_t>>& rows) {
     std::vector<tfr::RowFeature> out;
     for (const auto& [name, kind, size] : rows) {
@@ -379,26 +262,14 @@ class BlockEncoder {
     return out;
   }
 
-  struct Memory {
-    std::shared_ptr<uint8_t[]> data;
-    size_t capacity = 0;
-  };
-
   // Before encoder_: filled while it is built.
   std::vector<size_t> row_bytes_;   // table row bytes of table features
   std::vector<size_t> view_tiles_;  // tiles of the board of features made from views, else 0
   tfr::ExampleEncoder encoder_;
   std::unique_ptr<grl::ThreadPool> pool_;
-  // Changed with the GIL held: a block is being encoded (its pool and memory in use).
-  bool busy_ = false;
-  std::unique_ptr<Block> started_;  // the block start() handed to the background thread
-  std::thread worker_;
-  std::mutex mutex_;  // guards job_, error_ and stop_
-  std::condition_variable changed_;
-  Block* job_ = nullptr;  // the block the background thread is to encode, until it is done
-  std::exception_ptr error_;
-  bool stop_ = false;
-  std::vector<Memory> memory_;
+  std::mutex busy_;
+  std::shared_ptr<uint8_t[]> block_;
+  size_t capacity_ = 0;
 };
 
 }  // namespace
@@ -456,12 +327,5 @@ void bind_tfrecord(py::module_& m) {
            "per row feature, record i taking row index[i] of the table (row i when index is None), None for a "
            "feature made from views; views: (state_kind, state_owner, state_army, state_index, "
            "next_state_index, player_id) of the records when a feature is made from them, else None.")
-      .def("start", &BlockEncoder::start, py::arg("varint_columns"), py::arg("row_sources"),
-           py::arg("views") = py::none(),
-           "Checks one block's arguments (as encode) and encodes it on a background thread, without the GIL; "
-           "finish() returns it. One block at a time.")
-      .def("finish", &BlockEncoder::finish,
-           "(records, lengths) of the block start() began, waiting for it without the GIL.")
-      .def_property_readonly("started", &BlockEncoder::started, "Whether a started block awaits finish().")
       .def_property_readonly("max_record_bytes", &BlockEncoder::max_record_bytes);
 }

@@ -152,29 +152,18 @@ class _TFRecordEncoder(ShardEncoder):
         self._index: list[np.ndarray] = []  # record lengths, block by block
 
     def write(self, chunk) -> None:
-        # Each block is encoded on a background thread while the block before it is
-        # checksummed and written. The chunk's arrays are the written batches'
-        # (joined_chunks is False: no memory the writer reuses), so the encoder may
-        # read them after this returns.
         views = None
         if self.fmt.states == "compact_views":
             chunk = _narrowed(chunk)
             views = view_sources(chunk)
-        previous = self._encoder.finish() if self._encoder.started else None
-        try:
-            self._encoder.start(
-                [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk), views
-            )
-        finally:
-            if previous is not None:
-                self._hand_over(*previous)
-
-    def _hand_over(self, records: np.ndarray, lengths: np.ndarray) -> None:
-        """Passes an encoded block on to the shard's file."""
+        records, lengths = self._encoder.encode(
+            [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk), views
+        )
         if self._gzip is None:
             self.out.write_block(records)  # held until drained, then its memory is reused
         else:
             self._gzip.write(records)
+        del records
         self._index.append(lengths)
 
     def _row_sources(self, part) -> list[tuple[np.ndarray, np.ndarray | None] | None]:
@@ -205,8 +194,6 @@ class _TFRecordEncoder(ShardEncoder):
         return sources
 
     def finish(self) -> dict[str, bytes]:
-        if self._encoder.started:
-            self._hand_over(*self._encoder.finish())
         if self._gzip is not None:
             self._gzip.close()
         lengths = np.concatenate(self._index) if self._index else np.zeros(0, np.int64)
