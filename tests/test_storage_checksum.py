@@ -77,19 +77,19 @@ def test_write_back_starts_without_dropping_the_pages(tmp_path):
         out._start_write_back(0, size)
         if sys.platform.startswith("linux"):
             assert start_write_back(raw.fileno(), 0, size)
-            with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as view:
-                assert _resident_pages(view) == size // mmap.PAGESIZE
+            assert _resident_pages(path) == size // mmap.PAGESIZE
     with pytest.raises(ValueError, match="offset and length must be >= 0, got 3, -1, 5"):
         start_write_back(3, -1, 5)
 
 
-def _resident_pages(view: mmap.mmap) -> int:
-    """Pages of a mapping that are in the page cache (mincore)."""
+def _resident_pages(path) -> int:
+    """Pages of a file that are in the page cache (mincore over a mapping of it)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    pages = (len(view) + mmap.PAGESIZE - 1) // mmap.PAGESIZE
-    vector = (ctypes.c_ubyte * pages)()
-    anchor = ctypes.c_char.from_buffer(view)
-    address = ctypes.addressof(anchor)
-    del anchor  # the mapping stays; only the buffer export ends
-    assert libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(len(view)), vector) == 0
+    size = os.path.getsize(path)
+    vector = (ctypes.c_ubyte * ((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE))()
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as view:
+        anchor = ctypes.c_char.from_buffer(view)
+        address = ctypes.addressof(anchor)
+        del anchor  # the mapping stays; only the buffer export ends
+        assert libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vector) == 0
     return sum(v & 1 for v in vector)
