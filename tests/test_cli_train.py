@@ -11,6 +11,7 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("PIL")
 
 from generals_rl.cli import main
+from generals_rl.train.checkpoint import load_checkpoint
 
 TINY = [
     "--size",
@@ -147,6 +148,22 @@ def test_config_file_and_overrides(tmp_path):
     assert saved["gamma"] == 0.95 and saved["lr"] == 0.002 and saved["reward"]["win"] == 2.0
 
 
+def test_factorised_head_and_bfloat16_trunk(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "ppo", "--run-dir", str(run), "--total-steps", "32", *TINY]
+    assert main([*argv, "--action-head", "factorised", "--bfloat16-trunk"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["action_head"] == "factorised" and saved["bfloat16_trunk"] is True
+    net = load_checkpoint(run / "checkpoints" / "latest.pt")["config"]
+    assert net["action_head"] == "factorised" and net["bfloat16_trunk"] is True
+    # the factorised network plays: evaluation loads and runs it
+    checkpoint = str(run / "checkpoints" / "latest.pt")
+    capsys.readouterr()
+    evaluate = ["evaluate", checkpoint, "--games", "2", "--size", "5x5", "--max-ticks", "20"]
+    assert main(evaluate) == 0
+    assert "2 games:" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv,code,prefix",
     [
@@ -156,6 +173,7 @@ def test_config_file_and_overrides(tmp_path):
             "generals-rl train ppo: unknown reward",
         ),
         (["train", "ppo", "--num-envs", "0"], 2, "generals-rl train ppo: num_envs"),
+        (["train", "ppo", "--action-head", "diagonal"], 2, "generals-rl train ppo: action_head"),
         (["train", "ppo", "--resume"], 1, "generals-rl train ppo:"),
         (["evaluate", "missing.pt"], 1, "generals-rl evaluate: missing.pt"),
         (["evaluate", "JUNK", "--games", "0"], 2, "generals-rl evaluate: --games"),

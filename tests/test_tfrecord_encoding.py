@@ -6,7 +6,9 @@ bad arguments."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import struct
+import time
 
 import google_crc32c
 import numpy as np
@@ -90,6 +92,29 @@ def test_a_block_held_by_python_is_not_overwritten():
     assert first.tobytes() == kept
     empty, lengths = encoder.encode([np.zeros(0, np.int64)], [])
     assert len(empty) == 0 and len(lengths) == 0
+
+
+def test_an_unpickled_array_of_the_wanted_dtype_is_not_scanned():
+    # Its dtype equals int32 but is another object: such arrays were checked value by
+    # value (a min and a max over the array) before being used as they are.
+    index = pickle.loads(pickle.dumps(np.zeros(20_000_000, np.int32)))
+    assert index.dtype == np.int32 and index.dtype is not np.dtype(np.int32)
+    encoder = TFRecordEncoder(["x"], [("board", "bytes", 4)])
+    table = np.zeros((3, 4), np.uint8)
+
+    def cpu_seconds(action) -> float:
+        start = time.process_time()
+        for _ in range(5):
+            action()
+        return time.process_time() - start
+
+    def convert():
+        # the index is converted, then refused for its size: no other work
+        with pytest.raises(ValueError, match="expected 1 elements, got 20000000"):
+            encoder.encode([np.arange(1)], [(table, index)])
+
+    scans = cpu_seconds(lambda: (index.min(), index.max()))
+    assert cpu_seconds(convert) < scans / 4
 
 
 def test_bad_arguments_are_clear_errors():

@@ -34,7 +34,10 @@ py::array_t<T> view(const T* data, std::vector<py::ssize_t> shape, py::handle ow
 // Converting to T must keep every value: integers must be integers that fit T.
 template <typename T>
 void check_convertible(const py::array& src, const char* name) {
-  if (src.dtype().is(py::dtype::of<T>()) || src.size() == 0) return;
+  // Equal, not the same object: an unpickled array's dtype is a copy of T's.
+  if (src.size() == 0 || py::detail::npy_api::get().PyArray_EquivTypes_(src.dtype().ptr(), py::dtype::of<T>().ptr())) {
+    return;
+  }
   const char kind = src.dtype().kind();
   if constexpr (std::is_integral_v<T>) {
     if (kind != 'b' && kind != 'i' && kind != 'u') {

@@ -16,6 +16,7 @@
 #include "compact_observation.hpp"
 #include "tfrecord.hpp"
 #include "thread_pool.hpp"
+#include "write_back.hpp"
 
 namespace py = pybind11;
 using grl::bindings::as_array;
@@ -285,6 +286,19 @@ void bind_tfrecord(py::module_& m) {
       py::arg("data"), py::arg("value") = 0,
       "CRC32C (Castagnoli) of a contiguous buffer, continuing from value; hardware accelerated when the CPU "
       "has SSE4.2.");
+  m.def(
+      "start_write_back",
+      [](int fd, int64_t offset, int64_t length) {
+        if (fd < 0 || offset < 0 || length < 0) {
+          throw py::value_error("start_write_back: fd, offset and length must be >= 0, got " + std::to_string(fd) +
+                                ", " + std::to_string(offset) + ", " + std::to_string(length));
+        }
+        py::gil_scoped_release release;
+        return grl::start_write_back(fd, offset, length);
+      },
+      py::arg("fd"), py::arg("offset"), py::arg("length"),
+      "Starts writing a range of an open file to disk without waiting for it and without dropping it from the "
+      "page cache (Linux sync_file_range); False where the platform lacks it or it failed.");
   m.def(
       "crc32c_portable",
       [](const py::buffer& data, uint32_t value) {

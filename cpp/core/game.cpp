@@ -10,16 +10,18 @@ namespace grl {
 
 namespace {
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw std::invalid_argument(message);
+// `message()` makes the error's text, only when there is an error.
+template <typename Message>
+void require(bool ok, const Message& message) {
+  if (!ok) throw std::invalid_argument(message());
 }
 
 }  // namespace
 
 void check_board_size(int height, int width, const char* what) {
   require(height >= 1 && height <= kMaxBoardSide && width >= 1 && width <= kMaxBoardSide,
-          std::string(what) + ": size must be between 1x1 and " + std::to_string(kMaxBoardSide) + "x" +
-              std::to_string(kMaxBoardSide) + ", got " + std::to_string(height) + "x" + std::to_string(width));
+          [&] { return std::string(what) + ": size must be between 1x1 and " + std::to_string(kMaxBoardSide) + "x" +
+              std::to_string(kMaxBoardSide) + ", got " + std::to_string(height) + "x" + std::to_string(width); });
 }
 
 // Flat passes the compiler vectorizes (as compute_visibility): the passable
@@ -66,20 +68,20 @@ Game::Game(MapSpec map, int max_ticks, bool neutral_city_regrowth)
       generals_(std::move(map.generals)) {
   check_board_size(height_, width_);
   require(num_players_ >= 1 && num_players_ <= kMaxPlayers,
-          "players must be between 1 and 16, got " + std::to_string(num_players_));
+          [&] { return "players must be between 1 and 16, got " + std::to_string(num_players_); });
   const size_t n = static_cast<size_t>(height_) * width_;
-  require(kind_.size() == n, "kind has " + std::to_string(kind_.size()) + " tiles, expected " +
-                                 std::to_string(n));
-  require(owner_.size() == n, "owner has " + std::to_string(owner_.size()) +
-                                  " tiles, expected " + std::to_string(n));
-  require(army_.size() == n, "army has " + std::to_string(army_.size()) + " tiles, expected " +
-                                 std::to_string(n));
+  require(kind_.size() == n, [&] { return "kind has " + std::to_string(kind_.size()) + " tiles, expected " +
+                                 std::to_string(n); });
+  require(owner_.size() == n, [&] { return "owner has " + std::to_string(owner_.size()) +
+                                  " tiles, expected " + std::to_string(n); });
+  require(army_.size() == n, [&] { return "army has " + std::to_string(army_.size()) + " tiles, expected " +
+                                 std::to_string(n); });
   if (team_game_) {
     require(teams_.size() == static_cast<size_t>(num_players_),
-            "teams has " + std::to_string(teams_.size()) + " entries, expected one per player (" +
-                std::to_string(num_players_) + ")");
+            [&] { return "teams has " + std::to_string(teams_.size()) + " entries, expected one per player (" +
+                std::to_string(num_players_) + ")"; });
     for (int p = 0; p < num_players_; ++p) {
-      require(teams_[p] >= 0, "team of player " + std::to_string(p) + " is negative");
+      require(teams_[p] >= 0, [&] { return "team of player " + std::to_string(p) + " is negative"; });
     }
   } else {
     teams_.resize(num_players_);
@@ -93,14 +95,14 @@ Game::Game(MapSpec map, int max_ticks, bool neutral_city_regrowth)
   land_.assign(num_players_, 0);
   illegal_.assign(num_players_, 0);
   for (size_t t = 0; t < n; ++t) {
-    require(kind_[t] <= kGeneral, "tile " + std::to_string(t) + " has unknown kind " +
-                                      std::to_string(kind_[t]));
+    require(kind_[t] <= kGeneral, [&] { return "tile " + std::to_string(t) + " has unknown kind " +
+                                      std::to_string(kind_[t]); });
     require(owner_[t] >= kNeutral && owner_[t] < num_players_,
-            "tile " + std::to_string(t) + " has owner " + std::to_string(owner_[t]) +
-                " outside -1.." + std::to_string(num_players_ - 1));
-    require(army_[t] >= 0, "tile " + std::to_string(t) + " has negative army");
+            [&] { return "tile " + std::to_string(t) + " has owner " + std::to_string(owner_[t]) +
+                " outside -1.." + std::to_string(num_players_ - 1); });
+    require(army_[t] >= 0, [&] { return "tile " + std::to_string(t) + " has negative army"; });
     require(kind_[t] != kMountain || owner_[t] == kNeutral,
-            "mountain tile " + std::to_string(t) + " cannot be owned");
+            [&] { return "mountain tile " + std::to_string(t) + " cannot be owned"; });
     if (kind_[t] == kCity) cities_.push_back(static_cast<int32_t>(t));
     if (owner_[t] >= 0) {
       land_[owner_[t]] += 1;
@@ -112,9 +114,9 @@ Game::Game(MapSpec map, int max_ticks, bool neutral_city_regrowth)
   for (int p = 0; p < num_players_; ++p) {
     const int g = generals_[p];
     require(g >= 0 && static_cast<size_t>(g) < n,
-            "general of player " + std::to_string(p) + " is off the board: " + std::to_string(g));
+            [&] { return "general of player " + std::to_string(p) + " is off the board: " + std::to_string(g); });
     require(kind_[g] == kGeneral && owner_[g] == p,
-            "tile " + std::to_string(g) + " must be a general owned by player " + std::to_string(p));
+            [&] { return "tile " + std::to_string(g) + " must be a general owned by player " + std::to_string(p); });
   }
 }
 

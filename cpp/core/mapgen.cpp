@@ -12,8 +12,10 @@ namespace grl {
 
 namespace {
 
-void require(bool ok, const std::string& field, const std::string& message) {
-  if (!ok) throw std::invalid_argument("map option " + field + ": " + message);
+// `message()` makes the error's text, only when there is an error.
+template <typename Message>
+void require(bool ok, const char* field, const Message& message) {
+  if (!ok) throw std::invalid_argument(std::string("map option ") + field + ": " + message());
 }
 
 int default_general_distance(int players) { return players == 2 ? 15 : std::max(5, 12 - players / 2); }
@@ -71,28 +73,28 @@ bool place_generals(const std::vector<uint8_t>& kind, int h, int w, int players,
 
 void validate(const MapOptions& o) {
   require(o.players >= 2 && o.players <= kMaxPlayers, "players",
-          "must be between 2 and 16, got " + std::to_string(o.players));
-  require(o.min_side >= 2, "min_side", "must be at least 2, got " + std::to_string(o.min_side));
+          [&] { return "must be between 2 and 16, got " + std::to_string(o.players); });
+  require(o.min_side >= 2, "min_side", [&] { return "must be at least 2, got " + std::to_string(o.min_side); });
   require(o.max_side >= o.min_side, "max_side",
-          "must be at least min_side (" + std::to_string(o.min_side) + "), got " +
-              std::to_string(o.max_side));
+          [&] { return "must be at least min_side (" + std::to_string(o.min_side) + "), got " +
+              std::to_string(o.max_side); });
   require(o.max_side <= kMaxEnvSide, "max_side",
-          "must be at most " + std::to_string(kMaxEnvSide) + ", got " + std::to_string(o.max_side));
+          [&] { return "must be at most " + std::to_string(kMaxEnvSide) + ", got " + std::to_string(o.max_side); });
   require(o.min_side * o.min_side >= o.players, "min_side",
-          std::to_string(o.min_side) + "x" + std::to_string(o.min_side) + " has fewer tiles than " +
-              std::to_string(o.players) + " players");
+          [&] { return std::to_string(o.min_side) + "x" + std::to_string(o.min_side) + " has fewer tiles than " +
+              std::to_string(o.players) + " players"; });
   require(o.mountain_fraction >= 0.0 && o.mountain_fraction <= 0.6, "mountain_fraction",
-          "must be within [0, 0.6], got " + std::to_string(o.mountain_fraction));
-  require(o.cities >= -1, "cities", "must be -1 (automatic) or >= 0, got " + std::to_string(o.cities));
+          [&] { return "must be within [0, 0.6], got " + std::to_string(o.mountain_fraction); });
+  require(o.cities >= -1, "cities", [&] { return "must be -1 (automatic) or >= 0, got " + std::to_string(o.cities); });
   require(o.city_army_min >= 0 && o.city_army_max >= o.city_army_min, "city_army_max",
-          "city armies need 0 <= city_army_min <= city_army_max, got " +
-              std::to_string(o.city_army_min) + ".." + std::to_string(o.city_army_max));
+          [&] { return "city armies need 0 <= city_army_min <= city_army_max, got " +
+              std::to_string(o.city_army_min) + ".." + std::to_string(o.city_army_max); });
   require(o.min_general_distance >= -1, "min_general_distance",
-          "must be -1 (automatic) or >= 0, got " + std::to_string(o.min_general_distance));
+          [&] { return "must be -1 (automatic) or >= 0, got " + std::to_string(o.min_general_distance); });
   for (const auto& [name, pad] : {std::pair{"pad_height", o.pad_height}, std::pair{"pad_width", o.pad_width}}) {
     require(pad == 0 || (pad >= o.max_side && pad <= kMaxEnvSide), name,
-            "must be 0 or in " + std::to_string(o.max_side) + ".." + std::to_string(kMaxEnvSide) +
-                " (at least max_side), got " + std::to_string(pad));
+            [&] { return "must be 0 or in " + std::to_string(o.max_side) + ".." + std::to_string(kMaxEnvSide) +
+                " (at least max_side), got " + std::to_string(pad); });
   }
 }
 

@@ -130,6 +130,13 @@ void one_byte_view_values(const uint8_t* codes, const int32_t* armies, size_t n,
 uint8_t* put_view_values(uint8_t* out, const uint8_t* codes, const int32_t* armies, size_t n, uint8_t* bytes,
                          uint8_t* small) {
   one_byte_view_values(codes, armies, n, bytes, small);
+  const auto put_tile = [&](uint8_t* at, size_t t) {
+    if (small[t]) {
+      *at = bytes[t];
+      return at + 1;
+    }
+    return put_varint(at, static_cast<uint64_t>(armies[t]) << kViewArmyShift | codes[t]);
+  };
   constexpr size_t kBlock = 16;
   size_t t = 0;
   for (; t + kBlock <= n; t += kBlock) {
@@ -140,45 +147,11 @@ uint8_t* put_view_values(uint8_t* out, const uint8_t* codes, const int32_t* armi
       out += kBlock;
       continue;
     }
-    for (size_t k = t; k < t + kBlock; ++k) {
-      out = small[k] ? (*out = bytes[k], out + 1)
-                     : put_varint(out, static_cast<uint64_t>(armies[k]) << kViewArmyShift | codes[k]);
-    }
+    for (size_t k = t; k < t + kBlock; ++k) out = put_tile(out, k);
   }
-  for (; t < n; ++t) {
-    out = small[t] ? (*out = bytes[t], out + 1)
-                   : put_varint(out, static_cast<uint64_t>(armies[t]) << kViewArmyShift | codes[t]);
-  }
+  for (; t < n; ++t) out = put_tile(out, t);
   return out;
 }
-
-// Where the encoded view of a (state, player) was written already, so that a
-// next state that is a later record's state is encoded once: direct-mapped
-// (a collision only costs encoding the view again).
-class ViewCache {
- public:
-  ViewCache() { std::fill(std::begin(slots_), std::end(slots_), Slot{-1, nullptr, 0}); }
-  static int64_t key(int32_t state, int32_t player) { return int64_t{state} * kMaxPlayers + player; }
-  const uint8_t* find(int64_t key, size_t& size) const {
-    const Slot& slot = slots_[slot_of(key)];
-    if (slot.key != key) return nullptr;
-    size = slot.size;
-    return slot.data;
-  }
-  void put(int64_t key, const uint8_t* data, size_t size) { slots_[slot_of(key)] = {key, data, size}; }
-
- private:
-  struct Slot {
-    int64_t key;
-    const uint8_t* data;
-    size_t size;
-  };
-  static constexpr int kBits = 10;  // 1,024 views: a few ticks of 64 two-player games
-  static size_t slot_of(int64_t key) {
-    return static_cast<size_t>(static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull >> (64 - kBits));
-  }
-  Slot slots_[size_t{1} << kBits];
-};
 
 // What one thread needs to make a record's views: the board's codes, armies,
 // scratch, packed mask and open directions (of the last state seen).
@@ -243,6 +216,18 @@ size_t ExampleEncoder::max_record_bytes() const {
   return 12 + 1 + varint_size(features) + features + 4;
 }
 
+void ExampleEncoder::check_views(const ViewTables* views) const {
+  if (uses_views() && views == nullptr) throw std::invalid_argument("encode: view features need the state tables");
+  if (views == nullptr) return;
+  const size_t tiles = static_cast<size_t>(views->states.height) * views->states.width;
+  for (size_t f = 0; f < contents_.size(); ++f) {
+    const size_t wanted = contents_[f] == RowContent::kStateMask ? packed_mask_bytes(tiles)
+                          : contents_[f] == RowContent::kTable   ? row_bytes_[f]
+                                                                 : 8 * tiles;
+    if (row_bytes_[f] != wanted) throw std::invalid_argument("encode: the state tables' boards are not the features'");
+  }
+}
+
 bool ExampleEncoder::uses_views() const {
   return std::any_of(contents_.begin(), contents_.end(), [](RowContent c) { return c != RowContent::kTable; });
 }
@@ -289,8 +274,8 @@ uint8_t* ExampleEncoder::put_record(const uint64_t* values, const Part* parts, u
 }
 
 size_t ExampleEncoder::encode_range(size_t begin, size_t end, const int64_t* const* varint_columns,
-                                    const RowSource* rows, const ViewTables* views, uint8_t* out,
-                                    int64_t* lengths) const {
+                                    const RowSource* rows, const ViewTables* views, const ExperienceViews* plan,
+                                    uint8_t* out, int64_t* lengths) const {
   const size_t varints = varint_prefixes_.size();
   const size_t row_count = row_prefixes_.size();
   // The value rows' varints of the record being written, encoded before its
@@ -305,15 +290,17 @@ size_t ExampleEncoder::encode_range(size_t begin, size_t end, const int64_t* con
   std::vector<uint64_t> values(varints);
   std::vector<Part> parts(row_count);
   std::vector<uint8_t*> placed(row_count);
-  std::vector<int64_t> view_keys(row_count, -1);  // views encoded for this record, to remember
+  // Where each view of the plan was written in this range (a view another
+  // range wrote is encoded again: that range may not have written it yet).
+  std::vector<Part> written(plan ? plan->view_state.size() : 0, Part{nullptr, 0});
+  std::vector<int32_t> new_views(row_count, -1);  // views this record writes first
   const size_t tiles = views ? static_cast<size_t>(views->states.height) * views->states.width : 0;
   std::unique_ptr<ViewScratch> scratch = views ? std::make_unique<ViewScratch>(tiles) : nullptr;
-  std::unique_ptr<ViewCache> cache = views ? std::make_unique<ViewCache>() : nullptr;
   uint8_t* const first = out;
   for (size_t i = begin; i < end; ++i) {
     for (size_t f = 0; f < varints; ++f) values[f] = static_cast<uint64_t>(varint_columns[f][i]);
     for (size_t f = 0; f < row_count; ++f) {
-      view_keys[f] = -1;
+      new_views[f] = -1;
       if (contents_[f] == RowContent::kTable) {
         const size_t row = rows[f].index != nullptr ? static_cast<size_t>(rows[f].index[i]) : i;
         const uint8_t* source = rows[f].table + row * row_bytes_[f];
@@ -344,10 +331,10 @@ size_t ExampleEncoder::encode_range(size_t begin, size_t end, const int64_t* con
         parts[f] = {scratch->mask.data(), row_bytes_[f]};
         continue;
       }
-      const int64_t key = ViewCache::key(state, player);
-      size_t size = 0;
-      if (const uint8_t* known = cache->find(key, size)) {
-        parts[f] = {known, size};
+      const int32_t id = contents_[f] == RowContent::kNextStateView ? plan->next_state_view[i]
+                                                                    : static_cast<int32_t>(i);
+      if (written[static_cast<size_t>(id)].data != nullptr) {
+        parts[f] = written[static_cast<size_t>(id)];
         continue;
       }
       encode_compact(view, player, true, scratch->codes.data(), scratch->armies.data(), scratch->scratch.data());
@@ -355,12 +342,12 @@ size_t ExampleEncoder::encode_range(size_t begin, size_t end, const int64_t* con
       const uint8_t* stop = put_view_values(target, scratch->codes.data(), scratch->armies.data(), tiles,
                                             scratch->bytes.data(), scratch->small.data());
       parts[f] = {target, static_cast<size_t>(stop - target)};
-      view_keys[f] = key;
+      new_views[f] = id;
     }
     uint8_t* const record = out;
     out = put_record(values.data(), parts.data(), out, placed.data());
     for (size_t f = 0; f < row_count; ++f) {
-      if (view_keys[f] >= 0) cache->put(view_keys[f], placed[f], parts[f].size);
+      if (new_views[f] >= 0) written[static_cast<size_t>(new_views[f])] = {placed[f], parts[f].size};
     }
     lengths[i] = static_cast<int64_t>(out - record);
   }
@@ -369,20 +356,17 @@ size_t ExampleEncoder::encode_range(size_t begin, size_t end, const int64_t* con
 
 size_t ExampleEncoder::encode(size_t n, const int64_t* const* varint_columns, const RowSource* rows, uint8_t* out,
                               int64_t* lengths, const ViewTables* views, ThreadPool* pool) const {
-  if (uses_views() && views == nullptr) throw std::invalid_argument("encode: view features need the state tables");
+  check_views(views);
+  // Each distinct (state, player) view is encoded once and copied where it recurs.
+  std::unique_ptr<ExperienceViews> plan;
   if (views != nullptr) {
-    const size_t tiles = static_cast<size_t>(views->states.height) * views->states.width;
-    for (size_t f = 0; f < contents_.size(); ++f) {
-      const size_t wanted = contents_[f] == RowContent::kStateMask ? packed_mask_bytes(tiles)
-                            : contents_[f] == RowContent::kTable   ? row_bytes_[f]
-                                                                   : 8 * tiles;
-      if (row_bytes_[f] != wanted) throw std::invalid_argument("encode: the state tables' boards are not the features'");
-    }
+    plan = std::make_unique<ExperienceViews>(
+        plan_experience_views(views->state_index, views->next_state_index, views->player, n));
   }
   // Below this many records a second thread costs more than it saves.
   constexpr size_t kParallelRecords = 256;
   if (pool == nullptr || pool->size() < 2 || n < kParallelRecords) {
-    return encode_range(0, n, varint_columns, rows, views, out, lengths);
+    return encode_range(0, n, varint_columns, rows, views, plan.get(), out, lengths);
   }
   // Each range is written at its own bound (begin * max_record_bytes), then
   // moved down behind the ranges before it.
@@ -395,7 +379,8 @@ size_t ExampleEncoder::encode(size_t n, const int64_t* const* varint_columns, co
   pool->parallel_for(static_cast<int>(n), [&](int begin, int end) {
     const auto first = static_cast<size_t>(begin);
     const size_t bytes =
-        encode_range(first, static_cast<size_t>(end), varint_columns, rows, views, out + first * bound, lengths);
+        encode_range(first, static_cast<size_t>(end), varint_columns, rows, views, plan.get(), out + first * bound,
+                     lengths);
     const std::lock_guard<std::mutex> lock(ranges_mutex);
     ranges.push_back({first, bytes});
   });

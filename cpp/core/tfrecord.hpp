@@ -93,6 +93,9 @@ class ExampleEncoder {
 
   // Whether some feature is made from ViewTables.
   bool uses_views() const;
+  // std::invalid_argument unless `views` are given exactly when a feature is
+  // made from them, with the features' boards (encode checks it too).
+  void check_views(const ViewTables* views) const;
 
  private:
   struct Part {
@@ -100,8 +103,9 @@ class ExampleEncoder {
     size_t size;
   };
   // Records [begin, end) written from `out`; returns the bytes written.
+  // `plan`: the distinct views of all n records (with `views`).
   size_t encode_range(size_t begin, size_t end, const int64_t* const* varint_columns, const RowSource* rows,
-                      const ViewTables* views, uint8_t* out, int64_t* lengths) const;
+                      const ViewTables* views, const ExperienceViews* plan, uint8_t* out, int64_t* lengths) const;
   // One framed record of the varint `values` and each row feature's payload;
   // `placed[f]` receives where value feature f's payload landed. Returns its end.
   uint8_t* put_record(const uint64_t* values, const Part* parts, uint8_t* out, uint8_t** placed) const;

@@ -10,7 +10,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BYTE_ARMY_MAX', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VIEW_ARMY_SHIFT', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_experiences', 'compact_message', 'compact_rows', 'compact_view_plan', 'compact_views', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'unpack_action_masks', 'vec_env_defaults']
+__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BYTE_ARMY_MAX', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VIEW_ARMY_SHIFT', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_experiences', 'compact_message', 'compact_rows', 'compact_view_plan', 'compact_views', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'start_write_back', 'unpack_action_masks', 'vec_env_defaults']
 class FullPolicy:
     """
     What producers do when the buffer is full
@@ -761,6 +761,10 @@ def run_replay(game: Game, moves: typing.Any, afks: typing.Any, snapshot_every: 
     ...
 def set_buffer(env: VecEnv, buffer: ExperienceBuffer, timeout: typing.SupportsFloat | typing.SupportsIndex) -> None:
     ...
+def start_write_back(fd: typing.SupportsInt | typing.SupportsIndex, offset: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex) -> bool:
+    """
+    Starts writing a range of an open file to disk without waiting for it and without dropping it from the page cache (Linux sync_file_range); False where the platform lacks it or it failed.
+    """
 def unpack_action_masks(action_masks: typing.Any, height: typing.SupportsInt | typing.SupportsIndex, width: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
     ...
 def vec_env_defaults() -> dict:

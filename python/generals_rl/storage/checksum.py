@@ -7,7 +7,7 @@ import contextlib
 import os
 from typing import BinaryIO
 
-from .._core import crc32c
+from .._core import crc32c, start_write_back
 from .errors import StorageError
 
 _MASK_DELTA = 0xA282EAD8
@@ -103,11 +103,15 @@ class ChecksumWriter:
         self._held = []
 
     def _start_write_back(self, offset: int, length: int) -> None:
-        """Asks the kernel to start writing the drained bytes to disk now (Linux
-        starts write-back on this advice), so the commit's fsync waits for less."""
+        """Asks the kernel to start writing the drained bytes to disk now, so the
+        commit's fsync waits for less. The pages stay cached, so a reader right
+        after the commit reads memory; where the core cannot start write-back
+        alone, the advice to drop the pages starts it instead (on Linux)."""
         # Advice only: not every platform has it, nor every file a descriptor.
         with contextlib.suppress(AttributeError, OSError, ValueError):
-            os.posix_fadvise(self.raw.fileno(), offset, length, os.POSIX_FADV_DONTNEED)
+            fd = self.raw.fileno()
+            if not start_write_back(fd, offset, length):
+                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
     def _cut_back(self) -> None:
         self.raw.truncate(self._on_file)
