@@ -199,6 +199,13 @@ def main(argv=None) -> int:
         metavar="FLAG=VALUE",
         help="override a learner flag, e.g. --set n-step=3 (VALUE 'off' drops a flag)",
     )
+    parser.add_argument(
+        "--reward",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a farm reward weight, e.g. --reward land_gained=0",
+    )
     parser.add_argument("--plot", default=None, help="curve PNG (default: RUN_DIR/curve.png)")
     args = parser.parse_args(argv)
     epsilons = [float(e) for e in args.epsilons.split(",")]
@@ -209,6 +216,11 @@ def main(argv=None) -> int:
         name, _, value = item.partition("=")
         learner_options[name] = value
     learner_options = {k: v for k, v in learner_options.items() if v != "off"}
+    for item in args.reward:
+        name, _, value = item.partition("=")
+        if name not in REWARDS:
+            parser.error(f"--reward: unknown weight {name!r}; one of {', '.join(REWARDS)}")
+        REWARDS[name] = float(value)
 
     run = Path(args.run_dir)
     shutil.rmtree(run, ignore_errors=True)
