@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_learning import CONFIG as PPO_BENCHMARK
 from generals_rl.train import NetworkPolicy, make_opponent
 from generals_rl.train.checkpoint import load_checkpoint
 from generals_rl.train.evaluate import evaluate
@@ -55,18 +56,10 @@ LEARNER = {
     "torch-threads": 1,
 }
 LEARNER_FLAGS = ("whole-army-moves", "bfloat16-trunk")
-# The farms' rewards: the outcome, cities, and a little for every tile gained, so that
-# expanding pays before a first win (the learner adds a cost per tick and more for enemy
-# tiles taken).
-REWARDS = {
-    "win": 1.0,
-    "loss": -1.0,
-    "city_captured": 0.05,
-    "city_lost": -0.05,
-    "army_advantage": 0.0,
-    "land_gained": 0.005,
-    "general_captured": 0.0,
-}
+# The farms' rewards are the PPO benchmark's: the outcome, cities, and a little for every
+# tile gained, so that expanding pays before a first win (the learner adds a cost per tick
+# and more for enemy tiles taken).
+REWARDS = dict(PPO_BENCHMARK["reward"])
 ACTOR_ENVS = 32
 ACTOR_BUFFER = 16_384  # small, so that a learner holding back its reading holds the farm back
 

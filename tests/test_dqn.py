@@ -57,27 +57,9 @@ def test_double_dqn_targets_equal_a_slow_reference():
 
 
 def test_learner_consumes_trains_and_publishes(tmp_path):
-    buffer = ExperienceBuffer(6, 6, capacity=50_000, policy="overwrite")
-    env = VecEnv(8, 2, 6, 6, seed=1, max_ticks=60, buffer=buffer, num_threads=1)
-    bot = RandomBot(seed=0)
-    env.reset()
-    for _ in range(200):
-        env.step(bot.act(env))
-    server = ExperienceServer(buffer, "127.0.0.1:0").start()
+    server = _serve_random_play()
     try:
-        config = DQNConfig(
-            height=6,
-            width=6,
-            capacity=20_000,
-            batch_size=32,
-            steps=30,
-            learning_starts=500,
-            publish_every=10,
-            target_every=10,
-            channels=4,
-            blocks=1,
-            n_step=3,
-        )
+        config = _small_config(steps=30, n_step=3)
         learner = DQNLearner(config, [server.address], tmp_path)
         row = learner.train(log_every=10)
         assert learner.step == 30 and learner.version == 3
