@@ -214,6 +214,70 @@ void encode_packed_action_mask(const StateView& s, int player, uint8_t* out) {
   pack_nibbles(nibbles.data(), s.height * s.width, out);
 }
 
+namespace {
+
+// One view's packed mask. `grid` holds (height + 2) * (width + 2) bytes whose
+// border is 0 (off the board is closed) and `nibbles` one byte a tile.
+template <typename Army>
+void view_action_mask(const uint8_t* codes, const Army* armies, int height, int width, uint8_t* grid,
+                      uint8_t* nibbles, uint8_t* out) {
+  const int grid_width = width + 2;
+  for (int r = 0; r < height; ++r) {
+    uint8_t* row = grid + (r + 1) * grid_width + 1;
+    const uint8_t* row_codes = codes + r * width;
+    for (int c = 0; c < width; ++c) row[c] = !(kMountainCodes >> row_codes[c] & 1u);
+  }
+  for (int r = 0; r < height; ++r) {
+    const uint8_t* up = grid + r * grid_width + 1;
+    const uint8_t* here = up + grid_width;
+    const uint8_t* down = here + grid_width;
+    const uint8_t* row_codes = codes + r * width;
+    const Army* row_armies = armies + r * width;
+    uint8_t* row_nibbles = nibbles + r * width;
+    for (int c = 0; c < width; ++c) {
+      const bool movable = (kOwnTileCodes >> row_codes[c] & 1u) & (row_armies[c] >= 2);
+      const auto open = static_cast<uint8_t>(up[c] | down[c] << 1 | here[c - 1] << 2 | here[c + 1] << 3);
+      row_nibbles[c] = movable ? open : 0;
+    }
+  }
+  pack_nibbles(nibbles, height * width, out);
+}
+
+template <typename Army>
+void view_action_masks_as(const uint8_t* codes, const Army* armies, const int32_t* views, size_t rows, int height,
+                          int width, uint8_t* out, ThreadPool* pool) {
+  const size_t tiles = static_cast<size_t>(height) * width, row_bytes = packed_mask_bytes(tiles);
+  auto run = [&](size_t begin, size_t end) {
+    std::vector<uint8_t> grid(static_cast<size_t>(height + 2) * (width + 2), 0), nibbles(tiles);
+    for (size_t i = begin; i < end; ++i) {
+      const size_t at = static_cast<size_t>(views[i]) * tiles;
+      view_action_mask(codes + at, armies + at, height, width, grid.data(), nibbles.data(), out + i * row_bytes);
+    }
+  };
+  if (pool && pool->size() > 1 && rows * tiles >= kParallelTiles) {
+    pool->parallel_for(static_cast<int>(rows), [&](int begin, int end) { run(begin, end); });
+  } else {
+    run(0, rows);
+  }
+}
+
+}  // namespace
+
+void view_action_masks(const uint8_t* codes, const uint8_t* armies, const int32_t* views, size_t rows, int height,
+                       int width, uint8_t* out, ThreadPool* pool) {
+  view_action_masks_as(codes, armies, views, rows, height, width, out, pool);
+}
+
+void view_action_masks(const uint8_t* codes, const uint16_t* armies, const int32_t* views, size_t rows, int height,
+                       int width, uint8_t* out, ThreadPool* pool) {
+  view_action_masks_as(codes, armies, views, rows, height, width, out, pool);
+}
+
+void view_action_masks(const uint8_t* codes, const int32_t* armies, const int32_t* views, size_t rows, int height,
+                       int width, uint8_t* out, ThreadPool* pool) {
+  view_action_masks_as(codes, armies, views, rows, height, width, out, pool);
+}
+
 void expand_observations(const uint8_t* codes, const uint8_t* armies, size_t rows, size_t tiles,
                          const ObservationConfig& config, float* out, ThreadPool* pool) {
   expand_as(codes, armies, rows, tiles, config, out, pool);

@@ -100,6 +100,17 @@ def expand_masks(
     return _core.unpack_action_masks(action_masks, height, width, _threads(num_threads))
 
 
+def view_action_masks(tiles, armies, views=None, *, num_threads: int | None = None) -> np.ndarray:
+    """Packed action masks ``(rows, packed_mask_bytes)`` made from compact views alone
+    (``tiles``/``armies`` of shape ``(views, H, W)``; row i from view ``views[i]``, every
+    view when None): an own tile with 2 or more armies is open towards each neighbour
+    on the board that is not a mountain. An own tile sees its neighbours, so these are
+    the engine's masks of the view's state and player, bit for bit."""
+    if views is None:
+        views = np.arange(np.shape(tiles)[0], dtype=np.int32)
+    return _core.view_action_masks(tiles, armies, views, _threads(num_threads))
+
+
 def encode_compact(
     kind,
     owner,
