@@ -216,42 +216,94 @@ void encode_packed_action_mask(const StateView& s, int player, uint8_t* out) {
 
 namespace {
 
-// One view's packed mask. `grid` holds (height + 2) * (width + 2) bytes whose
-// border is 0 (off the board is closed) and `nibbles` one byte a tile.
-template <typename Army>
-void view_action_mask(const uint8_t* codes, const Army* armies, int height, int width, uint8_t* grid,
-                      uint8_t* nibbles, uint8_t* out) {
-  const int grid_width = width + 2;
-  for (int r = 0; r < height; ++r) {
-    uint8_t* row = grid + (r + 1) * grid_width + 1;
-    const uint8_t* row_codes = codes + r * width;
-    for (int c = 0; c < width; ++c) row[c] = !(kMountainCodes >> row_codes[c] & 1u);
+// Own tiles and seen mountains told apart by the layout of the codes (byte
+// arithmetic that vectorizes), checked against the channels' code sets.
+constexpr bool is_own_code(uint8_t code) {
+  return static_cast<uint8_t>(code - visible_code(kRelationOwn, 0)) < 4;
+}
+constexpr bool is_mountain_code(uint8_t code) { return (code & 3) == (visible_code(0, kMountain) & 3); }
+static_assert([] {
+  for (int code = 0; code < kTileCodes; ++code) {
+    const auto c = static_cast<uint8_t>(code);
+    if (is_own_code(c) != ((kOwnTileCodes >> code & 1u) != 0)) return false;
+    if (is_mountain_code(c) != ((kMountainCodes >> code & 1u) != 0)) return false;
   }
-  for (int r = 0; r < height; ++r) {
-    const uint8_t* up = grid + r * grid_width + 1;
-    const uint8_t* here = up + grid_width;
-    const uint8_t* down = here + grid_width;
-    const uint8_t* row_codes = codes + r * width;
-    const Army* row_armies = armies + r * width;
-    uint8_t* row_nibbles = nibbles + r * width;
-    for (int c = 0; c < width; ++c) {
-      const bool movable = (kOwnTileCodes >> row_codes[c] & 1u) & (row_armies[c] >= 2);
-      const auto open = static_cast<uint8_t>(up[c] | down[c] << 1 | here[c - 1] << 2 | here[c + 1] << 3);
-      row_nibbles[c] = movable ? open : 0;
+  return true;
+}());
+
+GRL_VECTOR_CLONES
+void passable_tiles(const uint8_t* codes, int n, uint8_t* out) {
+  for (int t = 0; t < n; ++t) out[t] = !is_mountain_code(codes[t]);
+}
+
+GRL_VECTOR_CLONES
+void movable_view_tiles(const uint8_t* codes, const uint8_t* armies, int n, uint8_t* out) {
+  for (int t = 0; t < n; ++t) out[t] = is_own_code(codes[t]) & (armies[t] >= 2);
+}
+
+GRL_VECTOR_CLONES
+void movable_view_tiles(const uint8_t* codes, const uint16_t* armies, int n, uint8_t* out) {
+  for (int t = 0; t < n; ++t) out[t] = is_own_code(codes[t]) & (armies[t] >= 2);
+}
+
+GRL_VECTOR_CLONES
+void movable_view_tiles(const uint8_t* codes, const int32_t* armies, int n, uint8_t* out) {
+  for (int t = 0; t < n; ++t) out[t] = is_own_code(codes[t]) & (armies[t] >= 2);
+}
+
+// Each tile's nibble: the open directions (up, down, left, right) of a movable
+// tile. `passable` has `width` closed tiles before and after the board;
+// `not_first`/`not_last` say whether a tile has a left/right neighbour.
+GRL_VECTOR_CLONES
+void open_nibbles(const uint8_t* passable, const uint8_t* movable, const uint8_t* not_first, const uint8_t* not_last,
+                  int n, int width, uint8_t* out) {
+  for (int t = 0; t < n; ++t) {
+    const auto open = static_cast<uint8_t>(passable[t - width] | passable[t + width] << 1 |
+                                           (passable[t - 1] & not_first[t]) << 2 | (passable[t + 1] & not_last[t]) << 3);
+    out[t] = static_cast<uint8_t>(-movable[t]) & open;
+  }
+}
+
+// The scratch of view masks of one board size: the passable tiles between
+// closed rows, and which tiles have left and right neighbours.
+struct MaskScratch {
+  int height, width;
+  std::vector<uint8_t> passable, not_first, not_last, movable, nibbles;
+
+  MaskScratch(int h, int w)
+      : height(h),
+        width(w),
+        passable(static_cast<size_t>((h + 2) * w), 0),
+        not_first(static_cast<size_t>(h * w)),
+        not_last(static_cast<size_t>(h * w)),
+        movable(static_cast<size_t>(h * w)),
+        nibbles(static_cast<size_t>(h * w)) {
+    for (int t = 0; t < h * w; ++t) {
+      not_first[t] = t % w != 0;
+      not_last[t] = t % w != w - 1;
     }
   }
-  pack_nibbles(nibbles, height * width, out);
-}
+
+  template <typename Army>
+  void mask(const uint8_t* codes, const Army* armies, uint8_t* out) {
+    const int n = height * width;
+    uint8_t* board = passable.data() + width;
+    passable_tiles(codes, n, board);
+    movable_view_tiles(codes, armies, n, movable.data());
+    open_nibbles(board, movable.data(), not_first.data(), not_last.data(), n, width, nibbles.data());
+    pack_nibbles(nibbles.data(), n, out);
+  }
+};
 
 template <typename Army>
 void view_action_masks_as(const uint8_t* codes, const Army* armies, const int32_t* views, size_t rows, int height,
                           int width, uint8_t* out, ThreadPool* pool) {
   const size_t tiles = static_cast<size_t>(height) * width, row_bytes = packed_mask_bytes(tiles);
   auto run = [&](size_t begin, size_t end) {
-    std::vector<uint8_t> grid(static_cast<size_t>(height + 2) * (width + 2), 0), nibbles(tiles);
+    MaskScratch scratch(height, width);
     for (size_t i = begin; i < end; ++i) {
       const size_t at = static_cast<size_t>(views[i]) * tiles;
-      view_action_mask(codes + at, armies + at, height, width, grid.data(), nibbles.data(), out + i * row_bytes);
+      scratch.mask(codes + at, armies + at, out + i * row_bytes);
     }
   };
   if (pool && pool->size() > 1 && rows * tiles >= kParallelTiles) {
