@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "arrays.hpp"
+#include "recycled_arrays.hpp"
 #include "compact_observation.hpp"
 #include "thread_pool.hpp"
 #include "view_deltas.hpp"
@@ -230,13 +231,15 @@ grl::ArmyWidth army_width_of_bytes(int bytes) {
 }
 
 // A new array of compact armies of `width`: uint8, uint16 or int32.
-py::array army_array(const std::vector<py::ssize_t>& shape, grl::ArmyWidth width) {
+py::array army_array(const std::vector<py::ssize_t>& shape, grl::ArmyWidth width, bool recycled = false) {
   switch (width) {
-    case grl::ArmyWidth::kByte: return py::array_t<uint8_t>(shape);
-    case grl::ArmyWidth::kNarrow: return py::array_t<uint16_t>(shape);
+    case grl::ArmyWidth::kByte:
+      return recycled ? grl::bindings::recycled_array<uint8_t>(shape) : py::array_t<uint8_t>(shape);
+    case grl::ArmyWidth::kNarrow:
+      return recycled ? grl::bindings::recycled_array<uint16_t>(shape) : py::array_t<uint16_t>(shape);
     case grl::ArmyWidth::kWide: break;
   }
-  return py::array_t<int32_t>(shape);
+  return recycled ? grl::bindings::recycled_array<int32_t>(shape) : py::array_t<int32_t>(shape);
 }
 
 // Compact views of rows of state tables: codes, armies and (with masks)
@@ -360,10 +363,11 @@ py::tuple compact_views(py::handle kind_in, py::handle owner_in, py::handle army
   const StreamViews views(kind_in, owner_in, army_in, view_state_in, view_player_in, masked_views, army_bytes);
   const auto count = static_cast<py::ssize_t>(views.count());
   const std::vector<py::ssize_t> shape{count, views.views.height, views.views.width};
-  py::array_t<uint8_t> codes(shape);
-  py::array armies = army_array(shape, views.width);
-  py::array_t<uint8_t> masks({static_cast<py::ssize_t>(views.masked),
-                              static_cast<py::ssize_t>(grl::packed_mask_bytes(views.views.tiles()))});
+  // The stream makes these for every batch: over recycled memory.
+  py::array_t<uint8_t> codes = grl::bindings::recycled_array<uint8_t>(shape);
+  py::array armies = army_array(shape, views.width, true);
+  py::array_t<uint8_t> masks = grl::bindings::recycled_array<uint8_t>(
+      {static_cast<py::ssize_t>(views.masked), static_cast<py::ssize_t>(grl::packed_mask_bytes(views.views.tiles()))});
   uint8_t* code_data = codes.mutable_data();
   void* army_data = armies.mutable_data();
   uint8_t* mask_data = masks.mutable_data();
@@ -473,8 +477,8 @@ py::tuple undelta_views(py::handle view_base_in, py::handle delta_end_in, py::ha
                             std::to_string(change_army.size()));
     }
     const std::vector<py::ssize_t> shape{views, h, w};
-    py::array_t<uint8_t> tiles(shape);
-    py::array_t<Army> armies(shape);
+    auto tiles = grl::bindings::recycled_array<uint8_t>(shape);
+    auto armies = grl::bindings::recycled_array<Army>(shape);
     const grl::ViewDeltaColumns<Army> in{static_cast<size_t>(views),     static_cast<size_t>(h) * static_cast<size_t>(w),
                                          static_cast<size_t>(keyframes), static_cast<size_t>(changes),
                                          view_base.data(),               delta_end.data(),
@@ -503,7 +507,7 @@ py::array view_masks(py::handle tiles_in, py::handle armies_in, py::handle views
                           " is not a tile code (0.." + std::to_string(grl::kTileCodes - 1) + ")");
   }
   const size_t rows = static_cast<size_t>(views.size());
-  py::array_t<uint8_t> masks(
+  auto masks = grl::bindings::recycled_array<uint8_t>(
       {static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(grl::packed_mask_bytes(static_cast<size_t>(h) * w))});
   uint8_t* out = masks.mutable_data();
   with_army_type(armies_any, "armies", [&](auto army) {

@@ -64,7 +64,7 @@ void encode_view_deltas(const uint8_t* codes, const Army* armies, size_t views, 
   out.change_tile.clear();
   out.change_code.clear();
   out.change_army.clear();
-  std::vector<uint8_t> changed(tiles);
+  std::vector<uint8_t> changed((tiles + 7) / 8 * 8, 0);  // whole words, the tail 0
   size_t key = 0;
   for (size_t v = 0; v < views; ++v) {
     const uint8_t* view_codes = codes + v * tiles;
@@ -76,11 +76,16 @@ void encode_view_deltas(const uint8_t* codes, const Army* armies, size_t views, 
     } else {
       const size_t b = static_cast<size_t>(view_base[v]) * tiles;
       differing_tiles(view_codes, view_armies, codes + b, armies + b, tiles, changed.data());
-      for (size_t t = 0; t < tiles; ++t) {
-        if (!changed[t]) continue;
-        out.change_tile.push_back(static_cast<uint16_t>(t));
-        out.change_code.push_back(view_codes[t]);
-        out.change_army.push_back(view_armies[t]);
+      // Eight flags a word: a view changes in a few tiles, so most words are 0.
+      for (size_t first = 0; first < tiles; first += 8) {
+        uint64_t word;
+        std::memcpy(&word, changed.data() + first, 8);
+        for (; word; word &= word - 1) {
+          const size_t t = first + static_cast<size_t>(__builtin_ctzll(word)) / 8;
+          out.change_tile.push_back(static_cast<uint16_t>(t));
+          out.change_code.push_back(view_codes[t]);
+          out.change_army.push_back(view_armies[t]);
+        }
       }
     }
     out.delta_end[v] = static_cast<uint32_t>(out.change_tile.size());
