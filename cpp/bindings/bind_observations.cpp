@@ -174,17 +174,24 @@ void check_players(const grl::bindings::InputArray<int32_t>& player, const char*
   }
 }
 
-// A state index column of `rows` rows, each index below `states`.
-grl::bindings::InputArray<int32_t> state_indices(py::handle value, const char* name, py::ssize_t rows,
-                                                 py::ssize_t states) {
+// An index column of `rows` rows (any number with -1), each index below
+// `count`; `what` names what it indexes in the error.
+grl::bindings::InputArray<int32_t> index_column(py::handle value, const char* name, py::ssize_t rows,
+                                                py::ssize_t count, const char* what) {
   auto index = as_array<int32_t>(value, name, rows);
   for (py::ssize_t r = 0; r < index.size(); ++r) {
-    if (index.data()[r] < 0 || index.data()[r] >= states) {
-      throw py::value_error(std::string(name) + ": row " + std::to_string(r) + " refers to state " +
-                            std::to_string(index.data()[r]) + " of " + std::to_string(states));
+    if (index.data()[r] < 0 || index.data()[r] >= count) {
+      throw py::value_error(std::string(name) + ": row " + std::to_string(r) + " refers to " + what + " " +
+                            std::to_string(index.data()[r]) + " of " + std::to_string(count));
     }
   }
   return index;
+}
+
+// A state index column of `rows` rows, each index below `states`.
+grl::bindings::InputArray<int32_t> state_indices(py::handle value, const char* name, py::ssize_t rows,
+                                                 py::ssize_t states) {
+  return index_column(value, name, rows, states, "state");
 }
 
 // Rows of state tables to make compact views of (see encode_compact_rows),
@@ -401,14 +408,7 @@ std::pair<grl::bindings::InputArray<uint8_t>, py::array> view_arrays(py::handle 
 // A view index column: int32, each index below `views`.
 grl::bindings::InputArray<int32_t> view_indices(py::handle value, const char* name, py::ssize_t views,
                                                 py::ssize_t rows = -1) {
-  auto index = as_array<int32_t>(value, name, rows);
-  for (py::ssize_t r = 0; r < index.size(); ++r) {
-    if (index.data()[r] < 0 || index.data()[r] >= views) {
-      throw py::value_error(std::string(name) + ": row " + std::to_string(r) + " refers to view " +
-                            std::to_string(index.data()[r]) + " of " + std::to_string(views));
-    }
-  }
-  return index;
+  return index_column(value, name, rows, views, "view");
 }
 
 template <typename T>
