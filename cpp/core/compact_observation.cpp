@@ -386,11 +386,8 @@ void encode_selected_rows(const StateTable& states, const int32_t* state_index, 
   const size_t tiles = static_cast<size_t>(states.height) * states.width;
   const size_t army_size = army_bytes(out.width);
   auto* armies = static_cast<uint8_t*>(out.armies);
-  const bool aligned = reinterpret_cast<uintptr_t>(out.armies) % army_size == 0;
   auto run = [&](size_t begin, size_t end) {
     std::vector<uint8_t> scratch(tiles * kObservationScratchPerTile);
-    // Misaligned armies are written to this row first, then copied.
-    std::vector<int32_t> army_row(aligned ? 0 : tiles);
     // The open directions of the last state: the players of one tick are adjacent rows.
     std::vector<uint8_t> open(tiles);
     int64_t open_state = -1;
@@ -398,8 +395,7 @@ void encode_selected_rows(const StateTable& states, const int32_t* state_index, 
       const size_t r = selected ? selected[i] : i;
       const size_t at = static_cast<size_t>(state_index[r]) * tiles;
       StateView view{states.height, states.width, states.kind + at, states.owner + at, states.army + at};
-      uint8_t* row_armies = armies + r * tiles * army_size;
-      void* target = aligned ? static_cast<void*>(row_armies) : static_cast<void*>(army_row.data());
+      void* target = armies + r * tiles * army_size;
       uint8_t* codes = out.codes + r * tiles;
       switch (out.width) {
         case ArmyWidth::kByte:
@@ -412,7 +408,6 @@ void encode_selected_rows(const StateTable& states, const int32_t* state_index, 
           encode_compact(view, player[r], obstacles, codes, static_cast<int32_t*>(target), scratch.data());
           break;
       }
-      if (!aligned) std::memcpy(row_armies, army_row.data(), tiles * army_size);
       if (masks) {
         if (open_state != state_index[r]) {
           compute_open_directions(view.kind, view.height, view.width, open.data());

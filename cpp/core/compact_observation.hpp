@@ -144,8 +144,7 @@ struct StateTable {
 };
 
 // Where compact views of rows go: codes (rows, tiles), and armies (rows,
-// tiles) of `width`, at any alignment (the views of a wire message land
-// wherever its header ends).
+// tiles) of `width`, aligned to it.
 struct CompactRowsOut {
   uint8_t* codes;
   void* armies;
