@@ -17,8 +17,10 @@ with relation ``NEUTRAL``, ``OWN``, ``ENEMY``, ``TEAM`` and kind 0 plain, 1 moun
 
 :func:`expand` turns compact views into the float observations a ``VecEnv`` with
 ``observation_format="float"`` gives, bit for bit, for any army scaling;
-:func:`expand_masks` the packed masks into its bool masks. Both run in C++ without
-the GIL, on every core for large batches. ``generals_rl.torch`` does the same for
+:func:`expand_masks` the packed masks into its bool masks; :func:`view_action_masks`
+makes the packed masks from the views alone (what the compact stream's consumer
+does: the stream does not send them). They run in C++ without the GIL, on every
+core for large batches. ``generals_rl.torch`` does the same for
 torch tensors on any device.
 """
 
