@@ -160,3 +160,22 @@ def test_view_coding_refuses_bad_input_naming_it(raw):
         view_action_masks(tiles, views.armies)
     with pytest.raises(ValueError, match="tiles: codes must be below 18"):
         _torch_masks(tiles, views.armies)
+
+
+def test_recycled_outputs_never_change_the_views_a_caller_holds(raw):
+    sent = CompactBatch.from_raw(raw, indexed=True)
+    packed, parts = pack_compact(sent, False)
+    packed.payload = b"".join(bytes(part) for part in parts)
+    held = unpack_compact(packed)
+    want_tiles, want_masks = held.views.tiles.copy(), held.action_mask.copy()
+    for _ in range(6):  # batches made and dropped: their memory is handed on
+        other = unpack_compact(packed)
+        assert not np.shares_memory(other.views.tiles, held.views.tiles)
+        other.views.tiles[:] = 0  # the caller owns its arrays
+        other.action_mask[:] = 0
+        del other
+    np.testing.assert_array_equal(held.views.tiles, want_tiles)
+    np.testing.assert_array_equal(held.action_mask, want_masks)
+    again = unpack_compact(packed)  # recycled memory, rewritten whole
+    np.testing.assert_array_equal(again.views.tiles, want_tiles)
+    np.testing.assert_array_equal(again.action_mask, want_masks)
