@@ -313,9 +313,8 @@ def test_compact_rows_name_a_bad_tile_kind_and_where_it_is(flat_index):
         lambda k, o, a, rows: _core.compact_rows(k, o, a, rows, rows),
         lambda k, o, a, rows: _core.compact_experiences(k, o, a, rows, rows, rows),
         lambda k, o, a, rows: _core.compact_views(k, o, a, rows, rows, 2),
-        lambda k, o, a, rows: _core.compact_message([b"head"], k, o, a, rows, rows, 2),
     ],
-    ids=["rows", "experiences", "views", "message"],
+    ids=["rows", "experiences", "views"],
 )
 def test_views_of_state_tables_refuse_a_negative_army_naming_it(call, flat_index):
     kind = np.zeros((3, 20, 20), dtype=np.uint8)

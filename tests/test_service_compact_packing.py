@@ -1,6 +1,7 @@
-"""The compact layout of packed batches: lossless (each distinct view once, armies as
-narrow as the batch allows), its arrays views of the payload, and every malformed part
-named; the raw unpacker and submissions refuse it."""
+"""The compact layout of packed batches: lossless (each distinct view once, coded as
+keyframes and deltas, armies as narrow as the batch allows), its row columns views of
+the payload, and every malformed part named; the raw unpacker and submissions refuse
+it."""
 
 from __future__ import annotations
 
@@ -96,13 +97,18 @@ def test_wide_armies_travel_as_int32(raw):
     np.testing.assert_array_equal(got.next_state_armies, wide.next_state_armies)
 
 
-def test_uncompressed_arrays_are_views_of_the_payload(views):
+def test_uncompressed_row_columns_are_views_of_the_payload(views):
     packed = _message(views)
     payload = memoryview(packed.payload)
     got = unpack_compact(packed, payload=payload)
     assert got.views is not None
     base = np.frombuffer(payload, np.uint8).ctypes.data
-    arrays = dict(got.views.__dict__, action_mask=got.action_mask)
+    arrays = {
+        "state_view": got.views.state_view,
+        "next_state_view": got.views.next_state_view,
+        "sequence": got.sequence,
+        "reward": got.reward,
+    }
     for name, array in arrays.items():
         offset = array.ctypes.data - base
         assert 0 <= offset < len(payload), name
@@ -122,27 +128,57 @@ def _poke(packed: pb.PackedBatch, name: str, value: np.ndarray, at: int = 0) -> 
     packed.payload = bytes(payload)
 
 
+def _values(packed: pb.PackedBatch, name: str, dtype) -> np.ndarray:
+    column = _column(packed, name)
+    count = column.size // np.dtype(dtype).itemsize
+    return np.frombuffer(packed.payload, dtype, count, column.offset)
+
+
 def _corrupt(packed: pb.PackedBatch, how: str) -> pb.PackedBatch:
+    base = _values(packed, "view_base", "<i4")
+    delta = int(np.flatnonzero(base >= 0)[3])  # a view coded against another
     if how == "layout":
         packed.layout = pb.PACKED_LAYOUT_RAW
     elif how == "state_count":
         packed.state_count = 4
     elif how == "shape":
-        packed.columns[-1].shape[1] += 1
+        packed.columns[-1].shape[0] += 1
     elif how == "code":
-        _poke(packed, "view_tiles", np.uint8(31), at=5)
+        _poke(packed, "key_tiles", np.uint8(31), at=5)
+    elif how == "change_code":
+        _poke(packed, "change_code", np.uint8(18), at=2)
     elif how == "version":
         packed.layout_version = 0
+    elif how == "version_1":
+        packed.layout_version = 1
     elif how == "view_count":
         packed.view_count = 1 << 31
+    elif how == "keyframe_count":
+        packed.keyframe_count = packed.view_count + 1
+    elif how == "change_count":
+        packed.change_count = 1 << 31
     elif how == "columns":  # view_count cut with the columns: sizes no longer add up
         packed.view_count -= 1
-        for name in ("view_tiles", "view_armies"):
+        for name in ("view_base", "delta_end"):
             _column(packed, name).shape[0] -= 1
     elif how == "index":
         _poke(packed, "next_state_view", np.int32(packed.view_count), at=3)
     elif how == "negative_index":
         _poke(packed, "state_view", np.int32(-1), at=7)
+    elif how == "forward_base":
+        _poke(packed, "view_base", np.int32(delta), at=delta)
+    elif how == "base_below":
+        _poke(packed, "view_base", np.int32(-2), at=delta)
+    elif how == "extra_keyframe":
+        _poke(packed, "view_base", np.int32(-1), at=delta)
+    elif how == "missing_keyframe":
+        _poke(packed, "view_base", np.int32(0), at=int(np.flatnonzero(base < 0)[1]))
+    elif how == "delta_end_back":
+        _poke(packed, "delta_end", np.uint32(0), at=packed.view_count - 1)
+    elif how == "delta_end_beyond":
+        _poke(packed, "delta_end", np.uint32(packed.change_count + 1), at=packed.view_count - 1)
+    elif how == "change_tile":
+        _poke(packed, "change_tile", np.uint16(packed.height * packed.width), at=4)
     elif how == "truncated":
         packed.payload = packed.payload[:-1]
     elif how == "flags":
@@ -158,13 +194,24 @@ def _corrupt(packed: pb.PackedBatch, how: str) -> pb.PackedBatch:
     [
         ("layout", "not PACKED_LAYOUT_COMPACT"),
         ("state_count", "no state tables"),
-        ("shape", "column 'action_mask' has shape"),
-        ("code", "view_tiles holds tile code 31"),
-        ("version", "layout_version 0 of the compact layout, this reader reads version 1"),
+        ("shape", "column 'change_army' has shape"),
+        ("code", "key_tiles: tile code 31, codes are below 18"),
+        ("change_code", "change_code: tile code 18, codes are below 18"),
+        ("version", "layout_version 0 of the compact layout, this reader reads version 2"),
+        ("version_1", "layout_version 1 of the compact layout, this reader reads version 2"),
         ("view_count", "view_count 2147483648 is more than two views a row"),
-        ("columns", "column 'view_tiles' is .* bytes, its shape needs"),
+        ("keyframe_count", "keyframe_count .* is more than the .* views"),
+        ("change_count", "change_count 2147483648 is more than every tile"),
+        ("columns", "column 'view_base' is .* bytes, its shape needs"),
         ("index", "next_state_view holds view .*, the batch has"),
         ("negative_index", "state_view holds view -1"),
+        ("forward_base", r"view_base of view (\d+): \1, expected -1 \(a keyframe\) or an earlier"),
+        ("base_below", r"view_base of view \d+: -2, expected -1"),
+        ("extra_keyframe", "delta_end of view .* changes of a keyframe|view_base: .* keyframes"),
+        ("missing_keyframe", "view_base: .* keyframes, key_tiles holds"),
+        ("delta_end_back", r"delta_end of view \d+: 0, expected"),
+        ("delta_end_beyond", r"delta_end of view \d+: \d+, expected"),
+        ("change_tile", r"change_tile: tile (\d+), the board has \1"),
         ("truncated", "payload holds .* bytes, uncompressed_size says"),
         ("flags", "flags has bits other than"),
     ],
@@ -174,11 +221,12 @@ def test_malformed_compact_batches_are_named(views, how, words):
         unpack_compact(_corrupt(_message(views), how))
 
 
-def test_negative_wide_armies_are_named(raw):
+@pytest.mark.parametrize("column", ["key_armies", "change_army"])
+def test_negative_wide_armies_are_named(raw, column):
     wide = CompactBatch.from_raw(raw, wide=True, indexed=True)
     packed = _message(wide)
-    _poke(packed, "view_armies", np.int32(-5), at=11)
-    with pytest.raises(PackedBatchError, match="view_armies holds army -5"):
+    _poke(packed, column, np.int32(-5), at=11)
+    with pytest.raises(PackedBatchError, match=f"{column}: army -5, armies are >= 0"):
         unpack_compact(packed)
 
 
@@ -271,22 +319,20 @@ def test_views_written_into_the_message_equal_the_packed_views(raw, which, army_
             np.testing.assert_array_equal(getattr(views, f"{name}_armies"), armies)
 
 
-def test_message_views_refuse_bad_input_naming_it(raw):
+def test_stream_views_refuse_bad_input_naming_it(raw):
     tables = (raw.state_kind, raw.state_owner, raw.state_army)
     states = raw.state_kind.shape[0]
     views = (raw.state_index, raw.player_id)
-    with pytest.raises(ValueError, match=r"head\[1\]: expected bytes, got memoryview"):
-        _core.compact_message([b"x", memoryview(b"y")], *tables, *views, 0)
     bad_state = raw.state_index.copy()
     bad_state[4] = states
     with pytest.raises(ValueError, match="view_state: row 4 refers to state"):
-        _core.compact_message([], *tables, bad_state, raw.player_id, 0)
+        _core.compact_views(*tables, bad_state, raw.player_id, 0)
     with pytest.raises(ValueError, match="view_state: expected"):
-        _core.compact_message([], *tables, bad_state[:-1], raw.player_id, 0)
+        _core.compact_views(*tables, bad_state[:-1], raw.player_id, 0)
     with pytest.raises(ValueError, match="view_player: row 0"):
-        _core.compact_message([], *tables, raw.state_index, raw.player_id * 0 - 1, 0)
+        _core.compact_views(*tables, raw.state_index, raw.player_id * 0 - 1, 0)
     with pytest.raises(ValueError, match=r"masked_views: expected 0\.\."):
-        _core.compact_message([], *tables, *views, len(raw) + 1)
+        _core.compact_views(*tables, *views, len(raw) + 1)
     with pytest.raises(ValueError, match="army_bytes: expected 1, 2 or 4, got 3"):
         _core.compact_views(*tables, *views, 0, False, 3)
     with pytest.raises(ValueError, match="next_state_index: row 4 refers to state"):

@@ -11,8 +11,10 @@
 #include <utility>
 
 #include "arrays.hpp"
+#include "recycled_arrays.hpp"
 #include "compact_observation.hpp"
 #include "thread_pool.hpp"
+#include "view_deltas.hpp"
 
 namespace py = pybind11;
 using grl::bindings::as_array;
@@ -172,17 +174,24 @@ void check_players(const grl::bindings::InputArray<int32_t>& player, const char*
   }
 }
 
-// A state index column of `rows` rows, each index below `states`.
-grl::bindings::InputArray<int32_t> state_indices(py::handle value, const char* name, py::ssize_t rows,
-                                                 py::ssize_t states) {
+// An index column of `rows` rows (any number with -1), each index below
+// `count`; `what` names what it indexes in the error.
+grl::bindings::InputArray<int32_t> index_column(py::handle value, const char* name, py::ssize_t rows,
+                                                py::ssize_t count, const char* what) {
   auto index = as_array<int32_t>(value, name, rows);
   for (py::ssize_t r = 0; r < index.size(); ++r) {
-    if (index.data()[r] < 0 || index.data()[r] >= states) {
-      throw py::value_error(std::string(name) + ": row " + std::to_string(r) + " refers to state " +
-                            std::to_string(index.data()[r]) + " of " + std::to_string(states));
+    if (index.data()[r] < 0 || index.data()[r] >= count) {
+      throw py::value_error(std::string(name) + ": row " + std::to_string(r) + " refers to " + what + " " +
+                            std::to_string(index.data()[r]) + " of " + std::to_string(count));
     }
   }
   return index;
+}
+
+// A state index column of `rows` rows, each index below `states`.
+grl::bindings::InputArray<int32_t> state_indices(py::handle value, const char* name, py::ssize_t rows,
+                                                 py::ssize_t states) {
+  return index_column(value, name, rows, states, "state");
 }
 
 // Rows of state tables to make compact views of (see encode_compact_rows),
@@ -229,13 +238,15 @@ grl::ArmyWidth army_width_of_bytes(int bytes) {
 }
 
 // A new array of compact armies of `width`: uint8, uint16 or int32.
-py::array army_array(const std::vector<py::ssize_t>& shape, grl::ArmyWidth width) {
+py::array army_array(const std::vector<py::ssize_t>& shape, grl::ArmyWidth width, bool recycled = false) {
   switch (width) {
-    case grl::ArmyWidth::kByte: return py::array_t<uint8_t>(shape);
-    case grl::ArmyWidth::kNarrow: return py::array_t<uint16_t>(shape);
+    case grl::ArmyWidth::kByte:
+      return recycled ? grl::bindings::recycled_array<uint8_t>(shape) : py::array_t<uint8_t>(shape);
+    case grl::ArmyWidth::kNarrow:
+      return recycled ? grl::bindings::recycled_array<uint16_t>(shape) : py::array_t<uint16_t>(shape);
     case grl::ArmyWidth::kWide: break;
   }
-  return py::array_t<int32_t>(shape);
+  return recycled ? grl::bindings::recycled_array<int32_t>(shape) : py::array_t<int32_t>(shape);
 }
 
 // Compact views of rows of state tables: codes, armies and (with masks)
@@ -359,10 +370,11 @@ py::tuple compact_views(py::handle kind_in, py::handle owner_in, py::handle army
   const StreamViews views(kind_in, owner_in, army_in, view_state_in, view_player_in, masked_views, army_bytes);
   const auto count = static_cast<py::ssize_t>(views.count());
   const std::vector<py::ssize_t> shape{count, views.views.height, views.views.width};
-  py::array_t<uint8_t> codes(shape);
-  py::array armies = army_array(shape, views.width);
-  py::array_t<uint8_t> masks({static_cast<py::ssize_t>(views.masked),
-                              static_cast<py::ssize_t>(grl::packed_mask_bytes(views.views.tiles()))});
+  // The stream makes these for every batch: over recycled memory.
+  py::array_t<uint8_t> codes = grl::bindings::recycled_array<uint8_t>(shape);
+  py::array armies = army_array(shape, views.width, true);
+  py::array_t<uint8_t> masks = grl::bindings::recycled_array<uint8_t>(
+      {static_cast<py::ssize_t>(views.masked), static_cast<py::ssize_t>(grl::packed_mask_bytes(views.views.tiles()))});
   uint8_t* code_data = codes.mutable_data();
   void* army_data = armies.mutable_data();
   uint8_t* mask_data = masks.mutable_data();
@@ -371,37 +383,141 @@ py::tuple compact_views(py::handle kind_in, py::handle owner_in, py::handle army
   return py::make_tuple(codes, armies, masks);
 }
 
-// One bytes object: the `head` buffers joined, then StreamViews written
-// straight after them (codes, armies, masks): a wire message whose payload
-// ends with the views, built without an intermediate copy.
-py::bytes compact_message(const py::list& head, py::handle kind_in, py::handle owner_in, py::handle army_in,
-                          py::handle view_state_in, py::handle view_player_in, py::ssize_t masked_views,
-                          bool obstacles, int army_bytes, int num_threads) {
-  const StreamViews views(kind_in, owner_in, army_in, view_state_in, view_player_in, masked_views, army_bytes);
-  std::vector<std::pair<const char*, size_t>> parts;
-  size_t head_size = 0;
-  for (size_t i = 0; i < head.size(); ++i) {
-    PyObject* part = head[i].ptr();
-    if (!PyBytes_Check(part)) {
-      throw py::value_error("head[" + std::to_string(i) + "]: expected bytes, got " +
-                            py::str(py::type::handle_of(head[i]).attr("__name__")).cast<std::string>());
-    }
-    parts.emplace_back(PyBytes_AS_STRING(part), static_cast<size_t>(PyBytes_GET_SIZE(part)));
-    head_size += parts.back().second;
+// Calls fn(T{}) with T the army type of `armies` (uint8, uint16 or int32).
+template <typename Fn>
+auto with_army_type(const py::array& armies, const char* name, Fn fn) {
+  if (armies.dtype().is(py::dtype::of<uint8_t>())) return fn(uint8_t{});
+  if (armies.dtype().is(py::dtype::of<uint16_t>())) return fn(uint16_t{});
+  if (armies.dtype().is(py::dtype::of<int32_t>())) return fn(int32_t{});
+  throw py::value_error(std::string(name) + ": expected uint8, uint16 or int32, got " +
+                        py::str(armies.dtype()).cast<std::string>());
+}
+
+// Views (views, H, W): uint8 codes and armies of the same shape.
+std::pair<grl::bindings::InputArray<uint8_t>, py::array> view_arrays(py::handle tiles_in, py::handle armies_in) {
+  auto tiles = exact_array<uint8_t>(tiles_in, "tiles", "uint8 tile codes (views, height, width)");
+  if (tiles.ndim() != 3) throw py::value_error("tiles: expected an array of shape (views, height, width)");
+  auto armies = py::array::ensure(armies_in);
+  if (!armies || shape_of(armies) != shape_of(tiles)) {
+    throw py::value_error("armies: expected the shape of tiles " + py::str(tiles.attr("shape")).cast<std::string>() +
+                          ", got " + (armies ? py::str(armies.attr("shape")).cast<std::string>() : "no array"));
   }
-  const size_t total = head_size + views.codes_bytes() + views.armies_bytes() + views.mask_bytes();
-  PyObject* bytes = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(total));
-  if (!bytes) throw py::error_already_set();
-  auto message = py::reinterpret_steal<py::bytes>(bytes);
-  auto* out = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(bytes));
-  with_pool(num_threads, [&](grl::ThreadPool* pool) {
-    for (const auto& [data, size] : parts) {
-      if (size) std::memcpy(out, data, size);
-      out += size;
+  return {tiles, armies};
+}
+
+// A view index column: int32, each index below `views`.
+grl::bindings::InputArray<int32_t> view_indices(py::handle value, const char* name, py::ssize_t views,
+                                                py::ssize_t rows = -1) {
+  return index_column(value, name, rows, views, "view");
+}
+
+template <typename T>
+py::array_t<T> array_of(const std::vector<T>& values, std::vector<py::ssize_t> shape) {
+  py::array_t<T> out(shape);
+  if (!values.empty()) std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(T));
+  return out;
+}
+
+// Views coded as keyframes and deltas (grl::encode_view_deltas), each view
+// against the earlier view of a row's state/next state link:
+// (view_base, delta_end, key_tiles, key_armies, change_tile, change_code, change_army).
+py::tuple view_deltas(py::handle tiles_in, py::handle armies_in, py::handle state_view_in,
+                      py::handle next_state_view_in) {
+  auto [tiles, armies_any] = view_arrays(tiles_in, armies_in);
+  const py::ssize_t views = tiles.shape(0), h = tiles.shape(1), w = tiles.shape(2);
+  auto state_view = view_indices(state_view_in, "state_view", views);
+  auto next_state_view = view_indices(next_state_view_in, "next_state_view", views, state_view.size());
+  const size_t board = static_cast<size_t>(h) * static_cast<size_t>(w);
+  return with_army_type(armies_any, "armies", [&](auto army) -> py::tuple {
+    using Army = decltype(army);
+    auto armies = exact_array<Army>(armies_any, "armies", "uint8, uint16 or int32");
+    std::vector<int32_t> base;
+    grl::ViewDeltas<Army> deltas;
+    {
+      py::gil_scoped_release release;
+      base = grl::choose_view_bases(state_view.data(), next_state_view.data(), static_cast<size_t>(state_view.size()),
+                                    static_cast<size_t>(views));
+      grl::encode_view_deltas(tiles.data(), armies.data(), static_cast<size_t>(views), board, base.data(), deltas);
     }
-    views.write(out, out + views.codes_bytes(), out + views.codes_bytes() + views.armies_bytes(), obstacles, pool);
+    const auto keyframes = static_cast<py::ssize_t>(deltas.key_tiles.size() / std::max<size_t>(board, 1));
+    const auto changes = static_cast<py::ssize_t>(deltas.change_tile.size());
+    return py::make_tuple(array_of(base, {views}), array_of(deltas.delta_end, {views}),
+                          array_of(deltas.key_tiles, {keyframes, h, w}), array_of(deltas.key_armies, {keyframes, h, w}),
+                          array_of(deltas.change_tile, {changes}), array_of(deltas.change_code, {changes}),
+                          array_of(deltas.change_army, {changes}));
   });
-  return message;
+}
+
+// The views of view_deltas rebuilt (grl::decode_view_deltas, every column
+// checked): (tiles, armies) of shape (views, H, W).
+py::tuple undelta_views(py::handle view_base_in, py::handle delta_end_in, py::handle key_tiles_in,
+                        py::handle key_armies_in, py::handle change_tile_in, py::handle change_code_in,
+                        py::handle change_army_in) {
+  auto [key_tiles, key_armies_any] = view_arrays(key_tiles_in, key_armies_in);
+  const py::ssize_t keyframes = key_tiles.shape(0), h = key_tiles.shape(1), w = key_tiles.shape(2);
+  auto view_base = exact_array<int32_t>(view_base_in, "view_base", "int32 (views,)");
+  auto delta_end = exact_array<uint32_t>(delta_end_in, "delta_end", "uint32 (views,)");
+  auto change_tile = exact_array<uint16_t>(change_tile_in, "change_tile", "uint16 (changes,)");
+  auto change_code = exact_array<uint8_t>(change_code_in, "change_code", "uint8 (changes,)");
+  const py::ssize_t views = view_base.size(), changes = change_tile.size();
+  if (view_base.ndim() != 1 || delta_end.ndim() != 1 || delta_end.size() != views) {
+    throw py::value_error("delta_end: expected " + std::to_string(views) + " values (one a view), got " +
+                          std::to_string(delta_end.size()));
+  }
+  if (change_tile.ndim() != 1 || change_code.ndim() != 1 || change_code.size() != changes) {
+    throw py::value_error("change_code: expected " + std::to_string(changes) + " values (one a change), got " +
+                          std::to_string(change_code.size()));
+  }
+  return with_army_type(key_armies_any, "key_armies", [&](auto army) -> py::tuple {
+    using Army = decltype(army);
+    auto key_armies = exact_array<Army>(key_armies_any, "key_armies", "uint8, uint16 or int32");
+    auto change_army = exact_array<Army>(change_army_in, "change_army", "the dtype of key_armies");
+    if (change_army.ndim() != 1 || change_army.size() != changes) {
+      throw py::value_error("change_army: expected " + std::to_string(changes) + " values (one a change), got " +
+                            std::to_string(change_army.size()));
+    }
+    const std::vector<py::ssize_t> shape{views, h, w};
+    auto tiles = grl::bindings::recycled_array<uint8_t>(shape);
+    auto armies = grl::bindings::recycled_array<Army>(shape);
+    const grl::ViewDeltaColumns<Army> in{static_cast<size_t>(views),     static_cast<size_t>(h) * static_cast<size_t>(w),
+                                         static_cast<size_t>(keyframes), static_cast<size_t>(changes),
+                                         view_base.data(),               delta_end.data(),
+                                         key_tiles.data(),               key_armies.data(),
+                                         change_tile.data(),             change_code.data(),
+                                         change_army.data()};
+    uint8_t* tile_data = tiles.mutable_data();
+    Army* army_data = armies.mutable_data();
+    {
+      py::gil_scoped_release release;
+      grl::decode_view_deltas(in, tile_data, army_data);
+    }
+    return py::make_tuple(tiles, armies);
+  });
+}
+
+// The packed action masks of views `views` (grl::view_action_masks).
+py::array view_masks(py::handle tiles_in, py::handle armies_in, py::handle views_in, int num_threads) {
+  auto [tiles, armies_any] = view_arrays(tiles_in, armies_in);
+  const py::ssize_t count = tiles.shape(0);
+  const auto [h, w] = grl::bindings::board_shape(tiles, 1, "tiles");
+  auto views = view_indices(views_in, "views", count);
+  const int64_t bad = grl::find_invalid_code(tiles.data(), tiles.size());
+  if (bad >= 0) {
+    throw py::value_error("tiles: code " + std::to_string(tiles.data()[bad]) + " at flat index " + std::to_string(bad) +
+                          " is not a tile code (0.." + std::to_string(grl::kTileCodes - 1) + ")");
+  }
+  const size_t rows = static_cast<size_t>(views.size());
+  auto masks = grl::bindings::recycled_array<uint8_t>(
+      {static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(grl::packed_mask_bytes(static_cast<size_t>(h) * w))});
+  uint8_t* out = masks.mutable_data();
+  with_army_type(armies_any, "armies", [&](auto army) {
+    using Army = decltype(army);
+    auto armies = exact_array<Army>(armies_any, "armies", "uint8, uint16 or int32");
+    with_pool(num_threads, [&](grl::ThreadPool* pool) {
+      grl::view_action_masks(tiles.data(), armies.data(), views.data(), rows, h, w, out, pool);
+    });
+  });
+  return masks;
 }
 
 }  // namespace
@@ -413,6 +529,8 @@ void bind_observations(py::module_& m) {
   m.attr("FIRST_VISIBLE_CODE") = grl::kFirstVisibleCode;
   m.attr("CHANNEL_CODES") = std::vector<uint32_t>(grl::kChannelCodes.begin(), grl::kChannelCodes.end());
   m.attr("ARMY_CHANNELS") = grl::kArmyChannels;
+  m.attr("OWN_TILE_CODES") = grl::kOwnTileCodes;
+  m.attr("MOUNTAIN_CODES") = grl::kMountainCodes;
   m.attr("NARROW_ARMY_MAX") = grl::kNarrowArmyMax;
   m.attr("NARROW_ARMY_SCALE_MAX") = grl::kNarrowArmyScaleMax;
   m.attr("BYTE_ARMY_MAX") = grl::kByteArmyMax;
@@ -434,9 +552,12 @@ void bind_observations(py::module_& m) {
   m.def("compact_views", &compact_views, py::arg("state_kind"), py::arg("state_owner"), py::arg("state_army"),
         py::arg("view_state"), py::arg("view_player"), py::arg("masked_views"), py::arg("obstacles") = false,
         py::arg("army_bytes") = 2, py::arg("num_threads") = 0);
-  m.def("compact_message", &compact_message, py::arg("head"), py::arg("state_kind"), py::arg("state_owner"),
-        py::arg("state_army"), py::arg("view_state"), py::arg("view_player"), py::arg("masked_views"),
-        py::arg("obstacles") = false, py::arg("army_bytes") = 2, py::arg("num_threads") = 1);
+  m.def("view_deltas", &view_deltas, py::arg("tiles"), py::arg("armies"), py::arg("state_view"),
+        py::arg("next_state_view"));
+  m.def("undelta_views", &undelta_views, py::arg("view_base"), py::arg("delta_end"), py::arg("key_tiles"),
+        py::arg("key_armies"), py::arg("change_tile"), py::arg("change_code"), py::arg("change_army"));
+  m.def("view_action_masks", &view_masks, py::arg("tiles"), py::arg("armies"), py::arg("views"),
+        py::arg("num_threads") = 1);
   m.def(
       "army_values",
       [](py::handle armies, py::handle army_scaling, float army_scale) {

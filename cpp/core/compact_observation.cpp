@@ -214,6 +214,122 @@ void encode_packed_action_mask(const StateView& s, int player, uint8_t* out) {
   pack_nibbles(nibbles.data(), s.height * s.width, out);
 }
 
+namespace {
+
+// Own tiles and seen mountains told apart by the layout of the codes (byte
+// arithmetic that vectorizes), checked against the channels' code sets.
+constexpr bool is_own_code(uint8_t code) {
+  return static_cast<uint8_t>(code - visible_code(kRelationOwn, 0)) < 4;
+}
+constexpr bool is_mountain_code(uint8_t code) { return (code & 3) == (visible_code(0, kMountain) & 3); }
+static_assert([] {
+  for (int code = 0; code < kTileCodes; ++code) {
+    const auto c = static_cast<uint8_t>(code);
+    if (is_own_code(c) != ((kOwnTileCodes >> code & 1u) != 0)) return false;
+    if (is_mountain_code(c) != ((kMountainCodes >> code & 1u) != 0)) return false;
+  }
+  return true;
+}());
+
+GRL_VECTOR_CLONES
+void passable_tiles(const uint8_t* codes, int n, uint8_t* out) {
+  for (int t = 0; t < n; ++t) out[t] = !is_mountain_code(codes[t]);
+}
+
+GRL_VECTOR_CLONES
+void movable_view_tiles(const uint8_t* codes, const uint8_t* armies, int n, uint8_t* out) {
+  for (int t = 0; t < n; ++t) out[t] = is_own_code(codes[t]) & (armies[t] >= 2);
+}
+
+GRL_VECTOR_CLONES
+void movable_view_tiles(const uint8_t* codes, const uint16_t* armies, int n, uint8_t* out) {
+  for (int t = 0; t < n; ++t) out[t] = is_own_code(codes[t]) & (armies[t] >= 2);
+}
+
+GRL_VECTOR_CLONES
+void movable_view_tiles(const uint8_t* codes, const int32_t* armies, int n, uint8_t* out) {
+  for (int t = 0; t < n; ++t) out[t] = is_own_code(codes[t]) & (armies[t] >= 2);
+}
+
+// Each tile's nibble: the open directions (up, down, left, right) of a movable
+// tile. `passable` has `width` closed tiles before and after the board;
+// `not_first`/`not_last` say whether a tile has a left/right neighbour.
+GRL_VECTOR_CLONES
+void open_nibbles(const uint8_t* passable, const uint8_t* movable, const uint8_t* not_first, const uint8_t* not_last,
+                  int n, int width, uint8_t* out) {
+  for (int t = 0; t < n; ++t) {
+    const auto open = static_cast<uint8_t>(passable[t - width] | passable[t + width] << 1 |
+                                           (passable[t - 1] & not_first[t]) << 2 | (passable[t + 1] & not_last[t]) << 3);
+    out[t] = static_cast<uint8_t>(-movable[t]) & open;
+  }
+}
+
+// The scratch of view masks of one board size: the passable tiles between
+// closed rows, and which tiles have left and right neighbours.
+struct MaskScratch {
+  int height, width;
+  std::vector<uint8_t> passable, not_first, not_last, movable, nibbles;
+
+  MaskScratch(int h, int w)
+      : height(h),
+        width(w),
+        passable(static_cast<size_t>((h + 2) * w), 0),
+        not_first(static_cast<size_t>(h * w)),
+        not_last(static_cast<size_t>(h * w)),
+        movable(static_cast<size_t>(h * w)),
+        nibbles(static_cast<size_t>(h * w)) {
+    for (int t = 0; t < h * w; ++t) {
+      not_first[t] = t % w != 0;
+      not_last[t] = t % w != w - 1;
+    }
+  }
+
+  template <typename Army>
+  void mask(const uint8_t* codes, const Army* armies, uint8_t* out) {
+    const int n = height * width;
+    uint8_t* board = passable.data() + width;
+    passable_tiles(codes, n, board);
+    movable_view_tiles(codes, armies, n, movable.data());
+    open_nibbles(board, movable.data(), not_first.data(), not_last.data(), n, width, nibbles.data());
+    pack_nibbles(nibbles.data(), n, out);
+  }
+};
+
+template <typename Army>
+void view_action_masks_as(const uint8_t* codes, const Army* armies, const int32_t* views, size_t rows, int height,
+                          int width, uint8_t* out, ThreadPool* pool) {
+  const size_t tiles = static_cast<size_t>(height) * width, row_bytes = packed_mask_bytes(tiles);
+  auto run = [&](size_t begin, size_t end) {
+    MaskScratch scratch(height, width);
+    for (size_t i = begin; i < end; ++i) {
+      const size_t at = static_cast<size_t>(views[i]) * tiles;
+      scratch.mask(codes + at, armies + at, out + i * row_bytes);
+    }
+  };
+  if (pool && pool->size() > 1 && rows * tiles >= kParallelTiles) {
+    pool->parallel_for(static_cast<int>(rows), [&](int begin, int end) { run(begin, end); });
+  } else {
+    run(0, rows);
+  }
+}
+
+}  // namespace
+
+void view_action_masks(const uint8_t* codes, const uint8_t* armies, const int32_t* views, size_t rows, int height,
+                       int width, uint8_t* out, ThreadPool* pool) {
+  view_action_masks_as(codes, armies, views, rows, height, width, out, pool);
+}
+
+void view_action_masks(const uint8_t* codes, const uint16_t* armies, const int32_t* views, size_t rows, int height,
+                       int width, uint8_t* out, ThreadPool* pool) {
+  view_action_masks_as(codes, armies, views, rows, height, width, out, pool);
+}
+
+void view_action_masks(const uint8_t* codes, const int32_t* armies, const int32_t* views, size_t rows, int height,
+                       int width, uint8_t* out, ThreadPool* pool) {
+  view_action_masks_as(codes, armies, views, rows, height, width, out, pool);
+}
+
 void expand_observations(const uint8_t* codes, const uint8_t* armies, size_t rows, size_t tiles,
                          const ObservationConfig& config, float* out, ThreadPool* pool) {
   expand_as(codes, armies, rows, tiles, config, out, pool);
@@ -270,11 +386,8 @@ void encode_selected_rows(const StateTable& states, const int32_t* state_index, 
   const size_t tiles = static_cast<size_t>(states.height) * states.width;
   const size_t army_size = army_bytes(out.width);
   auto* armies = static_cast<uint8_t*>(out.armies);
-  const bool aligned = reinterpret_cast<uintptr_t>(out.armies) % army_size == 0;
   auto run = [&](size_t begin, size_t end) {
     std::vector<uint8_t> scratch(tiles * kObservationScratchPerTile);
-    // Misaligned armies are written to this row first, then copied.
-    std::vector<int32_t> army_row(aligned ? 0 : tiles);
     // The open directions of the last state: the players of one tick are adjacent rows.
     std::vector<uint8_t> open(tiles);
     int64_t open_state = -1;
@@ -282,8 +395,7 @@ void encode_selected_rows(const StateTable& states, const int32_t* state_index, 
       const size_t r = selected ? selected[i] : i;
       const size_t at = static_cast<size_t>(state_index[r]) * tiles;
       StateView view{states.height, states.width, states.kind + at, states.owner + at, states.army + at};
-      uint8_t* row_armies = armies + r * tiles * army_size;
-      void* target = aligned ? static_cast<void*>(row_armies) : static_cast<void*>(army_row.data());
+      void* target = armies + r * tiles * army_size;
       uint8_t* codes = out.codes + r * tiles;
       switch (out.width) {
         case ArmyWidth::kByte:
@@ -296,7 +408,6 @@ void encode_selected_rows(const StateTable& states, const int32_t* state_index, 
           encode_compact(view, player[r], obstacles, codes, static_cast<int32_t*>(target), scratch.data());
           break;
       }
-      if (!aligned) std::memcpy(row_armies, army_row.data(), tiles * army_size);
       if (masks) {
         if (open_state != state_index[r]) {
           compute_open_directions(view.kind, view.height, view.width, open.data());

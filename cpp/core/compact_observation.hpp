@@ -59,6 +59,11 @@ constexpr std::array<uint32_t, kMaxObservationChannels> kChannelCodes = [] {
   };
 }();
 
+// The codes of the player's own tiles and of seen mountains (bit per code):
+// what an action mask is made from (the own-territory and mountain channels).
+constexpr uint32_t kOwnTileCodes = kChannelCodes[2];
+constexpr uint32_t kMountainCodes = kChannelCodes[6];
+
 // Narrow compact armies are uint16 and saturate at kNarrowArmyMax. Up to
 // kNarrowArmyScaleMax of army_scale every army from kNarrowArmyMax up expands
 // to 1.0 with either scaling, so narrow armies expand exactly; above it a
@@ -102,6 +107,18 @@ void expand_observations(const uint8_t* codes, const uint16_t* armies, size_t ro
 void expand_observations(const uint8_t* codes, const int32_t* armies, size_t rows, size_t tiles,
                          const ObservationConfig& config, float* out, ThreadPool* pool = nullptr);
 
+// The packed action masks of compact views, from the views alone: an own tile
+// with 2 or more armies is open towards each neighbour on the board that is not
+// a mountain (an own tile sees its neighbours, so its view knows them). Equal to
+// encode_packed_action_mask of the view's state and player. Row i is the mask
+// of view `views[i]`; codes below kTileCodes and view indices are checked by the caller.
+void view_action_masks(const uint8_t* codes, const uint8_t* armies, const int32_t* views, size_t rows, int height,
+                       int width, uint8_t* out, ThreadPool* pool = nullptr);
+void view_action_masks(const uint8_t* codes, const uint16_t* armies, const int32_t* views, size_t rows, int height,
+                       int width, uint8_t* out, ThreadPool* pool = nullptr);
+void view_action_masks(const uint8_t* codes, const int32_t* armies, const int32_t* views, size_t rows, int height,
+                       int width, uint8_t* out, ThreadPool* pool = nullptr);
+
 // Unpacks `rows` packed masks into bools (rows, tiles * 4).
 void unpack_action_masks(const uint8_t* packed, size_t rows, size_t tiles, uint8_t* out, ThreadPool* pool = nullptr);
 
@@ -127,8 +144,7 @@ struct StateTable {
 };
 
 // Where compact views of rows go: codes (rows, tiles), and armies (rows,
-// tiles) of `width`, at any alignment (the views of a wire message land
-// wherever its header ends).
+// tiles) of `width`, aligned to it.
 struct CompactRowsOut {
   uint8_t* codes;
   void* armies;

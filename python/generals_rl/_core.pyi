@@ -10,7 +10,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BYTE_ARMY_MAX', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VIEW_ARMY_SHIFT', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_experiences', 'compact_message', 'compact_rows', 'compact_view_plan', 'compact_views', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'start_write_back', 'unpack_action_masks', 'vec_env_defaults']
+__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BYTE_ARMY_MAX', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MOUNTAIN_CODES', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'OWN_TILE_CODES', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VIEW_ARMY_SHIFT', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_experiences', 'compact_rows', 'compact_view_plan', 'compact_views', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'start_write_back', 'undelta_views', 'unpack_action_masks', 'vec_env_defaults', 'view_action_masks', 'view_deltas']
 class FullPolicy:
     """
     What producers do when the buffer is full
@@ -717,8 +717,6 @@ def check_raw_batch(batch: typing.Any, check_values: bool = True) -> None:
     """
 def compact_experiences(state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, next_state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, wide: bool = False, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple:
     ...
-def compact_message(head: list, state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, view_state: typing.Any, view_player: typing.Any, masked_views: typing.SupportsInt | typing.SupportsIndex, obstacles: bool = False, army_bytes: typing.SupportsInt | typing.SupportsIndex = 2, num_threads: typing.SupportsInt | typing.SupportsIndex = 1) -> bytes:
-    ...
 def compact_rows(state_kind: typing.Any, state_owner: typing.Any, state_army: typing.Any, state_index: typing.Any, player_id: typing.Any, obstacles: bool = False, wide: bool = False, masks: bool = True, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple:
     ...
 def compact_view_plan(state_index: typing.Any, next_state_index: typing.Any, player_id: typing.Any, states: typing.SupportsInt | typing.SupportsIndex) -> tuple:
@@ -765,9 +763,15 @@ def start_write_back(fd: typing.SupportsInt | typing.SupportsIndex, offset: typi
     """
     Starts writing a range of an open file to disk without waiting for it and without dropping it from the page cache (Linux sync_file_range); False where the platform lacks it or it failed.
     """
+def undelta_views(view_base: typing.Any, delta_end: typing.Any, key_tiles: typing.Any, key_armies: typing.Any, change_tile: typing.Any, change_code: typing.Any, change_army: typing.Any) -> tuple:
+    ...
 def unpack_action_masks(action_masks: typing.Any, height: typing.SupportsInt | typing.SupportsIndex, width: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
     ...
 def vec_env_defaults() -> dict:
+    ...
+def view_action_masks(tiles: typing.Any, armies: typing.Any, views: typing.Any, num_threads: typing.SupportsInt | typing.SupportsIndex = 1) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+    ...
+def view_deltas(tiles: typing.Any, armies: typing.Any, state_view: typing.Any, next_state_view: typing.Any) -> tuple:
     ...
 ARMY_CHANNELS: int = 2
 BYTE_ARMY_MAX: int = 255
@@ -789,11 +793,13 @@ MAX_IDLE_TICKS: int = 10000
 MAX_PLAYERS: int = 16
 MAX_SEQUENCE: int = 4611686018427387904
 MAX_SNAPSHOT_CELLS: int = 4194304
+MOUNTAIN_CODES: int = 34952
 NARROW_ARMY_MAX: int = 65535
 NARROW_ARMY_SCALE_MAX: float = 32768.0
 NEUTRAL: int = -1
 OBSERVATION_CHANNELS: tuple = ('own_army', 'enemy_army', 'own_land', 'enemy_land', 'neutral_land', 'cities_and_generals', 'mountains', 'visible', 'fog')
 OBSTACLES_CHANNEL: str = 'obstacles'
+OWN_TILE_CODES: int = 960
 RECORD_COLUMNS: tuple = (('sequence', '<u8', tuple()), ('game_id', '<u8', tuple()), ('player_id', '<i4', tuple()), ('tick', '<i4', tuple()), ('action', '<i4', tuple()), ('reward', '<f4', tuple()), ('legal', '|b1', tuple()), ('terminated', '|b1', tuple()), ('truncated', '|b1', tuple()))
 REWARD_BUCKET_BOUNDS: int = 21
 SAMPLE_COLUMNS: tuple = (('weight', '<f4', tuple()), ('nstep_reward', '<f4', tuple()), ('nstep_length', '<i4', tuple()), ('nstep_done', '|b1', tuple()))

@@ -17,8 +17,10 @@ with relation ``NEUTRAL``, ``OWN``, ``ENEMY``, ``TEAM`` and kind 0 plain, 1 moun
 
 :func:`expand` turns compact views into the float observations a ``VecEnv`` with
 ``observation_format="float"`` gives, bit for bit, for any army scaling;
-:func:`expand_masks` the packed masks into its bool masks. Both run in C++ without
-the GIL, on every core for large batches. ``generals_rl.torch`` does the same for
+:func:`expand_masks` the packed masks into its bool masks; :func:`view_action_masks`
+makes the packed masks from the views alone (what the compact stream's consumer
+does: the stream does not send them). They run in C++ without the GIL, on every
+core for large batches. ``generals_rl.torch`` does the same for
 torch tensors on any device.
 """
 
@@ -98,6 +100,17 @@ def expand_masks(
 ) -> np.ndarray:
     """Bool action masks ``(..., H*W*4)`` of packed masks ``(..., packed_mask_bytes)``."""
     return _core.unpack_action_masks(action_masks, height, width, _threads(num_threads))
+
+
+def view_action_masks(tiles, armies, views=None, *, num_threads: int | None = None) -> np.ndarray:
+    """Packed action masks ``(rows, packed_mask_bytes)`` made from compact views alone
+    (``tiles``/``armies`` of shape ``(views, H, W)``; row i from view ``views[i]``, every
+    view when None): an own tile with 2 or more armies is open towards each neighbour
+    on the board that is not a mountain. An own tile sees its neighbours, so these are
+    the engine's masks of the view's state and player, bit for bit."""
+    if views is None:
+        views = np.arange(np.shape(tiles)[0], dtype=np.int32)
+    return _core.view_action_masks(tiles, armies, views, _threads(num_threads))
 
 
 def encode_compact(

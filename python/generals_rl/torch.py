@@ -2,7 +2,8 @@
 
 :func:`as_tensor` hands a numpy array (a VecEnv output, a batch column) to torch
 without copying; :func:`expand` and :func:`expand_masks` give the float observations
-and bool masks of ``generals_rl.observations.expand`` bit for bit, on any device: on
+and bool masks of ``generals_rl.observations.expand`` bit for bit, and
+:func:`action_masks` the masks of views that came without them, on any device: on
 the CPU through the same C++ kernels (every core, no GIL), elsewhere with tensor
 operations (an army table computed by the C++ scaling, so the values are the same).
 
@@ -62,6 +63,27 @@ def expand_masks(action_masks: torch.Tensor, height: int, width: int) -> torch.T
     if action_masks.device.type == "cpu":
         return torch.from_numpy(_core.unpack_action_masks(_numpy(action_masks), height, width, 0))
     return _expand_masks_tensor_ops(action_masks, height, width)
+
+
+def action_masks(tiles: torch.Tensor, armies: torch.Tensor) -> torch.Tensor:
+    """Bool action masks ``(..., H*W*4)`` made from compact views (``tiles`` uint8
+    ``(..., H, W)``, ``armies`` of the same shape) on their device: the masks the
+    engine gives for the views' states and players (as
+    ``observations.view_action_masks``), for streams that do not send masks."""
+    _check_pair(tiles, armies)
+    if tiles.device.type == "cpu":
+        height, width = tiles.shape[-2:]
+        flat_tiles, flat_armies = _numpy(tiles), _numpy(armies)
+        boards = flat_tiles.reshape(-1, height, width)
+        packed = _core.view_action_masks(
+            boards,
+            flat_armies.reshape(boards.shape),
+            np.arange(len(boards), dtype=np.int32),
+            0,
+        )
+        masks = _core.unpack_action_masks(packed, height, width, 0)
+        return torch.from_numpy(masks.reshape(*tiles.shape[:-2], -1))
+    return _action_masks_tensor_ops(tiles, armies)
 
 
 def _check_pair(tiles, armies) -> None:
@@ -145,3 +167,26 @@ def _expand_masks_tensor_ops(action_masks, height: int, width: int) -> torch.Ten
     shifts = torch.arange(8, dtype=torch.uint8, device=action_masks.device)
     bits = (action_masks.unsqueeze(-1) >> shifts) & 1
     return bits.flatten(-2)[..., :entries].bool()
+
+
+@functools.lru_cache(maxsize=16)
+def _code_table(codes: int, device: torch.device) -> torch.Tensor:
+    """(32,) bool: whether each tile code is in the set ``codes`` (bit per code)."""
+    return torch.tensor([bool(codes >> code & 1) for code in range(32)], device=device)
+
+
+def _action_masks_tensor_ops(tiles, armies) -> torch.Tensor:
+    """action_masks with tensor operations only (any device)."""
+    _check_pair(tiles, armies)
+    if tiles.numel() and int(tiles.max()) >= _core.TILE_CODES:
+        raise ValueError(f"tiles: codes must be below {_core.TILE_CODES}")
+    codes = tiles.to(torch.int32)
+    own = _code_table(_core.OWN_TILE_CODES, tiles.device)[codes]
+    movable = own & (armies.to(torch.int32) >= 2)
+    passable = ~_code_table(_core.MOUNTAIN_CODES, tiles.device)[codes]
+    # Off the board is closed: a border of impassable tiles.
+    padded = torch.nn.functional.pad(passable.to(torch.uint8), (1, 1, 1, 1)).bool()
+    up, down = padded[..., :-2, 1:-1], padded[..., 2:, 1:-1]
+    left, right = padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]
+    open_towards = torch.stack([up, down, left, right], dim=-1) & movable.unsqueeze(-1)
+    return open_towards.flatten(-3)

@@ -22,7 +22,7 @@ from generals_rl.experience import BufferFileError, ExperienceBuffer
 from generals_rl.experience.buffer import _DIGEST_SIZE, _digest
 from generals_rl.experience.compact import CompactBatch
 from generals_rl.replay import _ARRAY_FIELDS, ReplayError, load
-from generals_rl.service import compact_packing, consumer, packing, server, status
+from generals_rl.service import consumer, packing, server, status
 from generals_rl.service.compact_packing import pack_compact
 from generals_rl.storage import FORMATS, StorageError, open_dataset, open_writer
 from generals_rl.storage.formats import format_of_file
@@ -254,8 +254,9 @@ class Submit(Target):
 
 class CompactStream(Target):
     """A serialized ``ExperienceBatch`` of the compact stream, as a consumer receives
-    it: split without copying the payload, unpacked to the indexed views, each row's
-    views gathered and the batch expanded to float observations and masks."""
+    it: split without copying the payload, its keyframes and deltas rebuilt into the
+    indexed views, each row's views gathered, its masks made from them and the batch
+    expanded to float observations and masks."""
 
     def setup(self, work, replays):
         import zstandard
@@ -281,8 +282,7 @@ class CompactStream(Target):
             return  # the consumer's stream refuses what does not parse before any unpacking
         batch = consumer._batch_of(message, "compact", 64 << 20, payload)
         if batch is not None and len(batch):
-            compact_packing.unpack_compact(message.packed, payload=payload)  # the tile codes too
-            batch.expand()
+            batch.expand()  # the masks made from the rebuilt views too
 
 
 def _board(raw, row) -> pb.RawState:

@@ -23,6 +23,7 @@ from ..observations import (
     army_dtype,
     expand,
     expand_masks,
+    view_action_masks,
 )
 from .batch import ROW_COLUMNS, ExperienceBatch, RawBatch, SampledBatch, _Records, _SampleColumns
 
@@ -51,7 +52,7 @@ class ViewPlan(NamedTuple):
     army_dtype: np.dtype
 
     def sources(self, raw: RawBatch) -> _ViewSources:
-        """What ``_core.compact_views``/``compact_message`` make the views from, up to
+        """What ``_core.compact_views`` makes the views from, up to
         ``obstacles``: ``raw``'s state tables, each view's state and player, and how
         many views have masks (the rows' own)."""
         tables = (raw.state_kind, raw.state_owner, raw.state_army)
@@ -92,11 +93,16 @@ class IndexedViews:
             values = values.astype(np.uint16)
         return values.take(getattr(self, f"{which}_view"), axis=0)
 
+    def action_masks(self) -> np.ndarray:
+        """Each row's packed action mask, made from its state view in C++ (equal to
+        the engine's, ``observations.view_action_masks``)."""
+        return view_action_masks(self.tiles, self.armies, self.state_view)
 
-class _RowViews:
-    """A per-row view column of ``CompactBatch`` (a dataclass field): as given, or,
-    given None by ``CompactBatch.from_views``, gathered from its ``views`` on first
-    read."""
+
+class _FromViews:
+    """A per-row column of ``CompactBatch`` (a dataclass field): as given, or,
+    given None by ``CompactBatch.from_views``, made from its ``views`` on first
+    read (the view columns gathered, the action masks computed)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
@@ -107,9 +113,14 @@ class _RowViews:
             raise AttributeError(self._name)
         value = batch.__dict__[self._name]
         if value is None:
-            if batch.views is None:
+            views = batch.views
+            if views is None:
                 raise ValueError(f"{self._name}: None, and the batch holds no indexed views")
-            value = batch.__dict__[self._name] = batch.views.rows(self._which, self._part)
+            if self._name == "action_mask":
+                value = views.action_masks()
+            else:
+                value = views.rows(self._which, self._part)
+            batch.__dict__[self._name] = value
         return value
 
     def __set__(self, batch: CompactBatch, value: np.ndarray | None) -> None:
@@ -134,13 +145,14 @@ class CompactBatch(_Records, _SampleColumns):
     """Record columns plus the compact columns (``COMPACT_COLUMNS``); sampled batches
     also carry the sampling columns and ``nstep_next_state_tiles``/``_armies``. A batch
     in the indexed form also has ``views`` (``IndexedViews``, else None), the per-row
-    view columns gathered from them when read."""
+    view columns gathered from them when read (and the action masks made from them,
+    when the batch came without)."""
 
-    state_tiles: np.ndarray = _RowViews()  # type: ignore[assignment]
-    state_armies: np.ndarray = _RowViews()  # type: ignore[assignment]
-    next_state_tiles: np.ndarray = _RowViews()  # type: ignore[assignment]
-    next_state_armies: np.ndarray = _RowViews()  # type: ignore[assignment]
-    action_mask: np.ndarray
+    state_tiles: np.ndarray = _FromViews()  # type: ignore[assignment]
+    state_armies: np.ndarray = _FromViews()  # type: ignore[assignment]
+    next_state_tiles: np.ndarray = _FromViews()  # type: ignore[assignment]
+    next_state_armies: np.ndarray = _FromViews()  # type: ignore[assignment]
+    action_mask: np.ndarray = _FromViews()  # type: ignore[assignment]
     nstep_next_state_tiles: np.ndarray | None = None
     nstep_next_state_armies: np.ndarray | None = None
 
@@ -152,11 +164,12 @@ class CompactBatch(_Records, _SampleColumns):
 
     @classmethod
     def from_views(cls, views: IndexedViews, **columns: Any) -> CompactBatch:
-        """The indexed batch of ``views`` and the other columns (records, mask)."""
+        """The indexed batch of ``views`` and the other columns (records, and the
+        packed masks unless they are to be made from the views)."""
         rows: dict[str, Any] = dict.fromkeys(
-            ("state_tiles", "state_armies", "next_state_tiles", "next_state_armies")
+            ("state_tiles", "state_armies", "next_state_tiles", "next_state_armies", "action_mask")
         )
-        batch = cls(**rows, **columns)
+        batch = cls(**{**rows, **columns})
         batch.__dict__["_views"] = views
         return batch
 

@@ -1,13 +1,16 @@
 """The compact layout of the packed wire form (``PACKED_LAYOUT_COMPACT``, layout
 version ``COMPACT_LAYOUT_VERSION``): a ``CompactBatch`` in its indexed form as
 columns of one payload: the row columns, each row's state and next state view
-index, each distinct (state, player) view once, and each row's packed action mask.
+index, and each distinct (state, player) view once, coded as keyframes and deltas.
 
-Almost every next state is another row's state, so a row costs about one view: on
-20x20 about 1.1 KB with uint8 armies (chosen when every army of the batch fits),
-1.6 KB with uint16, against 2.6 KB for two views a row (bench/bench_service.py).
-The consumer's arrays are views of the received payload (no copy when it is not
-compressed), ready for ``generals_rl.torch.as_tensor``.
+Almost every next state is another row's state, so a row costs about one view, and
+that view differs from the one before it (the same player a tick earlier) in a few
+tiles: a view with an earlier view in the batch is sent as its changed tiles (tile
+index, code, army), the others whole. The action masks are not sent: each row's is a
+function of its state view, made by the consumer when asked for
+(``CompactBatch.action_mask``, ``generals_rl.torch.action_masks``). The consumer
+rebuilds the views in one C++ call (``_core.undelta_views``, every column checked),
+ready for ``generals_rl.torch.as_tensor``.
 """
 
 from __future__ import annotations
@@ -17,14 +20,11 @@ import numpy as np
 from .. import _core
 from .._proto import experience_pb2 as pb
 from ..experience.batch import RawBatch
-from ..experience.compact import CompactBatch, IndexedViews, ViewPlan
-from ..observations import packed_mask_bytes
+from ..experience.compact import CompactBatch, IndexedViews
 from .packing import (
     MAX_PAYLOAD_BYTES,
     ROW_COLUMNS,
     PackedBatchError,
-    describe_columns,
-    little_endian,
     pack_columns,
     packed_rows,
     record_columns,
@@ -32,8 +32,8 @@ from .packing import (
 )
 
 # The version of the compact layout's columns this module reads and writes (0: two
-# views a row, before the views were indexed).
-COMPACT_LAYOUT_VERSION = 1
+# views a row; 1: each distinct view whole, with packed masks).
+COMPACT_LAYOUT_VERSION = 2
 # The row columns of the raw layout but the state indices (rows index views).
 COMPACT_ROW_COLUMNS = {
     name: dtypes
@@ -44,23 +44,15 @@ VIEW_INDEX_COLUMNS = {
     "state_view": ("<i4",),  # (n,)
     "next_state_view": ("<i4",),  # (n,)
 }
-VIEW_COLUMNS = {
-    "view_tiles": ("|u1",),  # (views, H, W)
-    "view_armies": ("|u1", "<u2", "<i4"),  # (views, H, W)
-    "action_mask": ("|u1",),  # (n, packed_mask_bytes)
+VIEW_COLUMNS = {  # the views as keyframes and deltas (view_deltas)
+    "view_base": ("<i4",),  # (views,)
+    "delta_end": ("<u4",),  # (views,)
+    "key_tiles": ("|u1",),  # (keyframes, H, W)
+    "key_armies": ("|u1", "<u2", "<i4"),  # (keyframes, H, W)
+    "change_tile": ("<u2",),  # (changes,)
+    "change_code": ("|u1",),  # (changes,)
+    "change_army": ("|u1", "<u2", "<i4"),  # (changes,)
 }
-
-
-def _compact_packed(count: int, height: int, width: int, views: int, obstacles: bool):
-    return pb.PackedBatch(
-        count=count,
-        height=height,
-        width=width,
-        layout=pb.PACKED_LAYOUT_COMPACT,
-        obstacles=obstacles,
-        layout_version=COMPACT_LAYOUT_VERSION,
-        view_count=views,
-    )
 
 
 def _indexed(batch: CompactBatch) -> IndexedViews:
@@ -82,44 +74,35 @@ def pack_compact(
 ) -> tuple[pb.PackedBatch, list]:
     """The ``PackedBatch`` (compact layout) of ``batch`` without its payload, and
     the payload as buffers to join; ``obstacles``: the option its views were made with."""
-    views = _indexed(batch)
-    packed = _compact_packed(len(batch), batch.height, batch.width, len(views.tiles), obstacles)
+    return pack_views(batch, _indexed(batch), obstacles, compressor)
+
+
+def pack_views(
+    rows: RawBatch | CompactBatch, views: IndexedViews, obstacles: bool, compressor=None
+) -> tuple[pb.PackedBatch, list]:
+    """``pack_compact`` of the record columns of ``rows`` and their ``views``."""
+    state_view = views.state_view.astype(np.int32, copy=False)
+    next_state_view = views.next_state_view.astype(np.int32, copy=False)
+    coded = _core.view_deltas(views.tiles, views.armies, state_view, next_state_view)
+    height, width = views.tiles.shape[1:]
+    packed = pb.PackedBatch(
+        count=len(rows),
+        height=height,
+        width=width,
+        layout=pb.PACKED_LAYOUT_COMPACT,
+        obstacles=obstacles,
+        layout_version=COMPACT_LAYOUT_VERSION,
+        view_count=len(views.tiles),
+        keyframe_count=len(coded[2]),
+        change_count=len(coded[4]),
+    )
     arrays = [
-        *packed_rows(batch),
-        ("state_view", views.state_view.astype(np.int32, copy=False)),
-        ("next_state_view", views.next_state_view.astype(np.int32, copy=False)),
-        ("view_tiles", views.tiles),
-        ("view_armies", views.armies),
-        ("action_mask", batch.action_mask),
+        *packed_rows(rows),
+        ("state_view", state_view),
+        ("next_state_view", next_state_view),
+        *zip(VIEW_COLUMNS, coded, strict=True),
     ]
     return packed, pack_columns(packed, arrays, compressor)
-
-
-def pack_compact_rows(
-    raw: RawBatch, obstacles: bool, plan: ViewPlan
-) -> tuple[pb.PackedBatch, list[bytes]]:
-    """The complete ``PackedBatch`` (compact layout, uncompressed) of ``raw``'s
-    views as ``plan`` has them, without its payload, and the payload's row and view
-    index columns as bytes: the views and masks that end the payload are left to
-    ``_core.compact_message``, which writes them straight into the message
-    (``pack_compact`` makes the same payload from a ``CompactBatch``)."""
-    n, views = len(raw), len(plan.view_state)
-    packed = _compact_packed(n, raw.height, raw.width, views, obstacles)
-    rows = [
-        *packed_rows(raw),
-        ("state_view", np.arange(n, dtype=np.int32)),
-        ("next_state_view", plan.next_state_view),
-    ]
-    rows = [(name, little_endian(array)) for name, array in rows]
-    board = (views, raw.height, raw.width)
-    # In the order _core.compact_message writes them.
-    written = [
-        ("view_tiles", np.dtype(np.uint8), board),
-        ("view_armies", plan.army_dtype.newbyteorder("<"), board),
-        ("action_mask", np.dtype(np.uint8), (n, packed_mask_bytes(raw.height, raw.width))),
-    ]
-    describe_columns(packed, [(name, array.dtype, array.shape) for name, array in rows] + written)
-    return packed, [array.tobytes() for _, array in rows]
 
 
 def unpack_compact(
@@ -127,13 +110,12 @@ def unpack_compact(
     decompressor=None,
     payload=None,
     max_bytes: int = MAX_PAYLOAD_BYTES,
-    check_tiles: bool = True,
 ) -> CompactBatch:
-    """The indexed ``CompactBatch`` a compact packed batch holds, its arrays over
-    the payload (read-only). Checks the structure as ``packing.unpack`` does, the
-    view indices and armies and, with ``check_tiles``, that every tile code is one
-    ``observations.expand`` knows; raises ``PackedBatchError`` naming the first
-    problem."""
+    """The indexed ``CompactBatch`` a compact packed batch holds (arrays over the
+    payload for the row columns, the views rebuilt in C++). Checks the structure as
+    ``packing.unpack`` does, the view indices, and every column of the coded views
+    (references, change ends, tiles, codes, armies); raises ``PackedBatchError``
+    naming the first problem. The action masks are made from the views when read."""
     if packed.layout != pb.PACKED_LAYOUT_COMPACT:
         raise PackedBatchError("packed: layout is not PACKED_LAYOUT_COMPACT (compact views)")
     if packed.layout_version != COMPACT_LAYOUT_VERSION:
@@ -146,16 +128,25 @@ def unpack_compact(
         raise PackedBatchError(
             f"packed: state_count is {packed.state_count}, the compact layout has no state tables"
         )
-    n, views = packed.count, packed.view_count
+    n, views, keyframes = packed.count, packed.view_count, packed.keyframe_count
     if views > 2 * n:
         raise PackedBatchError(
             f"packed: view_count {views} is more than two views a row ({n} rows)"
         )
+    if keyframes > views:
+        raise PackedBatchError(f"packed: keyframe_count {keyframes} is more than the {views} views")
+    changes, most = packed.change_count, (views - keyframes) * packed.height * packed.width
+    if changes > most:
+        raise PackedBatchError(
+            f"packed: change_count {changes} is more than every tile of the {views - keyframes} "
+            "coded views"
+        )
+    board = (keyframes, packed.height, packed.width)
     shapes: dict[str, tuple[int, ...]] = {
         name: (n,) for name in {**COMPACT_ROW_COLUMNS, **VIEW_INDEX_COLUMNS}
     }
-    shapes["view_tiles"] = shapes["view_armies"] = (views, packed.height, packed.width)
-    shapes["action_mask"] = (n, packed_mask_bytes(packed.height, packed.width))
+    shapes.update(view_base=(views,), delta_end=(views,), key_tiles=board, key_armies=board)
+    shapes.update(dict.fromkeys(("change_tile", "change_code", "change_army"), (changes,)))
     arrays = unpack_columns(
         packed,
         {**COMPACT_ROW_COLUMNS, **VIEW_INDEX_COLUMNS, **VIEW_COLUMNS},
@@ -173,17 +164,9 @@ def unpack_compact(
                     f"packed: {name} holds view {low if low < 0 else high}, the batch has "
                     f"{views} views"
                 )
-    armies, tiles = arrays["view_armies"], arrays["view_tiles"]
-    if armies.dtype == np.int32 and armies.size and int(armies.min()) < 0:
-        raise PackedBatchError(
-            f"packed: view_armies holds army {int(armies.min())}, armies are >= 0"
-        )
-    if check_tiles and tiles.size and int(tiles.max()) >= _core.TILE_CODES:
-        raise PackedBatchError(
-            f"packed: view_tiles holds tile code {int(tiles.max())}, codes are below "
-            f"{_core.TILE_CODES}"
-        )
+    try:
+        tiles, armies = _core.undelta_views(*(arrays[name] for name in VIEW_COLUMNS))
+    except ValueError as exc:
+        raise PackedBatchError(f"packed: {exc}") from None
     indexed = IndexedViews(tiles, armies, arrays["state_view"], arrays["next_state_view"])
-    return CompactBatch.from_views(
-        indexed, **record_columns(arrays), action_mask=arrays["action_mask"]
-    )
+    return CompactBatch.from_views(indexed, **record_columns(arrays))

@@ -585,7 +585,7 @@ def _batch_of(message: pb.ExperienceBatch, form: str, max_bytes: int, payload=No
                 "packed: compact views were asked for, the server sent raw boards "
                 "(a server from before compact views?)"
             )
-        batch = unpack_compact(message.packed, decompressor, payload, max_bytes, check_tiles=False)
+        batch = unpack_compact(message.packed, decompressor, payload, max_bytes)
     else:
         raw = packing.unpack(
             message.packed, decompressor, payload, check_tiles=False, max_bytes=max_bytes

@@ -6,13 +6,15 @@ states)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _core
 from .._proto import experience_pb2 as pb
 from ..experience import ExperienceBuffer, RawBatch, format_game_id
-from ..experience.compact import CompactBatch, plan_views
+from ..experience.compact import IndexedViews, plan_views
 from ..vec_env import OBSERVATION_CHANNELS
 from . import packing
-from .compact_packing import pack_compact, pack_compact_rows
+from .compact_packing import pack_views
 from .stats import CollectionClock
 from .wire import LengthDelimitedField
 
@@ -66,35 +68,26 @@ class MessageEncoder:
         """The serialized ``pb.ExperienceBatch``: the header by protobuf, then the
         packed field written around the column buffers (one copy of the data).
         ``compact_views``: the rows' compact player views (``obstacles`` as the
-        observation option, computed in C++) instead of the raw boards."""
+        observation option, computed in C++, sent as keyframes and deltas) instead
+        of the raw boards."""
         header = self.batch_header(raw, from_sequence, next_sequence).SerializeToString()
-        if compact_views and compressor is None:
-            return self._compact_message(header, raw, obstacles)
         if compact_views:
-            views = CompactBatch.from_raw(
-                raw, army_scale=self.buffer.army_scale, obstacles=obstacles, indexed=True
-            )
-            packed, payload = pack_compact(views, obstacles, compressor)
+            packed, payload = pack_views(raw, self._views(raw, obstacles), obstacles, compressor)
         else:
             packed, payload = packing.pack(raw, compressor)
         packed_fields = [packed.SerializeToString(), *_PAYLOAD.parts(payload)]
         return b"".join([header, *_PACKED.parts(packed_fields)])
 
-    def _compact_message(self, header: bytes, raw: RawBatch, obstacles: bool) -> bytes:
-        """The uncompressed compact message: the views are made in C++ (GIL
-        released) straight into the message's memory after its other fields."""
+    def _views(self, raw: RawBatch, obstacles: bool) -> IndexedViews:
+        """The distinct views of ``raw``'s rows, made in C++ (GIL released) without
+        masks: the consumer makes those from the views."""
         plan = plan_views(raw, self.buffer.army_scale)
-        packed, rows = pack_compact_rows(raw, obstacles, plan)
-        descriptor = packed.SerializeToString()
-        payload_key = _PAYLOAD.key(packed.uncompressed_size)
-        head = [
-            header,
-            _PACKED.key(len(descriptor) + len(payload_key) + packed.uncompressed_size),
-            descriptor,
-            payload_key,
-            *rows,
-        ]
-        return _core.compact_message(head, *plan.sources(raw), obstacles, plan.army_dtype.itemsize)
+        kind, owner, army, view_state, view_player, _ = plan.sources(raw)
+        tiles, armies, _ = _core.compact_views(
+            kind, owner, army, view_state, view_player, 0, obstacles, plan.army_dtype.itemsize, 1
+        )
+        first = np.arange(len(raw), dtype=np.int32)
+        return IndexedViews(tiles, armies, first, plan.next_state_view)
 
     def experience_messages(self, raw: RawBatch, raw_states: bool, missed_before: int):
         """One serialized ``Experience`` per row."""
