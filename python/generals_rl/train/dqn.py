@@ -98,17 +98,7 @@ class DQNConfig:
             raise ValueError(f"replay_ratio: must be at least 0, got {self.replay_ratio}")
 
     def net_config(self) -> NetConfig:
-        return NetConfig(
-            self.channels,
-            self.blocks,
-            half_moves=self.half_moves,
-            stack_preference=self.stack_preference,
-            compass=self.compass,
-            heading_preference=self.heading_preference,
-            bfloat16_trunk=self.bfloat16_trunk,
-            army_scaling=self.army_scaling,
-            army_scale=self.army_scale,
-        )
+        return NetConfig.of(self)
 
 
 def q_values(net: PolicyValueNet, obs: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -94,6 +94,12 @@ class NetConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def of(cls, trainer_config) -> NetConfig:
+        """The network of a trainer's configuration: its fields named as NetConfig's."""
+        names = [f.name for f in fields(cls) if hasattr(trainer_config, f.name)]
+        return cls(**{name: getattr(trainer_config, name) for name in names})
 
 
 class _Block(nn.Module):

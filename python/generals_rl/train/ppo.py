@@ -150,18 +150,7 @@ class PPOConfig:
         self.net_config()
 
     def net_config(self) -> NetConfig:
-        return NetConfig(
-            self.channels,
-            self.blocks,
-            memory=self.memory,
-            half_moves=self.half_moves,
-            stack_preference=self.stack_preference,
-            heading_preference=self.heading_preference,
-            action_head=self.action_head,
-            bfloat16_trunk=self.bfloat16_trunk,
-            army_scaling=self.army_scaling,
-            army_scale=self.army_scale,
-        )
+        return NetConfig.of(self)
 
     def map_config(self, min_side: int | None = None) -> MapConfig:
         return MapConfig(
