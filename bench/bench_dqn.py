@@ -1,15 +1,20 @@
 """The distributed learner's benchmark: double DQN against RandomBot on 10x10, the learner
-and two actor farms in three processes talking gRPC on loopback.
+and two actor farms (and a demonstrator farm) in separate processes talking gRPC on
+loopback.
 
-    python bench/bench_dqn.py --minutes 30
+    python bench/bench_dqn.py --minutes 30 [--demonstrator heuristic|none]
 
 Starts ``generals-rl train dqn`` (the learner writes its initial weights first), then
 ``--actors`` farms (``generals-rl selfplay --config``), each playing the published weights
 with its own epsilon against RandomBot and serving both seats' experiences; the learner
 reads seat 0 (the network's) at a fixed replay ratio, which holds the farms back (block
-mode) while it trains. After ``--minutes`` of wall time from the learner's start, every
-process is stopped with SIGINT (the learner publishes its last weights), and the final
-weights are evaluated greedily over ``--eval-games`` games on 10x10 with 500 ticks.
+mode) while it trains. With ``--demonstrator heuristic`` (the default) a third farm plays
+HeuristicBot against RandomBot, and the learner reads ``demo-capacity`` of its seat-0
+experiences as demonstrations (DQfD: a share of every minibatch and a large-margin loss);
+that farm plays just enough games for them and then waits, idle. After ``--minutes`` of
+wall time from the learner's start, every process is stopped with SIGINT (the learner
+publishes its last weights), and the final weights are evaluated greedily over
+``--eval-games`` games on 10x10 with 500 ticks.
 ``--curve-points`` earlier published versions are evaluated too (fewer games each), for
 the learning curve PNG. Target: >= 80% wins within 30 minutes. Prints one JSON object.
 """
@@ -55,6 +60,19 @@ LEARNER = {
     "enemy-land-reward": 0.05,
     "torch-threads": 1,
 }
+# With a demonstrator: its demonstrations, their share of a minibatch and the margin.
+DEMONSTRATIONS = {
+    "demo-capacity": 50_000,
+    "demo-fraction": 0.25,
+    "margin": 0.8,
+    "margin-weight": 1.0,
+}
+LEARNER.update(DEMONSTRATIONS)
+# The demonstrator plays enough games for demo-capacity of its seat's experiences (a
+# HeuristicBot game against RandomBot on 10x10 lasts about 220 ticks, at most 500), then
+# waits, idle, until the learner has read them or the run ends.
+DEMONSTRATED_GAME = 200
+DRAIN_TIMEOUT = 3600.0
 LEARNER_FLAGS = ("whole-army-moves", "bfloat16-trunk")
 # The farms' rewards are the PPO benchmark's: the outcome, cities, and a little for every
 # tile gained, so that expanding pays before a first win (the learner adds a cost per tick
@@ -70,25 +88,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def actor_config(run: Path, index: int, epsilon: float, port: int) -> Path:
+def farm_config(
+    run: Path, name: str, bots: list[str], seed: int, port: int, games: int = 0
+) -> Path:
+    """A farm of ``bots`` serving on ``port``: ``games`` games then waiting (up to the
+    run's end) for its experiences to be read, or playing until stopped (0)."""
     config = {
         "log_level": "warning",
         "collection": {
-            "games": 0,
+            "games": games,
             "envs": ACTOR_ENVS,
             "threads": 1,
             "board": {"height": 10, "width": 10},
-            "bots": [f"checkpoint:{run / 'weights'}@{epsilon}", "random"],
+            "bots": bots,
             "max_ticks": EVAL_MAX_TICKS,
-            "seed": 1000 + index,
+            "seed": seed,
             "buffer_size": ACTOR_BUFFER,
             "buffer_policy": "block",
         },
-        "streaming": {"address": f"127.0.0.1:{port}", "drain_timeout": 0},
+        "streaming": {
+            "address": f"127.0.0.1:{port}",
+            "drain_timeout": DRAIN_TIMEOUT if games else 0,
+        },
         "storage": {"enabled": False},
         "rewards": REWARDS,
     }
-    path = run / f"actor{index}.json"
+    path = run / f"{name}.json"
     path.write_text(json.dumps(config, indent=2) + "\n")
     return path
 
@@ -182,6 +207,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--epsilons", default="0.02,0.1", help="each actor's exploration, comma-separated"
     )
+    parser.add_argument(
+        "--demonstrator",
+        default="heuristic",
+        choices=("heuristic", "none"),
+        help="a third farm whose seat 0 (this bot, against RandomBot) gives the learner "
+        "demonstrations (DQfD); 'none' learns from the actors alone",
+    )
     parser.add_argument("--eval-games", type=int, default=400)
     parser.add_argument("--curve-points", type=int, default=5)
     parser.add_argument("--curve-games", type=int, default=100)
@@ -218,14 +250,25 @@ def main(argv=None) -> int:
     run = Path(args.run_dir)
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    ports = [free_port() for _ in range(args.actors)]
+    farms = {
+        f"actor{i}": ([f"checkpoint:{run / 'weights'}@{epsilon}", "random"], 1000 + i, 0)
+        for i, epsilon in enumerate(epsilons)
+    }
+    ports = {name: free_port() for name in farms}
+    if args.demonstrator != "none":
+        games = int(learner_options["demo-capacity"]) // DEMONSTRATED_GAME + ACTOR_ENVS
+        farms["demonstrator"] = ([args.demonstrator, "random"], 2000, games)
+        ports["demonstrator"] = free_port()
+        learner_options["demonstrations-from"] = f"127.0.0.1:{ports['demonstrator']}"
+    else:
+        learner_options = {k: v for k, v in learner_options.items() if k not in DEMONSTRATIONS}
     cli = [sys.executable, "-m", "generals_rl.cli"]
     learner_cmd = [
         *cli,
         "train",
         "dqn",
         "--from",
-        ",".join(f"127.0.0.1:{p}" for p in ports),
+        ",".join(f"127.0.0.1:{ports[name]}" for name in farms if name.startswith("actor")),
         "--size",
         "10x10",
         "--run-dir",
@@ -243,20 +286,18 @@ def main(argv=None) -> int:
     learner_log = (run / "learner.log").open("w")
     learner = subprocess.Popen(learner_cmd, stdout=learner_log, stderr=subprocess.STDOUT)
     started = time.monotonic()
-    actors: list[subprocess.Popen] = []
+    actors: dict[str, subprocess.Popen] = {}
     try:
         while not (run / "weights" / "latest.pt").exists():
             if learner.poll() is not None:
                 raise SystemExit(f"the learner exited with {learner.returncode}: see {run}")
             time.sleep(0.1)
-        for i, (epsilon, port) in enumerate(zip(epsilons, ports, strict=True)):
-            log = (run / f"actor{i}.log").open("w")
-            actors.append(
-                subprocess.Popen(
-                    [*cli, "selfplay", "--config", str(actor_config(run, i, epsilon, port))],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+        for name, (bots, seed, games) in farms.items():
+            config = farm_config(run, name, bots, seed, ports[name], games)
+            actors[name] = subprocess.Popen(
+                [*cli, "selfplay", "--config", str(config)],
+                stdout=(run / f"{name}.log").open("w"),
+                stderr=subprocess.STDOUT,
             )
         deadline = started + args.minutes * 60
         while time.monotonic() < deadline:
@@ -265,8 +306,8 @@ def main(argv=None) -> int:
             time.sleep(1.0)
     finally:
         codes = {"learner": stop(learner)}
-        for i, actor in enumerate(actors):
-            codes[f"actor{i}"] = stop(actor)
+        for name, actor in actors.items():
+            codes[name] = stop(actor)
     wall = time.monotonic() - started
     load_at_end = os.getloadavg()
 
@@ -316,6 +357,8 @@ def main(argv=None) -> int:
                 "learner": learner_options,
                 "rewards": REWARDS,
                 "actors": {"count": args.actors, "epsilons": epsilons, "envs": ACTOR_ENVS},
+                "demonstrator": args.demonstrator,
+                "demonstrations": counters.get("demonstrations", 0),
                 "wall_time_s": round(wall, 1),
                 "gradient_steps": counters["step"],
                 "experiences_consumed": counters["consumed"],

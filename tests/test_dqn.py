@@ -11,12 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from generals_rl import ExperienceBuffer, ExperienceServer, VecEnv
-from generals_rl.bots import RandomBot
+from generals_rl.bots import HeuristicBot, RandomBot
 from generals_rl.train import NetConfig, PolicyValueNet, load_checkpoint, save_checkpoint
 from generals_rl.train.dqn import (
     DQNConfig,
     DQNLearner,
     dqn_targets,
+    margin_loss,
     masks_from_observations,
     q_values,
 )
@@ -84,13 +85,19 @@ def test_learner_consumes_trains_and_publishes(tmp_path):
         server.stop()
 
 
-def _serve_random_play(ticks: int = 200) -> ExperienceServer:
+def _serve_random_play(ticks: int = 200, first_seat=None) -> ExperienceServer:
+    """A server of ``ticks`` of 8 games on 6x6: RandomBot in both seats, or ``first_seat``
+    in seat 0."""
     buffer = ExperienceBuffer(6, 6, capacity=50_000, policy="overwrite")
     env = VecEnv(8, 2, 6, 6, seed=1, max_ticks=60, buffer=buffer, num_threads=1)
     bot = RandomBot(seed=0)
     env.reset()
+    actions = np.full((8, 2), -1, dtype=np.int32)
     for _ in range(ticks):
-        env.step(bot.act(env))
+        bot.act(env, out=actions)
+        if first_seat is not None:
+            first_seat.act(env, [0], actions)
+        env.step(actions)
     return ExperienceServer(buffer, "127.0.0.1:0").start()
 
 
@@ -222,6 +229,13 @@ def test_the_learners_shaping_equals_a_slow_reference(tmp_path):
     [
         (["--replay-ratio", "-1"], "replay_ratio: must be at least 0, got -1.0"),
         (["--gamma", "1.5"], "gamma: must be in (0, 1], got 1.5"),
+        (["--demo-fraction", "1"], "demo_fraction: must be in (0, 1), got 1.0"),
+        (["--margin", "-0.5"], "margin: must be at least 0, got -0.5"),
+        (["--demo-capacity", "0"], "demo_capacity: must be at least 1, got 0"),
+        (
+            ["--from", "farm:f", "--demonstrations-from", "127.0.0.1:2"],
+            "--demonstrations-from: not with --from farm:NAME; give host:port",
+        ),
         (["--heading-preference", "2"], None),  # implies --compass: accepted
     ],
 )
@@ -238,3 +252,71 @@ def test_train_dqn_refuses_bad_options_in_one_line(tmp_path, capsys, option, mes
     code = main(["train", "dqn", "--from", "127.0.0.1:1", "--run-dir", str(tmp_path), *option])
     err = capsys.readouterr().err
     assert code == 2 and err == f"generals-rl train dqn: {message}\n"
+
+
+def test_the_margin_loss_equals_a_slow_reference():
+    torch.manual_seed(3)
+    q = torch.randn(5, 7)
+    legal = torch.rand(5, 7) < 0.5
+    demonstrated = torch.tensor([0, 3, 6, 2, 2])
+    legal[4] = False  # nothing else legal: only the demonstrated action counts
+    got = margin_loss(q, demonstrated, legal, 0.8)
+    for i in range(5):
+        a = int(demonstrated[i])
+        candidates = [b for b in range(7) if legal[i, b] or b == a]
+        best = max(float(q[i, b]) + (0.0 if b == a else 0.8) for b in candidates)
+        assert got[i].item() == pytest.approx(best - float(q[i, a]), abs=1e-6)
+        assert got[i].item() >= 0
+    assert got[4].item() == 0
+
+
+def test_demonstrations_are_read_to_capacity_and_ranked_first(tmp_path):
+    """A demonstrator serving HeuristicBot's games in seat 0: the learner reads
+    ``demo_capacity`` of them and no more, takes a quarter of every minibatch there, and
+    the margin loss teaches the network the demonstrated moves."""
+    actors = _serve_random_play()
+    demonstrator = _serve_random_play(400, first_seat=HeuristicBot())  # 3,200 of seat 0
+    config = _small_config(
+        steps=300,
+        batch_size=32,
+        lr=3e-3,
+        player_ids=(0,),
+        demo_capacity=1_500,
+        demo_fraction=0.25,
+        margin_weight=1.0,
+        half_moves=False,
+        channels=8,
+    )
+    learner = DQNLearner(config, [actors.address], tmp_path, demonstrations=[demonstrator.address])
+    try:
+        learner.start()
+        deadline = time.monotonic() + 30
+        while learner.demonstrated < 1_500 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        demos = learner.demo_buffer.sample(1_000, seed=1, player_ids=(0,))
+        obs = torch.from_numpy(np.ascontiguousarray(demos.state))
+        demonstrated = np.asarray(demos.action)
+        moved = demonstrated >= 0  # the heuristic's moves (not its passes)
+
+        def agreement() -> float:
+            with torch.no_grad():
+                q = q_values(learner.net, obs)
+            legal = full_mask(masks_from_observations(obs), half_moves=False)
+            best = q.masked_fill(~legal, -1e9).argmax(dim=1).numpy()
+            return float((best[moved] == demonstrated[moved]).mean())
+
+        before = agreement()
+        row = learner.train(log_every=100)
+        after = agreement()
+        assert 1_500 <= learner.demonstrated < 1_500 + 1_024  # read in batches, then stopped
+        stats = learner.demo_buffer.stats()["priorities"]
+        assert stats["updates"] == 300 * 8  # a quarter of each minibatch of 32
+        assert learner.buffer.stats()["priorities"]["updates"] == 300 * 24
+        assert row["demonstrations"] == learner.demonstrated and row["margin_loss"] >= 0
+        assert after > before + 0.25, (before, after)
+        latest = load_checkpoint(tmp_path / "weights" / "latest.pt")
+        assert latest["counters"]["demonstrations"] == learner.demonstrated
+    finally:
+        learner.stop()
+        actors.stop()
+        demonstrator.stop()

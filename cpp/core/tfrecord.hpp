@@ -93,11 +93,11 @@ class ExampleEncoder {
 
   // Whether some feature is made from ViewTables.
   bool uses_views() const;
-  // std::invalid_argument unless `views` are given exactly when a feature is
-  // made from them, with the features' boards (encode checks it too).
-  void check_views(const ViewTables* views) const;
 
  private:
+  // std::invalid_argument unless `views` are given exactly when a feature is
+  // made from them, with the features' boards.
+  void check_views(const ViewTables* views) const;
   struct Part {
     const uint8_t* data;
     size_t size;

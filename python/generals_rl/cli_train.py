@@ -187,6 +187,13 @@ def _train_ppo(args: argparse.Namespace) -> int:
 # ---- train dqn -------------------------------------------------------------------------
 
 
+def _addresses(text: str | None, flag: str, required: bool = True) -> list[str]:
+    addresses = [a.strip() for a in (text or "").split(",") if a.strip()]
+    if required and not addresses:
+        raise UsageError(f"{flag}: give at least one host:port")
+    return addresses
+
+
 def _train_dqn(args: argparse.Namespace) -> int:
     from .train.dqn import DQNConfig, DQNLearner
 
@@ -217,24 +224,35 @@ def _train_dqn(args: argparse.Namespace) -> int:
             replay_ratio=args.replay_ratio,
             tick_reward=args.tick_reward,
             enemy_land_reward=args.enemy_land_reward,
+            demo_capacity=args.demo_capacity,
+            demo_fraction=args.demo_fraction,
+            margin=args.margin,
+            margin_weight=args.margin_weight,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     from .cli_farm import FARM_PREFIX, train_dqn_on_farm
 
+    demonstrators = _addresses(args.demonstrations, "--demonstrations-from", required=False)
     if args.sources.startswith(FARM_PREFIX):
+        if demonstrators:
+            raise UsageError("--demonstrations-from: not with --from farm:NAME; give host:port")
         return train_dqn_on_farm(args, config)
-    addresses = [a.strip() for a in args.sources.split(",") if a.strip()]
-    if not addresses:
-        raise UsageError("--from: give at least one host:port")
-    learner = DQNLearner(config, addresses, args.run_dir, consumer_options={"token": args.token})
+    learner = DQNLearner(
+        config,
+        _addresses(args.sources, "--from"),
+        args.run_dir,
+        consumer_options={"token": args.token},
+        demonstrations=demonstrators,
+    )
 
     def log(row: dict) -> None:
         if not args.quiet:
             print(
                 f"step {row['step']:>7}  consumed {row['consumed']:>9}  "
                 f"replay ratio {row['replay_ratio']:.2f}  "
-                f"loss {row['loss']:.4f}  q {row['mean_q']:+.3f}  "
+                f"loss {row['loss']:.4f}  margin {row['margin_loss']:.4f}  "
+                f"q {row['mean_q']:+.3f}  "
                 f"version {row['published_version']}  "
                 f"lag {row['consumer_lag']}",
                 flush=True,
@@ -552,6 +570,42 @@ def add_commands(commands) -> None:
         nargs="+",
         metavar="ID",
         help="learn from these seats' experiences only (default: every seat)",
+    )
+    option(
+        "--demonstrations-from",
+        dest="demonstrations",
+        default=None,
+        metavar="ADDR[,ADDR...]",
+        help="farms whose experiences are demonstrations (a built-in bot's seat, say): read "
+        "into a buffer of their own, a share of every minibatch, ranked first by a "
+        "large-margin loss (DQfD)",
+    )
+    option(
+        "--demo-capacity",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="demonstrations read and kept (default: %(default)s)",
+    )
+    option(
+        "--demo-fraction",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="share of each minibatch drawn from the demonstrations (default: %(default)s)",
+    )
+    option(
+        "--margin",
+        type=float,
+        default=0.8,
+        help="how far the demonstrated action's value should lead (default: %(default)s)",
+    )
+    option(
+        "--margin-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="weight of the large-margin loss (default: %(default)s)",
     )
     option("--seed", type=int, default=0)
     option("--torch-threads", type=int, default=1)

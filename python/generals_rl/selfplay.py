@@ -45,6 +45,7 @@ class Sink(Protocol):
 # "checkpoint:PATH[@EPSILON]": a network (generals_rl.train, needs torch) from a checkpoint
 # file or a directory of published weights, reloaded when they change.
 CHECKPOINT_POLICY = "checkpoint:"
+POLICY_CHOICES = f"{', '.join(sorted(POLICIES))} or {CHECKPOINT_POLICY}PATH[@EPSILON]"
 
 
 def is_policy_name(name: str) -> bool:
@@ -83,10 +84,7 @@ class SelfPlayConfig:
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if not is_policy_name(p)]
         if unknown:
-            raise ValueError(
-                f"policies: unknown {unknown}; choose from {sorted(POLICIES)} or "
-                "checkpoint:PATH[@EPSILON]"
-            )
+            raise ValueError(f"policies: unknown {unknown}; a policy is one of {POLICY_CHOICES}")
         if not 2 <= len(self.policies) <= _core.MAX_PLAYERS:
             raise ValueError(
                 f"policies: one per player, 2..{_core.MAX_PLAYERS} players, "

@@ -40,7 +40,6 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
     ) from error
 
 from .. import _core
-from ..bots import POLICIES
 from ..defaults import (
     DRAIN_TIMEOUT,
     MAX_STREAMS,
@@ -49,7 +48,7 @@ from ..defaults import (
     STORAGE_DIRECTORY,
     STORAGE_FORMAT,
 )
-from ..selfplay import SelfPlayConfig, is_policy_name
+from ..selfplay import POLICY_CHOICES, SelfPlayConfig, is_policy_name
 from ..service.server import DEFAULT_ADDRESS
 from ..service.streaming import DEFAULT_BATCH_WAIT_MS, MAX_BATCH_WAIT_MS
 from ..storage.writer import Rotation
@@ -73,9 +72,7 @@ _ROTATION: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Rotat
 
 def _policy(name: str) -> str:
     if not is_policy_name(name):
-        raise ValueError(
-            f"a policy is one of {', '.join(sorted(POLICIES))} or checkpoint:PATH[@EPSILON]"
-        )
+        raise ValueError(f"a policy is one of {POLICY_CHOICES}")
     return name
 
 

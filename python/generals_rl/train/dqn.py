@@ -1,6 +1,8 @@
 """The distributed learner: experiences from one or more farms over gRPC into a local
 prioritized ExperienceBuffer, double DQN with n-step targets, weights published for the
-actors (``generals-rl selfplay --policies checkpoint:DIR``).
+actors (``generals-rl selfplay --policies checkpoint:DIR``). Optionally with
+demonstrations (DQfD): a demonstrator farm's experiences in a buffer of their own, a share
+of every minibatch, and a large-margin loss that ranks the demonstrated action first.
 
 The Q-network is a :class:`PolicyValueNet` read as a dueling head: ``Q(s, a) = V(s) +
 A(s, a) - mean_a A(s, a)`` with the policy logits as advantages, so the published
@@ -33,7 +35,9 @@ DQN_METRICS = (
     "consumed",
     "resident",
     "replay_ratio",
+    "demonstrations",
     "loss",
+    "margin_loss",
     "mean_q",
     "mean_weight",
     "published_version",
@@ -87,6 +91,14 @@ class DQNConfig:
     # an experience's state and its n-step next state.
     tick_reward: float = 0.0
     enemy_land_reward: float = 0.0
+    # Demonstrations, used when the learner is given demonstrator farms: their
+    # experiences are read until ``demo_capacity`` are held (a fixed set, as DQfD's), make
+    # up ``demo_fraction`` of each minibatch, and add ``margin_weight`` times the
+    # large-margin loss ``max_a [Q(s, a) + margin * (a != a_demo)] - Q(s, a_demo)``.
+    demo_capacity: int = 50_000
+    demo_fraction: float = 0.25
+    margin: float = 0.8
+    margin_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("capacity", "batch_size", "n_step", "steps", "target_every", "publish_every"):
@@ -96,6 +108,18 @@ class DQNConfig:
             raise ValueError(f"gamma: must be in (0, 1], got {self.gamma}")
         if not self.replay_ratio >= 0:
             raise ValueError(f"replay_ratio: must be at least 0, got {self.replay_ratio}")
+        if self.demo_capacity < 1:
+            raise ValueError(f"demo_capacity: must be at least 1, got {self.demo_capacity}")
+        if not 0 < self.demo_fraction < 1:
+            raise ValueError(f"demo_fraction: must be in (0, 1), got {self.demo_fraction}")
+        for name in ("margin", "margin_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}: must be at least 0, got {getattr(self, name)}")
+
+    def demo_batch_size(self) -> int:
+        """The samples of each minibatch drawn from the demonstrations (at least one, and
+        at least one from the learner's own experiences)."""
+        return min(self.batch_size - 1, max(1, round(self.demo_fraction * self.batch_size)))
 
     def net_config(self) -> NetConfig:
         return NetConfig.of(self)
@@ -149,12 +173,26 @@ def dqn_targets(
         return nstep_reward + (~nstep_done).to(torch.float32) * discount * bootstrap
 
 
+def margin_loss(
+    q: torch.Tensor, demonstrated: torch.Tensor, legal: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """DQfD's large-margin loss per sample: ``max_a [Q(s, a) + margin * (a != a_demo)] -
+    Q(s, a_demo)`` over the legal actions and the demonstrated one; zero once the
+    demonstrated action leads every other by the margin."""
+    chosen = F.one_hot(demonstrated, q.shape[1]).to(torch.bool)
+    bonus = margin * (~chosen).to(q.dtype)
+    best = (q + bonus).masked_fill(~(legal | chosen), MASKED_LOGIT).amax(dim=1)
+    return best - q.gather(1, demonstrated[:, None]).squeeze(1)
+
+
 class DQNLearner:
     """Consumes experiences from ``addresses`` on a background thread into a local
     prioritized buffer and trains on samples from it, publishing weights to
     ``run_dir/weights`` (``latest.pt`` and ``weights_NNNNNN.pt``, atomically, versioned).
     ``addresses`` is anything ``ExperienceConsumer`` takes: ``dns:///`` names and
-    address sources (a Ray farm's ``farm_addresses()``) are followed as they change."""
+    address sources (a Ray farm's ``farm_addresses()``) are followed as they change.
+    ``demonstrations`` are farms whose experiences are demonstrations (a built-in bot's
+    seat, say), read on a thread of their own into ``demo_buffer``."""
 
     def __init__(
         self,
@@ -162,9 +200,11 @@ class DQNLearner:
         addresses: Sequence[str] | Callable[[], object],
         run_dir: str | Path,
         consumer_options: dict | None = None,
+        demonstrations: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.addresses = addresses if callable(addresses) else list(addresses)
+        self.demonstrations = list(demonstrations)
         self.run_dir = Path(run_dir)
         self.publish_dir = self.run_dir / "weights"
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +218,18 @@ class DQNLearner:
             army_scaling=config.army_scaling,
             army_scale=config.army_scale,
         )
+        self.demo_buffer = (
+            ExperienceBuffer(
+                config.height,
+                config.width,
+                config.demo_capacity,
+                "overwrite",
+                army_scaling=config.army_scaling,
+                army_scale=config.army_scale,
+            )
+            if self.demonstrations
+            else None
+        )
         self.net = PolicyValueNet(config.net_config())
         self.target = PolicyValueNet(config.net_config())
         self.target.load_state_dict(self.net.state_dict())
@@ -185,38 +237,64 @@ class DQNLearner:
         self.step = 0
         self.version = 0
         self.consumed = 0
+        self.demonstrated = 0  # demonstrations read
         self.consumer_lag = 0
         self._consumer_options = consumer_options or {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._consumer = None  # the ExperienceConsumer while consuming
+        self._demo_thread: threading.Thread | None = None
+        self._consumers: list = []  # the ExperienceConsumers while consuming
         self._error: BaseException | None = None
 
     # ---- the consumer thread --------------------------------------------------------------
 
     def start(self) -> DQNLearner:
-        self._thread = threading.Thread(target=self._consume, name="dqn-consumer", daemon=True)
-        self._thread.start()
+        self._thread = self._start_feed("dqn-consumer", self.addresses, self._take_experiences)
+        if self.demonstrations:
+            self._demo_thread = self._start_feed(
+                "dqn-demonstrations", self.demonstrations, self._take_demonstrations
+            )
         return self
 
-    def _consume(self) -> None:
+    def _start_feed(self, name: str, addresses, take: Callable) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._consume, args=(addresses, take), name=name, daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _consume(self, addresses, take: Callable) -> None:
+        """Streams from ``addresses`` into ``take(batch, consumer)`` until it returns False
+        or the learner stops."""
         from ..service import ExperienceConsumer
 
         try:
-            with ExperienceConsumer(self.addresses, **self._consumer_options) as consumer:
-                self._consumer = consumer
+            with ExperienceConsumer(addresses, **self._consumer_options) as consumer:
+                self._consumers.append(consumer)
                 for batch in consumer.stream_experiences(
                     batch_size=1024, follow=True, decode=False, player_ids=self.config.player_ids
                 ):
-                    if len(batch):
-                        self.buffer.append_raw(batch)
-                        self.consumed += len(batch)
-                    self.consumer_lag = consumer.lag
-                    self._wait_for_learner()
-                    if self._stop.is_set():
+                    if not take(batch, consumer) or self._stop.is_set():
                         break
         except Exception as exc:
             self._error = exc
+
+    def _take_experiences(self, batch, consumer) -> bool:
+        if len(batch):
+            self.buffer.append_raw(batch)
+            self.consumed += len(batch)
+        self.consumer_lag = consumer.lag
+        self._wait_for_learner()
+        return True
+
+    def _take_demonstrations(self, batch, consumer) -> bool:
+        """Reads demonstrations until ``demo_capacity`` are held; the stream then ends (a
+        demonstrator farm in block mode waits from there on)."""
+        assert self.demo_buffer is not None
+        if len(batch):
+            self.demo_buffer.append_raw(batch)
+            self.demonstrated += len(batch)
+        return self.demonstrated < self.config.demo_capacity
 
     def _wait_for_learner(self) -> None:
         """Holds the consumer (the stream unread) while the samples trained fall short of
@@ -233,11 +311,11 @@ class DQNLearner:
         """Stops consuming: cancels the streams and waits for the consumer thread, so
         that nothing is left reading into the buffer when the process exits."""
         self._stop.set()
-        consumer = self._consumer
-        if consumer is not None:
+        for consumer in list(self._consumers):
             consumer.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        for thread in (self._thread, self._demo_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
 
     def _check_consumer(self) -> None:
         if self._error is not None:
@@ -248,45 +326,75 @@ class DQNLearner:
     def resident(self) -> int:
         return int(self.buffer.stats()["resident"])
 
+    def _ready(self) -> bool:
+        """Learning starts at ``learning_starts`` experiences, and as many demonstrations
+        (or all of them) when there are demonstrators."""
+        c = self.config
+        if self.resident() < c.learning_starts:
+            return False
+        if self.demo_buffer is None:
+            return True
+        held = int(self.demo_buffer.stats()["resident"])
+        return held >= min(c.learning_starts, c.demo_capacity)
+
     def train_step(self) -> dict:
         c = self.config
         frac = min(1.0, self.step / max(1, c.steps))
-        beta = c.beta + (c.beta_final - c.beta) * frac
-        batch = self.buffer.sample(
-            c.batch_size,
-            seed=c.seed * 1_000_003 + self.step,
+        options = dict(
             prioritized=True,
             alpha=c.alpha,
-            beta=beta,
+            beta=c.beta + (c.beta_final - c.beta) * frac,
             n_step=c.n_step,
             gamma=c.gamma,
             player_ids=c.player_ids,
         )
+        seed = c.seed * 1_000_003 + self.step
+        demo_size = c.demo_batch_size() if self.demo_buffer is not None else 0
+        own = self.buffer.sample(c.batch_size - demo_size, seed=seed, **options)
+        parts = [own]
+        if demo_size:
+            assert self.demo_buffer is not None
+            parts.append(self.demo_buffer.sample(demo_size, seed=seed + 500_009, **options))
         h, w = c.height, c.width
-        obs = torch.from_numpy(np.ascontiguousarray(batch.state))
-        actions = torch.from_numpy(to_gym_actions(batch.action, h, w))
-        next_obs = torch.from_numpy(np.ascontiguousarray(batch.nstep_next_state))
+
+        def column(name: str, dtype=None) -> torch.Tensor:
+            values = [np.asarray(getattr(p, name), dtype=dtype) for p in parts]
+            return torch.from_numpy(np.ascontiguousarray(np.concatenate(values)))
+
+        obs, next_obs = column("state"), column("nstep_next_state")
+        actions = torch.from_numpy(to_gym_actions(np.concatenate([p.action for p in parts]), h, w))
         next_mask = full_mask(
             masks_from_observations(next_obs, c.army_scaling, c.army_scale), c.half_moves
         )
-        length = torch.from_numpy(np.asarray(batch.nstep_length))
-        done = torch.from_numpy(np.asarray(batch.nstep_done, dtype=bool))
-        reward = torch.from_numpy(np.asarray(batch.nstep_reward, dtype=np.float32))
+        length = column("nstep_length")
+        done = column("nstep_done", bool)
+        reward = column("nstep_reward", np.float32)
         reward = reward + self._shaping(obs, next_obs, length, done)
         targets = dqn_targets(
             self.net, self.target, next_obs, next_mask, reward, length, done, c.gamma
         )
-        q = q_values(self.net, obs).gather(1, actions[:, None]).squeeze(1)
+        q_all = q_values(self.net, obs)
+        q = q_all.gather(1, actions[:, None]).squeeze(1)
         td = targets - q
-        weights = torch.from_numpy(np.asarray(batch.weight, dtype=np.float32))
+        weights = column("weight", np.float32)
         loss = (weights * F.smooth_l1_loss(q, targets, reduction="none")).mean()
+        demo_loss = torch.zeros(())
+        if demo_size:
+            demo = slice(len(own), None)
+            legal = full_mask(
+                masks_from_observations(obs[demo], c.army_scaling, c.army_scale), c.half_moves
+            )
+            demo_loss = margin_loss(q_all[demo], actions[demo], legal, c.margin).mean()
+            loss = loss + c.margin_weight * demo_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
         self.optimizer.step()
-        self.buffer.update_priorities(
-            batch.sequence, td.detach().abs().numpy().astype(np.float64) + 1e-6
-        )
+        priorities = td.detach().abs().numpy().astype(np.float64) + 1e-6
+        self.buffer.update_priorities(own.sequence, priorities[: len(own)])
+        if demo_size:
+            assert self.demo_buffer is not None
+            self.demo_buffer.update_priorities(parts[1].sequence, priorities[len(own) :])
         self.step += 1
         if self.step % c.target_every == 0:
             self.target.load_state_dict(self.net.state_dict())
@@ -294,6 +402,7 @@ class DQNLearner:
             self.publish()
         return {
             "loss": loss.item(),
+            "margin_loss": demo_loss.item(),
             "mean_q": q.mean().item(),
             "mean_weight": float(weights.mean()),
         }
@@ -328,7 +437,11 @@ class DQNLearner:
             "net_config": self.net.config.to_dict(),
             "model": self.net.state_dict(),
             "config": _plain(asdict(self.config)),
-            "counters": {"step": self.step, "consumed": self.consumed},
+            "counters": {
+                "step": self.step,
+                "consumed": self.consumed,
+                "demonstrations": self.demonstrated,
+            },
         }
 
     def train(
@@ -346,11 +459,12 @@ class DQNLearner:
         if self._thread is None:
             self.start()
         started = time.monotonic()
-        while self.resident() < c.learning_starts:
+        while not self._ready():
             self._check_consumer()
             if time.monotonic() - started > wait_timeout:
                 raise TimeoutError(
-                    f"fewer than {c.learning_starts} experiences after {wait_timeout:.0f} s"
+                    f"fewer than {c.learning_starts} experiences (or demonstrations) after "
+                    f"{wait_timeout:.0f} s"
                 )
             time.sleep(0.05)
         metrics_path = self.run_dir / "metrics.csv"
@@ -378,6 +492,7 @@ class DQNLearner:
                     "step": self.step,
                     "consumed": self.consumed,
                     "resident": self.resident(),
+                    "demonstrations": self.demonstrated,
                     "replay_ratio": round(self.step * c.batch_size / max(1, self.consumed), 3),
                     **stats,
                     "published_version": self.version,

@@ -43,9 +43,6 @@ class FogMemory:
         self.enemy_army = np.zeros(shape, dtype=np.float32)
         self.mountains = np.zeros(shape, dtype=np.float32)
         self.enemy_general = np.zeros(shape, dtype=np.float32)
-        self._ys = np.arange(height, dtype=np.float32)[None, :, None]
-        self._xs = np.arange(width, dtype=np.float32)[None, None, :]
-        self._scale = np.float32(max(height, width))
 
     def reset(self, games: np.ndarray) -> None:
         """Forgets everything of the games selected by the bool mask ``games``."""
@@ -110,25 +107,11 @@ class FogMemory:
         target: the enemy general when seen, else the centre of the enemy land
         remembered, else the centre of the tiles never seen (where the enemy must be);
         zero when the whole board was seen and no enemy."""
-        unexplored = (~self.seen).astype(np.float32)
-        target = np.where(
-            self.enemy_general.any(axis=(1, 2))[:, None, None],
-            self.enemy_general,
-            np.where(self.enemy_land.any(axis=(1, 2))[:, None, None], self.enemy_land, unexplored),
-        )
-        weight = target.sum(axis=(1, 2))
-        known = weight > 0
-        safe = np.where(known, weight, 1.0)
-        ty = (target * self._ys).sum(axis=(1, 2)) / safe
-        tx = (target * self._xs).sum(axis=(1, 2)) / safe
-        dy = (ty[:, None, None] - self._ys) / self._scale
-        dx = (tx[:, None, None] - self._xs) / self._scale
-        shape = target.shape
-        mask = known[:, None, None]
-        return (
-            np.broadcast_to(np.where(mask, dy, 0.0), shape).astype(np.float32),
-            np.broadcast_to(np.where(mask, dx, 0.0), shape).astype(np.float32),
-        )
+        import torch
+
+        targets = (self.enemy_general > 0, self.enemy_land > 0, ~self.seen)
+        planes = compass_toward(*(torch.from_numpy(t) for t in targets)).numpy()
+        return planes[:, 0], planes[:, 1]
 
 
 def enemy_tiles_taken(before, after):
@@ -142,27 +125,20 @@ def enemy_tiles_taken(before, after):
 COMPASS_CHANNELS = ("target_dy", "target_dx")
 
 
-def observed_compass(obs):
-    """The compass of one observation, for a network without memory: torch ``(B, 2, H,
-    W)``, the offset (rows, columns; scaled by the longer side) from every tile to the
-    enemy general in sight, else to the centre of the enemy land in sight, else to the
-    centre of the tiles in fog (where the enemy must be); zero where there is none.
-    ``obs`` is a torch tensor ``(B, C, H, W)`` whose first planes are the observation's."""
+def compass_toward(*targets):
+    """Torch ``(B, 2, H, W)``: the offset (rows, columns; scaled by the longer side) from
+    every tile to the centre of the first of the bool ``(B, H, W)`` ``targets`` that has a
+    tile in that game; zero where none has."""
     import torch
 
-    _, _, height, width = obs.shape
-    enemy = obs[:, _CHANNEL["enemy_land"]] > 0
-    general = enemy & (obs[:, _CHANNEL["cities_and_generals"]] > 0)
-    fog = obs[:, _CHANNEL["fog"]] > 0
-
-    def seen(plane):
-        return plane.flatten(1).any(dim=1)[:, None, None]
-
-    target = torch.where(seen(general), general, torch.where(seen(enemy), enemy, fog))
-    target = target.to(obs.dtype)
+    target = targets[-1]
+    for earlier in reversed(targets[:-1]):
+        target = torch.where(earlier.flatten(1).any(dim=1)[:, None, None], earlier, target)
+    target = target.to(torch.float32)
+    _, height, width = target.shape
     weight = target.sum(dim=(1, 2))
-    ys = torch.arange(height, dtype=obs.dtype, device=obs.device)[None, :, None]
-    xs = torch.arange(width, dtype=obs.dtype, device=obs.device)[None, None, :]
+    ys = torch.arange(height, dtype=target.dtype, device=target.device)[None, :, None]
+    xs = torch.arange(width, dtype=target.dtype, device=target.device)[None, None, :]
     safe = weight.clamp(min=1.0)[:, None, None]
     scale = float(max(height, width))
     known = (weight > 0)[:, None, None]
@@ -170,3 +146,15 @@ def observed_compass(obs):
     dx = ((target * xs).sum(dim=(1, 2), keepdim=True) / safe - xs) / scale
     planes = [torch.where(known, d, 0.0).expand(-1, height, width) for d in (dy, dx)]
     return torch.stack(planes, dim=1)
+
+
+def observed_compass(obs):
+    """The compass of one observation, for a network without memory: torch ``(B, 2, H,
+    W)``, the offset from every tile to the enemy general in sight, else to the centre
+    of the enemy land in sight, else to the centre of the tiles in fog (where the enemy
+    must be); zero where there is none (:func:`compass_toward`). ``obs`` is a torch
+    tensor ``(B, C, H, W)`` whose first planes are the observation's."""
+    enemy = obs[:, _CHANNEL["enemy_land"]] > 0
+    general = enemy & (obs[:, _CHANNEL["cities_and_generals"]] > 0)
+    fog = obs[:, _CHANNEL["fog"]] > 0
+    return compass_toward(general, enemy, fog).to(obs.dtype)

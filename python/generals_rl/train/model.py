@@ -21,6 +21,9 @@ from .features import COMPASS_CHANNELS, MEMORY_CHANNELS, observed_compass
 # Logits of illegal actions: finite (so entropies stay finite), far below any legal one.
 MASKED_LOGIT = -1e9
 ACTION_HEADS = ("joint", "factorised")
+# FogMemory's compass: its rows plane, then its columns plane.
+_MEMORY_COMPASS = MEMORY_CHANNELS.index("enemy_dy")
+assert MEMORY_CHANNELS[_MEMORY_COMPASS + 1] == "enemy_dx"
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,7 @@ class NetConfig:
     def compass_channels(self) -> tuple[int, int] | None:
         """The input planes of the compass the heading preference reads (rows, columns)."""
         if self.memory:
-            first = len(OBSERVATION_CHANNELS) + MEMORY_CHANNELS.index("enemy_dy")
-            assert MEMORY_CHANNELS.index("enemy_dx") == MEMORY_CHANNELS.index("enemy_dy") + 1
+            first = len(OBSERVATION_CHANNELS) + _MEMORY_COMPASS
         elif self.compass:
             first = self.input_channels
         else:
