@@ -105,6 +105,7 @@ def farm_config(
             "seed": seed,
             "buffer_size": ACTOR_BUFFER,
             "buffer_policy": "block",
+            "wait_for_consumers": 1,  # the learner: nothing is played before it reads
         },
         "streaming": {
             "address": f"127.0.0.1:{port}",
@@ -186,11 +187,15 @@ def plot_curve(points: list[dict], run: Path, out: Path) -> Path:
     ax = axes[1]
     t = [r["wall_time"] / 60 for r in rows]
     ax.plot(t, [r["mean_q"] for r in rows], label="mean Q of the batch")
-    ax.plot(t, [r["loss"] for r in rows], label="TD loss")
+    demonstrated = any(r["demonstrations"] for r in rows)
+    ax.plot(t, [r["loss"] for r in rows], label="loss (TD + margin)" if demonstrated else "TD loss")
+    if demonstrated:
+        ax.plot(t, [r["margin_loss"] for r in rows], label="margin loss (demonstrations)")
     ax.set_xlabel("learner wall time (min)")
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
-    fig.suptitle("Distributed double DQN vs RandomBot (learner + 2 actor farms over gRPC)")
+    farms = "2 actor farms" + (" + a HeuristicBot demonstrator" if demonstrated else "")
+    fig.suptitle(f"Distributed double DQN vs RandomBot (learner + {farms} over gRPC)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

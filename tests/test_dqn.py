@@ -320,3 +320,73 @@ def test_demonstrations_are_read_to_capacity_and_ranked_first(tmp_path):
         learner.stop()
         actors.stop()
         demonstrator.stop()
+
+
+def test_a_demonstrator_going_away_is_a_warning(tmp_path, caplog):
+    """The demonstrator stops after 800 demonstrations: learning goes on from those, with
+    a warning; a learner that needs more waits for them and times out saying so."""
+    actors = _serve_random_play()
+    demonstrator = _serve_random_play(100, first_seat=HeuristicBot())  # 800 of seat 0
+    config = _small_config(steps=3, player_ids=(0,), demo_capacity=5_000)
+    learner = DQNLearner(config, [actors.address], tmp_path, demonstrations=[demonstrator.address])
+    try:
+        learner.start()
+        deadline = time.monotonic() + 30
+        while learner.demonstrated < 800 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        demonstrator.stop()
+        learner._demo_thread.join(30)
+        assert not learner._demo_thread.is_alive()
+        assert "demonstrations: reading stopped after 800" in caplog.text
+        learner.train()
+        assert learner.step == 3 and learner.demonstrated == 800
+    finally:
+        learner.stop()
+        demonstrator.stop()
+
+    early = _serve_random_play(100, first_seat=HeuristicBot())
+    config = _small_config(player_ids=(0,), learning_starts=2_000)  # needs 2,000
+    learner = DQNLearner(
+        config, [actors.address], tmp_path / "early", demonstrations=[early.address]
+    )
+    try:
+        learner.start()
+        deadline = time.monotonic() + 30
+        while learner.demonstrated < 800 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        early.stop()
+        with pytest.raises(TimeoutError, match=r"fewer than 2000 experiences \(or demonstrations"):
+            learner.train(wait_timeout=1.0)
+    finally:
+        learner.stop()
+        early.stop()
+        actors.stop()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_learner_process_stops_on_a_signal_even_with_sigint_ignored(tmp_path, sig):
+    """Started as a shell's background job starts it (SIGINT ignored), or stopped as a pod
+    is (SIGTERM), the learner still stops: exit 130, one line, its weights published."""
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "generals_rl.cli", "train", "dqn", "--from", "127.0.0.1:1"]
+    learner = subprocess.Popen(
+        [*command, "--size", "6x6", "--run-dir", str(run), "--wait-timeout", "60"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "weights" / "latest.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (run / "weights" / "latest.pt").exists()
+        learner.send_signal(getattr(signal, sig))
+        _, err = learner.communicate(timeout=30)
+    finally:
+        learner.kill()
+    assert learner.returncode == 130
+    assert err.strip().splitlines()[-1] == "generals-rl train dqn: interrupted"

@@ -13,6 +13,7 @@ action is the greedy one).
 from __future__ import annotations
 
 import csv
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,8 @@ from ..experience import ExperienceBuffer
 from .checkpoint import save_checkpoint
 from .features import enemy_tiles_taken
 from .model import MASKED_LOGIT, NetConfig, PolicyValueNet, full_mask
+
+_log = logging.getLogger(__name__)
 
 DQN_METRICS = (
     "step",
@@ -275,9 +278,18 @@ class DQNLearner:
                     batch_size=1024, follow=True, decode=False, player_ids=self.config.player_ids
                 ):
                     if not take(batch, consumer) or self._stop.is_set():
-                        break
+                        return
+            ended: BaseException | str = "the farms ended their streams"
         except Exception as exc:
-            self._error = exc
+            ended = exc
+        if self._stop.is_set():  # stopped by the learner, not ended
+            return
+        demonstrations = take == self._take_demonstrations
+        if demonstrations and (isinstance(ended, str) or self._enough_demonstrations()):
+            # Learning goes on from the demonstrations held (or waits for enough of them).
+            _log.warning("demonstrations: reading stopped after %d: %s", self.demonstrated, ended)
+        elif isinstance(ended, BaseException):
+            self._error = ended
 
     def _take_experiences(self, batch, consumer) -> bool:
         if len(batch):
@@ -332,6 +344,10 @@ class DQNLearner:
         c = self.config
         if self.resident() < c.learning_starts:
             return False
+        return self._enough_demonstrations()
+
+    def _enough_demonstrations(self) -> bool:
+        c = self.config
         if self.demo_buffer is None:
             return True
         held = int(self.demo_buffer.stats()["resident"])
