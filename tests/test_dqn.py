@@ -254,6 +254,13 @@ def test_train_dqn_refuses_bad_options_in_one_line(tmp_path, capsys, option, mes
     assert code == 2 and err == f"generals-rl train dqn: {message}\n"
 
 
+def _start_and_read_demonstrations(learner: DQNLearner, count: int) -> None:
+    learner.start()
+    deadline = time.monotonic() + 30
+    while learner.demonstrated < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_the_margin_loss_equals_a_slow_reference():
     torch.manual_seed(3)
     q = torch.randn(5, 7)
@@ -289,10 +296,7 @@ def test_demonstrations_are_read_to_capacity_and_ranked_first(tmp_path):
     )
     learner = DQNLearner(config, [actors.address], tmp_path, demonstrations=[demonstrator.address])
     try:
-        learner.start()
-        deadline = time.monotonic() + 30
-        while learner.demonstrated < 1_500 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _start_and_read_demonstrations(learner, 1_500)
         demos = learner.demo_buffer.sample(1_000, seed=1, player_ids=(0,))
         obs = torch.from_numpy(np.ascontiguousarray(demos.state))
         demonstrated = np.asarray(demos.action)
@@ -330,10 +334,7 @@ def test_a_demonstrator_going_away_is_a_warning(tmp_path, caplog):
     config = _small_config(steps=3, player_ids=(0,), demo_capacity=5_000)
     learner = DQNLearner(config, [actors.address], tmp_path, demonstrations=[demonstrator.address])
     try:
-        learner.start()
-        deadline = time.monotonic() + 30
-        while learner.demonstrated < 800 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _start_and_read_demonstrations(learner, 800)
         demonstrator.stop()
         learner._demo_thread.join(30)
         assert not learner._demo_thread.is_alive()
@@ -350,10 +351,7 @@ def test_a_demonstrator_going_away_is_a_warning(tmp_path, caplog):
         config, [actors.address], tmp_path / "early", demonstrations=[early.address]
     )
     try:
-        learner.start()
-        deadline = time.monotonic() + 30
-        while learner.demonstrated < 800 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _start_and_read_demonstrations(learner, 800)
         early.stop()
         with pytest.raises(TimeoutError, match=r"fewer than 2000 experiences \(or demonstrations"):
             learner.train(wait_timeout=1.0)

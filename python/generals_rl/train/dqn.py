@@ -213,26 +213,19 @@ class DQNLearner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(config.torch_threads)
         torch.manual_seed(config.seed)
-        self.buffer = ExperienceBuffer(
-            config.height,
-            config.width,
-            config.capacity,
-            "overwrite",
-            army_scaling=config.army_scaling,
-            army_scale=config.army_scale,
-        )
-        self.demo_buffer = (
-            ExperienceBuffer(
+
+        def local_buffer(capacity: int) -> ExperienceBuffer:
+            return ExperienceBuffer(
                 config.height,
                 config.width,
-                config.demo_capacity,
+                capacity,
                 "overwrite",
                 army_scaling=config.army_scaling,
                 army_scale=config.army_scale,
             )
-            if self.demonstrations
-            else None
-        )
+
+        self.buffer = local_buffer(config.capacity)
+        self.demo_buffer = local_buffer(config.demo_capacity) if self.demonstrations else None
         self.net = PolicyValueNet(config.net_config())
         self.target = PolicyValueNet(config.net_config())
         self.target.load_state_dict(self.net.state_dict())
