@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
 
 from .cli import RUNTIME_ERROR, USAGE_ERROR
 from .cli_train import UsageError, _run
+from .stop_signals import stop_on_signals
 
 _RAY_HINT = "pip install 'generals-rl[ray]'"
 
@@ -157,9 +157,7 @@ def _up(args: argparse.Namespace) -> int:
             config, args.actors, resources=resources, name=args.name, namespace=args.namespace
         )
         stop = threading.Event()
-        previous = {
-            s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)
-        }
+        restore = stop_on_signals(stop)
         farm.start()
         try:
             for key, address in farm.addresses().items():
@@ -170,8 +168,7 @@ def _up(args: argparse.Namespace) -> int:
         finally:
             state = farm.status()
             stored = farm.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            restore()
     finally:
         ray.shutdown()
     state["stored"] = stored

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from .cli import INTERRUPTED, RUNTIME_ERROR, USAGE_ERROR
+from .stop_signals import on_stop_signals
 
 _EXTRA_HINT = "pip install 'generals-rl[train]'"
 
@@ -39,9 +38,7 @@ def _run(command: str, body, args) -> int:
     """Runs a command body, turning expected failures into one-line messages. SIGINT and
     SIGTERM interrupt it (a learner then publishes its last weights), also where SIGINT
     was ignored from the start (a background job of a shell) and when a pod is stopped."""
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    restore = on_stop_signals(_interrupt)
     try:
         return body(args)
     except UsageError as exc:
@@ -54,8 +51,7 @@ def _run(command: str, body, args) -> int:
     except (OSError, ValueError, RuntimeError) as exc:
         return _fail(command, str(exc) or exc.__class__.__name__, RUNTIME_ERROR)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore()
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TextIO
 
+from .stop_signals import stop_on_signals
+
 if TYPE_CHECKING:
     from .config.farm import FarmConfig
     from .config.reload import ConfigChange, ConfigWatcher
@@ -244,7 +246,6 @@ class Farm:
             self._apply_to_play(pending)
 
     def _serve_only(self, config, stop: threading.Event, token, tls):
-        from .selfplay import _stop_on_signals
         from .service import ExperienceServer
 
         rt = self.runtime
@@ -264,7 +265,7 @@ class Farm:
         rt.health.server = server
         rt.health.start()
         self._say(f"collection disabled: serving submissions on {server.address}")
-        restore = _stop_on_signals(stop)
+        restore = stop_on_signals(stop)
         try:
             if sink is not None:
                 sink.start()

@@ -13,7 +13,6 @@ sinks, play, drain) is read best as one sequence.
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ from . import _core
 from .bots import POLICIES
 from .defaults import DRAIN_TIMEOUT, MAX_STREAMS, MAX_TICKS
 from .experience import BufferFullError, ExperienceBuffer
+from .stop_signals import stop_on_signals
 from .vec_env import VecEnv
 
 
@@ -379,7 +379,7 @@ def run_selfplay(
     ).start()
     print(f"generals-rl selfplay: serving experiences on {server.address}", file=log, flush=True)
     started: list[Sink] = []
-    restore = _stop_on_signals(stop)
+    restore = stop_on_signals(stop)
     progress = _ProgressLine(log, config.games)
     watcher = threading.Thread(target=_stop_when_a_sink_fails, args=(started, stop), daemon=True)
     try:
@@ -449,21 +449,6 @@ def _stop_sinks(sinks: list[Sink]) -> None:
             failure = failure or exc
     if failure is not None:
         raise failure
-
-
-def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT and SIGTERM set ``stop`` (from the main thread only); returns the restorer."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, lambda *_: stop.set())
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
 
 
 def parse_policies(text: str) -> tuple[str, ...]:
