@@ -245,25 +245,34 @@ class DQNLearner:
     # ---- the consumer thread --------------------------------------------------------------
 
     def start(self) -> DQNLearner:
-        self._thread = self._start_feed("dqn-consumer", self.addresses, self._take_experiences)
+        self._thread = self._start_feed(
+            "dqn-consumer", self.addresses, self._take_experiences, self._experiences_ended
+        )
         if self.demonstrations:
             self._demo_thread = self._start_feed(
-                "dqn-demonstrations", self.demonstrations, self._take_demonstrations
+                "dqn-demonstrations",
+                self.demonstrations,
+                self._take_demonstrations,
+                self._demonstrations_ended,
             )
         return self
 
-    def _start_feed(self, name: str, addresses, take: Callable) -> threading.Thread:
+    def _start_feed(
+        self, name: str, addresses, take: Callable, ended: Callable
+    ) -> threading.Thread:
         thread = threading.Thread(
-            target=self._consume, args=(addresses, take), name=name, daemon=True
+            target=self._consume, args=(addresses, take, ended), name=name, daemon=True
         )
         thread.start()
         return thread
 
-    def _consume(self, addresses, take: Callable) -> None:
+    def _consume(self, addresses, take: Callable, ended: Callable) -> None:
         """Streams from ``addresses`` into ``take(batch, consumer)`` until it returns False
-        or the learner stops."""
+        or the learner stops; a stream that ends otherwise is told to ``ended(error)``
+        (``None``: the farms ended it)."""
         from ..service import ExperienceConsumer
 
+        error: Exception | None = None
         try:
             with ExperienceConsumer(addresses, **self._consumer_options) as consumer:
                 self._consumers.append(consumer)
@@ -272,17 +281,23 @@ class DQNLearner:
                 ):
                     if not take(batch, consumer) or self._stop.is_set():
                         return
-            ended: BaseException | str = "the farms ended their streams"
         except Exception as exc:
-            ended = exc
-        if self._stop.is_set():  # stopped by the learner, not ended
-            return
-        demonstrations = take == self._take_demonstrations
-        if demonstrations and (isinstance(ended, str) or self._enough_demonstrations()):
-            # Learning goes on from the demonstrations held (or waits for enough of them).
-            _log.warning("demonstrations: reading stopped after %d: %s", self.demonstrated, ended)
-        elif isinstance(ended, BaseException):
-            self._error = ended
+            error = exc
+        if not self._stop.is_set():  # not stopped by the learner
+            ended(error)
+
+    def _experiences_ended(self, error: Exception | None) -> None:
+        if error is not None:
+            self._error = error
+
+    def _demonstrations_ended(self, error: Exception | None) -> None:
+        """Learning goes on from the demonstrations held (or waits for enough of them)
+        unless the stream failed before there were enough."""
+        if error is None or self._enough_demonstrations():
+            reason = error or "the farms ended their streams"
+            _log.warning("demonstrations: reading stopped after %d: %s", self.demonstrated, reason)
+        else:
+            self._error = error
 
     def _take_experiences(self, batch, consumer) -> bool:
         if len(batch):
