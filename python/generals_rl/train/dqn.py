@@ -375,18 +375,22 @@ class DQNLearner:
         seed = c.seed * 1_000_003 + self.step
         demo_size = c.demo_batch_size() if self.demo_buffer is not None else 0
         own = self.buffer.sample(c.batch_size - demo_size, seed=seed, **options)
-        parts = [own]
+        sampled = [(self.buffer, own)]
         if demo_size:
             assert self.demo_buffer is not None
-            parts.append(self.demo_buffer.sample(demo_size, seed=seed + 500_009, **options))
+            demos = self.demo_buffer.sample(demo_size, seed=seed + 500_009, **options)
+            sampled.append((self.demo_buffer, demos))
+        parts = [part for _, part in sampled]
         h, w = c.height, c.width
 
         def column(name: str, dtype=None) -> torch.Tensor:
+            """The parts' column as one tensor (copied only to join two parts)."""
             values = [np.asarray(getattr(p, name), dtype=dtype) for p in parts]
-            return torch.from_numpy(np.ascontiguousarray(np.concatenate(values)))
+            joined = values[0] if len(values) == 1 else np.concatenate(values)
+            return torch.from_numpy(np.ascontiguousarray(joined))
 
         obs, next_obs = column("state"), column("nstep_next_state")
-        actions = torch.from_numpy(to_gym_actions(np.concatenate([p.action for p in parts]), h, w))
+        actions = torch.from_numpy(to_gym_actions(column("action").numpy(), h, w))
         next_mask = full_mask(
             masks_from_observations(next_obs, c.army_scaling, c.army_scale), c.half_moves
         )
@@ -415,10 +419,10 @@ class DQNLearner:
         nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
         self.optimizer.step()
         priorities = td.detach().abs().numpy().astype(np.float64) + 1e-6
-        self.buffer.update_priorities(own.sequence, priorities[: len(own)])
-        if demo_size:
-            assert self.demo_buffer is not None
-            self.demo_buffer.update_priorities(parts[1].sequence, priorities[len(own) :])
+        start = 0
+        for buffer, part in sampled:
+            buffer.update_priorities(part.sequence, priorities[start : start + len(part)])
+            start += len(part)
         self.step += 1
         if self.step % c.target_every == 0:
             self.target.load_state_dict(self.net.state_dict())
