@@ -6,8 +6,9 @@ batch, the tiles ever seen, the enemy land and army as last seen, the mountains 
 where the enemy general was seen, and adds a compass (the offset from each tile to the
 enemy general, or to the centre of the enemy land remembered when the general was not
 seen yet, or to the centre of the tiles never seen while no enemy was) and the clock
-(the phase of the 50-tick land bonus, the tick). Everything is numpy over the whole
-batch; a game's memory is cleared when its tick is 0 (a new game, after a reset or an
+(the phase of the 50-tick land bonus, the tick). Everything works on the whole batch at
+once (numpy, and torch for the compass, shared with :func:`observed_compass`); a game's
+memory is cleared when its tick is 0 (a new game, after a reset or an
 automatic one).
 """
 
