@@ -71,3 +71,83 @@ def test_sampler_compact_expands_to_the_decoded_sample():
     expanded = compact.expand()
     for name in ("state", "next_state", "action_mask", "nstep_next_state", "weight", "sequence"):
         assert getattr(expanded, name).tobytes() == getattr(decoded, name).tobytes(), name
+
+
+def _buffer_with_armies(army_scale: float, multiply: int) -> ExperienceBuffer:
+    """Random games, their armies multiplied (and 70,000 on some tiles with
+    ``multiply`` > 1, beyond uint16), appended to a new buffer."""
+    source, _ = collect(army_scale=army_scale)
+    cursor = source.cursor(start="oldest")
+    raw = cursor.read_raw(100_000)
+    raw.state_army = raw.state_army * multiply
+    if multiply > 1:
+        raw.state_army[::7, 2, 3] = 70_000
+    buffer = ExperienceBuffer(8, 8, 10_000, "overwrite", army_scale=army_scale)
+    buffer.append_raw(raw)
+    return buffer
+
+
+@pytest.mark.parametrize("army_scale", [1000.0, 1e5])
+@pytest.mark.parametrize("multiply", [1, 50])
+@pytest.mark.parametrize("obstacles", [False, True])
+def test_indexed_read_makes_each_view_once_and_equals_the_per_row_read(
+    army_scale, multiply, obstacles
+):
+    buffer = _buffer_with_armies(army_scale, multiply)
+    rows = buffer.cursor(start="oldest").read_compact(100_000, obstacles=obstacles)
+    cursor = buffer.cursor(start="oldest")
+    parts = []
+    while part := cursor.read_compact(97, obstacles=obstacles, indexed=True):  # 97: odd edges
+        parts.append(part)
+    assert sum(len(p) for p in parts) == len(rows) > 400
+    assert sum(p.missed for p in parts) == 0 and parts[-1].next_sequence == buffer.head
+    start = 0
+    for part in parts:
+        views = part.views
+        assert views is not None
+        wide = np.int32 if army_scale > 32768 else np.uint16  # saturating at 65,535
+        assert views.armies.dtype == (np.uint8 if multiply == 1 else wide)
+        # each distinct (game, tick, player) view once
+        keys = set()
+        for which in ("state", "next_state"):
+            index = getattr(views, f"{which}_view")
+            ticks = part.tick + (which == "next_state")
+            columns = (part.game_id.tolist(), ticks.tolist(), part.player_id.tolist(), index)
+            keys |= set(zip(*columns, strict=True))
+        assert len({k[:3] for k in keys}) == len(keys) == len(views.tiles)
+        end = start + len(part)
+        for name in ("sequence", "game_id", "player_id", "reward", "terminated", "truncated"):
+            np.testing.assert_array_equal(getattr(part, name), getattr(rows, name)[start:end])
+        for name in ("state_tiles", "next_state_tiles", "action_mask"):
+            np.testing.assert_array_equal(getattr(part, name), getattr(rows, name)[start:end])
+        for name in ("state_armies", "next_state_armies"):
+            np.testing.assert_array_equal(
+                getattr(part, name).astype(np.int64), getattr(rows, name)[start:end]
+            )
+        start = end
+
+
+def test_indexed_read_filters_and_stops_at_its_end():
+    buffer, _ = collect()
+    everything = buffer.cursor(start="oldest").read_compact(100_000)
+    cursor = buffer.cursor(start="oldest", player_ids=[1])
+    part = cursor.read_compact(10_000, indexed=True, end=300)
+    assert part.next_sequence == cursor.position == 300
+    chosen = (everything.player_id == 1) & (everything.sequence < 300)
+    np.testing.assert_array_equal(part.sequence, everything.sequence[chosen])
+    np.testing.assert_array_equal(part.state_tiles, everything.state_tiles[chosen])
+    np.testing.assert_array_equal(part.next_state_armies, everything.next_state_armies[chosen])
+    assert not len(cursor.read_compact(10, indexed=True, end=300))  # at its end already
+    most = 2**64 - 1
+    with pytest.raises(ValueError, match=rf"end: expected a sequence number 0\.\.{most}, got -1"):
+        cursor.read_compact(10, indexed=True, end=-1)
+    with pytest.raises(TypeError, match="end: expected a sequence number, got '300'"):
+        cursor.read_raw(10, end="300")
+    with pytest.raises(ValueError, match="army_bytes: expected 2 or 4, got 3"):
+        cursor._cursor.read_views(10, 0.0, 300, False, 3)
+    with pytest.raises(ValueError, match="timeout"):
+        cursor.read_compact(10, float("nan"), indexed=True)
+    with pytest.raises(ValueError, match="max_items: at most 65536 rows a read, got 65537"):
+        cursor.read_compact(65_537, indexed=True)
+    with pytest.raises(ValueError, match="max_items: must be at least 1, got 0"):
+        cursor.read_compact(0, indexed=True)

@@ -267,16 +267,6 @@ def test_the_single_experience_stream_refuses_compact_views():
     assert "compact_views" in error.value.details()
 
 
-class _FixedClock:
-    """Collection times that do not move, so two encodings of a batch compare."""
-
-    def time_of(self, sequence: int) -> float:
-        return 1_000.0 + sequence
-
-    def times_of(self, sequences: np.ndarray) -> np.ndarray:
-        return 1_000.0 + sequences.astype(np.float64)
-
-
 def _rows(raw, which: str):
     if which == "all":
         return raw
@@ -288,35 +278,35 @@ def _rows(raw, which: str):
 @pytest.mark.parametrize("which", ["all", "shuffled", "empty"])
 @pytest.mark.parametrize("army_scale", [1000.0, 100_000.0])
 @pytest.mark.parametrize("obstacles", [False, True])
-def test_views_written_into_the_message_equal_the_packed_views(raw, which, army_scale, obstacles):
-    from generals_rl.service.messages import _PACKED, _PAYLOAD, MessageEncoder
+def test_views_through_the_message_equal_views_made_one_at_a_time(
+    raw, which, army_scale, obstacles
+):
+    from generals_rl.service.consumer import _SPLIT_BATCH
+    from generals_rl.service.messages import MessageEncoder
+    from generals_rl.service.stats import CollectionClock
 
     buffer = make_buffer(capacity=10, army_scale=army_scale)
-    encoder = MessageEncoder(buffer, "b", _FixedClock())  # type: ignore[arg-type]
+    encoder = MessageEncoder(buffer, "b", CollectionClock())
     rows = _rows(raw, which)
-    fused = encoder.batch_message(rows, 0, 7, compact_views=True, obstacles=obstacles)
     views = CompactBatch.from_raw(rows, army_scale=army_scale, obstacles=obstacles, indexed=True)
-    packed, payload = pack_compact(views, obstacles)
-    header = encoder.batch_header(rows, 0, 7).SerializeToString()
-    expected = b"".join(
-        [header, *_PACKED.parts([packed.SerializeToString(), *_PAYLOAD.parts(payload)])]
-    )
-    assert fused == expected
-    if which == "all":  # the views themselves, against views made one at a time
-        for name, index in (("state", rows.state_index), ("next_state", rows.next_state_index)):
-            tiles, armies, _ = _core.compact_rows(
-                rows.state_kind,
-                rows.state_owner,
-                rows.state_army,
-                index,
-                rows.player_id,
-                obstacles,
-                army_scale > _core.NARROW_ARMY_SCALE_MAX,
-                False,
-                1,
-            )
-            np.testing.assert_array_equal(getattr(views, f"{name}_tiles"), tiles)
-            np.testing.assert_array_equal(getattr(views, f"{name}_armies"), armies)
+    message, payload = _SPLIT_BATCH(encoder.batch_message(views, 0, 7, None, obstacles))
+    assert message.packed.obstacles == obstacles and message.next_sequence == 7
+    got = unpack_compact(message.packed, None, payload)
+    assert len(got) == len(rows)
+    for name, index in (("state", rows.state_index), ("next_state", rows.next_state_index)):
+        tiles, armies, _ = _core.compact_rows(
+            rows.state_kind,
+            rows.state_owner,
+            rows.state_army,
+            index,
+            rows.player_id,
+            obstacles,
+            army_scale > _core.NARROW_ARMY_SCALE_MAX,
+            False,
+            1,
+        )
+        np.testing.assert_array_equal(getattr(got, f"{name}_tiles"), tiles)
+        np.testing.assert_array_equal(getattr(got, f"{name}_armies"), armies)
 
 
 def test_stream_views_refuse_bad_input_naming_it(raw):

@@ -374,3 +374,66 @@ def test_one_consumer_merges_several_servers_and_resumes_each():
         np.testing.assert_array_equal(merged.sequence[mine], truth.sequence)
         np.testing.assert_array_equal(merged.tick[mine], truth.tick)
     assert len(merged) == sum(b.head for b in buffers)
+
+
+class _Context:
+    """What a streaming call uses of gRPC's servicer context, for calling the
+    server's handler directly."""
+
+    def is_active(self) -> bool:
+        return True
+
+    def add_callback(self, callback) -> None:
+        pass
+
+    def abort(self, code, details: str):
+        raise AssertionError(f"aborted: {code} {details}")
+
+
+def test_a_batch_stream_reads_one_message_ahead_and_counts_only_what_was_sent():
+    from generals_rl._proto import experience_pb2 as pb
+    from generals_rl.service.messages import MessageEncoder
+    from generals_rl.service.stats import CollectionClock
+    from generals_rl.service.streaming import Streams
+
+    buffer = make_buffer()
+    fill(buffer, 3_000)
+    end = buffer.head
+    streams = Streams(buffer, MessageEncoder(buffer, "b", CollectionClock()), 4, 64 << 20)
+    request = pb.StreamExperiencesRequest(batch_size=1_000, compact_views=True)
+    messages = streams.stream_batches(request, _Context())
+    next(messages)  # handed to gRPC, not sent yet
+    (stream,) = streams._open
+    wait_until(lambda: stream.cursor.position >= 2_000, what="the next message to be read")
+    time.sleep(0.2)
+    assert stream.cursor.position == 2_000  # one message ahead, no further
+    assert stream.delivered == 0 and not streams.drained()
+    next(messages)  # gRPC asks for the next message: the first was sent
+    assert stream.delivered == 1_000
+    rest = list(messages)
+    assert len(rest) == (end - 1) // 1_000 - 1 and stream.delivered == end
+    assert streams.active == 0 and stream.cursor.closed
+
+
+def test_read_ahead_passes_errors_on_and_stops_when_closed():
+    import itertools
+
+    from generals_rl.service.streaming import ReadAhead
+
+    def failing():
+        yield 1
+        raise RuntimeError("the encoder failed")
+
+    items = iter(ReadAhead(failing()))
+    assert next(items) == 1
+    with pytest.raises(RuntimeError, match="the encoder failed"):
+        next(items)
+    made = []
+    endless = ReadAhead(made.append(i) or i for i in itertools.count())
+    wait_until(lambda: len(made) == 1, what="the first item")
+    time.sleep(0.2)
+    assert len(made) == 1  # made, then waiting for the reader to take it
+    closer = threading.Thread(target=endless.close)
+    closer.start()
+    closer.join(5)
+    assert not closer.is_alive(), "close did not stop a thread waiting for room"

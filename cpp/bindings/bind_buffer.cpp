@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -12,6 +13,7 @@
 #include "arrays.hpp"
 #include "converters.hpp"
 #include "experience_buffer.hpp"
+#include "recycled_arrays.hpp"
 #include "vec_env.hpp"
 
 namespace py = pybind11;
@@ -20,6 +22,9 @@ using grl::bindings::to_int;
 using grl::bindings::to_ints;
 
 namespace {
+
+// The rows of one Cursor.read_views (its views are written before their count is known).
+constexpr size_t kMaxViewRows = size_t{1} << 16;
 
 // ExperienceBuffer.sample (Batch DecodedBatch) and sample_raw (RawBatch).
 template <typename Batch>
@@ -44,25 +49,68 @@ auto sample(grl::ExperienceBuffer& b, size_t count, uint64_t seed, bool prioriti
   return grl::bindings::to_python(std::move(out));
 }
 
+// Cursor.read_views: (records as a RawBatch without state tables, view codes
+// (views, H, W), view armies (uint8 when every army of the views' states fits,
+// else of `army_bytes`), each row's state view, each row's next state view).
+py::tuple read_views(grl::Cursor& c, size_t max_items, double timeout, uint64_t end, bool obstacles,
+                     int army_bytes) {
+  timeout = grl::bindings::timeout_seconds(timeout, "timeout");
+  if (max_items > kMaxViewRows) {
+    throw py::value_error("max_items: at most " + std::to_string(kMaxViewRows) + " rows a read, got " +
+                          std::to_string(max_items));
+  }
+  if (army_bytes != 2 && army_bytes != 4) {
+    throw py::value_error("army_bytes: expected 2 or 4, got " + std::to_string(army_bytes));
+  }
+  const auto width = army_bytes == 2 ? grl::ArmyWidth::kNarrow : grl::ArmyWidth::kWide;
+  const size_t most = 2 * std::max<size_t>(max_items, 1) * c.tiles();  // two views a row at most
+  grl::bindings::RecycledOutput codes(most), byte_armies(most), armies(most * grl::army_bytes(width));
+  grl::ViewBatch b;
+  grl::bindings::take_pooled(b.rows, max_items, c.tiles());
+  {
+    py::gil_scoped_release release;
+    c.read_views(max_items, timeout, end, obstacles, {static_cast<uint8_t*>(codes.data()), armies.data(), width},
+                 static_cast<uint8_t*>(byte_armies.data()), b);
+  }
+  const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(b.views), b.rows.height, b.rows.width};
+  py::array view_armies;
+  switch (b.army_width) {
+    case grl::ArmyWidth::kByte: view_armies = byte_armies.array<uint8_t>(shape); break;
+    case grl::ArmyWidth::kNarrow: view_armies = armies.array<uint16_t>(shape); break;
+    case grl::ArmyWidth::kWide: view_armies = armies.array<int32_t>(shape); break;
+  }
+  auto index_array = [](const std::vector<int32_t>& values) {
+    py::array_t<int32_t> out(static_cast<py::ssize_t>(values.size()));
+    if (!values.empty()) std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(int32_t));
+    return out;
+  };
+  return py::make_tuple(grl::bindings::to_python(std::move(b.rows)), codes.array<uint8_t>(shape), view_armies,
+                        index_array(b.state_view), index_array(b.next_state_view));
+}
+
 }  // namespace
 
 
 void bind_buffer(py::module_& m) {
   py::register_exception<grl::BufferFull>(m, "BufferFullError", PyExc_RuntimeError);
+  m.attr("MAX_VIEW_ROWS") = kMaxViewRows;
   py::class_<grl::Cursor, std::shared_ptr<grl::Cursor>>(m, "Cursor")
       .def(
           "read_raw",
-          [](grl::Cursor& c, size_t max_items, double timeout, bool with_states) {
+          [](grl::Cursor& c, size_t max_items, double timeout, bool with_states, uint64_t end) {
             timeout = grl::bindings::timeout_seconds(timeout, "timeout");
             grl::RawBatch b;
             grl::bindings::take_pooled(b, max_items, c.tiles());
             {
               py::gil_scoped_release release;
-              c.read_raw(max_items, timeout, b, with_states);
+              c.read_raw(max_items, timeout, b, with_states, end);
             }
             return grl::bindings::to_python(std::move(b));
           },
-          py::arg("max_items"), py::arg("timeout"), py::arg("with_states") = true)
+          py::arg("max_items"), py::arg("timeout"), py::arg("with_states") = true,
+          py::arg("end") = std::numeric_limits<uint64_t>::max())
+      .def("read_views", &read_views, py::arg("max_items"), py::arg("timeout"), py::arg("end"), py::arg("obstacles"),
+           py::arg("army_bytes"))
       .def(
           "read_decoded",
           [](grl::Cursor& c, size_t max_items, double timeout) {

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <new>
+#include <utility>
 #include <vector>
 
 namespace grl::bindings {
@@ -78,14 +79,36 @@ class RecycledBlocks {
   size_t kept_bytes_ = 0;
 };
 
+// A recycled block to write into before the shape of what it holds is known:
+// `array` hands it to a numpy array; otherwise it goes back when this does.
+class RecycledOutput {
+ public:
+  explicit RecycledOutput(size_t bytes) : block_(RecycledBlocks::shared().take(bytes)) {}
+  RecycledOutput(const RecycledOutput&) = delete;
+  RecycledOutput& operator=(const RecycledOutput&) = delete;
+  ~RecycledOutput() {
+    if (block_) RecycledBlocks::shared().give_back(block_);
+  }
+  void* data() const { return block_->data; }
+
+  // A C-contiguous array of T of `shape` (within the block) over it.
+  template <typename T>
+  pybind11::array_t<T> array(const std::vector<pybind11::ssize_t>& shape) {
+    RecycledBlocks::Block* block = std::exchange(block_, nullptr);
+    pybind11::capsule owner(block, [](void* p) { RecycledBlocks::shared().give_back(static_cast<RecycledBlocks::Block*>(p)); });
+    return pybind11::array_t<T>(shape, static_cast<T*>(block->data), owner);
+  }
+
+ private:
+  RecycledBlocks::Block* block_;
+};
+
 // A C-contiguous array of T of `shape` over a recycled block.
 template <typename T>
 pybind11::array_t<T> recycled_array(const std::vector<pybind11::ssize_t>& shape) {
   size_t count = 1;
   for (const auto side : shape) count *= static_cast<size_t>(side);
-  RecycledBlocks::Block* block = RecycledBlocks::shared().take(count * sizeof(T));
-  pybind11::capsule owner(block, [](void* p) { RecycledBlocks::shared().give_back(static_cast<RecycledBlocks::Block*>(p)); });
-  return pybind11::array_t<T>(shape, static_cast<T*>(block->data), owner);
+  return RecycledOutput(count * sizeof(T)).array<T>(shape);
 }
 
 }  // namespace grl::bindings

@@ -182,6 +182,23 @@ void encode_observation(const StateView& s, int player, const ObservationConfig&
   expand_row(codes, army, n, config.channels(), out);
 }
 
+GRL_VECTOR_CLONES
+int32_t max_army(const int32_t* army, size_t n) {
+  int32_t most = 0;
+  for (size_t t = 0; t < n; ++t) most = std::max(most, army[t]);
+  return most;
+}
+
+GRL_VECTOR_CLONES
+void widen_armies(const uint8_t* armies, size_t n, uint16_t* out) {
+  for (size_t t = 0; t < n; ++t) out[t] = armies[t];
+}
+
+GRL_VECTOR_CLONES
+void widen_armies(const uint8_t* armies, size_t n, int32_t* out) {
+  for (size_t t = 0; t < n; ++t) out[t] = armies[t];
+}
+
 void encode_compact(const StateView& s, int player, bool obstacles, uint8_t* codes, uint8_t* armies,
                     uint8_t* scratch) {
   encode_compact_as(s, player, obstacles, codes, armies, scratch);

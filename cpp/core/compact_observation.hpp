@@ -91,6 +91,13 @@ void encode_compact(const StateView& s, int player, bool obstacles, uint8_t* cod
 void encode_compact(const StateView& s, int player, bool obstacles, uint8_t* codes, int32_t* armies,
                     uint8_t* scratch);
 
+// The largest of `n` armies (0 when n is 0).
+int32_t max_army(const int32_t* army, size_t n);
+
+// Byte armies widened.
+void widen_armies(const uint8_t* armies, size_t n, uint16_t* out);
+void widen_armies(const uint8_t* armies, size_t n, int32_t* out);
+
 // encode_action_mask, packed (packed_mask_bytes(tiles) bytes).
 void encode_packed_action_mask(const StateView& s, int player, uint8_t* out);
 

@@ -30,11 +30,11 @@ void Cursor::close() {
   buffer_.notify_readers();
 }
 
-void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out, bool with_states) {
-  std::lock_guard<std::mutex> guard(read_mutex_);
-  RawSink sink(out, buffer_.height_, buffer_.width_, std::min<size_t>(max_items, 1 << 20), with_states);
+template <typename Sink>
+void Cursor::read(size_t max_items, double timeout_s, uint64_t end, Sink& sink, RecordColumns& out) {
   ExperienceBuffer::StateScratch scratch;
   auto load_state = [this, &scratch](uint64_t id, uint8_t* kind, int16_t* owner, int32_t* army) {
+    buffer_.prefetch_state(id + 1);  // a read's next new state is most often the next one stored
     return buffer_.load_state(id, scratch, kind, owner, army);
   };
   const auto deadline = deadline_after(timeout_s);
@@ -42,15 +42,16 @@ void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out, bool wi
   uint64_t missed = 0;
   ExperienceRecord record;
   size_t since_publish = 0;
-  while (sink.size() < max_items) {
+  while (sink.size() < max_items && pos < end) {
     // Overwrite policy: everything below the oldest is (being) replaced. Not
     // under block, where the head counts reservations of producers that wait
     // for this cursor: a record there is missed only when found replaced.
     if (buffer_.policy_ == FullPolicy::kOverwrite) {
       const uint64_t oldest = buffer_.oldest();
       if (pos < oldest) {
-        missed += oldest - pos;
-        pos = oldest;
+        missed += std::min(oldest, end) - pos;
+        pos = std::min(oldest, end);
+        if (pos == end) break;
       }
     }
     const int status = buffer_.load_record(pos, record);
@@ -85,6 +86,20 @@ void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out, bool wi
   missed_.fetch_add(missed);
   out.missed = missed;
   out.next_sequence = pos;
+}
+
+void Cursor::read_raw(size_t max_items, double timeout_s, RawBatch& out, bool with_states, uint64_t end) {
+  std::lock_guard<std::mutex> guard(read_mutex_);
+  RawSink sink(out, buffer_.height_, buffer_.width_, std::min<size_t>(max_items, 1 << 20), with_states);
+  read(max_items, timeout_s, end, sink, out);
+}
+
+void Cursor::read_views(size_t max_items, double timeout_s, uint64_t end, bool obstacles, CompactRowsOut out,
+                        uint8_t* byte_armies, ViewBatch& batch) {
+  std::lock_guard<std::mutex> guard(read_mutex_);
+  ViewSink sink(batch, buffer_.height_, buffer_.width_, std::min<size_t>(max_items, 1 << 20), obstacles, out,
+                byte_armies);
+  read(max_items, timeout_s, end, sink, batch.rows);
 }
 
 void Cursor::read_decoded(size_t max_items, double timeout_s, DecodedBatch& out) {

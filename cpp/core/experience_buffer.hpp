@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "batch.hpp"
+#include "compact_observation.hpp"
 #include "game.hpp"
 #include "observation.hpp"
 
@@ -91,6 +92,17 @@ struct PriorityStats {
 class ExperienceBuffer;
 class PriorityTrees;
 
+// A batch with compact views instead of state tables (Cursor::read_views):
+// the records (no state tables, state indices -1), each row's view of its state
+// and of its next state, how many views were made and the width of their
+// armies. The views themselves go where the reader said.
+struct ViewBatch {
+  RawBatch rows;
+  std::vector<int32_t> state_view, next_state_view;
+  size_t views = 0;
+  ArmyWidth army_width = ArmyWidth::kByte;
+};
+
 class Cursor {
  public:
   enum Start { kOldest, kNewest, kAt };
@@ -101,8 +113,17 @@ class Cursor {
   // the cursor is closed.
   // Without `with_states`, only the records (state indices -1, no state tables):
   // for readers that count or filter, at a fraction of the cost.
-  void read_raw(size_t max_items, double timeout_s, RawBatch& out, bool with_states = true);
+  // Reads stop before sequence `end` (the cursor then rests there).
+  void read_raw(size_t max_items, double timeout_s, RawBatch& out, bool with_states = true,
+                uint64_t end = UINT64_MAX);
   void read_decoded(size_t max_items, double timeout_s, DecodedBatch& out);
+  // As read_raw, but instead of state tables each distinct (state, player) of
+  // the rows as a compact view, made once while its state is unpacked, in the
+  // order first needed: codes to out.codes; armies to `byte_armies` while every
+  // army of the states read fits a byte, else (all of them) to out.armies, of
+  // out.width. Each output has room for two views a row.
+  void read_views(size_t max_items, double timeout_s, uint64_t end, bool obstacles, CompactRowsOut out,
+                  uint8_t* byte_armies, ViewBatch& batch);
   // Stops holding producers back; reads return what is left without waiting.
   void close();
   bool closed() const { return closed_.load(); }
@@ -115,8 +136,9 @@ class Cursor {
   friend class ExperienceBuffer;
   Cursor(ExperienceBuffer& buffer, uint64_t position, CursorFilter filter)
       : buffer_(buffer), filter_(std::move(filter)), position_(position) {}
+  // The read loop of every read: matching records into `sink` (see RawSink).
   template <typename Sink>
-  void read(size_t max_items, double timeout_s, Sink& sink, uint64_t& missed, uint64_t& next);
+  void read(size_t max_items, double timeout_s, uint64_t end, Sink& sink, RecordColumns& out);
 
   ExperienceBuffer& buffer_;
   CursorFilter filter_;

@@ -269,7 +269,13 @@ class CompactStream(Target):
         big = raw.select(np.arange(12))
         big.state_army = np.where(big.state_army > 0, big.state_army + 300, 0).astype(np.int32)
         return [
-            encoder.batch_message(part, 0, 99, compressor, compact_views=True, obstacles=obstacles)
+            encoder.batch_message(
+                CompactBatch.from_raw(part, obstacles=obstacles, indexed=True),
+                0,
+                99,
+                compressor,
+                obstacles,
+            )
             for part in (raw.select(np.arange(30)), big)  # byte and uint16 armies
             for compressor in (None, zstandard.ZstdCompressor(level=1))
             for obstacles in (False, True)

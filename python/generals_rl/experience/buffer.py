@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import struct
 from collections.abc import Iterable
@@ -18,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _core
+from ..observations import army_dtype
 from .batch import (
     RECORD_COLUMNS,
+    ROW_COLUMNS,
     STATE_COLUMNS,
     STATE_TABLES,
     DecodedBatch,
@@ -27,7 +30,7 @@ from .batch import (
     SampledBatch,
     SampledRawBatch,
 )
-from .compact import CompactBatch
+from .compact import CompactBatch, IndexedViews
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -40,6 +43,7 @@ _READABLE_VERSIONS = (2, 3)
 _PRIORITY_COLUMN = "priority"
 _HEADER = struct.Struct("<8sII")  # magic, format version, header length
 _DIGEST_SIZE = 32  # the file ends with the BLAKE2b digest of everything before it
+_NO_END = 2**64 - 1  # a read without an end
 
 
 def _digest(data: bytes) -> bytes:
@@ -66,17 +70,49 @@ class Cursor:
             self._cursor.read_decoded(_positive(max_items, "max_items"), timeout)
         )
 
-    def read_raw(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
-        """As ``read`` but with compact states (no float decoding)."""
-        return RawBatch.from_core(self._cursor.read_raw(_positive(max_items, "max_items"), timeout))
+    def read_raw(
+        self, max_items: int = 1024, timeout: float = 0.0, *, end: int | None = None
+    ) -> RawBatch:
+        """As ``read`` but with compact states (no float decoding); with ``end``, stops
+        before that sequence number (the cursor then rests there)."""
+        return RawBatch.from_core(
+            self._cursor.read_raw(_positive(max_items, "max_items"), timeout, True, _end(end))
+        )
 
     def read_compact(
-        self, max_items: int = 1024, timeout: float = 0.0, *, obstacles: bool = False
+        self,
+        max_items: int = 1024,
+        timeout: float = 0.0,
+        *,
+        obstacles: bool = False,
+        indexed: bool = False,
+        end: int | None = None,
     ) -> CompactBatch:
         """As ``read`` but with compact views (``CompactBatch``), its ``expand()`` the
-        decoded batch bit for bit."""
-        return CompactBatch.from_raw(
-            self.read_raw(max_items, timeout), army_scale=self._army_scale, obstacles=obstacles
+        decoded batch bit for bit; ``end`` as for ``read_raw``. ``indexed``: in the
+        indexed form (at most ``_core.MAX_VIEW_ROWS`` rows a read), each distinct
+        (state, player) view made once in C++ as its state is read, armies uint8 when
+        every army of those states fits (else as ``observations.army_dtype``), the
+        action masks made from the views when asked for."""
+        if not indexed:
+            return CompactBatch.from_raw(
+                self.read_raw(max_items, timeout, end=end),
+                army_scale=self._army_scale,
+                obstacles=obstacles,
+            )
+        rows, tiles, armies, state_view, next_state_view = self._cursor.read_views(
+            _positive(max_items, "max_items"),
+            timeout,
+            _end(end),
+            obstacles,
+            army_dtype(self._army_scale).itemsize,
+        )
+        records = RawBatch.from_core(rows)
+        return CompactBatch.from_views(
+            IndexedViews(tiles, armies, state_view, next_state_view),
+            **{name: getattr(records, name) for name in ROW_COLUMNS},
+            missed=records.missed,
+            next_sequence=records.next_sequence,
         )
 
     def read_records(self, max_items: int = 1024, timeout: float = 0.0) -> RawBatch:
@@ -113,6 +149,19 @@ class Cursor:
     @property
     def closed(self) -> bool:
         return self._cursor.closed
+
+
+def _end(end: int | None) -> int:
+    """A read's end for the core: a sequence number, or none (the largest)."""
+    if end is None:
+        return _NO_END
+    try:
+        value = operator.index(end)
+    except TypeError:
+        raise TypeError(f"end: expected a sequence number, got {end!r}") from None
+    if not 0 <= value <= _NO_END:
+        raise ValueError(f"end: expected a sequence number 0..{_NO_END}, got {value}")
+    return value
 
 
 def _positive(value: int, name: str) -> int:

@@ -6,15 +6,12 @@ states)."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from .. import _core
 from .._proto import experience_pb2 as pb
 from ..experience import ExperienceBuffer, RawBatch, format_game_id
-from ..experience.compact import IndexedViews, plan_views
+from ..experience.compact import CompactBatch
 from ..vec_env import OBSERVATION_CHANNELS
 from . import packing
-from .compact_packing import pack_views
+from .compact_packing import pack_compact
 from .stats import CollectionClock
 from .wire import LengthDelimitedField
 
@@ -38,7 +35,7 @@ class MessageEncoder:
         self.clock = clock
 
     def batch_header(
-        self, raw: RawBatch, from_sequence: int, next_sequence: int
+        self, raw: RawBatch | CompactBatch, from_sequence: int, next_sequence: int
     ) -> pb.ExperienceBatch:
         header = pb.ExperienceBatch(
             buffer_id=self.buffer_id,
@@ -58,36 +55,24 @@ class MessageEncoder:
 
     def batch_message(
         self,
-        raw: RawBatch,
+        batch: RawBatch | CompactBatch,
         from_sequence: int,
         next_sequence: int,
         compressor=None,
-        compact_views: bool = False,
         obstacles: bool = False,
     ) -> bytes:
         """The serialized ``pb.ExperienceBatch``: the header by protobuf, then the
-        packed field written around the column buffers (one copy of the data).
-        ``compact_views``: the rows' compact player views (``obstacles`` as the
-        observation option, computed in C++, sent as keyframes and deltas) instead
-        of the raw boards."""
-        header = self.batch_header(raw, from_sequence, next_sequence).SerializeToString()
-        if compact_views:
-            packed, payload = pack_views(raw, self._views(raw, obstacles), obstacles, compressor)
+        packed field written around the column buffers (one copy of the data). A
+        ``RawBatch`` is sent as raw boards; an indexed ``CompactBatch`` (a cursor's
+        ``read_compact(indexed=True)``) as its views, keyframes and deltas, made with
+        the observation option ``obstacles``."""
+        header = self.batch_header(batch, from_sequence, next_sequence).SerializeToString()
+        if isinstance(batch, CompactBatch):
+            packed, payload = pack_compact(batch, obstacles, compressor)
         else:
-            packed, payload = packing.pack(raw, compressor)
+            packed, payload = packing.pack(batch, compressor)
         packed_fields = [packed.SerializeToString(), *_PAYLOAD.parts(payload)]
         return b"".join([header, *_PACKED.parts(packed_fields)])
-
-    def _views(self, raw: RawBatch, obstacles: bool) -> IndexedViews:
-        """The distinct views of ``raw``'s rows, made in C++ (GIL released) without
-        masks: the consumer makes those from the views."""
-        plan = plan_views(raw, self.buffer.army_scale)
-        kind, owner, army, view_state, view_player, _ = plan.sources(raw)
-        tiles, armies, _ = _core.compact_views(
-            kind, owner, army, view_state, view_player, 0, obstacles, plan.army_dtype.itemsize, 1
-        )
-        first = np.arange(len(raw), dtype=np.int32)
-        return IndexedViews(tiles, armies, first, plan.next_state_view)
 
     def experience_messages(self, raw: RawBatch, raw_states: bool, missed_before: int):
         """One serialized ``Experience`` per row."""

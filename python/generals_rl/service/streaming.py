@@ -1,16 +1,19 @@
 """The two streaming calls: their parameters checked, the open streams (one
 cursor each, at most ``max_streams``), and the read loop that paces them.
 
-Each stream owns one cursor of the buffer and reads from it only when gRPC has
-sent the previous message (the synchronous server pulls the next response once
-the last one is written), so a slow client holds back its own cursor, never a
-queue: in ``block`` mode that cursor holds producers back, in ``overwrite``
-mode the client is told how many experiences it missed.
+Each stream owns one cursor of the buffer. A batch stream reads and makes its
+next message on a thread of its own while gRPC sends the last one (the
+synchronous server pulls the next response once the last one is written), and
+reads no further ahead than that one message, so a slow client holds back its
+own cursor, never a queue: in ``block`` mode that cursor holds producers back,
+in ``overwrite`` mode the client is told how many experiences it missed. What a
+stream has delivered counts only what gRPC has sent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ import grpc
 
 from .. import _core
 from .._proto import experience_pb2 as pb
-from ..experience import Cursor, ExperienceBuffer, parse_game_id
+from ..experience import CompactBatch, Cursor, ExperienceBuffer, RawBatch, parse_game_id
 from ..vec_env import OBSERVATION_CHANNELS
 from .messages import MessageEncoder
 from .status import Abort, aborting
@@ -99,15 +102,27 @@ class Streams:
                 import zstandard
 
                 compressor = zstandard.ZstdCompressor(level=1)
-            for raw, from_sequence, next_sequence in self._read_batches(stream, params, context):
-                yield self.encoder.batch_message(
-                    raw,
-                    from_sequence,
-                    next_sequence,
-                    compressor,
-                    compact_views=params.compact_views,
-                    obstacles=params.obstacles,
-                )
+
+            def messages():
+                for batch, from_sequence, next_sequence in self._read_batches(
+                    stream, params, context
+                ):
+                    message = None
+                    if batch is not None:
+                        message = self.encoder.batch_message(
+                            batch, from_sequence, next_sequence, compressor, params.obstacles
+                        )
+                    yield message, next_sequence
+
+            ahead = ReadAhead(messages())
+            try:
+                for message, next_sequence in ahead:
+                    if message is not None:
+                        yield message
+                    stream.delivered = next_sequence  # sent, or nothing to send up to here
+            finally:
+                stream.cursor.close()  # a read waiting for appends returns at once
+                ahead.close()
 
     def stream_experiences(self, request: pb.StreamExperiencesRequest, context):
         if request.compact_views:
@@ -118,12 +133,13 @@ class Streams:
                 )
         with self._streaming(request, context, self._max_experience_rows) as (params, stream):
             missed = 0
-            for raw, _, _ in self._read_batches(stream, params, context):
-                missed += raw.missed
-                if not len(raw):
-                    continue
-                yield from self.encoder.experience_messages(raw, params.raw_states, missed)
-                missed = 0
+            for raw, _, next_sequence in self._read_batches(stream, params, context):
+                if raw is not None:
+                    missed += raw.missed
+                    if len(raw):
+                        yield from self.encoder.experience_messages(raw, params.raw_states, missed)
+                        missed = 0
+                stream.delivered = next_sequence
 
     # ---- what is open ----------------------------------------------------------
 
@@ -245,38 +261,96 @@ class Streams:
         with self._lock:
             self._open.discard(stream)
 
+    @staticmethod
+    def _read(
+        cursor: Cursor, params: StreamParams, timeout: float, end: int | None
+    ) -> RawBatch | CompactBatch:
+        """One read for a stream: raw boards, or the indexed compact views it sends."""
+        if params.compact_views:
+            return cursor.read_compact(
+                params.batch_size, timeout, obstacles=params.obstacles, indexed=True, end=end
+            )
+        return cursor.read_raw(params.batch_size, timeout, end=end)
+
     def _read_batches(self, stream: Stream, params: StreamParams, context):
-        """Yields ``(raw, from_sequence, next_sequence)`` as the client takes them."""
+        """Yields ``(batch, from_sequence, next_sequence)`` to send, or ``(None, ...,
+        next_sequence)`` when nothing up to ``next_sequence`` is to be sent; the
+        caller counts what it sent as delivered."""
         cursor = stream.cursor
         last_sent = time.monotonic()
-        while context.is_active():
+        while context.is_active() and not cursor.closed:
             if stream.end is None and self.stopping.is_set():
                 stream.end = self.buffer.head  # shutting down: send what is there, then end
             from_sequence = cursor.position
             if stream.end is not None:
                 if from_sequence >= stream.end:
                     return
-                raw = cursor.read_raw(params.batch_size, 0.0)
-                if len(raw) and int(raw.sequence[-1]) >= stream.end:
-                    raw = raw.select(raw.sequence < stream.end)
-                next_sequence = min(raw.next_sequence, stream.end)
-                if not len(raw) and not raw.missed:
+                batch = self._read(cursor, params, 0.0, stream.end)
+                next_sequence = batch.next_sequence
+                if not len(batch) and not batch.missed:
                     if next_sequence == from_sequence:  # an append is being published
                         time.sleep(0.001)
                         continue
                     if next_sequence < stream.end:
-                        stream.delivered = next_sequence
+                        yield None, from_sequence, next_sequence
                         continue
             else:
-                raw = cursor.read_raw(params.batch_size, params.wait)
-                next_sequence = raw.next_sequence
+                batch = self._read(cursor, params, params.wait, None)
+                next_sequence = batch.next_sequence
                 if (
-                    not len(raw)
-                    and not raw.missed
+                    not len(batch)
+                    and not batch.missed
                     and time.monotonic() - last_sent < HEARTBEAT_SECONDS
                 ):
-                    stream.delivered = next_sequence  # nothing to send up to here
+                    yield None, from_sequence, next_sequence
                     continue
-            yield raw, from_sequence, next_sequence
+            yield batch, from_sequence, next_sequence
             last_sent = time.monotonic()
-            stream.delivered = next_sequence  # gRPC asks for the next message once this one is sent
+
+
+class ReadAhead:
+    """Runs ``items`` on a thread of its own, making at most ``depth`` items
+    ahead of the one the reader holds: a stream makes its next message while
+    gRPC sends the last. An error raised by ``items`` is raised to the reader.
+    ``close`` stops the thread; whatever ``items`` waits on must end by itself."""
+
+    _END = object()
+
+    def __init__(self, items, depth: int = 1) -> None:
+        self._items = items
+        self._made: queue.SimpleQueue = queue.SimpleQueue()
+        self._room = threading.Semaphore(depth)  # taken before an item is made
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while self._wait_for_room():
+                item = next(self._items, self._END)
+                self._made.put((item, None))
+                if item is self._END:
+                    return
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._made.put((self._END, exc))
+
+    def _wait_for_room(self) -> bool:
+        while not self._stop.is_set():
+            if self._room.acquire(timeout=0.1):
+                return True
+        return False
+
+    def __iter__(self):
+        while True:
+            item, error = self._made.get()
+            if error is not None:
+                raise error
+            if item is self._END:
+                return
+            self._room.release()  # the reader holds this one: make the next
+            yield item
+
+    def close(self) -> None:
+        """Stops the thread and waits for it."""
+        self._stop.set()
+        self._thread.join()
