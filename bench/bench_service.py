@@ -24,7 +24,7 @@ clocks are the machine's monotonic clock).
 In-process peers in the same run: reading the buffer directly through a
 cursor, compact and decoded, with no network or serialization.
 
-    python bench/bench_service.py [--experiences 1000000] [--height 20 --width 20]
+    python bench/bench_service.py [--experiences 1000000] [--repeats 1] [--height 20 --width 20]
         [--compact-only]   (the compact runs, and the raw and decoded ones beside them)
 """
 
@@ -192,25 +192,43 @@ def _run_workers(args: list[list[str]]) -> list[dict]:
 
 
 def _throughput(
-    address: str, consumers: int, batch_size: int, compression: bool, form: str
+    address: str, consumers: int, batch_size: int, compression: bool, form: str, repeats: int
 ) -> dict:
+    """One stream of everything per consumer, ``repeats`` times: each run's total
+    rate, and the medians of the runs."""
     worker = ["throughput", address, str(batch_size), str(int(compression)), form]
-    server_cpu = time.process_time()  # this process serves: the rest of it is idle
-    results = _run_workers([worker] * consumers)
-    server_cpu = time.process_time() - server_cpu
-    seconds = max(r["seconds"] for r in results)
-    total = sum(r["experiences"] for r in results)
+    runs = []
+    for _ in range(repeats):
+        server_cpu = time.process_time()  # this process serves: the rest of it is idle
+        results = _run_workers([worker] * consumers)
+        server_cpu = time.process_time() - server_cpu
+        total = sum(r["experiences"] for r in results)
+        runs.append(
+            {
+                "rate": total / max(r["seconds"] for r in results),
+                "each": [round(r["experiences"] / r["seconds"]) for r in results],
+                "server_cpu_us": server_cpu / total * 1e6,
+                "consumer_cpu_us": sum(r["cpu_seconds"] for r in results) / total * 1e6,
+            }
+        )
+
+    def middle(name: str) -> float:
+        return float(np.median([run[name] for run in runs]))
+
     return {
         # CPU time per experience of the serving process and of each consumer
         # process: what the machine's load does not change much
-        "server_cpu_us": round(server_cpu / total * 1e6, 3),
-        "consumer_cpu_us": round(sum(r["cpu_seconds"] for r in results) / total * 1e6, 3),
+        "server_cpu_us": round(middle("server_cpu_us"), 3),
+        "consumer_cpu_us": round(middle("consumer_cpu_us"), 3),
         "consumers": consumers,
         "batch_size": batch_size,
         "compression": compression,
         "form": form,
-        "experiences_per_second_each": [round(r["experiences"] / r["seconds"]) for r in results],
-        "experiences_per_second_total": round(total / seconds),
+        "experiences_per_second_total": round(middle("rate")),  # the median run's
+        "runs": [
+            {"experiences_per_second_total": round(run["rate"]), "each_consumer": run["each"]}
+            for run in runs
+        ],
     }
 
 
@@ -350,6 +368,9 @@ def main() -> None:
     )
     parser.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
     parser.add_argument(
+        "--repeats", type=int, default=1, help="streams of each throughput run (median reported)"
+    )
+    parser.add_argument(
         "--compact-only",
         action="store_true",
         help="only the compact runs and one consumer's raw and decoded runs beside them",
@@ -399,7 +420,7 @@ def main() -> None:
         runs += [(1, 256, False, "decoded"), (1, 256, False, "raw"), *compact_runs]
     for consumers, batch_size, compression, form in [] if args.latency_only else runs:
         report["throughput"].append(
-            _throughput(server.address, consumers, batch_size, compression, form)
+            _throughput(server.address, consumers, batch_size, compression, form, args.repeats)
         )
     server.stop()
     if args.compact_only:

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         stem = Path(proto).stem
         for generated in (scratch / Path(proto).parent).iterdir():
             text = generated.read_text()
-            text = re.sub(rf"^from {re.escape(package)} import ", "from . import ", text, flags=re.MULTILINE)
+            own_package = rf"^from {re.escape(package)} import "
+            text = re.sub(own_package, "from . import ", text, flags=re.MULTILINE)
             (out / generated.name).write_text(text)
         for path in sorted(scratch.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()

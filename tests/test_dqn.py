@@ -37,9 +37,11 @@ def test_masks_from_observations_equal_the_env_masks(scaling):
         env.step(bot.act(env))
 
 
-def test_double_dqn_targets_equal_a_slow_reference():
+@pytest.mark.parametrize("compass", [False, True])
+def test_double_dqn_targets_equal_a_slow_reference(compass):
     torch.manual_seed(0)
-    online, target = PolicyValueNet(NetConfig(4, 1)), PolicyValueNet(NetConfig(4, 1))
+    online = PolicyValueNet(NetConfig(4, 1, compass=compass))
+    target = PolicyValueNet(NetConfig(4, 1, compass=compass))
     obs = torch.rand(6, 9, 3, 4)
     moves = torch.rand(6, 3 * 4 * 4) < 0.3
     mask = full_mask(moves)

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from ..actions import to_gym_actions
 from ..experience import ExperienceBuffer
 from .checkpoint import save_checkpoint
-from .features import enemy_tiles_taken
+from .features import enemy_tiles_taken, observed_compass
 from .model import MASKED_LOGIT, NetConfig, PolicyValueNet, full_mask
 
 _log = logging.getLogger(__name__)
@@ -128,9 +128,12 @@ class DQNConfig:
         return NetConfig.of(self)
 
 
-def q_values(net: PolicyValueNet, obs: torch.Tensor) -> torch.Tensor:
-    """Dueling Q-values over every action (Gymnasium encoding)."""
-    advantages, value = net(obs)
+def q_values(
+    net: PolicyValueNet, obs: torch.Tensor, compass: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Dueling Q-values over every action (Gymnasium encoding); ``compass`` as the
+    network's forward takes it."""
+    advantages, value = net(obs, compass=compass)
     return value[:, None] + advantages - advantages.mean(dim=1, keepdim=True)
 
 
@@ -170,8 +173,11 @@ def dqn_targets(
     """Double DQN n-step targets: the online network picks the best legal next action,
     the target network values it; no bootstrap after a terminal experience."""
     with torch.no_grad():
-        best = q_values(online, next_obs).masked_fill(~next_mask, MASKED_LOGIT).argmax(dim=1)
-        bootstrap = q_values(target, next_obs).gather(1, best[:, None]).squeeze(1)
+        # Both networks have the same input planes: the compass is made once.
+        compass = observed_compass(next_obs) if online.config.compass else None
+        best = q_values(online, next_obs, compass)
+        best = best.masked_fill(~next_mask, MASKED_LOGIT).argmax(dim=1)
+        bootstrap = q_values(target, next_obs, compass).gather(1, best[:, None]).squeeze(1)
         discount = gamma ** nstep_length.to(torch.float32)
         return nstep_reward + (~nstep_done).to(torch.float32) * discount * bootstrap
 

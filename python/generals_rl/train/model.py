@@ -168,9 +168,15 @@ class PolicyValueNet(nn.Module):
         nn.init.normal_(self.value_out.weight, std=0.01)
         nn.init.zeros_(self.value_out.bias)
 
-    def forward(self, obs: torch.Tensor, full_mask: torch.Tensor | None = None):
+    def forward(
+        self,
+        obs: torch.Tensor,
+        full_mask: torch.Tensor | None = None,
+        compass: torch.Tensor | None = None,
+    ):
+        """``compass``: ``observed_compass(obs)`` when the caller made it already."""
         if self.config.compass:
-            obs = torch.cat([obs, observed_compass(obs)], dim=1)
+            obs = torch.cat([obs, observed_compass(obs) if compass is None else compass], dim=1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bfloat16):
             x = self.blocks(F.relu(self.stem(obs)))
         x = x.float()
