@@ -314,3 +314,19 @@ def test_localhost_serves_on_every_address_it_resolves_to():
 def test_unusable_tls_material_is_named(tls, words):
     with pytest.raises(ValueError, match=f"tls: {words}"):
         ExperienceServer(make_buffer(), "127.0.0.1:0", tls=tls)
+
+
+@pytest.mark.parametrize(
+    "arguments,error,words",
+    [
+        ({"batch_size": "x"}, TypeError, "batch_size: expected a whole number, got 'x'"),
+        ({"batch_size": 2.5}, TypeError, "batch_size: expected a whole number, got 2.5"),
+        ({"batch_size": 0}, ValueError, r"batch_size: must be in 1\.\.65536, got 0"),
+        ({"batch_size": 65_537}, ValueError, r"batch_size: must be in 1\.\.65536, got 65537"),
+        ({"max_batch_wait_ms": -1}, ValueError, r"max_batch_wait_ms: must be in 0\.\.5000"),
+        ({"max_batch_wait_ms": None}, TypeError, "max_batch_wait_ms: expected a whole number"),
+    ],
+)
+def test_the_consumer_refuses_bad_stream_arguments_naming_them(arguments, error, words):
+    with ExperienceConsumer("127.0.0.1:1") as consumer, pytest.raises(error, match=words):
+        consumer.stream_experiences(**arguments)

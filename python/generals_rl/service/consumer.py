@@ -7,6 +7,7 @@ one state machine (positions, retries, delivery order).
 
 from __future__ import annotations
 
+import operator
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from ..experience import CompactBatch, DecodedBatch, RawBatch, format_game_id
 from . import packing
 from .compact_packing import unpack_compact
 from .discovery import AddressBook, AddressSource
+from .streaming import MAX_BATCH_SIZE, MAX_BATCH_WAIT_MS
 from .wire import NestedBytesSplitter
 
 if TYPE_CHECKING:
@@ -48,6 +50,17 @@ RETRYABLE = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }
 )
+
+
+def _whole_number(value, name: str, low: int, high: int) -> int:
+    """``value`` as an int in ``low..high``, else an error naming ``name``."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected a whole number, got {value!r}") from None
+    if not low <= number <= high:
+        raise ValueError(f"{name}: must be in {low}..{high}, got {number}")
+    return number
 
 
 class StreamPosition(NamedTuple):
@@ -233,10 +246,10 @@ class ExperienceConsumer:
         """
         if self._streaming:
             raise RuntimeError("this consumer is already streaming; use one consumer per stream")
-        if not 1 <= batch_size <= 65536:
-            raise ValueError(f"batch_size: must be in 1..65536, got {batch_size}")
-        if not 0 <= max_batch_wait_ms <= 5000:
-            raise ValueError(f"max_batch_wait_ms: must be in 0..5000, got {max_batch_wait_ms}")
+        batch_size = _whole_number(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
+        max_batch_wait_ms = _whole_number(
+            max_batch_wait_ms, "max_batch_wait_ms", 0, MAX_BATCH_WAIT_MS
+        )
         request = pb.StreamExperiencesRequest(
             game_ids=[g if isinstance(g, str) else format_game_id(g) for g in game_ids or []],
             player_ids=list(player_ids or []),
