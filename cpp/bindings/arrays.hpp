@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -214,6 +215,16 @@ inline py::array_t<int32_t> output_array(py::handle value, const char* name, py:
                           (arr.writeable() ? "" : " read-only"));
   }
   return py::reinterpret_borrow<py::array_t<int32_t>>(arr);
+}
+
+// A new numpy array of `shape` (one dimension, the values' count, by default)
+// holding a copy of `values`.
+template <typename T>
+pybind11::array_t<T> array_of(const std::vector<T>& values, std::vector<pybind11::ssize_t> shape = {}) {
+  if (shape.empty()) shape = {static_cast<pybind11::ssize_t>(values.size())};
+  pybind11::array_t<T> out(shape);
+  if (!values.empty()) std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(T));
+  return out;
 }
 
 }  // namespace grl::bindings

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -79,13 +78,8 @@ py::tuple read_views(grl::Cursor& c, size_t max_items, double timeout, uint64_t 
     case grl::ArmyWidth::kNarrow: view_armies = armies.array<uint16_t>(shape); break;
     case grl::ArmyWidth::kWide: view_armies = armies.array<int32_t>(shape); break;
   }
-  auto index_array = [](const std::vector<int32_t>& values) {
-    py::array_t<int32_t> out(static_cast<py::ssize_t>(values.size()));
-    if (!values.empty()) std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(int32_t));
-    return out;
-  };
   return py::make_tuple(grl::bindings::to_python(std::move(b.rows)), codes.array<uint8_t>(shape), view_armies,
-                        index_array(b.state_view), index_array(b.next_state_view));
+                        grl::bindings::array_of(b.state_view), grl::bindings::array_of(b.next_state_view));
 }
 
 }  // namespace

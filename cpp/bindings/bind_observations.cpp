@@ -17,6 +17,7 @@
 #include "view_deltas.hpp"
 
 namespace py = pybind11;
+using grl::bindings::array_of;
 using grl::bindings::as_array;
 
 namespace {
@@ -316,11 +317,6 @@ py::tuple compact_view_plan(py::handle state_index_in, py::handle next_state_ind
     plan = grl::plan_experience_views(state_index.data(), next_state_index.data(), player.data(),
                                       static_cast<size_t>(rows));
   }
-  auto array_of = [](const std::vector<int32_t>& values) {
-    py::array_t<int32_t> out(static_cast<py::ssize_t>(values.size()));
-    if (!values.empty()) std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(int32_t));
-    return out;
-  };
   return py::make_tuple(array_of(plan.next_state_view), array_of(plan.view_state), array_of(plan.view_player));
 }
 
@@ -409,13 +405,6 @@ std::pair<grl::bindings::InputArray<uint8_t>, py::array> view_arrays(py::handle 
 grl::bindings::InputArray<int32_t> view_indices(py::handle value, const char* name, py::ssize_t views,
                                                 py::ssize_t rows = -1) {
   return index_column(value, name, rows, views, "view");
-}
-
-template <typename T>
-py::array_t<T> array_of(const std::vector<T>& values, std::vector<py::ssize_t> shape) {
-  py::array_t<T> out(shape);
-  if (!values.empty()) std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(T));
-  return out;
 }
 
 // Views coded as keyframes and deltas (grl::encode_view_deltas), each view
