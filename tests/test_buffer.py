@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from generals_rl import ExperienceBuffer, VecEnv
+from generals_rl import ExperienceBuffer, VecEnv, _core
 from generals_rl.experience import BufferFileError, RawBatch, format_game_id, parse_game_id
 from generals_rl.experience import batch as batch_columns
 from generals_rl.storage import npz
@@ -656,6 +656,35 @@ def test_append_raw_rejects_a_bad_batch_naming_the_problem_and_keeps_the_content
         buffer.append_raw(make_bad(synthetic_batch(10, seed=2)))
     assert buffer.head == 10
     assert len(read_all(buffer.cursor(), raw=True)) == 10
+
+
+@pytest.mark.parametrize(
+    "table, value, message",
+    [
+        ("state_kind", 4, "invalid kind 4"),
+        ("state_owner", -2, "invalid owner -2"),
+        ("state_owner", 16, "invalid owner 16"),
+        ("state_army", -1, "invalid army -1"),
+    ],
+)
+def test_the_tile_check_names_the_first_bad_tile_wherever_it_is(table, value, message):
+    # The tables are checked a stride of tiles at a time: the first bad tile is
+    # found past the first stride, and before a later one.
+    batch = synthetic_batch(400, seed=3)
+    tiles = SIDE * SIDE
+    assert batch.state_kind.size > 9000
+    batch.state_kind[:, 0, 0] = 3  # the extremes in range pass
+    batch.state_owner[:, 0, 1] = -1
+    batch.state_owner[:, 0, 2] = 15
+    batch.state_army[:, 0, 3] = 0
+    batch.state_army[:, 0, 4] = np.iinfo(np.int32).max
+    _core.check_raw_batch(batch)
+    first, later = 5000, 9000
+    for flat in (later, first):
+        getattr(batch, table).reshape(-1)[flat] = value
+    where = f"state {first // tiles} tile {first % tiles}: "
+    with pytest.raises(ValueError, match=where + message):
+        _core.check_raw_batch(batch)
 
 
 @pytest.mark.parametrize(

@@ -160,9 +160,14 @@ def view_encoder(tiles: int, num_threads: int = 1) -> TFRecordEncoder:
     )
 
 
+# Armies either side of each varint length of a view value (army << 5 | code):
+# one byte below 4, two below 512, three below 65,536.
+VARINT_EDGE_ARMIES = np.array([0, 3, 4, 5, 511, 512, 513, 65_535, 65_536, 2_000_000], np.int32)
+
+
 @pytest.mark.parametrize("num_threads", [1, 2])
-@pytest.mark.parametrize("huge_army", [False, True])
-def test_views_made_from_the_tables_are_the_compact_views(huge_army, num_threads):
+@pytest.mark.parametrize("armies", ["played", "varint edges", "huge"])
+def test_views_made_from_the_tables_are_the_compact_views(armies, num_threads):
     """Records whose views the encoder makes from the state tables hold the compact
     views made row by row (``army << VIEW_ARMY_SHIFT | tile code``, armies beyond
     uint32 values included) and the packed masks, on any number of threads."""
@@ -172,9 +177,13 @@ def test_views_made_from_the_tables_are_the_compact_views(huge_army, num_threads
     from storage_support import joined, played
 
     raw = joined(played(heuristic=True))
-    if huge_army:  # on a copy: the played batches are shared
+    if armies != "played":  # on a copy: the played batches are shared
         raw = dataclasses.replace(raw, state_army=raw.state_army.copy())
+    if armies == "huge":
         raw.state_army[:, 0, :] = (1 << 31) - 1
+    if armies == "varint edges":  # every tile, so that seen tiles take each value
+        flat = raw.state_army.reshape(-1)
+        flat[:] = np.resize(VARINT_EDGE_ARMIES, flat.size)
     n, tiles = len(raw), raw.state_kind[0].size
     records, lengths = view_encoder(tiles, num_threads).encode(
         [raw.tick], [None, None, None], view_sources(raw)

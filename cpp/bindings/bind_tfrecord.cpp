@@ -79,9 +79,12 @@ struct ViewArrays {
     owner = as_array<int16_t>(views[1], "state_owner", kind.size());
     army = as_array<int32_t>(views[2], "state_army", kind.size());
     const int32_t* armies = army.data();
-    if (army.size() > 0 && *std::min_element(armies, armies + army.size()) < 0) {
+    const int32_t* const armies_end = armies + army.size();
+    int32_t bits = 0;  // negative when any army is; a branch-free reduction vectorizes
+    for (const int32_t* a = armies; a != armies_end; ++a) bits |= *a;
+    if (bits < 0) {
       throw py::value_error("state_army: armies must be >= 0, got " +
-                            std::to_string(*std::min_element(armies, armies + army.size())));
+                            std::to_string(*std::find_if(armies, armies_end, [](int32_t a) { return a < 0; })));
     }
     state_index = checked_index(views[3], "state_index", rows);
     next_state_index = checked_index(views[4], "next_state_index", rows);

@@ -1,7 +1,10 @@
 #include "batch.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
+
+#include "vectorize.hpp"
 
 namespace grl {
 
@@ -33,6 +36,22 @@ std::string tile_problem(const RawBatchView& b, size_t t) {
                                         : " (an owner above " + std::to_string(kMaxPlayers - 1) + ")");
   }
   return where + "invalid army " + std::to_string(b.state_army[t]) + " (a negative army)";
+}
+
+// Whether any of the tiles [begin, end) is out of range: a reduction a table
+// without an early exit, so that each vectorizes (the tables are checked on
+// every write).
+GRL_VECTOR_CLONES
+bool any_bad_tile(const uint8_t* kind, const int16_t* owner, const int32_t* army, size_t begin, size_t end) {
+  uint8_t highest_kind = 0;
+  for (size_t t = begin; t < end; ++t) highest_kind = std::max(highest_kind, kind[t]);
+  uint16_t highest_owner = 0;  // owner + 1: neutral is 0, anything below it wraps high
+  for (size_t t = begin; t < end; ++t) {
+    highest_owner = std::max(highest_owner, static_cast<uint16_t>(owner[t] - kNeutral));
+  }
+  int32_t army_bits = 0;  // negative when any army is
+  for (size_t t = begin; t < end; ++t) army_bits |= army[t];
+  return highest_kind > kGeneral || highest_owner >= kMaxPlayers - kNeutral || army_bits < 0;
 }
 
 }  // namespace
@@ -88,10 +107,16 @@ void validate_raw_batch(const RawBatchView& b, int height, int width, bool check
     }
   }
   if (!check_values) return;
-  for (size_t t = 0; t < b.state_kind.size(); ++t) {
-    if (b.state_kind[t] > kGeneral || b.state_owner[t] < kNeutral || b.state_owner[t] >= kMaxPlayers ||
-        b.state_army[t] < 0) {
-      throw std::invalid_argument(tile_problem(b, t));
+  const size_t total = b.state_kind.size();
+  const auto* kind = b.state_kind.data();
+  const auto* owner = b.state_owner.data();
+  const auto* army = b.state_army.data();
+  constexpr size_t kStride = 4096;  // tiles checked between early exits
+  for (size_t begin = 0; begin < total; begin += kStride) {
+    const size_t end = std::min(total, begin + kStride);
+    if (!any_bad_tile(kind, owner, army, begin, end)) continue;
+    for (size_t t = begin; t < end; ++t) {
+      if (any_bad_tile(kind, owner, army, t, t + 1)) throw std::invalid_argument(tile_problem(b, t));
     }
   }
 }

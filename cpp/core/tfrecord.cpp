@@ -124,18 +124,26 @@ void one_byte_view_values(const uint8_t* codes, const int32_t* armies, size_t n,
   }
 }
 
+// A value below 2^14 as its one or two varint bytes without a branch on which
+// (seen boards mix both tile by tile); writes two bytes either way.
+uint8_t* put_short_varint(uint8_t* out, uint32_t value) {
+  const uint32_t two = value >= 0x80;
+  out[0] = static_cast<uint8_t>(value | two << 7);
+  out[1] = static_cast<uint8_t>(value >> 7);
+  return out + 1 + two;
+}
+
 // The varints of a view's values (army << kViewArmyShift | code, as uint64:
 // armies are >= 0, so the values of the wide and narrow forms agree), blocks
-// of 16 one-byte values copied whole.
+// of 16 one-byte values copied whole. `out` has room for 10 bytes a tile.
 uint8_t* put_view_values(uint8_t* out, const uint8_t* codes, const int32_t* armies, size_t n, uint8_t* bytes,
                          uint8_t* small) {
   one_byte_view_values(codes, armies, n, bytes, small);
+  constexpr uint32_t kShortArmies = 1u << (14 - kViewArmyShift);
   const auto put_tile = [&](uint8_t* at, size_t t) {
-    if (small[t]) {
-      *at = bytes[t];
-      return at + 1;
-    }
-    return put_varint(at, static_cast<uint64_t>(armies[t]) << kViewArmyShift | codes[t]);
+    const auto army = static_cast<uint32_t>(armies[t]);
+    if (army < kShortArmies) return put_short_varint(at, army << kViewArmyShift | codes[t]);
+    return put_varint(at, static_cast<uint64_t>(army) << kViewArmyShift | codes[t]);
   };
   constexpr size_t kBlock = 16;
   size_t t = 0;
