@@ -281,3 +281,27 @@ def test_a_bad_thread_count_names_the_option(tmp_path, value):
 
     with pytest.raises(ValueError, match="encode_threads"):
         TFRecordWriter(tmp_path, states="compact_views", encode_threads=value)
+
+
+def test_the_index_lists_each_records_offset_and_length():
+    from generals_rl._core import tfrecord_index
+
+    lengths = np.array([5, 7, 0, 3, 2**40], np.int64)
+    assert tfrecord_index(lengths) == b"0 5\n5 7\n12 0\n12 3\n15 1099511627776\n"
+    assert tfrecord_index(np.zeros(0, np.int64)) == b""
+
+
+@pytest.mark.parametrize(
+    "lengths, message",
+    [
+        ([3, -1], "record 1 has length -1, outside 0.."),
+        ([2**62, 2**62], "record 1 has length 4611686018427387904, outside 0..4611686018427387903"),
+        ([[1, 2]], "lengths: expected a one-dimensional array"),
+        ([1.5], "lengths: expected integers"),
+    ],
+)
+def test_an_index_of_impossible_lengths_is_refused(lengths, message):
+    from generals_rl._core import tfrecord_index
+
+    with pytest.raises(ValueError, match=message):
+        tfrecord_index(lengths)

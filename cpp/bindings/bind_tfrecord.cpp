@@ -290,6 +290,21 @@ void bind_tfrecord(py::module_& m) {
       "CRC32C (Castagnoli) of a contiguous buffer, continuing from value; hardware accelerated when the CPU "
       "has SSE4.2.");
   m.def(
+      "tfrecord_index",
+      [](py::handle lengths) {
+        const auto array = as_array<int64_t>(lengths, "lengths");
+        if (array.ndim() != 1) throw py::value_error("lengths: expected a one-dimensional array");
+        std::string text;
+        {
+          py::gil_scoped_release release;
+          text = grl::tfrecord::index_text(array.data(), static_cast<size_t>(array.size()));
+        }
+        return py::bytes(text);
+      },
+      py::arg("lengths"),
+      "The companion index of a TFRecord file whose records have these lengths: a line \"offset length\" a "
+      "record, as bytes.");
+  m.def(
       "start_write_back",
       [](int fd, int64_t offset, int64_t length) {
         if (fd < 0 || offset < 0 || length < 0) {

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <bit>
+#include <charconv>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -181,6 +183,28 @@ struct ViewScratch {
 }  // namespace
 
 uint32_t mask_crc(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + kMaskDelta; }
+
+std::string index_text(const int64_t* lengths, size_t n) {
+  constexpr size_t kLineBytes = 2 * 20 + 2;  // two int64s, a space and a newline
+  std::string text(n * kLineBytes, '\0');
+  char* p = text.data();
+  char* const end = p + text.size();
+  int64_t offset = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (lengths[i] < 0 || lengths[i] > std::numeric_limits<int64_t>::max() - offset) {
+      throw std::invalid_argument("index: record " + std::to_string(i) + " has length " +
+                                  std::to_string(lengths[i]) + ", outside 0.." +
+                                  std::to_string(std::numeric_limits<int64_t>::max() - offset));
+    }
+    p = std::to_chars(p, end, offset).ptr;
+    *p++ = ' ';
+    p = std::to_chars(p, end, lengths[i]).ptr;
+    *p++ = '\n';
+    offset += lengths[i];
+  }
+  text.resize(static_cast<size_t>(p - text.data()));
+  return text;
+}
 
 ExampleEncoder::ExampleEncoder(std::vector<std::string> varint_names, std::vector<RowFeature> row_features) {
   for (const auto& name : varint_names) {

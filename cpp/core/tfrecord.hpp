@@ -27,6 +27,11 @@ namespace grl::tfrecord {
 // The TFRecord masking of a CRC: rotate right by 15, add 0xa282ead8.
 uint32_t mask_crc(uint32_t crc);
 
+// The companion index of records of these lengths, back to back from offset 0:
+// a line "offset length" a record. std::invalid_argument names a length that
+// is negative or takes the offsets past int64.
+std::string index_text(const int64_t* lengths, size_t n);
+
 // What a fixed-size payload holds, as the Feature's oneof field.
 enum class ListKind : uint8_t {
   kBytes = 1,  // bytes_list with one value: the payload

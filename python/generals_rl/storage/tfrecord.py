@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from .._core import TFRecordEncoder
+from .._core import TFRecordEncoder, tfrecord_index
 from .._varint import read_varint
 from ..experience.batch import (
     RECORD_COLUMNS,
@@ -197,9 +197,7 @@ class _TFRecordEncoder(ShardEncoder):
         if self._gzip is not None:
             self._gzip.close()
         lengths = np.concatenate(self._index) if self._index else np.zeros(0, np.int64)
-        offsets = np.cumsum(lengths) - lengths
-        pairs = np.column_stack([offsets, lengths]).ravel().tolist()
-        return {".index": (("%d %d\n" * len(lengths)) % tuple(pairs)).encode()}
+        return {".index": tfrecord_index(lengths)}
 
 
 @register_format
