@@ -139,9 +139,9 @@ def test_indexed_read_filters_and_stops_at_its_end():
     np.testing.assert_array_equal(part.next_state_armies, everything.next_state_armies[chosen])
     assert not len(cursor.read_compact(10, indexed=True, end=300))  # at its end already
     most = 2**64 - 1
-    with pytest.raises(ValueError, match=rf"end: expected a sequence number 0\.\.{most}, got -1"):
+    with pytest.raises(ValueError, match=rf"end: must be in 0\.\.{most}, got -1"):
         cursor.read_compact(10, indexed=True, end=-1)
-    with pytest.raises(TypeError, match="end: expected a sequence number, got '300'"):
+    with pytest.raises(TypeError, match="end: expected a whole number, got '300'"):
         cursor.read_raw(10, end="300")
     with pytest.raises(ValueError, match="army_bytes: expected 2 or 4, got 3"):
         cursor._cursor.read_views(10, 0.0, 300, False, 3)
@@ -151,3 +151,5 @@ def test_indexed_read_filters_and_stops_at_its_end():
         cursor.read_compact(65_537, indexed=True)
     with pytest.raises(ValueError, match="max_items: must be at least 1, got 0"):
         cursor.read_compact(0, indexed=True)
+    with pytest.raises(TypeError, match=r"max_items: expected a whole number, got 2\.5"):
+        cursor.read_raw(2.5)

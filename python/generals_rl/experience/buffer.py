@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 import os
 import struct
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _core
+from .._arguments import whole_number
 from ..observations import army_dtype
 from .batch import (
     RECORD_COLUMNS,
@@ -153,21 +153,11 @@ class Cursor:
 
 def _end(end: int | None) -> int:
     """A read's end for the core: a sequence number, or none (the largest)."""
-    if end is None:
-        return _NO_END
-    try:
-        value = operator.index(end)
-    except TypeError:
-        raise TypeError(f"end: expected a sequence number, got {end!r}") from None
-    if not 0 <= value <= _NO_END:
-        raise ValueError(f"end: expected a sequence number 0..{_NO_END}, got {value}")
-    return value
+    return _NO_END if end is None else whole_number(end, "end", 0, _NO_END)
 
 
 def _positive(value: int, name: str) -> int:
-    if int(value) < 1:
-        raise ValueError(f"{name}: must be at least 1, got {value}")
-    return int(value)
+    return whole_number(value, name, 1)
 
 
 class ExperienceBuffer:

@@ -7,7 +7,6 @@ one state machine (positions, retries, delivery order).
 
 from __future__ import annotations
 
-import operator
 import queue
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import grpc
 
+from .._arguments import whole_number
 from .._proto import experience_pb2 as pb
 from .._proto import experience_pb2_grpc as pb_grpc
 from ..backoff import Backoff
@@ -50,17 +50,6 @@ RETRYABLE = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }
 )
-
-
-def _whole_number(value, name: str, low: int, high: int) -> int:
-    """``value`` as an int in ``low..high``, else an error naming ``name``."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name}: expected a whole number, got {value!r}") from None
-    if not low <= number <= high:
-        raise ValueError(f"{name}: must be in {low}..{high}, got {number}")
-    return number
 
 
 class StreamPosition(NamedTuple):
@@ -246,8 +235,8 @@ class ExperienceConsumer:
         """
         if self._streaming:
             raise RuntimeError("this consumer is already streaming; use one consumer per stream")
-        batch_size = _whole_number(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
-        max_batch_wait_ms = _whole_number(
+        batch_size = whole_number(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
+        max_batch_wait_ms = whole_number(
             max_batch_wait_ms, "max_batch_wait_ms", 0, MAX_BATCH_WAIT_MS
         )
         request = pb.StreamExperiencesRequest(
