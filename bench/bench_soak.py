@@ -1,14 +1,17 @@
 """Memory over a long self-play run: ``generals-rl selfplay --games 0`` into each
 output format (and ``--output none``) for a given time, the resident memory of its
-process tree sampled as it runs.
+process tree sampled as it runs; with ``--consumer``, also of a trainer following the
+farm over gRPC (compact views, batches of 8192, handed to torch).
 
     python bench/bench_soak.py [--duration SECONDS] [--formats parquet,tfrecord,npz,none]
                                [--interval SECONDS] [--warmup SECONDS] [--dir PATH]
+                               [--consumer]
 
 Prints one JSON object: per format the RSS series (seconds, MB), the experiences
 played, and the slope of RSS over time after the warm-up (least squares, MB/min),
-also of the per-minute minima (the floor between the peaks of encoding a chunk).
-Memory is bounded when the floor's slope is about zero. Committed shards are deleted as
+also of the per-minute minima (the floor between the peaks of encoding a chunk);
+the same for the consumer, with the experiences it took. Memory is bounded when the
+floor's slope is about zero. Committed shards are deleted as
 they appear (the writer never reads them back), so a long run fits on disk;
 staging files and indexes stay.
 """
@@ -20,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +31,24 @@ import time
 from pathlib import Path
 
 FORMATS = ("parquet", "tfrecord", "npz", "none")
+# A trainer following the farm until stopped (SIGINT); prints what it took.
+CONSUMER = """
+import sys
+from generals_rl.service import ExperienceConsumer
+from generals_rl.torch import as_tensor
+taken = 0
+try:
+    with ExperienceConsumer(sys.argv[1]) as consumer:
+        for batch in consumer.stream_experiences(batch_size=8192, compact=True, start="oldest"):
+            views = batch.views
+            for array in (views.tiles, views.armies, views.state_view, views.next_state_view):
+                as_tensor(array)
+            as_tensor(batch.action_mask)
+            taken += len(batch)
+except KeyboardInterrupt:
+    pass
+print(taken)
+"""
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -88,41 +110,15 @@ def delete_committed_shards(root: Path) -> None:
                 (root / key).unlink(missing_ok=True)
 
 
-def soak(fmt: str, duration: float, interval: float, warmup: float, workdir: Path) -> dict:
-    output = workdir / fmt
-    command = [
-        sys.executable,
-        "-m",
-        "generals_rl.cli",
-        "selfplay",
-        "--games",
-        "0",
-        "--address",
-        "127.0.0.1:0",
-        "--json",
-    ]
-    command += ["--output", "none"] if fmt == "none" else ["--output", str(output), "--format", fmt]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    series: list[tuple[float, float]] = []
-    start = time.monotonic()
-    try:
-        while (elapsed := time.monotonic() - start) < duration and process.poll() is None:
-            series.append((round(elapsed, 1), round(tree_rss_mb(process.pid), 1)))
-            if fmt != "none":
-                delete_committed_shards(output)
-            time.sleep(interval)
-    finally:
-        process.send_signal(signal.SIGINT)
-        out, _ = process.communicate(timeout=300)
-    summary = json.loads(out) if process.returncode == 0 and out.strip() else {}
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def memory_summary(series: list[tuple[float, float]], warmup: float) -> dict:
     after = [(t, m) for t, m in series if t >= warmup]
     return {
-        "exit_code": process.returncode,
-        "experiences": summary.get("experiences"),
-        "experiences_per_second": summary.get("experiences_per_second"),
-        "stored": summary.get("stored", {}).get("experiences"),
         "rss_mb_max": max((m for _, m in series), default=None),
         "rss_mb_after_warmup_min": min((m for _, m in after), default=None),
         "rss_mb_after_warmup_max": max((m for _, m in after), default=None),
@@ -134,6 +130,70 @@ def soak(fmt: str, duration: float, interval: float, warmup: float, workdir: Pat
         else round(f, 3),
         "rss_series": series,
     }
+
+
+def soak(
+    fmt: str, duration: float, interval: float, warmup: float, workdir: Path, consumer: bool
+) -> dict:
+    output = workdir / fmt
+    address = f"127.0.0.1:{free_port()}"
+    command = [
+        sys.executable,
+        "-m",
+        "generals_rl.cli",
+        "selfplay",
+        "--games",
+        "0",
+        "--address",
+        address,
+        "--json",
+    ]
+    command += ["--output", "none"] if fmt == "none" else ["--output", str(output), "--format", fmt]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    follower = None
+    if consumer:
+        follower = subprocess.Popen(
+            [sys.executable, "-c", CONSUMER, address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+    series: list[tuple[float, float]] = []
+    follower_series: list[tuple[float, float]] = []
+    start = time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - start) < duration and process.poll() is None:
+            series.append((round(elapsed, 1), round(tree_rss_mb(process.pid), 1)))
+            if follower is not None:
+                follower_series.append((round(elapsed, 1), round(tree_rss_mb(follower.pid), 1)))
+            if fmt != "none":
+                delete_committed_shards(output)
+            time.sleep(interval)
+    finally:
+        taken = None
+        if follower is not None:
+            follower.send_signal(signal.SIGINT)
+            out, _ = follower.communicate(timeout=300)
+            taken = int(out) if follower.returncode == 0 and out.strip().isdigit() else None
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=300)
+    summary = json.loads(out) if process.returncode == 0 and out.strip() else {}
+    result = {
+        "exit_code": process.returncode,
+        "experiences": summary.get("experiences"),
+        "experiences_per_second": summary.get("experiences_per_second"),
+        "stored": summary.get("stored", {}).get("experiences"),
+        **memory_summary(series, warmup),
+    }
+    if follower is not None:
+        result["consumer"] = {
+            "exit_code": follower.returncode,
+            "experiences": taken,
+            **memory_summary(follower_series, warmup),
+        }
+    return result
 
 
 def main() -> None:
@@ -156,6 +216,11 @@ def main() -> None:
     parser.add_argument(
         "--dir", default=None, help="where the shards go (default: a temporary directory)"
     )
+    parser.add_argument(
+        "--consumer",
+        action="store_true",
+        help="also follow each farm with a compact consumer over gRPC and sample its memory",
+    )
     args = parser.parse_args()
     formats = [f for f in args.formats.split(",") if f]
     unknown = sorted(set(formats) - set(FORMATS))
@@ -167,7 +232,9 @@ def main() -> None:
     results = {}
     try:
         for fmt in formats:
-            results[fmt] = soak(fmt, args.duration, args.interval, args.warmup, workdir)
+            results[fmt] = soak(
+                fmt, args.duration, args.interval, args.warmup, workdir, args.consumer
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(
