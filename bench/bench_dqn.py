@@ -227,7 +227,8 @@ def main(argv=None) -> int:
         action="append",
         default=[],
         metavar="FLAG=VALUE",
-        help="override a learner flag, e.g. --set n-step=3 (VALUE 'off' drops a flag)",
+        help="override a learner flag, e.g. --set n-step=3 (VALUE 'on' gives a switch such "
+        "as --clock, 'off' drops a flag)",
     )
     parser.add_argument(
         "--reward",
@@ -244,7 +245,7 @@ def main(argv=None) -> int:
     learner_options: dict = {**LEARNER, **{flag: True for flag in LEARNER_FLAGS}}
     for item in args.set:
         name, _, value = item.partition("=")
-        learner_options[name] = value
+        learner_options[name] = True if value == "on" else value
     learner_options = {k: v for k, v in learner_options.items() if v != "off"}
     for item in args.reward:
         name, _, value = item.partition("=")

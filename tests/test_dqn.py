@@ -37,19 +37,21 @@ def test_masks_from_observations_equal_the_env_masks(scaling):
         env.step(bot.act(env))
 
 
-@pytest.mark.parametrize("compass", [False, True])
-def test_double_dqn_targets_equal_a_slow_reference(compass):
+@pytest.mark.parametrize("compass, clock", [(False, False), (True, False), (True, True)])
+def test_double_dqn_targets_equal_a_slow_reference(compass, clock):
     torch.manual_seed(0)
-    online = PolicyValueNet(NetConfig(4, 1, compass=compass))
-    target = PolicyValueNet(NetConfig(4, 1, compass=compass))
+    online = PolicyValueNet(NetConfig(4, 1, compass=compass, clock=clock))
+    target = PolicyValueNet(NetConfig(4, 1, compass=compass, clock=clock))
     obs = torch.rand(6, 9, 3, 4)
     moves = torch.rand(6, 3 * 4 * 4) < 0.3
     mask = full_mask(moves)
     reward = torch.randn(6)
     length = torch.tensor([1, 2, 3, 3, 1, 2])
     done = torch.tensor([False, True, False, False, True, False])
-    got = dqn_targets(online, target, obs, mask, reward, length, done, 0.9)
-    q_online, q_target = q_values(online, obs).detach(), q_values(target, obs).detach()
+    ticks = torch.tensor([0, 7, 49, 50, 101, 12]) if clock else None
+    got = dqn_targets(online, target, obs, mask, reward, length, done, 0.9, ticks)
+    q_online = q_values(online, obs, ticks=ticks).detach()
+    q_target = q_values(target, obs, ticks=ticks).detach()
     for i in range(6):
         legal = [a for a in range(mask.shape[1]) if mask[i, a]]
         best = max(legal, key=lambda a: float(q_online[i, a]))
@@ -57,6 +59,61 @@ def test_double_dqn_targets_equal_a_slow_reference(compass):
             0.0 if done[i] else 0.9 ** int(length[i]) * float(q_target[i, best])
         )
         assert got[i].item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_clock_planes_hold_the_land_bonus_phase_and_the_parity():
+    from generals_rl.train.features import clock_planes
+
+    planes = clock_planes(torch.tensor([0, 1, 49, 50, 75]), 2, 3)
+    assert planes.shape == (5, 2, 2, 3) and planes.dtype == torch.float32
+    assert planes[:, 0, 1, 2].tolist() == pytest.approx([0.0, 0.02, 0.98, 0.0, 0.5])
+    assert planes[:, 1, 0, 0].tolist() == [0.0, 1.0, 1.0, 0.0, 1.0]
+    assert (planes == planes[:, :, :1, :1]).all()  # one value a plane
+
+
+def test_a_network_with_a_clock_values_by_the_tick_and_needs_it():
+    torch.manual_seed(0)
+    net = PolicyValueNet(NetConfig(4, 1, clock=True))
+    assert net.config.in_channels == 9 + 2
+    obs = torch.rand(1, 9, 3, 4).expand(4, -1, -1, -1)  # one board, four ticks
+    q = q_values(net, obs, ticks=torch.tensor([10, 11, 12, 60])).detach()
+    assert not torch.allclose(q[0], q[1])  # the parity
+    assert torch.equal(q[0], q[3])  # ticks 10 and 60: the same phase and parity
+    with pytest.raises(ValueError, match="ticks: a network with a clock needs the games' ticks"):
+        q_values(net, obs)
+    with pytest.raises(ValueError, match=r"ticks: expected shape \(4,\), got \(3,\)"):
+        q_values(net, obs, ticks=torch.tensor([1, 2, 3]))
+    policy = NetworkPolicy(net, greedy=True)
+    masks = np.ones((4, 3 * 4 * 4), dtype=bool)
+    with pytest.raises(ValueError, match="ticks: a network with a clock needs"):
+        policy.actions(obs.numpy(), masks)
+    assert policy.actions(obs.numpy(), masks, ticks=np.array([10, 11, 12, 60])).shape == (4,)
+
+
+def test_a_learner_with_a_clock_trains_on_the_samples_ticks(tmp_path):
+    server = _serve_random_play()
+    try:
+        learner = DQNLearner(_small_config(steps=5, clock=True), [server.address], tmp_path)
+        seen: list = []
+        forward = learner.net.forward
+
+        def recording(obs, full_mask=None, compass=None, ticks=None):
+            seen.append(ticks)
+            return forward(obs, full_mask, compass, ticks)
+
+        learner.net.forward = recording
+        learner.train(log_every=10)
+        assert learner.step == 5
+        # Each step: the online network on the next states, then on the states; the
+        # next states' ticks are the states' plus the n steps taken.
+        for next_ticks, ticks in zip(seen[0::2], seen[1::2], strict=True):
+            assert ticks is not None and ((next_ticks - ticks) >= 1).all()
+            assert ((next_ticks - ticks) <= learner.config.n_step).all()
+        payload = load_checkpoint(tmp_path / "weights" / "latest.pt")
+        assert payload["net_config"]["clock"]
+    finally:
+        learner.stop()
+        server.stop()
 
 
 def test_learner_consumes_trains_and_publishes(tmp_path):
@@ -238,7 +295,7 @@ def test_the_learners_shaping_equals_a_slow_reference(tmp_path):
             ["--from", "farm:f", "--demonstrations-from", "127.0.0.1:2"],
             "--demonstrations-from: not with --from farm:NAME; give host:port",
         ),
-        (["--heading-preference", "2"], None),  # implies --compass: accepted
+        (["--heading-preference", "2", "--clock"], None),  # implies --compass: accepted
     ],
 )
 def test_train_dqn_refuses_bad_options_in_one_line(tmp_path, capsys, option, message):
@@ -250,6 +307,7 @@ def test_train_dqn_refuses_bad_options_in_one_line(tmp_path, capsys, option, mes
         assert code == 1 and "fewer than 2000 experiences" in capsys.readouterr().err
         payload = load_checkpoint(tmp_path / "run" / "weights" / "latest.pt")
         assert payload["net_config"]["compass"] and payload["net_config"]["heading_preference"] == 2
+        assert payload["net_config"]["clock"]
         return
     code = main(["train", "dqn", "--from", "127.0.0.1:1", "--run-dir", str(tmp_path), *option])
     err = capsys.readouterr().err

@@ -230,6 +230,7 @@ def _train_dqn(args: argparse.Namespace) -> int:
             stack_preference=args.stack_preference,
             compass=args.compass or bool(args.heading_preference),
             heading_preference=args.heading_preference,
+            clock=args.clock,
             bfloat16_trunk=args.bfloat16_trunk,
             replay_ratio=args.replay_ratio,
             tick_reward=args.tick_reward,
@@ -550,6 +551,12 @@ def add_commands(commands) -> None:
         metavar="W",
         help="initial weight of the compass in the values of moves heading its way "
         "(implies --compass; default: %(default)s)",
+    )
+    option(
+        "--clock",
+        action="store_true",
+        help="the network adds clock planes from each sample's tick: the phase of the "
+        "50-tick land bonus and the tick's parity",
     )
     option("--bfloat16-trunk", action="store_true", help="the convolutions in bfloat16")
     option(

@@ -84,6 +84,9 @@ class DQNConfig:
     # carry no history for a memory), and the initial weight of moves heading by it.
     compass: bool = False
     heading_preference: float = 0.0
+    # Clock planes from each sample's tick (NetConfig's): the land bonus's phase and
+    # the tick's parity, which the states alone do not show.
+    clock: bool = False
     bfloat16_trunk: bool = False
     # Samples trained per experience consumed, held by pausing the consumer while the
     # learner is behind (farms in block mode then wait for it); 0 consumes as fast as
@@ -129,11 +132,14 @@ class DQNConfig:
 
 
 def q_values(
-    net: PolicyValueNet, obs: torch.Tensor, compass: torch.Tensor | None = None
+    net: PolicyValueNet,
+    obs: torch.Tensor,
+    compass: torch.Tensor | None = None,
+    ticks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dueling Q-values over every action (Gymnasium encoding); ``compass`` as the
-    network's forward takes it."""
-    advantages, value = net(obs, compass=compass)
+    """Dueling Q-values over every action (Gymnasium encoding); ``compass`` and
+    ``ticks`` as the network's forward takes them."""
+    advantages, value = net(obs, compass=compass, ticks=ticks)
     return value[:, None] + advantages - advantages.mean(dim=1, keepdim=True)
 
 
@@ -169,15 +175,18 @@ def dqn_targets(
     nstep_length: torch.Tensor,
     nstep_done: torch.Tensor,
     gamma: float,
+    next_ticks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Double DQN n-step targets: the online network picks the best legal next action,
-    the target network values it; no bootstrap after a terminal experience."""
+    the target network values it; no bootstrap after a terminal experience.
+    ``next_ticks``: the next states' ticks, for networks with a clock."""
     with torch.no_grad():
         # Both networks have the same input planes: the compass is made once.
         compass = observed_compass(next_obs) if online.config.compass else None
-        best = q_values(online, next_obs, compass)
+        best = q_values(online, next_obs, compass, next_ticks)
         best = best.masked_fill(~next_mask, MASKED_LOGIT).argmax(dim=1)
-        bootstrap = q_values(target, next_obs, compass).gather(1, best[:, None]).squeeze(1)
+        bootstrap = q_values(target, next_obs, compass, next_ticks)
+        bootstrap = bootstrap.gather(1, best[:, None]).squeeze(1)
         discount = gamma ** nstep_length.to(torch.float32)
         return nstep_reward + (~nstep_done).to(torch.float32) * discount * bootstrap
 
@@ -404,10 +413,13 @@ class DQNLearner:
         done = column("nstep_done", bool)
         reward = column("nstep_reward", np.float32)
         reward = reward + self._shaping(obs, next_obs, length, done)
+        # A player's n-step next state is n of its ticks later (one experience a tick).
+        ticks = column("tick", np.int64) if c.clock else None
+        next_ticks = ticks + length.to(torch.int64) if ticks is not None else None
         targets = dqn_targets(
-            self.net, self.target, next_obs, next_mask, reward, length, done, c.gamma
+            self.net, self.target, next_obs, next_mask, reward, length, done, c.gamma, next_ticks
         )
-        q_all = q_values(self.net, obs)
+        q_all = q_values(self.net, obs, ticks=ticks)
         q = q_all.gather(1, actions[:, None]).squeeze(1)
         td = targets - q
         weights = column("weight", np.float32)

@@ -149,6 +149,24 @@ def compass_toward(*targets):
     return torch.stack(planes, dim=1)
 
 
+CLOCK_CHANNELS = ("land_bonus_phase", "tick_parity")
+
+
+def clock_planes(ticks, height: int, width: int):
+    """Torch float32 ``(B, 2, H, W)`` from the games' ticks ``(B,)``: the phase of the
+    50-tick land bonus (as FogMemory's plane) and the tick's parity, for a network
+    without memory whose samples carry their tick (the DQN learner's): on which tick
+    the land grows, and the alternation some players follow (HeuristicBot expands on
+    even ticks and marches its largest army on odd ones)."""
+    import torch
+
+    ticks = torch.as_tensor(ticks).to(torch.int64)
+    phase = (ticks % LAND_BONUS_TICKS).to(torch.float32) / LAND_BONUS_TICKS
+    parity = (ticks % 2).to(torch.float32)
+    planes = torch.stack([phase, parity], dim=1)[:, :, None, None]
+    return planes.expand(-1, -1, height, width)
+
+
 def observed_compass(obs):
     """The compass of one observation, for a network without memory: torch ``(B, 2, H,
     W)``, the offset from every tile to the enemy general in sight, else to the centre

@@ -16,7 +16,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..vec_env import OBSERVATION_CHANNELS
-from .features import COMPASS_CHANNELS, MEMORY_CHANNELS, observed_compass
+from .features import (
+    CLOCK_CHANNELS,
+    COMPASS_CHANNELS,
+    MEMORY_CHANNELS,
+    clock_planes,
+    observed_compass,
+)
 
 # Logits of illegal actions: finite (so entropies stay finite), far below any legal one.
 MASKED_LOGIT = -1e9
@@ -43,6 +49,10 @@ class NetConfig:
     # offset to the enemy general or land in sight, else to the tiles in fog): for a
     # network without memory, whose samples carry no history (the DQN learner's).
     compass: bool = False
+    # Whether the network adds clock planes from the games' ticks (the land bonus's
+    # phase, the tick's parity), after the compass: for a network without memory
+    # (whose input has FogMemory's clock); then every forward pass needs the ticks.
+    clock: bool = False
     # The initial weight of the compass (the memory's, else the network's own) in the
     # logit of the move heading that way (needs ``memory`` or ``compass``).
     heading_preference: float = 0.0
@@ -80,8 +90,11 @@ class NetConfig:
 
     @property
     def in_channels(self) -> int:
-        """The planes the network reads: the caller's, then its own compass."""
-        return self.input_channels + (len(COMPASS_CHANNELS) if self.compass else 0)
+        """The planes the network reads: the caller's, then its own compass and clock."""
+        own = (len(COMPASS_CHANNELS) if self.compass else 0) + (
+            len(CLOCK_CHANNELS) if self.clock else 0
+        )
+        return self.input_channels + own
 
     @property
     def compass_channels(self) -> tuple[int, int] | None:
@@ -173,10 +186,21 @@ class PolicyValueNet(nn.Module):
         obs: torch.Tensor,
         full_mask: torch.Tensor | None = None,
         compass: torch.Tensor | None = None,
+        ticks: torch.Tensor | None = None,
     ):
-        """``compass``: ``observed_compass(obs)`` when the caller made it already."""
+        """``compass``: ``observed_compass(obs)`` when the caller made it already;
+        ``ticks`` ``(B,)``: the games' ticks, which a network with a clock needs."""
         if self.config.compass:
             obs = torch.cat([obs, observed_compass(obs) if compass is None else compass], dim=1)
+        if self.config.clock:
+            if ticks is None:
+                raise ValueError("ticks: a network with a clock needs the games' ticks")
+            if ticks.shape != (obs.shape[0],):
+                raise ValueError(
+                    f"ticks: expected shape ({obs.shape[0]},), got {tuple(ticks.shape)}"
+                )
+            clock = clock_planes(ticks, obs.shape[2], obs.shape[3]).to(obs.dtype)
+            obs = torch.cat([obs, clock], dim=1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bfloat16):
             x = self.blocks(F.relu(self.stem(obs)))
         x = x.float()

@@ -79,8 +79,8 @@ class NetworkPolicy:
         stream: int = 0,
     ) -> np.ndarray:
         """VecEnv actions (int32, -1 passes) for observations ``(B, 9, H, W)`` and
-        full-move masks ``(B, H*W*4)``; a network with memory needs the games' ``ticks``
-        ``(B,)`` at every call, in the same games each time."""
+        full-move masks ``(B, H*W*4)``; a network with memory or a clock needs the games'
+        ``ticks`` ``(B,)`` at every call (with memory, in the same games each time)."""
         h, w = observations.shape[-2:]
         if self.net.config.memory:
             if ticks is None:
@@ -93,8 +93,13 @@ class NetworkPolicy:
         mask = full_mask(
             torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)), self.net.config.half_moves
         )
+        clock = None
+        if self.net.config.clock:
+            if ticks is None:
+                raise ValueError("ticks: a network with a clock needs the games' ticks")
+            clock = torch.from_numpy(np.asarray(ticks, dtype=np.int64))
         with torch.inference_mode():
-            logits, _ = self.net(obs, mask)
+            logits, _ = self.net(obs, mask, ticks=clock)
             if self.temperature != 1.0:
                 logits = logits / self.temperature
             chosen, _ = sample(logits, self.generator, greedy=self.greedy)
