@@ -119,7 +119,9 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     args = parser.parse_args(argv)
 
-    config = dict(CONFIG)
+    # The step budget (which the learning rate's schedule spans) is the 20-minute
+    # run's, scaled to the minutes asked, so that a longer run is not cut by it.
+    config = {**CONFIG, "total_env_steps": round(CONFIG["total_env_steps"] * args.minutes / 20)}
     for item in args.set:
         name, _, value = item.partition("=")
         value = json.loads(value)
