@@ -121,7 +121,9 @@ def main(argv=None) -> int:
 
     # The step budget (which the learning rate's schedule spans) is the 20-minute
     # run's, scaled to the minutes asked, so that a longer run is not cut by it.
-    config = {**CONFIG, "total_env_steps": round(CONFIG["total_env_steps"] * args.minutes / 20)}
+    budget = round(CONFIG["total_env_steps"] * args.minutes / 20)
+    rollout = CONFIG["num_envs"] * CONFIG["rollout_steps"]
+    config = {**CONFIG, "total_env_steps": max(budget, rollout)}
     for item in args.set:
         name, _, value = item.partition("=")
         value = json.loads(value)
