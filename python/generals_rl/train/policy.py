@@ -93,11 +93,8 @@ class NetworkPolicy:
         mask = full_mask(
             torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)), self.net.config.half_moves
         )
-        clock = None
-        if self.net.config.clock:
-            if ticks is None:
-                raise ValueError("ticks: a network with a clock needs the games' ticks")
-            clock = torch.from_numpy(np.asarray(ticks, dtype=np.int64))
+        # The network checks the ticks: one with a clock refuses to go without them.
+        clock = None if ticks is None else torch.from_numpy(np.asarray(ticks, dtype=np.int64))
         with torch.inference_mode():
             logits, _ = self.net(obs, mask, ticks=clock)
             if self.temperature != 1.0:
