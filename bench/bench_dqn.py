@@ -6,15 +6,17 @@ loopback.
 
 Starts ``generals-rl train dqn`` (the learner writes its initial weights first), then
 ``--actors`` farms (``generals-rl selfplay --config``), each playing the published weights
-with its own epsilon against RandomBot and serving both seats' experiences; the learner
+with its own temperature (Boltzmann exploration over its Q-values) and epsilon against
+RandomBot and serving both seats' experiences; the learner
 reads seat 0 (the network's) at a fixed replay ratio, which holds the farms back (block
 mode) while it trains. With ``--demonstrator heuristic`` (the default) a third farm plays
 HeuristicBot against RandomBot, and the learner reads ``demo-capacity`` of its seat-0
 experiences as demonstrations (DQfD: a share of every minibatch and a large-margin loss);
 that farm plays just enough games for them and then waits, idle. After ``--minutes`` of
 wall time from the learner's start, every process is stopped with SIGINT (the learner
-publishes its last weights), and the final weights are evaluated greedily over
-``--eval-games`` games on 10x10 with 500 ticks.
+publishes its last weights), and the final weights are evaluated over ``--eval-games``
+games on 10x10 with 500 ticks: sampled at temperature 0.3 (the headline), greedily and
+epsilon-greedily.
 ``--curve-points`` earlier published versions are evaluated too (fewer games each), for
 the learning curve PNG. Target: >= 80% wins within 30 minutes. Prints one JSON object.
 """
@@ -130,9 +132,15 @@ def stop(process: subprocess.Popen, timeout: float = 60.0) -> int:
     return process.returncode
 
 
-# The final weights are evaluated greedily (the headline) and epsilon-greedily, as DQN
-# agents usually are (a greedy policy can repeat itself forever).
-EVAL_POLICIES = {"greedy": {}, "epsilon_0.05": {"epsilon": 0.05}}
+# The final weights are evaluated sampling softmax(Q / 0.3) (the headline: a greedy
+# policy can repeat itself forever), greedily, and epsilon-greedily, as DQN agents
+# usually are. The earlier versions of the curve are played as the headline.
+HEADLINE = "temperature_0.3"
+EVAL_POLICIES = {
+    HEADLINE: {"temperature": 0.3},
+    "greedy": {},
+    "epsilon_0.05": {"epsilon": 0.05},
+}
 
 
 def evaluate_weights(path: Path, games: int, seed: int = 10_000_019, **policy_options) -> dict:
@@ -181,7 +189,7 @@ def plot_curve(points: list[dict], run: Path, out: Path) -> Path:
     ax.axhline(TARGET, color="grey", linestyle="--", label=f"target {TARGET:.0%}")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("learner wall time (min)")
-    ax.set_ylabel("greedy win rate vs RandomBot, 10x10")
+    ax.set_ylabel(f"win rate vs RandomBot, 10x10 ({HEADLINE.replace('_', ' ')})")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     ax = axes[1]
@@ -210,7 +218,13 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", default="runs/bench-dqn")
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument(
-        "--epsilons", default="0.02,0.1", help="each actor's exploration, comma-separated"
+        "--epsilons", default="0.02,0.02", help="each actor's epsilon, comma-separated"
+    )
+    parser.add_argument(
+        "--temperatures",
+        default="0.3,0.5",
+        help="each actor's Boltzmann temperature over its Q-values, comma-separated "
+        "('greedy': the argmax)",
     )
     parser.add_argument(
         "--demonstrator",
@@ -240,8 +254,10 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", default=None, help="curve PNG (default: RUN_DIR/curve.png)")
     args = parser.parse_args(argv)
     epsilons = [float(e) for e in args.epsilons.split(",")]
-    if len(epsilons) != args.actors:
-        parser.error(f"--epsilons: give {args.actors} values, got {len(epsilons)}")
+    temperatures = [None if t == "greedy" else float(t) for t in args.temperatures.split(",")]
+    for name, values in (("epsilons", epsilons), ("temperatures", temperatures)):
+        if len(values) != args.actors:
+            parser.error(f"--{name}: give {args.actors} values, got {len(values)}")
     learner_options: dict = {**LEARNER, **{flag: True for flag in LEARNER_FLAGS}}
     for item in args.set:
         name, _, value = item.partition("=")
@@ -256,10 +272,10 @@ def main(argv=None) -> int:
     run = Path(args.run_dir)
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    farms = {
-        f"actor{i}": ([f"checkpoint:{run / 'weights'}@{epsilon}", "random"], 1000 + i, 0)
-        for i, epsilon in enumerate(epsilons)
-    }
+    farms = {}
+    for i, (epsilon, temperature) in enumerate(zip(epsilons, temperatures, strict=True)):
+        options = f"epsilon={epsilon}" + (f":temperature={temperature}" if temperature else "")
+        farms[f"actor{i}"] = ([f"checkpoint:{run / 'weights'}@{options}", "random"], 1000 + i, 0)
     ports = {name: free_port() for name in farms}
     if args.demonstrator != "none":
         games = int(learner_options["demo-capacity"]) // DEMONSTRATED_GAME + ACTOR_ENVS
@@ -327,7 +343,7 @@ def main(argv=None) -> int:
         name: evaluate_weights(final, args.eval_games, **options)
         for name, options in EVAL_POLICIES.items()
     }
-    evaluation = evaluations["greedy"]
+    evaluation = evaluations[HEADLINE]
     times = version_times(run)
     versions = sorted(run.glob("weights/weights_*.pt"))
     picks = [
@@ -338,7 +354,7 @@ def main(argv=None) -> int:
     for path in picks:
         step = load_checkpoint(path)["counters"]["step"]
         logged = [s for s in times if s <= step]
-        point = evaluate_weights(path, args.curve_games, seed=20_000_003)
+        point = evaluate_weights(path, args.curve_games, seed=20_000_003, **EVAL_POLICIES[HEADLINE])
         curve.append(
             {
                 "version": path.name,
@@ -362,7 +378,13 @@ def main(argv=None) -> int:
                 "benchmark": "dqn_distributed_vs_random_10x10",
                 "learner": learner_options,
                 "rewards": REWARDS,
-                "actors": {"count": args.actors, "epsilons": epsilons, "envs": ACTOR_ENVS},
+                "actors": {
+                    "count": args.actors,
+                    "epsilons": epsilons,
+                    "temperatures": temperatures,
+                    "envs": ACTOR_ENVS,
+                },
+                "headline": HEADLINE,
                 "demonstrator": args.demonstrator,
                 "demonstrations": counters.get("demonstrations", 0),
                 "wall_time_s": round(wall, 1),

@@ -241,6 +241,9 @@ def test_dqn_checkpoints_play_greedily_and_whole_army_moves_only(tmp_path):
     latest = tmp_path / "weights" / "latest.pt"
     assert NetworkPolicy.from_checkpoint(latest).greedy  # a Q-network's argmax
     assert not NetworkPolicy.from_checkpoint(latest, greedy=False).greedy
+    boltzmann = NetworkPolicy.from_checkpoint(latest, temperature=0.3)  # softmax(Q / 0.3)
+    assert not boltzmann.greedy and boltzmann.temperature == 0.3
+    assert not CheckpointBot(tmp_path / "weights", temperature=0.3).policy.greedy
     actor = CheckpointBot(tmp_path / "weights", seed=3)
     assert actor.policy.greedy
     env = VecEnv(16, 2, 6, 6, seed=5, max_ticks=100, num_threads=1)

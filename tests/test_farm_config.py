@@ -105,7 +105,7 @@ def test_config_show_prints_the_effective_config(tmp_path, monkeypatch, capsys):
         (
             "collection:\n  bots: [heuristic, alphago]\n",
             "collection.bots[1]: a policy is one of heuristic, random or "
-            "checkpoint:PATH[@EPSILON] (got 'alphago')",
+            "checkpoint:PATH[@OPTIONS] (got 'alphago')",
         ),
         (
             "storage:\n  formt: npz\n",

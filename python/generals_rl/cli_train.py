@@ -492,7 +492,8 @@ def add_commands(commands) -> None:
         description="Consumes experiences from one or more farms (generals-rl selfplay) into a "
         "local prioritized buffer, trains a dueling double DQN with n-step targets and publishes "
         "versioned weights to RUN_DIR/weights (play them with "
-        "selfplay --policies checkpoint:RUN_DIR/weights@EPSILON).",
+        "selfplay --policies checkpoint:RUN_DIR/weights@EPSILON, or "
+        "@temperature=T for Boltzmann exploration).",
     )
     option = dqn.add_argument
     option(
@@ -668,14 +669,15 @@ def add_commands(commands) -> None:
         "--greedy",
         action="store_true",
         default=None,
-        help="the most probable action instead of sampling (a DQN checkpoint's is always)",
+        help="the most probable action instead of sampling (a DQN checkpoint's, unless "
+        "--temperature is given)",
     )
     option(
         "--temperature",
         type=float,
-        default=1.0,
-        help="sample from the policy sharpened by this (below 1: closer to greedy; "
-        "default: %(default)s)",
+        default=None,
+        help="sample from the policy sharpened by this (below 1: closer to greedy; default 1); "
+        "a DQN checkpoint samples softmax(Q / T) (Boltzmann) instead of its argmax",
     )
     option(
         "--gif", metavar="OUT.gif", help="draw one game (the agent's fog) into this animated GIF"

@@ -42,14 +42,15 @@ class Sink(Protocol):
     def stop(self) -> None: ...
 
 
-# "checkpoint:PATH[@EPSILON]": a network (generals_rl.train, needs torch) from a checkpoint
-# file or a directory of published weights, reloaded when they change.
+# "checkpoint:PATH[@OPTIONS]": a network (generals_rl.train, needs torch) from a checkpoint
+# file or a directory of published weights, reloaded when they change; OPTIONS is an
+# epsilon, or "epsilon=E:temperature=T" (CheckpointBot.from_spec).
 CHECKPOINT_POLICY = "checkpoint:"
-POLICY_CHOICES = f"{', '.join(sorted(POLICIES))} or {CHECKPOINT_POLICY}PATH[@EPSILON]"
+POLICY_CHOICES = f"{', '.join(sorted(POLICIES))} or {CHECKPOINT_POLICY}PATH[@OPTIONS]"
 
 
 def is_policy_name(name: str) -> bool:
-    """A built-in bot's name or ``checkpoint:PATH[@EPSILON]``."""
+    """A built-in bot's name or ``checkpoint:PATH[@OPTIONS]``."""
     return name in POLICIES or (name.startswith(CHECKPOINT_POLICY) and name != CHECKPOINT_POLICY)
 
 

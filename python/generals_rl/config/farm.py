@@ -76,7 +76,7 @@ def _policy(name: str) -> str:
     return name
 
 
-# A built-in bot's name or a network's checkpoint (``checkpoint:PATH[@EPSILON]``).
+# A built-in bot's name or a network's checkpoint (``checkpoint:PATH[@OPTIONS]``).
 Policy = Annotated[str, AfterValidator(_policy)]
 
 

@@ -28,10 +28,11 @@ def net_from_checkpoint(path_or_payload) -> PolicyValueNet:
     return net
 
 
-def acts_greedily(payload: dict) -> bool:
-    """Whether a checkpoint's network is a Q-network (the DQN learner's), whose best
-    action is its argmax: the softmax of values a few hundredths apart is near uniform."""
-    return payload.get("kind") == "dqn"
+def acts_greedily(payload: dict, temperature: float | None = None) -> bool:
+    """Whether a checkpoint's network plays its argmax: a Q-network (the DQN learner's)
+    does unless a ``temperature`` is given, since the softmax of values a few hundredths
+    apart is near uniform; with one it samples ``softmax(Q / temperature)`` (Boltzmann)."""
+    return payload.get("kind") == "dqn" and temperature is None
 
 
 class NetworkPolicy:
@@ -65,11 +66,16 @@ class NetworkPolicy:
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> NetworkPolicy:
         """A policy playing a checkpoint; a Q-network's (``greedy`` not given) plays
-        greedily, since the softmax of its advantages is no policy."""
+        greedily unless a ``temperature`` is given (see :func:`acts_greedily`)."""
         payload = load_checkpoint(path)
+        temperature = kwargs.pop("temperature", None)
         if kwargs.get("greedy") is None:
-            kwargs["greedy"] = acts_greedily(payload)
-        return cls(net_from_checkpoint(payload), **kwargs)
+            kwargs["greedy"] = acts_greedily(payload, temperature)
+        return cls(
+            net_from_checkpoint(payload),
+            temperature=1.0 if temperature is None else temperature,
+            **kwargs,
+        )
 
     def actions(
         self,
@@ -173,6 +179,10 @@ def make_opponent(spec: str, seed: int = 0) -> Opponent:
     )
 
 
+# The options of a checkpoint policy spec (``PATH@NAME=VALUE:...``).
+SPEC_OPTIONS = ("epsilon", "temperature")
+
+
 class CheckpointBot:
     """A network playing like a built-in bot (``act(env, players, out)``), for actors.
 
@@ -180,8 +190,9 @@ class CheckpointBot:
     ``latest.pt``); every ``check_every`` seconds the file is looked at again and
     reloaded when it changed (files are replaced atomically, so a reload never sees half
     a file). ``epsilon`` is the share of uniformly random legal actions (exploration);
-    ``greedy`` None plays a Q-network greedily and samples any other network.
-    ``version`` is the weight version in use.
+    ``temperature`` samples from the network sharpened by it (a Q-network: Boltzmann
+    exploration); ``greedy`` None plays a Q-network greedily unless a temperature is
+    given, and samples any other network. ``version`` is the weight version in use.
     """
 
     def __init__(
@@ -191,12 +202,16 @@ class CheckpointBot:
         epsilon: float = 0.0,
         greedy: bool | None = None,
         check_every: float = 1.0,
+        temperature: float | None = None,
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon: must be in [0, 1], got {epsilon}")
+        if temperature is not None and not temperature > 0:
+            raise ValueError(f"temperature: must be positive, got {temperature}")
         path = Path(path)
         self.path = path / "latest.pt" if path.is_dir() else path
         self.seed, self.epsilon, self.greedy, self.check_every = seed, epsilon, greedy, check_every
+        self.temperature = temperature
         self.policy: NetworkPolicy | None = None
         self.version = -1
         self.reloads = 0
@@ -206,15 +221,24 @@ class CheckpointBot:
 
     @classmethod
     def from_spec(cls, spec: str, seed: int = 0) -> CheckpointBot:
-        """``PATH`` or ``PATH@EPSILON``."""
-        path, sep, epsilon = spec.rpartition("@") if "@" in spec else (spec, "", "")
-        try:
-            eps = float(epsilon) if sep else 0.0
-        except ValueError:
-            raise ValueError(f"checkpoint policy {spec!r}: expected PATH or PATH@EPSILON") from None
+        """``PATH``, ``PATH@EPSILON`` or ``PATH@NAME=VALUE[:NAME=VALUE]`` with the names
+        ``epsilon`` and ``temperature`` (a colon: policies are listed with commas)."""
+        path, sep, options = spec.rpartition("@") if "@" in spec else (spec, "", "")
+        usage = f"checkpoint policy {spec!r}: expected PATH, PATH@EPSILON or PATH@" + ":".join(
+            f"{name}=VALUE" for name in SPEC_OPTIONS
+        )
+        values: dict[str, float] = {}
+        for item in options.split(":") if sep else ():
+            name, _, value = item.rpartition("=") if "=" in item else ("epsilon", "", item)
+            if name not in SPEC_OPTIONS or name in values:
+                raise ValueError(usage)
+            try:
+                values[name] = float(value)
+            except ValueError:
+                raise ValueError(f"{usage}; {name} {value!r} is not a number") from None
         if not Path(path).exists():
             raise ValueError(f"checkpoint policy: {path} does not exist")
-        return cls(path, seed=seed, epsilon=eps)
+        return cls(path, seed=seed, **values)
 
     def reload(self, force: bool = False) -> bool:
         """Loads the weights again when the file changed; True when it did."""
@@ -229,9 +253,15 @@ class CheckpointBot:
             return False
         payload = load_checkpoint(self.path)
         net = net_from_checkpoint(payload)
-        greedy = acts_greedily(payload) if self.greedy is None else self.greedy
+        greedy = acts_greedily(payload, self.temperature) if self.greedy is None else self.greedy
         if self.policy is None:
-            self.policy = NetworkPolicy(net, greedy=greedy, seed=self.seed, epsilon=self.epsilon)
+            self.policy = NetworkPolicy(
+                net,
+                greedy=greedy,
+                seed=self.seed,
+                epsilon=self.epsilon,
+                temperature=self.temperature or 1.0,
+            )
         else:
             self.policy.net, self.policy.greedy = net, greedy
         counters = payload.get("counters", {})
