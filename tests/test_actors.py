@@ -76,8 +76,10 @@ def test_a_spec_names_epsilon_and_temperature(tmp_path):
         ("heat=1", "expected PATH"),
         ("epsilon=0.1:epsilon=0.2", "expected PATH"),
         ("epsilon=1.5", "epsilon: must be in [0, 1], got 1.5"),
-        ("temperature=0", "temperature: must be positive, got 0.0"),
-        ("temperature=-1", "temperature: must be positive, got -1.0"),
+        ("temperature=0", "temperature: must be positive and finite, got 0.0"),
+        ("temperature=-1", "temperature: must be positive and finite, got -1.0"),
+        ("temperature=inf", "temperature: must be positive and finite, got inf"),
+        ("temperature=nan", "temperature: must be positive and finite, got nan"),
     ]:
         with pytest.raises(ValueError, match=re.escape(problem)):
             CheckpointBot.from_spec(f"{path}@{options}")
@@ -96,6 +98,9 @@ def test_a_q_network_samples_its_values_at_a_temperature(tmp_path):
     assert (greedy.act(env, players=[0])[:, 0] == argmax).all()  # the argmax, every time
     sampled = np.stack([boltzmann.act(env, players=[0])[:, 0] for _ in range(4)])
     assert (sampled != argmax).any()  # a hot softmax leaves the argmax
+    # However hot, the masked actions stay masked (not lifted to the legal ones).
+    uniform = CheckpointBot.from_spec(f"{tmp_path / 'q.pt'}@temperature=1e12", seed=3)
+    sampled = np.concatenate([sampled, [uniform.act(env, players=[0])[:, 0] for _ in range(4)]])
     legal = env.action_masks[:, 0].reshape(32, -1)  # full moves; half moves follow them
     cells = legal.shape[1]
     moves = sampled[sampled >= 0]

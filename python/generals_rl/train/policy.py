@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from ..bots import HeuristicBot, RandomBot
 from ..vec_env import VecEnv
 from .checkpoint import load_checkpoint
 from .features import FogMemory
-from .model import NetConfig, PolicyValueNet, full_mask, sample
+from .model import MASKED_LOGIT, NetConfig, PolicyValueNet, full_mask, sample
 
 
 def net_from_checkpoint(path_or_payload) -> PolicyValueNet:
@@ -54,8 +55,8 @@ class NetworkPolicy:
         epsilon: float = 0.0,
         temperature: float = 1.0,
     ) -> None:
-        if not temperature > 0:
-            raise ValueError(f"temperature: must be positive, got {temperature}")
+        if not 0 < temperature < math.inf:
+            raise ValueError(f"temperature: must be positive and finite, got {temperature}")
         self.net = net
         self.greedy = greedy
         self.epsilon = epsilon
@@ -104,7 +105,9 @@ class NetworkPolicy:
         with torch.inference_mode():
             logits, _ = self.net(obs, mask, ticks=clock)
             if self.temperature != 1.0:
-                logits = logits / self.temperature
+                # Masked again: a high temperature would lift the masked logits to the
+                # legal ones'.
+                logits = (logits / self.temperature).masked_fill(~mask, MASKED_LOGIT)
             chosen, _ = sample(logits, self.generator, greedy=self.greedy)
             if self.epsilon > 0:
                 explore = torch.rand(len(chosen), generator=self.generator) < self.epsilon
@@ -206,8 +209,6 @@ class CheckpointBot:
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon: must be in [0, 1], got {epsilon}")
-        if temperature is not None and not temperature > 0:
-            raise ValueError(f"temperature: must be positive, got {temperature}")
         path = Path(path)
         self.path = path / "latest.pt" if path.is_dir() else path
         self.seed, self.epsilon, self.greedy, self.check_every = seed, epsilon, greedy, check_every
@@ -260,7 +261,7 @@ class CheckpointBot:
                 greedy=greedy,
                 seed=self.seed,
                 epsilon=self.epsilon,
-                temperature=self.temperature or 1.0,
+                temperature=1.0 if self.temperature is None else self.temperature,
             )
         else:
             self.policy.net, self.policy.greedy = net, greedy
