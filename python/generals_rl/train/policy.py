@@ -53,8 +53,9 @@ class NetworkPolicy:
         greedy: bool = False,
         seed: int = 0,
         epsilon: float = 0.0,
-        temperature: float = 1.0,
+        temperature: float | None = None,
     ) -> None:
+        temperature = 1.0 if temperature is None else temperature  # None: unsharpened
         if not 0 < temperature < math.inf:
             raise ValueError(f"temperature: must be positive and finite, got {temperature}")
         self.net = net
@@ -72,11 +73,7 @@ class NetworkPolicy:
         temperature = kwargs.pop("temperature", None)
         if kwargs.get("greedy") is None:
             kwargs["greedy"] = acts_greedily(payload, temperature)
-        return cls(
-            net_from_checkpoint(payload),
-            temperature=1.0 if temperature is None else temperature,
-            **kwargs,
-        )
+        return cls(net_from_checkpoint(payload), temperature=temperature, **kwargs)
 
     def actions(
         self,
@@ -261,7 +258,7 @@ class CheckpointBot:
                 greedy=greedy,
                 seed=self.seed,
                 epsilon=self.epsilon,
-                temperature=1.0 if self.temperature is None else self.temperature,
+                temperature=self.temperature,
             )
         else:
             self.policy.net, self.policy.greedy = net, greedy
