@@ -274,7 +274,9 @@ def main(argv=None) -> int:
     run.mkdir(parents=True)
     farms = {}
     for i, (epsilon, temperature) in enumerate(zip(epsilons, temperatures, strict=True)):
-        options = f"epsilon={epsilon}" + (f":temperature={temperature}" if temperature else "")
+        options = f"epsilon={epsilon}" + (
+            f":temperature={temperature}" if temperature is not None else ""
+        )
         farms[f"actor{i}"] = ([f"checkpoint:{run / 'weights'}@{options}", "random"], 1000 + i, 0)
     ports = {name: free_port() for name in farms}
     if args.demonstrator != "none":
