@@ -94,14 +94,7 @@ def test_a_learner_with_a_clock_trains_on_the_samples_ticks(tmp_path):
     server = _serve_random_play()
     try:
         learner = DQNLearner(_small_config(steps=5, clock=True), [server.address], tmp_path)
-        seen: list = []
-        forward = learner.net.forward
-
-        def recording(obs, full_mask=None, compass=None, ticks=None):
-            seen.append(ticks)
-            return forward(obs, full_mask, compass, ticks)
-
-        learner.net.forward = recording
+        seen = _record_forward(learner, lambda obs, ticks: ticks)
         learner.train(log_every=10)
         assert learner.step == 5
         # Each step: the online network on the next states, then on the states; the
@@ -114,6 +107,19 @@ def test_a_learner_with_a_clock_trains_on_the_samples_ticks(tmp_path):
     finally:
         learner.stop()
         server.stop()
+
+
+def _record_forward(learner: DQNLearner, what) -> list:
+    """Records ``what(obs, ticks)`` of every forward pass of the learner's network."""
+    seen: list = []
+    forward = learner.net.forward
+
+    def recording(obs, full_mask=None, compass=None, ticks=None):
+        seen.append(what(obs, ticks))
+        return forward(obs, full_mask, compass, ticks)
+
+    learner.net.forward = recording
+    return seen
 
 
 def test_learner_consumes_trains_and_publishes(tmp_path):
@@ -451,3 +457,105 @@ def test_a_learner_process_stops_on_a_signal_even_with_sigint_ignored(tmp_path, 
         learner.kill()
     assert learner.returncode == 130
     assert err.strip().splitlines()[-1] == "generals-rl train dqn: interrupted"
+
+
+def _memories_in_play_order(buffer: ExperienceBuffer) -> dict:
+    """The reference: each (game, player)'s FogMemory run over its experiences' states in
+    tick order, then its last next state; the memory planes by (game, player, tick)."""
+    from generals_rl.train.features import FogMemory
+
+    every = buffer.cursor().read(100_000)
+    rows: dict = {}
+    for i in range(len(every)):
+        key = (int(every.game_id[i]), int(every.player_id[i]))
+        rows.setdefault(key, []).append(i)
+    expected = {}
+    for (game, player), indices in rows.items():
+        indices.sort(key=lambda i: int(every.tick[i]))
+        memory = FogMemory(1, buffer.height, buffer.width)
+        steps = [(every.state[i], int(every.tick[i])) for i in indices]
+        last = indices[-1]
+        steps.append((every.next_state[last], int(every.tick[last]) + 1))
+        for state, tick in steps:
+            planes = memory.update(state[None], np.array([tick]))[0, 9:]
+            expected[(game, player, tick)] = planes
+    return expected
+
+
+def test_replayed_memories_equal_the_memories_of_play(tmp_path):
+    from generals_rl.train.replay_memory import ReplayMemory
+
+    server = _serve_random_play(ticks=150)
+    try:
+        source = server.buffer
+        expected = _memories_in_play_order(source)
+        local = ExperienceBuffer(6, 6, capacity=20_000, policy="overwrite")
+        memory = ReplayMemory(local, 20_000)
+        cursor = source.cursor()
+        while len(batch := cursor.read_raw(77)):  # batches cutting games mid-tick
+            memory.append(batch)
+        assert local.stats()["resident"] == len(source.cursor().read(100_000)) == 2400
+        sample = local.sample(300, seed=5, n_step=3, gamma=0.9)
+        ticks, lengths = sample.tick, sample.nstep_length
+        states = memory.planes(sample)
+        nexts = memory.planes(sample, np.asarray(sample.nstep_next_state))
+        assert states.shape == nexts.shape == (300, 9, 6, 6)
+        for i in range(300):
+            key = (int(sample.game_id[i]), int(sample.player_id[i]))
+            np.testing.assert_array_equal(states[i], expected[(*key, int(ticks[i]))])
+            later = int(ticks[i] + lengths[i])
+            np.testing.assert_array_equal(nexts[i], expected[(*key, later)])
+        assert memory.misses == 0 and memory.partial == 0
+        # Something to remember: the enemy seen and then lost from sight.
+        assert any(((e[1] > 0) & (e[0] > 0)).any() for e in expected.values())
+    finally:
+        server.stop()
+
+
+def test_replayed_memory_of_a_game_joined_late_is_partial_and_a_miss_is_the_state_alone():
+    from generals_rl.train.features import memory_planes, remember
+    from generals_rl.train.replay_memory import ReplayMemory
+
+    server = _serve_random_play(ticks=40)
+    try:
+        local = ExperienceBuffer(6, 6, capacity=5_000, policy="overwrite")
+        memory = ReplayMemory(local, 5_000)
+        memory.append(server.buffer.cursor(min_tick=10).read_raw(100_000))
+        assert memory.partial == 8 * 2  # every game's both players, from tick 10
+        sample = local.sample(20, seed=1)
+        memory._slots.clear()  # forgotten: each sample has its state alone
+        planes = memory.planes(sample)
+        assert memory.misses == 20
+        state = np.asarray(sample.state)
+        alone = remember(np.zeros((20, 5, 6, 6), np.float32), state)
+        np.testing.assert_array_equal(planes, memory_planes(alone, np.asarray(sample.tick)))
+    finally:
+        server.stop()
+
+
+def test_a_learner_with_memory_trains_on_the_memories_and_its_actors_keep_theirs(tmp_path):
+    server = _serve_random_play()
+    try:
+        learner = DQNLearner(_small_config(steps=10, memory=True), [server.address], tmp_path)
+        seen = _record_forward(learner, lambda obs, ticks: obs.shape[1])
+        row = learner.train(log_every=5)
+        assert learner.step == 10 and set(seen) == {9 + 9}
+        assert row["memory_misses"] == 0 and np.isfinite(row["loss"])
+        assert load_checkpoint(tmp_path / "weights" / "latest.pt")["net_config"]["memory"]
+        env = VecEnv(4, 2, 6, 6, seed=4, max_ticks=30, num_threads=1)
+        env.reset()
+        actor = CheckpointBot(tmp_path / "weights", temperature=0.5)
+        cells = 6 * 6 * 4
+        moved = 0
+        for _ in range(40):  # the actor's memory follows the games (it needs their ticks)
+            actions = actor.act(env)
+            legal = env.action_masks.reshape(4, 2, cells)
+            for (game, seat), action in np.ndenumerate(actions):
+                if action >= 0:  # a full move, or its half move (cells further)
+                    assert legal[game, seat, action % cells]
+                    moved += 1
+            env.step(actions)
+        assert moved > 0
+    finally:
+        learner.stop()
+        server.stop()

@@ -228,9 +228,11 @@ def _train_dqn(args: argparse.Namespace) -> int:
             player_ids=tuple(args.player_ids) if args.player_ids else None,
             half_moves=not args.whole_army_moves,
             stack_preference=args.stack_preference,
-            compass=args.compass or bool(args.heading_preference),
+            # The heading preference heads by the memory's compass when there is one.
+            compass=args.compass or (bool(args.heading_preference) and not args.memory),
             heading_preference=args.heading_preference,
             clock=args.clock,
+            memory=args.memory,
             bfloat16_trunk=args.bfloat16_trunk,
             replay_ratio=args.replay_ratio,
             tick_reward=args.tick_reward,
@@ -551,13 +553,20 @@ def add_commands(commands) -> None:
         default=0.0,
         metavar="W",
         help="initial weight of the compass in the values of moves heading its way "
-        "(implies --compass; default: %(default)s)",
+        "(implies --compass without --memory; default: %(default)s)",
     )
     option(
         "--clock",
         action="store_true",
         help="the network adds clock planes from each sample's tick: the phase of the "
         "50-tick land bonus and the tick's parity",
+    )
+    option(
+        "--memory",
+        action="store_true",
+        help="the network sees what its player remembers under fog (the enemy seen, its "
+        "general, a compass toward it, the clock): the learner rebuilds it from each game's "
+        "experiences in order, the actors keep theirs",
     )
     option("--bfloat16-trunk", action="store_true", help="the convolutions in bfloat16")
     option(

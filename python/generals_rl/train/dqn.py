@@ -30,6 +30,7 @@ from ..experience import ExperienceBuffer
 from .checkpoint import save_checkpoint
 from .features import enemy_tiles_taken, observed_compass
 from .model import MASKED_LOGIT, NetConfig, PolicyValueNet, full_mask
+from .replay_memory import ReplayMemory
 
 _log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ DQN_METRICS = (
     "margin_loss",
     "mean_q",
     "mean_weight",
+    "memory_partial",
+    "memory_misses",
     "published_version",
     "consumer_lag",
     "wall_time",
@@ -80,13 +83,17 @@ class DQNConfig:
     # The initial weight of a tile's army in its moves' advantages (NetConfig's): a new
     # network moves its largest stack, where a uniform one scatters its army.
     stack_preference: float = 0.0
-    # The network's own compass from each observation (NetConfig's; the learner's samples
-    # carry no history for a memory), and the initial weight of moves heading by it.
+    # The network's own compass from each observation (NetConfig's; for a network without
+    # memory), and the initial weight of moves heading by it (the memory's compass with
+    # memory).
     compass: bool = False
     heading_preference: float = 0.0
     # Clock planes from each sample's tick (NetConfig's): the land bonus's phase and
     # the tick's parity, which the states alone do not show.
     clock: bool = False
+    # FogMemory's planes after each sample's observation (NetConfig's), rebuilt by the
+    # learner from the games' experiences in order (ReplayMemory); actors keep theirs.
+    memory: bool = False
     bfloat16_trunk: bool = False
     # Samples trained per experience consumed, held by pausing the consumer while the
     # learner is behind (farms in block mode then wait for it); 0 consumes as fast as
@@ -241,6 +248,15 @@ class DQNLearner:
 
         self.buffer = local_buffer(config.capacity)
         self.demo_buffer = local_buffer(config.demo_capacity) if self.demonstrations else None
+        # With memory, experiences go to a buffer through its ReplayMemory.
+        self.memories: dict[int, ReplayMemory] = {}
+        if config.memory:
+            for buffer, capacity in (
+                (self.buffer, config.capacity),
+                (self.demo_buffer, config.demo_capacity),
+            ):
+                if buffer is not None:
+                    self.memories[id(buffer)] = ReplayMemory(buffer, capacity)
         self.net = PolicyValueNet(config.net_config())
         self.target = PolicyValueNet(config.net_config())
         self.target.load_state_dict(self.net.state_dict())
@@ -316,7 +332,7 @@ class DQNLearner:
 
     def _take_experiences(self, batch, consumer) -> bool:
         if len(batch):
-            self.buffer.append_raw(batch)
+            self._append(self.buffer, batch)
             self.consumed += len(batch)
         self.consumer_lag = consumer.lag
         self._wait_for_learner()
@@ -327,9 +343,16 @@ class DQNLearner:
         demonstrator farm in block mode waits from there on)."""
         assert self.demo_buffer is not None
         if len(batch):
-            self.demo_buffer.append_raw(batch)
+            self._append(self.demo_buffer, batch)
             self.demonstrated += len(batch)
         return self.demonstrated < self.config.demo_capacity
+
+    def _append(self, buffer: ExperienceBuffer, batch) -> None:
+        memory = self.memories.get(id(buffer))
+        if memory is not None:
+            memory.append(batch)
+        else:
+            buffer.append_raw(batch)
 
     def _wait_for_learner(self) -> None:
         """Holds the consumer (the stream unread) while the samples trained fall short of
@@ -405,6 +428,8 @@ class DQNLearner:
             return torch.from_numpy(np.ascontiguousarray(joined))
 
         obs, next_obs = column("state"), column("nstep_next_state")
+        if self.memories:
+            obs, next_obs = self._with_memory(sampled, obs, next_obs)
         actions = torch.from_numpy(to_gym_actions(column("action").numpy(), h, w))
         next_mask = full_mask(
             masks_from_observations(next_obs, c.army_scaling, c.army_scale), c.half_moves
@@ -451,6 +476,31 @@ class DQNLearner:
             "margin_loss": demo_loss.item(),
             "mean_q": q.mean().item(),
             "mean_weight": float(weights.mean()),
+        }
+
+    def _with_memory(self, sampled, obs, next_obs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The states and n-step next states with their players' memory planes."""
+        states, next_states = [], []
+        start = 0
+        for buffer, part in sampled:
+            rows = slice(start, start + len(part))
+            memory = self.memories[id(buffer)]
+            states.append(memory.planes(part))
+            next_states.append(memory.planes(part, next_obs[rows].numpy()))
+            start += len(part)
+
+        def joined(observations: torch.Tensor, planes: list[np.ndarray]) -> torch.Tensor:
+            return torch.cat([observations, torch.from_numpy(np.concatenate(planes))], dim=1)
+
+        return joined(obs, states), joined(next_obs, next_states)
+
+    def memory_counts(self) -> dict:
+        """Experiences whose game was followed from a tick after 0 (the learner joined it
+        late), and samples whose memory was not held (their state alone then)."""
+        memories = self.memories.values()
+        return {
+            "memory_partial": sum(m.partial for m in memories),
+            "memory_misses": sum(m.misses for m in memories),
         }
 
     def _shaping(self, obs, next_obs, length, done) -> torch.Tensor | float:
@@ -541,6 +591,7 @@ class DQNLearner:
                     "demonstrations": self.demonstrated,
                     "replay_ratio": round(self.step * c.batch_size / max(1, self.consumed), 3),
                     **stats,
+                    **self.memory_counts(),
                     "published_version": self.version,
                     "consumer_lag": self.consumer_lag,
                     "wall_time": round(elapsed, 3),

@@ -34,27 +34,65 @@ LAND_BONUS_TICKS = 50  # every tile's army grows by one every 50 ticks
 TIME_SCALE = 500.0  # ticks mapped to 1.0 in the ``time`` plane
 
 
+# The planes a memory keeps from tick to tick (MEMORY_CHANNELS' first; the compass and
+# the clock are derived from them and the tick).
+KEPT_CHANNELS = MEMORY_CHANNELS[:5]
+
+
+def remember(kept: np.ndarray, observations: np.ndarray) -> np.ndarray:
+    """The kept planes ``(N, 5, H, W)`` after this tick's observations ``(N, C, H, W)``:
+    every plane float32 and, but the enemy army, 0 or 1."""
+    obs = observations
+    seen, enemy_land, enemy_army, mountains, enemy_general = (kept[:, i] for i in range(5))
+    visible = obs[:, _CHANNEL["visible"]] > 0
+    seen_land = obs[:, _CHANNEL["enemy_land"]]
+    # A general never moves, so one seen stays known until its tile is seen again not
+    # the enemy's (an enemy city looks the same in the observation and is kept too: both
+    # are worth attacking; one taken stops drawing the compass).
+    general = ((obs[:, _CHANNEL["cities_and_generals"]] > 0) & (seen_land > 0)).astype(np.float32)
+    planes = (
+        np.maximum(seen, visible),
+        np.where(visible, seen_land, enemy_land),
+        np.where(visible, obs[:, _CHANNEL["enemy_army"]], enemy_army),
+        np.maximum(mountains, obs[:, _CHANNEL["mountains"]]),
+        np.where(visible, general, enemy_general),
+    )
+    return np.stack(planes, axis=1).astype(np.float32, copy=False)
+
+
+def memory_planes(kept: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+    """float32 ``(N, len(MEMORY_CHANNELS), H, W)``: the kept planes ``(N, 5, H, W)``, then
+    the compass toward the enemy and the clock of the games' ``ticks`` ``(N,)``."""
+    import torch
+
+    n, _, h, w = kept.shape
+    seen, enemy_land, enemy_general = (
+        kept[:, KEPT_CHANNELS.index(name)]
+        for name in ("seen", "enemy_land_seen", "enemy_general_seen")
+    )
+    targets = (enemy_general > 0, enemy_land > 0, seen == 0)
+    compass = compass_toward(*(torch.from_numpy(t) for t in targets)).numpy()
+    ticks = np.asarray(ticks)
+    clock = np.stack(
+        [(ticks % LAND_BONUS_TICKS) / LAND_BONUS_TICKS, ticks / TIME_SCALE], axis=1
+    ).astype(np.float32)
+    clock = np.broadcast_to(clock[:, :, None, None], (n, 2, h, w))
+    return np.concatenate([kept, compass, clock], axis=1)
+
+
 class FogMemory:
     """The memory of one player in each of ``num_envs`` games of ``height x width``."""
 
     def __init__(self, num_envs: int, height: int, width: int) -> None:
-        shape = (num_envs, height, width)
-        self.seen = np.zeros(shape, dtype=bool)
-        self.enemy_land = np.zeros(shape, dtype=np.float32)
-        self.enemy_army = np.zeros(shape, dtype=np.float32)
-        self.mountains = np.zeros(shape, dtype=np.float32)
-        self.enemy_general = np.zeros(shape, dtype=np.float32)
+        self.kept = np.zeros((num_envs, len(KEPT_CHANNELS), height, width), dtype=np.float32)
+
+    def holds(self, num_envs: int, height: int, width: int) -> bool:
+        """Whether this is a memory of ``num_envs`` games of ``height x width``."""
+        return self.kept.shape[0] == num_envs and self.kept.shape[2:] == (height, width)
 
     def reset(self, games: np.ndarray) -> None:
         """Forgets everything of the games selected by the bool mask ``games``."""
-        for plane in (
-            self.seen,
-            self.enemy_land,
-            self.enemy_army,
-            self.mountains,
-            self.enemy_general,
-        ):
-            plane[games] = 0
+        self.kept[games] = 0
 
     def update(self, observations: np.ndarray, ticks: np.ndarray) -> np.ndarray:
         """Takes this tick's observations ``(N, 9, H, W)`` and ticks ``(N,)``; returns
@@ -62,7 +100,7 @@ class FogMemory:
         memory planes."""
         obs = np.asarray(observations, dtype=np.float32)
         ticks = np.asarray(ticks)
-        games, height, width = self.seen.shape
+        games, _, height, width = self.kept.shape
         if obs.ndim != 4 or obs.shape[0] != games or obs.shape[2:] != (height, width):
             raise ValueError(
                 f"observations: expected ({games}, C, {height}, {width}), got {obs.shape}"
@@ -72,47 +110,8 @@ class FogMemory:
         new_games = ticks == 0
         if new_games.any():
             self.reset(new_games)
-        visible = obs[:, _CHANNEL["visible"]] > 0
-        enemy_land = obs[:, _CHANNEL["enemy_land"]]
-        self.seen |= visible
-        self.enemy_land = np.where(visible, enemy_land, self.enemy_land)
-        self.enemy_army = np.where(visible, obs[:, _CHANNEL["enemy_army"]], self.enemy_army)
-        self.mountains = np.maximum(self.mountains, obs[:, _CHANNEL["mountains"]])
-        general = (obs[:, _CHANNEL["cities_and_generals"]] > 0) & (enemy_land > 0)
-        # A general never moves, so one seen stays known until its tile is seen again not
-        # the enemy's (an enemy city looks the same in the observation and is kept too: both
-        # are worth attacking; one taken stops drawing the compass).
-        self.enemy_general = np.where(visible, general, self.enemy_general).astype(np.float32)
-        dy, dx = self._compass()
-        n, _, h, w = obs.shape
-        bonus = np.broadcast_to(
-            ((ticks % LAND_BONUS_TICKS) / LAND_BONUS_TICKS).astype(np.float32)[:, None, None],
-            (n, h, w),
-        )
-        time = np.broadcast_to((ticks / TIME_SCALE).astype(np.float32)[:, None, None], (n, h, w))
-        planes = (
-            self.seen.astype(np.float32),
-            self.enemy_land,
-            self.enemy_army,
-            self.mountains,
-            self.enemy_general,
-            dy,
-            dx,
-            bonus,
-            time,
-        )
-        return np.concatenate([obs, np.stack(planes, axis=1)], axis=1)
-
-    def _compass(self) -> tuple[np.ndarray, np.ndarray]:
-        """The offset (rows, columns; scaled by the board side) from every tile to the
-        target: the enemy general when seen, else the centre of the enemy land
-        remembered, else the centre of the tiles never seen (where the enemy must be);
-        zero when the whole board was seen and no enemy."""
-        import torch
-
-        targets = (self.enemy_general > 0, self.enemy_land > 0, ~self.seen)
-        planes = compass_toward(*(torch.from_numpy(t) for t in targets)).numpy()
-        return planes[:, 0], planes[:, 1]
+        self.kept = remember(self.kept, obs)
+        return np.concatenate([obs, memory_planes(self.kept, ticks)], axis=1)
 
 
 def enemy_tiles_taken(before, after):

@@ -47,7 +47,7 @@ class NetConfig:
     stack_preference: float = 0.0
     # Whether the network adds a compass of its own, from the observation alone (the
     # offset to the enemy general or land in sight, else to the tiles in fog): for a
-    # network without memory, whose samples carry no history (the DQN learner's).
+    # network without memory.
     compass: bool = False
     # Whether the network adds clock planes from the games' ticks (the land bonus's
     # phase, the tick's parity), after the compass: for a network without memory

@@ -90,7 +90,7 @@ class NetworkPolicy:
             if ticks is None:
                 raise ValueError("ticks: a network with memory needs the games' ticks")
             memory = self._memories.get(stream)
-            if memory is None or memory.seen.shape != (len(observations), h, w):
+            if memory is None or not memory.holds(len(observations), h, w):
                 memory = self._memories[stream] = FogMemory(len(observations), h, w)
             observations = memory.update(observations, ticks)
         obs = torch.from_numpy(np.ascontiguousarray(observations, dtype=np.float32))
