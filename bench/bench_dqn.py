@@ -60,6 +60,10 @@ LEARNER = {
     "replay-ratio": 8.0,
     "tick-reward": -0.002,
     "enemy-land-reward": 0.05,
+    # A game cut at the farms' tick limit scores as a loss (the memory's time plane
+    # shows the limit coming).
+    "draw-reward": -1.0,
+    "max-ticks": EVAL_MAX_TICKS,
     "torch-threads": 1,
 }
 # With a demonstrator: its demonstrations, their share of a minibatch and the margin.
@@ -75,7 +79,7 @@ LEARNER.update(DEMONSTRATIONS)
 # waits, idle, until the learner has read them or the run ends.
 DEMONSTRATED_GAME = 200
 DRAIN_TIMEOUT = 3600.0
-LEARNER_FLAGS = ("whole-army-moves", "bfloat16-trunk")
+LEARNER_FLAGS = ("whole-army-moves", "bfloat16-trunk", "memory")
 # The farms' rewards are the PPO benchmark's: the outcome, cities, and a little for every
 # tile gained, so that expanding pays before a first win (the learner adds a cost per tick
 # and more for enemy tiles taken).

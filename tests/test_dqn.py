@@ -292,6 +292,20 @@ def test_the_learners_shaping_equals_a_slow_reference(tmp_path):
         assert got[i].item() == pytest.approx(expected, abs=1e-6)
 
 
+def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
+    config = _small_config(gamma=0.9, draw_reward=-1.0, max_ticks=60)
+    learner = DQNLearner(config, ["127.0.0.1:1"], tmp_path)  # never started
+    reward = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    done = torch.tensor([False, False, True, False, False])
+    ticks = torch.tensor([57, 55, 57, 10, 59])
+    length = torch.tensor([3, 3, 3, 3, 1])  # next states at ticks 60, 58, 60, 13, 60
+    got, ended = learner._end_draws(reward, done, ticks, length)
+    # cut at 60: rows 0 and 4 (row 2 ended in a win or loss before), at the last step
+    expected = [0.1 - 0.9**2, 0.2, 0.3, 0.4, 0.5 - 1.0]
+    assert got.tolist() == pytest.approx(expected)
+    assert ended.tolist() == [True, False, True, False, True]
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
@@ -300,6 +314,7 @@ def test_the_learners_shaping_equals_a_slow_reference(tmp_path):
         (["--demo-fraction", "1"], "demo_fraction: must be in (0, 1), got 1.0"),
         (["--margin", "-0.5"], "margin: must be at least 0, got -0.5"),
         (["--demo-capacity", "0"], "demo_capacity: must be at least 1, got 0"),
+        (["--max-ticks", "0"], "max_ticks: must be at least 1, got 0"),
         (
             ["--from", "farm:f", "--demonstrations-from", "127.0.0.1:2"],
             "--demonstrations-from: not with --from farm:NAME; give host:port",

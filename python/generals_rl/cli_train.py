@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .cli import INTERRUPTED, RUNTIME_ERROR, USAGE_ERROR
+from .defaults import MAX_TICKS
 from .stop_signals import on_stop_signals
 
 _EXTRA_HINT = "pip install 'generals-rl[train]'"
@@ -237,6 +238,8 @@ def _train_dqn(args: argparse.Namespace) -> int:
             replay_ratio=args.replay_ratio,
             tick_reward=args.tick_reward,
             enemy_land_reward=args.enemy_land_reward,
+            draw_reward=args.draw_reward,
+            max_ticks=args.max_ticks,
             demo_capacity=args.demo_capacity,
             demo_fraction=args.demo_fraction,
             margin=args.margin,
@@ -590,6 +593,21 @@ def add_commands(commands) -> None:
         default=0.0,
         metavar="R",
         help="shaping added per enemy tile taken (default: %(default)s)",
+    )
+    option(
+        "--draw-reward",
+        type=float,
+        default=None,
+        metavar="R",
+        help="a game the farms cut at their tick limit (--max-ticks) ends with this, as an "
+        "outcome (default: none, the cut state is bootstrapped from)",
+    )
+    option(
+        "--max-ticks",
+        type=int,
+        default=MAX_TICKS,
+        metavar="N",
+        help="the farms' tick limit, for --draw-reward (default: %(default)s)",
     )
     option(
         "--player-ids",

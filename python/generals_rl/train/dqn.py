@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..actions import to_gym_actions
+from ..defaults import MAX_TICKS
 from ..experience import ExperienceBuffer
 from .checkpoint import save_checkpoint
 from .features import enemy_tiles_taken, observed_compass
@@ -104,6 +105,11 @@ class DQNConfig:
     # an experience's state and its n-step next state.
     tick_reward: float = 0.0
     enemy_land_reward: float = 0.0
+    # A game the farms cut at their tick limit ``max_ticks`` (a draw) ends with
+    # ``draw_reward`` (its discounted share in the n-step return, no bootstrap); None
+    # bootstraps from the cut state as from any other.
+    draw_reward: float | None = None
+    max_ticks: int = MAX_TICKS
     # Demonstrations, used when the learner is given demonstrator farms: their
     # experiences are read until ``demo_capacity`` are held (a fixed set, as DQfD's), make
     # up ``demo_fraction`` of each minibatch, and add ``margin_weight`` times the
@@ -114,7 +120,8 @@ class DQNConfig:
     margin_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("capacity", "batch_size", "n_step", "steps", "target_every", "publish_every"):
+        names = ("capacity", "batch_size", "n_step", "steps", "target_every", "publish_every")
+        for name in (*names, "max_ticks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if not 0 < self.gamma <= 1:
@@ -438,6 +445,8 @@ class DQNLearner:
         done = column("nstep_done", bool)
         reward = column("nstep_reward", np.float32)
         reward = reward + self._shaping(obs, next_obs, length, done)
+        if c.draw_reward is not None:
+            reward, done = self._end_draws(reward, done, column("tick", np.int64), length)
         # A player's n-step next state is n of its ticks later (one experience a tick).
         ticks = column("tick", np.int64) if c.clock else None
         next_ticks = ticks + length.to(torch.int64) if ticks is not None else None
@@ -517,6 +526,14 @@ class DQNLearner:
             taken = enemy_tiles_taken(obs, next_obs).to(torch.float32)
             shaping = shaping + c.enemy_land_reward * taken.masked_fill(done, 0.0)
         return shaping
+
+    def _end_draws(self, reward, done, ticks, length) -> tuple[torch.Tensor, torch.Tensor]:
+        """The n-step rewards and ends with the draws ended: a chain not terminated whose
+        next state is at the farms' tick limit gets ``draw_reward`` at its last step."""
+        c = self.config
+        drawn = ~done & (ticks + length >= c.max_ticks)
+        last = c.gamma ** (length.to(torch.float32) - 1)
+        return reward + drawn.to(torch.float32) * c.draw_reward * last, done | drawn
 
     def publish(self) -> Path:
         """Writes the current weights as the next version (atomically), then ``latest.pt``."""
