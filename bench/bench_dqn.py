@@ -4,7 +4,8 @@ loopback.
 
     python bench/bench_dqn.py --minutes 30 [--demonstrator heuristic|none]
 
-Starts ``generals-rl train dqn`` (the learner writes its initial weights first), then
+Starts ``generals-rl train dqn`` (a Q-network with memory: FogMemory's planes, rebuilt
+by the learner for each sample; the learner writes its initial weights first), then
 ``--actors`` farms (``generals-rl selfplay --config``), each playing the published weights
 with its own temperature (Boltzmann exploration over its Q-values) and epsilon against
 RandomBot and serving both seats' experiences; the learner
@@ -60,10 +61,6 @@ LEARNER = {
     "replay-ratio": 8.0,
     "tick-reward": -0.002,
     "enemy-land-reward": 0.05,
-    # A game cut at the farms' tick limit scores as a loss (the memory's time plane
-    # shows the limit coming).
-    "draw-reward": -1.0,
-    "max-ticks": EVAL_MAX_TICKS,
     "torch-threads": 1,
 }
 # With a demonstrator: its demonstrations, their share of a minibatch and the margin.
