@@ -315,6 +315,9 @@ def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
         (["--margin", "-0.5"], "margin: must be at least 0, got -0.5"),
         (["--demo-capacity", "0"], "demo_capacity: must be at least 1, got 0"),
         (["--max-ticks", "0"], "max_ticks: must be at least 1, got 0"),
+        (["--draw-reward", "nan"], "draw_reward: must be finite, got nan"),
+        (["--tick-reward=-inf"], "tick_reward: must be finite, got -inf"),
+        (["--lr", "0"], "lr: must be positive and finite, got 0.0"),
         (
             ["--from", "farm:f", "--demonstrations-from", "127.0.0.1:2"],
             "--demonstrations-from: not with --from farm:NAME; give host:port",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -135,6 +136,12 @@ class DQNConfig:
         for name in ("margin", "margin_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: must be at least 0, got {getattr(self, name)}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr: must be positive and finite, got {self.lr}")
+        for name in ("tick_reward", "enemy_land_reward", "draw_reward"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}: must be finite, got {value}")
 
     def demo_batch_size(self) -> int:
         """The samples of each minibatch drawn from the demonstrations (at least one, and
