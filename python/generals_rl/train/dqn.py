@@ -452,10 +452,11 @@ class DQNLearner:
         done = column("nstep_done", bool)
         reward = column("nstep_reward", np.float32)
         reward = reward + self._shaping(obs, next_obs, length, done)
+        sample_ticks = column("tick", np.int64) if c.clock or c.draw_reward is not None else None
         if c.draw_reward is not None:
-            reward, done = self._end_draws(reward, done, column("tick", np.int64), length)
+            reward, done = self._end_draws(reward, done, sample_ticks, length)
         # A player's n-step next state is n of its ticks later (one experience a tick).
-        ticks = column("tick", np.int64) if c.clock else None
+        ticks = sample_ticks if c.clock else None
         next_ticks = ticks + length.to(torch.int64) if ticks is not None else None
         targets = dqn_targets(
             self.net, self.target, next_obs, next_mask, reward, length, done, c.gamma, next_ticks
