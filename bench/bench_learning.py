@@ -119,11 +119,12 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     args = parser.parse_args(argv)
 
-    # The step budget (which the learning rate's schedule spans) is the 20-minute
-    # run's, scaled to the minutes asked, so that a longer run is not cut by it.
+    # The schedules (the learning rate's decay, the shaping's anneal) span the minutes
+    # asked, or the step budget if a fast machine gets there first: the 20-minute run's,
+    # scaled to the minutes asked.
     budget = round(CONFIG["total_env_steps"] * args.minutes / 20)
     rollout = CONFIG["num_envs"] * CONFIG["rollout_steps"]
-    config = {**CONFIG, "total_env_steps": max(budget, rollout)}
+    config = {**CONFIG, "total_env_steps": max(budget, rollout), "time_budget": args.minutes * 60}
     for item in args.set:
         name, _, value = item.partition("=")
         value = json.loads(value)
@@ -149,9 +150,8 @@ def main(argv=None) -> int:
             )
 
     load_at_start = os.getloadavg()
-    remaining = max(0.0, args.minutes * 60 - trainer.wall_time)
     started = time.perf_counter()
-    trainer.train(time_limit=remaining, log=log)
+    trainer.train(log=log)
     elapsed = time.perf_counter() - started
     opponent = {"random": "RandomBot", "heuristic": "HeuristicBot"}.get(c.opponent, c.opponent)
     plot = plot_run(

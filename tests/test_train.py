@@ -361,6 +361,23 @@ def test_a_new_run_refuses_a_directory_holding_one(tmp_path):
         PPOTrainer(tiny_config(), tmp_path)
 
 
+def test_a_time_budget_spans_the_schedules_and_ends_the_run(tmp_path):
+    config = tiny_config(total_env_steps=8 * 16 * 100, time_budget=100.0, lr=1e-3)
+    trainer = PPOTrainer(config, tmp_path)
+    trainer.wall_time = 60.0  # trained for 60 s: past the 0.0 of the steps' schedule
+    assert trainer.progress() == pytest.approx(0.6)
+    assert trainer.train(updates=1)["lr"] == pytest.approx(1e-3 * 0.4)
+    trainer.wall_time = 100.0  # the budget spent: one more segment at the final rate
+    row = trainer.train()
+    assert trainer.update == 2 and row["lr"] == pytest.approx(1e-3 * 0.1)
+    # Without the time budget reached, the steps set the schedule.
+    steps = PPOTrainer(tiny_config(time_budget=1e6, lr=1e-3), tmp_path / "steps")
+    steps.train(updates=3)
+    assert steps.progress() == pytest.approx(3 / 4)
+    with pytest.raises(ValueError, match="time_budget: must be positive seconds, got -1"):
+        tiny_config(time_budget=-1.0)
+
+
 def test_pool_opponent_plays_past_checkpoints(tmp_path):
     trainer = PPOTrainer(tiny_config(opponent="pool", total_env_steps=8 * 16 * 3), tmp_path)
     trainer.train()

@@ -83,6 +83,7 @@ _PPO_OPTIONS = {
     "num_envs": "num_envs",
     "rollout_steps": "rollout_steps",
     "total_steps": "total_env_steps",
+    "time_budget": "time_budget",
     "seed": "seed",
     "max_ticks": "max_ticks",
     "lr": "lr",
@@ -244,6 +245,8 @@ def _train_dqn(args: argparse.Namespace) -> int:
             demo_fraction=args.demo_fraction,
             margin=args.margin,
             margin_weight=args.margin_weight,
+            bootstrap_temperature=args.bootstrap_temperature,
+            batch_weights=args.batch_weights,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -409,6 +412,13 @@ def add_commands(commands) -> None:
         type=int,
         metavar="N",
         help="agent moves over the run (sets the LR schedule)",
+    )
+    option(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="training wall time the run is given: the LR schedule and the shaping's "
+        "anneal span it (or --total-steps, whichever ends first) and training stops there",
     )
     option(
         "--time-limit",
@@ -608,6 +618,20 @@ def add_commands(commands) -> None:
         default=MAX_TICKS,
         metavar="N",
         help="the farms' tick limit, for --draw-reward (default: %(default)s)",
+    )
+    option(
+        "--bootstrap-temperature",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="value next states by the target network's Q averaged under the online "
+        "network's softmax(Q/T) over legal actions (expected SARSA; default 0: double DQN's "
+        "best action)",
+    )
+    option(
+        "--batch-weights",
+        action="store_true",
+        help="normalize the importance weights by each minibatch's largest (default: the buffer's)",
     )
     option(
         "--player-ids",

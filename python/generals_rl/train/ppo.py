@@ -69,6 +69,10 @@ class PPOConfig:
     num_envs: int = 64
     rollout_steps: int = 64
     total_env_steps: int = 2_000_000  # agent moves over the whole run (sets the LR schedule)
+    # Seconds of training wall time the run is given: the schedules (the learning rate's
+    # decay, the enemy-land shaping's anneal) then span whichever ends first, the steps
+    # or this time, and training stops at it; None: the steps alone.
+    time_budget: float | None = None
     seed: int = 0
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -96,7 +100,7 @@ class PPOConfig:
         None  # a game cut by max_ticks ends with this; None bootstraps instead
     )
     # Shaping toward the enemy: a reward per enemy tile the agent takes, annealed linearly
-    # to 0 over total_env_steps.
+    # to 0 over the run (total_env_steps or time_budget).
     enemy_land_reward: float = 0.0
     # map generation (MapConfig); sides are capped to the board
     min_side: int = 18  # board sides drawn from [min_side, max_side], capped to height x width;
@@ -143,6 +147,8 @@ class PPOConfig:
             )
         if not self.lr > 0:
             raise ValueError(f"lr: must be positive, got {self.lr}")
+        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
+            raise ValueError(f"time_budget: must be positive seconds, got {self.time_budget}")
         RewardConfig(**self.reward)  # unknown reward fields raise TypeError
         self.map_config().to_core(
             2, self.height, self.width
@@ -383,10 +389,18 @@ class PPOTrainer:
 
     # ---- training ----------------------------------------------------------------------
 
-    def lr_at(self, update: int) -> float:
+    def progress(self) -> float:
+        """How far the run is through its schedules, 0 to 1: its updates out of
+        ``total_updates``, or its training wall time out of ``time_budget`` if further."""
         c = self.config
-        frac = 1.0 - update / c.total_updates
-        return c.lr * max(c.lr_final_fraction, frac)
+        done = self.update / c.total_updates
+        if c.time_budget is not None:
+            done = max(done, self.wall_time / c.time_budget)
+        return min(1.0, done)
+
+    def lr_at(self, progress: float) -> float:
+        c = self.config
+        return c.lr * max(c.lr_final_fraction, 1.0 - progress)
 
     def train(
         self,
@@ -394,8 +408,9 @@ class PPOTrainer:
         time_limit: float | None = None,
         log: Callable[[dict], None] | None = None,
     ) -> dict:
-        """Runs until ``total_updates``, ``updates`` more updates, or ``time_limit``
-        seconds (checked at segment ends), checkpointing at every segment end."""
+        """Runs until ``total_updates``, the config's ``time_budget``, ``updates`` more
+        updates, or ``time_limit`` seconds (the times checked at segment ends),
+        checkpointing at every segment end."""
         c = self.config
         stop_at = (
             c.total_updates if updates is None else min(c.total_updates, self.update + updates)
@@ -423,6 +438,8 @@ class PPOTrainer:
                 self.env = None
                 if time_limit is not None and time.perf_counter() - started >= time_limit:
                     break
+                if c.time_budget is not None and self.wall_time >= c.time_budget:
+                    break
         return row
 
     def _observe(self) -> np.ndarray:
@@ -436,7 +453,7 @@ class PPOTrainer:
         t_steps, n, h, w = c.rollout_steps, c.num_envs, c.height, c.width
         channels = net.config.input_channels
         index = np.arange(n)
-        anneal = max(0.0, 1.0 - self.update / c.total_updates)
+        anneal = 1.0 - self.progress()
         obs_buf = np.empty((t_steps, n, channels, h, w), dtype=np.float32)
         mask_buf = np.empty((t_steps, n, h * w * 4), dtype=bool)
         actions_buf = np.empty((t_steps, n), dtype=np.int64)
@@ -503,7 +520,7 @@ class PPOTrainer:
 
     def _learn(self, batch: dict) -> dict:
         c, net = self.config, self.net
-        lr = self.lr_at(self.update)
+        lr = self.lr_at(self.progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         net.train()
