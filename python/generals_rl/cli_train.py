@@ -245,8 +245,6 @@ def _train_dqn(args: argparse.Namespace) -> int:
             demo_fraction=args.demo_fraction,
             margin=args.margin,
             margin_weight=args.margin_weight,
-            bootstrap_temperature=args.bootstrap_temperature,
-            batch_weights=args.batch_weights,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -618,20 +616,6 @@ def add_commands(commands) -> None:
         default=MAX_TICKS,
         metavar="N",
         help="the farms' tick limit, for --draw-reward (default: %(default)s)",
-    )
-    option(
-        "--bootstrap-temperature",
-        type=float,
-        default=0.0,
-        metavar="T",
-        help="value next states by the target network's Q averaged under the online "
-        "network's softmax(Q/T) over legal actions (expected SARSA; default 0: double DQN's "
-        "best action)",
-    )
-    option(
-        "--batch-weights",
-        action="store_true",
-        help="normalize the importance weights by each minibatch's largest (default: the buffer's)",
     )
     option(
         "--player-ids",

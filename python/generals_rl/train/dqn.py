@@ -72,15 +72,6 @@ class DQNConfig:
     target_every: int = 500
     publish_every: int = 100
     max_grad_norm: float = 10.0
-    # The next state's value: 0 is double DQN (the target network's Q of the online
-    # network's best legal action); T > 0 is its expectation under the online network's
-    # softmax(Q / T) over the legal actions, the actors' Boltzmann exploration (expected
-    # SARSA), which does not carry the max's overestimation over hundreds of actions.
-    bootstrap_temperature: float = 0.0
-    # Importance weights normalized by the largest in each minibatch (True) rather than
-    # the largest in the buffer, which a few rare samples push far up: the TD loss then
-    # keeps its weight beside the demonstrations' margin loss.
-    batch_weights: bool = False
     channels: int = 16
     blocks: int = 2
     army_scaling: str = "log"
@@ -142,7 +133,7 @@ class DQNConfig:
             raise ValueError(f"demo_capacity: must be at least 1, got {self.demo_capacity}")
         if not 0 < self.demo_fraction < 1:
             raise ValueError(f"demo_fraction: must be in (0, 1), got {self.demo_fraction}")
-        for name in ("margin", "margin_weight", "bootstrap_temperature"):
+        for name in ("margin", "margin_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: must be at least 0, got {getattr(self, name)}")
         if not 0 < self.lr < math.inf:
@@ -206,25 +197,17 @@ def dqn_targets(
     nstep_done: torch.Tensor,
     gamma: float,
     next_ticks: torch.Tensor | None = None,
-    temperature: float = 0.0,
 ) -> torch.Tensor:
-    """n-step targets: with ``temperature`` 0, double DQN's (the online network picks
-    the best legal next action, the target network values it); above 0, the target
-    network's values averaged under the online network's ``softmax(Q / temperature)``
-    over the legal next actions. No bootstrap after a terminal experience.
+    """Double DQN n-step targets: the online network picks the best legal next action,
+    the target network values it; no bootstrap after a terminal experience.
     ``next_ticks``: the next states' ticks, for networks with a clock."""
     with torch.no_grad():
         # Both networks have the same input planes: the compass is made once.
         compass = observed_compass(next_obs) if online.config.compass else None
-        online_q = q_values(online, next_obs, compass, next_ticks)
-        online_q = online_q.masked_fill(~next_mask, MASKED_LOGIT)
-        target_q = q_values(target, next_obs, compass, next_ticks)
-        if temperature > 0:
-            policy = torch.softmax(online_q / temperature, dim=1)
-            bootstrap = (policy * target_q.masked_fill(~next_mask, 0.0)).sum(dim=1)
-        else:
-            best = online_q.argmax(dim=1)
-            bootstrap = target_q.gather(1, best[:, None]).squeeze(1)
+        best = q_values(online, next_obs, compass, next_ticks)
+        best = best.masked_fill(~next_mask, MASKED_LOGIT).argmax(dim=1)
+        bootstrap = q_values(target, next_obs, compass, next_ticks)
+        bootstrap = bootstrap.gather(1, best[:, None]).squeeze(1)
         discount = gamma ** nstep_length.to(torch.float32)
         return nstep_reward + (~nstep_done).to(torch.float32) * discount * bootstrap
 
@@ -476,23 +459,12 @@ class DQNLearner:
         ticks = sample_ticks if c.clock else None
         next_ticks = ticks + length.to(torch.int64) if ticks is not None else None
         targets = dqn_targets(
-            self.net,
-            self.target,
-            next_obs,
-            next_mask,
-            reward,
-            length,
-            done,
-            c.gamma,
-            next_ticks,
-            c.bootstrap_temperature,
+            self.net, self.target, next_obs, next_mask, reward, length, done, c.gamma, next_ticks
         )
         q_all = q_values(self.net, obs, ticks=ticks)
         q = q_all.gather(1, actions[:, None]).squeeze(1)
         td = targets - q
         weights = column("weight", np.float32)
-        if c.batch_weights:
-            weights = weights / weights.max()
         loss = (weights * F.smooth_l1_loss(q, targets, reduction="none")).mean()
         demo_loss = torch.zeros(())
         if demo_size:
