@@ -3,6 +3,7 @@ slow reference, and a short run consuming a served stream and publishing weights
 
 from __future__ import annotations
 
+import csv
 import time
 
 import numpy as np
@@ -182,6 +183,25 @@ def _small_config(**overrides) -> DQNConfig:
     return DQNConfig(**{**values, **overrides})
 
 
+def test_a_time_budget_decays_the_learning_rate_and_ends_the_run(tmp_path):
+    server = _serve_random_play()
+    try:
+        config = _small_config(steps=10**6, time_budget=3.0, lr=1e-3, lr_final_fraction=0.1)
+        learner = DQNLearner(config, [server.address], tmp_path)
+        row = learner.train(log_every=5)
+        assert learner.wall_time >= 3.0 and 5 < learner.step < 10**6
+        rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+        rates = [float(r["lr"]) for r in rows]
+        assert rates == sorted(rates, reverse=True) and rates[0] > 0.5e-3
+        assert row["lr"] == pytest.approx(1e-4) and int(rows[-1]["step"]) == learner.step
+        # Without a time budget, the steps set the schedule.
+        by_steps = DQNLearner(_small_config(steps=8, lr_final_fraction=0.5), [], tmp_path / "s")
+        by_steps.step = 6
+        assert by_steps.progress() == pytest.approx(6 / 8)
+    finally:
+        server.stop()
+
+
 def test_the_replay_ratio_holds_the_consumer_back_until_the_learner_trains(tmp_path):
     server = _serve_random_play()  # 3,200 experiences served
     ratio = 2.0
@@ -318,6 +338,8 @@ def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
         (["--draw-reward", "nan"], "draw_reward: must be finite, got nan"),
         (["--tick-reward=-inf"], "tick_reward: must be finite, got -inf"),
         (["--lr", "0"], "lr: must be positive and finite, got 0.0"),
+        (["--lr-final-fraction", "0"], "lr_final_fraction: must be in (0, 1], got 0.0"),
+        (["--time-budget", "-5"], "time_budget: must be positive seconds, got -5.0"),
         (
             ["--from", "farm:f", "--demonstrations-from", "127.0.0.1:2"],
             "--demonstrations-from: not with --from farm:NAME; give host:port",

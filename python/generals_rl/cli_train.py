@@ -217,6 +217,8 @@ def _train_dqn(args: argparse.Namespace) -> int:
             capacity=args.capacity,
             batch_size=args.batch_size,
             lr=args.lr,
+            lr_final_fraction=args.lr_final_fraction,
+            time_budget=args.time_budget,
             gamma=args.gamma,
             n_step=args.n_step,
             steps=args.steps,
@@ -526,7 +528,23 @@ def add_commands(commands) -> None:
     option("--steps", type=int, default=10_000, help="gradient steps (default: %(default)s)")
     option("--batch-size", type=int, default=256)
     option("--capacity", type=int, default=200_000, help="experiences the local buffer holds")
+    option(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="training time (from the first gradient step) the run is given: it stops there, "
+        "and the learning rate's decay spans it if it ends before --steps",
+    )
     option("--lr", type=float, default=5e-4)
+    option(
+        "--lr-final-fraction",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="the learning rate decays linearly to this fraction of --lr over the run "
+        "(default: %(default)s, constant)",
+    )
     option("--gamma", type=float, default=0.99)
     option("--n-step", type=int, default=3)
     option(

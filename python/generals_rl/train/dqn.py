@@ -46,6 +46,7 @@ DQN_METRICS = (
     "margin_loss",
     "mean_q",
     "mean_weight",
+    "lr",
     "memory_partial",
     "memory_misses",
     "published_version",
@@ -62,6 +63,12 @@ class DQNConfig:
     capacity: int = 200_000
     batch_size: int = 256
     lr: float = 5e-4
+    # The learning rate decays linearly to this fraction of ``lr`` over the run: ``steps``,
+    # or ``time_budget`` if that ends first (1: constant).
+    lr_final_fraction: float = 1.0
+    # Seconds of training (from the first gradient step) the run is given: the learning
+    # rate's decay spans it if it ends before ``steps`` do, and training stops there.
+    time_budget: float | None = None
     gamma: float = 0.99
     n_step: int = 3
     alpha: float = 0.6
@@ -138,6 +145,10 @@ class DQNConfig:
                 raise ValueError(f"{name}: must be at least 0, got {getattr(self, name)}")
         if not 0 < self.lr < math.inf:
             raise ValueError(f"lr: must be positive and finite, got {self.lr}")
+        if not 0 < self.lr_final_fraction <= 1:
+            raise ValueError(f"lr_final_fraction: must be in (0, 1], got {self.lr_final_fraction}")
+        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
+            raise ValueError(f"time_budget: must be positive seconds, got {self.time_budget}")
         for name in ("tick_reward", "enemy_land_reward", "draw_reward"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -276,6 +287,7 @@ class DQNLearner:
         self.target.load_state_dict(self.net.state_dict())
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.step = 0
+        self.wall_time = 0.0  # seconds since the first gradient step
         self.version = 0
         self.consumed = 0
         self.demonstrated = 0  # demonstrations read
@@ -413,9 +425,21 @@ class DQNLearner:
         held = int(self.demo_buffer.stats()["resident"])
         return held >= min(c.learning_starts, c.demo_capacity)
 
+    def progress(self) -> float:
+        """How far the run is through its learning-rate schedule, 0 to 1: its steps out of
+        ``steps``, or its training time out of ``time_budget`` if further."""
+        c = self.config
+        done = self.step / c.steps
+        if c.time_budget is not None:
+            done = max(done, self.wall_time / c.time_budget)
+        return min(1.0, done)
+
     def train_step(self) -> dict:
         c = self.config
         frac = min(1.0, self.step / max(1, c.steps))
+        lr = c.lr * max(c.lr_final_fraction, 1.0 - self.progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         options = dict(
             prioritized=True,
             alpha=c.alpha,
@@ -493,6 +517,7 @@ class DQNLearner:
             "margin_loss": demo_loss.item(),
             "mean_q": q.mean().item(),
             "mean_weight": float(weights.mean()),
+            "lr": lr,
         }
 
     def _with_memory(self, sampled, obs, next_obs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -571,9 +596,10 @@ class DQNLearner:
         log_every: int = 100,
         wait_timeout: float = 600.0,
     ) -> dict:
-        """Runs ``config.steps`` gradient steps (waiting first for ``learning_starts``
-        experiences), then stops consuming and publishes the final weights (also when
-        interrupted: a learner stopped by Ctrl-C or SIGINT leaves its last step's weights)."""
+        """Runs ``config.steps`` gradient steps or for ``config.time_budget`` seconds
+        (waiting first for ``learning_starts`` experiences), then stops consuming and
+        publishes the final weights (also when interrupted: a learner stopped by Ctrl-C or
+        SIGINT leaves its last step's weights)."""
         c = self.config
         if self.version == 0:  # actors play the initial weights until the first version
             save_checkpoint(self.publish_dir / "latest.pt", self._weights_payload())
@@ -603,12 +629,16 @@ class DQNLearner:
     def _train_steps(self, writer: csv.DictWriter, f, log, log_every: int) -> dict:
         c = self.config
         row: dict = {}
-        t0 = time.monotonic()
-        while self.step < c.steps:
+        t0 = time.monotonic() - self.wall_time
+        done = False
+        while not done:
             self._check_consumer()
             stats = self.train_step()
-            if self.step % log_every == 0 or self.step == c.steps:
-                elapsed = time.monotonic() - t0
+            self.wall_time = elapsed = time.monotonic() - t0
+            done = self.step >= c.steps or (
+                c.time_budget is not None and self.wall_time >= c.time_budget
+            )
+            if self.step % log_every == 0 or done:
                 row = {
                     "step": self.step,
                     "consumed": self.consumed,
