@@ -33,6 +33,7 @@ from .checkpoint import save_checkpoint
 from .features import enemy_tiles_taken, observed_compass
 from .model import MASKED_LOGIT, NetConfig, PolicyValueNet, full_mask
 from .replay_memory import ReplayMemory
+from .schedule import check_time_budget, decayed_lr, run_progress
 
 _log = logging.getLogger(__name__)
 
@@ -147,8 +148,7 @@ class DQNConfig:
             raise ValueError(f"lr: must be positive and finite, got {self.lr}")
         if not 0 < self.lr_final_fraction <= 1:
             raise ValueError(f"lr_final_fraction: must be in (0, 1], got {self.lr_final_fraction}")
-        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
-            raise ValueError(f"time_budget: must be positive seconds, got {self.time_budget}")
+        check_time_budget(self.time_budget)
         for name in ("tick_reward", "enemy_land_reward", "draw_reward"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -429,15 +429,12 @@ class DQNLearner:
         """How far the run is through its learning-rate schedule, 0 to 1: its steps out of
         ``steps``, or its training time out of ``time_budget`` if further."""
         c = self.config
-        done = self.step / c.steps
-        if c.time_budget is not None:
-            done = max(done, self.wall_time / c.time_budget)
-        return min(1.0, done)
+        return run_progress(self.step, c.steps, self.wall_time, c.time_budget)
 
     def train_step(self) -> dict:
         c = self.config
         frac = min(1.0, self.step / max(1, c.steps))
-        lr = c.lr * max(c.lr_final_fraction, 1.0 - self.progress())
+        lr = decayed_lr(c.lr, c.lr_final_fraction, self.progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         options = dict(

@@ -35,6 +35,7 @@ from .policy import (
     make_opponent,
     net_from_checkpoint,
 )
+from .schedule import check_time_budget, decayed_lr, run_progress
 
 METRICS = (
     "update",
@@ -147,8 +148,7 @@ class PPOConfig:
             )
         if not self.lr > 0:
             raise ValueError(f"lr: must be positive, got {self.lr}")
-        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
-            raise ValueError(f"time_budget: must be positive seconds, got {self.time_budget}")
+        check_time_budget(self.time_budget)
         RewardConfig(**self.reward)  # unknown reward fields raise TypeError
         self.map_config().to_core(
             2, self.height, self.width
@@ -393,14 +393,7 @@ class PPOTrainer:
         """How far the run is through its schedules, 0 to 1: its updates out of
         ``total_updates``, or its training wall time out of ``time_budget`` if further."""
         c = self.config
-        done = self.update / c.total_updates
-        if c.time_budget is not None:
-            done = max(done, self.wall_time / c.time_budget)
-        return min(1.0, done)
-
-    def lr_at(self, progress: float) -> float:
-        c = self.config
-        return c.lr * max(c.lr_final_fraction, 1.0 - progress)
+        return run_progress(self.update, c.total_updates, self.wall_time, c.time_budget)
 
     def train(
         self,
@@ -520,7 +513,7 @@ class PPOTrainer:
 
     def _learn(self, batch: dict) -> dict:
         c, net = self.config, self.net
-        lr = self.lr_at(self.progress())
+        lr = decayed_lr(c.lr, c.lr_final_fraction, self.progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         net.train()
