@@ -6,6 +6,7 @@ bad arguments."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 import struct
 import time
@@ -69,10 +70,11 @@ def test_records_hold_the_given_values():
         ["sequence", "small"],
         [("reward", "float", 4), ("board", "bytes", 50), ("shape", "int64", 3)],
     )
-    records, lengths = encoder.encode(
+    records, lengths, crc = encoder.encode(
         [sequence, small], [(reward, None), (table, index), (packed, np.zeros(n, np.int32))]
     )
     assert records.dtype == np.uint8 and len(lengths) == n
+    assert crc == google_crc32c.value(records.tobytes())
     assert lengths.max() <= encoder.max_record_bytes
     for i, data in enumerate(split_records(records.tobytes(), lengths)):
         feature = example_pb2.Example.FromString(data).features.feature
@@ -86,12 +88,12 @@ def test_records_hold_the_given_values():
 
 def test_a_block_held_by_python_is_not_overwritten():
     encoder = TFRecordEncoder(["x"], [])
-    first, _ = encoder.encode([np.arange(10)], [])
+    first, _, _ = encoder.encode([np.arange(10)], [])
     kept = first.tobytes()
     encoder.encode([np.arange(10, 20)], [])
     assert first.tobytes() == kept
-    empty, lengths = encoder.encode([np.zeros(0, np.int64)], [])
-    assert len(empty) == 0 and len(lengths) == 0
+    empty, lengths, crc = encoder.encode([np.zeros(0, np.int64)], [])
+    assert len(empty) == 0 and len(lengths) == 0 and crc == 0
 
 
 def test_an_unpickled_array_of_the_wanted_dtype_is_not_scanned():
@@ -185,9 +187,10 @@ def test_views_made_from_the_tables_are_the_compact_views(armies, num_threads):
         flat = raw.state_army.reshape(-1)
         flat[:] = np.resize(VARINT_EDGE_ARMIES, flat.size)
     n, tiles = len(raw), raw.state_kind[0].size
-    records, lengths = view_encoder(tiles, num_threads).encode(
+    records, lengths, crc = view_encoder(tiles, num_threads).encode(
         [raw.tick], [None, None, None], view_sources(raw)
     )
+    assert crc == google_crc32c.value(records.tobytes())  # joined from the ranges' on two threads
     want = CompactBatch.from_raw(raw, obstacles=True, wide=True)
     state = want.state_armies.reshape(n, -1).astype(np.uint64) << np.uint64(VIEW_ARMY_SHIFT)
     state |= want.state_tiles.reshape(n, -1)
@@ -272,6 +275,12 @@ def test_a_writer_on_two_threads_writes_the_same_files(tmp_path):
         writer.close()
         files = sorted(p for p in (tmp_path / str(threads)).rglob("*.tfrecord*"))
         shards[threads] = [(p.name, p.read_bytes()) for p in files]
+        # The checksums the index records (joined from each block's, which the
+        # encoder's ranges computed) are the files'.
+        for index in (tmp_path / str(threads)).rglob("_index.json"):
+            for entry in json.loads(index.read_text())["shards"]:
+                data = (index.parent / entry["name"]).read_bytes()
+                assert entry["checksum"] == f"crc32c:{google_crc32c.value(data):08x}"
     assert shards[1] and shards[1] == shards[2]
 
 

@@ -123,9 +123,10 @@ py::buffer_info contiguous_bytes(const py::buffer& data) {
   return info;
 }
 
-// The encoder and the memory its last block was built in: the block stays
-// alive while Python holds the array returned for it; a new block reuses the
-// memory only when nobody does.
+// The encoder and the memory its blocks are built in: a block stays alive while
+// Python holds the array returned for it, and a new block reuses the memory of
+// one nobody holds. Two are kept, so a block can be appended to a file on
+// another thread while the next is encoded, without fresh pages for each.
 class BlockEncoder {
  public:
   BlockEncoder(std::vector<std::string> varint_names, const std::vector<std::tuple<std::string, std::string, size_t>>& rows,
@@ -228,21 +229,20 @@ class BlockEncoder {
       view_arrays = std::make_unique<ViewArrays>(views.cast<py::sequence>(), tiles, n);
     }
     const size_t bound = static_cast<size_t>(n) * encoder_.max_record_bytes();
-    if (!block_ || block_.use_count() > 1 || capacity_ < bound) {
-      capacity_ = std::max(bound, capacity_);
-      block_ = std::shared_ptr<uint8_t[]>(new uint8_t[capacity_]);
-    }
+    const std::shared_ptr<uint8_t[]> block = free_block(bound);
     py::array_t<int64_t> lengths(n);
     size_t used = 0;
+    uint32_t crc = 0;
     {
       py::gil_scoped_release release;
-      used = encoder_.encode(static_cast<size_t>(n), column_data.data(), sources.data(), block_.get(),
-                             lengths.mutable_data(), view_arrays ? &view_arrays->tables : nullptr, pool_.get());
+      used = encoder_.encode(static_cast<size_t>(n), column_data.data(), sources.data(), block.get(),
+                             lengths.mutable_data(), view_arrays ? &view_arrays->tables : nullptr, pool_.get(),
+                             &crc);
     }
-    auto* keep = new std::shared_ptr<uint8_t[]>(block_);
+    auto* keep = new std::shared_ptr<uint8_t[]>(block);
     py::capsule owner(keep, [](void* p) { delete static_cast<std::shared_ptr<uint8_t[]>*>(p); });
-    py::array_t<uint8_t> records(static_cast<py::ssize_t>(used), block_.get(), owner);
-    return py::make_tuple(records, lengths);
+    py::array_t<uint8_t> records(static_cast<py::ssize_t>(used), block.get(), owner);
+    return py::make_tuple(records, lengths, crc);
   }
 
   size_t max_record_bytes() const { return encoder_.max_record_bytes(); }
@@ -271,8 +271,29 @@ class BlockEncoder {
   tfr::ExampleEncoder encoder_;
   std::unique_ptr<grl::ThreadPool> pool_;
   std::mutex busy_;
-  std::shared_ptr<uint8_t[]> block_;
-  size_t capacity_ = 0;
+  struct Block {
+    std::shared_ptr<uint8_t[]> memory;
+    size_t capacity = 0;
+  };
+  static constexpr size_t kKeptBlocks = 2;
+  std::vector<Block> blocks_;  // the most recently used last
+
+  // A block of at least `bytes` that nobody holds: a kept one, or a new one
+  // that replaces the least recently used.
+  std::shared_ptr<uint8_t[]> free_block(size_t bytes) {
+    auto it = std::find_if(blocks_.begin(), blocks_.end(),
+                           [&](const Block& b) { return b.memory.use_count() == 1 && b.capacity >= bytes; });
+    Block block;
+    if (it != blocks_.end()) {
+      block = std::move(*it);
+      blocks_.erase(it);
+    } else {
+      if (blocks_.size() == kKeptBlocks) blocks_.erase(blocks_.begin());
+      block = {std::shared_ptr<uint8_t[]>(new uint8_t[bytes]), bytes};
+    }
+    blocks_.push_back(block);
+    return block.memory;
+  }
 };
 
 }  // namespace
@@ -289,6 +310,8 @@ void bind_tfrecord(py::module_& m) {
       py::arg("data"), py::arg("value") = 0,
       "CRC32C (Castagnoli) of a contiguous buffer, continuing from value; hardware accelerated when the CPU "
       "has SSE4.2.");
+  m.def("crc32c_combine", &grl::crc32c_combine, py::arg("first"), py::arg("second"), py::arg("second_size"),
+        "The CRC32C of A followed by B, from A's CRC (first) and B's (second, of second_size bytes).");
   m.def(
       "tfrecord_index",
       [](py::handle lengths) {
@@ -340,7 +363,8 @@ void bind_tfrecord(py::module_& m) {
            "a block is encoded on (0: every core); the bytes do not depend on it.")
       .def("encode", &BlockEncoder::encode, py::arg("varint_columns"), py::arg("row_sources"),
            py::arg("views") = py::none(),
-           "(records, lengths): the framed records of one block as a uint8 array and each record's length. "
+           "(records, lengths, crc): the framed records of one block as a uint8 array, each record's length "
+           "and the block's CRC32C. "
            "varint_columns: one int64 or uint64 array per varint feature; row_sources: one (table, index) pair "
            "per row feature, record i taking row index[i] of the table (row i when index is None), None for a "
            "feature made from views; views: (state_kind, state_owner, state_army, state_index, "

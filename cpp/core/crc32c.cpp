@@ -41,8 +41,6 @@ uint64_t load64(const uint8_t* p) {
   return word;
 }
 
-#ifdef GRL_CRC32C_SSE42
-
 // a * b mod P, polynomials over GF(2) in the reflected form.
 constexpr uint32_t multiply_mod_p(uint32_t a, uint32_t b) {
   uint32_t product = 0;
@@ -61,6 +59,8 @@ constexpr uint32_t zero_bytes_factor(size_t bytes) {
   }
   return factor;
 }
+
+#ifdef GRL_CRC32C_SSE42
 
 // Shifts a register over `kBytes` zero bytes, a byte of the register at a time.
 template <size_t kBytes>
@@ -131,6 +131,10 @@ uint32_t crc32c_portable(const uint8_t* data, size_t size, uint32_t crc) {
   }
   for (; size > 0; --size, ++data) crc = (crc >> 8) ^ kTables[0][(crc ^ *data) & 0xFF];
   return ~crc;
+}
+
+uint32_t crc32c_combine(uint32_t first, uint32_t second, size_t second_size) {
+  return multiply_mod_p(zero_bytes_factor(second_size), first) ^ second;
 }
 
 uint32_t crc32c(const uint8_t* data, size_t size, uint32_t crc) {

@@ -3,18 +3,22 @@
 #include "tfrecord.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <array>
 #include <bit>
 #include <charconv>
 #include <cstring>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 
 #include "game.hpp"
 #include "observation.hpp"
 #include "thread_pool.hpp"
-#include "vectorize.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 static_assert(std::endian::native == std::endian::little, "TFRecord encoding assumes a little-endian host");
 
@@ -116,16 +120,6 @@ uint8_t* put_varints(uint8_t* out, const uint8_t* row, size_t count) {
 }
 void store_le32(uint8_t* out, uint32_t value) { std::memcpy(out, &value, 4); }
 
-// Tiles whose view value fits one varint byte (army < 4; fog, most empty
-// tiles) as those bytes; `small[t]` says which did.
-GRL_VECTOR_CLONES
-void one_byte_view_values(const uint8_t* codes, const int32_t* armies, size_t n, uint8_t* bytes, uint8_t* small) {
-  for (size_t t = 0; t < n; ++t) {
-    bytes[t] = static_cast<uint8_t>(static_cast<uint32_t>(armies[t]) << kViewArmyShift | codes[t]);
-    small[t] = static_cast<uint32_t>(armies[t]) < (0x80u >> kViewArmyShift);
-  }
-}
-
 // A value below 2^14 as its one or two varint bytes without a branch on which
 // (seen boards mix both tile by tile); writes two bytes either way.
 uint8_t* put_short_varint(uint8_t* out, uint32_t value) {
@@ -135,46 +129,93 @@ uint8_t* put_short_varint(uint8_t* out, uint32_t value) {
   return out + 1 + two;
 }
 
-// The varints of a view's values (army << kViewArmyShift | code, as uint64:
-// armies are >= 0, so the values of the wide and narrow forms agree), blocks
-// of 16 one-byte values copied whole. `out` has room for 10 bytes a tile.
-uint8_t* put_view_values(uint8_t* out, const uint8_t* codes, const int32_t* armies, size_t n, uint8_t* bytes,
-                         uint8_t* small) {
-  one_byte_view_values(codes, armies, n, bytes, small);
-  constexpr uint32_t kShortArmies = 1u << (14 - kViewArmyShift);
-  const auto put_tile = [&](uint8_t* at, size_t t) {
-    const auto army = static_cast<uint32_t>(armies[t]);
-    if (army < kShortArmies) return put_short_varint(at, army << kViewArmyShift | codes[t]);
-    return put_varint(at, static_cast<uint64_t>(army) << kViewArmyShift | codes[t]);
-  };
-  constexpr size_t kBlock = 16;
+// Armies below this make view values of at most two varint bytes.
+constexpr uint32_t kShortArmies = 1u << (14 - kViewArmyShift);
+
+uint8_t* put_view_value(uint8_t* out, uint8_t code, int32_t army) {
+  const auto wide = static_cast<uint32_t>(army);
+  if (wide < kShortArmies) return put_short_varint(out, wide << kViewArmyShift | code);
+  return put_varint(out, static_cast<uint64_t>(wide) << kViewArmyShift | code);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+// For eight tiles' (low, high) varint byte pairs, side by side in 16 bytes: the
+// byte shuffle that keeps every low byte and the high bytes of the values that
+// need two, indexed by a bit a tile that says which do, and the bytes kept.
+struct PairShuffles {
+  std::array<std::array<uint8_t, 16>, 256> index{};
+  std::array<uint8_t, 256> length{};
+  constexpr PairShuffles() {
+    for (unsigned two = 0; two < 256; ++two) {
+      unsigned k = 0;
+      for (unsigned t = 0; t < 8; ++t) {
+        index[two][k++] = static_cast<uint8_t>(2 * t);
+        if (two >> t & 1) index[two][k++] = static_cast<uint8_t>(2 * t + 1);
+      }
+      length[two] = static_cast<uint8_t>(k);
+      for (; k < 16; ++k) index[two][k] = 0x80;  // a zero byte past the kept ones
+    }
+  }
+};
+constexpr PairShuffles kPairShuffles;
+
+// Each value's varint byte pair: its low 7 bits, with the continuation bit where
+// a second byte follows (`two`), then its next 7 bits.
+__attribute__((target("sse4.1,ssse3"))) __m128i varint_pairs(__m128i values, __m128i two) {
+  const __m128i low7 = _mm_set1_epi32(0x7F), continued = _mm_set1_epi32(0x80), high7 = _mm_set1_epi32(0x7F00);
+  return _mm_or_si128(_mm_or_si128(_mm_and_si128(values, low7), _mm_and_si128(two, continued)),
+                      _mm_and_si128(_mm_slli_epi32(values, 1), high7));
+}
+
+// put_view_values eight tiles at a time: the varint bytes of all eight made side
+// by side and squeezed together with one byte shuffle. Writes up to 16 bytes.
+__attribute__((target("sse4.1,ssse3"))) uint8_t* put_view_values_sse41(uint8_t* out, const uint8_t* codes,
+                                                                            const int32_t* armies, size_t n) {
+  const __m128i short_limit = _mm_set1_epi32(static_cast<int>(kShortArmies) - 1);
+  const __m128i one_byte_limit = _mm_set1_epi32(0x7F);
   size_t t = 0;
-  for (; t + kBlock <= n; t += kBlock) {
-    uint64_t halves[2];
-    std::memcpy(halves, small + t, kBlock);
-    if ((halves[0] & halves[1]) == 0x0101010101010101ull) {
-      std::memcpy(out, bytes + t, kBlock);
-      out += kBlock;
+  for (; t + 8 <= n; t += 8) {
+    const __m128i a0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(armies + t));
+    const __m128i a1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(armies + t + 4));
+    // Armies are >= 0, so the signed comparison is the unsigned one.
+    const __m128i wide = _mm_or_si128(_mm_cmpgt_epi32(a0, short_limit), _mm_cmpgt_epi32(a1, short_limit));
+    if (!_mm_testz_si128(wide, wide)) {
+      for (size_t k = t; k < t + 8; ++k) out = put_view_value(out, codes[k], armies[k]);
       continue;
     }
-    for (size_t k = t; k < t + kBlock; ++k) out = put_tile(out, k);
+    const __m128i c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + t));
+    const __m128i v0 = _mm_or_si128(_mm_slli_epi32(a0, kViewArmyShift), _mm_cvtepu8_epi32(c));
+    const __m128i v1 = _mm_or_si128(_mm_slli_epi32(a1, kViewArmyShift), _mm_cvtepu8_epi32(_mm_srli_si128(c, 4)));
+    const __m128i two0 = _mm_cmpgt_epi32(v0, one_byte_limit), two1 = _mm_cmpgt_epi32(v1, one_byte_limit);
+    const __m128i pairs = _mm_packus_epi32(varint_pairs(v0, two0), varint_pairs(v1, two1));
+    const __m128i two_lanes = _mm_packs_epi16(_mm_packs_epi32(two0, two1), _mm_setzero_si128());
+    const auto two = static_cast<unsigned>(_mm_movemask_epi8(two_lanes)) & 0xFF;
+    const __m128i shuffle = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kPairShuffles.index[two].data()));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(pairs, shuffle));
+    out += kPairShuffles.length[two];
   }
-  for (; t < n; ++t) out = put_tile(out, t);
+  for (; t < n; ++t) out = put_view_value(out, codes[t], armies[t]);
   return out;
 }
+
+const bool kHasSse41 = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("ssse3");
+}();
+
+#endif
 
 // What one thread needs to make a record's views: the board's codes, armies,
 // scratch, packed mask and open directions (of the last state seen).
 struct ViewScratch {
-  std::vector<uint8_t> codes, scratch, bytes, small, mask, open;
+  std::vector<uint8_t> codes, scratch, mask, open;
   std::vector<int32_t> armies;
   int64_t open_state = -1;
 
   explicit ViewScratch(size_t tiles)
       : codes(tiles),
         scratch(tiles * kObservationScratchPerTile),
-        bytes(tiles),
-        small(tiles),
         mask(packed_mask_bytes(tiles)),
         open(tiles),
         armies(tiles) {}
@@ -183,6 +224,18 @@ struct ViewScratch {
 }  // namespace
 
 uint32_t mask_crc(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + kMaskDelta; }
+
+uint8_t* put_view_values_portable(uint8_t* out, const uint8_t* codes, const int32_t* armies, size_t n) {
+  for (size_t t = 0; t < n; ++t) out = put_view_value(out, codes[t], armies[t]);
+  return out;
+}
+
+uint8_t* put_view_values(uint8_t* out, const uint8_t* codes, const int32_t* armies, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (kHasSse41) return put_view_values_sse41(out, codes, armies, n);
+#endif
+  return put_view_values_portable(out, codes, armies, n);
+}
 
 std::string index_text(const int64_t* lengths, size_t n) {
   constexpr size_t kLineBytes = 2 * 20 + 2;  // two int64s, a space and a newline
@@ -316,7 +369,7 @@ size_t ExampleEncoder::encode_range(size_t begin, size_t end, const int64_t* con
   size_t encoded_bytes = 0;
   for (size_t f = 0; f < row_count; ++f) {
     offsets[f] = encoded_bytes;
-    if (value_bytes_[f] != 0) encoded_bytes += row_bytes_[f] / value_bytes_[f] * 10;
+    if (value_bytes_[f] != 0) encoded_bytes += row_bytes_[f] / value_bytes_[f] * 10 + 16;  // put_view_values' room
   }
   std::vector<uint8_t> encoded(encoded_bytes);
   std::vector<uint64_t> values(varints);
@@ -371,8 +424,7 @@ size_t ExampleEncoder::encode_range(size_t begin, size_t end, const int64_t* con
       }
       encode_compact(view, player, true, scratch->codes.data(), scratch->armies.data(), scratch->scratch.data());
       uint8_t* const target = encoded.data() + offsets[f];
-      const uint8_t* stop = put_view_values(target, scratch->codes.data(), scratch->armies.data(), tiles,
-                                            scratch->bytes.data(), scratch->small.data());
+      const uint8_t* stop = put_view_values(target, scratch->codes.data(), scratch->armies.data(), tiles);
       parts[f] = {target, static_cast<size_t>(stop - target)};
       new_views[f] = id;
     }
@@ -387,7 +439,7 @@ size_t ExampleEncoder::encode_range(size_t begin, size_t end, const int64_t* con
 }
 
 size_t ExampleEncoder::encode(size_t n, const int64_t* const* varint_columns, const RowSource* rows, uint8_t* out,
-                              int64_t* lengths, const ViewTables* views, ThreadPool* pool) const {
+                              int64_t* lengths, const ViewTables* views, ThreadPool* pool, uint32_t* crc) const {
   check_views(views);
   // Each distinct (state, player) view is encoded once and copied where it recurs.
   std::unique_ptr<ExperienceViews> plan;
@@ -398,28 +450,36 @@ size_t ExampleEncoder::encode(size_t n, const int64_t* const* varint_columns, co
   // Below this many records a second thread costs more than it saves.
   constexpr size_t kParallelRecords = 256;
   if (pool == nullptr || pool->size() < 2 || n < kParallelRecords) {
-    return encode_range(0, n, varint_columns, rows, views, plan.get(), out, lengths);
+    const size_t used = encode_range(0, n, varint_columns, rows, views, plan.get(), out, lengths);
+    if (crc != nullptr) *crc = crc32c(out, used);
+    return used;
   }
-  // Each range is written at its own bound (begin * max_record_bytes), then
-  // moved down behind the ranges before it.
+  // Parts of the block, taken in turn by whichever thread is free (one kept
+  // busy elsewhere, by the file's append, say, then does fewer), each written
+  // at its own bound (begin * max_record_bytes), then moved down behind those
+  // before it.
   const size_t bound = max_record_bytes();
+  const size_t part_records = std::max(kParallelRecords / 2, n / (4 * static_cast<size_t>(pool->size())));
+  const size_t parts = (n + part_records - 1) / part_records;
   struct Range {
     size_t begin, bytes;
+    uint32_t crc;
   };
-  std::vector<Range> ranges;
-  std::mutex ranges_mutex;
-  pool->parallel_for(static_cast<int>(n), [&](int begin, int end) {
-    const auto first = static_cast<size_t>(begin);
-    const size_t bytes =
-        encode_range(first, static_cast<size_t>(end), varint_columns, rows, views, plan.get(), out + first * bound,
-                     lengths);
-    const std::lock_guard<std::mutex> lock(ranges_mutex);
-    ranges.push_back({first, bytes});
+  std::vector<Range> ranges(parts);
+  std::atomic<size_t> next_part{0};
+  pool->parallel_for(pool->size(), [&](int, int) {
+    for (size_t part = next_part++; part < parts; part = next_part++) {
+      const size_t first = part * part_records;
+      const size_t last = std::min(n, first + part_records);
+      uint8_t* const at = out + first * bound;
+      const size_t bytes = encode_range(first, last, varint_columns, rows, views, plan.get(), at, lengths);
+      ranges[part] = {first, bytes, crc != nullptr ? crc32c(at, bytes) : 0};
+    }
   });
-  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
   size_t used = 0;
   for (const Range& range : ranges) {
-    std::memmove(out + used, out + range.begin * bound, range.bytes);
+    if (used != range.begin * bound) std::memmove(out + used, out + range.begin * bound, range.bytes);
+    if (crc != nullptr) *crc = used == 0 ? range.crc : crc32c_combine(*crc, range.crc, range.bytes);
     used += range.bytes;
   }
   return used;

@@ -32,6 +32,13 @@ uint32_t mask_crc(uint32_t crc);
 // is negative or takes the offsets past int64.
 std::string index_text(const int64_t* lengths, size_t n);
 
+// The varints of n tiles' view values (army << kViewArmyShift | code, armies
+// >= 0) written at `out`, which has room for 10 bytes a tile and 16 more;
+// returns the end. put_view_values uses the CPU's byte shuffles where it has
+// them, and equals put_view_values_portable byte for byte.
+uint8_t* put_view_values(uint8_t* out, const uint8_t* codes, const int32_t* armies, size_t n);
+uint8_t* put_view_values_portable(uint8_t* out, const uint8_t* codes, const int32_t* armies, size_t n);
+
 // What a fixed-size payload holds, as the Feature's oneof field.
 enum class ListKind : uint8_t {
   kBytes = 1,  // bytes_list with one value: the payload
@@ -92,9 +99,11 @@ class ExampleEncoder {
   // patterns as int64); every index of `rows` must be below its table_rows
   // (the rows of view features are not read). `views` is required when a
   // feature is made from views. With a pool, ranges of records are encoded
-  // in parallel and joined: the bytes are the same.
+  // in parallel and joined: the bytes are the same. `crc` (if not null) gets
+  // the CRC32C of the bytes written, computed by each range while it is cached.
   size_t encode(size_t n, const int64_t* const* varint_columns, const RowSource* rows, uint8_t* out,
-                int64_t* lengths, const ViewTables* views = nullptr, ThreadPool* pool = nullptr) const;
+                int64_t* lengths, const ViewTables* views = nullptr, ThreadPool* pool = nullptr,
+                uint32_t* crc = nullptr) const;
 
   // Whether some feature is made from ViewTables.
   bool uses_views() const;

@@ -59,3 +59,15 @@ TEST_CASE("crc32c continues across any split") {
     CHECK(grl::crc32c(data.data() + cut, data.size() - cut, grl::crc32c(data.data(), cut)) == whole);
   }
 }
+
+TEST_CASE("crc32c_combine joins the CRCs of two parts into the whole's") {
+  std::mt19937_64 random(13);
+  std::vector<uint8_t> data(70000);
+  for (auto& byte : data) byte = static_cast<uint8_t>(random());
+  for (const size_t cut : {size_t{0}, size_t{1}, size_t{8}, size_t{4097}, data.size() - 1, data.size()}) {
+    CAPTURE(cut);
+    const uint32_t first = grl::crc32c(data.data(), cut);
+    const uint32_t second = grl::crc32c(data.data() + cut, data.size() - cut);
+    CHECK(grl::crc32c_combine(first, second, data.size() - cut) == grl::crc32c(data.data(), data.size()));
+  }
+}

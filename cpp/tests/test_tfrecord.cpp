@@ -137,3 +137,36 @@ TEST_CASE("records made from state tables equal those of the same views given as
     CHECK(lengths == want_lengths);
   }
 }
+
+TEST_CASE("view values' varints: the CPU's version equals the portable one for every army size") {
+  // Tiles of every code, armies from one byte to the widest, mixed within blocks of eight.
+  std::vector<uint8_t> codes;
+  std::vector<int32_t> armies;
+  uint64_t state = 12345;
+  const int32_t widths[] = {0, 3, 4, 127, 511, 512, 4095, 1 << 20, 0x7FFFFFFF};
+  for (int t = 0; t < 4000; ++t) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    codes.push_back(static_cast<uint8_t>((state >> 33) % grl::kTileCodes));
+    const int32_t width = widths[(state >> 40) % (t < 2000 ? 5 : 9)];  // the first half all short
+    armies.push_back(width == 0 ? 0 : static_cast<int32_t>((state >> 13) % static_cast<uint64_t>(width) + 1));
+  }
+  for (const size_t n : {size_t{0}, size_t{7}, size_t{8}, size_t{17}, size_t{2000}, size_t{4000}}) {
+    std::vector<uint8_t> fast(10 * n + 16), portable(10 * n + 16);
+    const size_t fast_size = tf::put_view_values(fast.data(), codes.data(), armies.data(), n) - fast.data();
+    const size_t portable_size =
+        tf::put_view_values_portable(portable.data(), codes.data(), armies.data(), n) - portable.data();
+    REQUIRE(fast_size == portable_size);
+    CHECK(std::memcmp(fast.data(), portable.data(), fast_size) == 0);
+    // And the bytes are the values' varints.
+    const uint8_t* p = portable.data();
+    for (size_t t = 0; t < n; ++t) {
+      uint64_t value = 0;
+      for (int shift = 0;; shift += 7) {
+        value |= static_cast<uint64_t>(*p & 0x7F) << shift;
+        if (!(*p++ & 0x80)) break;
+      }
+      REQUIRE(value == (static_cast<uint64_t>(armies[t]) << grl::kViewArmyShift | codes[t]));
+    }
+    CHECK(p == portable.data() + portable_size);
+  }
+}

@@ -10,7 +10,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BYTE_ARMY_MAX', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MAX_VIEW_ROWS', 'MOUNTAIN_CODES', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'OWN_TILE_CODES', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VIEW_ARMY_SHIFT', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_experiences', 'compact_rows', 'compact_view_plan', 'compact_views', 'crc32c', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'start_write_back', 'tfrecord_index', 'undelta_views', 'unpack_action_masks', 'vec_env_defaults', 'view_action_masks', 'view_deltas']
+__all__: list[str] = ['ARMY_CHANNELS', 'ArmyScaling', 'BYTE_ARMY_MAX', 'BufferFullError', 'CHANNEL_CODES', 'CODE_FOG', 'CODE_FOG_OBSTACLE', 'Cursor', 'DECODED_COLUMNS', 'DECODED_SAMPLE_COLUMNS', 'DecodedBatch', 'ExperienceBuffer', 'FIRST_VISIBLE_CODE', 'FLAG_LEGAL', 'FLAG_TERMINATED', 'FLAG_TRUNCATED', 'FullPolicy', 'Game', 'LZSTRING_MAX_OUTPUT', 'MAX_ARMY', 'MAX_BOARD_SIDE', 'MAX_COMPACT_ARMY', 'MAX_ENV_SIDE', 'MAX_IDLE_TICKS', 'MAX_PLAYERS', 'MAX_SEQUENCE', 'MAX_SNAPSHOT_CELLS', 'MAX_VIEW_ROWS', 'MOUNTAIN_CODES', 'MapOptions', 'NARROW_ARMY_MAX', 'NARROW_ARMY_SCALE_MAX', 'NEUTRAL', 'OBSERVATION_CHANNELS', 'OBSTACLES_CHANNEL', 'OWN_TILE_CODES', 'ObservationConfig', 'ObservationFormat', 'RECORD_COLUMNS', 'REWARD_BUCKET_BOUNDS', 'RawBatch', 'RewardConfig', 'SAMPLE_COLUMNS', 'STATE_INDEX_COLUMNS', 'STATE_INDEX_SAMPLE_COLUMNS', 'STATE_TABLES', 'TFRecordEncoder', 'TILE_CITY', 'TILE_CODES', 'TILE_GENERAL', 'TILE_KIND_SHIFT', 'TILE_MOUNTAIN', 'TILE_OWNER_MASK', 'TILE_PLAIN', 'VIEW_ARMY_SHIFT', 'VecEnv', 'VecEnvConfig', 'army_values', 'check_raw_batch', 'compact_experiences', 'compact_rows', 'compact_view_plan', 'compact_views', 'crc32c', 'crc32c_combine', 'crc32c_portable', 'decode_batch', 'encode_compact', 'encode_observation', 'expand_observations', 'generate_map', 'heuristic_policy', 'lzstring_decompress', 'next_game_id', 'random_policy', 'replay_experiences', 'run_replay', 'set_buffer', 'start_write_back', 'tfrecord_index', 'undelta_views', 'unpack_action_masks', 'vec_env_defaults', 'view_action_masks', 'view_deltas']
 class FullPolicy:
     """
     What producers do when the buffer is full
@@ -706,7 +706,7 @@ class TFRecordEncoder:
         """
     def encode(self, varint_columns: collections.abc.Sequence, row_sources: collections.abc.Sequence, views: typing.Any = None) -> tuple:
         """
-        (records, lengths): the framed records of one block as a uint8 array and each record's length. varint_columns: one int64 or uint64 array per varint feature; row_sources: one (table, index) pair per row feature, record i taking row index[i] of the table (row i when index is None), None for a feature made from views; views: (state_kind, state_owner, state_army, state_index, next_state_index, player_id) of the records when a feature is made from them, else None.
+        (records, lengths, crc): the framed records of one block as a uint8 array, each record's length and the block's CRC32C. varint_columns: one int64 or uint64 array per varint feature; row_sources: one (table, index) pair per row feature, record i taking row index[i] of the table (row i when index is None), None for a feature made from views; views: (state_kind, state_owner, state_army, state_index, next_state_index, player_id) of the records when a feature is made from them, else None.
         """
     @property
     def max_record_bytes(self) -> int:
@@ -728,6 +728,10 @@ def compact_views(state_kind: typing.Any, state_owner: typing.Any, state_army: t
 def crc32c(data: typing_extensions.Buffer, value: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
     """
     CRC32C (Castagnoli) of a contiguous buffer, continuing from value; hardware accelerated when the CPU has SSE4.2.
+    """
+def crc32c_combine(first: typing.SupportsInt | typing.SupportsIndex, second: typing.SupportsInt | typing.SupportsIndex, second_size: typing.SupportsInt | typing.SupportsIndex) -> int:
+    """
+    The CRC32C of A followed by B, from A's CRC (first) and B's (second, of second_size bytes).
     """
 def crc32c_portable(data: typing_extensions.Buffer, value: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
     """

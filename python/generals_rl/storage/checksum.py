@@ -7,7 +7,7 @@ import contextlib
 import os
 from typing import BinaryIO
 
-from .._core import crc32c, start_write_back
+from .._core import crc32c, crc32c_combine, start_write_back
 from .errors import StorageError
 
 _MASK_DELTA = 0xA282EAD8
@@ -62,15 +62,19 @@ class ChecksumWriter:
         last += view  # a copy: writers may reuse their buffer once this returns
         return self._count(view)
 
-    def write_block(self, block) -> int:
+    def write_block(self, block, crc: int | None = None) -> int:
         """``write`` without the copy, for a buffer nobody changes while it is held
-        (an encoder's block, whose memory is reused only once unreferenced)."""
+        (an encoder's block, whose memory is reused only once unreferenced);
+        ``crc``: the block's CRC32C, if its encoder computed it."""
         view = memoryview(block).cast("B")
         self._held.append(view)
-        return self._count(view)
+        return self._count(view, crc)
 
-    def _count(self, view: memoryview) -> int:
-        self.crc = crc32c(view, self.crc)
+    def _count(self, view: memoryview, crc: int | None = None) -> int:
+        if crc is None:
+            self.crc = crc32c(view, self.crc)
+        else:
+            self.crc = crc32c_combine(self.crc, crc, len(view))
         self.bytes_written += len(view)
         return len(view)
 

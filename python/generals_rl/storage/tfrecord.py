@@ -156,11 +156,11 @@ class _TFRecordEncoder(ShardEncoder):
         if self.fmt.states == "compact_views":
             chunk = _narrowed(chunk)
             views = view_sources(chunk)
-        records, lengths = self._encoder.encode(
+        records, lengths, crc = self._encoder.encode(
             [getattr(chunk, name) for name in _VARINT_FEATURES], self._row_sources(chunk), views
         )
         if self._gzip is None:
-            self.out.write_block(records)  # held until drained, then its memory is reused
+            self.out.write_block(records, crc)  # held until drained, then its memory is reused
         else:
             self._gzip.write(records)
         del records
