@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -199,6 +200,17 @@ def test_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, code, prefix):
     capsys.readouterr()
     assert main(argv) == code
     one_error_line(capsys, prefix)
+
+
+@pytest.mark.parametrize("given, kept", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_learner_lets_idle_openmp_threads_sleep(monkeypatch, capsys, given, kept):
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        environ["OMP_WAIT_POLICY"] = given
+    monkeypatch.setattr(os, "environ", environ)
+    # Refused after the environment is set, before any consumer starts.
+    assert main(["train", "dqn", "--from", "127.0.0.1:1", "--steps", "0"]) == 2
+    assert environ["OMP_WAIT_POLICY"] == kept
 
 
 def test_bad_usage_exits_2():

@@ -111,10 +111,14 @@ def train_dqn_on_farm(args: argparse.Namespace, config) -> int:
     import dataclasses
     import os
 
+    from .cli_train import learner_openmp_env
+
     args.name = args.sources[len(FARM_PREFIX) :] or None
     distributed, ray = _connect(args, args.ray_address, "--ray-address")
     try:
-        learner = distributed.LearnerActor.options(num_cpus=config.torch_threads).remote(
+        learner = distributed.LearnerActor.options(
+            num_cpus=config.torch_threads, runtime_env={"env_vars": learner_openmp_env()}
+        ).remote(
             dataclasses.asdict(config),
             os.path.abspath(args.run_dir),  # on the node Ray places the learner on
             args.name,

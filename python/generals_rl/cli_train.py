@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -206,7 +207,16 @@ def _addresses(text: str | None, flag: str, required: bool = True) -> list[str]:
     return addresses
 
 
+def learner_openmp_env() -> dict[str, str]:
+    """The learner's OpenMP environment, given before torch loads: idle worker threads
+    sleep instead of spinning. The learner shares its cores with actors, and spinning
+    threads then hold a core another process needs (two torch threads beside one busy
+    core: a step took 980 ms spinning, 112 ms passive). A value already set is kept."""
+    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
 def _train_dqn(args: argparse.Namespace) -> int:
+    os.environ.update(learner_openmp_env())
     from .train.dqn import DQNConfig, DQNLearner
 
     h, w = args.size
