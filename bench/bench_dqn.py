@@ -47,7 +47,7 @@ TARGET = 0.80
 EVAL_MAX_TICKS = 500
 # The learner's settings (``generals-rl train dqn`` flags).
 LEARNER = {
-    "batch-size": 128,
+    "batch-size": 256,
     "lr": 5e-4,
     "gamma": 0.99,
     "n-step": 8,
@@ -61,7 +61,7 @@ LEARNER = {
     "replay-ratio": 8.0,
     "tick-reward": -0.002,
     "enemy-land-reward": 0.05,
-    "torch-threads": 1,
+    "torch-threads": 2,
 }
 # With a demonstrator: its demonstrations, their share of a minibatch and the margin.
 DEMONSTRATIONS = {
