@@ -125,8 +125,9 @@ py::buffer_info contiguous_bytes(const py::buffer& data) {
 
 // The encoder and the memory its blocks are built in: a block stays alive while
 // Python holds the array returned for it, and a new block reuses the memory of
-// one nobody holds. Two are kept, so a block can be appended to a file on
-// another thread while the next is encoded, without fresh pages for each.
+// one nobody holds. Two are kept: the shard's writer holds blocks until it
+// drains them to the file, and a block encoded while the last is still held
+// then takes the other one instead of fresh pages.
 class BlockEncoder {
  public:
   BlockEncoder(std::vector<std::string> varint_names, const std::vector<std::tuple<std::string, std::string, size_t>>& rows,

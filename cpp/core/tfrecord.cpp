@@ -454,8 +454,8 @@ size_t ExampleEncoder::encode(size_t n, const int64_t* const* varint_columns, co
     if (crc != nullptr) *crc = crc32c(out, used);
     return used;
   }
-  // Parts of the block, taken in turn by whichever thread is free (one kept
-  // busy elsewhere, by the file's append, say, then does fewer), each written
+  // Parts of the block, taken in turn by whichever thread is free (one slowed
+  // by other work on its core then does fewer), each written
   // at its own bound (begin * max_record_bytes), then moved down behind those
   // before it.
   const size_t bound = max_record_bytes();
