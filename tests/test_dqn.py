@@ -167,6 +167,54 @@ def _serve_random_play(ticks: int = 200, first_seat=None) -> ExperienceServer:
     return ExperienceServer(buffer, "127.0.0.1:0").start()
 
 
+def _learner_on_random_play(tmp_path, **overrides) -> DQNLearner:
+    """A learner (no farm) whose buffer holds 100 ticks of 8 RandomBot games on 6x6."""
+    learner = DQNLearner(_small_config(**overrides), [], tmp_path)
+    env = VecEnv(8, 2, 6, 6, seed=1, max_ticks=60, buffer=learner.buffer, num_threads=1)
+    bot = RandomBot(seed=0)
+    env.reset()
+    for _ in range(100):
+        env.step(bot.act(env))
+    return learner
+
+
+def test_importance_weights_divided_by_the_batch_largest_scale_the_td_loss(tmp_path):
+    # The same network, buffer and samples at every step (so the same TD errors and
+    # priorities): only what the weights are divided by differs.
+    by_buffer = _learner_on_random_play(tmp_path / "buffer")
+    by_batch = _learner_on_random_play(tmp_path / "batch", importance_weights="batch")
+    for _ in range(3):  # priorities updated, so the weights spread
+        by_batch.net.load_state_dict(by_buffer.net.state_dict())
+        a, b = by_buffer.train_step(), by_batch.train_step()
+    assert a["mean_weight"] < b["mean_weight"] <= 1.0
+    # loss = mean(w * huber): the ratio of the losses is the ratio of the weights.
+    assert b["loss"] / a["loss"] == pytest.approx(b["mean_weight"] / a["mean_weight"], rel=1e-4)
+
+
+def test_published_weights_are_the_moving_average_of_the_online_weights(tmp_path):
+    tau = 0.25
+    learner = _learner_on_random_play(tmp_path, publish_average=tau, publish_every=3)
+    average = None
+    for _ in range(3):
+        learner.train_step()
+        online = {k: v.clone() for k, v in learner.net.state_dict().items()}
+        average = (
+            online
+            if average is None
+            else {k: (1 - tau) * average[k] + tau * online[k] for k in online}
+        )
+    published = load_checkpoint(tmp_path / "weights" / "latest.pt")["model"]
+    assert published.keys() == online.keys()
+    for key, value in published.items():
+        assert torch.allclose(value, average[key], atol=1e-6), key
+    assert any(not torch.equal(published[k], online[k]) for k in online)
+    # Without averaging, the online weights are published.
+    plain = _learner_on_random_play(tmp_path / "plain", publish_every=1)
+    plain.train_step()
+    published = load_checkpoint(tmp_path / "plain" / "weights" / "latest.pt")["model"]
+    assert all(torch.equal(v, plain.net.state_dict()[k]) for k, v in published.items())
+
+
 def _small_config(**overrides) -> DQNConfig:
     values = dict(
         height=6,
@@ -340,6 +388,11 @@ def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
         (["--lr", "0"], "lr: must be positive and finite, got 0.0"),
         (["--lr-final-fraction", "0"], "lr_final_fraction: must be in (0, 1], got 0.0"),
         (["--time-budget", "-5"], "time_budget: must be positive seconds, got -5.0"),
+        (["--publish-average", "1"], "publish_average: must be in [0, 1), got 1.0"),
+        (
+            ["--importance-weights", "max"],
+            "importance_weights: expected one of ('buffer', 'batch'), got 'max'",
+        ),
         (
             ["--from", "farm:f", "--demonstrations-from", "127.0.0.1:2"],
             "--demonstrations-from: not with --from farm:NAME; give host:port",

@@ -257,6 +257,8 @@ def _train_dqn(args: argparse.Namespace) -> int:
             demo_fraction=args.demo_fraction,
             margin=args.margin,
             margin_weight=args.margin_weight,
+            importance_weights=args.importance_weights,
+            publish_average=args.publish_average,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -687,6 +689,21 @@ def add_commands(commands) -> None:
         default=1.0,
         metavar="W",
         help="weight of the large-margin loss (default: %(default)s)",
+    )
+    option(
+        "--publish-average",
+        type=float,
+        default=0.0,
+        metavar="TAU",
+        help="publish an exponential moving average of the weights, moved TAU of the way "
+        "every step (Polyak averaging; default: %(default)s, the online weights)",
+    )
+    option(
+        "--importance-weights",
+        default="buffer",
+        metavar="NORM",
+        help="what prioritized samples' importance weights are divided by: 'buffer' (the "
+        "rarest sample's weight) or 'batch' (the minibatch's largest; default: %(default)s)",
     )
     option("--seed", type=int, default=0)
     option("--torch-threads", type=int, default=1)
