@@ -133,7 +133,7 @@ class DQNConfig:
     # What the importance weights of prioritized samples are divided by: "buffer", the
     # weight of the buffer's rarest sample (Schaul et al.; with priorities spread over
     # decades a minibatch's weights average 0.04-0.08), or "batch", the minibatch's
-    # largest weight (0.3-0.45: the TD loss then outweighs the margin loss).
+    # largest weight (0.18-0.51: the TD loss then outweighs the margin loss).
     importance_weights: str = "buffer"
     # The published weights (what actors play and evaluation measures): an exponential
     # moving average of the online network's, moved this fraction of the way every
