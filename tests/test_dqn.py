@@ -22,7 +22,7 @@ from generals_rl.train.dqn import (
     masks_from_observations,
     q_values,
 )
-from generals_rl.train.model import full_mask
+from generals_rl.train.model import MASKED_LOGIT, full_mask
 from generals_rl.train.policy import CheckpointBot, NetworkPolicy
 
 
@@ -38,11 +38,19 @@ def test_masks_from_observations_equal_the_env_masks(scaling):
         env.step(bot.act(env))
 
 
-@pytest.mark.parametrize("compass, clock", [(False, False), (True, False), (True, True)])
-def test_double_dqn_targets_equal_a_slow_reference(compass, clock):
+@pytest.mark.parametrize(
+    "compass, clock, head",
+    [
+        (False, False, "joint"),
+        (True, False, "joint"),
+        (True, True, "joint"),
+        (True, False, "factorised"),
+    ],
+)
+def test_double_dqn_targets_equal_a_slow_reference(compass, clock, head):
     torch.manual_seed(0)
-    online = PolicyValueNet(NetConfig(4, 1, compass=compass, clock=clock))
-    target = PolicyValueNet(NetConfig(4, 1, compass=compass, clock=clock))
+    net_config = NetConfig(4, 1, compass=compass, clock=clock, action_head=head)
+    online, target = PolicyValueNet(net_config), PolicyValueNet(net_config)
     obs = torch.rand(6, 9, 3, 4)
     moves = torch.rand(6, 3 * 4 * 4) < 0.3
     mask = full_mask(moves)
@@ -51,8 +59,8 @@ def test_double_dqn_targets_equal_a_slow_reference(compass, clock):
     done = torch.tensor([False, True, False, False, True, False])
     ticks = torch.tensor([0, 7, 49, 50, 101, 12]) if clock else None
     got = dqn_targets(online, target, obs, mask, reward, length, done, 0.9, ticks)
-    q_online = q_values(online, obs, ticks=ticks).detach()
-    q_target = q_values(target, obs, ticks=ticks).detach()
+    q_online = q_values(online, obs, ticks=ticks, mask=mask).detach()
+    q_target = q_values(target, obs, ticks=ticks, mask=mask).detach()
     for i in range(6):
         legal = [a for a in range(mask.shape[1]) if mask[i, a]]
         best = max(legal, key=lambda a: float(q_online[i, a]))
@@ -60,6 +68,43 @@ def test_double_dqn_targets_equal_a_slow_reference(compass, clock):
             0.0 if done[i] else 0.9 ** int(length[i]) * float(q_target[i, best])
         )
         assert got[i].item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_factorised_q_values_are_the_actors_log_probabilities_centred_on_the_legal():
+    torch.manual_seed(1)
+    net = PolicyValueNet(NetConfig(4, 1, action_head="factorised", stack_preference=2.0))
+    obs = torch.rand(5, 9, 3, 4)
+    mask = full_mask(torch.rand(5, 3 * 4 * 4) < 0.4)
+    q = q_values(net, obs, mask=mask).detach()
+    logits, value = net(obs, mask)  # what a CheckpointBot samples from
+    for i in range(5):
+        legal = mask[i].nonzero().squeeze(1)
+        # softmax(Q / T) is the actors' softmax(logits / T): a constant apart on the legal
+        offset = q[i, legal] - logits[i, legal].detach()
+        assert torch.allclose(offset, offset[0].expand_as(offset), atol=1e-4)
+        assert q[i, legal].mean().item() == pytest.approx(value[i].item(), abs=1e-4)
+        assert (q[i, ~mask[i]] == MASKED_LOGIT).all()
+    with pytest.raises(ValueError, match="mask: a factorised network"):
+        q_values(net, obs)
+
+
+def test_a_factorised_learner_values_the_actions_taken_and_publishes_its_head(tmp_path):
+    config = _small_config(action_head="factorised", half_moves=False)
+    learner = DQNLearner(config, [], tmp_path)
+    env = VecEnv(8, 2, 6, 6, seed=1, max_ticks=60, buffer=learner.buffer, num_threads=1)
+    bot = RandomBot(seed=0)
+    env.reset()
+    for _ in range(100):
+        actions = bot.act(env)
+        actions[1::2][actions[1::2] >= 0] += 6 * 6 * 4  # half games split their armies
+        env.step(actions)
+    for _ in range(5):
+        # Half moves, which this learner's mask leaves out, are valued where taken.
+        stats = learner.train_step()
+        assert np.isfinite(stats["loss"]) and abs(stats["mean_q"]) < 10, stats
+    learner.publish()
+    policy = NetworkPolicy.from_checkpoint(tmp_path / "weights" / "latest.pt")
+    assert policy.net.config.action_head == "factorised" and policy.greedy
 
 
 def test_clock_planes_hold_the_land_bonus_phase_and_the_parity():
@@ -389,6 +434,10 @@ def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
         (["--lr-final-fraction", "0"], "lr_final_fraction: must be in (0, 1], got 0.0"),
         (["--time-budget", "-5"], "time_budget: must be positive seconds, got -5.0"),
         (["--publish-average", "1"], "publish_average: must be in [0, 1), got 1.0"),
+        (
+            ["--action-head", "diagonal"],
+            "action_head: expected one of joint, factorised, got 'diagonal'",
+        ),
         (
             ["--importance-weights", "max"],
             "importance_weights: expected one of ('buffer', 'batch'), got 'max'",

@@ -245,6 +245,7 @@ def _train_dqn(args: argparse.Namespace) -> int:
             # The heading preference heads by the memory's compass when there is one.
             compass=args.compass or (bool(args.heading_preference) and not args.memory),
             heading_preference=args.heading_preference,
+            action_head=args.action_head,
             clock=args.clock,
             memory=args.memory,
             bfloat16_trunk=args.bfloat16_trunk,
@@ -574,6 +575,12 @@ def add_commands(commands) -> None:
         "--whole-army-moves",
         action="store_true",
         help="value only moves that carry the whole stack (no half moves)",
+    )
+    option(
+        "--action-head",
+        default="joint",
+        help="joint: one advantage per move; factorised: the source tile's plus its move's "
+        "(default: %(default)s)",
     )
     option(
         "--stack-preference",

@@ -101,6 +101,9 @@ class DQNConfig:
     # memory).
     compass: bool = False
     heading_preference: float = 0.0
+    # NetConfig's: "joint" (one advantage per move) or "factorised" (the source tile's,
+    # plus its move's: a tile's moves share what is worth moving from there).
+    action_head: str = "joint"
     # Clock planes from each sample's tick (NetConfig's): the land bonus's phase and
     # the tick's parity, which the states alone do not show.
     clock: bool = False
@@ -173,6 +176,7 @@ class DQNConfig:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name}: must be finite, got {value}")
+        self.net_config()  # the network's own options are checked there
 
     def demo_batch_size(self) -> int:
         """The samples of each minibatch drawn from the demonstrations (at least one, and
@@ -188,11 +192,21 @@ def q_values(
     obs: torch.Tensor,
     compass: torch.Tensor | None = None,
     ticks: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Dueling Q-values over every action (Gymnasium encoding); ``compass`` and
-    ``ticks`` as the network's forward takes them."""
-    advantages, value = net(obs, compass=compass, ticks=ticks)
-    return value[:, None] + advantages - advantages.mean(dim=1, keepdim=True)
+    ``ticks`` as the network's forward takes them. A factorised network's advantages are
+    its log-probabilities over the legal actions ``mask`` (what its actors play by),
+    centred on their mean; the illegal actions' are ``MASKED_LOGIT``."""
+    if net.config.action_head != "factorised":
+        advantages, value = net(obs, compass=compass, ticks=ticks)
+        return value[:, None] + advantages - advantages.mean(dim=1, keepdim=True)
+    if mask is None:
+        raise ValueError("mask: a factorised network's Q-values need the legal actions")
+    advantages, value = net(obs, mask, compass=compass, ticks=ticks)
+    legal = mask.to(advantages.dtype)
+    mean = (advantages * legal).sum(dim=1, keepdim=True) / legal.sum(dim=1, keepdim=True)
+    return (value[:, None] + advantages - mean).masked_fill(~mask, MASKED_LOGIT)
 
 
 def masks_from_observations(
@@ -235,9 +249,9 @@ def dqn_targets(
     with torch.no_grad():
         # Both networks have the same input planes: the compass is made once.
         compass = observed_compass(next_obs) if online.config.compass else None
-        best = q_values(online, next_obs, compass, next_ticks)
+        best = q_values(online, next_obs, compass, next_ticks, next_mask)
         best = best.masked_fill(~next_mask, MASKED_LOGIT).argmax(dim=1)
-        bootstrap = q_values(target, next_obs, compass, next_ticks)
+        bootstrap = q_values(target, next_obs, compass, next_ticks, next_mask)
         bootstrap = bootstrap.gather(1, best[:, None]).squeeze(1)
         discount = gamma ** nstep_length.to(torch.float32)
         return nstep_reward + (~nstep_done).to(torch.float32) * discount * bootstrap
@@ -507,7 +521,10 @@ class DQNLearner:
         targets = dqn_targets(
             self.net, self.target, next_obs, next_mask, reward, length, done, c.gamma, next_ticks
         )
-        q_all = q_values(self.net, obs, ticks=ticks)
+        legal = full_mask(masks_from_observations(obs, c.army_scaling, c.army_scale), c.half_moves)
+        # The action taken is valued even where the learner's mask would not play it.
+        taken = legal | F.one_hot(actions, legal.shape[1]).to(torch.bool)
+        q_all = q_values(self.net, obs, ticks=ticks, mask=taken)
         q = q_all.gather(1, actions[:, None]).squeeze(1)
         td = targets - q
         weights = column("weight", np.float32)
@@ -517,10 +534,7 @@ class DQNLearner:
         demo_loss = torch.zeros(())
         if demo_size:
             demo = slice(len(own), None)
-            legal = full_mask(
-                masks_from_observations(obs[demo], c.army_scaling, c.army_scale), c.half_moves
-            )
-            demo_loss = margin_loss(q_all[demo], actions[demo], legal, c.margin).mean()
+            demo_loss = margin_loss(q_all[demo], actions[demo], legal[demo], c.margin).mean()
             loss = loss + c.margin_weight * demo_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
