@@ -17,7 +17,8 @@ that farm plays just enough games for them and then waits, idle. After ``--minut
 wall time from the learner's start, every process is stopped with SIGINT (the learner
 publishes its last weights), and the final weights are evaluated over ``--eval-games``
 games on 10x10 with 500 ticks: sampled at temperature 0.3 (the headline), greedily and
-epsilon-greedily.
+epsilon-greedily; and the final weights' Q-values of the moves they play are set beside
+the discounted returns that followed (their overestimation).
 ``--curve-points`` earlier published versions are evaluated too (fewer games each), for
 the learning curve PNG. Target: >= 80% wins within 30 minutes. Prints one JSON object.
 """
@@ -37,11 +38,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from bench_learning import CONFIG as PPO_BENCHMARK
+from generals_rl.actions import to_gym_actions
 from generals_rl.train import NetworkPolicy, make_opponent
 from generals_rl.train.checkpoint import load_checkpoint
+from generals_rl.train.dqn import q_values
 from generals_rl.train.evaluate import evaluate
+from generals_rl.train.features import FogMemory, enemy_tiles_taken
+from generals_rl.train.model import full_mask
+from generals_rl.train.policy import seat_views
+from generals_rl.vec_env import RewardConfig, VecEnv
 
 TARGET = 0.80
 EVAL_MAX_TICKS = 500
@@ -158,6 +166,66 @@ def evaluate_weights(path: Path, games: int, seed: int = 10_000_019, **policy_op
         num_threads=1,
     )
     return result.to_dict()
+
+
+def value_calibration(path: Path, learner_options: dict, games: int = 32) -> dict:
+    """The final weights' Q-values of the actions they play (at the headline temperature,
+    against RandomBot) beside the discounted returns that followed, with the farms'
+    rewards and the learner's shaping, over the ``games`` first games, each to its end
+    (a draw at the tick limit ends its return there). Their gap is the values'
+    overestimation."""
+    policy = NetworkPolicy.from_checkpoint(path, seed=777, **EVAL_POLICIES[HEADLINE])
+    net = policy.net
+    gamma = float(learner_options["gamma"])
+    tick_reward = float(learner_options.get("tick-reward", 0.0))
+    enemy_land_reward = float(learner_options.get("enemy-land-reward", 0.0))
+    env = VecEnv(
+        games,
+        2,
+        10,
+        10,
+        seed=30_000_001,
+        max_ticks=EVAL_MAX_TICKS,
+        num_threads=1,
+        reward_config=RewardConfig(**REWARDS),
+        army_scaling=net.config.army_scaling,
+        army_scale=net.config.army_scale,
+    )
+    env.reset()
+    opponent = make_opponent("random", seed=4242)
+    seats = np.zeros(games, dtype=np.int64)  # the network plays seat 0
+    memory = FogMemory(games, 10, 10) if net.config.memory else None
+    actions = np.full((games, 2), -1, dtype=np.int32)
+    values, rewards, ended = [], [], np.zeros(games, dtype=bool)
+    while not ended.all():
+        obs, masks = seat_views(env, seats)
+        ticks = torch.from_numpy(env.ticks.astype(np.int64))
+        planes = memory.update(obs, env.ticks) if memory is not None else obs
+        opponent.act(env, seats, actions)
+        actions[:, 0] = policy.actions(obs, masks, env.ticks)
+        with torch.no_grad():
+            legal = full_mask(torch.from_numpy(masks.astype(bool)), net.config.half_moves)
+            q = q_values(net, torch.from_numpy(planes), ticks=ticks, mask=legal)
+            played = torch.from_numpy(to_gym_actions(actions[:, 0], 10, 10).astype(np.int64))
+            values.append(np.where(ended, np.nan, q.gather(1, played[:, None])[:, 0].numpy()))
+        _, reward, _, _, info = env.step(actions)
+        done = info["episode_done"]
+        taken = enemy_tiles_taken(obs, seat_views(env, seats)[0])
+        shaped = reward[:, 0] + tick_reward + enemy_land_reward * np.where(done, 0, taken)
+        rewards.append(np.where(ended, 0.0, shaped))
+        ended |= done
+    returns, following = [], np.zeros(games)
+    for reward in reversed(rewards):
+        following = reward + gamma * following
+        returns.append(following)
+    q_played = np.concatenate(values)
+    g = np.concatenate(returns[::-1])[~np.isnan(q_played)]
+    q_played = q_played[~np.isnan(q_played)]
+    return {
+        "games": games,
+        "mean_q_played": round(float(q_played.mean()), 3),
+        "mean_return": round(float(g.mean()), 3),
+    }
 
 
 def version_times(run: Path) -> dict[int, float]:
@@ -347,6 +415,7 @@ def main(argv=None) -> int:
         for name, options in EVAL_POLICIES.items()
     }
     evaluation = evaluations[HEADLINE]
+    calibration = value_calibration(final, learner_options)
     times = version_times(run)
     versions = sorted(run.glob("weights/weights_*.pt"))
     picks = [
@@ -399,6 +468,7 @@ def main(argv=None) -> int:
                 "published_versions": payload["version"],
                 "exit_codes": codes,
                 "evaluation": evaluations,
+                "value_calibration": calibration,
                 "target_met": evaluation["win_rate"] >= TARGET,
                 "curve": curve,
                 "curve_png": str(plot),
