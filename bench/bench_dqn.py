@@ -44,9 +44,9 @@ from bench_learning import CONFIG as PPO_BENCHMARK
 from generals_rl.actions import to_gym_actions
 from generals_rl.train import NetworkPolicy, make_opponent
 from generals_rl.train.checkpoint import load_checkpoint
-from generals_rl.train.dqn import q_values
+from generals_rl.train.dqn import DQNConfig, q_values, shaping
 from generals_rl.train.evaluate import evaluate
-from generals_rl.train.features import FogMemory, enemy_tiles_taken
+from generals_rl.train.features import FogMemory
 from generals_rl.train.model import full_mask
 from generals_rl.train.policy import seat_views
 from generals_rl.vec_env import RewardConfig, VecEnv
@@ -168,17 +168,15 @@ def evaluate_weights(path: Path, games: int, seed: int = 10_000_019, **policy_op
     return result.to_dict()
 
 
-def value_calibration(path: Path, learner_options: dict, games: int = 32) -> dict:
-    """The final weights' Q-values of the actions they play (at the headline temperature,
+def value_calibration(path: Path, games: int = 32) -> dict:
+    """The weights' Q-values of the actions they play (at the headline temperature,
     against RandomBot) beside the discounted returns that followed, with the farms'
-    rewards and the learner's shaping, over the ``games`` first games, each to its end
-    (a draw at the tick limit ends its return there). Their gap is the values'
-    overestimation."""
+    rewards and the learner's shaping (its config, saved with the weights), over the
+    ``games`` first games, each to its end (a draw at the tick limit ends its return
+    there). Their gap is the values' overestimation."""
     policy = NetworkPolicy.from_checkpoint(path, seed=777, **EVAL_POLICIES[HEADLINE])
     net = policy.net
-    gamma = float(learner_options["gamma"])
-    tick_reward = float(learner_options.get("tick-reward", 0.0))
-    enemy_land_reward = float(learner_options.get("enemy-land-reward", 0.0))
+    config = DQNConfig(**load_checkpoint(path)["config"])
     env = VecEnv(
         games,
         2,
@@ -210,13 +208,20 @@ def value_calibration(path: Path, learner_options: dict, games: int = 32) -> dic
             values.append(np.where(ended, np.nan, q.gather(1, played[:, None])[:, 0].numpy()))
         _, reward, _, _, info = env.step(actions)
         done = info["episode_done"]
-        taken = enemy_tiles_taken(obs, seat_views(env, seats)[0])
-        shaped = reward[:, 0] + tick_reward + enemy_land_reward * np.where(done, 0, taken)
+        shaped = reward[:, 0] + np.asarray(
+            shaping(
+                config,
+                torch.from_numpy(obs),
+                torch.from_numpy(seat_views(env, seats)[0]),
+                torch.ones(games),  # one tick
+                torch.tensor(done),  # a copy: the env's array is read-only
+            )
+        )
         rewards.append(np.where(ended, 0.0, shaped))
         ended |= done
     returns, following = [], np.zeros(games)
     for reward in reversed(rewards):
-        following = reward + gamma * following
+        following = reward + config.gamma * following
         returns.append(following)
     q_played = np.concatenate(values)
     g = np.concatenate(returns[::-1])[~np.isnan(q_played)]
@@ -415,7 +420,7 @@ def main(argv=None) -> int:
         for name, options in EVAL_POLICIES.items()
     }
     evaluation = evaluations[HEADLINE]
-    calibration = value_calibration(final, learner_options)
+    calibration = value_calibration(final)
     times = version_times(run)
     versions = sorted(run.glob("weights/weights_*.pt"))
     picks = [

@@ -21,6 +21,7 @@ from generals_rl.train.dqn import (
     margin_loss,
     masks_from_observations,
     q_values,
+    shaping,
 )
 from generals_rl.train.model import MASKED_LOGIT, full_mask
 from generals_rl.train.policy import CheckpointBot, NetworkPolicy
@@ -384,7 +385,6 @@ def test_dqn_checkpoints_play_greedily_and_whole_army_moves_only(tmp_path):
 
 def test_the_learners_shaping_equals_a_slow_reference(tmp_path):
     config = _small_config(gamma=0.9, tick_reward=-0.01, enemy_land_reward=0.5)
-    learner = DQNLearner(config, ["127.0.0.1:1"], tmp_path)  # never started
     rng = np.random.default_rng(4)
     obs = torch.zeros(5, 9, 6, 6)
     next_obs = torch.zeros(5, 9, 6, 6)
@@ -392,7 +392,7 @@ def test_the_learners_shaping_equals_a_slow_reference(tmp_path):
     next_obs[:, 2] = torch.from_numpy(rng.random((5, 6, 6)) < 0.5).float()  # own land
     length = torch.tensor([1, 2, 3, 3, 1])
     done = torch.tensor([False, False, True, False, False])
-    got = learner._shaping(obs, next_obs, length, done)
+    got = shaping(config, obs, next_obs, length, done)
     for i in range(5):
         ticks = sum(0.9**k for k in range(int(length[i])))
         taken = sum(

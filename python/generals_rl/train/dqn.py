@@ -257,6 +257,21 @@ def dqn_targets(
         return nstep_reward + (~nstep_done).to(torch.float32) * discount * bootstrap
 
 
+def shaping(c: DQNConfig, obs, next_obs, length, done) -> torch.Tensor | float:
+    """The learner's shaping of n-step rewards under config ``c``: ``tick_reward``
+    discounted over the n ticks, ``enemy_land_reward`` per enemy tile taken (not at the
+    game's end, where taking the general hands over all its land)."""
+    shaped: torch.Tensor | float = 0.0
+    if c.tick_reward:
+        ticks = length.to(torch.float32)
+        discounted = (1 - c.gamma**ticks) / (1 - c.gamma) if c.gamma < 1 else ticks
+        shaped = c.tick_reward * discounted
+    if c.enemy_land_reward:
+        taken = enemy_tiles_taken(obs, next_obs).to(torch.float32)
+        shaped = shaped + c.enemy_land_reward * taken.masked_fill(done, 0.0)
+    return shaped
+
+
 def margin_loss(
     q: torch.Tensor, demonstrated: torch.Tensor, legal: torch.Tensor, margin: float
 ) -> torch.Tensor:
@@ -511,7 +526,7 @@ class DQNLearner:
         length = column("nstep_length")
         done = column("nstep_done", bool)
         reward = column("nstep_reward", np.float32)
-        reward = reward + self._shaping(obs, next_obs, length, done)
+        reward = reward + shaping(c, obs, next_obs, length, done)
         sample_ticks = column("tick", np.int64) if c.clock or c.draw_reward is not None else None
         if c.draw_reward is not None:
             reward, done = self._end_draws(reward, done, sample_ticks, length)
@@ -584,21 +599,6 @@ class DQNLearner:
             "memory_partial": sum(m.partial for m in memories),
             "memory_misses": sum(m.misses for m in memories),
         }
-
-    def _shaping(self, obs, next_obs, length, done) -> torch.Tensor | float:
-        """The learner's shaping of n-step rewards: ``tick_reward`` discounted over the
-        n ticks, ``enemy_land_reward`` per enemy tile taken (not at the game's end, where
-        taking the general hands over all its land)."""
-        c = self.config
-        shaping: torch.Tensor | float = 0.0
-        if c.tick_reward:
-            ticks = length.to(torch.float32)
-            discounted = (1 - c.gamma**ticks) / (1 - c.gamma) if c.gamma < 1 else ticks
-            shaping = c.tick_reward * discounted
-        if c.enemy_land_reward:
-            taken = enemy_tiles_taken(obs, next_obs).to(torch.float32)
-            shaping = shaping + c.enemy_land_reward * taken.masked_fill(done, 0.0)
-        return shaping
 
     def _end_draws(self, reward, done, ticks, length) -> tuple[torch.Tensor, torch.Tensor]:
         """The n-step rewards and ends with the draws ended: a chain not terminated whose
