@@ -40,15 +40,19 @@ def test_masks_from_observations_equal_the_env_masks(scaling):
 
 
 @pytest.mark.parametrize(
-    "compass, clock, head",
+    "compass, clock, head, temperature",
     [
-        (False, False, "joint"),
-        (True, False, "joint"),
-        (True, True, "joint"),
-        (True, False, "factorised"),
+        (False, False, "joint", None),
+        (True, False, "joint", None),
+        (True, True, "joint", None),
+        (True, False, "factorised", None),
+        (False, False, "joint", 0.3),
+        (True, True, "factorised", 2.0),
     ],
 )
-def test_double_dqn_targets_equal_a_slow_reference(compass, clock, head):
+def test_nstep_targets_equal_a_slow_reference(compass, clock, head, temperature):
+    """Double DQN's bootstrap (the online network's best legal action, valued by the
+    target network) or, with a temperature, Expected SARSA's."""
     torch.manual_seed(0)
     net_config = NetConfig(4, 1, compass=compass, clock=clock, action_head=head)
     online, target = PolicyValueNet(net_config), PolicyValueNet(net_config)
@@ -59,16 +63,35 @@ def test_double_dqn_targets_equal_a_slow_reference(compass, clock, head):
     length = torch.tensor([1, 2, 3, 3, 1, 2])
     done = torch.tensor([False, True, False, False, True, False])
     ticks = torch.tensor([0, 7, 49, 50, 101, 12]) if clock else None
-    got = dqn_targets(online, target, obs, mask, reward, length, done, 0.9, ticks)
+    got = dqn_targets(online, target, obs, mask, reward, length, done, 0.9, ticks, temperature)
     q_online = q_values(online, obs, ticks=ticks, mask=mask).detach()
     q_target = q_values(target, obs, ticks=ticks, mask=mask).detach()
     for i in range(6):
         legal = [a for a in range(mask.shape[1]) if mask[i, a]]
-        best = max(legal, key=lambda a: float(q_online[i, a]))
-        expected = float(reward[i]) + (
-            0.0 if done[i] else 0.9 ** int(length[i]) * float(q_target[i, best])
-        )
+        if temperature is None:
+            best = max(legal, key=lambda a: float(q_online[i, a]))
+            bootstrap = float(q_target[i, best])
+        else:
+            top = max(float(q_online[i, a]) for a in legal)
+            odds = {a: np.exp((float(q_online[i, a]) - top) / temperature) for a in legal}
+            bootstrap = sum(p * float(q_target[i, a]) for a, p in odds.items())
+            bootstrap /= sum(odds.values())
+        expected = float(reward[i]) + (0.0 if done[i] else 0.9 ** int(length[i]) * bootstrap)
         assert got[i].item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_expected_sarsa_targets_lie_below_double_dqns_where_the_networks_agree():
+    """With one network as both, the max is an upper bound of every expectation, and a
+    cold softmax tends to it."""
+    torch.manual_seed(3)
+    net = PolicyValueNet(NetConfig(4, 1))
+    obs, mask = torch.rand(8, 9, 3, 4), full_mask(torch.rand(8, 3 * 4 * 4) < 0.3)
+    args = (torch.zeros(8), torch.ones(8, dtype=torch.int64), torch.zeros(8, dtype=torch.bool))
+    greedy = dqn_targets(net, net, obs, mask, *args, 1.0)
+    warm = dqn_targets(net, net, obs, mask, *args, 1.0, temperature=1.0)
+    cold = dqn_targets(net, net, obs, mask, *args, 1.0, temperature=1e-4)
+    assert (warm < greedy - 1e-4).all()
+    assert torch.allclose(cold, greedy, atol=1e-4)
 
 
 def test_factorised_q_values_are_the_actors_log_probabilities_centred_on_the_legal():
@@ -235,6 +258,26 @@ def test_importance_weights_divided_by_the_batch_largest_scale_the_td_loss(tmp_p
     assert a["mean_weight"] < b["mean_weight"] <= 1.0
     # loss = mean(w * huber): the ratio of the losses is the ratio of the weights.
     assert b["loss"] / a["loss"] == pytest.approx(b["mean_weight"] / a["mean_weight"], rel=1e-4)
+
+
+def test_a_learner_with_a_target_temperature_trains_on_expected_sarsa_targets(
+    tmp_path, monkeypatch
+):
+    import generals_rl.train.dqn as dqn
+
+    temperatures = []
+
+    def recorded(*args):
+        temperatures.append(args[-1])
+        return dqn_targets(*args)
+
+    monkeypatch.setattr(dqn, "dqn_targets", recorded)
+    for temperature in (None, 0.3):
+        learner = _learner_on_random_play(
+            tmp_path / str(temperature), target_temperature=temperature
+        )
+        assert np.isfinite(learner.train_step()["loss"])
+    assert temperatures == [None, 0.3]
 
 
 def test_published_weights_are_the_moving_average_of_the_online_weights(tmp_path):
@@ -434,6 +477,10 @@ def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
         (["--lr-final-fraction", "0"], "lr_final_fraction: must be in (0, 1], got 0.0"),
         (["--time-budget", "-5"], "time_budget: must be positive seconds, got -5.0"),
         (["--publish-average", "1"], "publish_average: must be in [0, 1), got 1.0"),
+        (
+            ["--target-temperature", "0"],
+            "target_temperature: must be positive and finite, got 0.0",
+        ),
         (
             ["--action-head", "diagonal"],
             "action_head: expected one of joint, factorised, got 'diagonal'",

@@ -260,6 +260,7 @@ def _train_dqn(args: argparse.Namespace) -> int:
             margin_weight=args.margin_weight,
             importance_weights=args.importance_weights,
             publish_average=args.publish_average,
+            target_temperature=args.target_temperature,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -704,6 +705,14 @@ def add_commands(commands) -> None:
         metavar="TAU",
         help="publish an exponential moving average of the weights, moved TAU of the way "
         "every step (Polyak averaging; default: %(default)s, the online weights)",
+    )
+    option(
+        "--target-temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help="bootstrap from the expected value under softmax(Q / T) over the legal "
+        "actions (Expected SARSA) instead of the best action's (double DQN, the default)",
     )
     option(
         "--importance-weights",

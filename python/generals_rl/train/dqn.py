@@ -143,6 +143,11 @@ class DQNConfig:
     # gradient step (Polyak averaging: successive versions differ less than the online
     # network's snapshots do); 0 publishes the online weights.
     publish_average: float = 0.0
+    # The n-step targets' bootstrap: None, double DQN's (the target network's value of
+    # the online network's best legal action); a temperature T, Expected SARSA's (the
+    # target network's values averaged under the online network's softmax(Q / T) over
+    # the legal actions: the policy Boltzmann actors play, with no max to overestimate).
+    target_temperature: float | None = None
 
     def __post_init__(self) -> None:
         names = ("capacity", "batch_size", "n_step", "steps", "target_every", "publish_every")
@@ -171,6 +176,10 @@ class DQNConfig:
             raise ValueError(
                 f"importance_weights: expected one of {IMPORTANCE_WEIGHTS}, "
                 f"got {self.importance_weights!r}"
+            )
+        if self.target_temperature is not None and not 0 < self.target_temperature < math.inf:
+            raise ValueError(
+                f"target_temperature: must be positive and finite, got {self.target_temperature}"
             )
         for name in ("tick_reward", "enemy_land_reward", "draw_reward"):
             value = getattr(self, name)
@@ -242,17 +251,24 @@ def dqn_targets(
     nstep_done: torch.Tensor,
     gamma: float,
     next_ticks: torch.Tensor | None = None,
+    temperature: float | None = None,
 ) -> torch.Tensor:
-    """Double DQN n-step targets: the online network picks the best legal next action,
-    the target network values it; no bootstrap after a terminal experience.
+    """N-step targets, no bootstrap after a terminal experience. Double DQN's: the online
+    network picks the best legal next action, the target network values it; with a
+    ``temperature`` T, Expected SARSA's: the target network's values of the legal next
+    actions, weighted by the online network's ``softmax(Q / T)``.
     ``next_ticks``: the next states' ticks, for networks with a clock."""
     with torch.no_grad():
         # Both networks have the same input planes: the compass is made once.
         compass = observed_compass(next_obs) if online.config.compass else None
-        best = q_values(online, next_obs, compass, next_ticks, next_mask)
-        best = best.masked_fill(~next_mask, MASKED_LOGIT).argmax(dim=1)
-        bootstrap = q_values(target, next_obs, compass, next_ticks, next_mask)
-        bootstrap = bootstrap.gather(1, best[:, None]).squeeze(1)
+        chosen = q_values(online, next_obs, compass, next_ticks, next_mask)
+        chosen = chosen.masked_fill(~next_mask, MASKED_LOGIT)
+        values = q_values(target, next_obs, compass, next_ticks, next_mask)
+        if temperature is None:
+            bootstrap = values.gather(1, chosen.argmax(dim=1)[:, None]).squeeze(1)
+        else:
+            policy = torch.softmax(chosen / temperature, dim=1)
+            bootstrap = (policy * values.masked_fill(~next_mask, 0.0)).sum(dim=1)
         discount = gamma ** nstep_length.to(torch.float32)
         return nstep_reward + (~nstep_done).to(torch.float32) * discount * bootstrap
 
@@ -534,7 +550,16 @@ class DQNLearner:
         ticks = sample_ticks if c.clock else None
         next_ticks = ticks + length.to(torch.int64) if ticks is not None else None
         targets = dqn_targets(
-            self.net, self.target, next_obs, next_mask, reward, length, done, c.gamma, next_ticks
+            self.net,
+            self.target,
+            next_obs,
+            next_mask,
+            reward,
+            length,
+            done,
+            c.gamma,
+            next_ticks,
+            c.target_temperature,
         )
         legal = full_mask(masks_from_observations(obs, c.army_scaling, c.army_scale), c.half_moves)
         # The action taken is valued even where the learner's mask would not play it.
