@@ -267,7 +267,9 @@ def dqn_targets(
         if temperature is None:
             bootstrap = values.gather(1, chosen.argmax(dim=1)[:, None]).squeeze(1)
         else:
-            policy = torch.softmax(chosen / temperature, dim=1)
+            # Shifted by the max first, so that a tiny temperature cannot overflow.
+            shifted = chosen - chosen.max(dim=1, keepdim=True).values
+            policy = torch.softmax(shifted / temperature, dim=1)
             bootstrap = (policy * values.masked_fill(~next_mask, 0.0)).sum(dim=1)
         discount = gamma ** nstep_length.to(torch.float32)
         return nstep_reward + (~nstep_done).to(torch.float32) * discount * bootstrap
