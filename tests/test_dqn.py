@@ -427,7 +427,7 @@ def test_dqn_checkpoints_play_greedily_and_whole_army_moves_only(tmp_path):
     assert not NetworkPolicy.from_checkpoint(tmp_path / "ppo.pt").greedy
 
 
-def test_the_learners_shaping_equals_a_slow_reference(tmp_path):
+def test_the_learners_shaping_equals_a_slow_reference():
     config = _small_config(gamma=0.9, tick_reward=-0.01, enemy_land_reward=0.5)
     rng = np.random.default_rng(4)
     obs = torch.zeros(5, 9, 6, 6)
