@@ -269,6 +269,7 @@ def plot_curve(points: list[dict], run: Path, out: Path) -> Path:
     ax = axes[1]
     t = [r["wall_time"] / 60 for r in rows]
     ax.plot(t, [r["mean_q"] for r in rows], label="mean Q of the batch")
+    ax.plot(t, [r["mean_target"] for r in rows], label="mean TD target of the batch")
     demonstrated = any(r["demonstrations"] for r in rows)
     ax.plot(t, [r["loss"] for r in rows], label="loss (TD + margin)" if demonstrated else "TD loss")
     if demonstrated:

@@ -266,18 +266,23 @@ def test_a_learner_with_a_target_temperature_trains_on_expected_sarsa_targets(
 ):
     import generals_rl.train.dqn as dqn
 
-    temperatures = []
+    temperatures, targets = [], []
 
     def recorded(*args):
         temperatures.append(args[-1])
-        return dqn_targets(*args)
+        targets.append(dqn_targets(*args))
+        return targets[-1]
 
     monkeypatch.setattr(dqn, "dqn_targets", recorded)
     for temperature in (None, 0.3):
         learner = _learner_on_random_play(
             tmp_path / str(temperature), target_temperature=temperature
         )
-        assert np.isfinite(learner.train_step()["loss"])
+        stats = learner.train_step()
+        assert np.isfinite(stats["loss"])
+        # The metrics report the targets trained on; without demonstrations, no demo values.
+        assert stats["mean_target"] == pytest.approx(targets[-1].mean().item())
+        assert np.isnan(stats["demo_mean_q"]) and np.isnan(stats["demo_mean_target"])
     assert temperatures == [None, 0.3]
 
 
@@ -576,6 +581,7 @@ def test_demonstrations_are_read_to_capacity_and_ranked_first(tmp_path):
         assert stats["updates"] == 300 * 8  # a quarter of each minibatch of 32
         assert learner.buffer.stats()["priorities"]["updates"] == 300 * 24
         assert row["demonstrations"] == learner.demonstrated and row["margin_loss"] >= 0
+        assert np.isfinite([row["demo_mean_q"], row["demo_mean_target"]]).all(), row
         # Seeds 0-3 gained 0.17-0.29 over 0.11-0.20 (the float path moves it by a few points).
         assert after > before + 0.15, (before, after)
         latest = load_checkpoint(tmp_path / "weights" / "latest.pt")

@@ -285,7 +285,7 @@ def _train_dqn(args: argparse.Namespace) -> int:
                 f"step {row['step']:>7}  consumed {row['consumed']:>9}  "
                 f"replay ratio {row['replay_ratio']:.2f}  "
                 f"loss {row['loss']:.4f}  margin {row['margin_loss']:.4f}  "
-                f"q {row['mean_q']:+.3f}  "
+                f"q {row['mean_q']:+.3f}  target {row['mean_target']:+.3f}  "
                 f"version {row['published_version']}  "
                 f"lag {row['consumer_lag']}",
                 flush=True,

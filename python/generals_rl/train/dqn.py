@@ -47,6 +47,9 @@ DQN_METRICS = (
     "loss",
     "margin_loss",
     "mean_q",
+    "mean_target",
+    "demo_mean_q",
+    "demo_mean_target",
     "mean_weight",
     "lr",
     "memory_partial",
@@ -574,10 +577,13 @@ class DQNLearner:
             weights = weights / weights.max()
         loss = (weights * F.smooth_l1_loss(q, targets, reduction="none")).mean()
         demo_loss = torch.zeros(())
+        # The demonstrations' values apart (nan without): the margin loss acts on those.
+        demo_q = demo_target = float("nan")
         if demo_size:
             demo = slice(len(own), None)
             demo_loss = margin_loss(q_all[demo], actions[demo], legal[demo], c.margin).mean()
             loss = loss + c.margin_weight * demo_loss
+            demo_q, demo_target = q[demo].mean().item(), targets[demo].mean().item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
@@ -598,6 +604,9 @@ class DQNLearner:
             "loss": loss.item(),
             "margin_loss": demo_loss.item(),
             "mean_q": q.mean().item(),
+            "mean_target": targets.mean().item(),
+            "demo_mean_q": demo_q,
+            "demo_mean_target": demo_target,
             "mean_weight": float(weights.mean()),
             "lr": lr,
         }
