@@ -17,8 +17,10 @@ that farm plays just enough games for them and then waits, idle. After ``--minut
 wall time from the learner's start, every process is stopped with SIGINT (the learner
 publishes its last weights), and the final weights are evaluated over ``--eval-games``
 games on 10x10 with 500 ticks: sampled at temperature 0.3 (the headline), greedily and
-epsilon-greedily; and the final weights' Q-values of the moves they play are set beside
-the discounted returns that followed (their overestimation).
+epsilon-greedily; and over 32 of their games, the Q-values of the moves they play are set
+beside the discounted returns that followed (their overestimation), and the games still
+open at the tick limit are described (whether the enemy general had been seen, the
+shares of land and army).
 ``--curve-points`` earlier published versions are evaluated too (fewer games each), for
 the learning curve PNG. Target: >= 80% wins within 30 minutes. Prints one JSON object.
 """
@@ -46,7 +48,7 @@ from generals_rl.train import NetworkPolicy, make_opponent
 from generals_rl.train.checkpoint import load_checkpoint
 from generals_rl.train.dqn import DQNConfig, q_values, shaping
 from generals_rl.train.evaluate import evaluate
-from generals_rl.train.features import FogMemory
+from generals_rl.train.features import MEMORY_CHANNELS, FogMemory
 from generals_rl.train.model import full_mask
 from generals_rl.train.policy import seat_views
 from generals_rl.vec_env import RewardConfig, VecEnv
@@ -168,12 +170,14 @@ def evaluate_weights(path: Path, games: int, seed: int = 10_000_019, **policy_op
     return result.to_dict()
 
 
-def value_calibration(path: Path, games: int = 32) -> dict:
-    """The weights' Q-values of the actions they play (at the headline temperature,
-    against RandomBot) beside the discounted returns that followed, with the farms'
-    rewards and the learner's shaping (its config, saved with the weights), over the
-    ``games`` first games, each to its end (a draw at the tick limit ends its return
-    there). Their gap is the values' overestimation."""
+def final_games(path: Path, games: int = 32) -> dict:
+    """The weights' first ``games`` games at the headline temperature against RandomBot,
+    each to its end, for two figures. ``value_calibration``: the Q-values of the actions
+    played beside the discounted returns that followed, with the farms' rewards and the
+    learner's shaping (its config, saved with the weights; a draw at the tick limit ends
+    its return there); their gap is the values' overestimation. ``open_games``: the
+    games still open at the tick limit, with whether the network's memory held the
+    enemy general and its share of the land and army there."""
     policy = NetworkPolicy.from_checkpoint(path, seed=777, **EVAL_POLICIES[HEADLINE])
     net = policy.net
     config = DQNConfig(**load_checkpoint(path)["config"])
@@ -193,12 +197,20 @@ def value_calibration(path: Path, games: int = 32) -> dict:
     opponent = make_opponent("random", seed=4242)
     seats = np.zeros(games, dtype=np.int64)  # the network plays seat 0
     memory = FogMemory(games, 10, 10) if net.config.memory else None
+    general_seen = np.full(games, -1)  # the tick the memory first held the enemy general
+    open_at_limit = []
     actions = np.full((games, 2), -1, dtype=np.int32)
     values, rewards, ended = [], [], np.zeros(games, dtype=bool)
+    obs, masks = seat_views(env, seats)
+    planes = memory.update(obs, env.ticks) if memory is not None else obs
     while not ended.all():
-        obs, masks = seat_views(env, seats)
         ticks = torch.from_numpy(env.ticks.astype(np.int64))
-        planes = memory.update(obs, env.ticks) if memory is not None else obs
+        if memory is not None:
+            held = planes[:, obs.shape[1] + MEMORY_CHANNELS.index("enemy_general_seen")]
+            first = (held.reshape(games, -1).max(axis=1) > 0) & (general_seen < 0)
+            general_seen[first] = env.ticks[first]
+        for game in np.flatnonzero(~ended & (env.ticks == EVAL_MAX_TICKS - 1)):
+            open_at_limit.append(_standing(env.game_state(game), int(general_seen[game])))
         opponent.act(env, seats, actions)
         actions[:, 0] = policy.actions(obs, masks, env.ticks)
         with torch.no_grad():
@@ -208,17 +220,21 @@ def value_calibration(path: Path, games: int = 32) -> dict:
             values.append(np.where(ended, np.nan, q.gather(1, played[:, None])[:, 0].numpy()))
         _, reward, _, _, info = env.step(actions)
         done = info["episode_done"]
+        # The next states with their memory, as the learner shapes its samples.
+        next_obs, masks = seat_views(env, seats)
+        next_planes = memory.update(next_obs, env.ticks) if memory is not None else next_obs
         shaped = reward[:, 0] + np.asarray(
             shaping(
                 config,
-                torch.from_numpy(obs),
-                torch.from_numpy(seat_views(env, seats)[0]),
+                torch.from_numpy(planes),
+                torch.from_numpy(next_planes),
                 torch.ones(games),  # one tick
                 torch.tensor(done),  # a copy: the env's array is read-only
             )
         )
         rewards.append(np.where(ended, 0.0, shaped))
         ended |= done
+        obs, planes = next_obs, next_planes
     returns, following = [], np.zeros(games)
     for reward in reversed(rewards):
         following = reward + config.gamma * following
@@ -226,10 +242,46 @@ def value_calibration(path: Path, games: int = 32) -> dict:
     q_played = np.concatenate(values)
     g = np.concatenate(returns[::-1])[~np.isnan(q_played)]
     q_played = q_played[~np.isnan(q_played)]
+
+    def mean(key: str) -> float | None:
+        known = [o[key] for o in open_at_limit if o[key] is not None]
+        return round(float(np.mean(known)), 3) if known else None
+
+    seen = [o["general_seen_at"] for o in open_at_limit if o["general_seen_at"] >= 0]
     return {
-        "games": games,
-        "mean_q_played": round(float(q_played.mean()), 3),
-        "mean_return": round(float(g.mean()), 3),
+        "value_calibration": {
+            "games": games,
+            "mean_q_played": round(float(q_played.mean()), 3),
+            "mean_return": round(float(g.mean()), 3),
+        },
+        "open_games": {
+            "games": games,
+            "open_at_limit": len(open_at_limit),
+            "general_seen": len(seen) if memory is not None else None,
+            "median_tick_general_first_seen": int(np.median(seen)) if seen else None,
+            "mean_land_share": mean("land_share"),
+            "mean_army_share": mean("army_share"),
+            "mean_largest_army": mean("largest_army"),
+            "mean_enemy_general_army": mean("enemy_general_army"),
+            "games_at_limit": open_at_limit,
+        },
+    }
+
+
+def _standing(state: dict, general_seen_at: int) -> dict:
+    """Seat 0's share of the players' land and army on ``state``'s board, its largest
+    army on one tile and the army on the enemy general (what that tile must beat)."""
+    owner, army = np.asarray(state["owner"]), np.asarray(state["army"])
+    land = [int((owner == p).sum()) for p in (0, 1)]
+    armies = [int(army[owner == p].sum()) for p in (0, 1)]
+    return {
+        "largest_army": int(army[owner == 0].max()),
+        "enemy_general_army": int(army.flat[state["generals"][1]]),
+        "land": land,
+        "army": armies,
+        "land_share": round(land[0] / max(1, sum(land)), 3),
+        "army_share": round(armies[0] / max(1, sum(armies)), 3),
+        "general_seen_at": general_seen_at,
     }
 
 
@@ -421,7 +473,7 @@ def main(argv=None) -> int:
         for name, options in EVAL_POLICIES.items()
     }
     evaluation = evaluations[HEADLINE]
-    calibration = value_calibration(final)
+    played = final_games(final)
     times = version_times(run)
     versions = sorted(run.glob("weights/weights_*.pt"))
     picks = [
@@ -474,7 +526,7 @@ def main(argv=None) -> int:
                 "published_versions": payload["version"],
                 "exit_codes": codes,
                 "evaluation": evaluations,
-                "value_calibration": calibration,
+                **played,
                 "target_met": evaluation["win_rate"] >= TARGET,
                 "curve": curve,
                 "curve_png": str(plot),

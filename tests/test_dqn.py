@@ -23,6 +23,7 @@ from generals_rl.train.dqn import (
     q_values,
     shaping,
 )
+from generals_rl.train.features import MEMORY_CHANNELS, general_distance
 from generals_rl.train.model import MASKED_LOGIT, full_mask
 from generals_rl.train.policy import CheckpointBot, NetworkPolicy
 
@@ -454,6 +455,47 @@ def test_the_learners_shaping_equals_a_slow_reference():
         assert got[i].item() == pytest.approx(expected, abs=1e-6)
 
 
+def _with_general(obs: torch.Tensor, rows, y: int, x: int, remembered: bool) -> torch.Tensor:
+    """``obs`` with the enemy general at (y, x) in ``rows``: in FogMemory's plane for it
+    (``obs`` carrying the memory planes), or in sight (enemy land with a general)."""
+    if remembered:
+        obs[rows, 9 + MEMORY_CHANNELS.index("enemy_general_seen"), y, x] = 1
+    else:
+        obs[rows, 3, y, x] = 1
+        obs[rows, 5, y, x] = 1
+    return obs
+
+
+@pytest.mark.parametrize("remembered", [True, False])
+def test_the_general_distance_is_the_lands_nearest_over_the_span(remembered):
+    channels = 9 + len(MEMORY_CHANNELS) if remembered else 9
+    obs = torch.zeros(4, channels, 6, 8)
+    obs[:, 2, 0, 0] = 1  # own land in every row
+    obs[1, 2, 4, 6] = 1  # row 1 also owns a tile next to the general
+    obs = _with_general(obs, [0, 1, 3], 4, 7, remembered)
+    obs[3, 2] = 0  # row 3 owns nothing; row 2 has no general
+    assert general_distance(obs).tolist() == pytest.approx([11 / 12, 1 / 12, 1.0, 1.0])
+
+
+def test_approach_shaping_telescopes_over_a_chain():
+    """Potential-based: one step's shaping plus the next's, discounted, is the shaping of
+    the two-step chain; a chain that ends the game drops the last potential."""
+    config = _small_config(gamma=0.9, approach_reward=0.6)
+    states = torch.zeros(3, 9 + len(MEMORY_CHANNELS), 6, 6)
+    states = _with_general(states, [0, 1, 2], 5, 5, remembered=True)
+    for i, (y, x) in enumerate([(0, 0), (2, 1), (5, 4)]):
+        states[i, 2, y, x] = 1
+    first, second, third = states[0:1], states[1:2], states[2:3]
+    one, two, not_done = torch.tensor([1]), torch.tensor([2]), torch.tensor([False])
+    a = shaping(config, first, second, one, not_done)
+    b = shaping(config, second, third, one, not_done)
+    assert (a + 0.9 * b).item() == pytest.approx(shaping(config, first, third, two, not_done))
+    # Potentials -0.6 * (10, 7, 1) / 10: closing in pays.
+    assert a.item() == pytest.approx(0.6 - 0.9 * 0.42) and b.item() > 0
+    ended = shaping(config, first, third, two, torch.tensor([True]))
+    assert ended.item() == pytest.approx(0.6)
+
+
 def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
     config = _small_config(gamma=0.9, draw_reward=-1.0, max_ticks=60)
     learner = DQNLearner(config, ["127.0.0.1:1"], tmp_path)  # never started
@@ -486,6 +528,10 @@ def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
         (
             ["--target-temperature", "0"],
             "target_temperature: must be positive and finite, got 0.0",
+        ),
+        (
+            ["--approach-reward", "-1"],
+            "approach_reward: must be at least 0 and finite, got -1.0",
         ),
         (
             ["--action-head", "diagonal"],

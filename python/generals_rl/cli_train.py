@@ -252,6 +252,7 @@ def _train_dqn(args: argparse.Namespace) -> int:
             replay_ratio=args.replay_ratio,
             tick_reward=args.tick_reward,
             enemy_land_reward=args.enemy_land_reward,
+            approach_reward=args.approach_reward,
             draw_reward=args.draw_reward,
             max_ticks=args.max_ticks,
             demo_capacity=args.demo_capacity,
@@ -639,6 +640,15 @@ def add_commands(commands) -> None:
         default=0.0,
         metavar="R",
         help="shaping added per enemy tile taken (default: %(default)s)",
+    )
+    option(
+        "--approach-reward",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="potential-based shaping toward the enemy general as remembered: a state's "
+        "potential is -R times its land's distance to the general over the board's span "
+        "(1 until seen; default: %(default)s)",
     )
     option(
         "--draw-reward",

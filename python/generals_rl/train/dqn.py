@@ -31,7 +31,7 @@ from ..actions import to_gym_actions
 from ..defaults import MAX_TICKS
 from ..experience import ExperienceBuffer
 from .checkpoint import save_checkpoint
-from .features import enemy_tiles_taken, observed_compass
+from .features import enemy_tiles_taken, general_distance, observed_compass
 from .model import MASKED_LOGIT, NetConfig, PolicyValueNet, full_mask
 from .replay_memory import ReplayMemory
 from .schedule import check_time_budget, decayed_lr, run_progress
@@ -123,6 +123,11 @@ class DQNConfig:
     # an experience's state and its n-step next state.
     tick_reward: float = 0.0
     enemy_land_reward: float = 0.0
+    # Potential-based shaping toward the enemy general: the potential of a state is
+    # ``-approach_reward`` times its :func:`general_distance` (the land's distance to the
+    # general as remembered, 1 until seen), so seeing the general and closing in on it pay,
+    # and any path's shaping telescopes to the difference of its ends' potentials.
+    approach_reward: float = 0.0
     # A game the farms cut at their tick limit ``max_ticks`` (a draw) ends with
     # ``draw_reward`` (its discounted share in the n-step return, no bootstrap); None
     # bootstraps from the cut state as from any other.
@@ -183,6 +188,10 @@ class DQNConfig:
         if self.target_temperature is not None and not 0 < self.target_temperature < math.inf:
             raise ValueError(
                 f"target_temperature: must be positive and finite, got {self.target_temperature}"
+            )
+        if not 0 <= self.approach_reward < math.inf:
+            raise ValueError(
+                f"approach_reward: must be at least 0 and finite, got {self.approach_reward}"
             )
         for name in ("tick_reward", "enemy_land_reward", "draw_reward"):
             value = getattr(self, name)
@@ -281,7 +290,8 @@ def dqn_targets(
 def shaping(c: DQNConfig, obs, next_obs, length, done) -> torch.Tensor | float:
     """The learner's shaping of n-step rewards under config ``c``: ``tick_reward``
     discounted over the n ticks, ``enemy_land_reward`` per enemy tile taken (not at the
-    game's end, where taking the general hands over all its land)."""
+    game's end, where taking the general hands over all its land), and the change of the
+    approach potential ``gamma^n * phi(next) - phi(state)`` (``phi`` 0 at the end)."""
     shaped: torch.Tensor | float = 0.0
     if c.tick_reward:
         ticks = length.to(torch.float32)
@@ -290,6 +300,10 @@ def shaping(c: DQNConfig, obs, next_obs, length, done) -> torch.Tensor | float:
     if c.enemy_land_reward:
         taken = enemy_tiles_taken(obs, next_obs).to(torch.float32)
         shaped = shaped + c.enemy_land_reward * taken.masked_fill(done, 0.0)
+    if c.approach_reward:
+        discount = c.gamma ** length.to(torch.float32)
+        after = general_distance(next_obs).masked_fill(done, 0.0)
+        shaped = shaped + c.approach_reward * (general_distance(obs) - discount * after)
     return shaped
 
 

@@ -122,6 +122,34 @@ def enemy_tiles_taken(before, after):
     )
 
 
+def general_distance(obs):
+    """Torch float32 ``(B,)``: per row of ``obs`` (torch ``(B, C, H, W)``), the shortest
+    Manhattan distance from the player's land to the enemy general, over the board's
+    span ``H + W - 2``; 1 where there is no general to go to. The general is the one in
+    FogMemory's planes when ``obs`` carries them after the observation's (where it was
+    last seen), else the one in sight."""
+    import torch
+
+    batch, channels, height, width = obs.shape
+    own = obs[:, _CHANNEL["own_land"]] > 0
+    if channels >= len(OBSERVATION_CHANNELS) + len(MEMORY_CHANNELS):
+        general = obs[:, len(OBSERVATION_CHANNELS) + MEMORY_CHANNELS.index("enemy_general_seen")]
+        general = general > 0
+    else:
+        general = (obs[:, _CHANNEL["enemy_land"]] > 0) & (
+            obs[:, _CHANNEL["cities_and_generals"]] > 0
+        )
+    where = general.flatten(1).to(torch.uint8).argmax(dim=1)
+    gy, gx = (where // width)[:, None, None], (where % width)[:, None, None]
+    ys = torch.arange(height, device=obs.device)[None, :, None]
+    xs = torch.arange(width, device=obs.device)[None, None, :]
+    span = height + width - 2
+    distance = ((ys - gy).abs() + (xs - gx).abs()).expand(batch, height, width)
+    nearest = distance.masked_fill(~own, span).flatten(1).amin(dim=1)
+    known = general.flatten(1).any(dim=1) & own.flatten(1).any(dim=1)
+    return torch.where(known, nearest.to(torch.float32) / span, 1.0)
+
+
 COMPASS_CHANNELS = ("target_dy", "target_dx")
 
 
