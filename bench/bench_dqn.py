@@ -244,8 +244,9 @@ def final_games(path: Path, games: int = 32) -> dict:
     q_played = q_played[~np.isnan(q_played)]
 
     def mean(key: str) -> float | None:
-        known = [o[key] for o in open_at_limit if o[key] is not None]
-        return round(float(np.mean(known)), 3) if known else None
+        if not open_at_limit:
+            return None
+        return round(float(np.mean([o[key] for o in open_at_limit])), 3)
 
     seen = [o["general_seen_at"] for o in open_at_limit if o["general_seen_at"] >= 0]
     return {
