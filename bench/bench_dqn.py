@@ -48,7 +48,7 @@ from generals_rl.train import NetworkPolicy, make_opponent
 from generals_rl.train.checkpoint import load_checkpoint
 from generals_rl.train.dqn import DQNConfig, q_values, shaping
 from generals_rl.train.evaluate import evaluate
-from generals_rl.train.features import MEMORY_CHANNELS, FogMemory
+from generals_rl.train.features import GENERAL_SEEN_PLANE, FogMemory
 from generals_rl.train.model import full_mask
 from generals_rl.train.policy import seat_views
 from generals_rl.vec_env import RewardConfig, VecEnv
@@ -206,7 +206,7 @@ def final_games(path: Path, games: int = 32) -> dict:
     while not ended.all():
         ticks = torch.from_numpy(env.ticks.astype(np.int64))
         if memory is not None:
-            held = planes[:, obs.shape[1] + MEMORY_CHANNELS.index("enemy_general_seen")]
+            held = planes[:, GENERAL_SEEN_PLANE]
             first = (held.reshape(games, -1).max(axis=1) > 0) & (general_seen < 0)
             general_seen[first] = env.ticks[first]
         for game in np.flatnonzero(~ended & (env.ticks == EVAL_MAX_TICKS - 1)):

@@ -23,7 +23,7 @@ from generals_rl.train.dqn import (
     q_values,
     shaping,
 )
-from generals_rl.train.features import MEMORY_CHANNELS, general_distance
+from generals_rl.train.features import GENERAL_SEEN_PLANE, MEMORY_CHANNELS, general_distance
 from generals_rl.train.model import MASKED_LOGIT, full_mask
 from generals_rl.train.policy import CheckpointBot, NetworkPolicy
 
@@ -459,7 +459,7 @@ def _with_general(obs: torch.Tensor, rows, y: int, x: int, remembered: bool) -> 
     """``obs`` with the enemy general at (y, x) in ``rows``: in FogMemory's plane for it
     (``obs`` carrying the memory planes), or in sight (enemy land with a general)."""
     if remembered:
-        obs[rows, 9 + MEMORY_CHANNELS.index("enemy_general_seen"), y, x] = 1
+        obs[rows, GENERAL_SEEN_PLANE, y, x] = 1
     else:
         obs[rows, 3, y, x] = 1
         obs[rows, 5, y, x] = 1

@@ -122,6 +122,16 @@ def enemy_tiles_taken(before, after):
     )
 
 
+# Where the remembered enemy general lies in an input carrying FogMemory's planes.
+GENERAL_SEEN_PLANE = len(OBSERVATION_CHANNELS) + MEMORY_CHANNELS.index("enemy_general_seen")
+
+
+def _general_in_sight(obs):
+    """Bool ``(B, H, W)``: the enemy general's tile where it is in sight in ``obs``."""
+    enemy = obs[:, _CHANNEL["enemy_land"]] > 0
+    return enemy & (obs[:, _CHANNEL["cities_and_generals"]] > 0)
+
+
 def general_distance(obs):
     """Torch float32 ``(B,)``: per row of ``obs`` (torch ``(B, C, H, W)``), the shortest
     Manhattan distance from the player's land to the enemy general, over the board's
@@ -133,12 +143,9 @@ def general_distance(obs):
     batch, channels, height, width = obs.shape
     own = obs[:, _CHANNEL["own_land"]] > 0
     if channels >= len(OBSERVATION_CHANNELS) + len(MEMORY_CHANNELS):
-        general = obs[:, len(OBSERVATION_CHANNELS) + MEMORY_CHANNELS.index("enemy_general_seen")]
-        general = general > 0
+        general = obs[:, GENERAL_SEEN_PLANE] > 0
     else:
-        general = (obs[:, _CHANNEL["enemy_land"]] > 0) & (
-            obs[:, _CHANNEL["cities_and_generals"]] > 0
-        )
+        general = _general_in_sight(obs)
     where = general.flatten(1).to(torch.uint8).argmax(dim=1)
     gy, gx = (where // width)[:, None, None], (where % width)[:, None, None]
     ys = torch.arange(height, device=obs.device)[None, :, None]
@@ -201,6 +208,5 @@ def observed_compass(obs):
     must be); zero where there is none (:func:`compass_toward`). ``obs`` is a torch
     tensor ``(B, C, H, W)`` whose first planes are the observation's."""
     enemy = obs[:, _CHANNEL["enemy_land"]] > 0
-    general = enemy & (obs[:, _CHANNEL["cities_and_generals"]] > 0)
     fog = obs[:, _CHANNEL["fog"]] > 0
-    return compass_toward(general, enemy, fog).to(obs.dtype)
+    return compass_toward(_general_in_sight(obs), enemy, fog).to(obs.dtype)
