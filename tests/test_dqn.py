@@ -477,10 +477,31 @@ def test_the_general_distance_is_the_lands_nearest_over_the_span(remembered):
     assert general_distance(obs).tolist() == pytest.approx([11 / 12, 1 / 12, 1.0, 1.0])
 
 
-def test_approach_shaping_telescopes_over_a_chain():
+@pytest.mark.parametrize("remembered", [True, False])
+def test_the_general_distance_from_the_army_is_the_largest_stacks(remembered):
+    """From the tile holding the largest army, wherever the land's nearest tile is; an
+    army seen on a tile not owned (the enemy's) does not count."""
+    channels = 9 + len(MEMORY_CHANNELS) if remembered else 9
+    obs = torch.zeros(3, channels, 6, 8)
+    obs[:, 2, 0, 0] = obs[:, 2, 4, 6] = 1  # every row owns a far tile and a near one
+    obs[:, 0, 0, 0], obs[:, 0, 4, 6] = 0.9, 0.2  # the far one holds the largest army
+    obs[1, 0, 4, 6] = 0.95  # row 1's largest is the near one
+    obs[2, 0, 0, 0] = 0.0
+    obs[2, 0, 1, 1] = 0.99  # row 2: a larger army, but on a tile it does not own
+    obs = _with_general(obs, [0, 1, 2], 4, 7, remembered)
+    expected = [11 / 12, 1 / 12, 1 / 12]
+    assert general_distance(obs, "army").tolist() == pytest.approx(expected)
+    assert general_distance(obs, "land").tolist() == pytest.approx([1 / 12] * 3)
+    with pytest.raises(ValueError, match="source: expected one of"):
+        general_distance(obs, "cities")
+
+
+@pytest.mark.parametrize("source", ["land", "army"])
+def test_approach_shaping_telescopes_over_a_chain(source):
     """Potential-based: one step's shaping plus the next's, discounted, is the shaping of
-    the two-step chain; a chain that ends the game drops the last potential."""
-    config = _small_config(gamma=0.9, approach_reward=0.6)
+    the two-step chain; a chain that ends the game drops the last potential. (Each state
+    owns one tile: its land's nearest and its largest army's.)"""
+    config = _small_config(gamma=0.9, approach_reward=0.6, approach_from=source)
     states = torch.zeros(3, 9 + len(MEMORY_CHANNELS), 6, 6)
     states = _with_general(states, [0, 1, 2], 5, 5, remembered=True)
     for i, (y, x) in enumerate([(0, 0), (2, 1), (5, 4)]):
@@ -532,6 +553,10 @@ def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
         (
             ["--approach-reward", "-1"],
             "approach_reward: must be at least 0 and finite, got -1.0",
+        ),
+        (
+            ["--approach-from", "cities"],
+            "approach_from: expected one of ('land', 'army'), got 'cities'",
         ),
         (
             ["--action-head", "diagonal"],

@@ -253,6 +253,7 @@ def _train_dqn(args: argparse.Namespace) -> int:
             tick_reward=args.tick_reward,
             enemy_land_reward=args.enemy_land_reward,
             approach_reward=args.approach_reward,
+            approach_from=args.approach_from,
             draw_reward=args.draw_reward,
             max_ticks=args.max_ticks,
             demo_capacity=args.demo_capacity,
@@ -647,8 +648,15 @@ def add_commands(commands) -> None:
         default=0.0,
         metavar="R",
         help="potential-based shaping toward the enemy general as remembered: a state's "
-        "potential is -R times its land's distance to the general over the board's span "
-        "(1 until seen; default: %(default)s)",
+        "potential is -R times the distance to the general over the board's span, from "
+        "--approach-from (1 until seen; default: %(default)s)",
+    )
+    option(
+        "--approach-from",
+        default="land",
+        metavar="land|army",
+        help="what --approach-reward measures the distance from: the land's tile nearest "
+        "the general, or the tile holding the largest army (default: %(default)s)",
     )
     option(
         "--draw-reward",

@@ -31,7 +31,7 @@ from ..actions import to_gym_actions
 from ..defaults import MAX_TICKS
 from ..experience import ExperienceBuffer
 from .checkpoint import save_checkpoint
-from .features import enemy_tiles_taken, general_distance, observed_compass
+from .features import APPROACH_SOURCES, enemy_tiles_taken, general_distance, observed_compass
 from .model import MASKED_LOGIT, NetConfig, PolicyValueNet, full_mask
 from .replay_memory import ReplayMemory
 from .schedule import check_time_budget, decayed_lr, run_progress
@@ -124,10 +124,12 @@ class DQNConfig:
     tick_reward: float = 0.0
     enemy_land_reward: float = 0.0
     # Potential-based shaping toward the enemy general: the potential of a state is
-    # ``-approach_reward`` times its :func:`general_distance` (the land's distance to the
-    # general as remembered, 1 until seen), so seeing the general and closing in on it pay,
-    # and any path's shaping telescopes to the difference of its ends' potentials.
+    # ``-approach_reward`` times its :func:`general_distance` from ``approach_from`` (the
+    # land's nearest tile or the largest army; to the general as remembered, 1 until
+    # seen), so seeing the general and closing in on it pay, and any path's shaping
+    # telescopes to the difference of its ends' potentials.
     approach_reward: float = 0.0
+    approach_from: str = "land"
     # A game the farms cut at their tick limit ``max_ticks`` (a draw) ends with
     # ``draw_reward`` (its discounted share in the n-step return, no bootstrap); None
     # bootstraps from the cut state as from any other.
@@ -188,6 +190,10 @@ class DQNConfig:
         if self.target_temperature is not None and not 0 < self.target_temperature < math.inf:
             raise ValueError(
                 f"target_temperature: must be positive and finite, got {self.target_temperature}"
+            )
+        if self.approach_from not in APPROACH_SOURCES:
+            raise ValueError(
+                f"approach_from: expected one of {APPROACH_SOURCES}, got {self.approach_from!r}"
             )
         if not 0 <= self.approach_reward < math.inf:
             raise ValueError(
@@ -302,8 +308,9 @@ def shaping(c: DQNConfig, obs, next_obs, length, done) -> torch.Tensor | float:
         shaped = shaped + c.enemy_land_reward * taken.masked_fill(done, 0.0)
     if c.approach_reward:
         discount = c.gamma ** length.to(torch.float32)
-        after = general_distance(next_obs).masked_fill(done, 0.0)
-        shaped = shaped + c.approach_reward * (general_distance(obs) - discount * after)
+        before = general_distance(obs, c.approach_from)
+        after = general_distance(next_obs, c.approach_from).masked_fill(done, 0.0)
+        shaped = shaped + c.approach_reward * (before - discount * after)
     return shaped
 
 

@@ -132,14 +132,20 @@ def _general_in_sight(obs):
     return enemy & (obs[:, _CHANNEL["cities_and_generals"]] > 0)
 
 
-def general_distance(obs):
-    """Torch float32 ``(B,)``: per row of ``obs`` (torch ``(B, C, H, W)``), the shortest
-    Manhattan distance from the player's land to the enemy general, over the board's
-    span ``H + W - 2``; 1 where there is no general to go to. The general is the one in
-    FogMemory's planes when ``obs`` carries them after the observation's (where it was
-    last seen), else the one in sight."""
+APPROACH_SOURCES = ("land", "army")
+
+
+def general_distance(obs, source: str = "land"):
+    """Torch float32 ``(B,)``: per row of ``obs`` (torch ``(B, C, H, W)``), the Manhattan
+    distance to the enemy general over the board's span ``H + W - 2``, from the player's
+    ``source``: "land", its tile nearest the general; "army", its tile holding the
+    largest army (what must march there to take it). 1 where there is no general to go
+    to. The general is the one in FogMemory's planes when ``obs`` carries them after the
+    observation's (where it was last seen), else the one in sight."""
     import torch
 
+    if source not in APPROACH_SOURCES:
+        raise ValueError(f"source: expected one of {APPROACH_SOURCES}, got {source!r}")
     batch, channels, height, width = obs.shape
     own = obs[:, _CHANNEL["own_land"]] > 0
     if channels >= len(OBSERVATION_CHANNELS) + len(MEMORY_CHANNELS):
@@ -151,8 +157,12 @@ def general_distance(obs):
     ys = torch.arange(height, device=obs.device)[None, :, None]
     xs = torch.arange(width, device=obs.device)[None, None, :]
     span = height + width - 2
-    distance = ((ys - gy).abs() + (xs - gx).abs()).expand(batch, height, width)
-    nearest = distance.masked_fill(~own, span).flatten(1).amin(dim=1)
+    distance = ((ys - gy).abs() + (xs - gx).abs()).expand(batch, height, width).flatten(1)
+    if source == "land":
+        nearest = distance.masked_fill(~own.flatten(1), span).amin(dim=1)
+    else:
+        army = obs[:, _CHANNEL["own_army"]].masked_fill(~own, -1.0).flatten(1)
+        nearest = distance.gather(1, army.argmax(dim=1)[:, None]).squeeze(1)
     known = general.flatten(1).any(dim=1) & own.flatten(1).any(dim=1)
     return torch.where(known, nearest.to(torch.float32) / span, 1.0)
 
