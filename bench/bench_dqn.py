@@ -20,7 +20,7 @@ games on 10x10 with 500 ticks: sampled at temperature 0.3 (the headline), greedi
 epsilon-greedily; and over 32 of their games, the Q-values of the moves they play are set
 beside the discounted returns that followed (their overestimation), and the games still
 open at the tick limit are described (whether the enemy general had been seen, the
-shares of land and army).
+shares of land and army), as are the states where one move would take the enemy general.
 ``--curve-points`` earlier published versions are evaluated too (fewer games each), for
 the learning curve PNG. Target: >= 80% wins within 30 minutes. Prints one JSON object.
 """
@@ -177,7 +177,9 @@ def final_games(path: Path, games: int = 32) -> dict:
     learner's shaping (its config, saved with the weights; a draw at the tick limit ends
     its return there); their gap is the values' overestimation. ``open_games``: the
     games still open at the tick limit, with whether the network's memory held the
-    enemy general and its share of the land and army there."""
+    enemy general and its share of the land and army there. ``captures``: the states
+    where one of the network's full moves would take the enemy general (and win), how
+    often it played one, and the Q-value of the best such move beside the best of all."""
     policy = NetworkPolicy.from_checkpoint(path, seed=777, **EVAL_POLICIES[HEADLINE])
     net = policy.net
     config = DQNConfig(**load_checkpoint(path)["config"])
@@ -201,6 +203,7 @@ def final_games(path: Path, games: int = 32) -> dict:
     open_at_limit = []
     actions = np.full((games, 2), -1, dtype=np.int32)
     values, rewards, ended = [], [], np.zeros(games, dtype=bool)
+    captures = []  # (played, Q of the best capture, best Q) where one move takes the general
     obs, masks = seat_views(env, seats)
     planes = memory.update(obs, env.ticks) if memory is not None else obs
     while not ended.all():
@@ -218,6 +221,12 @@ def final_games(path: Path, games: int = 32) -> dict:
             q = q_values(net, torch.from_numpy(planes), ticks=ticks, mask=legal)
             played = torch.from_numpy(to_gym_actions(actions[:, 0], 10, 10).astype(np.int64))
             values.append(np.where(ended, np.nan, q.gather(1, played[:, None])[:, 0].numpy()))
+            best = q.masked_fill(~legal, -np.inf).amax(dim=1)
+        for game in np.flatnonzero(~ended):
+            moves = _capture_moves(env.game_state(game))
+            if moves:
+                q_capture = float(q[game, moves].max())
+                captures.append((int(played[game]) in moves, q_capture, float(best[game])))
         _, reward, _, _, info = env.step(actions)
         done = info["episode_done"]
         # The next states with their memory, as the learner shapes its samples.
@@ -243,30 +252,58 @@ def final_games(path: Path, games: int = 32) -> dict:
     g = np.concatenate(returns[::-1])[~np.isnan(q_played)]
     q_played = q_played[~np.isnan(q_played)]
 
-    def mean(key: str) -> float | None:
-        if not open_at_limit:
-            return None
-        return round(float(np.mean([o[key] for o in open_at_limit])), 3)
+    def mean(values) -> float | None:
+        return round(float(np.mean(values)), 3) if len(values) else None
+
+    def open_mean(key: str) -> float | None:
+        return mean([o[key] for o in open_at_limit])
 
     seen = [o["general_seen_at"] for o in open_at_limit if o["general_seen_at"] >= 0]
+    played_capture, q_capture, q_best = np.array(captures, dtype=float).reshape(-1, 3).T
     return {
         "value_calibration": {
             "games": games,
-            "mean_q_played": round(float(q_played.mean()), 3),
-            "mean_return": round(float(g.mean()), 3),
+            "mean_q_played": mean(q_played),
+            "mean_return": mean(g),
         },
         "open_games": {
             "games": games,
             "open_at_limit": len(open_at_limit),
             "general_seen": len(seen) if memory is not None else None,
             "median_tick_general_first_seen": int(np.median(seen)) if seen else None,
-            "mean_land_share": mean("land_share"),
-            "mean_army_share": mean("army_share"),
-            "mean_largest_army": mean("largest_army"),
-            "mean_enemy_general_army": mean("enemy_general_army"),
+            "mean_land_share": open_mean("land_share"),
+            "mean_army_share": open_mean("army_share"),
+            "mean_largest_army": open_mean("largest_army"),
+            "mean_enemy_general_army": open_mean("enemy_general_army"),
             "games_at_limit": open_at_limit,
         },
+        "captures": {
+            "states": len(captures),
+            "played": int(played_capture.sum()),
+            "valued_best": int((q_capture >= q_best).sum()),
+            "mean_q_capture": mean(q_capture),
+            "mean_q_best": mean(q_best),
+        },
     }
+
+
+# The gym actions' directions (up, down, left, right) as row and column steps.
+_STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def _capture_moves(state: dict, height: int = 10, width: int = 10) -> list[int]:
+    """Seat 0's full moves (gym encoding) on ``state`` that take seat 1's general: from
+    an own neighbour whose army, less the one left behind, beats the general's."""
+    owner = np.asarray(state["owner"]).reshape(height, width)
+    army = np.asarray(state["army"]).reshape(height, width)
+    gy, gx = divmod(int(state["generals"][1]), width)
+    moves = []
+    for direction, (dy, dx) in enumerate(_STEPS):
+        y, x = gy - dy, gx - dx  # the source tile one step back from the general
+        on_board = 0 <= y < height and 0 <= x < width
+        if on_board and owner[y, x] == 0 and army[y, x] - 1 > army[gy, gx]:
+            moves.append((y * width + x) * 4 + direction)
+    return moves
 
 
 def _standing(state: dict, general_seen_at: int) -> dict:
