@@ -398,9 +398,9 @@ def test_an_interrupted_learner_publishes_its_last_steps(tmp_path, monkeypatch):
         server.stop()
 
 
-def test_dqn_checkpoints_play_greedily_and_whole_army_moves_only(tmp_path):
+def test_dqn_checkpoints_play_greedily_with_whole_army_moves_and_a_wide_move_view(tmp_path):
     server = _serve_random_play()
-    config = _small_config(steps=10, half_moves=False, stack_preference=2.0)
+    config = _small_config(steps=10, half_moves=False, stack_preference=2.0, move_view=3)
     learner = DQNLearner(config, [server.address], tmp_path)
     try:
         learner.train()
@@ -410,6 +410,7 @@ def test_dqn_checkpoints_play_greedily_and_whole_army_moves_only(tmp_path):
     assert not learner.net.config.half_moves and learner.net.config.stack_preference == 2.0
     latest = tmp_path / "weights" / "latest.pt"
     assert NetworkPolicy.from_checkpoint(latest).greedy  # a Q-network's argmax
+    assert NetworkPolicy.from_checkpoint(latest).net.input_head.kernel_size == (3, 3)
     assert not NetworkPolicy.from_checkpoint(latest, greedy=False).greedy
     boltzmann = NetworkPolicy.from_checkpoint(latest, temperature=0.3)  # softmax(Q / 0.3)
     assert not boltzmann.greedy and boltzmann.temperature == 0.3
@@ -558,6 +559,7 @@ def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
             ["--approach-from", "cities"],
             "approach_from: expected one of ('land', 'army'), got 'cities'",
         ),
+        (["--move-view", "2"], "move_view: must be an odd number of tiles, got 2"),
         (
             ["--action-head", "diagonal"],
             "action_head: expected one of joint, factorised, got 'diagonal'",

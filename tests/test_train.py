@@ -32,7 +32,7 @@ from generals_rl.train import (
 from generals_rl.train.evaluate import evaluate, tally, wilson_interval
 from generals_rl.train.features import MEMORY_CHANNELS, FogMemory, observed_compass
 from generals_rl.train.model import entropy, log_probs, native_bfloat16
-from generals_rl.train.policy import seat_views
+from generals_rl.train.policy import net_from_checkpoint, seat_views
 from generals_rl.vec_env import OBSERVATION_CHANNELS
 
 torch.set_num_threads(1)
@@ -171,6 +171,64 @@ def test_a_bfloat16_trunk_keeps_float32_outputs_close_to_the_float32_network():
     assert not torch.equal(log_probs(fast_logits)[mask], legal_logp)  # bfloat16 was used
     assert torch.allclose(log_probs(fast_logits)[mask], legal_logp, atol=0.05)
     assert torch.allclose(fast_value, value, atol=0.02)
+
+
+def _move_logits(net, obs):
+    """The move logits (B, half*4 + direction, H, W) before the mask."""
+    h, w = obs.shape[-2:]
+    with torch.no_grad():
+        logits, _ = net(obs)
+    return logits[:, :-1].view(obs.shape[0], 2, h, w, 4).permute(0, 1, 4, 2, 3).flatten(1, 2)
+
+
+@pytest.mark.parametrize("view", [1, 3])
+def test_a_moves_logit_reads_the_tiles_within_its_view_and_no_further(view):
+    # Without blocks the trunk (the stem) reads one tile around the source; a view of 3
+    # reads one more, so the tile two to the right reaches the source's logits only then.
+    torch.manual_seed(8)
+    net = PolicyValueNet(NetConfig(channels=4, blocks=0, move_view=view))
+    with torch.no_grad():
+        net.move_head.weight.normal_(std=0.5)
+        net.input_head.weight.normal_(std=0.5)
+    obs = torch.from_numpy(np.random.default_rng(4).random((1, 9, 5, 6), dtype=np.float32))
+    changed = obs.clone()
+    changed[0, :, 2, 4] += 1.0  # two to the right of (2, 2)
+    difference = (_move_logits(net, changed) - _move_logits(net, obs)).abs()[0, :, 2, :]
+    assert (difference[:, 1] == 0).all()  # three tiles away: out of reach either way
+    assert (difference[:, 2] > 0).any() == (view == 3)
+    assert (difference[:, 3] > 0).all()  # the stem's neighbour
+
+
+def test_a_wider_move_view_starts_with_the_same_preferences_from_the_source_tile():
+    config = dict(channels=4, blocks=1, compass=True, stack_preference=4.0, heading_preference=2.0)
+    narrow = PolicyValueNet(NetConfig(**config))
+    wide = PolicyValueNet(NetConfig(**config, move_view=3))
+    obs = torch.from_numpy(np.random.default_rng(5).random((3, 9, 4, 5), dtype=np.float32))
+    planes = torch.cat([obs, observed_compass(obs)], dim=1)
+    with torch.no_grad():
+        assert torch.equal(wide.input_head(planes), narrow.input_head(planes))
+        own_army = planes[:, OBSERVATION_CHANNELS.index("own_army")]
+        assert torch.allclose(wide.input_head(planes)[:, 0], 4.0 * own_army - 2.0 * planes[:, 9])
+    assert wide.input_head.weight.shape[-2:] == (3, 3)
+
+
+@pytest.mark.parametrize("view", [0, 2, -1])
+def test_a_move_view_of_an_even_or_no_number_of_tiles_is_refused(view):
+    with pytest.raises(ValueError, match=f"move_view: must be an odd number of tiles, got {view}"):
+        NetConfig(move_view=view)
+
+
+def test_a_checkpoint_written_before_move_view_loads_as_the_source_tile_view(tmp_path):
+    net = PolicyValueNet(NetConfig(channels=4, blocks=1))
+    config = net.config.to_dict()
+    del config["move_view"]  # a configuration written before the option existed
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, {"model": net.state_dict(), "net_config": config})
+    restored = net_from_checkpoint(path)
+    assert restored.config.move_view == 1
+    obs = torch.from_numpy(np.random.default_rng(6).random((2, 9, 4, 4), dtype=np.float32))
+    with torch.no_grad():
+        assert torch.equal(restored(obs)[0], net.eval()(obs)[0])
 
 
 def test_a_policy_without_half_moves_only_moves_whole_armies():

@@ -246,6 +246,7 @@ def _train_dqn(args: argparse.Namespace) -> int:
             compass=args.compass or (bool(args.heading_preference) and not args.memory),
             heading_preference=args.heading_preference,
             action_head=args.action_head,
+            move_view=args.move_view,
             clock=args.clock,
             memory=args.memory,
             bfloat16_trunk=args.bfloat16_trunk,
@@ -457,6 +458,7 @@ def add_commands(commands) -> None:
         ("minibatches", int),
         ("channels", int),
         ("blocks", int),
+        ("move_view", int),
         ("checkpoint_every", int),
         ("torch_threads", int),
         ("env_threads", int),
@@ -584,6 +586,14 @@ def add_commands(commands) -> None:
         default="joint",
         help="joint: one advantage per move; factorised: the source tile's plus its move's "
         "(default: %(default)s)",
+    )
+    option(
+        "--move-view",
+        type=int,
+        default=1,
+        metavar="TILES",
+        help="the side of the square around a move's source its value reads: 1, the source "
+        "tile; 3, also the tile it enters (default: %(default)s)",
     )
     option(
         "--stack-preference",

@@ -107,6 +107,9 @@ class DQNConfig:
     # NetConfig's: "joint" (one advantage per move) or "factorised" (the source tile's,
     # plus its move's: a tile's moves share what is worth moving from there).
     action_head: str = "joint"
+    # NetConfig's: the tiles around a move's source its value reads (3: also the tile
+    # it enters).
+    move_view: int = 1
     # Clock planes from each sample's tick (NetConfig's): the land bonus's phase and
     # the tick's parity, which the states alone do not show.
     clock: bool = False

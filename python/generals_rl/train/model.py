@@ -60,6 +60,11 @@ class NetConfig:
     # "factorised" (a distribution over the source tiles, then one over that tile's moves:
     # the network weighs which stack to move apart from where it goes).
     action_head: str = "joint"
+    # The side of the square of tiles around a move's source that its logit reads (the
+    # trunk's features and the input planes): 1, the source alone; 3, also the tile the
+    # move enters (whether it holds the enemy general, and how large an army), which a
+    # 1x1 head sees only through what the trunk carried over from there.
+    move_view: int = 1
     # Whether the convolutional trunk computes in bfloat16 (autocast; its weights, the
     # heads, logits and value stay float32): ~1.6x faster forward and backward passes on
     # CPUs with AVX512-BF16 or AMX, the cost PPO spends most on. Elsewhere bfloat16 is
@@ -74,6 +79,8 @@ class NetConfig:
             raise ValueError(f"channels: must be at least 1, got {self.channels}")
         if self.blocks < 0:
             raise ValueError(f"blocks: must be at least 0, got {self.blocks}")
+        if self.move_view < 1 or self.move_view % 2 == 0:
+            raise ValueError(f"move_view: must be an odd number of tiles, got {self.move_view}")
         if self.heading_preference and not (self.memory or self.compass):
             raise ValueError("heading_preference: needs memory or compass (a compass to head by)")
         if self.action_head not in ACTION_HEADS:
@@ -141,10 +148,12 @@ class PolicyValueNet(nn.Module):
         c = self.config.channels
         self.stem = nn.Conv2d(self.config.in_channels, c, 3, padding=1)
         self.blocks = nn.Sequential(*[_Block(c) for _ in range(self.config.blocks)])
-        self.move_head = nn.Conv2d(c, 8, 1)  # channel = half * 4 + direction
+        view = self.config.move_view
+        # channel = half * 4 + direction
+        self.move_head = nn.Conv2d(c, 8, view, padding=view // 2)
         # A linear path from the input planes to the move logits (the army on the tile, the
         # compass of the memory planes), learned fast.
-        self.input_head = nn.Conv2d(self.config.in_channels, 8, 1)
+        self.input_head = nn.Conv2d(self.config.in_channels, 8, view, padding=view // 2)
         self.factorised = self.config.action_head == "factorised"
         self._bfloat16 = self.config.bfloat16_trunk and native_bfloat16()
         if self.factorised:  # the source tile's logit: its features, and a linear path again
@@ -160,6 +169,9 @@ class PolicyValueNet(nn.Module):
         nn.init.zeros_(self.input_head.bias)
         with torch.no_grad():
             own_army = OBSERVATION_CHANNELS.index("own_army")
+            # The preferences weigh the source tile's own planes: the view's centre.
+            centre = view // 2
+            source_input = self.input_head.weight[:, :, centre, centre]
             if self.factorised:  # the preference picks the tile; its moves share it
                 nn.init.normal_(self.source_head.weight, std=0.01)
                 nn.init.zeros_(self.source_head.bias)
@@ -167,15 +179,15 @@ class PolicyValueNet(nn.Module):
                 nn.init.zeros_(self.source_input_head.bias)
                 self.source_input_head.weight[:, own_army] = self.config.stack_preference
             else:
-                self.input_head.weight[:, own_army] = self.config.stack_preference
+                source_input[:, own_army] = self.config.stack_preference
             if self.config.compass_channels is not None:
                 dy, dx = self.config.compass_channels
                 heading = self.config.heading_preference
                 for half in (0, 4):  # directions: 0 up, 1 down, 2 left, 3 right
-                    self.input_head.weight[half + 0, dy] = -heading
-                    self.input_head.weight[half + 1, dy] = heading
-                    self.input_head.weight[half + 2, dx] = -heading
-                    self.input_head.weight[half + 3, dx] = heading
+                    source_input[half + 0, dy] = -heading
+                    source_input[half + 1, dy] = heading
+                    source_input[half + 2, dx] = -heading
+                    source_input[half + 3, dx] = heading
         nn.init.normal_(self.pass_head.weight, std=0.01)
         nn.init.zeros_(self.pass_head.bias)
         nn.init.normal_(self.value_out.weight, std=0.01)

@@ -94,6 +94,7 @@ class PPOConfig:
     stack_preference: float = 0.0  # NetConfig.stack_preference
     heading_preference: float = 0.0  # NetConfig.heading_preference
     action_head: str = "joint"  # NetConfig.action_head
+    move_view: int = 1  # NetConfig.move_view
     bfloat16_trunk: bool = False  # NetConfig.bfloat16_trunk
     reward: dict = field(default_factory=lambda: asdict(RewardConfig()))
     tick_reward: float = 0.0  # added to the agent's reward every tick (negative: hurry)
