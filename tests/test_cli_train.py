@@ -175,6 +175,7 @@ def test_factorised_head_and_bfloat16_trunk(tmp_path, capsys):
         ),
         (["train", "ppo", "--num-envs", "0"], 2, "generals-rl train ppo: num_envs"),
         (["train", "ppo", "--action-head", "diagonal"], 2, "generals-rl train ppo: action_head"),
+        (["train", "ppo", "--move-view", "2"], 2, "generals-rl train ppo: move_view"),
         (["train", "ppo", "--resume"], 1, "generals-rl train ppo:"),
         (["evaluate", "missing.pt"], 1, "generals-rl evaluate: missing.pt"),
         (["evaluate", "JUNK", "--games", "0"], 2, "generals-rl evaluate: --games"),

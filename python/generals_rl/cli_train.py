@@ -116,6 +116,7 @@ _PPO_OPTIONS = {
     "stack_preference": "stack_preference",
     "heading_preference": "heading_preference",
     "action_head": "action_head",
+    "move_view": "move_view",
     "bfloat16_trunk": "bfloat16_trunk",
 }
 
