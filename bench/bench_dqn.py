@@ -59,13 +59,18 @@ EVAL_MAX_TICKS = 500
 LEARNER = {
     "batch-size": 256,
     "lr": 5e-4,
-    "gamma": 0.99,
+    # A shorter horizon than PPO's: every n-step target bootstraps, and a bias in the
+    # values compounds over about 1 / (1 - gamma^n) targets (3.6 at 0.97, 11.5 at 0.99).
+    "gamma": 0.97,
     "n-step": 8,
     "capacity": 200_000,
     "learning-starts": 5_000,
     "target-every": 250,
     "publish-every": 200,
     "channels": 16,
+    # A move's value reads the tile it enters: whether the enemy general is there, and
+    # what army holds it.
+    "move-view": 3,
     "blocks": 2,
     "stack-preference": 4.0,
     "replay-ratio": 8.0,
@@ -89,8 +94,9 @@ DRAIN_TIMEOUT = 3600.0
 LEARNER_FLAGS = ("whole-army-moves", "bfloat16-trunk", "memory")
 # The farms' rewards are the PPO benchmark's: the outcome, cities, and a little for every
 # tile gained, so that expanding pays before a first win (the learner adds a cost per tick
-# and more for enemy tiles taken).
-REWARDS = dict(PPO_BENCHMARK["reward"])
+# and more for enemy tiles taken); the outcome worth 10, so that taking the general
+# outweighs the values of going on.
+REWARDS = {**PPO_BENCHMARK["reward"], "win": 10.0, "loss": -10.0}
 ACTOR_ENVS = 32
 ACTOR_BUFFER = 16_384  # small, so that a learner holding back its reading holds the farm back
 
