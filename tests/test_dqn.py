@@ -559,7 +559,7 @@ def test_a_game_cut_at_the_tick_limit_ends_with_the_draw_reward(tmp_path):
             ["--approach-from", "cities"],
             "approach_from: expected one of ('land', 'army'), got 'cities'",
         ),
-        (["--move-view", "2"], "move_view: must be an odd number of tiles, got 2"),
+        (["--move-view", "2"], "move_view: expected one of (1, 3), got 2"),
         (
             ["--action-head", "diagonal"],
             "action_head: expected one of joint, factorised, got 'diagonal'",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -212,9 +213,10 @@ def test_a_wider_move_view_starts_with_the_same_preferences_from_the_source_tile
     assert wide.input_head.weight.shape[-2:] == (3, 3)
 
 
-@pytest.mark.parametrize("view", [0, 2, -1])
-def test_a_move_view_of_an_even_or_no_number_of_tiles_is_refused(view):
-    with pytest.raises(ValueError, match=f"move_view: must be an odd number of tiles, got {view}"):
+@pytest.mark.parametrize("view", [0, 2, -1, 5, 10**9, "3"])
+def test_a_move_view_other_than_the_source_or_its_neighbours_is_refused(view):
+    message = re.escape(f"move_view: expected one of (1, 3), got {view!r}")
+    with pytest.raises(ValueError, match=message):
         NetConfig(move_view=view)
 
 

@@ -27,6 +27,8 @@ from .features import (
 # Logits of illegal actions: finite (so entropies stay finite), far below any legal one.
 MASKED_LOGIT = -1e9
 ACTION_HEADS = ("joint", "factorised")
+# A move's view: its source tile, or the 3x3 tiles around it (every tile a move enters).
+MOVE_VIEWS = (1, 3)
 # FogMemory's compass: its rows plane, then its columns plane.
 _MEMORY_COMPASS = MEMORY_CHANNELS.index("enemy_dy")
 assert MEMORY_CHANNELS[_MEMORY_COMPASS + 1] == "enemy_dx"
@@ -61,8 +63,8 @@ class NetConfig:
     # the network weighs which stack to move apart from where it goes).
     action_head: str = "joint"
     # The side of the square of tiles around a move's source that its logit reads (the
-    # trunk's features and the input planes): 1, the source alone; 3, also the tile the
-    # move enters (whether it holds the enemy general, and how large an army), which a
+    # trunk's features and the input planes; MOVE_VIEWS): 1, the source alone; 3, also
+    # the tile the move enters (whether it holds the enemy general, and how large an army), which a
     # 1x1 head sees only through what the trunk carried over from there.
     move_view: int = 1
     # Whether the convolutional trunk computes in bfloat16 (autocast; its weights, the
@@ -79,8 +81,8 @@ class NetConfig:
             raise ValueError(f"channels: must be at least 1, got {self.channels}")
         if self.blocks < 0:
             raise ValueError(f"blocks: must be at least 0, got {self.blocks}")
-        if self.move_view < 1 or self.move_view % 2 == 0:
-            raise ValueError(f"move_view: must be an odd number of tiles, got {self.move_view}")
+        if self.move_view not in MOVE_VIEWS:
+            raise ValueError(f"move_view: expected one of {MOVE_VIEWS}, got {self.move_view!r}")
         if self.heading_preference and not (self.memory or self.compass):
             raise ValueError("heading_preference: needs memory or compass (a compass to head by)")
         if self.action_head not in ACTION_HEADS:
