@@ -64,8 +64,8 @@ class NetConfig:
     action_head: str = "joint"
     # The side of the square of tiles around a move's source that its logit reads (the
     # trunk's features and the input planes; MOVE_VIEWS): 1, the source alone; 3, also
-    # the tile the move enters (whether it holds the enemy general, and how large an army), which a
-    # 1x1 head sees only through what the trunk carried over from there.
+    # the tile the move enters (whether the enemy general is there, and how large an
+    # army), which a 1x1 head sees only through what the trunk carried over from there.
     move_view: int = 1
     # Whether the convolutional trunk computes in bfloat16 (autocast; its weights, the
     # heads, logits and value stay float32): ~1.6x faster forward and backward passes on
