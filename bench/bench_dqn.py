@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_learning import CONFIG as PPO_BENCHMARK
-from generals_rl.actions import DOWN, LEFT, RIGHT, UP, encode_actions, to_gym_actions
+from generals_rl.actions import capturing_moves, to_gym_actions
 from generals_rl.train import NetworkPolicy, make_opponent
 from generals_rl.train.checkpoint import load_checkpoint
 from generals_rl.train.dqn import DQNConfig, q_values, shaping
@@ -229,7 +229,8 @@ def final_games(path: Path, games: int = 32) -> dict:
             values.append(np.where(ended, np.nan, q.gather(1, played[:, None])[:, 0].numpy()))
             best = q.masked_fill(~legal, -np.inf).amax(dim=1)
         for game in np.flatnonzero(~ended):
-            moves = _capture_moves(env.game_state(game))
+            state = env.game_state(game)
+            moves = capturing_moves(state["owner"], state["army"], state["generals"][1], 0, 10, 10)
             if moves:
                 q_capture = float(q[game, moves].max())
                 captures.append((int(played[game]) in moves, q_capture, float(best[game])))
@@ -291,26 +292,6 @@ def final_games(path: Path, games: int = 32) -> dict:
             "mean_q_best": mean(q_best),
         },
     }
-
-
-# Each move's direction as a row and column step.
-_STEPS = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}
-
-
-def _capture_moves(state: dict, height: int = 10, width: int = 10) -> list[int]:
-    """Seat 0's full moves on ``state`` that take seat 1's general (their flat index, the
-    same in the gym encoding): from an own neighbour whose army, less the one left
-    behind, beats the general's."""
-    owner = np.asarray(state["owner"]).reshape(height, width)
-    army = np.asarray(state["army"]).reshape(height, width)
-    gy, gx = divmod(int(state["generals"][1]), width)
-    moves = []
-    for direction, (dy, dx) in _STEPS.items():
-        y, x = gy - dy, gx - dx  # the source tile one step back from the general
-        on_board = 0 <= y < height and 0 <= x < width
-        if on_board and owner[y, x] == 0 and army[y, x] - 1 > army[gy, gx]:
-            moves.append(int(encode_actions(x, y, direction, False, height, width)))
-    return moves
 
 
 def _standing(state: dict, general_seen_at: int) -> dict:

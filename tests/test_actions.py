@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import DOWN, LEFT, OFFSETS, RIGHT, UP, build_game, step, tile
 from generals_rl import PASS, decode_actions, encode_actions
+from generals_rl.actions import capturing_moves
 
 SHAPES = [(1, 1), (2, 3), (5, 7), (23, 19), (64, 64)]
 
@@ -109,3 +110,18 @@ def test_game_step_accepts_tuples_and_flat_indices_alike():
     np.testing.assert_array_equal(by_tuple.army, by_index.army)
     np.testing.assert_array_equal(by_tuple.owner, by_index.owner)
     assert tile(by_tuple, 0, 1) == (0, 4)
+
+
+def test_capturing_moves_are_the_neighbours_that_beat_the_tile():
+    # 3x3, player 1's tile (army 5) in the centre: player 0's tile above moves 6 and
+    # takes it, the one on the left moves 5, a tie that does not, the one on the right
+    # moves 8 and takes it; nothing of player 0's beats the 50 below.
+    owner = np.array([[-1, 0, -1], [0, 1, 0], [-1, 1, -1]]).ravel()
+    army = np.array([[0, 7, 0], [6, 5, 9], [0, 50, 0]]).ravel()
+    moves = capturing_moves(owner, army, 4, 0, 3, 3)
+    assert sorted(moves) == sorted(
+        [int(encode_actions(1, 0, DOWN, False, 3, 3)), int(encode_actions(2, 1, LEFT, False, 3, 3))]
+    )
+    assert capturing_moves(owner, army, 7, 0, 3, 3) == []
+    with pytest.raises(ValueError, match=r"tile: expected 0\.\.8, got 9"):
+        capturing_moves(owner, army, 9, 0, 3, 3)

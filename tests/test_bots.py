@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from generals_rl.actions import capturing_moves
 from generals_rl.bots import HeuristicBot, RandomBot
 from generals_rl.vec_env import VecEnv
 
@@ -151,3 +152,25 @@ def test_heuristic_beats_random_in_95_percent_of_games(heuristic_player):
     assert wins >= 0.95 * games, (
         f"heuristic won {wins} of {games} (truncated: {(outcome == -1).sum()})"
     )
+
+
+def test_heuristic_takes_the_enemy_general_whenever_one_move_does():
+    games, size = 32, 10
+    env = VecEnv(games, 2, size, size, seed=7, max_ticks=600)
+    heuristic, random_bot = HeuristicBot(), RandomBot(seed=7)
+    playing = np.ones(games, dtype=bool)  # in its first episode
+    offered = 0
+    while playing.any():
+        actions = random_bot.act(env)
+        heuristic.act(env, players=[0], out=actions)
+        for game in np.flatnonzero(playing):
+            state = env.game_state(game)
+            general = state["generals"][1]
+            moves = capturing_moves(state["owner"], state["army"], general, 0, size, size)
+            if moves:
+                offered += 1
+                played = actions[game, 0]
+                assert played in moves, f"game {game}: played {played}, not {moves}"
+        _, _, _, _, info = env.step(actions)
+        playing &= ~info["episode_done"]
+    assert offered >= games // 2, f"only {offered} states offered the capture"

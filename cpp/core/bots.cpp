@@ -127,16 +127,27 @@ int32_t heuristic_move(const Game& g, int player, HeuristicScratch& s) {
   }
   if (main_tile < 0) return kPass;
 
+  // A visible enemy general that one move captures is taken before anything
+  // else: the game ends there, and a demonstrator that walks past it teaches
+  // a learner that the capture is worth little.
+  if (enemy_general_seen) {
+    for (int t = 0; t < n; ++t) {
+      if (owner[t] != player || army[t] < 2) continue;
+      for (int d = 0; d < 4; ++d) {
+        const int u = neighbor(t, d, h, w);
+        const bool takes = u >= 0 && kind[u] == kGeneral && s.visible[u] && enemy(u) && army[t] - 1 > army[u];
+        if (takes) return t * 4 + d;
+      }
+    }
+  }
+
   // Expand on even ticks: a small own tile takes an adjacent empty neutral tile.
   if (g.tick() % 2 == 0) {
     for (int t = 0; t < n; ++t) {
       if (t == main_tile || owner[t] != player || army[t] < 2) continue;
-      const int y = t / w, x = t % w;
       for (int d = 0; d < 4; ++d) {
-        const int ny = y + kDy[d], nx = x + kDx[d];
-        if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
-        const int u = ny * w + nx;
-        if (owner[u] == kNeutral && kind[u] == kPlain && army[u] + 1 < army[t]) return t * 4 + d;
+        const int u = neighbor(t, d, h, w);
+        if (u >= 0 && owner[u] == kNeutral && kind[u] == kPlain && army[u] + 1 < army[t]) return t * 4 + d;
       }
     }
   }
@@ -165,23 +176,17 @@ int32_t heuristic_move(const Game& g, int player, HeuristicScratch& s) {
   for (size_t head = 0; head < s.queue.size(); ++head) {
     const int t = s.queue[head];
     if (t == main_tile) break;
-    const int y = t / w, x = t % w;
     for (int d = 0; d < 4; ++d) {
-      const int ny = y + kDy[d], nx = x + kDx[d];
-      if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
-      const int u = ny * w + nx;
-      if (s.dist[u] >= 0 || !passable(u)) continue;
+      const int u = neighbor(t, d, h, w);
+      if (u < 0 || s.dist[u] >= 0 || !passable(u)) continue;
       s.dist[u] = s.dist[t] + 1;
       s.queue.push_back(u);
     }
   }
-  const int y = main_tile / w, x = main_tile % w;
   int best = kPass, best_dist = s.dist[main_tile] >= 0 ? s.dist[main_tile] : 1 << 30;
   for (int d = 0; d < 4; ++d) {
-    const int ny = y + kDy[d], nx = x + kDx[d];
-    if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
-    const int u = ny * w + nx;
-    if (s.dist[u] >= 0 && s.dist[u] < best_dist) {
+    const int u = neighbor(main_tile, d, h, w);
+    if (u >= 0 && s.dist[u] >= 0 && s.dist[u] < best_dist) {
       best_dist = s.dist[u];
       best = main_tile * 4 + d;
     }

@@ -11,6 +11,8 @@ import numpy as np
 
 PASS = -1
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
+# Each direction as a (row, column) step.
+_STEPS = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}
 
 
 def encode_actions(x, y, direction, half, height: int, width: int) -> np.ndarray:
@@ -92,3 +94,21 @@ def from_gym_masks(masks) -> np.ndarray:
     if masks.shape[-1] % 8 != 1:
         raise ValueError(f"masks: the last axis must be H*W*8 + 1 long, got {masks.shape[-1]}")
     return masks[..., : (masks.shape[-1] - 1) // 2].astype(bool)
+
+
+def capturing_moves(owner, army, tile: int, player: int, height: int, width: int) -> list[int]:
+    """``player``'s full moves that take ``tile`` (flat indices, the same in the Gymnasium
+    encoding): from an own neighbour whose army, less the one it leaves behind, beats the
+    tile's. ``owner`` and ``army`` are a board's flat ``H*W`` arrays."""
+    owner = np.asarray(owner).reshape(height, width)
+    army = np.asarray(army).reshape(height, width)
+    if not 0 <= tile < height * width:
+        raise ValueError(f"tile: expected 0..{height * width - 1}, got {tile}")
+    ty, tx = divmod(int(tile), width)
+    moves = []
+    for direction, (dy, dx) in _STEPS.items():
+        y, x = ty - dy, tx - dx  # the source one step back from the tile
+        on_board = 0 <= y < height and 0 <= x < width
+        if on_board and owner[y, x] == player and army[y, x] - 1 > army[ty, tx]:
+            moves.append(int(encode_actions(x, y, direction, False, height, width)))
+    return moves

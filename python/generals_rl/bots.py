@@ -43,9 +43,10 @@ class RandomBot(_Bot):
 
 
 class HeuristicBot(_Bot):
-    """Expands greedily, gathers its largest army and attacks toward the enemy
-    (its general when seen, else its nearest seen tile). Deterministic. In team
-    games it sees what its alive teammates see and never attacks them."""
+    """Takes a visible enemy general whenever one move does; otherwise expands
+    greedily, gathers its largest army and attacks toward the enemy (its general
+    when seen, else its nearest seen tile). Deterministic. In team games it sees
+    what its alive teammates see and never attacks them."""
 
     def act(
         self, env: VecEnv, players: Iterable[int] | None = None, out: np.ndarray | None = None
