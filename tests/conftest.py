@@ -17,13 +17,11 @@ from pathlib import Path
 
 import generals_rl
 import numpy as np
-from generals_rl.actions import DOWN, LEFT, RIGHT, UP, encode_actions
+from generals_rl.actions import DOWN, LEFT, OFFSETS, RIGHT, UP, encode_actions
 
 PLAIN, MOUNTAIN, CITY, GENERAL = 0, 1, 2, 3
 NEUTRAL = -1
 DIRECTIONS = (UP, DOWN, LEFT, RIGHT)
-# (dy, dx) of each direction, as the action index defines them.
-OFFSETS = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REPLAY_DIR = PROJECT_ROOT.parent / "shared" / "replays"

@@ -11,8 +11,8 @@ import numpy as np
 
 PASS = -1
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
-# Each direction as a (row, column) step.
-_STEPS = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}
+# (dy, dx) of each direction, as the action index defines them.
+OFFSETS = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}
 
 
 def encode_actions(x, y, direction, half, height: int, width: int) -> np.ndarray:
@@ -106,7 +106,7 @@ def capturing_moves(owner, army, tile: int, player: int, height: int, width: int
         raise ValueError(f"tile: expected 0..{height * width - 1}, got {tile}")
     ty, tx = divmod(int(tile), width)
     moves = []
-    for direction, (dy, dx) in _STEPS.items():
+    for direction, (dy, dx) in OFFSETS.items():
         y, x = ty - dy, tx - dx  # the source one step back from the tile
         on_board = 0 <= y < height and 0 <= x < width
         if on_board and owner[y, x] == player and army[y, x] - 1 > army[ty, tx]:
